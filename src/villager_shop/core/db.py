@@ -1,0 +1,75 @@
+"""Connections with timeouts: every tool connects through here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from villager_shop.core.errors import ServerUnavailable
+from villager_shop.core.urls import dbname_of, mask_url, with_dbname
+
+APP_NAME = "villager-shop"
+
+
+def connect(
+    url: str,
+    *,
+    autocommit: bool = False,
+    application_name: str = APP_NAME,
+    connect_timeout: int = 5,
+    **kwargs: Any,
+) -> psycopg.Connection[Any]:
+    """Open a connection, turning 'cannot connect' into a one-line ServerUnavailable."""
+    try:
+        return psycopg.connect(
+            url,
+            autocommit=autocommit,
+            application_name=application_name,
+            connect_timeout=connect_timeout,
+            **kwargs,
+        )
+    except psycopg.OperationalError as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise ServerUnavailable(f"cannot connect to {mask_url(url)}: {reason}") from exc
+
+
+@contextmanager
+def connection(url: str, **kwargs: Any) -> Iterator[psycopg.Connection[Any]]:
+    conn = connect(url, **kwargs)
+    try:
+        with conn:
+            yield conn
+    finally:
+        conn.close()
+
+
+def server_version_num(conn: psycopg.Connection[Any]) -> int:
+    return int(conn.info.server_version)
+
+
+def database_exists(admin_url: str, dbname: str) -> bool:
+    with connection(admin_url, autocommit=True) as conn:
+        return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone() is not None
+
+
+def create_database(admin_url: str, dbname: str, *, template: str | None = None) -> str:
+    """Create a database on the same server; return its URL."""
+    with connection(admin_url, autocommit=True) as conn:
+        stmt = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname))
+        if template:
+            stmt = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(dbname), sql.Identifier(template)
+            )
+        conn.execute(stmt)
+    return with_dbname(admin_url, dbname)
+
+
+def drop_database(admin_url: str, dbname: str) -> None:
+    if dbname == dbname_of(admin_url):
+        raise ValueError("refusing to drop the database we are connected to")
+    with connection(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))

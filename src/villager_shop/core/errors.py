@@ -1,0 +1,77 @@
+"""The one place where exceptions become a one-line message and an exit code.
+
+Library code raises `VillagerError` subclasses (or lets psycopg errors through); the CLI
+calls `describe()` and never shows a traceback to a user.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import psycopg
+
+
+class VillagerError(Exception):
+    """An error with a message meant for the operator."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+class ConfigError(VillagerError):
+    exit_code = 2
+
+
+class ServerUnavailable(VillagerError):
+    exit_code = 3
+
+
+class RefusedError(VillagerError):
+    """The tool refuses to act because acting would be unsafe (exit 4)."""
+
+    exit_code = 4
+
+
+class VerificationFailed(VillagerError):
+    exit_code = 5
+
+
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)([^@\s]+)(@)")
+_KV_PASSWORD = re.compile(r"(password\s*=\s*)(\S+)", re.IGNORECASE)
+
+
+def scrub(text: str) -> str:
+    """Remove passwords from any text that might quote a connection string."""
+    text = _URL_PASSWORD.sub(r"\1***\3", text)
+    return _KV_PASSWORD.sub(r"\1***", text)
+
+
+def describe(exc: BaseException) -> tuple[str, int]:
+    """Return (one-line message, exit code) for any exception."""
+    if isinstance(exc, VillagerError):
+        return _one_line(str(exc)), exc.exit_code
+    if isinstance(exc, psycopg.OperationalError):
+        return _one_line(f"database unavailable: {exc}"), ServerUnavailable.exit_code
+    if isinstance(exc, psycopg.Error):
+        diag = getattr(exc, "diag", None)
+        state = getattr(diag, "sqlstate", None) or ""
+        return _one_line(f"database error {state}: {exc}".replace("  ", " ")), 1
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted", 130
+    if isinstance(exc, OSError):
+        return _one_line(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")), 1
+    return _one_line(f"internal error ({type(exc).__name__}): {exc}"), 70
+
+
+def _one_line(message: str) -> str:
+    first = " ".join(part.strip() for part in message.strip().splitlines() if part.strip())
+    return scrub(first)[:500]
+
+
+def debug_enabled() -> bool:
+    return os.environ.get("VILLAGER_DEBUG", "") not in ("", "0", "false")

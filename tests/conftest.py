@@ -1,0 +1,68 @@
+"""Fixtures: every test gets its own database on a real server (embedded PG 18 by default,
+or the server named by DATABASE_URL), and a real Redis (embedded or REDIS_URL)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+import warnings
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+warnings.filterwarnings("ignore", module="platformdirs")
+
+from tests.helpers import TEST_DATA_ROOT  # noqa: E402
+from villager_shop.core.db import create_database, drop_database  # noqa: E402
+from villager_shop.embedded.postgres import EmbeddedPostgres  # noqa: E402
+from villager_shop.embedded.redis import EmbeddedRedis  # noqa: E402
+from villager_shop.legacy.schema import schema_sql  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> str:
+    """A URL to a maintenance database on the server under test."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        return url
+    return EmbeddedPostgres(TEST_DATA_ROOT).start()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    url = os.environ.get("REDIS_URL")
+    if url:
+        return url
+    return EmbeddedRedis(TEST_DATA_ROOT).start()
+
+
+@pytest.fixture(scope="session")
+def server_version(pg_admin_url: str) -> int:
+    with psycopg.connect(pg_admin_url) as conn:
+        return int(conn.info.server_version)
+
+
+def _new_db(admin_url: str, template: str | None = None) -> tuple[str, str]:
+    name = f"vt_{uuid.uuid4().hex[:12]}"
+    return name, create_database(admin_url, name, template=template)
+
+
+@pytest.fixture
+def fresh_db(pg_admin_url: str) -> Iterator[str]:
+    """An empty database, dropped after the test."""
+    name, url = _new_db(pg_admin_url)
+    try:
+        yield url
+    finally:
+        drop_database(pg_admin_url, name)
+
+
+@pytest.fixture
+def legacy_db(fresh_db: str) -> str:
+    """An empty database holding exactly the legacy schema."""
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute(schema_sql().encode())
+    return fresh_db
+
+
