@@ -1,0 +1,172 @@
+"""Walk a table by primary key in small transactions (SPEC defect 1).
+
+Each batch: pick the next N ids after the cursor, lock them FOR NO KEY UPDATE SKIP LOCKED (we
+never wait behind an application's row lock, so we cannot deadlock with it), run the step's
+set-based actions on exactly the locked rows, and move the cursor - all in one transaction, so a
+kill -9 at any point resumes at the last committed batch. Rows skipped because the application
+held them are remembered and retried at the end (by then the sync trigger has usually done them).
+The batch size adapts: it shrinks when a batch is slower than the target (locks are held for one
+batch only) and grows back when there is room.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import errors
+
+from villager_shop.core.db import connect
+from villager_shop.migration.steps.base import Context
+
+NIL = "00000000-0000-0000-0000-000000000000"
+RETRYABLE = (errors.LockNotAvailable, errors.DeadlockDetected, errors.SerializationFailure,
+             errors.QueryCanceled)
+MIN_BATCH = 50
+
+
+@dataclass
+class BackfillResult:
+    rows: int
+    batches: int
+    seconds: float
+    retried_rows: int
+    max_batch_ms: float
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+
+def _init_progress(conn: psycopg.Connection[Any], step: str, table: str) -> tuple[str | None, int, int]:
+    with conn.transaction():
+        row = conn.execute(
+            "SELECT last_id::text, rows_done, batch_size FROM villager_migration.backfill WHERE step = %s",
+            (step,)).fetchone()
+        if row is None:
+            total = conn.execute(f"SELECT count(*) FROM public.{table}").fetchone()
+            conn.execute(
+                "INSERT INTO villager_migration.backfill (step, table_name, rows_total, started_at, updated_at)"
+                " VALUES (%s, %s, %s, now(), now())", (step, table, total[0] if total else 0))
+            return None, 0, 0
+    return row[0], int(row[1]), int(row[2] or 0)
+
+
+def run_backfill(ctx: Context, step: str, table: str, actions: list[str]) -> BackfillResult:
+    conn = connect(ctx.url, application_name=f"villager-shop backfill {table}")
+    try:
+        return _run(ctx, conn, step, table, actions)
+    finally:
+        conn.close()
+
+
+def _run(ctx: Context, conn: psycopg.Connection[Any], step: str, table: str, actions: list[str]) -> BackfillResult:
+    last_id, done, saved_size = _init_progress(conn, step, table)
+    max_size = max(MIN_BATCH, ctx.batch_size)
+    size = min(max_size, saved_size or max_size)
+    target_s = ctx.target_batch_ms / 1000
+    started = time.perf_counter()
+    rows = batches = 0
+    max_batch = 0.0
+    failures = 0
+    total = _total(conn, step)
+    pick = (f"WITH r AS (SELECT id FROM public.{table} WHERE id {{op}} %(last)s::uuid ORDER BY id LIMIT %(n)s)"
+            " SELECT (SELECT id FROM r ORDER BY id DESC LIMIT 1)::text, (SELECT count(*) FROM r)")
+    lock = (f"SELECT coalesce(array_agg(id), ARRAY[]::uuid[]) FROM (SELECT id FROM public.{table}"
+            f" WHERE id {{op}} %(last)s::uuid AND id <= %(upper)s::uuid FOR NO KEY UPDATE SKIP LOCKED) l")
+    remember = (f"INSERT INTO villager_migration.backfill_retry (step, row_id)"
+                f" SELECT %(step)s, id FROM public.{table} WHERE id {{op}} %(last)s::uuid AND id <= %(upper)s::uuid"
+                f" AND id <> ALL(%(ids)s) ON CONFLICT DO NOTHING")
+    while True:
+        op = ">" if last_id is not None else ">="
+        t0 = time.perf_counter()
+        try:
+            with conn.transaction():
+                _batch_settings(conn, ctx)
+                upper, n = conn.execute(pick.format(op=op), {"last": last_id or NIL, "n": size}).fetchone() or (None, 0)
+                if not n:
+                    break
+                params = {"last": last_id or NIL, "upper": upper, "step": step}
+                ids = conn.execute(lock.format(op=op), params).fetchone()[0]  # type: ignore[index]
+                if len(ids) < n:
+                    conn.execute(remember.format(op=op), {**params, "ids": ids})
+                if ids:
+                    for action in actions:
+                        conn.execute(action, {"ids": ids})
+                elapsed = time.perf_counter() - t0
+                conn.execute(
+                    "UPDATE villager_migration.backfill SET last_id = %s, rows_done = rows_done + %s,"
+                    " batches = batches + 1, batch_size = %s, elapsed_s = elapsed_s + %s,"
+                    " max_batch_ms = greatest(max_batch_ms, %s), updated_at = now() WHERE step = %s",
+                    (upper, n, size, elapsed, elapsed * 1000, step))
+        except RETRYABLE as exc:
+            failures += 1
+            size = max(MIN_BATCH, size // 2)
+            ctx.reporter.note(f"{step}: batch gave way to the application ({type(exc).__name__}); "
+                              f"batch size now {size}")
+            if failures > 200:
+                raise
+            time.sleep(min(2.0, 0.02 * 2 ** min(failures, 6)))
+            continue
+        dt = time.perf_counter() - t0
+        failures = 0
+        last_id = upper
+        rows += n
+        done += n
+        batches += 1
+        max_batch = max(max_batch, dt * 1000)
+        if dt > target_s * 1.5 and size > MIN_BATCH:
+            size = max(MIN_BATCH, int(size * max(0.3, target_s / dt)))
+        elif dt < target_s * 0.6 and size < max_size:
+            size = min(max_size, int(size * 1.5) + 1)
+        spent = time.perf_counter() - started
+        ctx.reporter.progress(step, done, max(total, done), rows / spent if spent > 0 else 0.0)
+        if ctx.batch_pause_ms:
+            time.sleep(ctx.batch_pause_ms / 1000)
+    retried = _retry_skipped(ctx, conn, step, table, actions)
+    seconds = time.perf_counter() - started
+    with conn.transaction():
+        conn.execute("UPDATE villager_migration.backfill SET finished_at = now(), updated_at = now(),"
+                     " rows_total = greatest(rows_total, rows_done) WHERE step = %s", (step,))
+    return BackfillResult(rows, batches, seconds, retried, max_batch)
+
+
+def _total(conn: psycopg.Connection[Any], step: str) -> int:
+    row = conn.execute("SELECT coalesce(rows_total, 0) FROM villager_migration.backfill WHERE step = %s",
+                       (step,)).fetchone()
+    conn.commit()
+    return int(row[0]) if row else 0
+
+
+def _batch_settings(conn: psycopg.Connection[Any], ctx: Context) -> None:
+    conn.execute("SET LOCAL villager.backfill = 'on'")
+    conn.execute(f"SET LOCAL lock_timeout = {int(ctx.policy.lock_timeout_ms)}")
+    conn.execute("SET LOCAL statement_timeout = '60s'")
+
+
+def _retry_skipped(ctx: Context, conn: psycopg.Connection[Any], step: str, table: str, actions: list[str]) -> int:
+    """Rows that were locked by the application when their batch ran: take them now, waiting for
+    their lock at most lock_timeout each time."""
+    retried = 0
+    for attempt in range(1, 1000):
+        try:
+            with conn.transaction():
+                _batch_settings(conn, ctx)
+                ids = conn.execute(
+                    f"SELECT coalesce(array_agg(id), ARRAY[]::uuid[]) FROM (SELECT t.id FROM public.{table} t"
+                    " JOIN villager_migration.backfill_retry r ON r.row_id = t.id AND r.step = %s"
+                    " ORDER BY t.id LIMIT 500 FOR NO KEY UPDATE OF t) l", (step,)).fetchone()[0]  # type: ignore[index]
+                if ids:
+                    for action in actions:
+                        conn.execute(action, {"ids": ids})
+                conn.execute("DELETE FROM villager_migration.backfill_retry WHERE step = %s AND"
+                             " (row_id = ANY(%s) OR NOT EXISTS (SELECT 1 FROM public." + table +
+                             " t WHERE t.id = row_id))", (step, ids))
+                retried += len(ids)
+                if not ids:
+                    return retried
+        except RETRYABLE:
+            time.sleep(min(2.0, 0.05 * attempt))
+    return retried

@@ -1,0 +1,95 @@
+"""The villager_shop migration as data: an ordered list of generic operations with table and
+column names. `migrate plan` prints it; `migrate run` executes it; rollback undoes it in reverse."""
+
+from __future__ import annotations
+
+from villager_shop.migration.steps.backfill import (
+    Analyze,
+    Backfill,
+    DefaultVariantReference,
+    ExtractCategory,
+    ExtractLookup,
+    Quarantine,
+    SplitDefaultVariant,
+)
+from villager_shop.migration.steps.base import Step
+from villager_shop.migration.steps.columns import AddColumn
+from villager_shop.migration.steps.constraints import AddConstraint, ValidateConstraint
+from villager_shop.migration.steps.indexes import CreateIndex
+from villager_shop.migration.steps.monitoring import MonitoringViews
+from villager_shop.migration.steps.schema_objects import CreateTable, Rules, StateSchema
+from villager_shop.migration.steps.sync_triggers import SyncTriggers
+
+ORDER_VIOLATIONS = ("SELECT count(*) FROM public.orders"
+                    " WHERE subtotal < 0 OR delivery_fee < 0 OR total < 0")
+ITEM_VIOLATIONS = "SELECT count(*) FROM public.order_items WHERE quantity <= 0"
+
+# Constraints on the legacy tables: (table, name, definition, referenced table)
+CONSTRAINTS = [
+    ("users", "fk_users_address", "FOREIGN KEY (address_id) REFERENCES public.addresses (id)", "addresses"),
+    ("shops", "fk_shops_address", "FOREIGN KEY (address_id) REFERENCES public.addresses (id)", "addresses"),
+    ("products", "fk_products_category",
+     "FOREIGN KEY (category_id) REFERENCES public.product_categories (id)", "product_categories"),
+    ("order_items", "fk_order_items_variant",
+     "FOREIGN KEY (variant_id) REFERENCES public.product_variants (id)", "product_variants"),
+    ("products", "chk_products_base_price_positive", "CHECK (base_price > 0)", None),
+    ("orders", "chk_orders_amounts_positive", "CHECK (subtotal >= 0 AND delivery_fee >= 0 AND total >= 0)", None),
+    ("order_items", "chk_order_items_quantity_positive", "CHECK (quantity > 0)", None),
+]
+VIOLATIONS = {"chk_orders_amounts_positive": ORDER_VIOLATIONS,
+              "chk_order_items_quantity_positive": ITEM_VIOLATIONS}
+
+INDEXES = [
+    ("idx_products_shop_category_active", "products", "(shop_id, category_id) WHERE is_available",
+     "a shop's available products by category"),
+    ("idx_products_category_rating", "products",
+     "(category_id, rating DESC, order_count DESC, id) WHERE is_available",
+     "available products of a category by rating, order count"),
+    ("idx_products_available_rating", "products", "(rating DESC, order_count DESC, id) WHERE is_available",
+     "the unfiltered catalog listing"),
+    ("idx_orders_customer_created_desc", "orders", "(customer_id, created_at DESC)", "a customer's orders"),
+    ("idx_orders_shop_created_desc", "orders", "(shop_id, created_at DESC)", "a shop's orders"),
+    ("idx_users_address_id", "users", "(address_id)", "foreign key"),
+    ("idx_shops_address_id", "shops", "(address_id)", "foreign key"),
+    ("idx_order_items_variant_id", "order_items", "(variant_id)", "foreign key"),
+]
+
+
+def build_plan() -> list[Step]:
+    steps: list[Step] = [
+        StateSchema(),
+        Rules(),
+        CreateTable("addresses"),
+        CreateTable("product_categories"),
+        CreateTable("product_variants", locks="SHARE ROW EXCLUSIVE on products (foreign key; milliseconds)"),
+        AddColumn("users", "address_id", "uuid"),
+        AddColumn("shops", "address_id", "uuid"),
+        AddColumn("products", "category_id", "uuid"),
+        AddColumn("products", "base_price", "numeric(10, 2)"),
+        AddColumn("order_items", "variant_id", "uuid"),
+        *[AddConstraint(t, n, d, referenced=r) for t, n, d, r in CONSTRAINTS],
+        # Before the triggers: the sync trigger on products looks up order_items by product_id, and
+        # the old application's product deletes check order_items through it.
+        CreateIndex("idx_order_items_product_id", "order_items", "(product_id)",
+                    why="used by the sync triggers and by foreign-key checks", phase="expand"),
+        MonitoringViews(),
+        SyncTriggers(),
+        Backfill("users", [ExtractLookup("users", "house_number", "address_id", "addresses", "house_number",
+                                         "canonical_house_number")],
+                 "backfill users.address_id from house_number"),
+        Backfill("shops", [ExtractLookup("shops", "house_number", "address_id", "addresses", "house_number",
+                                         "canonical_house_number")],
+                 "backfill shops.address_id from house_number"),
+        Backfill("products", [ExtractCategory(), SplitDefaultVariant()],
+                 "backfill categories, category_id, base_price and default variants"),
+        Backfill("order_items", [DefaultVariantReference()], "backfill order_items.variant_id"),
+        Backfill("orders", [Quarantine("orders", "villager_migration.order_problem(t.subtotal, t.delivery_fee,"
+                                                 " t.total)")],
+                 "quarantine orders whose amounts are negative or do not add up"),
+        *[ValidateConstraint(t, n, VIOLATIONS.get(n)) for t, n, _, _ in CONSTRAINTS],
+        *[CreateIndex(i, t, d, why=w) for i, t, d, w in INDEXES],
+        Analyze(),
+    ]
+    names = [s.name for s in steps]
+    assert len(names) == len(set(names)), "step names must be unique"
+    return steps

@@ -1,0 +1,124 @@
+"""Runs the plan: one step after another, each recorded in the database before and after, so a
+run killed at any point (kill -9 included) resumes where it stopped. Only one run, rollback or
+complete at a time (a session advisory lock, released by the server if the process dies)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+
+from villager_shop.core.config import Settings
+from villager_shop.core.db import connect
+from villager_shop.core.errors import RefusedError, VillagerError
+from villager_shop.legacy.schema import LEGACY_TABLES
+from villager_shop.migration import state
+from villager_shop.migration.ddl import RetryPolicy
+from villager_shop.migration.plan import build_plan
+from villager_shop.migration.steps.base import Context, Reporter, SilentReporter, Step
+from villager_shop.migration.steps.monitoring import ensure_pg_stat_statements
+
+ADVISORY_KEY = (742300, 1)
+PHASE_OF_STEP = {"expand": "expanding", "sync": "expanding", "backfill": "backfilling",
+                 "validate": "validating", "index": "validating", "analyze": "validating"}
+
+
+def make_context(url: str, settings: Settings, reporter: Reporter | None = None,
+                 conn: psycopg.Connection[Any] | None = None) -> Context:
+    conn = conn or connect(url, autocommit=True, application_name="villager-shop migrate")
+    enc = conn.execute("SHOW server_encoding").fetchone()
+    return Context(
+        url=url,
+        conn=conn,
+        policy=RetryPolicy(lock_timeout_ms=settings.villager_lock_timeout_ms),
+        utf8=bool(enc and str(enc[0]).upper() in ("UTF8", "UTF-8")),
+        batch_size=settings.villager_batch_size,
+        batch_pause_ms=settings.villager_batch_pause_ms,
+        target_batch_ms=settings.villager_target_batch_ms,
+        reporter=reporter or SilentReporter(),
+    )
+
+
+@contextmanager
+def exclusive(ctx: Context, what: str) -> Iterator[None]:
+    got = ctx.scalar("SELECT pg_try_advisory_lock(%s, %s)", ADVISORY_KEY)
+    if not got:
+        holder = ctx.conn.execute(
+            "SELECT a.pid, a.application_name, a.backend_start FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
+            " WHERE l.locktype = 'advisory' AND l.classid = %s AND l.objid = %s AND l.granted", ADVISORY_KEY,
+        ).fetchone()
+        who = f" (pid {holder[0]}, {holder[1]!r}, since {holder[2]:%H:%M:%S})" if holder else ""
+        raise RefusedError(f"cannot {what}: another migrate run/rollback/complete is in progress{who}")
+    try:
+        yield
+    finally:
+        if not ctx.conn.closed:
+            ctx.scalar("SELECT pg_advisory_unlock(%s, %s)", ADVISORY_KEY)
+
+
+def missing_legacy_tables(ctx: Context) -> list[str]:
+    return [t for t in LEGACY_TABLES if not ctx.scalar("SELECT to_regclass(%s) IS NOT NULL", (f"public.{t}",))]
+
+
+def run(ctx: Context, *, steps: list[Step] | None = None) -> dict[str, Any]:
+    """Run (or resume) the whole plan; returns a summary per step."""
+    missing = missing_legacy_tables(ctx)
+    if missing:
+        raise VillagerError(f"not a villager_shop database: tables {', '.join(missing)} are missing"
+                            " (create them with `villager-shop legacy init`)")
+    plan = steps or build_plan()
+    summary: dict[str, Any] = {}
+    with exclusive(ctx, "run the migration"):
+        current = state.phase(ctx.conn) if state.schema_exists(ctx.conn) else "not_started"
+        if current in ("completed", "completing"):
+            raise RefusedError("the migration is already completed (legacy columns dropped); nothing to run")
+        if current == "rolling_back":
+            raise RefusedError("a rollback was interrupted; finish it with `villager-shop migrate rollback --yes`")
+        plan[0].apply(ctx)  # the state schema itself
+        if current == "rolled_back":
+            reset(ctx)
+        state.register_steps(ctx.conn, [s.name for s in plan])
+        if state.get(ctx.conn, "run_started_at") is None:
+            state.put(ctx.conn, "run_started_at", time.time())
+        ensure_pg_stat_statements(ctx)
+        done = {r.name for r in state.steps(ctx.conn) if r.status == "done"}
+        for step in plan:
+            phase = PHASE_OF_STEP.get(step.phase, "expanding")
+            if state.phase(ctx.conn) != phase:
+                state.set_phase(ctx.conn, phase)
+            if step.name in done and (step.check(ctx) or step.phase == "analyze"):
+                summary[step.name] = {"skipped": "already done"}
+                continue
+            ctx.reporter.step_started(step.name, step.title)
+            state.mark(ctx.conn, step.name, "running")
+            t0 = time.perf_counter()
+            try:
+                detail = step.apply(ctx)
+            except BaseException as exc:
+                if not ctx.conn.closed and not ctx.conn.broken:
+                    state.mark(ctx.conn, step.name, "failed", error=str(exc).splitlines()[0][:500] if str(exc) else
+                               type(exc).__name__)
+                raise
+            detail = {**detail, "seconds": round(time.perf_counter() - t0, 3)}
+            state.mark(ctx.conn, step.name, "done", detail=detail)
+            state.event(ctx.conn, step.name, "done", step.title, detail)
+            ctx.reporter.step_finished(step.name, detail)
+            summary[step.name] = detail
+        state.put(ctx.conn, "run_finished_at", time.time())
+        state.set_phase(ctx.conn, "migrated")
+    return summary
+
+
+def reset(ctx: Context) -> None:
+    """A new run after a rollback starts from a clean state (history is kept in events)."""
+    with ctx.conn.transaction():
+        ctx.conn.execute("UPDATE villager_migration.steps SET status = 'pending', attempts = 0, started_at = NULL,"
+                         " finished_at = NULL, last_error = NULL, detail = '{}'")
+        ctx.conn.execute("DELETE FROM villager_migration.backfill")
+        ctx.conn.execute("DELETE FROM villager_migration.backfill_retry")
+        ctx.conn.execute("DELETE FROM villager_migration.quarantine")
+        ctx.conn.execute("DELETE FROM villager_migration.state WHERE key IN ('run_started_at', 'run_finished_at')")
+        state.event(ctx.conn, None, "reset", "new run after a rollback")

@@ -1,0 +1,65 @@
+-- The migration's own state lives in the database, so any machine can resume or inspect it.
+-- name: state
+CREATE SCHEMA IF NOT EXISTS villager_migration;
+
+CREATE TABLE IF NOT EXISTS villager_migration.steps (
+    name        text PRIMARY KEY,
+    position    integer NOT NULL,
+    status      text NOT NULL DEFAULT 'pending',   -- pending | running | done | failed | undone
+    attempts    integer NOT NULL DEFAULT 0,
+    started_at  timestamptz,
+    finished_at timestamptz,
+    last_error  text,
+    detail      jsonb NOT NULL DEFAULT '{}'
+);
+
+CREATE TABLE IF NOT EXISTS villager_migration.backfill (
+    step        text PRIMARY KEY,
+    table_name  text NOT NULL,
+    last_id     uuid,                               -- every row with id <= last_id is done
+    rows_done   bigint NOT NULL DEFAULT 0,
+    rows_total  bigint,
+    batches     integer NOT NULL DEFAULT 0,
+    batch_size  integer,
+    elapsed_s   double precision NOT NULL DEFAULT 0,
+    max_batch_ms double precision NOT NULL DEFAULT 0,
+    started_at  timestamptz,
+    updated_at  timestamptz,
+    finished_at timestamptz
+);
+
+-- Rows the backfill skipped because the application held their lock; retried at the end.
+CREATE TABLE IF NOT EXISTS villager_migration.backfill_retry (
+    step   text NOT NULL,
+    row_id uuid NOT NULL,
+    PRIMARY KEY (step, row_id)
+);
+
+-- One row per legacy row that cannot be migrated as is (kept untouched, with the reason).
+CREATE TABLE IF NOT EXISTS villager_migration.quarantine (
+    table_name     text NOT NULL,
+    row_id         uuid NOT NULL,
+    reason         text NOT NULL,
+    detail         jsonb,
+    quarantined_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (table_name, row_id)
+);
+
+CREATE TABLE IF NOT EXISTS villager_migration.state (
+    key        text PRIMARY KEY,
+    value      jsonb NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS villager_migration.events (
+    id      bigserial PRIMARY KEY,
+    at      timestamptz NOT NULL DEFAULT clock_timestamp(),
+    step    text,
+    kind    text NOT NULL,
+    message text NOT NULL,
+    data    jsonb
+);
+
+-- Bumped (non-transactionally, without contention) by every write that arrives through the
+-- legacy columns, so `complete` can tell whether an old application is still writing.
+CREATE SEQUENCE IF NOT EXISTS villager_migration.legacy_writes;

@@ -1,0 +1,274 @@
+-- Keep the legacy and the normalized representations equal while both applications write,
+-- from `migrate run` until `migrate complete` (or `rollback`). Every trigger is skipped inside the
+-- backfill's own transactions (SET LOCAL villager.backfill = 'on'), which compute the same values
+-- set-based. Rule of precedence on one write: a changed legacy column wins; otherwise a changed new
+-- column is carried back to the legacy one, keeping the legacy spelling when it is equivalent.
+
+-- name: fn_sync_address
+-- users, shops: house_number <-> address_id
+CREATE OR REPLACE FUNCTION villager_migration.sync_address() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    addr text;
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        IF NEW.address_id IS NOT NULL
+           AND villager_migration.canonical_house_number(NEW.house_number) IS NULL THEN
+            SELECT house_number INTO NEW.house_number FROM public.addresses WHERE id = NEW.address_id;
+            RETURN NEW;
+        END IF;
+        NEW.address_id := villager_migration.ensure_address(
+            villager_migration.canonical_house_number(NEW.house_number));
+        IF pg_trigger_depth() = 1 THEN
+            PERFORM nextval('villager_migration.legacy_writes');
+        END IF;
+        RETURN NEW;
+    END IF;
+    IF NEW.house_number IS DISTINCT FROM OLD.house_number THEN
+        NEW.address_id := villager_migration.ensure_address(
+            villager_migration.canonical_house_number(NEW.house_number));
+        IF pg_trigger_depth() = 1 THEN
+            PERFORM nextval('villager_migration.legacy_writes');
+        END IF;
+    ELSIF NEW.address_id IS DISTINCT FROM OLD.address_id THEN
+        IF NEW.address_id IS NULL THEN
+            NEW.house_number := NULL;
+        ELSE
+            SELECT house_number INTO addr FROM public.addresses WHERE id = NEW.address_id;
+            IF villager_migration.canonical_house_number(NEW.house_number) IS DISTINCT FROM addr THEN
+                NEW.house_number := addr;
+            END IF;
+        END IF;
+    END IF;
+    RETURN NEW;
+END
+$fn$;
+
+-- name: fn_sync_address_row
+-- addresses: keep house_number canonical; a renamed address renames the legacy text of its users.
+CREATE OR REPLACE FUNCTION villager_migration.sync_address_row() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    IF TG_WHEN = 'BEFORE' THEN
+        NEW.house_number := villager_migration.canonical_house_number(NEW.house_number);
+        RETURN NEW;
+    END IF;
+    IF NEW.house_number IS DISTINCT FROM OLD.house_number THEN
+        UPDATE public.users SET house_number = NEW.house_number
+         WHERE address_id = NEW.id
+           AND villager_migration.canonical_house_number(house_number) IS DISTINCT FROM NEW.house_number;
+        UPDATE public.shops SET house_number = NEW.house_number
+         WHERE address_id = NEW.id
+           AND villager_migration.canonical_house_number(house_number) IS DISTINCT FROM NEW.house_number;
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+
+-- name: fn_sync_category_row
+-- product_categories: a renamed category renames the legacy text of its products; slug defaults.
+CREATE OR REPLACE FUNCTION villager_migration.sync_category_row() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    IF TG_WHEN = 'BEFORE' THEN
+        NEW.name := coalesce(villager_migration.category_name(NEW.name), NEW.name);
+        IF NEW.slug IS NULL OR NEW.slug = '' THEN
+            NEW.slug := villager_migration.slugify(NEW.name);
+        END IF;
+        RETURN NEW;
+    END IF;
+    IF NEW.name IS DISTINCT FROM OLD.name THEN
+        UPDATE public.products SET category = NEW.name
+         WHERE category_id = NEW.id
+           AND villager_migration.category_key(category) IS DISTINCT FROM NEW.name_key;
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+
+-- name: fn_sync_product_before
+-- products: category <-> category_id, price <-> base_price (NULL while the price is not positive).
+CREATE OR REPLACE FUNCTION villager_migration.sync_product_before() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    cat_name text;
+    cat_key text;
+    legacy_write boolean := false;
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        IF NEW.category_id IS NOT NULL AND villager_migration.category_key(NEW.category) IS NULL THEN
+            SELECT name INTO NEW.category FROM public.product_categories WHERE id = NEW.category_id;
+        ELSE
+            NEW.category_id := villager_migration.ensure_category(NEW.category);
+        END IF;
+        IF NEW.price IS NULL THEN
+            NEW.price := NEW.base_price;          -- written by the new application
+        ELSE
+            legacy_write := NEW.base_price IS NULL;
+        END IF;
+    ELSE
+        IF NEW.category IS DISTINCT FROM OLD.category THEN
+            NEW.category_id := villager_migration.ensure_category(NEW.category);
+            legacy_write := true;
+        ELSIF NEW.category_id IS DISTINCT FROM OLD.category_id THEN
+            IF NEW.category_id IS NULL THEN
+                NEW.category := NULL;
+            ELSE
+                SELECT name, name_key INTO cat_name, cat_key
+                  FROM public.product_categories WHERE id = NEW.category_id;
+                IF villager_migration.category_key(NEW.category) IS DISTINCT FROM cat_key THEN
+                    NEW.category := cat_name;
+                END IF;
+            END IF;
+        END IF;
+        IF NEW.price IS DISTINCT FROM OLD.price OR NEW.stock IS DISTINCT FROM OLD.stock THEN
+            legacy_write := true;
+        ELSIF NEW.base_price IS DISTINCT FROM OLD.base_price AND NEW.base_price IS NOT NULL THEN
+            NEW.price := NEW.base_price;
+        END IF;
+    END IF;
+    NEW.base_price := CASE WHEN NEW.price > 0 THEN NEW.price END;
+    IF legacy_write AND pg_trigger_depth() = 1 THEN
+        PERFORM nextval('villager_migration.legacy_writes');
+    END IF;
+    RETURN NEW;
+END
+$fn$;
+
+-- name: fn_sync_product_after
+-- products -> product_variants: the default variant carries price and stock (negative stock is
+-- stored as 0). A product whose price is not positive is quarantined and its default variant,
+-- if any, deactivated (it may be referenced by order items, so it is never deleted).
+CREATE OR REPLACE FUNCTION villager_migration.sync_product_after() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    new_variant uuid;
+BEGIN
+    IF NEW.price > 0 THEN
+        IF TG_OP = 'UPDATE' AND NEW.price = OLD.price AND NEW.stock = OLD.stock AND OLD.price > 0
+           AND EXISTS (SELECT 1 FROM public.product_variants WHERE product_id = NEW.id AND is_default) THEN
+            RETURN NULL;
+        END IF;
+        INSERT INTO public.product_variants AS v
+               (product_id, sku, name, price, stock, is_default, is_active, sort_order, created_at, updated_at)
+        VALUES (NEW.id, NEW.id::text || '-default', 'Default', NEW.price, greatest(NEW.stock, 0),
+                true, true, 0, NEW.created_at, now())
+        ON CONFLICT (product_id) WHERE is_default DO UPDATE
+           SET price = EXCLUDED.price, stock = EXCLUDED.stock, updated_at = now(),
+               is_active = v.is_active OR (TG_OP = 'UPDATE' AND OLD.price <= 0)
+         WHERE v.price IS DISTINCT FROM EXCLUDED.price OR v.stock IS DISTINCT FROM EXCLUDED.stock
+            OR (NOT v.is_active AND TG_OP = 'UPDATE' AND OLD.price <= 0)
+        RETURNING v.id INTO new_variant;
+        IF TG_OP = 'UPDATE' AND (OLD.price <= 0 OR new_variant IS NOT NULL) THEN
+            DELETE FROM villager_migration.quarantine WHERE table_name = 'products' AND row_id = NEW.id;
+            IF new_variant IS NOT NULL THEN
+                WITH fixed AS (
+                    UPDATE public.order_items SET variant_id = new_variant
+                     WHERE product_id = NEW.id AND order_items.variant_id IS NULL
+                    RETURNING id)
+                DELETE FROM villager_migration.quarantine q USING fixed
+                 WHERE q.table_name = 'order_items' AND q.row_id = fixed.id
+                   AND q.reason = 'product_without_variant';
+            END IF;
+        END IF;
+    ELSE
+        UPDATE public.product_variants SET is_active = false, updated_at = now()
+         WHERE product_id = NEW.id AND is_default AND is_active;
+        INSERT INTO villager_migration.quarantine (table_name, row_id, reason, detail)
+        VALUES ('products', NEW.id, 'non_positive_price', to_jsonb(NEW))
+        ON CONFLICT (table_name, row_id) DO UPDATE
+           SET reason = EXCLUDED.reason, detail = EXCLUDED.detail, quarantined_at = now();
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+
+-- name: fn_sync_variant_after
+-- product_variants -> products: the default variant's price and stock go back to the legacy
+-- columns (a legacy stock below zero is kept while the variant says 0).
+CREATE OR REPLACE FUNCTION villager_migration.sync_variant_after() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    IF NOT NEW.is_default THEN
+        RETURN NULL;
+    END IF;
+    UPDATE public.products
+       SET price = NEW.price,
+           stock = CASE WHEN greatest(stock, 0) = NEW.stock THEN stock ELSE NEW.stock END
+     WHERE id = NEW.product_id
+       AND (price IS DISTINCT FROM NEW.price OR greatest(stock, 0) IS DISTINCT FROM NEW.stock)
+       AND (NEW.is_active OR price > 0);
+    RETURN NULL;
+END
+$fn$;
+
+-- name: fn_sync_order_item
+-- order_items: product_id <-> variant_id (the default variant for legacy writes). Items whose
+-- product has no sellable variant, or whose quantity is not positive, are quarantined.
+CREATE OR REPLACE FUNCTION villager_migration.sync_order_item() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    reason text;
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        IF NEW.variant_id IS NOT NULL THEN
+            SELECT product_id INTO NEW.product_id FROM public.product_variants WHERE id = NEW.variant_id;
+        ELSE
+            SELECT id INTO NEW.variant_id FROM public.product_variants
+             WHERE product_id = NEW.product_id AND is_default;
+        END IF;
+    ELSIF NEW.product_id IS DISTINCT FROM OLD.product_id THEN
+        SELECT id INTO NEW.variant_id FROM public.product_variants
+         WHERE product_id = NEW.product_id AND is_default;
+    ELSIF NEW.variant_id IS DISTINCT FROM OLD.variant_id AND NEW.variant_id IS NOT NULL THEN
+        SELECT product_id INTO NEW.product_id FROM public.product_variants WHERE id = NEW.variant_id;
+    ELSIF NEW.quantity IS NOT DISTINCT FROM OLD.quantity THEN
+        RETURN NEW;
+    END IF;
+    reason := CASE WHEN NEW.variant_id IS NULL THEN 'product_without_variant'
+                   WHEN NEW.quantity <= 0 THEN 'non_positive_quantity' END;
+    IF reason IS NULL THEN
+        IF TG_OP = 'UPDATE' THEN
+            DELETE FROM villager_migration.quarantine WHERE table_name = 'order_items' AND row_id = NEW.id;
+        END IF;
+    ELSE
+        INSERT INTO villager_migration.quarantine (table_name, row_id, reason, detail)
+        VALUES ('order_items', NEW.id, reason, to_jsonb(NEW))
+        ON CONFLICT (table_name, row_id) DO UPDATE
+           SET reason = EXCLUDED.reason, detail = EXCLUDED.detail, quarantined_at = now();
+    END IF;
+    RETURN NEW;
+END
+$fn$;
+
+-- name: fn_sync_order
+-- orders: amounts that do not add up, or are negative, are quarantined (the row stays as is).
+CREATE OR REPLACE FUNCTION villager_migration.sync_order() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    reason text := villager_migration.order_problem(NEW.subtotal, NEW.delivery_fee, NEW.total);
+BEGIN
+    IF reason IS NULL THEN
+        IF TG_OP = 'UPDATE' THEN
+            DELETE FROM villager_migration.quarantine WHERE table_name = 'orders' AND row_id = NEW.id;
+        END IF;
+    ELSE
+        INSERT INTO villager_migration.quarantine (table_name, row_id, reason, detail)
+        VALUES ('orders', NEW.id, reason, to_jsonb(NEW))
+        ON CONFLICT (table_name, row_id) DO UPDATE
+           SET reason = EXCLUDED.reason, detail = EXCLUDED.detail, quarantined_at = now();
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+
+-- name: fn_forget_deleted
+-- A deleted legacy row leaves the quarantine too (statement-level, one DELETE per statement).
+CREATE OR REPLACE FUNCTION villager_migration.forget_deleted() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    DELETE FROM villager_migration.quarantine q USING old_rows o
+     WHERE q.table_name = TG_TABLE_NAME AND q.row_id = o.id;
+    RETURN NULL;
+END
+$fn$;

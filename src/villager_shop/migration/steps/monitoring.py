@@ -1,0 +1,41 @@
+"""The guide's monitoring views and check_data_integrity(): created early so operators can watch
+the migration itself, and so verify and the health endpoint have one implementation to call."""
+
+from __future__ import annotations
+
+from villager_shop.migration.ddl import Ddl
+from villager_shop.migration.sqlfiles import section
+from villager_shop.migration.steps.base import Context, Step, function_exists, relation_exists
+
+
+class MonitoringViews(Step):
+    name = "monitoring_views"
+    title = "create views db_performance_summary, slow_queries and function check_data_integrity()"
+    phase = "expand"
+
+    def ddl(self, utf8: bool = True) -> list[Ddl]:
+        body = "\n\n".join(section("monitoring.sql", n) for n in (
+            "slow_queries_fn", "slow_queries", "db_performance_summary", "check_data_integrity_migrating"))
+        return [Ddl(body, "none on application tables")]
+
+    def undo_ddl(self) -> list[Ddl]:
+        return [Ddl("DROP VIEW IF EXISTS public.slow_queries, public.db_performance_summary", "none"),
+                Ddl("DROP FUNCTION IF EXISTS public.check_data_integrity()", "none")]
+
+    def check(self, ctx: Context) -> bool:
+        return (relation_exists(ctx, "public.db_performance_summary") and relation_exists(ctx, "public.slow_queries")
+                and function_exists(ctx, "public.check_data_integrity"))
+
+
+def ensure_pg_stat_statements(ctx: Context) -> bool:
+    """Create the extension when the library is preloaded (without it the view explains itself)."""
+    loaded = "pg_stat_statements" in str(ctx.scalar("SHOW shared_preload_libraries") or "")
+    available = bool(ctx.scalar("SELECT 1 FROM pg_available_extensions WHERE name = 'pg_stat_statements'"))
+    if loaded and available:
+        try:
+            ctx.conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        except Exception as exc:  # e.g. no privilege: the view degrades, the migration goes on
+            ctx.reporter.note(f"pg_stat_statements not created: {str(exc).splitlines()[0]}")
+            return False
+        return True
+    return False

@@ -1,0 +1,67 @@
+"""Steps that create database objects with no effect on application tables: the migration's
+state schema, the normalization rules, and the new (empty) tables."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from villager_shop.migration.ddl import Ddl
+from villager_shop.migration.sqlfiles import section
+from villager_shop.migration.steps.base import Context, Step, function_exists, relation_exists
+
+
+class StateSchema(Step):
+    name = "state_schema"
+    title = "create the migration's state schema (villager_migration)"
+
+    def ddl(self, utf8: bool = True) -> list[Ddl]:
+        return [Ddl(section("state.sql", "state"), "none on application tables")]
+
+    def check(self, ctx: Context) -> bool:
+        return relation_exists(ctx, "villager_migration.quarantine")
+
+
+RULES = ("canonical_house_number", "category_name", "category_key", "slugify", "order_problem",
+         "ensure_address", "ensure_category")
+
+
+def rules_sql(utf8: bool) -> str:
+    normalize = "normalize(raw, NFKC)" if utf8 else "raw"
+    return "\n\n".join(section("rules.sql", r).replace("{normalize_raw}", normalize) for r in RULES)
+
+
+class Rules(Step):
+    name = "rules"
+    title = "install the normalization rules (canonical house number, category key, slug)"
+
+    def ddl(self, utf8: bool = True) -> list[Ddl]:
+        return [Ddl(rules_sql(utf8), "none on application tables")]
+
+    def check(self, ctx: Context) -> bool:
+        return all(function_exists(ctx, f"villager_migration.{r}") for r in RULES)
+
+
+class CreateTable(Step):
+    """A new table of the normalized schema, created empty (its own indexes are instant)."""
+
+    def __init__(self, table: str, locks: str = "none on application tables") -> None:
+        self.table = table
+        self.name = f"table_{table}"
+        self.title = f"create table {table}"
+        self._locks = locks
+
+    def ddl(self, utf8: bool = True) -> list[Ddl]:
+        return [Ddl(section("expand.sql", self.table), self._locks)]
+
+    def undo_ddl(self) -> list[Ddl]:
+        # Rollback keeps the rows: the table moves to an archive schema (see rollback.py).
+        return [Ddl(f"ALTER TABLE IF EXISTS public.{self.table} SET SCHEMA {{archive}}",
+                    f"ACCESS EXCLUSIVE on {self.table}")]
+
+    def check(self, ctx: Context) -> bool:
+        return relation_exists(ctx, f"public.{self.table}")
+
+    def apply(self, ctx: Context) -> dict[str, Any]:
+        if self.check(ctx):
+            return {"already": True}
+        return super().apply(ctx)

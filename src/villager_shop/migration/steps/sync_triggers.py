@@ -1,0 +1,87 @@
+"""Install the triggers that keep both representations in sync (SPEC defect 2): from here on,
+every write by the old application reaches the new structures and vice versa.
+
+CREATE TRIGGER takes SHARE ROW EXCLUSIVE, which waits for in-flight writes on the table; so after
+it commits, every write to the table either committed before (and the backfill will see it) or
+fires the trigger."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from villager_shop.migration.ddl import Ddl
+from villager_shop.migration.sqlfiles import section, sections
+from villager_shop.migration.steps.base import Context, Step
+
+NOT_IN_BACKFILL = "WHEN (current_setting('villager.backfill', true) IS DISTINCT FROM 'on')"
+
+# (trigger name, table, timing/events, level, function)
+TRIGGERS: list[tuple[str, str, str, str, str]] = [
+    ("villager_sync_address", "users", "BEFORE INSERT OR UPDATE", "ROW", "sync_address"),
+    ("villager_sync_address", "shops", "BEFORE INSERT OR UPDATE", "ROW", "sync_address"),
+    ("villager_sync_address_before", "addresses", "BEFORE INSERT OR UPDATE OF house_number", "ROW",
+     "sync_address_row"),
+    ("villager_sync_address_after", "addresses", "AFTER UPDATE OF house_number", "ROW", "sync_address_row"),
+    ("villager_sync_category_before", "product_categories", "BEFORE INSERT OR UPDATE", "ROW",
+     "sync_category_row"),
+    ("villager_sync_category_after", "product_categories", "AFTER UPDATE OF name", "ROW", "sync_category_row"),
+    ("villager_sync_product_before", "products", "BEFORE INSERT OR UPDATE", "ROW", "sync_product_before"),
+    ("villager_sync_product_after", "products", "AFTER INSERT OR UPDATE", "ROW", "sync_product_after"),
+    ("villager_sync_variant_after", "product_variants", "AFTER INSERT OR UPDATE", "ROW", "sync_variant_after"),
+    ("villager_sync_order_item", "order_items", "BEFORE INSERT OR UPDATE", "ROW", "sync_order_item"),
+    ("villager_sync_order", "orders", "AFTER INSERT OR UPDATE OF subtotal, delivery_fee, total", "ROW",
+     "sync_order"),
+    ("villager_forget_deleted", "products", "AFTER DELETE", "STATEMENT", "forget_deleted"),
+    ("villager_forget_deleted", "orders", "AFTER DELETE", "STATEMENT", "forget_deleted"),
+    ("villager_forget_deleted", "order_items", "AFTER DELETE", "STATEMENT", "forget_deleted"),
+]
+
+
+def trigger_sql(name: str, table: str, events: str, level: str, function: str) -> str:
+    if level == "STATEMENT":
+        return (f"CREATE TRIGGER {name} {events} ON public.{table} REFERENCING OLD TABLE AS old_rows\n"
+                f"    FOR EACH STATEMENT EXECUTE FUNCTION villager_migration.{function}()")
+    return (f"CREATE TRIGGER {name} {events} ON public.{table}\n"
+            f"    FOR EACH ROW {NOT_IN_BACKFILL}\n    EXECUTE FUNCTION villager_migration.{function}()")
+
+
+class SyncTriggers(Step):
+    name = "sync_triggers"
+    title = "install the two-way sync triggers (legacy columns <-> normalized tables)"
+    phase = "sync"
+
+    def ddl(self, utf8: bool = True) -> list[Ddl]:
+        functions = "\n\n".join(body for key, body in sections("sync.sql").items() if key.startswith("fn_"))
+        out = [Ddl(functions, "none on application tables")]
+        for table in dict.fromkeys(t[1] for t in TRIGGERS):
+            stmts = []
+            for name, tbl, events, level, fn in TRIGGERS:
+                if tbl == table:
+                    stmts.append(f"DROP TRIGGER IF EXISTS {name} ON public.{tbl};")
+                    stmts.append(trigger_sql(name, tbl, events, level, fn) + ";")
+            out.append(Ddl("\n".join(stmts), f"SHARE ROW EXCLUSIVE on {table} (waits for in-flight writes)"))
+        return out
+
+    def undo_ddl(self) -> list[Ddl]:
+        return [Ddl(f"DROP TRIGGER IF EXISTS {name} ON public.{table}", f"SHARE ROW EXCLUSIVE on {table}")
+                for name, table, *_ in TRIGGERS]
+
+    def check(self, ctx: Context) -> bool:
+        have = ctx.conn.execute(
+            "SELECT tgname, c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
+            " WHERE tgname LIKE 'villager_%%' AND NOT tgisinternal").fetchall()
+        return {(n, t) for n, t, *_ in TRIGGERS} <= {(r[0], r[1]) for r in have}
+
+    def apply(self, ctx: Context) -> dict[str, Any]:
+        return super().apply(ctx)
+
+
+def installed_triggers(ctx: Context) -> list[tuple[str, str]]:
+    rows = ctx.conn.execute(
+        "SELECT tgname, c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE tgname LIKE 'villager_%%' AND NOT tgisinternal AND n.nspname = 'public'").fetchall()
+    return [(r[0], r[1]) for r in rows]
+
+
+__all__ = ["TRIGGERS", "SyncTriggers", "installed_triggers", "section"]
