@@ -32,7 +32,8 @@ class ExtractLookup:
             f"ON CONFLICT ({self.lookup_column}) DO NOTHING",
             f"UPDATE public.{self.table} t SET {self.fk} = s.lid\n"
             f"  FROM (SELECT t2.id, x.id AS lid FROM public.{self.table} t2\n"
-            f"          LEFT JOIN public.{self.lookup} x ON x.{self.lookup_column} = {V}.{self.canonical}(t2.{self.column})\n"
+            f"          LEFT JOIN public.{self.lookup} x\n"
+            f"            ON x.{self.lookup_column} = {V}.{self.canonical}(t2.{self.column})\n"
             f"         WHERE t2.id = ANY(%(ids)s)) s\n"
             f" WHERE t.id = s.id AND t.{self.fk} IS DISTINCT FROM s.lid",
         ]

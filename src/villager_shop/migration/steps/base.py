@@ -4,7 +4,6 @@ The runner, not the step, owns timeouts, retries and state bookkeeping."""
 
 from __future__ import annotations
 
-from abc import ABC
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -57,7 +56,7 @@ class Context:
         return None if row is None else row[0]
 
 
-class Step(ABC):
+class Step:
     """A step of the plan. Subclasses set `name`, `title`, `phase` and implement the methods."""
 
     name: str = ""
