@@ -1,0 +1,242 @@
+"""`villager-shop migrate`: plan | run | status | verify | rollback | complete."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from villager_shop.core.config import get_settings
+from villager_shop.core.db import connect
+from villager_shop.core.errors import RefusedError, VerificationFailed
+from villager_shop.embedded import database_url
+from villager_shop.migration import complete as complete_mod
+from villager_shop.migration import guide, runner
+from villager_shop.migration import rollback as rollback_mod
+from villager_shop.migration import verify as verify_mod
+from villager_shop.migration.plan import build_plan
+from villager_shop.migration.status import status as status_fn
+from villager_shop.migration.steps.base import Context
+
+app = typer.Typer(help="Move the live database to the normalized schema, online and reversibly.",
+                  no_args_is_help=True)
+console = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+HOLD = {"expand": "waits <= lock_timeout, holds milliseconds", "sync": "waits <= lock_timeout, holds milliseconds",
+        "backfill": "row locks of one batch (~50 ms), never a table lock",
+        "validate": "no lock that blocks reads or writes", "index": "no lock that blocks reads or writes",
+        "analyze": "no lock that blocks reads or writes"}
+
+
+class RichReporter:
+    """Progress bars with rows/s for the backfill, a line per finished step."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.bar = progress
+        self.tasks: dict[str, TaskID] = {}
+
+    def step_started(self, name: str, title: str) -> None:
+        if name.startswith("backfill_"):
+            self.tasks[name] = self.bar.add_task(name, total=None, rate="")
+
+    def step_finished(self, name: str, detail: dict[str, Any]) -> None:
+        if name in self.tasks:
+            t = self.tasks[name]
+            self.bar.update(t, total=detail.get("rows", 0) or 1, completed=detail.get("rows", 0) or 1,
+                                 rate=f"{detail.get('rows_per_s', 0):,} rows/s")
+            return
+        extra = ""
+        if detail.get("validated") is False:
+            extra = f" (NOT VALID: {detail.get('violating_rows')} quarantined rows violate it)"
+        self.bar.console.print(f"[green]✓[/] {name} [dim]{detail.get('seconds', 0):.2f}s{extra}[/]")
+
+    def progress(self, name: str, done: int, total: int | None, rate: float) -> None:
+        if name in self.tasks:
+            self.bar.update(self.tasks[name], completed=done, total=total, rate=f"{rate:,.0f} rows/s")
+
+    def note(self, message: str) -> None:
+        self.bar.console.print(f"[yellow]•[/] {message}")
+
+
+def _ctx(reporter: Any = None) -> Context:
+    s = get_settings()
+    return runner.make_context(database_url(s), s, reporter)
+
+
+@app.command()
+def plan(
+    sql: bool = typer.Option(False, "--sql", help="print the exact SQL, as one script squawk can lint"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """The ordered steps, what each locks and for how long at most; --sql for the exact SQL."""
+    s = get_settings()
+    steps = build_plan()
+    if sql:
+        out = [f"-- villager-shop migrate plan --sql ({len(steps)} steps). Every statement runs with these",
+               "-- timeouts and is retried with backoff when a lock is not granted in time.",
+               f"SET lock_timeout = '{s.villager_lock_timeout_ms}ms';", "SET statement_timeout = '60s';", ""]
+        for i, step in enumerate(steps, 1):
+            out.append(f"-- step {i}: {step.name}: {step.title}")
+            out.append(f"-- locks: {step.locks()}")
+            for d in step.ddl():
+                body = d.sql.rstrip().rstrip(";") + ";"
+                if d.concurrent:
+                    out += ["SET statement_timeout = 0;", body, "SET statement_timeout = '60s';"]
+                else:
+                    out += ["BEGIN;", body, "COMMIT;"]
+            out.append("")
+        typer.echo("\n".join(out))
+        return
+    rows: list[dict[str, Any]] = [{"position": i, "name": st.name, "phase": st.phase, "title": st.title, "locks": st.locks(),
+             "max_hold": HOLD.get(st.phase, ""), "reversible": st.reversible} for i, st in enumerate(steps, 1)]
+    if as_json:
+        typer.echo(json.dumps({"lock_timeout_ms": s.villager_lock_timeout_ms, "steps": rows}, indent=2))
+        return
+    table = Table("#", "step", "what", "locks", "at most", title="villager-shop migration plan")
+    for r in rows:
+        table.add_row(str(r["position"]), r["name"], r["title"], r["locks"], r["max_hold"])
+    console.print(table)
+    console.print(f"lock_timeout {s.villager_lock_timeout_ms} ms on every blocking DDL, retried with backoff; "
+                  "`migrate rollback` undoes every step until `migrate complete`.")
+
+
+@app.command()
+def run(
+    strategy: str = typer.Option("online", help="online (ours) or guide (the guide's Phase 1+2, for comparison)"),
+    as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
+) -> None:
+    """Expand, install sync, backfill, validate, index, analyze. Re-runnable; resumes after a crash."""
+    if strategy not in ("online", "guide"):
+        raise typer.BadParameter("strategy must be 'online' or 'guide'")
+    progress = Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=err,
+                        disable=as_json or (not err.is_terminal and False))
+    with progress:
+        ctx = _ctx(RichReporter(progress))
+        try:
+            summary = guide.run_guide(ctx) if strategy == "guide" else runner.run(ctx)
+        finally:
+            ctx.conn.close()
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2, default=str))
+    else:
+        err.print("[bold green]migration run finished[/]: both representations are live and kept in sync; "
+                  "next: `villager-shop migrate verify`, then `migrate complete` when no old instance remains")
+
+
+@app.command()
+def status(as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
+    """Phase, per-step progress, rows done/total, rate, ETA. Exit 1 when a step has failed."""
+    s = get_settings()
+    with connect(database_url(s), autocommit=True) as conn:
+        st = status_fn(conn)
+    failed = [x for x in st["steps"] if x["status"] == "failed"]
+    if as_json:
+        typer.echo(json.dumps(st, indent=2, default=str))
+    else:
+        running = "  [yellow](a run is in progress)[/]" if st["running"] else ""
+        console.print(f"phase: [bold]{st['phase']}[/]  steps {st['steps_done']}/{st['steps_total']}{running}")
+        if st["backfill"]:
+            t = Table("table", "rows", "%", "rows/s", "ETA", "batches", "max batch ms", title="backfill")
+            for b in st["backfill"]:
+                eta = "done" if b["finished"] else (f"{b['eta_s']:.0f}s" if b["eta_s"] is not None else "?")
+                t.add_row(b["table"], f"{b['rows_done']:,}/{b['rows_total']:,}", f"{b['percent']:.1f}",
+                          f"{b['rows_per_s']:,}", eta, str(b["batches"]), f"{b['max_batch_ms']:.0f}")
+            console.print(t)
+        pending = [x for x in st["steps"] if x["status"] != "done"]
+        for x in pending[:12]:
+            console.print(f"  {x['status']:<8} {x['name']}" + (f"  [red]{x['error']}[/]" if x.get("error") else ""))
+        if st["quarantine"]:
+            q = ", ".join(f"{t}: " + ", ".join(f"{r} {n}" for r, n in rs.items()) for t, rs in st["quarantine"].items())
+            console.print(f"quarantine: {q}")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def verify(as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
+    """Row-by-row equivalence of legacy and normalized data. Exit 0 only when everything holds (else 5)."""
+    s = get_settings()
+    with connect(database_url(s), autocommit=True) as conn:
+        report = verify_mod.verify(conn)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        for c in report.checks:
+            mark = "[green]ok[/]  " if c.ok else "[red]FAIL[/]"
+            console.print(f"{mark} {c.name}: {c.detail or c.count}")
+            for ex in c.examples:
+                console.print(f"       {ex.get('row_id')}: {ex.get('detail')}", markup=False)
+        if report.counts:
+            t = Table("table", "legacy rows", "migrated", "quarantined", "violations", title="counts")
+            for name, n in report.counts.items():
+                if "legacy_rows" in n:
+                    t.add_row(name, f"{n['legacy_rows']:,}", f"{n['migrated']:,}", f"{n['quarantined']:,}",
+                              f"{n['violations']:,}")
+            console.print(t)
+    if not report.ok:
+        if as_json:
+            raise typer.Exit(VerificationFailed.exit_code)
+        bad = len(report.failures())
+        raise VerificationFailed(f"verify failed: {bad} check{'s' if bad != 1 else ''} did not hold (listed above)")
+
+
+def _confirm(yes: bool, question: str) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise RefusedError(f"{question} Refused without confirmation: pass --yes")
+    if not typer.confirm(question, default=False):
+        raise RefusedError("not confirmed; nothing changed")
+
+
+@app.command()
+def rollback(
+    yes: bool = typer.Option(False, "--yes", help="do not ask for confirmation"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """Before `complete`: remove the new structures; legacy columns hold every write. Lossless, seconds."""
+    _confirm(yes, "Remove the normalized structures (kept in an archive schema) and go back to the legacy schema?")
+    ctx = _ctx()
+    try:
+        result = rollback_mod.rollback(ctx)
+    finally:
+        ctx.conn.close()
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, default=str))
+    elif result.get("already"):
+        console.print("already rolled back")
+    else:
+        cut = result["cut"]
+        console.print(f"rolled back in {cut['seconds']}s (tables locked {cut['locks_held_ms']} ms); "
+                      f"new structures archived in schema {result['archive_schema']}: {result['archived_rows']}")
+
+
+@app.command()
+def complete(
+    yes: bool = typer.Option(False, "--yes", help="confirm: drop the legacy columns (no rollback afterwards)"),
+    quiet_seconds: float = typer.Option(5.0, help="how long no legacy write may be seen before dropping"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """The contract step: refuses unless verify passes now and no old application still writes."""
+    if not yes:
+        raise RefusedError("complete drops the legacy columns and ends the way back; confirm with --yes")
+    ctx = _ctx()
+    try:
+        result = complete_mod.complete(ctx, quiet_seconds=quiet_seconds)
+    finally:
+        ctx.conn.close()
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, default=str))
+    elif result.get("already"):
+        console.print("already completed")
+    else:
+        console.print(f"completed: dropped {', '.join(result['dropped_columns'])}; "
+                      f"{result['quarantined_rows_kept']} quarantined rows keep their legacy values in "
+                      "villager_migration.quarantine")

@@ -1,0 +1,73 @@
+"""The contract step (the guide's post-migration cleanup), done only when it is safe (SPEC
+defect 11): verification passes now, and no old application instance is still writing the legacy
+columns (the sync triggers count such writes in a sequence; we watch it for a quiet period).
+Then one short transaction drops the sync triggers and the legacy columns; autovacuum settings
+and ANALYZE follow. Afterwards rollback is refused."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from villager_shop.core.errors import RefusedError
+from villager_shop.migration import state
+from villager_shop.migration.cutover import run_cut
+from villager_shop.migration.ddl import Ddl
+from villager_shop.migration.runner import exclusive
+from villager_shop.migration.sqlfiles import section
+from villager_shop.migration.steps.base import Context
+from villager_shop.migration.steps.sync_triggers import SyncTriggers
+from villager_shop.migration.verify import verify
+
+LEGACY_COLUMNS = (("users", "house_number"), ("shops", "house_number"), ("products", "category"),
+                  ("products", "price"), ("products", "stock"))
+
+
+def legacy_writes(ctx: Context) -> int:
+    row = ctx.conn.execute("SELECT last_value, is_called FROM villager_migration.legacy_writes").fetchone()
+    return int(row[0]) if row and row[1] else 0
+
+
+def complete(ctx: Context, *, quiet_seconds: float = 5.0) -> dict[str, Any]:
+    if not state.schema_exists(ctx.conn):
+        raise RefusedError("complete refused: no migration has run on this database")
+    with exclusive(ctx, "complete the migration"):
+        phase = state.phase(ctx.conn)
+        if phase == "completed":
+            return {"already": True, "phase": phase}
+        if phase != "migrated" and phase != "completing":
+            raise RefusedError(f"complete refused: the migration is in phase {phase!r}; "
+                               "`villager-shop migrate run` must finish first")
+        report = verify(ctx.conn)
+        if not report.ok:
+            bad = "; ".join(f"{c.name} ({c.detail or c.count})" for c in report.failures()[:4])
+            raise RefusedError(f"complete refused: verify fails now: {bad}")
+        before = legacy_writes(ctx)
+        time.sleep(max(0.0, quiet_seconds))
+        after = legacy_writes(ctx)
+        if after > before:
+            raise RefusedError(
+                f"complete refused: an old application is still writing the legacy columns ({after - before} writes "
+                f"in the last {quiet_seconds:g} s); stop every old instance first")
+        state.set_phase(ctx.conn, "completing")
+        statements = [
+            # Quarantined rows keep their full legacy form (price, stock, category) in the quarantine.
+            "UPDATE villager_migration.quarantine q SET detail = to_jsonb(p) FROM public.products p"
+            " WHERE q.table_name = 'products' AND q.row_id = p.id",
+            *[d.sql for d in SyncTriggers().undo_ddl()],
+            *[f"ALTER TABLE public.{t} DROP COLUMN IF EXISTS {c}" for t, c in LEGACY_COLUMNS],
+            section("monitoring.sql", "check_data_integrity_completed"),
+        ]
+        cut = run_cut(ctx, statements, "complete")
+        ctx.run(Ddl("ALTER TABLE public.product_variants SET (autovacuum_vacuum_scale_factor = 0.1,"
+                    " autovacuum_analyze_scale_factor = 0.05)", "SHARE UPDATE EXCLUSIVE on product_variants",
+                    gentle=True), "complete")
+        from villager_shop.migration.steps.backfill import Analyze
+
+        for d in Analyze().ddl():
+            ctx.run(d, "complete")
+        state.put(ctx.conn, "completed_at", time.time())
+        state.set_phase(ctx.conn, "completed")
+        quarantined = int(ctx.scalar("SELECT count(*) FROM villager_migration.quarantine"))
+        return {"phase": "completed", "cut": cut, "dropped_columns": [f"{t}.{c}" for t, c in LEGACY_COLUMNS],
+                "quarantined_rows_kept": quarantined, "legacy_writes_total": after}

@@ -1,0 +1,50 @@
+"""The one short transaction in which rollback or complete switches representations.
+
+Doing every catalog change of the switch in a single transaction, after locking the tables in a
+fixed order under lock_timeout, means each application write lands either before it (and the
+sync triggers carried it over) or after it - never in between, where it would reach only one side.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from psycopg import sql
+
+from villager_shop.migration.ddl import RETRYABLE, LockRetriesExhausted
+from villager_shop.migration.steps.base import Context
+
+LOCK_ORDER = ("users", "shops", "products", "orders", "order_items", "addresses", "product_categories",
+              "product_variants")
+
+
+def existing(ctx: Context, tables: tuple[str, ...] = LOCK_ORDER) -> list[str]:
+    return [t for t in tables if ctx.scalar("SELECT to_regclass(%s) IS NOT NULL", (f"public.{t}",))]
+
+
+def run_cut(ctx: Context, statements: list[str], what: str) -> dict[str, Any]:
+    """Run `statements` in one transaction under ACCESS EXCLUSIVE locks taken with lock_timeout,
+    retrying with backoff when an application transaction holds a lock."""
+    policy = ctx.policy
+    t_start = time.perf_counter()
+    for attempt in range(1, policy.max_attempts + 1):
+        t0 = time.perf_counter()
+        try:
+            with ctx.conn.transaction():
+                ctx.conn.execute(f"SET LOCAL lock_timeout = {int(policy.lock_timeout_ms)}")
+                ctx.conn.execute(f"SET LOCAL statement_timeout = {int(policy.statement_timeout_ms)}")
+                tables = existing(ctx)
+                ctx.conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(
+                    sql.SQL(", ").join(sql.Identifier("public", t) for t in tables)))
+                for stmt in statements:
+                    ctx.conn.execute(stmt.encode())
+            held_ms = (time.perf_counter() - t0) * 1000
+            return {"attempts": attempt, "locks_held_ms": round(held_ms, 1),
+                    "seconds": round(time.perf_counter() - t_start, 3)}
+        except RETRYABLE as exc:
+            if attempt in (1, 5, 10) or attempt % 20 == 0:
+                ctx.reporter.note(f"{what}: tables busy ({type(exc).__name__}), retrying (attempt {attempt})")
+            time.sleep(policy.delay(attempt))
+    raise LockRetriesExhausted(f"{what}: could not lock the tables within {policy.max_attempts} attempts;"
+                               " a long-running transaction is holding them (see pg_stat_activity)")

@@ -1,0 +1,95 @@
+"""Rollback before `complete`: lossless and fast, because the legacy columns never stopped being
+the whole truth (the sync triggers carried every write of the new application back to them).
+
+Order (SPEC defect 12): 1) one short transaction drops the sync triggers, the new constraints, the
+new columns and moves the new tables into an archive schema (nothing the new application wrote is
+deleted: rows that have no legacy form, such as extra variants, stay there for inspection); the
+old application never sees a half-state. 2) then the remaining new indexes on legacy tables are
+dropped CONCURRENTLY (outside any transaction). After `complete` there is no rollback: the legacy
+columns are gone, and only a restore from backup (which loses later writes) could go back."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from villager_shop.core.errors import RefusedError
+from villager_shop.migration import state
+from villager_shop.migration.cutover import run_cut
+from villager_shop.migration.plan import build_plan
+from villager_shop.migration.runner import exclusive
+from villager_shop.migration.steps.base import Context
+
+ARCHIVED = ("addresses", "product_categories", "product_variants")
+
+
+def new_only_rows(ctx: Context) -> dict[str, int]:
+    """What exists only in the new structures (kept in the archive schema)."""
+    out: dict[str, int] = {}
+    if ctx.scalar("SELECT to_regclass('public.product_variants') IS NOT NULL"):
+        out["non_default_variants"] = int(
+            ctx.scalar("SELECT count(*) FROM public.product_variants WHERE NOT is_default"))
+    if ctx.scalar("SELECT to_regclass('public.product_categories') IS NOT NULL"):
+        out["unused_categories"] = int(ctx.scalar(
+            "SELECT count(*) FROM public.product_categories c WHERE NOT EXISTS"
+            " (SELECT 1 FROM public.products p WHERE p.category_id = c.id)"))
+    return out
+
+
+def rollback(ctx: Context) -> dict[str, Any]:
+    if not state.schema_exists(ctx.conn):
+        raise RefusedError("nothing to roll back: no migration has run on this database")
+    with exclusive(ctx, "roll back"):
+        phase = state.phase(ctx.conn)
+        if phase in ("completed", "completing"):
+            raise RefusedError(
+                "rollback refused: `migrate complete` already dropped the legacy columns, so there is no lossless "
+                "way back; only `villager-shop restore ID` from a backup remains, and it loses every write made "
+                "since that backup")
+        if phase == "rolled_back":
+            return {"already": True, "phase": phase}
+        if phase == "not_started":
+            raise RefusedError("nothing to roll back: no migration has run on this database")
+        state.set_phase(ctx.conn, "rolling_back")
+        plan = build_plan()
+        archive = f"villager_archive_{time.strftime('%Y%m%d%H%M%S', time.gmtime())}"
+        kept = new_only_rows(ctx)
+        statements = [f"CREATE SCHEMA IF NOT EXISTS {archive}"]
+        concurrent = []
+        for step in reversed(plan):
+            for d in step.undo_ddl():
+                if d.concurrent:
+                    concurrent.append(d)
+                else:
+                    statements.append(d.sql.replace("{archive}", archive))
+        statements.append(_drop_archived_foreign_keys(archive))
+        cut = run_cut(ctx, statements, "rollback")
+        for d in concurrent:
+            ctx.run(d, "rollback")
+        with ctx.conn.transaction():
+            for step in plan:
+                if step.undo_ddl():
+                    state.mark(ctx.conn, step.name, "undone")
+            ctx.conn.execute("UPDATE villager_migration.steps SET status = 'undone' WHERE status <> 'undone'")
+            state.put(ctx.conn, "archive_schema", archive)
+            state.set_phase(ctx.conn, "rolled_back")
+        archived = {t: int(ctx.scalar(f"SELECT count(*) FROM {archive}.{t}"))
+                    for t in ARCHIVED if ctx.scalar("SELECT to_regclass(%s) IS NOT NULL", (f"{archive}.{t}",))}
+        return {"phase": "rolled_back", "archive_schema": archive, "archived_rows": archived,
+                "new_only_rows": kept, "cut": cut, "indexes_dropped": len(concurrent)}
+
+
+def _drop_archived_foreign_keys(archive: str) -> str:
+    """An archived table must not keep a foreign key into a live table (product_variants ->
+    products would cascade deletes and block nothing useful)."""
+    return f"""DO $do$
+DECLARE r record;
+BEGIN
+    FOR r IN SELECT c.conrelid::regclass AS tbl, c.conname FROM pg_constraint c
+              JOIN pg_class t ON t.oid = c.conrelid JOIN pg_namespace n ON n.oid = t.relnamespace
+             WHERE n.nspname = '{archive}' AND c.contype = 'f'
+    LOOP
+        EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', r.tbl, r.conname);
+    END LOOP;
+END
+$do$"""

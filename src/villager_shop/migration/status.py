@@ -1,0 +1,67 @@
+"""Where the migration stands: phase, each step, backfill progress with rate and ETA, quarantine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from villager_shop.migration import state
+from villager_shop.migration.plan import build_plan
+from villager_shop.migration.runner import ADVISORY_KEY
+
+
+def status(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+    plan = build_plan()
+    if not state.schema_exists(conn):
+        return {"phase": "not_started", "running": False, "steps": [
+            {"name": s.name, "title": s.title, "status": "pending"} for s in plan], "backfill": [],
+            "quarantine": {}, "steps_done": 0, "steps_total": len(plan)}
+    rows = {r.name: r for r in state.steps(conn)}
+    steps = []
+    for s in plan:
+        r = rows.get(s.name)
+        seconds = None
+        if r and r.started_at and r.finished_at:
+            seconds = round((r.finished_at - r.started_at).total_seconds(), 3)
+        steps.append({"name": s.name, "title": s.title, "phase": s.phase, "status": r.status if r else "pending",
+                      "attempts": r.attempts if r else 0, "seconds": seconds,
+                      "error": r.last_error if r else None})
+    with conn.cursor(row_factory=dict_row) as cur:
+        bf = cur.execute(
+            "SELECT step, table_name, rows_done, rows_total, batches, batch_size, elapsed_s, max_batch_ms,"
+            " started_at, updated_at, finished_at,"
+            " (SELECT count(*) FROM villager_migration.backfill_retry r WHERE r.step = b.step) AS pending_retry"
+            " FROM villager_migration.backfill b ORDER BY started_at").fetchall()
+    backfill = []
+    for b in bf:
+        total = max(int(b["rows_total"] or 0), int(b["rows_done"]))
+        rate = b["rows_done"] / b["elapsed_s"] if b["elapsed_s"] else 0.0
+        remaining = max(0, total - int(b["rows_done"]))
+        backfill.append({
+            "step": b["step"], "table": b["table_name"], "rows_done": int(b["rows_done"]), "rows_total": total,
+            "percent": round(100.0 * b["rows_done"] / total, 1) if total else 100.0,
+            "rows_per_s": round(rate), "eta_s": None if b["finished_at"] else (round(remaining / rate, 1)
+                                                                                if rate else None),
+            "batches": b["batches"], "batch_size": b["batch_size"], "max_batch_ms": round(b["max_batch_ms"], 1),
+            "finished": b["finished_at"] is not None, "pending_retry": int(b["pending_retry"]),
+        })
+    quarantine: dict[str, dict[str, int]] = {}
+    for table, reason, n in conn.execute(
+            "SELECT table_name, reason, count(*) FROM villager_migration.quarantine GROUP BY 1, 2 ORDER BY 1, 2"):
+        quarantine.setdefault(table, {})[reason] = int(n)
+    running = bool(conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = %s AND objid = %s"
+        " AND granted)", ADVISORY_KEY).fetchone()[0])  # type: ignore[index]
+    legacy_writes = conn.execute("SELECT last_value, is_called FROM villager_migration.legacy_writes").fetchone()
+    return {
+        "phase": state.phase(conn),
+        "running": running,
+        "steps_done": sum(1 for s in steps if s["status"] == "done"),
+        "steps_total": len(steps),
+        "steps": steps,
+        "backfill": backfill,
+        "quarantine": quarantine,
+        "legacy_writes_seen": int(legacy_writes[0]) if legacy_writes and legacy_writes[1] else 0,
+    }

@@ -1,0 +1,126 @@
+"""Is the normalized data equivalent to the legacy data, row by row? One implementation: the
+database function check_data_integrity() lists every disagreement; verify adds the catalog checks
+(objects present, constraints validated or explained, indexes valid) and the per-table counts
+(migrated + quarantined = legacy rows)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import psycopg
+
+from villager_shop.legacy.schema import LEGACY_TABLES
+from villager_shop.migration import state
+from villager_shop.migration.plan import CONSTRAINTS, INDEXES, VIOLATIONS
+
+EXAMPLES = 5
+NEW_TABLES = ("addresses", "product_categories", "product_variants")
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    count: int = 0
+    detail: str = ""
+    examples: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    ok: bool
+    phase: str
+    checks: list[Check]
+    counts: dict[str, dict[str, int]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "phase": self.phase, "checks": [asdict(c) for c in self.checks],
+                "counts": self.counts}
+
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if not c.ok]
+
+
+def verify(conn: psycopg.Connection[Any]) -> Report:
+    phase = state.phase(conn)
+    checks: list[Check] = []
+    if phase in ("not_started", "rolled_back", "rolling_back") or not state.schema_exists(conn):
+        checks.append(Check("migration_present", False, detail=f"nothing to verify: phase is {phase}"))
+        return Report(False, phase, checks, {})
+    checks += _objects(conn)
+    if not all(c.ok for c in checks):
+        return Report(False, phase, checks, {})
+    checks += _integrity(conn)
+    checks += _constraints(conn, completed=phase == "completed")
+    checks += _indexes(conn)
+    if phase not in ("migrated", "completed"):
+        checks.append(Check("run_finished", False, detail=f"migrate run has not finished (phase {phase})"))
+    counts = _counts(conn)
+    return Report(all(c.ok for c in checks), phase, checks, counts)
+
+
+def _objects(conn: psycopg.Connection[Any]) -> list[Check]:
+    missing = [t for t in (*NEW_TABLES, "db_performance_summary", "slow_queries")
+               if not conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"public.{t}",)).fetchone()[0]]  # type: ignore[index]
+    if not conn.execute("SELECT to_regproc('public.check_data_integrity') IS NOT NULL").fetchone()[0]:  # type: ignore[index]
+        missing.append("check_data_integrity()")
+    return [Check("objects_present", not missing, len(missing), ", ".join(missing))]
+
+
+def _integrity(conn: psycopg.Connection[Any]) -> list[Check]:
+    rows = conn.execute(
+        "SELECT kind, table_name, count(*), (array_agg(json_build_object('row_id', row_id, 'detail', detail)"
+        f" ORDER BY row_id))[1:{EXAMPLES}] FROM public.check_data_integrity() GROUP BY kind, table_name"
+        " ORDER BY kind, table_name").fetchall()
+    if not rows:
+        return [Check("data_equivalence", True, 0, "every legacy row matches its normalized form or is quarantined")]
+    return [Check(f"{kind}:{table}", False, int(n), f"{n} rows", list(ex)) for kind, table, n, ex in rows]
+
+
+def _constraints(conn: psycopg.Connection[Any], *, completed: bool) -> list[Check]:
+    out = []
+    for table, name, _, _ in CONSTRAINTS:
+        row = conn.execute("SELECT convalidated FROM pg_constraint WHERE conname = %s"
+                           " AND conrelid = to_regclass(%s)", (name, f"public.{table}")).fetchone()
+        if row is None:
+            out.append(Check(f"constraint:{name}", False, detail="missing"))
+        elif row[0]:
+            out.append(Check(f"constraint:{name}", True, detail="valid"))
+        else:
+            # NOT VALID is acceptable only when every violating legacy row is quarantined.
+            bad = int(conn.execute(VIOLATIONS[name]).fetchone()[0]) if name in VIOLATIONS else -1  # type: ignore[index]
+            table_q = {"chk_orders_amounts_positive": "orders",
+                       "chk_order_items_quantity_positive": "order_items"}.get(name)
+            ok = bad >= 0 and table_q is not None
+            out.append(Check(f"constraint:{name}", ok, bad if bad > 0 else 0,
+                             f"NOT VALID: {bad} legacy rows violate it (quarantined); enforced for new writes"
+                             if ok else "NOT VALID (validate step has not run)"))
+    return out
+
+
+def _indexes(conn: psycopg.Connection[Any]) -> list[Check]:
+    names = ["idx_order_items_product_id", *[i[0] for i in INDEXES]]
+    rows = dict(conn.execute(
+        "SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+        " WHERE c.relname = ANY(%s)", (names,)).fetchall())
+    bad = [n for n in names if rows.get(n) is not True]
+    return [Check("indexes_valid", not bad, len(bad), "missing or INVALID: " + ", ".join(bad) if bad else "all valid")]
+
+
+def _counts(conn: psycopg.Connection[Any]) -> dict[str, dict[str, int]]:
+    """Per legacy table: rows, quarantined, violations, migrated (= rows - quarantined - violations)."""
+    quarantined = dict(conn.execute(
+        "SELECT table_name, count(*) FROM villager_migration.quarantine GROUP BY 1").fetchall())
+    violating = dict(conn.execute(
+        "SELECT table_name, count(DISTINCT row_id) FROM public.check_data_integrity()"
+        " WHERE kind <> 'stale_quarantine' GROUP BY 1").fetchall())
+    out: dict[str, dict[str, int]] = {}
+    for table in LEGACY_TABLES:
+        total = int(conn.execute(f"SELECT count(*) FROM public.{table}").fetchone()[0])  # type: ignore[index]
+        q = int(quarantined.get(table, 0))
+        v = int(violating.get(table, 0))
+        out[table] = {"legacy_rows": total, "migrated": total - q - v, "quarantined": q, "violations": v}
+    for table in NEW_TABLES:
+        out[table] = {"rows": int(conn.execute(f"SELECT count(*) FROM public.{table}").fetchone()[0])}  # type: ignore[index]
+    return out
