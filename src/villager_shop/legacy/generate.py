@@ -736,7 +736,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "order_items": ("id", "order_id", "product_id", "quantity", "unit_price", "created_at"),
 }
 
-CHUNK_ROWS = 4096
+CHUNK_CHARS = 256 * 1024  # one copy.write() per ~256 kB of COPY text
 
 
 def _copy(
@@ -746,14 +746,17 @@ def _copy(
         sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c in COLUMNS[table])
     )
     done = 0
+    size = 0
     buf: list[str] = []
     with conn.cursor() as cur, cur.copy(stmt) as copy:
         for line in lines:
             buf.append(line)
-            if len(buf) >= CHUNK_ROWS:
+            size += len(line)
+            if size >= CHUNK_CHARS:
                 copy.write("".join(buf).encode())
                 done += len(buf)
                 buf.clear()
+                size = 0
                 if progress:
                     progress(table, done, max(expected, done))
         if buf:
