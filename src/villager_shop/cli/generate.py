@@ -26,7 +26,7 @@ from villager_shop.legacy import generate as gen
 
 class _RateColumn(ProgressColumn):
     def render(self, task: Task) -> Text:
-        elapsed = task.elapsed or 0.0
+        elapsed = (task.finished_time if task.finished else task.elapsed) or 0.0
         if elapsed <= 0 or not task.completed:
             return Text("")
         return Text(f"{task.completed / elapsed:>10,.0f} rows/s", style="progress.data.speed")

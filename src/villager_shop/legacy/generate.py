@@ -21,7 +21,7 @@ Sizes at scale 1 (linear in scale; small minimums keep scale 0.01 meaningful):
 | shops       | 1 000           | exact: round(1 000 x scale), at least 2            |
 | products    | 50 000          | exact: round(50 000 x scale), at least 10          |
 | orders      | 100 000         | exact: round(100 000 x scale), at least 20         |
-| order_items | ~248 000        | 1-5 per order (mean 2.48), within ±3 % of 2.48 x orders |
+| order_items | ~248 000        | 1-5 per order, mean 2.48; ±3 % of 2.48 x orders from scale 0.05 |
 
 Roles: about 0.1 % admins (at least 1), one shopkeeper per ~1.1 shops (every shop's owner is a
 shopkeeper; ~10 % of shopkeepers own two shops), the rest customers.
@@ -748,6 +748,8 @@ def _copy(
     done = 0
     size = 0
     buf: list[str] = []
+    if progress:
+        progress(table, 0, expected)
     with conn.cursor() as cur, cur.copy(stmt) as copy:
         for line in lines:
             buf.append(line)
