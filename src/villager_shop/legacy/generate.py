@@ -343,7 +343,6 @@ class _Clock:
 
     def __init__(self) -> None:
         start = REFERENCE_DATE - timedelta(days=HISTORY_DAYS)
-        self.start = start
         self.end = HISTORY_DAYS * 86_400  # the reference date itself
         self._days = [(start + timedelta(days=d)).strftime("%Y-%m-%d ") for d in range(HISTORY_DAYS + 1)]
         self._hms = [f"{h:02d}:{m:02d}:{s:02d}+00" for h in range(24) for m in range(60) for s in range(60)]
@@ -376,7 +375,8 @@ def _check_vocabulary() -> None:
     for values in MESSY_CATEGORY_VALUES.values():
         words += [v for v, _ in values]
     bad = [w for w in words if copy_text(w) != w]
-    assert not bad, f"vocabulary needs COPY escaping: {bad}"
+    if bad:
+        raise RuntimeError(f"vocabulary needs COPY escaping: {bad}")
 
 
 _check_vocabulary()
