@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import typer
+from rich.console import Console
 
+from villager_shop.cli.generate import load_with_progress, render_report
 from villager_shop.core.config import get_settings
 from villager_shop.core.db import create_database, drop_database
 from villager_shop.core.urls import mask_url, with_dbname
@@ -26,4 +28,6 @@ def demo(
     create_database(admin, DEMO_DB)
     url = with_dbname(admin, DEMO_DB)
     schema.init(url)
-    typer.echo(f"legacy schema created in {mask_url(url)} (scale {scale}, seed {seed})")
+    typer.echo(f"legacy schema created in {mask_url(url)}; generating legacy data (scale {scale:g}, seed {seed})")
+    report = load_with_progress(url, scale=scale, seed=seed)
+    render_report(report, Console())
