@@ -126,7 +126,7 @@ class LiveWriter:
         """Take a bounded sample of existing rows of this thread's partition to update."""
         for table in owned:
             rows = conn.execute(
-                f"SELECT id::text FROM {table} WHERE abs(hashtext(id::text)) %% %s = %s LIMIT 200",  # noqa: S608
+                f"SELECT id::text FROM {table} WHERE abs(hashtext(id::text)) %% %s = %s LIMIT 200",
                 (parts, index)).fetchall()
             owned[table].extend(r[0] for r in rows)
 
@@ -168,7 +168,7 @@ def legacy_update_house(w: LiveWriter, conn: psycopg.Connection[Any], rng: rando
     if not owned[table]:
         return
     rid, hn = rng.choice(owned[table]), _house(rng)
-    conn.execute(f"UPDATE {table} SET house_number = %s, updated_at = now() WHERE id = %s", (hn, rid))  # noqa: S608
+    conn.execute(f"UPDATE {table} SET house_number = %s, updated_at = now() WHERE id = %s", (hn, rid))
     w._expect(table, rid, house_number=hn)
 
 
@@ -272,7 +272,7 @@ def new_move_address(w: LiveWriter, conn: psycopg.Connection[Any], rng: random.R
     with conn.transaction():
         aid = conn.execute("INSERT INTO addresses (house_number) VALUES (%s) ON CONFLICT (house_number)"
                            " DO UPDATE SET updated_at = addresses.updated_at RETURNING id", (hn,)).fetchone()
-        conn.execute(f"UPDATE {table} SET address_id = %s, updated_at = now() WHERE id = %s",  # noqa: S608
+        conn.execute(f"UPDATE {table} SET address_id = %s, updated_at = now() WHERE id = %s",
                      (aid[0] if aid else None, rid))
     w._expect(table, rid, house_number=hn)
 
@@ -320,13 +320,13 @@ def check_expected(url: str, writer: LiveWriter) -> list[str]:
     with psycopg.connect(url) as conn:
         for (table, rid), want in writer.expected.items():
             if want.get("deleted"):
-                if conn.execute(f"SELECT 1 FROM {table} WHERE id = %s", (rid,)).fetchone():  # noqa: S608
+                if conn.execute(f"SELECT 1 FROM {table} WHERE id = %s", (rid,)).fetchone():
                     problems.append(f"{table} {rid}: deleted but present")
                 continue
             cols = [c for c in want if c != "category_key_of"]
             if "category_key_of" in want:
                 cols.append("category")
-            row = conn.execute(f"SELECT {', '.join(cols)} FROM {table} WHERE id = %s", (rid,)).fetchone()  # noqa: S608
+            row = conn.execute(f"SELECT {', '.join(cols)} FROM {table} WHERE id = %s", (rid,)).fetchone()
             if row is None:
                 problems.append(f"{table} {rid}: missing")
                 continue

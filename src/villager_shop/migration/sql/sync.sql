@@ -162,13 +162,10 @@ BEGIN
         IF TG_OP = 'UPDATE' AND (OLD.price <= 0 OR new_variant IS NOT NULL) THEN
             DELETE FROM villager_migration.quarantine WHERE table_name = 'products' AND row_id = NEW.id;
             IF new_variant IS NOT NULL THEN
-                WITH fixed AS (
-                    UPDATE public.order_items SET variant_id = new_variant
-                     WHERE product_id = NEW.id AND order_items.variant_id IS NULL
-                    RETURNING id)
-                DELETE FROM villager_migration.quarantine q USING fixed
-                 WHERE q.table_name = 'order_items' AND q.row_id = fixed.id
-                   AND q.reason = 'product_without_variant';
+                -- Items ordered while the product had no variant; their own trigger clears their
+                -- quarantine entries.
+                UPDATE public.order_items SET variant_id = new_variant
+                 WHERE product_id = NEW.id AND order_items.variant_id IS NULL;
             END IF;
         END IF;
     ELSE

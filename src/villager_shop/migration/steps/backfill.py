@@ -10,11 +10,15 @@ from villager_shop.migration.ddl import Ddl
 from villager_shop.migration.steps.base import Context, Step
 
 V = "villager_migration"
+# Every action sees the batch as %(ids)s (the locked ids) within %(lo)s..%(hi)s: the range lets the
+# planner use the primary key (a bare `id = ANY(...)` of thousands of ids plans a sequential scan).
 
 
 @dataclass(frozen=True)
 class ExtractLookup:
-    """A free-text column becomes a reference to a lookup table row (house_number -> addresses)."""
+    """A free-text column becomes a reference to a lookup table row (house_number -> addresses).
+    Existing lookup rows are found by index; a missing one is created by the rule's ensure_*
+    function (race-safe), called only for the rows that need it."""
 
     table: str
     column: str
@@ -22,20 +26,15 @@ class ExtractLookup:
     lookup: str
     lookup_column: str
     canonical: str  # SQL function giving the lookup value from the raw text
+    ensure: str  # SQL function returning the id of the lookup row for a canonical value
 
     def actions(self) -> list[str]:
         canon = f"{V}.{self.canonical}(t.{self.column})"
         return [
-            f"INSERT INTO public.{self.lookup} ({self.lookup_column})\n"
-            f"SELECT DISTINCT {canon} FROM public.{self.table} t\n"
-            f" WHERE t.id = ANY(%(ids)s) AND {canon} IS NOT NULL\n"
-            f"ON CONFLICT ({self.lookup_column}) DO NOTHING",
-            f"UPDATE public.{self.table} t SET {self.fk} = s.lid\n"
-            f"  FROM (SELECT t2.id, x.id AS lid FROM public.{self.table} t2\n"
-            f"          LEFT JOIN public.{self.lookup} x\n"
-            f"            ON x.{self.lookup_column} = {V}.{self.canonical}(t2.{self.column})\n"
-            f"         WHERE t2.id = ANY(%(ids)s)) s\n"
-            f" WHERE t.id = s.id AND t.{self.fk} IS DISTINCT FROM s.lid",
+            f"UPDATE public.{self.table} t\n"
+            f"   SET {self.fk} = coalesce((SELECT l.id FROM public.{self.lookup} l WHERE l.{self.lookup_column} = {canon}),\n"
+            f"                           {V}.{self.ensure}({canon}))\n"
+            f" WHERE t.id BETWEEN %(lo)s::uuid AND %(hi)s::uuid AND t.id = ANY(%(ids)s)",
         ]
 
 
@@ -45,76 +44,91 @@ class ExtractCategory:
     and price -> base_price (NULL when the price is not positive)."""
 
     def actions(self) -> list[str]:
-        key = f"{V}.category_key(p.category)"
         return [
-            f"SELECT {V}.ensure_category(s.category) FROM (\n"
-            f"  SELECT DISTINCT ON ({key}) p.category FROM public.products p\n"
-            f"   WHERE p.id = ANY(%(ids)s) AND {key} IS NOT NULL ORDER BY {key}, p.id) s\n"
-            f" WHERE NOT EXISTS (SELECT 1 FROM public.product_categories c\n"
-            f"                    WHERE c.name_key = {V}.category_key(s.category))",
-            f"UPDATE public.products p SET category_id = s.category_id, base_price = s.base_price\n"
-            f"  FROM (SELECT p2.id, c.id AS category_id, CASE WHEN p2.price > 0 THEN p2.price END AS base_price\n"
-            f"          FROM public.products p2\n"
-            f"          LEFT JOIN public.product_categories c ON c.name_key = {V}.category_key(p2.category)\n"
-            f"         WHERE p2.id = ANY(%(ids)s)) s\n"
-            f" WHERE p.id = s.id\n"
-            f"   AND (p.category_id IS DISTINCT FROM s.category_id OR p.base_price IS DISTINCT FROM s.base_price)",
+            "UPDATE public.products p\n"
+            f"   SET category_id = coalesce((SELECT c.id FROM public.product_categories c\n"
+            f"                                WHERE c.name_key = {V}.category_key(p.category)),\n"
+            f"                              {V}.ensure_category(p.category)),\n"
+            "       base_price = CASE WHEN p.price > 0 THEN p.price END\n"
+            " WHERE p.id BETWEEN %(lo)s::uuid AND %(hi)s::uuid AND p.id = ANY(%(ids)s)",
         ]
+
+
+def _quarantine_ctes(table: str, source: str, reason: str, detail: str) -> str:
+    """CTE fragments recording (or clearing) why rows of `source` cannot be migrated as is;
+    `reason` is an SQL expression over the source row that is NULL for a good row."""
+    return (
+        f"q_add AS (\n"
+        f"  INSERT INTO {V}.quarantine (table_name, row_id, reason, detail)\n"
+        f"  SELECT '{table}', s.id, {reason}, {detail} FROM {source} s WHERE {reason} IS NOT NULL\n"
+        f"  ON CONFLICT (table_name, row_id) DO UPDATE SET reason = EXCLUDED.reason, detail = EXCLUDED.detail),\n"
+        f"q_clear AS (\n"
+        f"  DELETE FROM {V}.quarantine q USING {source} s\n"
+        f"   WHERE q.table_name = '{table}' AND q.row_id = s.id AND {reason} IS NULL)"
+    )
 
 
 @dataclass(frozen=True)
 class SplitDefaultVariant:
     """products.price/stock -> one default row in product_variants (negative stock stored as 0);
-    products whose price is not positive are quarantined instead."""
+    products whose price is not positive are quarantined instead (and a default variant they
+    may have is deactivated, never deleted: order items may reference it)."""
 
     def actions(self) -> list[str]:
+        reason = "CASE WHEN s.price <= 0 THEN 'non_positive_price' END"
         return [
-            "INSERT INTO public.product_variants AS v\n"
-            "       (product_id, sku, name, price, stock, is_default, is_active, sort_order, created_at, updated_at)\n"
-            "SELECT p.id, p.id::text || '-default', 'Default', p.price, greatest(p.stock, 0), true, true, 0,\n"
-            "       p.created_at, p.updated_at\n"
-            "  FROM public.products p WHERE p.id = ANY(%(ids)s) AND p.price > 0\n"
-            "ON CONFLICT (product_id) WHERE is_default DO UPDATE\n"
-            "   SET price = EXCLUDED.price, stock = EXCLUDED.stock, updated_at = now()\n"
-            " WHERE v.price IS DISTINCT FROM EXCLUDED.price OR v.stock IS DISTINCT FROM EXCLUDED.stock",
-            "UPDATE public.product_variants v SET is_active = false, updated_at = now()\n"
-            "  FROM public.products p\n"
-            " WHERE p.id = ANY(%(ids)s) AND p.price <= 0 AND v.product_id = p.id AND v.is_default AND v.is_active",
-            *Quarantine("products", "CASE WHEN t.price <= 0 THEN 'non_positive_price' END").actions(),
+            "WITH src AS MATERIALIZED (SELECT p.* FROM public.products p WHERE p.id BETWEEN %(lo)s::uuid AND %(hi)s::uuid AND p.id = ANY(%(ids)s)),\n"
+            "variants AS (\n"
+            "  INSERT INTO public.product_variants AS v\n"
+            "         (product_id, sku, name, price, stock, is_default, is_active, sort_order, created_at, updated_at)\n"
+            "  SELECT s.id, s.id::text || '-default', 'Default', s.price, greatest(s.stock, 0), true, true, 0,\n"
+            "         s.created_at, s.updated_at\n"
+            "    FROM src s WHERE s.price > 0\n"
+            "  ON CONFLICT (product_id) WHERE is_default DO UPDATE\n"
+            "     SET price = EXCLUDED.price, stock = EXCLUDED.stock, updated_at = now()\n"
+            "   WHERE v.price IS DISTINCT FROM EXCLUDED.price OR v.stock IS DISTINCT FROM EXCLUDED.stock),\n"
+            "deactivated AS (\n"
+            "  UPDATE public.product_variants v SET is_active = false, updated_at = now()\n"
+            "    FROM src s WHERE s.price <= 0 AND v.product_id = s.id AND v.is_default AND v.is_active),\n"
+            + _quarantine_ctes("products", "src", reason, "to_jsonb(s)") + "\n"
+            "SELECT count(*) FROM src",
         ]
 
 
 @dataclass(frozen=True)
 class DefaultVariantReference:
-    """order_items.product_id -> order_items.variant_id (the product's default variant)."""
+    """order_items.product_id -> order_items.variant_id (the product's default variant); items of
+    a product without a variant, or with a non-positive quantity, are quarantined."""
 
     def actions(self) -> list[str]:
+        reason = ("CASE WHEN s.new_variant IS NULL THEN 'product_without_variant'"
+                  " WHEN s.quantity <= 0 THEN 'non_positive_quantity' END")
         return [
-            "UPDATE public.order_items oi SET variant_id = v.id\n"
-            "  FROM public.product_variants v\n"
-            " WHERE oi.id = ANY(%(ids)s) AND oi.variant_id IS NULL AND v.product_id = oi.product_id AND v.is_default",
-            *Quarantine("order_items", "CASE WHEN t.variant_id IS NULL THEN 'product_without_variant'"
-                                       " WHEN t.quantity <= 0 THEN 'non_positive_quantity' END").actions(),
+            "WITH src AS MATERIALIZED (\n"
+            "  SELECT oi.*, coalesce(oi.variant_id, v.id) AS new_variant FROM public.order_items oi\n"
+            "    LEFT JOIN public.product_variants v ON v.product_id = oi.product_id AND v.is_default\n"
+            "   WHERE oi.id BETWEEN %(lo)s::uuid AND %(hi)s::uuid AND oi.id = ANY(%(ids)s)),\n"
+            "linked AS (\n"
+            "  UPDATE public.order_items oi SET variant_id = s.new_variant FROM src s\n"
+            "   WHERE oi.id = s.id AND oi.variant_id IS NULL AND s.new_variant IS NOT NULL),\n"
+            + _quarantine_ctes("order_items", "src", reason, "to_jsonb(s) - 'new_variant'") + "\n"
+            "SELECT count(*) FROM src",
         ]
 
 
 @dataclass(frozen=True)
 class Quarantine:
-    """Record (or clear) the reason a row cannot be migrated as is; `reason` is an SQL expression
-    over `t` that is NULL for a good row."""
+    """Only record (or clear) why rows cannot be migrated as is; `reason` is an SQL expression
+    over the row `s` that is NULL for a good row."""
 
     table: str
     reason: str
 
     def actions(self) -> list[str]:
         return [
-            f"INSERT INTO {V}.quarantine (table_name, row_id, reason, detail)\n"
-            f"SELECT '{self.table}', t.id, {self.reason}, to_jsonb(t) FROM public.{self.table} t\n"
-            f" WHERE t.id = ANY(%(ids)s) AND {self.reason} IS NOT NULL\n"
-            f"ON CONFLICT (table_name, row_id) DO UPDATE SET reason = EXCLUDED.reason, detail = EXCLUDED.detail",
-            f"DELETE FROM {V}.quarantine q USING public.{self.table} t\n"
-            f" WHERE q.table_name = '{self.table}' AND q.row_id = t.id AND t.id = ANY(%(ids)s)\n"
-            f"   AND {self.reason} IS NULL",
+            f"WITH src AS MATERIALIZED (SELECT t.* FROM public.{self.table} t WHERE t.id BETWEEN %(lo)s::uuid AND %(hi)s::uuid AND t.id = ANY(%(ids)s)),\n"
+            + _quarantine_ctes(self.table, "src", self.reason, "to_jsonb(s)") + "\n"
+            "SELECT count(*) FROM src",
         ]
 
 
@@ -132,7 +146,8 @@ class Backfill(Step):
 
     def ddl(self, utf8: bool = True) -> list[Ddl]:
         locks = f"row locks (FOR NO KEY UPDATE SKIP LOCKED) on one batch of {self.table} at a time"
-        return [Ddl(a.replace("%(ids)s", "$1::uuid[]"), locks) for a in self.actions()]
+        return [Ddl(a.replace("%(lo)s", "$1").replace("%(hi)s", "$2").replace("%(ids)s", "$3::uuid[]"), locks)
+                for a in self.actions()]
 
     def locks(self) -> str:
         return f"row locks on one batch of {self.table} at a time (adaptive, target ~50 ms), never a table lock"
