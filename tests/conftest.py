@@ -7,6 +7,7 @@ import os
 import uuid
 import warnings
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -66,3 +67,38 @@ def legacy_db(fresh_db: str) -> str:
     return fresh_db
 
 
+
+
+_TEMPLATES: dict[tuple[float, int], str] = {}
+
+
+@pytest.fixture(scope="session")
+def _template_names(pg_admin_url: str) -> Iterator[dict[tuple[float, int], str]]:
+    yield _TEMPLATES
+    for name in _TEMPLATES.values():
+        drop_database(pg_admin_url, name)
+
+
+@pytest.fixture
+def make_legacy_db(pg_admin_url: str, _template_names: dict[tuple[float, int], str]) -> Iterator[Any]:
+    """Factory: a fresh database with the legacy schema filled by the generator at `scale`
+    (generated once per session into a template, then copied per test)."""
+    from villager_shop.legacy.generate import generate
+
+    made: list[str] = []
+
+    def make(scale: float = 0.05, seed: int = 1) -> str:
+        key = (scale, seed)
+        if key not in _template_names:
+            name, url = _new_db(pg_admin_url)
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute(schema_sql().encode())
+            generate(url, scale=scale, seed=seed)
+            _template_names[key] = name
+        name, url = _new_db(pg_admin_url, template=_template_names[key])
+        made.append(name)
+        return url
+
+    yield make
+    for name in made:
+        drop_database(pg_admin_url, name)

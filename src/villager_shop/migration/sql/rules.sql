@@ -6,15 +6,13 @@
 
 -- name: canonical_house_number
 -- NULL/blank -> NULL; NFKC; whitespace runs -> one space; trimmed; upper case; no space between a
--- digit and a letter or digit ('12 a' = '12A' = ' 12a ', 'Plot 7 B' -> 'PLOT 7B').
+-- digit and the letter or digit after it ('12 a' = '12A' = ' 12a ', 'Plot 7 b' -> 'PLOT 7B').
 CREATE OR REPLACE FUNCTION villager_migration.canonical_house_number(raw text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE RETURNS NULL ON NULL INPUT AS $fn$
     SELECT NULLIF(
         regexp_replace(
-            regexp_replace(
-                upper(btrim(regexp_replace({normalize_raw}, '\s+', ' ', 'g'))),
-                '(\d) (?=[[:alnum:]])', '\1', 'g'),
-            '([[:alnum:]]) (?=\d)', '\1', 'g'),
+            upper(btrim(regexp_replace({normalize_raw}, '\s+', ' ', 'g'))),
+            '(\d) (?=[[:alnum:]])', '\1', 'g'),
         '')
 $fn$;
 

@@ -1,0 +1,139 @@
+"""While both applications write, each write reaches the other representation (SPEC defect 2)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+
+from tests.migration.conftest import violations
+
+SHOP = "10000000-0000-0000-0000-000000000001"
+RADIO = "20000000-0000-0000-0000-000000000001"
+BALA = "00000000-0000-0000-0000-000000000002"
+
+
+def ex(c: psycopg.Connection[Any], sql: str, *args: Any) -> psycopg.Cursor[Any]:
+    return c.execute(sql, args if args else None)
+
+
+def one(c: psycopg.Connection[Any], sql: str, *args: Any) -> Any:
+    row = c.execute(sql, args).fetchone()
+    return row[0] if row and len(row) == 1 else row
+
+
+def test_messy_backfill_rules(conn: psycopg.Connection[Any]) -> None:
+    # '12a', ' 12A ', '12 A' and shop '12A' share one address; blank/NULL house numbers map to none.
+    assert one(conn, "SELECT count(DISTINCT address_id) FROM users WHERE name IN ('Asha', 'Bala', 'Chitra')") == 1
+    assert one(conn, "SELECT a.house_number FROM addresses a JOIN users u ON u.address_id = a.id WHERE u.name = 'Bala'") == "12A"
+    assert one(conn, "SELECT count(*) FROM users WHERE name IN ('Dev', 'Esha', 'Farid') AND address_id IS NOT NULL") == 0
+    assert one(conn, "SELECT a.house_number FROM addresses a JOIN users u ON u.address_id = a.id WHERE u.name = 'Gita'") == "7B"
+    # Legacy spellings are untouched.
+    assert one(conn, "SELECT house_number FROM users WHERE name = 'Bala'") == " 12A "
+    slugs = dict(conn.execute("SELECT name_key, slug FROM product_categories").fetchall())
+    assert slugs["electronics"] == "electronics" and slugs["home decor"] == "home-decor"
+    assert {slugs["fruits & veg"], slugs["fruits veg"]} == {"fruits-veg", "fruits-veg-2"}
+    assert slugs["मिठाई"] == "मिठाई"
+    assert {slugs["!!!"], slugs["???"]} == {"category", "category-2"}
+    q = dict(((t, str(r)), reason) for t, r, reason in conn.execute(
+        "SELECT table_name, row_id, reason FROM villager_migration.quarantine"))
+    assert q[("products", "20000000-0000-0000-0000-000000000008")] == "non_positive_price"
+    assert q[("products", "20000000-0000-0000-0000-000000000009")] == "non_positive_price"
+    assert q[("orders", "30000000-0000-0000-0000-000000000002")] == "total_mismatch"
+    assert q[("orders", "30000000-0000-0000-0000-000000000003")] == "negative_amount"
+    assert q[("order_items", "40000000-0000-0000-0000-000000000004")] == "product_without_variant"
+    jalebi = one(conn, "SELECT v.stock FROM product_variants v WHERE v.product_id = '20000000-0000-0000-0000-00000000000a'")
+    assert jalebi == 0
+    assert one(conn, "SELECT stock FROM products WHERE id = '20000000-0000-0000-0000-00000000000a'") == -3
+    assert violations(conn) == []
+
+
+def test_legacy_writes_reach_new_structures(conn: psycopg.Connection[Any]) -> None:
+    uid = one(conn, "INSERT INTO users (name, house_number) VALUES ('Hari', ' 99 z ') RETURNING id")
+    assert one(conn, "SELECT a.house_number FROM users u JOIN addresses a ON a.id = u.address_id WHERE u.id = %s",
+               uid) == "99Z"
+    ex(conn, "UPDATE products SET category = 'ELECTRONICS  ', price = 450, stock = -2 WHERE id = %s", RADIO)
+    row = conn.execute("SELECT c.slug, p.base_price, v.price, v.stock FROM products p JOIN product_categories c"
+                       " ON c.id = p.category_id JOIN product_variants v ON v.product_id = p.id AND v.is_default"
+                       " WHERE p.id = %s", (RADIO,)).fetchone()
+    assert row == ("electronics", Decimal("450.00"), Decimal("450.00"), 0)
+    pid = one(conn, "INSERT INTO products (shop_id, name, category, price, stock) VALUES (%s, 'Kite', 'Toys & Games',"
+                    " 35, 4) RETURNING id", SHOP)
+    assert one(conn, "SELECT slug FROM product_categories c JOIN products p ON p.category_id = c.id WHERE p.id = %s",
+               pid) == "toys-games"
+    assert one(conn, "SELECT stock FROM product_variants WHERE product_id = %s AND is_default", pid) == 4
+    oid = one(conn, "INSERT INTO orders (customer_id, shop_id, subtotal, delivery_fee, total) VALUES (%s, %s, 70, 5, 75)"
+                    " RETURNING id", BALA, SHOP)
+    iid = one(conn, "INSERT INTO order_items (order_id, product_id, quantity, unit_price) VALUES (%s, %s, 2, 35)"
+                    " RETURNING id", oid, pid)
+    assert one(conn, "SELECT v.product_id FROM order_items oi JOIN product_variants v ON v.id = oi.variant_id"
+                     " WHERE oi.id = %s", iid) == pid
+    assert violations(conn) == []
+
+
+def test_new_app_writes_reach_legacy_columns(conn: psycopg.Connection[Any]) -> None:
+    aid = one(conn, "INSERT INTO addresses (house_number) VALUES ('  5 c') RETURNING id")
+    assert one(conn, "SELECT house_number FROM addresses WHERE id = %s", aid) == "5C"
+    ex(conn, "UPDATE users SET address_id = %s WHERE id = %s", aid, BALA)
+    assert one(conn, "SELECT house_number FROM users WHERE id = %s", BALA) == "5C"
+    # Pointing at the address its legacy spelling already means keeps the spelling.
+    ex(conn, "UPDATE users SET house_number = ' 5c ' WHERE id = %s", BALA)
+    ex(conn, "UPDATE users SET address_id = %s WHERE id = %s", aid, BALA)
+    assert one(conn, "SELECT house_number FROM users WHERE id = %s", BALA) == " 5c "
+    cat = one(conn, "SELECT id FROM product_categories WHERE slug = 'home-decor'")
+    ex(conn, "UPDATE products SET category_id = %s WHERE id = %s", cat, RADIO)
+    assert one(conn, "SELECT category FROM products WHERE id = %s", RADIO) == "Home Decor"
+    ex(conn, "UPDATE product_variants SET price = 525, stock = 9 WHERE product_id = %s AND is_default", RADIO)
+    assert conn.execute("SELECT price, stock, base_price FROM products WHERE id = %s", (RADIO,)).fetchone() == (
+        Decimal("525.00"), 9, Decimal("525.00"))
+    ex(conn, "UPDATE product_categories SET name = 'Home & Decor' WHERE id = %s", cat)
+    assert one(conn, "SELECT category FROM products WHERE id = %s", RADIO) == "Home & Decor"
+    pid = one(conn, "INSERT INTO products (shop_id, name, category_id, base_price) VALUES (%s, 'Pot', %s, 60)"
+                    " RETURNING id", SHOP, cat)
+    ex(conn, "INSERT INTO product_variants (product_id, sku, name, price, stock, is_default) VALUES"
+                 " (%s, 'pot-1', 'Default', 60, 7, true) ON CONFLICT (product_id) WHERE is_default"
+                 " DO UPDATE SET stock = EXCLUDED.stock, sku = EXCLUDED.sku", pid)
+    assert conn.execute("SELECT price, stock, category FROM products WHERE id = %s", (pid,)).fetchone() == (
+        Decimal("60.00"), 7, "Home & Decor")
+    vid = one(conn, "SELECT id FROM product_variants WHERE product_id = %s AND is_default", pid)
+    oid = one(conn, "INSERT INTO orders (customer_id, shop_id, subtotal, delivery_fee, total) VALUES (%s, %s, 60, 0, 60)"
+                    " RETURNING id", BALA, SHOP)
+    iid = one(conn, "INSERT INTO order_items (order_id, variant_id, quantity, unit_price) VALUES (%s, %s, 1, 60)"
+                    " RETURNING id", oid, vid)
+    assert one(conn, "SELECT product_id FROM order_items WHERE id = %s", iid) == pid
+    assert violations(conn) == []
+
+
+def test_price_quarantine_follows_live_writes(conn: psycopg.Connection[Any]) -> None:
+    ex(conn, "UPDATE products SET price = 0 WHERE id = %s", RADIO)
+    assert one(conn, "SELECT reason FROM villager_migration.quarantine WHERE row_id = %s", RADIO) == "non_positive_price"
+    assert conn.execute("SELECT is_active, price FROM product_variants WHERE product_id = %s AND is_default",
+                        (RADIO,)).fetchone() == (False, Decimal("499.00"))
+    assert one(conn, "SELECT base_price FROM products WHERE id = %s", RADIO) is None
+    ex(conn, "UPDATE products SET price = 42 WHERE id = %s", RADIO)
+    assert one(conn, "SELECT count(*) FROM villager_migration.quarantine WHERE row_id = %s", RADIO) == 0
+    assert conn.execute("SELECT is_active, price FROM product_variants WHERE product_id = %s AND is_default",
+                        (RADIO,)).fetchone() == (True, Decimal("42.00"))
+    # A product quarantined from the start gets its variant once fixed, and so do its order items.
+    free = "20000000-0000-0000-0000-000000000008"
+    ex(conn, "UPDATE products SET price = 3 WHERE id = %s", free)
+    assert one(conn, "SELECT count(*) FROM villager_migration.quarantine WHERE row_id IN (%s,"
+                     " '40000000-0000-0000-0000-000000000004')", free) == 0
+    assert one(conn, "SELECT variant_id IS NOT NULL FROM order_items WHERE id = '40000000-0000-0000-0000-000000000004'")
+    conn.execute("DELETE FROM products WHERE id = '20000000-0000-0000-0000-000000000009' AND NOT EXISTS"
+                 " (SELECT 1 FROM order_items WHERE product_id = '20000000-0000-0000-0000-000000000009')")
+    conn.execute("UPDATE orders SET total = 40 WHERE id = '30000000-0000-0000-0000-000000000002'")
+    assert one(conn, "SELECT count(*) FROM villager_migration.quarantine WHERE row_id ="
+                     " '30000000-0000-0000-0000-000000000002'") == 0
+    assert violations(conn) == []
+
+
+def test_integrity_check_reports_a_planted_divergence(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("SET session_replication_role = replica")  # bypass the sync triggers
+    ex(conn, "UPDATE users SET house_number = 'NOWHERE 1' WHERE id = %s", BALA)
+    ex(conn, "UPDATE product_variants SET stock = 77 WHERE product_id = %s AND is_default", RADIO)
+    conn.execute("RESET session_replication_role")
+    kinds = {(k, t, str(r)) for k, t, r, _ in violations(conn)}
+    assert ("address_mismatch", "users", BALA) in kinds
+    assert ("variant_mismatch", "products", RADIO) in kinds
