@@ -4,9 +4,9 @@ CREATE SCHEMA IF NOT EXISTS villager_migration;
 
 CREATE TABLE IF NOT EXISTS villager_migration.steps (
     name        text PRIMARY KEY,
-    position    integer NOT NULL,
+    position    bigint NOT NULL,
     status      text NOT NULL DEFAULT 'pending',   -- pending | running | done | failed | undone
-    attempts    integer NOT NULL DEFAULT 0,
+    attempts    bigint NOT NULL DEFAULT 0,
     started_at  timestamptz,
     finished_at timestamptz,
     last_error  text,
@@ -19,8 +19,8 @@ CREATE TABLE IF NOT EXISTS villager_migration.backfill (
     last_id     uuid,                               -- every row with id <= last_id is done
     rows_done   bigint NOT NULL DEFAULT 0,
     rows_total  bigint,
-    batches     integer NOT NULL DEFAULT 0,
-    batch_size  integer,
+    batches     bigint NOT NULL DEFAULT 0,
+    batch_size  bigint,
     elapsed_s   double precision NOT NULL DEFAULT 0,
     max_batch_ms double precision NOT NULL DEFAULT 0,
     started_at  timestamptz,
@@ -52,7 +52,7 @@ CREATE TABLE IF NOT EXISTS villager_migration.state (
 );
 
 CREATE TABLE IF NOT EXISTS villager_migration.events (
-    id      bigserial PRIMARY KEY,
+    id      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     at      timestamptz NOT NULL DEFAULT clock_timestamp(),
     step    text,
     kind    text NOT NULL,

@@ -1,0 +1,255 @@
+"""The migrate commands end to end through the real CLI: run, re-run, verify, status, plan,
+rollback and complete, with their refusals."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.helpers import run_cli
+from tests.migration.messy import load_messy
+
+LEGACY_PROJECTION = {
+    "users": "id, name, phone, email, role, house_number, created_at, updated_at",
+    "shops": "id, owner_id, name, house_number, rating, is_open, created_at, updated_at",
+    "products": "id, shop_id, name, description, category, price, stock, is_available, rating, order_count,"
+                " created_at, updated_at",
+    "orders": "id, customer_id, shop_id, status, subtotal, delivery_fee, total, created_at, updated_at",
+    "order_items": "id, order_id, product_id, quantity, unit_price, created_at",
+}
+
+
+def legacy_checksums(url: str) -> dict[str, str]:
+    with psycopg.connect(url) as c:
+        return {t: c.execute(f"SELECT md5(coalesce(string_agg(x::text, ',' ORDER BY x.id), ''))"
+                             f" FROM (SELECT {cols} FROM {t}) x").fetchone()[0]  # type: ignore[index]
+                for t, cols in LEGACY_PROJECTION.items()}
+
+
+def schema_fingerprint(url: str) -> dict[str, Any]:
+    with psycopg.connect(url) as c:
+        return {
+            "columns": c.execute("SELECT table_name, column_name, data_type, is_nullable, column_default"
+                                 " FROM information_schema.columns WHERE table_schema = 'public'"
+                                 " ORDER BY 1, 2").fetchall(),
+            "indexes": c.execute("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'"
+                                 " ORDER BY 1").fetchall(),
+            "constraints": c.execute("SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid)"
+                                     " FROM pg_constraint WHERE connamespace = 'public'::regnamespace"
+                                     " ORDER BY 1, 2").fetchall(),
+            "triggers": c.execute("SELECT tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
+                                  " WHERE c.relnamespace = 'public'::regnamespace AND NOT tgisinternal").fetchall(),
+            "relations": c.execute("SELECT relname, relkind FROM pg_class WHERE relnamespace = 'public'::regnamespace"
+                                   " ORDER BY 1").fetchall(),
+        }
+
+
+def cli_json(*args: str, url: str) -> tuple[int, Any]:
+    res = run_cli(*args, "--json", database_url=url)
+    return res.returncode, json.loads(res.stdout) if res.stdout.strip().startswith(("{", "[")) else res.stderr
+
+
+def test_run_verify_status_on_generated_data(make_legacy_db: Any) -> None:
+    url = make_legacy_db(0.05)
+    res = run_cli("migrate", "run", database_url=url)
+    assert res.returncode == 0, res.stderr[-2000:]
+    code, report = cli_json("migrate", "verify", url=url)
+    assert code == 0, report
+    assert report["ok"] is True
+    for table in LEGACY_PROJECTION:
+        c = report["counts"][table]
+        assert c["migrated"] + c["quarantined"] == c["legacy_rows"] and c["violations"] == 0
+    assert report["counts"]["products"]["quarantined"] > 0  # the generator plants non-positive prices
+    code, st = cli_json("migrate", "status", url=url)
+    assert code == 0 and st["phase"] == "migrated" and st["steps_done"] == st["steps_total"]
+    assert {b["table"] for b in st["backfill"]} == {"users", "shops", "products", "order_items", "orders"}
+    assert all(b["finished"] and b["rows_done"] == b["rows_total"] for b in st["backfill"])
+
+
+def test_second_run_changes_nothing(make_legacy_db: Any) -> None:
+    url = make_legacy_db(0.05)
+    assert run_cli("migrate", "run", database_url=url).returncode == 0
+    counts_sql = ("SELECT (SELECT count(*) FROM addresses), (SELECT count(*) FROM product_categories),"
+                  " (SELECT count(*) FROM product_variants), (SELECT count(*) FROM villager_migration.quarantine)")
+    with psycopg.connect(url) as c:
+        before = c.execute(counts_sql).fetchone()
+    res = run_cli("migrate", "run", "--json", database_url=url)
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout)
+    assert all(v.get("skipped") for k, v in summary.items() if k != "analyze")
+    with psycopg.connect(url) as c:
+        assert c.execute(counts_sql).fetchone() == before
+    assert run_cli("migrate", "verify", database_url=url).returncode == 0
+
+
+def test_rollback_without_writes_restores_the_exact_legacy_database(make_legacy_db: Any) -> None:
+    url = make_legacy_db(0.05)
+    schema_before, data_before = schema_fingerprint(url), legacy_checksums(url)
+    assert run_cli("migrate", "run", database_url=url).returncode == 0
+    res = run_cli("migrate", "rollback", "--yes", "--json", database_url=url)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["phase"] == "rolled_back" and out["archived_rows"]["product_variants"] > 0
+    assert schema_fingerprint(url) == schema_before
+    assert legacy_checksums(url) == data_before
+    # After a rollback, a new run starts cleanly and verifies.
+    assert run_cli("migrate", "run", database_url=url).returncode == 0
+    assert run_cli("migrate", "verify", database_url=url).returncode == 0
+
+
+def test_rollback_keeps_every_write_of_both_applications(legacy_db: str) -> None:
+    load_messy(legacy_db)
+    assert run_cli("migrate", "run", database_url=legacy_db).returncode == 0
+    with psycopg.connect(legacy_db, autocommit=True) as c:
+        c.execute("UPDATE users SET house_number = '77 q' WHERE name = 'Asha'")  # old application
+        aid = c.execute("INSERT INTO addresses (house_number) VALUES ('88R') RETURNING id").fetchone()[0]  # type: ignore[index]
+        c.execute("UPDATE users SET address_id = %s WHERE name = 'Bala'", (aid,))  # new application
+        c.execute("UPDATE product_variants SET price = 611, stock = 13 WHERE is_default AND product_id ="
+                  " '20000000-0000-0000-0000-000000000001'")
+        c.execute("INSERT INTO product_variants (product_id, sku, name, price, stock) VALUES"
+                  " ('20000000-0000-0000-0000-000000000001', 'radio-xl', 'XL', 700, 2)")
+    expected = legacy_checksums(legacy_db)
+    res = run_cli("migrate", "rollback", "--yes", "--json", database_url=legacy_db)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert legacy_checksums(legacy_db) == expected
+    with psycopg.connect(legacy_db) as c:
+        assert c.execute("SELECT house_number FROM users WHERE name IN ('Asha', 'Bala') ORDER BY name").fetchall() == [
+            ("77 q",), ("88R",)]
+        assert c.execute("SELECT price, stock FROM products WHERE id = '20000000-0000-0000-0000-000000000001'"
+                         ).fetchone() == (611, 13)
+        # The extra variant has no legacy form: it is kept in the archive schema, not deleted.
+        assert out["new_only_rows"]["non_default_variants"] == 1
+        assert c.execute(f"SELECT count(*) FROM {out['archive_schema']}.product_variants WHERE sku = 'radio-xl'"
+                         ).fetchone() == (1,)
+        assert c.execute("SELECT to_regclass('public.product_variants')").fetchone() == (None,)
+
+
+def test_rollback_asks_for_confirmation(legacy_db: str) -> None:
+    load_messy(legacy_db)
+    assert run_cli("migrate", "run", database_url=legacy_db).returncode == 0
+    res = run_cli("migrate", "rollback", database_url=legacy_db, input_text="")
+    assert res.returncode == 4 and "--yes" in res.stderr and "Traceback" not in res.stderr
+    with psycopg.connect(legacy_db) as c:
+        assert c.execute("SELECT to_regclass('public.product_variants') IS NOT NULL").fetchone() == (True,)
+
+
+def test_complete_refused_when_verify_fails(legacy_db: str) -> None:
+    load_messy(legacy_db)
+    assert run_cli("migrate", "run", database_url=legacy_db).returncode == 0
+    with psycopg.connect(legacy_db, autocommit=True) as c:
+        c.execute("SET session_replication_role = replica")  # a write that bypassed the sync
+        c.execute("UPDATE users SET house_number = 'ELSEWHERE 9' WHERE name = 'Chitra'")
+    res = run_cli("migrate", "complete", "--yes", "--quiet-seconds", "0", database_url=legacy_db)
+    assert res.returncode == 4, res.stderr
+    assert "verify fails" in res.stderr and "address_mismatch" in res.stderr
+    with psycopg.connect(legacy_db) as c:
+        assert c.execute("SELECT count(*) FROM information_schema.columns WHERE table_name = 'products'"
+                         " AND column_name IN ('price', 'stock', 'category')").fetchone() == (3,)
+    assert run_cli("migrate", "verify", database_url=legacy_db).returncode == 5
+
+
+def test_complete_refused_while_the_old_application_writes(legacy_db: str) -> None:
+    load_messy(legacy_db)
+    assert run_cli("migrate", "run", database_url=legacy_db).returncode == 0
+    stop = threading.Event()
+
+    def old_app() -> None:
+        with psycopg.connect(legacy_db, autocommit=True) as c:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                c.execute("UPDATE products SET stock = %s WHERE id = '20000000-0000-0000-0000-000000000002'", (n % 9,))
+                time.sleep(0.05)
+
+    t = threading.Thread(target=old_app)
+    t.start()
+    try:
+        res = run_cli("migrate", "complete", "--yes", "--quiet-seconds", "1", database_url=legacy_db)
+    finally:
+        stop.set()
+        t.join()
+    assert res.returncode == 4 and "still writing" in res.stderr, res.stderr
+
+
+def test_complete_then_rollback_is_refused(legacy_db: str) -> None:
+    load_messy(legacy_db)
+    assert run_cli("migrate", "run", database_url=legacy_db).returncode == 0
+    res = run_cli("migrate", "complete", database_url=legacy_db)
+    assert res.returncode == 4 and "--yes" in res.stderr
+    res = run_cli("migrate", "complete", "--yes", "--quiet-seconds", "0.2", "--json", database_url=legacy_db)
+    assert res.returncode == 0, res.stderr
+    with psycopg.connect(legacy_db) as c:
+        assert c.execute("SELECT count(*) FROM information_schema.columns WHERE table_schema = 'public' AND"
+                         " (table_name, column_name) IN (('users', 'house_number'), ('shops', 'house_number'),"
+                         " ('products', 'category'), ('products', 'price'), ('products', 'stock'))").fetchone() == (0,)
+        assert c.execute("SELECT count(*) FROM check_data_integrity()").fetchone() == (0,)
+        detail = c.execute("SELECT detail FROM villager_migration.quarantine WHERE row_id ="
+                           " '20000000-0000-0000-0000-000000000009'").fetchone()[0]  # type: ignore[index]
+        assert float(detail["price"]) == -5.0  # the dropped legacy value survives in the quarantine
+        reloptions = c.execute("SELECT reloptions FROM pg_class WHERE relname = 'product_variants'").fetchone()[0]  # type: ignore[index]
+        assert "autovacuum_vacuum_scale_factor=0.1" in reloptions
+    assert run_cli("migrate", "verify", database_url=legacy_db).returncode == 0
+    res = run_cli("migrate", "rollback", "--yes", database_url=legacy_db)
+    assert res.returncode == 4 and "complete" in res.stderr and "restore" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_verify_before_any_run_fails(legacy_db: str) -> None:
+    res = run_cli("migrate", "verify", database_url=legacy_db)
+    assert res.returncode == 5
+
+
+def test_run_refuses_a_database_without_the_legacy_schema(fresh_db: str) -> None:
+    res = run_cli("migrate", "run", database_url=fresh_db)
+    assert res.returncode != 0 and "legacy init" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_plan_sql_passes_squawk(tmp_path: Path, legacy_db: str) -> None:
+    res = run_cli("migrate", "plan", "--sql", database_url=legacy_db)
+    assert res.returncode == 0, res.stderr
+    assert "CONCURRENTLY" in res.stdout and "NOT VALID" in res.stdout and "lock_timeout" in res.stdout
+    script = tmp_path / "plan.sql"
+    script.write_text(res.stdout)
+    squawk = shutil.which("squawk") or str(Path(__import__("sys").executable).parent / "squawk")
+    lint = subprocess.run([squawk, "--reporter", "gcc", str(script)], capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    res = run_cli("migrate", "plan", "--json", database_url=legacy_db)
+    steps = json.loads(res.stdout)["steps"]
+    assert steps[0]["name"] == "state_schema" and all(s["locks"] for s in steps)
+
+
+def test_guide_strategy_runs_on_messy_data(legacy_db: str) -> None:
+    load_messy(legacy_db)
+    res = run_cli("migrate", "run", "--strategy", "guide", "--json", database_url=legacy_db)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["backfill_rows"] > 0 and out["phase2_s"] >= 0
+    with psycopg.connect(legacy_db) as c:
+        assert c.execute("SELECT count(*) FROM product_variants").fetchone()[0] > 0  # type: ignore[index]
+
+
+@pytest.mark.parametrize("view", ["db_performance_summary", "slow_queries"])
+def test_monitoring_views_answer_on_any_server(legacy_db: str, view: str) -> None:
+    load_messy(legacy_db)
+    assert run_cli("migrate", "run", database_url=legacy_db).returncode == 0
+    with psycopg.connect(legacy_db) as c:
+        rows = c.execute(f"SELECT * FROM {view}").fetchall()
+        if view == "db_performance_summary":
+            metrics = {r[0]: r for r in rows}
+            assert set(metrics) == {"connection_count", "cache_hit_ratio"}
+            assert metrics["connection_count"][1] >= 1 and metrics["connection_count"][3] in ("OK", "CRITICAL")
+        else:
+            loaded = "pg_stat_statements" in c.execute("SHOW shared_preload_libraries").fetchone()[0]  # type: ignore[index]
+            if not loaded:
+                assert len(rows) == 1 and "not loaded" in rows[0][0]
+            else:
+                assert all(r[3] > 100 for r in rows)
