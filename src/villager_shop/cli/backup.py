@@ -50,7 +50,7 @@ def create(as_json: bool = typer.Option(False, "--json", help="print the manifes
         entry = backups.create_backup(
             url, s.backup_dir,
             progress=(lambda n: progress.update(task, completed=n)) if show else None,
-            say=(lambda m: err.print(m, markup=False)) if show else (lambda m: None),
+            say=(lambda m: out.print(m, markup=False)) if show else (lambda m: None),
         )
     if as_json:
         typer.echo(json.dumps(_entry_json(entry, s.backup_dir), indent=2))
@@ -92,7 +92,7 @@ def verify(
     (dropped afterwards) whose per-table row counts must equal the manifest's. Exit 5 otherwise."""
     s = get_settings()
     url = database_url(s)
-    say = (lambda m: None) if as_json else (lambda m: err.print(m, markup=False))
+    say = (lambda m: None) if as_json else (lambda m: out.print(m, markup=False))
     report = backups.verify_backup(url, s.backup_dir, backup_id, say=say)
     if as_json:
         typer.echo(json.dumps({"id": report.entry.id, "ok": True, "toc_entries": report.toc_entries,

@@ -16,7 +16,6 @@ from villager_shop.safety.restore import RestorePlan, execute_restore, plan_rest
 
 # Piped output (logs, CI) gets wide tables instead of 80-column truncation.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _render(plan: RestorePlan) -> None:
@@ -75,7 +74,7 @@ def restore(
                                "(no terminal to ask); nothing was changed")
         if not typer.confirm(f"Replace database {plan.live_db} by backup {plan.entry.id}?", default=False):
             raise RefusedError("restore not confirmed; nothing was changed")
-    result = execute_restore(plan, say=lambda m: err.print(m, markup=False))
+    result = execute_restore(plan, say=lambda m: out.print(m, markup=False))
     if result.before_name:
         out.print(f"restored: {result.live_db} is now backup {plan.entry.id}; the previous database is kept as "
                   f"{result.before_name} ({result.terminated} connection(s) terminated, {result.seconds:.1f}s). "

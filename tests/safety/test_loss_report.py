@@ -1,0 +1,48 @@
+"""A restore says exactly what it would lose, and points at `migrate rollback` during a migration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+
+from tests.helpers import run_cli
+from villager_shop.safety.backup import create_backup
+from villager_shop.safety.restore import plan_restore
+
+
+def test_restore_reports_rows_written_after_the_backup(shop_db: str, backup_dir: Path) -> None:
+    entry = create_backup(shop_db, backup_dir)
+    with psycopg.connect(shop_db, autocommit=True) as conn:
+        conn.execute("INSERT INTO users (name) SELECT 'late ' || g FROM generate_series(1, 3) g")
+        conn.execute("UPDATE products SET stock = stock + 1, updated_at = now()"
+                     " WHERE id IN (SELECT id FROM products ORDER BY id LIMIT 2)")
+        conn.execute("UPDATE orders SET status = 'confirmed'")  # leaves updated_at alone: not visible
+    plan = plan_restore(shop_db, backup_dir, entry.id)
+    by_table = {t.table: t for t in plan.tables}
+    users, products = by_table["public.users"], by_table["public.products"]
+    assert (users.rows_at_backup, users.rows_now, users.inserted_after, users.updated_after) == (200, 203, 3, 0)
+    assert (products.inserted_after, products.updated_after) == (0, 2)
+    assert by_table["public.order_items"].updated_after is None  # no updated_at column
+    assert plan.rows_written_after == 5
+    assert plan.wal_bytes is not None and plan.wal_bytes > 0
+    assert plan.migration is None
+
+
+def test_restore_advises_migrate_rollback_during_a_migration(shop_db: str, backup_dir: Path) -> None:
+    entry = create_backup(shop_db, backup_dir)
+    with psycopg.connect(shop_db, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA villager_migration")
+        conn.execute("CREATE TABLE villager_migration.state (phase text)")
+        conn.execute("INSERT INTO villager_migration.state VALUES ('backfill')")
+    plan = plan_restore(shop_db, backup_dir, entry.id)
+    assert plan.migration is not None and plan.migration.in_progress
+    assert any(t.table == "villager_migration.state" and t.rows_at_backup is None for t in plan.tables)
+    res = run_cli("restore", entry.id, database_url=shop_db, input_text="", VILLAGER_BACKUP_DIR=str(backup_dir))
+    assert res.returncode == 4
+    assert "use migrate rollback instead" in res.stdout and "backfill" in res.stdout
+
+    with psycopg.connect(shop_db, autocommit=True) as conn:
+        conn.execute("UPDATE villager_migration.state SET phase = 'completed'")
+    plan = plan_restore(shop_db, backup_dir, entry.id)
+    assert plan.migration is not None and not plan.migration.in_progress
