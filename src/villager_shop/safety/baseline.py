@@ -63,11 +63,12 @@ WHERE s.schemaname <> '{SCHEMA}'
 ORDER BY 2, 1
 """
 
+# Our own capture queries (and other monitoring reads) are left out: they are not the shop's workload.
 STATEMENTS_SQL = """
 SELECT queryid::text AS queryid, left(query, 1000) AS query, calls, total_exec_time, mean_exec_time, rows
 FROM {schema}.pg_stat_statements
 WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-  AND query NOT LIKE '%%villager_baseline%%'
+  AND query !~* '(villager_baseline|pg_stat_user_(tables|indexes)|pg_stat_statements|pg_available_extensions)'
 ORDER BY mean_exec_time DESC
 LIMIT %s
 """
