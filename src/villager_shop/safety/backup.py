@@ -127,10 +127,13 @@ def create_backup(url: str, backup_dir: Path, *, progress: Progress | None = Non
         if progress is not None:
             progress(partial.stat().st_size)
         sha = manifest.sha256_file(partial)
+        known = {e.id for e in manifest.load(backup_dir)}
         backup_id = f"{stamp}-{sha[:8]}"
+        n = 1
+        while backup_id in known or (backup_dir / f"{backup_id}.dump").exists():
+            n += 1  # two identical dumps in one second (an idle database): keep both, distinct ids
+            backup_id = f"{stamp}-{sha[:8]}-{n}"
         final = backup_dir / f"{backup_id}.dump"
-        if final.exists():
-            raise VillagerError(f"{final} already exists")
         os.replace(partial, final)
         entry = BackupEntry(
             id=backup_id, file=final.name, sha256=sha, size=final.stat().st_size,
