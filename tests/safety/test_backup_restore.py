@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import stat
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -14,11 +16,11 @@ from tests.helpers import run_cli
 from tests.safety.conftest import databases_like, name_of, read_manifest, table_checksums, write_manifest
 
 
-def _cli(url: str, backup_dir: Path, *args: str, input_text: str | None = "") -> object:
+def _cli(url: str, backup_dir: Path, *args: str, input_text: str | None = "") -> subprocess.CompletedProcess[str]:
     return run_cli(*args, database_url=url, input_text=input_text, VILLAGER_BACKUP_DIR=str(backup_dir))
 
 
-def _one_line_error(res) -> str:  # type: ignore[no-untyped-def]
+def _one_line_error(res: subprocess.CompletedProcess[str]) -> str:
     assert res.returncode != 0
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, res.stderr
@@ -27,10 +29,10 @@ def _one_line_error(res) -> str:  # type: ignore[no-untyped-def]
     return str(lines[0])
 
 
-def _create(url: str, backup_dir: Path) -> dict:  # type: ignore[type-arg]
+def _create(url: str, backup_dir: Path) -> dict[str, Any]:
     res = _cli(url, backup_dir, "backup", "create", "--json")
-    assert res.returncode == 0, res.stderr  # type: ignore[attr-defined]
-    return json.loads(res.stdout)  # type: ignore[attr-defined,no-any-return]
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
 
 
 def test_backup_verify_restore_round_trip_keeps_old_db(shop_db: str, pg_admin_url: str, backup_dir: Path) -> None:
@@ -41,12 +43,12 @@ def test_backup_verify_restore_round_trip_keeps_old_db(shop_db: str, pg_admin_ur
     assert entry["row_counts"]["public.users"] == 200 and entry["row_counts"]["public.order_items"] == 200
     assert entry["lsn"] and "/" in entry["lsn"]
 
-    listed = json.loads(_cli(shop_db, backup_dir, "backup", "list", "--json").stdout)  # type: ignore[attr-defined]
+    listed = json.loads(_cli(shop_db, backup_dir, "backup", "list", "--json").stdout)
     assert [e["id"] for e in listed] == [entry["id"]]
     assert {"id", "file", "sha256", "lsn", "created_at"} <= set(listed[0])
 
     res = _cli(shop_db, backup_dir, "backup", "verify", entry["id"])
-    assert res.returncode == 0, res.stderr  # type: ignore[attr-defined]
+    assert res.returncode == 0, res.stderr
     name = name_of(shop_db)
     assert databases_like(pg_admin_url, name) == [name]  # the scratch database is gone
 
@@ -61,12 +63,12 @@ def test_backup_verify_restore_round_trip_keeps_old_db(shop_db: str, pg_admin_ur
     idle = psycopg.connect(shop_db, autocommit=True)  # an application session on the live database
     try:
         res = _cli(shop_db, backup_dir, "restore", entry["id"], "--yes")
-        assert res.returncode == 0, res.stderr  # type: ignore[attr-defined]
+        assert res.returncode == 0, res.stderr
         with pytest.raises(psycopg.OperationalError):
             idle.execute("SELECT 1")
     finally:
         idle.close()
-    out = res.stdout + res.stderr  # type: ignore[attr-defined]
+    out = res.stdout + res.stderr
     assert "migrate rollback" in out and "pg_terminate_backend" in out
 
     assert table_checksums(shop_db) == original
@@ -109,7 +111,7 @@ def test_truncated_backup_with_matching_manifest_fails_verify(shop_db: str, pg_a
     write_manifest(backup_dir, manifest)
 
     res = _cli(shop_db, backup_dir, "backup", "verify", entry["id"])
-    assert "pg_restore" in _one_line_error(res)
+    assert res.returncode == 5 and "pg_restore" in _one_line_error(res)
     name = name_of(shop_db)
     assert databases_like(pg_admin_url, name) == [name]
 
@@ -121,7 +123,7 @@ def test_restore_without_yes_refuses_and_changes_nothing(shop_db: str, pg_admin_
     before = table_checksums(shop_db)
     res = _cli(shop_db, backup_dir, "restore", entry["id"])  # stdin is a pipe: no terminal to ask
     assert res.returncode == 4 and "--yes" in _one_line_error(res)
-    assert "would be lost" in res.stdout  # type: ignore[attr-defined]
+    assert "would be lost" in res.stdout
     name = name_of(shop_db)
     assert databases_like(pg_admin_url, name) == [name]
     assert table_checksums(shop_db) == before
@@ -161,6 +163,6 @@ def test_password_never_reaches_output_or_manifest(shop_db: str, backup_dir: Pat
     """The URL's password goes to pg_dump through PGPASSWORD only (the test servers trust local users)."""
     url = make_conninfo(shop_db, password="s3cretpw")
     res = _cli(url, backup_dir, "backup", "create")
-    assert res.returncode == 0, res.stderr  # type: ignore[attr-defined]
-    assert "s3cretpw" not in res.stdout + res.stderr  # type: ignore[attr-defined]
+    assert res.returncode == 0, res.stderr
+    assert "s3cretpw" not in res.stdout + res.stderr
     assert "s3cretpw" not in (backup_dir / "manifest.json").read_text()

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from villager_shop.core.errors import VillagerError, scrub
+from villager_shop.core.errors import VerificationFailed, VillagerError, scrub
 
 SYSTEM_PG_ROOT = Path("/usr/lib/postgresql")
 
@@ -71,6 +71,10 @@ def libpq_target(url: str) -> tuple[str, dict[str, str]]:
     if password is not None:
         env["PGPASSWORD"] = password
     return make_conninfo(**params), env
+
+
+class ArchiveError(VerificationFailed):
+    """pg_restore could not read or restore an archive: the backup is not usable as it is (exit 5)."""
 
 
 @dataclass
@@ -123,7 +127,7 @@ def pg_restore(archive: Path, target_url: str, *, required_major: int, server_ma
     fatal, tolerated = restore_errors(res.stderr)
     if res.returncode != 0 and (fatal or not tolerated):
         reason = fatal[0] if fatal else last_line(res.stderr) or f"exit code {res.returncode}"
-        raise VillagerError(f"pg_restore failed: {reason}")
+        raise ArchiveError(f"pg_restore failed: {reason}")
     res.tolerated = tolerated
     return res
 
@@ -135,7 +139,7 @@ def pg_restore_list(archive: Path, *, required_major: int) -> int:
         proc = subprocess.run([str(exe), "--list", str(archive)], stdout=out, stderr=err, check=False, text=True)
         if proc.returncode != 0:
             err.seek(0)
-            raise VillagerError(f"pg_restore --list failed: {last_line(err.read()) or proc.returncode}")
+            raise ArchiveError(f"pg_restore --list failed: {last_line(err.read()) or proc.returncode}")
         out.seek(0)
         return sum(1 for line in out if line.strip() and not line.startswith(";"))
 
