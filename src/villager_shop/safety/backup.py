@@ -103,6 +103,9 @@ def create_backup(url: str, backup_dir: Path, *, progress: Progress | None = Non
         exe = pgtools.choose_binary("pg_dump", snap.server_version_num // 10000)
         dump_major = pgtools.tool_major(str(exe))
         conninfo, env = pgtools.libpq_target(url)
+        tables = dbops.user_tables(conn)
+        # Like pg_dump: hold ACCESS SHARE from the start, so no DDL can rewrite a table before it is counted.
+        dbops.lock_shared(conn, tables, LOCK_WAIT_TIMEOUT)
         # Created 0600 before pg_dump opens it (pg_dump truncates, keeping the mode): dumps hold every row.
         os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         say(f"dumping {mask_url(url)} with {exe} (snapshot {snap.snapshot_id}, LSN {snap.lsn})")
@@ -116,7 +119,7 @@ def create_backup(url: str, backup_dir: Path, *, progress: Progress | None = Non
                 watcher = threading.Thread(target=_watch_size, args=(partial, proc, progress, stop), daemon=True)
                 watcher.start()
             # Counted in the same snapshot while pg_dump runs (two cores working, not one).
-            row_counts = dbops.count_rows(conn, dbops.user_tables(conn))
+            row_counts = dbops.count_rows(conn, tables)
             code = proc.wait()
             err.seek(0)
             stderr = err.read()

@@ -49,6 +49,16 @@ def split_qualified(name: str) -> tuple[str, str]:
     return schema, table
 
 
+def lock_shared(conn: psycopg.Connection[Any], tables: list[tuple[str, str]], timeout: str) -> None:
+    """ACCESS SHARE on every table (blocks only DDL), waiting at most `timeout` (transaction-local)."""
+    if not tables:
+        return
+    conn.execute("SELECT set_config('lock_timeout', %s, true)", (timeout,))
+    names = sql.SQL(", ").join(sql.SQL("{}.{}").format(sql.Identifier(s), sql.Identifier(t)) for s, t in tables)
+    conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(names))
+    conn.execute("SELECT set_config('lock_timeout', '0', true)")
+
+
 def count_rows(conn: psycopg.Connection[Any], tables: list[tuple[str, str]]) -> dict[str, int]:
     """Exact row counts (count(*) streams on the server; nothing comes back but the number)."""
     counts: dict[str, int] = {}
