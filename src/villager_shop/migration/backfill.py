@@ -54,15 +54,17 @@ def _init_progress(conn: psycopg.Connection[Any], step: str, table: str) -> tupl
     return row[0], int(row[1]), int(row[2] or 0)
 
 
-def run_backfill(ctx: Context, step: str, table: str, actions: list[str]) -> BackfillResult:
+def run_backfill(ctx: Context, step: str, table: str, actions: list[str], busy: list[str] | None = None
+                 ) -> BackfillResult:
     conn = connect(ctx.url, application_name=f"villager-shop backfill {table}")
     try:
-        return _run(ctx, conn, step, table, actions)
+        return _run(ctx, conn, step, table, actions, busy or [])
     finally:
         conn.close()
 
 
-def _run(ctx: Context, conn: psycopg.Connection[Any], step: str, table: str, actions: list[str]) -> BackfillResult:
+def _run(ctx: Context, conn: psycopg.Connection[Any], step: str, table: str, actions: list[str],
+         busy: list[str]) -> BackfillResult:
     last_id, done, saved_size = _init_progress(conn, step, table)
     max_size = max(MIN_BATCH, ctx.batch_size)
     # Start small: the first batches of a table also warm caches and plans.
@@ -91,6 +93,8 @@ def _run(ctx: Context, conn: psycopg.Connection[Any], step: str, table: str, act
                     break
                 params = {"last": last_id or NIL, "upper": upper, "step": step}
                 ids = conn.execute(lock.format(op=op), params).fetchone()[0]  # type: ignore[index]
+                if ids and busy:
+                    ids = _without_busy(conn, busy, ids)
                 if len(ids) < n:
                     conn.execute(remember.format(op=op), {**params, "ids": ids})
                 if ids:
@@ -133,6 +137,15 @@ def _run(ctx: Context, conn: psycopg.Connection[Any], step: str, table: str, act
     return BackfillResult(rows, batches, seconds, retried, max_batch)
 
 
+def _without_busy(conn: psycopg.Connection[Any], busy: list[str], ids: list[Any]) -> list[Any]:
+    params = {"ids": ids, "lo": min(ids), "hi": max(ids)}
+    skip: set[Any] = set()
+    for sql in busy:
+        row = conn.execute(sql, params).fetchone()
+        skip.update(row[0] if row else [])
+    return [i for i in ids if i not in skip] if skip else ids
+
+
 def _apply(conn: psycopg.Connection[Any], actions: list[str], ids: list[Any]) -> None:
     params = {"ids": ids, "lo": min(ids), "hi": max(ids)}
     for action in actions:
@@ -151,7 +164,9 @@ def _batch_settings(conn: psycopg.Connection[Any], ctx: Context) -> None:
     # A crash may lose the last few batches' commits - and their cursor moves with them, so the
     # resumed run redoes exactly those batches: no durability is needed per batch.
     conn.execute("SET LOCAL synchronous_commit = off")
-    conn.execute(f"SET LOCAL lock_timeout = {int(ctx.policy.lock_timeout_ms)}")
+    # Row-level waits of a batch are bounded by the batch target, not the DDL lock_timeout: an
+    # application write queued behind us must never wait longer than a batch.
+    conn.execute(f"SET LOCAL lock_timeout = {int(min(ctx.policy.lock_timeout_ms, max(10, ctx.target_batch_ms)))}")
     conn.execute("SET LOCAL statement_timeout = '60s'")
 
 

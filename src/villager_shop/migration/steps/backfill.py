@@ -74,6 +74,19 @@ class SplitDefaultVariant:
     products whose price is not positive are quarantined instead (and a default variant they
     may have is deactivated, never deleted: order items may reference it)."""
 
+    def busy(self) -> list[str]:
+        """Products whose default variant another transaction holds: the new application's variant
+        update waits for our product lock (its trigger writes the product), so waiting for its
+        variant lock would close a cycle. They are retried after the table."""
+        return [
+            "WITH mine AS (SELECT v.product_id FROM public.product_variants v\n"
+            "               WHERE v.product_id BETWEEN %(lo)s::uuid AND %(hi)s::uuid AND v.product_id = ANY(%(ids)s)\n"
+            "                 AND v.is_default FOR NO KEY UPDATE OF v SKIP LOCKED)\n"
+            "SELECT coalesce(array_agg(v.product_id), ARRAY[]::uuid[]) FROM public.product_variants v\n"
+            " WHERE v.product_id BETWEEN %(lo)s::uuid AND %(hi)s::uuid AND v.product_id = ANY(%(ids)s) AND v.is_default\n"
+            "   AND v.product_id NOT IN (SELECT product_id FROM mine)",
+        ]
+
     def actions(self) -> list[str]:
         reason = "CASE WHEN s.price <= 0 THEN 'non_positive_price' END"
         return [
@@ -144,6 +157,9 @@ class Backfill(Step):
     def actions(self) -> list[str]:
         return [a for op in self.ops for a in op.actions()]
 
+    def busy(self) -> list[str]:
+        return [b for op in self.ops for b in getattr(op, "busy", list)()]
+
     def ddl(self, utf8: bool = True) -> list[Ddl]:
         locks = f"row locks (FOR NO KEY UPDATE SKIP LOCKED) on one batch of {self.table} at a time"
         return [Ddl(a.replace("%(lo)s", "$1").replace("%(hi)s", "$2").replace("%(ids)s", "$3::uuid[]"), locks)
@@ -155,7 +171,7 @@ class Backfill(Step):
     def apply(self, ctx: Context) -> dict[str, Any]:
         from villager_shop.migration.backfill import run_backfill
 
-        res = run_backfill(ctx, self.name, self.table, self.actions())
+        res = run_backfill(ctx, self.name, self.table, self.actions(), self.busy())
         return {"rows": res.rows, "batches": res.batches, "seconds": round(res.seconds, 3),
                 "rows_per_s": round(res.rows_per_s), "retried_rows": res.retried_rows,
                 "max_batch_ms": round(res.max_batch_ms, 1)}
