@@ -41,7 +41,6 @@ def test_run_resumes_after_kill_9_at_random_points(make_legacy_db: Any) -> None:
         if len(kills) < 12:
             time.sleep(rng.uniform(0.15, 1.2) if attempt else rng.uniform(0.3, 0.9))
             if proc.poll() is None:
-                before_phase, before_rows = _phase_and_progress(url)
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait()
                 phase, rows = _phase_and_progress(url)
