@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from tests.helpers import TEST_DATA_ROOT
 from villager_shop.embedded.postgres import EmbeddedPostgres
 from villager_shop.embedded.redis import EmbeddedRedis
 
@@ -17,9 +21,18 @@ pytestmark = pytest.mark.skipif(bool(os.environ.get("DATABASE_URL")), reason="em
 
 
 @pytest.fixture
-def server(tmp_path_factory: pytest.TempPathFactory) -> EmbeddedPostgres:
-    root = tmp_path_factory.mktemp("pgroot")
-    srv = EmbeddedPostgres(Path(root))
+def scratch_root() -> Iterator[Path]:
+    """Not under pytest's tmp dir: pytest re-chmods that to 0700 whenever a session starts, and the
+    server runs as another system user that must traverse the path."""
+    root = TEST_DATA_ROOT.parent / "scratch" / uuid.uuid4().hex[:10]
+    root.mkdir(parents=True)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def server(scratch_root: Path) -> Iterator[EmbeddedPostgres]:
+    srv = EmbeddedPostgres(scratch_root)
     yield srv
     srv.destroy()
 
@@ -69,8 +82,8 @@ def test_embedded_survives_killed_postmaster(server: EmbeddedPostgres) -> None:
     assert _query(url, "SELECT 1") == 1
 
 
-def test_embedded_redis_start_reuse_stop(tmp_path: Path) -> None:
-    rd = EmbeddedRedis(tmp_path)
+def test_embedded_redis_start_reuse_stop(scratch_root: Path) -> None:
+    rd = EmbeddedRedis(scratch_root)
     url = rd.start()
     pid = rd.pid()
     assert rd.ping() and pid

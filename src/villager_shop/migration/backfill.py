@@ -11,7 +11,10 @@ batch only) and grows back when there is room.
 
 from __future__ import annotations
 
+import threading
 import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +24,6 @@ from psycopg import errors
 from villager_shop.core.db import connect
 from villager_shop.migration.steps.base import Context
 
-NIL = "00000000-0000-0000-0000-000000000000"
 RETRYABLE = (errors.LockNotAvailable, errors.DeadlockDetected, errors.SerializationFailure,
              errors.QueryCanceled)
 MIN_BATCH = 50
@@ -40,13 +42,15 @@ class BackfillResult:
         return self.rows / self.seconds if self.seconds > 0 else 0.0
 
 
-def _init_progress(conn: psycopg.Connection[Any], step: str, table: str) -> tuple[str | None, int, int]:
+def _init_progress(conn: psycopg.Connection[Any], step: str, table: str, key_range: tuple[str, str]
+                   ) -> tuple[str | None, int, int]:
     with conn.transaction():
         row = conn.execute(
             "SELECT last_id::text, rows_done, batch_size FROM villager_migration.backfill WHERE step = %s",
             (step,)).fetchone()
         if row is None:
-            total = conn.execute(f"SELECT count(*) FROM public.{table}").fetchone()
+            total = conn.execute(f"SELECT count(*) FROM public.{table} WHERE id BETWEEN %s AND %s",
+                                 key_range).fetchone()
             conn.execute(
                 "INSERT INTO villager_migration.backfill (step, table_name, rows_total, started_at, updated_at)"
                 " VALUES (%s, %s, %s, now(), now())", (step, table, total[0] if total else 0))
@@ -54,18 +58,71 @@ def _init_progress(conn: psycopg.Connection[Any], step: str, table: str) -> tupl
     return row[0], int(row[1]), int(row[2] or 0)
 
 
+def key_ranges(parts: int) -> list[tuple[str, str]]:
+    """Split the uuid key space into `parts` contiguous ranges (random v4 keys spread evenly)."""
+    top = 1 << 128
+    bounds = [top * k // parts for k in range(parts + 1)]
+    return [(str(uuid.UUID(int=bounds[k])), str(uuid.UUID(int=bounds[k + 1] - 1))) for k in range(parts)]
+
+
+def part_names(conn: psycopg.Connection[Any], step: str, workers: int) -> int:
+    """Keep the number of parts a started backfill was split into, whatever the setting says now."""
+    row = conn.execute("SELECT count(*) FROM villager_migration.backfill WHERE step LIKE %s", (f"{step}#%",)).fetchone()
+    conn.commit()
+    return int(row[0]) if row and row[0] else workers
+
+
 def run_backfill(ctx: Context, step: str, table: str, actions: list[str], busy: list[str] | None = None
                  ) -> BackfillResult:
-    conn = connect(ctx.url, application_name=f"villager-shop backfill {table}")
+    """Backfill `table` with `ctx.backfill_workers` connections, each walking its own key range."""
+    probe = connect(ctx.url, application_name=f"villager-shop backfill {table}")
     try:
-        return _run(ctx, conn, step, table, actions, busy or [])
+        parts = part_names(probe, step, max(1, ctx.backfill_workers))
     finally:
-        conn.close()
+        probe.close()
+    ranges = key_ranges(parts)
+    results: list[BackfillResult | BaseException] = [BaseException("not run")] * parts
+    progress = [(0, 0)] * parts
+    lock = threading.Lock()
+    started = time.perf_counter()
+
+    def report(k: int, done: int, total: int, new_rows: int) -> None:
+        with lock:
+            progress[k] = (done, total)
+            moved[0] += new_rows
+            spent = time.perf_counter() - started
+            ctx.reporter.progress(step, sum(p[0] for p in progress), sum(p[1] for p in progress),
+                                  moved[0] / spent if spent > 0 else 0.0)
+
+    moved = [0]
+
+    def work(k: int) -> None:
+        conn = connect(ctx.url, application_name=f"villager-shop backfill {table} #{k}")
+        try:
+            results[k] = _run(ctx, conn, f"{step}#{k}", table, actions, busy or [], ranges[k],
+                              lambda done, total, n: report(k, done, total, n))
+        except BaseException as exc:
+            results[k] = exc
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=work, args=(k,), name=f"backfill-{table}-{k}") for k in range(parts)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for r in results:
+        if not isinstance(r, BackfillResult):
+            raise r
+    done = [r for r in results if isinstance(r, BackfillResult)]
+    return BackfillResult(sum(r.rows for r in done), sum(r.batches for r in done), max(r.seconds for r in done),
+                          sum(r.retried_rows for r in done), max(r.max_batch_ms for r in done))
 
 
 def _run(ctx: Context, conn: psycopg.Connection[Any], step: str, table: str, actions: list[str],
-         busy: list[str]) -> BackfillResult:
-    last_id, done, saved_size = _init_progress(conn, step, table)
+         busy: list[str], key_range: tuple[str, str], report: Callable[[int, int, int], None]) -> BackfillResult:
+    lo, hi = key_range
+    last_id, done, saved_size = _init_progress(conn, step, table, key_range)
     max_size = max(MIN_BATCH, ctx.batch_size)
     # Start small: the first batches of a table also warm caches and plans.
     size = min(max_size, saved_size or min(max_size, 500))
@@ -75,7 +132,8 @@ def _run(ctx: Context, conn: psycopg.Connection[Any], step: str, table: str, act
     max_batch = 0.0
     failures = 0
     total = _total(conn, step)
-    pick = (f"WITH r AS (SELECT id FROM public.{table} WHERE id {{op}} %(last)s::uuid ORDER BY id LIMIT %(n)s)"
+    pick = (f"WITH r AS (SELECT id FROM public.{table} WHERE id {{op}} %(last)s::uuid AND id <= %(hi)s::uuid"
+            f" ORDER BY id LIMIT %(n)s)"
             " SELECT (SELECT id FROM r ORDER BY id DESC LIMIT 1)::text, (SELECT count(*) FROM r)")
     lock = (f"SELECT coalesce(array_agg(id), ARRAY[]::uuid[]) FROM (SELECT id FROM public.{table}"
             f" WHERE id {{op}} %(last)s::uuid AND id <= %(upper)s::uuid FOR NO KEY UPDATE SKIP LOCKED) l")
@@ -88,10 +146,11 @@ def _run(ctx: Context, conn: psycopg.Connection[Any], step: str, table: str, act
         try:
             with conn.transaction():
                 _batch_settings(conn, ctx)
-                upper, n = conn.execute(pick.format(op=op), {"last": last_id or NIL, "n": size}).fetchone() or (None, 0)
+                upper, n = conn.execute(pick.format(op=op), {"last": last_id or lo, "n": size, "hi": hi}
+                                        ).fetchone() or (None, 0)
                 if not n:
                     break
-                params = {"last": last_id or NIL, "upper": upper, "step": step}
+                params = {"last": last_id or lo, "upper": upper, "step": step}
                 ids = conn.execute(lock.format(op=op), params).fetchone()[0]  # type: ignore[index]
                 if ids and busy:
                     ids = _without_busy(conn, busy, ids)
@@ -125,8 +184,7 @@ def _run(ctx: Context, conn: psycopg.Connection[Any], step: str, table: str, act
             size = max(MIN_BATCH, int(size * max(0.3, target_s / dt)))
         elif dt < target_s * 0.6 and size < max_size:
             size = min(max_size, int(size * 1.5) + 1)
-        spent = time.perf_counter() - started
-        ctx.reporter.progress(step, done, max(total, done), rows / spent if spent > 0 else 0.0)
+        report(done, max(total, done), n)
         if ctx.batch_pause_ms:
             time.sleep(ctx.batch_pause_ms / 1000)
     retried = _retry_skipped(ctx, conn, step, table, actions)

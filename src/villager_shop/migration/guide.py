@@ -37,7 +37,7 @@ UPDATE shops SET address_id = a.id FROM addresses a WHERE shops.house_number = a
 INSERT INTO product_categories (id, name, slug, is_active, created_at, updated_at)
 SELECT DISTINCT ON (lower(replace(category, ' ', '-')))
   gen_random_uuid(), category, lower(replace(category, ' ', '-')), true, now(), now()
-FROM (SELECT DISTINCT category FROM products WHERE category IS NOT NULL AND category <> '') AS cats
+FROM (SELECT DISTINCT category FROM products WHERE category IS NOT NULL AND btrim(category) <> '') AS cats
 ON CONFLICT DO NOTHING;
 
 UPDATE products SET category_id = pc.id FROM product_categories pc WHERE products.category = pc.name;

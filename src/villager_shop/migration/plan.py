@@ -67,7 +67,10 @@ def build_plan() -> list[Step]:
         AddColumn("products", "category_id", "uuid"),
         AddColumn("products", "base_price", "numeric(10, 2)"),
         AddColumn("order_items", "variant_id", "uuid"),
-        *[AddConstraint(t, n, d, referenced=r) for t, n, d, r in CONSTRAINTS],
+        # Checks now (evaluated inline, no lookups). Foreign keys on the new columns come after the
+        # backfill: only the triggers and the new application write those columns, and a NOT VALID
+        # foreign key would cost every backfilled row a lookup.
+        *[AddConstraint(t, n, d, referenced=r) for t, n, d, r in CONSTRAINTS if r is None],
         # Before the triggers: the sync trigger on products looks up order_items by product_id, and
         # the old application's product deletes check order_items through it.
         CreateIndex("idx_order_items_product_id", "order_items", "(product_id)",
@@ -86,6 +89,7 @@ def build_plan() -> list[Step]:
         Backfill("orders", [Quarantine("orders", "villager_migration.order_problem(s.subtotal, s.delivery_fee,"
                                                  " s.total)")],
                  "quarantine orders whose amounts are negative or do not add up"),
+        *[AddConstraint(t, n, d, referenced=r) for t, n, d, r in CONSTRAINTS if r is not None],
         *[ValidateConstraint(t, n, VIOLATIONS.get(n)) for t, n, _, _ in CONSTRAINTS],
         *[CreateIndex(i, t, d, why=w) for i, t, d, w in INDEXES],
         Analyze(),

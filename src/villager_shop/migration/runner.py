@@ -38,6 +38,7 @@ def make_context(url: str, settings: Settings, reporter: Reporter | None = None,
         batch_size=settings.villager_batch_size,
         batch_pause_ms=settings.villager_batch_pause_ms,
         target_batch_ms=settings.villager_target_batch_ms,
+        backfill_workers=settings.villager_backfill_workers,
         reporter=reporter or SilentReporter(),
     )
 

@@ -29,15 +29,20 @@ def status(conn: psycopg.Connection[Any]) -> dict[str, Any]:
                       "attempts": r.attempts if r else 0, "seconds": seconds,
                       "error": r.last_error if r else None})
     with conn.cursor(row_factory=dict_row) as cur:
+        # A table's backfill runs in parts (`step#k`, one key range each): report it as one.
         bf = cur.execute(
-            "SELECT step, table_name, rows_done, rows_total, batches, batch_size, elapsed_s, max_batch_ms,"
-            " started_at, updated_at, finished_at,"
-            " (SELECT count(*) FROM villager_migration.backfill_retry r WHERE r.step = b.step) AS pending_retry"
-            " FROM villager_migration.backfill b ORDER BY started_at").fetchall()
+            "SELECT split_part(step, '#', 1) AS step, table_name, sum(rows_done) AS rows_done,"
+            " sum(rows_total) AS rows_total, sum(batches) AS batches, max(batch_size) AS batch_size,"
+            " max(elapsed_s) AS elapsed_s, max(max_batch_ms) AS max_batch_ms, min(started_at) AS started_at,"
+            " max(updated_at) AS updated_at, CASE WHEN bool_and(finished_at IS NOT NULL) THEN max(finished_at) END"
+            " AS finished_at, count(*) AS parts,"
+            " (SELECT count(*) FROM villager_migration.backfill_retry r"
+            "   WHERE split_part(r.step, '#', 1) = split_part(b.step, '#', 1)) AS pending_retry"
+            " FROM villager_migration.backfill b GROUP BY 1, 2 ORDER BY min(started_at)").fetchall()
     backfill = []
     for b in bf:
         total = max(int(b["rows_total"] or 0), int(b["rows_done"]))
-        rate = b["rows_done"] / b["elapsed_s"] if b["elapsed_s"] else 0.0
+        rate = float(b["rows_done"]) / b["elapsed_s"] if b["elapsed_s"] else 0.0
         remaining = max(0, total - int(b["rows_done"]))
         backfill.append({
             "step": b["step"], "table": b["table_name"], "rows_done": int(b["rows_done"]), "rows_total": total,
@@ -46,6 +51,7 @@ def status(conn: psycopg.Connection[Any]) -> dict[str, Any]:
                                                                                 if rate else None),
             "batches": b["batches"], "batch_size": b["batch_size"], "max_batch_ms": round(b["max_batch_ms"], 1),
             "finished": b["finished_at"] is not None, "pending_retry": int(b["pending_retry"]),
+            "parts": int(b["parts"]),
         })
     quarantine: dict[str, dict[str, int]] = {}
     for table, reason, n in conn.execute(

@@ -178,7 +178,8 @@ class Backfill(Step):
 
     def check(self, ctx: Context) -> bool:
         return bool(ctx.scalar(
-            "SELECT finished_at IS NOT NULL FROM villager_migration.backfill WHERE step = %s", (self.name,)))
+            "SELECT count(*) > 0 AND bool_and(finished_at IS NOT NULL) FROM villager_migration.backfill"
+            " WHERE step LIKE %s", (f"{self.name}#%",)))
 
 
 class Analyze(Step):

@@ -42,6 +42,7 @@ class Context:
     batch_size: int = 2000
     batch_pause_ms: int = 0
     target_batch_ms: int = 50
+    backfill_workers: int = 2
     reporter: Reporter = field(default_factory=SilentReporter)
 
     def run(self, ddl: Ddl, step: str = "") -> int:

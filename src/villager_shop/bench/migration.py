@@ -1,0 +1,108 @@
+"""`bench migration`: the guide's Phase 1+2 and our online migration on the same freshly generated
+data, each with the live writer running. The guide's run is the reference measured in the same
+session, so the ratio means something on a shared, noisy machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+
+from villager_shop.bench.writer import LiveWriter
+from villager_shop.core.db import connect, create_database, drop_database
+from villager_shop.core.errors import VillagerError
+from villager_shop.core.urls import with_dbname
+from villager_shop.legacy.generate import generate
+from villager_shop.legacy.schema import schema_sql
+
+STRATEGIES = ("guide", "online")
+
+
+def _writer_window(writer: LiveWriter, start: float, end: float) -> dict[str, Any]:
+    lat = sorted(ms for t, ms in writer.stats.samples if start <= t <= end) or [0.0]
+
+    def pct(p: float) -> float:
+        return round(lat[min(len(lat) - 1, int(p * len(lat)))], 2)
+
+    return {"writer_ops": len(lat) if lat != [0.0] else 0, "writer_errors": writer.stats.errors,
+            "writer_p50_ms": pct(0.5), "writer_p99_ms": pct(0.99), "writer_max_ms": round(lat[-1], 2)}
+
+
+def _run_cli(url: str, strategy: str) -> dict[str, Any]:
+    env = {**os.environ, "DATABASE_URL": url}
+    res = subprocess.run([sys.executable, "-m", "villager_shop", "migrate", "run", "--strategy", strategy, "--json"],
+                         env=env, capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        raise VillagerError(f"migrate run --strategy {strategy} failed: {res.stderr.strip().splitlines()[-1:]}")
+    return dict(json.loads(res.stdout))
+
+
+def _backfill_rate(url: str, strategy: str, summary: dict[str, Any]) -> tuple[int, float]:
+    if strategy == "guide":
+        return int(summary["backfill_rows"]), float(summary["backfill_rows_per_s"])
+    with psycopg.connect(url) as conn:
+        # Parts of one table run in parallel: its time is that of its slowest part.
+        row = conn.execute("SELECT sum(rows), sum(secs) FROM (SELECT sum(rows_done) AS rows, max(elapsed_s) AS secs"
+                           " FROM villager_migration.backfill GROUP BY table_name) t").fetchone()
+    rows, secs = (int(row[0] or 0), float(row[1] or 0)) if row else (0, 0.0)
+    return rows, rows / secs if secs else 0.0
+
+
+def bench_migration(admin_url: str, *, scale: float, seed: int = 42, writer_threads: int = 3,
+                    say: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
+    tag = f"vbench_{os.getpid()}"
+    template = f"{tag}_legacy"
+    made: list[str] = []
+    out: dict[str, Any] = {"scale": scale, "seed": seed, "writer_threads": writer_threads}
+    try:
+        drop_database(admin_url, template)
+        url = create_database(admin_url, template)
+        made.append(template)
+        with connect(url, autocommit=True) as conn:
+            conn.execute(schema_sql().encode())
+        say(f"generating scale {scale} legacy data …")
+        t0 = time.perf_counter()
+        report = generate(url, scale=scale, seed=seed)
+        out["generate_s"] = round(time.perf_counter() - t0, 2)
+        out["legacy_rows"] = report.to_dict().get("rows", {})
+        for strategy in STRATEGIES:
+            name = f"{tag}_{strategy}"
+            drop_database(admin_url, name)
+            db = create_database(admin_url, name, template=template)
+            made.append(name)
+            say(f"{strategy}: migrating with {writer_threads} legacy writers (+1 new-app writer) …")
+            writer = LiveWriter(db, legacy_threads=writer_threads, new_threads=1, pause_s=0.003).start()
+            try:
+                time.sleep(0.5)
+                start = time.time()
+                summary = _run_cli(db, strategy)
+                end = time.time()
+                time.sleep(0.3)
+            finally:
+                writer.stop()
+            rows, rate = _backfill_rate(db, strategy, summary)
+            out[strategy] = {"total_s": round(end - start, 3), "backfill_rows": rows,
+                             "backfill_rows_per_s": round(rate), **_writer_window(writer, start, end)}
+            say(f"{strategy}: {json.dumps(out[strategy])}")
+        g, o = out["guide"], out["online"]
+        out["total_ratio_online_vs_guide"] = round(o["total_s"] / g["total_s"], 3) if g["total_s"] else None
+        out["max_stall_ratio_online_vs_guide"] = (round(o["writer_max_ms"] / g["writer_max_ms"], 4)
+                                                  if g["writer_max_ms"] else None)
+        out["goals"] = {"total_le_1_5x_guide": bool(out["total_ratio_online_vs_guide"] is not None
+                                                    and out["total_ratio_online_vs_guide"] <= 1.5),
+                        "max_write_stall_lt_100ms": o["writer_max_ms"] < 100,
+                        "no_writer_errors": o["writer_errors"] == 0}
+        return out
+    finally:
+        for name in reversed(made):
+            drop_database(admin_url, name)
+
+
+def admin_url_for(url: str) -> str:
+    return with_dbname(url, "postgres")
