@@ -1,33 +1,93 @@
-"""`villager-shop demo`: the whole story on a throwaway database, start to end."""
+"""`villager-shop demo`: the whole story on a throwaway `villager_demo` database, start to end:
+legacy data → verified backup → online migration under a live writer → verify → status."""
 
 from __future__ import annotations
 
+import time
+
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from villager_shop.bench.writer import LiveWriter, check_expected
 from villager_shop.cli.generate import load_with_progress, render_report
+from villager_shop.cli.migrate import RichReporter
 from villager_shop.core.config import get_settings
-from villager_shop.core.db import create_database, drop_database
+from villager_shop.core.db import connect, create_database, drop_database
+from villager_shop.core.errors import VerificationFailed
 from villager_shop.core.urls import mask_url, with_dbname
 from villager_shop.embedded import database_url, redis_url
 from villager_shop.legacy import schema
+from villager_shop.migration import runner
+from villager_shop.migration.status import status as migration_status
+from villager_shop.migration.verify import verify
+from villager_shop.safety.backup import create_backup
 
 DEMO_DB = "villager_demo"
+console = Console(highlight=False)
 
 
 def demo(
     scale: float = typer.Option(1.0, help="legacy data scale (1 = 10k users, 50k products, 100k orders)"),
     seed: int = typer.Option(42, help="random seed of the generator"),
+    writers: int = typer.Option(3, min=0, max=16, help="old-application writer threads during the migration"),
 ) -> None:
-    """Start the servers, create a fresh `villager_demo` database with legacy data, and summarise it."""
+    """Generate legacy data, back it up, migrate it online under a live writer, verify, show status."""
     s = get_settings()
     admin = database_url(s)
     cache = redis_url(s)
-    typer.echo(f"postgres: {mask_url(admin)}\nredis:    {mask_url(cache)}")
+    console.print(f"postgres: {mask_url(admin)}\nredis:    {mask_url(cache)}")
     drop_database(admin, DEMO_DB)
     create_database(admin, DEMO_DB)
     url = with_dbname(admin, DEMO_DB)
     schema.init(url)
-    typer.echo(f"legacy schema created in {mask_url(url)}; generating legacy data (scale {scale:g}, seed {seed})")
-    report = load_with_progress(url, scale=scale, seed=seed)
-    render_report(report, Console())
+
+    console.rule("1. the legacy database")
+    console.print(f"legacy schema created in {mask_url(url)}; generating data (scale {scale:g}, seed {seed})")
+    render_report(load_with_progress(url, scale=scale, seed=seed), console)
+
+    console.rule("2. a verified backup before anything changes")
+    entry = create_backup(url, s.backup_dir)
+    console.print(f"backup {entry.id}: {entry.size:,} bytes, sha256 {entry.sha256[:16]}…, LSN {entry.lsn}")
+
+    console.rule("3. the online migration, while the old and the new application write")
+    writer = LiveWriter(url, legacy_threads=writers, new_threads=1 if writers else 0).start()
+    progress = Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=console)
+    t0 = time.perf_counter()
+    try:
+        with progress:
+            ctx = runner.make_context(url, s, RichReporter(progress))
+            try:
+                runner.run(ctx)
+            finally:
+                ctx.conn.close()
+        seconds = time.perf_counter() - t0
+        time.sleep(0.5)
+    finally:
+        stats = writer.stop().summary()
+    console.print(f"migrated in {seconds:.1f} s; the live writer made {stats['writer_ops']:,} writes with "
+                  f"{stats['writer_errors']} errors (p50 {stats['writer_p50_ms']} ms, p99 {stats['writer_p99_ms']} ms, "
+                  f"max {stats['writer_max_ms']} ms)")
+    missing = check_expected(url, writer)
+    console.print(f"every write present in both representations: {'yes' if not missing else missing[:3]}")
+
+    console.rule("4. verify")
+    with connect(url, autocommit=True) as conn:
+        report = verify(conn)
+        st = migration_status(conn)
+    for name, c in report.counts.items():
+        if "legacy_rows" in c:
+            console.print(f"  {name:<12} {c['legacy_rows']:>9,} legacy rows = {c['migrated']:>9,} migrated"
+                          f" + {c['quarantined']:>6,} quarantined")
+    console.print("verify: [green]OK[/]" if report.ok else "verify: [red]FAILED[/]")
+
+    console.rule("5. status")
+    console.print(f"phase {st['phase']}, steps {st['steps_done']}/{st['steps_total']}")
+    for b in st["backfill"]:
+        console.print(f"  backfill {b['table']:<12} {b['rows_done']:>9,} rows at {b['rows_per_s']:>7,} rows/s,"
+                      f" longest batch {b['max_batch_ms']:.0f} ms")
+    console.print("next: `villager-shop migrate complete --yes` once no old instance remains, or "
+                  "`villager-shop migrate rollback --yes` to go back losslessly")
+    if not report.ok or stats["writer_errors"] or missing:
+        raise VerificationFailed("demo: the migration did not verify (see above)")
