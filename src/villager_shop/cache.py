@@ -25,7 +25,7 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -68,7 +68,7 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-Loader = Callable[[], Awaitable[bytes]]
+Loader = Callable[[], Coroutine[Any, Any, bytes]]
 
 
 def params_digest(*parts: object) -> str:

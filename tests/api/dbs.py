@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import psycopg
-
 from tests.migration.messy import load_bulk, load_messy
+
 from villager_shop.core.config import Settings
 from villager_shop.core.urls import with_dbname
 from villager_shop.legacy.schema import schema_sql

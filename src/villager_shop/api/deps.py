@@ -33,7 +33,8 @@ class AppServices:
 
 
 def get_services(request: Request) -> AppServices:
-    return request.app.state.services  # type: ignore[no-any-return]
+    services: AppServices = request.app.state.services
+    return services
 
 
 Services = Annotated[AppServices, Depends(get_services)]

@@ -33,17 +33,17 @@ from villager_shop.monitoring import metrics
 log = logging.getLogger("villager_shop.api")
 
 
-def prepare_database(config: ServiceConfig) -> None:
+def prepare_database(url: str, connect_timeout_s: int = 3) -> None:
     """Fail fast (ServerUnavailable) when PostgreSQL is unreachable; create the service's tables."""
-    with connection(config.database_url, autocommit=True, connect_timeout=config.db_connect_timeout_s) as conn:
+    with connection(url, autocommit=True, connect_timeout=connect_timeout_s) as conn:
         ensure_service_schema(conn)
 
 
 def create_app(config: ServiceConfig | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        cfg = config or await asyncio.to_thread(ServiceConfig.from_env)
-        await asyncio.to_thread(prepare_database, cfg)
+        cfg = config if config is not None else await asyncio.to_thread(ServiceConfig.from_env)
+        await asyncio.to_thread(prepare_database, cfg.database_url, cfg.db_connect_timeout_s)
         pool = make_pool(cfg)
         await pool.open(wait=True, timeout=cfg.db_connect_timeout_s + 2)
         cache = Cache(cfg.redis_url if cfg.cache_enabled else None, prefix=cfg.cache_prefix, ttl_s=cfg.cache_ttl_s,

@@ -31,7 +31,7 @@ def registry() -> CollectorRegistry:
     """The registry to expose: all workers' values in multiprocess mode, else this process's."""
     if multiprocess_dir():
         reg = CollectorRegistry()
-        multiprocess.MultiProcessCollector(reg)  # type: ignore[no-untyped-call]
+        multiprocess.MultiProcessCollector(reg)
         return reg
     return REGISTRY
 
@@ -44,7 +44,7 @@ def render() -> tuple[bytes, str]:
 def mark_process_dead(pid: int | None = None) -> None:
     """Tell the multiprocess collector a worker is gone (call on worker shutdown)."""
     if multiprocess_dir():
-        multiprocess.mark_process_dead(pid or os.getpid())  # type: ignore[no-untyped-call]
+        multiprocess.mark_process_dead(pid or os.getpid())
 
 
 def sample(name: str, labels: dict[str, str] | None = None) -> float:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
@@ -23,8 +23,8 @@ from villager_shop.api.services.catalog import MAX_LIMIT
 
 router = APIRouter(prefix="/api", tags=["catalog"])
 
-AUTH_ERRORS = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 404: {"model": ErrorOut},
-               422: {"model": ErrorOut}}
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 404: {"model": ErrorOut}, 422: {"model": ErrorOut}}
 
 
 @router.get("/products", response_model=ProductPage, responses={400: {"model": ErrorOut}})

@@ -110,73 +110,72 @@ class Orders:
     async def _place_once(self, user: User, items: dict[uuid.UUID, int],
                           idempotency_key: str | None) -> tuple[bytes, bool]:
         digest = request_hash(items)
-        async with self.pool.connection() as conn:
-            async with conn.transaction():
-                cur = conn.cursor(row_factory=tuple_row)
-                if idempotency_key is not None:
-                    # A concurrent request with the same key waits here until the first commits
-                    # (then finds its order) or rolls back (then proceeds itself).
-                    await cur.execute(
-                        """INSERT INTO villager_service.idempotency_keys (user_id, key, request_hash)
+        async with self.pool.connection() as conn, conn.transaction():
+            cur = conn.cursor(row_factory=tuple_row)
+            if idempotency_key is not None:
+                # A concurrent request with the same key waits here until the first commits
+                # (then finds its order) or rolls back (then proceeds itself).
+                await cur.execute(
+                    """INSERT INTO villager_service.idempotency_keys (user_id, key, request_hash)
                            VALUES (%s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1""",
-                        (user.id, idempotency_key, digest))
-                    if await cur.fetchone() is None:
-                        await cur.execute(
-                            """SELECT order_id, request_hash FROM villager_service.idempotency_keys
+                    (user.id, idempotency_key, digest))
+                if await cur.fetchone() is None:
+                    await cur.execute(
+                        """SELECT order_id, request_hash FROM villager_service.idempotency_keys
                                 WHERE user_id = %s AND key = %s""", (user.id, idempotency_key))
-                        prior = await cur.fetchone()
-                        if prior is None or prior[0] is None:
-                            raise Conflict("a request with this Idempotency-Key is still in progress")
-                        if prior[1] != digest:
-                            raise Invalid("Idempotency-Key was already used with a different request")
-                        body = await _order_json(conn, prior[0])
-                        if body is None:
-                            raise Conflict("the order of this Idempotency-Key no longer exists")
-                        return body, True
-                rows = await _lock_stock(conn, list(items))
-                missing = [str(v) for v in items if v not in rows]
-                if missing:
-                    raise Invalid({"message": "unknown variants", "variant_ids": missing})
-                shops = {r[6] for r in rows.values()}
-                if len(shops) > 1:
-                    raise Invalid("all items of an order must come from one shop")
-                unavailable = [str(v) for v, r in rows.items() if not (r[4] and r[5])]
-                if unavailable:
-                    raise Conflict({"message": "not available", "variant_ids": unavailable})
-                if not all(r[7] for r in rows.values()):
-                    raise Conflict("the shop is closed")
-                short = [{"variant_id": str(v), "requested": q, "available": rows[v][3]}
-                         for v, q in items.items() if rows[v][3] < q]
-                if short:
-                    raise Conflict({"message": "insufficient stock", "items": short})
-                subtotal = sum((rows[v][2] * q for v, q in items.items()), Decimal(0))
-                shop_id = shops.pop()
-                await cur.execute(
-                    """INSERT INTO public.orders (customer_id, shop_id, status, subtotal, delivery_fee, total)
+                    prior = await cur.fetchone()
+                    if prior is None or prior[0] is None:
+                        raise Conflict("a request with this Idempotency-Key is still in progress")
+                    if prior[1] != digest:
+                        raise Invalid("Idempotency-Key was already used with a different request")
+                    body = await _order_json(conn, prior[0])
+                    if body is None:
+                        raise Conflict("the order of this Idempotency-Key no longer exists")
+                    return body, True
+            rows = await _lock_stock(conn, list(items))
+            missing = [str(v) for v in items if v not in rows]
+            if missing:
+                raise Invalid({"message": "unknown variants", "variant_ids": missing})
+            shops = {r[6] for r in rows.values()}
+            if len(shops) > 1:
+                raise Invalid("all items of an order must come from one shop")
+            unavailable = [str(v) for v, r in rows.items() if not (r[4] and r[5])]
+            if unavailable:
+                raise Conflict({"message": "not available", "variant_ids": unavailable})
+            if not all(r[7] for r in rows.values()):
+                raise Conflict("the shop is closed")
+            short = [{"variant_id": str(v), "requested": q, "available": rows[v][3]}
+                     for v, q in items.items() if rows[v][3] < q]
+            if short:
+                raise Conflict({"message": "insufficient stock", "items": short})
+            subtotal = sum((rows[v][2] * q for v, q in items.items()), Decimal(0))
+            shop_id = shops.pop()
+            await cur.execute(
+                """INSERT INTO public.orders (customer_id, shop_id, status, subtotal, delivery_fee, total)
                        VALUES (%s, %s, 'pending', %s, %s, %s) RETURNING id""",
-                    (user.id, shop_id, subtotal, self.delivery_fee, subtotal + self.delivery_fee))
-                created = await cur.fetchone()
-                assert created is not None
-                order_id: uuid.UUID = created[0]
-                ids = list(items)
-                await cur.execute(
-                    """INSERT INTO public.order_items (order_id, product_id, variant_id, quantity, unit_price)
+                (user.id, shop_id, subtotal, self.delivery_fee, subtotal + self.delivery_fee))
+            created = await cur.fetchone()
+            assert created is not None
+            order_id: uuid.UUID = created[0]
+            ids = list(items)
+            await cur.execute(
+                """INSERT INTO public.order_items (order_id, product_id, variant_id, quantity, unit_price)
                        SELECT %s, v.product_id, v.id, x.quantity, v.price
                          FROM unnest(%s::uuid[], %s::integer[]) WITH ORDINALITY AS x(variant_id, quantity, n)
                          JOIN public.product_variants v ON v.id = x.variant_id
                         ORDER BY x.n""",
-                    (order_id, ids, [items[i] for i in ids]))
-                await cur.execute(
-                    """UPDATE public.product_variants v SET stock = v.stock - x.quantity, updated_at = now()
+                (order_id, ids, [items[i] for i in ids]))
+            await cur.execute(
+                """UPDATE public.product_variants v SET stock = v.stock - x.quantity, updated_at = now()
                          FROM unnest(%s::uuid[], %s::integer[]) AS x(variant_id, quantity)
                         WHERE v.id = x.variant_id""",
-                    (ids, [items[i] for i in ids]))
-                if idempotency_key is not None:
-                    await cur.execute(
-                        "UPDATE villager_service.idempotency_keys SET order_id = %s WHERE user_id = %s AND key = %s",
-                        (order_id, user.id, idempotency_key))
-                body = await _order_json(conn, order_id)
-                assert body is not None
+                (ids, [items[i] for i in ids]))
+            if idempotency_key is not None:
+                await cur.execute(
+                    "UPDATE villager_service.idempotency_keys SET order_id = %s WHERE user_id = %s AND key = %s",
+                    (order_id, user.id, idempotency_key))
+            body = await _order_json(conn, order_id)
+            assert body is not None
         await self.cache.invalidate(CATALOG)  # stock changed: after the commit
         return body, False
 
@@ -233,40 +232,39 @@ class Orders:
 
     async def _set_status_once(self, user: User, order_id: uuid.UUID, status: str) -> bytes:
         restocked = False
-        async with self.pool.connection() as conn:
-            async with conn.transaction():
-                cur = conn.cursor(row_factory=tuple_row)
-                await cur.execute(
-                    """SELECT o.status, s.owner_id FROM public.orders o JOIN public.shops s ON s.id = o.shop_id
+        async with self.pool.connection() as conn, conn.transaction():
+            cur = conn.cursor(row_factory=tuple_row)
+            await cur.execute(
+                """SELECT o.status, s.owner_id FROM public.orders o JOIN public.shops s ON s.id = o.shop_id
                         WHERE o.id = %s FOR NO KEY UPDATE OF o""", (order_id,))
-                row = await cur.fetchone()
-                if row is None:
-                    raise NotFound("order not found")
-                current, owner = row
-                if not (user.is_admin or (user.role == "shopkeeper" and owner == user.id)):
-                    raise Forbidden("only the shop's keeper or an admin can change an order")
-                if status != current:
-                    if status not in TRANSITIONS.get(current, set()):
-                        raise Conflict(f"an order that is {current} cannot become {status}")
-                    if status == "cancelled":
-                        await cur.execute(
-                            """SELECT variant_id, sum(quantity)::integer FROM public.order_items
+            row = await cur.fetchone()
+            if row is None:
+                raise NotFound("order not found")
+            current, owner = row
+            if not (user.is_admin or (user.role == "shopkeeper" and owner == user.id)):
+                raise Forbidden("only the shop's keeper or an admin can change an order")
+            if status != current:
+                if status not in TRANSITIONS.get(current, set()):
+                    raise Conflict(f"an order that is {current} cannot become {status}")
+                if status == "cancelled":
+                    await cur.execute(
+                        """SELECT variant_id, sum(quantity)::integer FROM public.order_items
                                 WHERE order_id = %s AND variant_id IS NOT NULL AND quantity > 0
                                 GROUP BY variant_id""", (order_id,))
-                        back = {r[0]: r[1] for r in await cur.fetchall()}
-                        if back:
-                            await _lock_stock(conn, list(back))
-                            ids = sorted(back)
-                            await cur.execute(
-                                """UPDATE public.product_variants v SET stock = v.stock + x.quantity,
+                    back = {r[0]: r[1] for r in await cur.fetchall()}
+                    if back:
+                        await _lock_stock(conn, list(back))
+                        ids = sorted(back)
+                        await cur.execute(
+                            """UPDATE public.product_variants v SET stock = v.stock + x.quantity,
                                           updated_at = now()
                                      FROM unnest(%s::uuid[], %s::integer[]) AS x(variant_id, quantity)
                                     WHERE v.id = x.variant_id""", (ids, [back[i] for i in ids]))
-                            restocked = True
-                    await cur.execute("UPDATE public.orders SET status = %s, updated_at = now() WHERE id = %s",
-                                      (status, order_id))
-                body = await _order_json(conn, order_id)
-                assert body is not None
+                        restocked = True
+                await cur.execute("UPDATE public.orders SET status = %s, updated_at = now() WHERE id = %s",
+                                  (status, order_id))
+            body = await _order_json(conn, order_id)
+            assert body is not None
         if restocked:
             await self.cache.invalidate(CATALOG)
         return body

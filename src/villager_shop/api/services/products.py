@@ -44,7 +44,8 @@ async def _category_id(conn: AsyncConnection[Any], slug: str) -> uuid.UUID:
     row = await cur.fetchone()
     if row is None:
         raise Invalid(f"no active category with slug {slug!r}")
-    return row[0]  # type: ignore[no-any-return]
+    category_id: uuid.UUID = row[0]
+    return category_id
 
 
 async def _lock_product(conn: AsyncConnection[Any], user: User, product_id: uuid.UUID) -> None:
