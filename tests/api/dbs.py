@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import psycopg
-from tests.migration.messy import load_bulk, load_messy
 
+from tests.migration.messy import load_bulk, load_messy
 from villager_shop.core.config import Settings
 from villager_shop.core.urls import with_dbname
 from villager_shop.legacy.schema import schema_sql
 from villager_shop.migration.runner import make_context, run
+from villager_shop.migration.sqlfiles import section
 from villager_shop.migration.steps.sync_triggers import TRIGGERS
 
 # The legacy columns `migrate complete` drops (the service must never use them).
@@ -38,6 +39,7 @@ def simulate_complete(url: str) -> None:
             conn.execute(f"DROP TRIGGER IF EXISTS {name} ON public.{table}")
         for table, column in LEGACY_COLUMNS:
             conn.execute(f"ALTER TABLE public.{table} DROP COLUMN {column}")
+        conn.execute(section("monitoring.sql", "check_data_integrity_completed").encode())
         conn.execute("ANALYZE")
 
 
