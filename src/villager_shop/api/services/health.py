@@ -15,6 +15,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from villager_shop.cache import Cache
+from villager_shop.monitoring.metrics import DB_QUERIES
 
 PROBE_TIMEOUT_S = 1.0
 
@@ -56,6 +57,7 @@ class Health:
                 present = await cur.fetchone()
                 rows: list[dict[str, Any]] = []
                 if present and present["present"]:
+                    DB_QUERIES.labels("db_performance_summary").inc()
                     await cur.execute("SELECT metric, value, threshold, status FROM public.db_performance_summary")
                     rows = [{k: (float(v) if isinstance(v, Decimal) else v) for k, v in r.items()}
                             for r in await cur.fetchall()]
