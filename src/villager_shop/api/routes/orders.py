@@ -14,7 +14,7 @@ from villager_shop.api.routes._json import raw_json
 
 router = APIRouter(prefix="/api/orders", tags=["orders"])
 
-ERRORS: dict[int | str, dict[str, Any]] = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 404: {"model": ErrorOut},
+ERRORS: dict[int | str, dict[str, Any]] = {400: {"model": ErrorOut}, 401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 404: {"model": ErrorOut},
           409: {"model": ErrorOut}, 422: {"model": ErrorOut}}
 
 

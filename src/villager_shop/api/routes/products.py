@@ -24,7 +24,8 @@ from villager_shop.api.services.catalog import MAX_LIMIT
 router = APIRouter(prefix="/api", tags=["catalog"])
 
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 404: {"model": ErrorOut}, 422: {"model": ErrorOut}}
+    400: {"model": ErrorOut}, 401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 404: {"model": ErrorOut},
+    422: {"model": ErrorOut}}
 
 
 @router.get("/products", response_model=ProductPage, responses={400: {"model": ErrorOut}})
