@@ -156,9 +156,10 @@ class Cache:
         self._open_until = time.monotonic() + self.breaker_s
 
     async def _call(self, operation: str, coro: Awaitable[Any]) -> Any:
-        """Run one Redis command under a hard deadline; errors trip the breaker and re-raise."""
+        """Run one Redis command; errors trip the breaker and re-raise. The socket timeouts bound
+        each network wait; this deadline is only a safety net (it also counts event-loop lag)."""
         try:
-            async with asyncio.timeout(self.timeout_s * 2):
+            async with asyncio.timeout(max(0.25, self.timeout_s * 3)):
                 return await coro
         except REDIS_ERRORS as exc:
             self._trip(operation, exc)

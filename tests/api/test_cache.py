@@ -75,6 +75,8 @@ async def test_100_concurrent_requests_on_a_cold_key_make_one_query(shop_db: Sho
     workers = [start_api(make_config(shop_db.url, redis_url, cache_prefix=prefix)) for _ in range(2)]
     apis = [await w.__anext__() for w in workers]
     try:
+        # steady state: each worker already holds Redis and PostgreSQL connections
+        await asyncio.gather(*(apis[i % 2].client.get("/api/categories") for i in range(40)))
         before = db_queries()
         responses = await asyncio.gather(*(
             apis[i % 2].client.get("/api/products", params={"category": "dairy", "limit": 30}) for i in range(100)))

@@ -14,8 +14,8 @@ from villager_shop.api.routes._json import raw_json
 
 router = APIRouter(prefix="/api/orders", tags=["orders"])
 
-ERRORS: dict[int | str, dict[str, Any]] = {400: {"model": ErrorOut}, 401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 404: {"model": ErrorOut},
-          409: {"model": ErrorOut}, 422: {"model": ErrorOut}}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorOut} for status in (400, 401, 403, 404, 409, 422)}
 
 
 @router.post("", status_code=201, response_model=OrderOut, responses=ERRORS)
