@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+import redis
 from fastapi import FastAPI
 
 from tests.api.dbs import build_migrated, simulate_complete
@@ -151,9 +152,24 @@ class Api:
 
 async def start_api(config: ServiceConfig) -> AsyncIterator[Api]:
     app = create_app(config)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://shop.test", timeout=30) as client:
-        yield Api(app, client, config)
+    try:
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://shop.test", timeout=30) as client:
+            yield Api(app, client, config)
+    finally:
+        forget_keys(config)
+
+
+def forget_keys(config: ServiceConfig) -> None:
+    """Leave nothing of this test in a shared Redis (generation keys have no TTL)."""
+    if not config.redis_url:
+        return
+    try:
+        with redis.Redis.from_url(config.redis_url, socket_timeout=2) as r:
+            for key in r.scan_iter(match=f"{config.cache_prefix}:*", count=500):
+                r.delete(key)
+    except redis.RedisError:
+        pass  # a test that stopped its own Redis
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.api.conftest import GITA, ShopDb, make_config
+from tests.api.conftest import GITA, ShopDb, forget_keys, make_config
 from villager_shop.api import security
 from villager_shop.api.main import create_app
 
@@ -52,6 +52,7 @@ def fuzz_headers(shop_db: ShopDb, redis_url: str) -> Iterator[dict[str, str]]:
     assert row is not None
     TARGET.app = create_app(config)
     yield {"Authorization": f"Bearer {security.create_token(row[0], row[1], config.jwt_secret, 600)}"}
+    forget_keys(config)
 
 
 @schema.parametrize()

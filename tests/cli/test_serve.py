@@ -13,6 +13,7 @@ import httpx
 import psycopg
 import pytest
 
+from tests.api.conftest import forget_keys, make_config
 from tests.helpers import ROOT, cli_env, run_cli
 from villager_shop.core.db import create_database, drop_database
 
@@ -71,6 +72,7 @@ def test_serve_answers_and_stops(small_shop_db: str, redis_url: str, workers: in
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        forget_keys(make_config(small_shop_db, redis_url, cache_prefix=f"vtest:{port}"))
 
 
 def test_serve_without_postgres_fails_with_one_line(tmp_path: Path) -> None:
