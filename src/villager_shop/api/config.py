@@ -1,0 +1,106 @@
+"""Settings of the shop service (`villager-shop serve`), from the environment (prefix `VILLAGER_`).
+
+Kept apart from `core.config.Settings` (shared by every tool) because only the service reads them;
+`ServiceConfig` is the resolved form an app is built from (URLs known, JWT secret loaded)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from villager_shop.core.config import Settings
+from villager_shop.core.errors import ConfigError
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VILLAGER_", env_file=".env", env_file_encoding="utf-8",
+                                      extra="ignore")
+
+    cache_prefix: str = Field(default="villager", min_length=1, max_length=64, description="Redis key prefix")
+    cache_ttl_s: int = Field(default=300, ge=1, le=86_400, description="TTL of cached listings and pages")
+    cache_enabled: bool = Field(default=True, description="false = always read PostgreSQL")
+    redis_timeout_ms: int = Field(default=100, ge=5, le=5_000, description="Redis connect and read timeout")
+    redis_breaker_s: float = Field(default=3.0, ge=0.1, le=300, description="skip Redis this long after an error")
+    db_pool_min: int = Field(default=2, ge=1, le=100, description="connections kept open per worker")
+    db_pool_max: int = Field(default=10, ge=1, le=500, description="connections per worker at most")
+    db_pool_timeout_s: float = Field(default=5.0, ge=0.1, le=120, description="wait for a free connection")
+    db_connect_timeout_s: int = Field(default=3, ge=1, le=60, description="connect_timeout of each connection")
+    statement_timeout_ms: int = Field(default=5_000, ge=100, le=600_000, description="statement_timeout")
+    health_metrics_ttl_s: float = Field(default=5.0, ge=0, le=300, description="cache of /api/health metrics")
+    delivery_fee: Decimal = Field(default=Decimal("10.00"), ge=0, le=10_000, decimal_places=2,
+                                  description="flat delivery fee added to each order")
+    jwt_ttl_s: int = Field(default=3600, ge=60, le=30 * 86_400, description="lifetime of an access token")
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Everything an app instance needs, resolved."""
+
+    database_url: str
+    redis_url: str | None
+    jwt_secret: str
+    cache_prefix: str = "villager"
+    cache_ttl_s: int = 300
+    cache_enabled: bool = True
+    redis_timeout_ms: int = 100
+    redis_breaker_s: float = 3.0
+    db_pool_min: int = 2
+    db_pool_max: int = 10
+    db_pool_timeout_s: float = 5.0
+    db_connect_timeout_s: int = 3
+    statement_timeout_ms: int = 5_000
+    health_metrics_ttl_s: float = 5.0
+    delivery_fee: Decimal = Decimal("10.00")
+    jwt_ttl_s: int = 3600
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, settings: Settings | None = None, service: ServiceSettings | None = None) -> ServiceConfig:
+        """Resolve from the environment: DATABASE_URL/REDIS_URL or the embedded servers."""
+        from villager_shop.embedded import database_url, redis_url
+
+        settings = settings or Settings()
+        service = service or ServiceSettings()
+        return cls(
+            database_url=database_url(settings),
+            redis_url=redis_url(settings) if service.cache_enabled else None,
+            jwt_secret=jwt_secret(settings),
+            **service.model_dump(),
+        )
+
+
+SECRET_FILE = "jwt-secret"
+
+
+def jwt_secret(settings: Settings) -> str:
+    """VILLAGER_JWT_SECRET, or a random key generated once and kept in the data dir (mode 600)."""
+    if settings.villager_jwt_secret is not None:
+        value = settings.villager_jwt_secret.get_secret_value()
+        if len(value) < 32:
+            raise ConfigError("VILLAGER_JWT_SECRET must be at least 32 characters")
+        return value
+    return _stored_secret(settings.data_dir / SECRET_FILE)
+
+
+def _stored_secret(path: Path) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            raise ConfigError(f"{path} is readable by others (mode {mode:o}); chmod 600 it") from None
+        value = path.read_text(encoding="ascii").strip()
+        if len(value) < 32:
+            raise ConfigError(f"{path} holds no usable JWT secret; delete it to generate a new one") from None
+        return value
+    value = secrets.token_urlsafe(48)
+    with os.fdopen(fd, "w", encoding="ascii") as fh:
+        fh.write(value + "\n")
+    return value

@@ -1,0 +1,68 @@
+"""Typed dependencies of the routes: the app's services and the current user."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.security import OAuth2PasswordBearer
+from psycopg_pool import AsyncConnectionPool
+
+from villager_shop.api import security
+from villager_shop.api.config import ServiceConfig
+from villager_shop.api.errors import Forbidden, Unauthorized
+from villager_shop.api.services import accounts
+from villager_shop.api.services.accounts import User
+from villager_shop.api.services.catalog import Catalog
+from villager_shop.api.services.health import Health
+from villager_shop.api.services.orders import Orders
+from villager_shop.api.services.products import Products
+from villager_shop.cache import Cache
+
+
+@dataclass
+class AppServices:
+    config: ServiceConfig
+    pool: AsyncConnectionPool[Any]
+    cache: Cache
+    catalog: Catalog
+    products: Products
+    orders: Orders
+    health: Health
+
+
+def get_services(request: Request) -> AppServices:
+    services: AppServices = request.app.state.services
+    return services
+
+
+Services = Annotated[AppServices, Depends(get_services)]
+
+bearer = OAuth2PasswordBearer(tokenUrl="/api/auth/token", auto_error=False)
+
+
+async def current_user(svc: Services, token: Annotated[str | None, Depends(bearer)]) -> User:
+    """401 without a valid token (missing, forged, expired, or issued before a password change)."""
+    if not token:
+        raise Unauthorized()
+    claims = security.decode_token(token, svc.config.jwt_secret)
+    if claims is None:
+        raise Unauthorized("invalid or expired token")
+    user = await accounts.user_for_token(svc.pool, claims.user_id, claims.version)
+    if user is None:
+        raise Unauthorized("invalid or expired token")
+    return user
+
+
+CurrentUser = Annotated[User, Depends(current_user)]
+
+
+async def shop_manager(user: CurrentUser) -> User:
+    """Authenticated and a shopkeeper or an admin (403 otherwise); ownership is checked per shop."""
+    if user.role not in ("shopkeeper", "admin"):
+        raise Forbidden("only shopkeepers and admins manage products")
+    return user
+
+
+ShopManager = Annotated[User, Depends(shop_manager)]

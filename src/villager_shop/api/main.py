@@ -1,0 +1,98 @@
+"""The app factory of the shop service.
+
+`create_app(config)` builds a FastAPI app; its lifespan opens the PostgreSQL pool and the cache.
+`villager-shop serve` runs `create_app` as a uvicorn factory in each worker (config from the
+environment)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import psycopg
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from psycopg_pool import PoolTimeout
+
+from villager_shop.api.config import ServiceConfig
+from villager_shop.api.database import make_pool
+from villager_shop.api.deps import AppServices
+from villager_shop.api.errors import ApiError
+from villager_shop.api.routes import auth, health, orders, products, shops
+from villager_shop.api.services.accounts import ensure_service_schema
+from villager_shop.api.services.catalog import Catalog
+from villager_shop.api.services.health import Health
+from villager_shop.api.services.orders import Orders
+from villager_shop.api.services.products import Products
+from villager_shop.cache import Cache
+from villager_shop.core.db import connection
+from villager_shop.monitoring import metrics
+
+log = logging.getLogger("villager_shop.api")
+
+
+def prepare_database(url: str, connect_timeout_s: int = 3) -> None:
+    """Fail fast (ServerUnavailable) when PostgreSQL is unreachable; create the service's tables."""
+    with connection(url, autocommit=True, connect_timeout=connect_timeout_s) as conn:
+        ensure_service_schema(conn)
+
+
+def create_app(config: ServiceConfig | None = None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        cfg = config if config is not None else await asyncio.to_thread(ServiceConfig.from_env)
+        await asyncio.to_thread(prepare_database, cfg.database_url, cfg.db_connect_timeout_s)
+        pool = make_pool(cfg)
+        await pool.open(wait=True, timeout=cfg.db_connect_timeout_s + 2)
+        cache = Cache(cfg.redis_url if cfg.cache_enabled else None, prefix=cfg.cache_prefix, ttl_s=cfg.cache_ttl_s,
+                      timeout_ms=cfg.redis_timeout_ms, breaker_s=cfg.redis_breaker_s)
+        await cache.start()
+        app.state.services = AppServices(
+            config=cfg, pool=pool, cache=cache, catalog=Catalog(pool, cache), products=Products(pool, cache),
+            orders=Orders(pool, cache, cfg.delivery_fee), health=Health(pool, cache, cfg.health_metrics_ttl_s))
+        try:
+            yield
+        finally:
+            await cache.close()
+            await pool.close()
+            metrics.mark_process_dead()
+
+    app = FastAPI(title="Villager Shop", version="1.0", lifespan=lifespan,
+                  description="The marketplace API on the normalized schema (see README, 'Shop service').")
+    for module in (products, shops, orders, auth, health):
+        app.include_router(module.router)
+    _install_error_handlers(app)
+    return app
+
+
+def _error(status: int, detail: object, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return _error(exc.status, exc.detail, exc.headers)
+
+    @app.exception_handler(PoolTimeout)
+    async def pool_timeout(_: Request, exc: PoolTimeout) -> JSONResponse:
+        log.warning("no database connection available: %s", exc)
+        return _error(503, "database busy or unavailable", {"Retry-After": "1"})
+
+    @app.exception_handler(psycopg.Error)
+    async def database_error(_: Request, exc: psycopg.Error) -> JSONResponse:
+        if isinstance(exc, psycopg.errors.QueryCanceled | psycopg.errors.LockNotAvailable):
+            return _error(503, "database timeout", {"Retry-After": "1"})
+        if isinstance(exc, psycopg.OperationalError):
+            log.warning("database unavailable: %s", exc)
+            return _error(503, "database unavailable", {"Retry-After": "1"})
+        if isinstance(exc, psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure):
+            return _error(503, "conflicting concurrent update; retry", {"Retry-After": "1"})
+        if isinstance(exc, psycopg.DataError):
+            return _error(422, f"invalid value: {exc.diag.message_primary or type(exc).__name__}")
+        if isinstance(exc, psycopg.IntegrityError):
+            return _error(409, f"conflict: {exc.diag.message_primary or type(exc).__name__}")
+        log.exception("database error")
+        return _error(500, "internal error")

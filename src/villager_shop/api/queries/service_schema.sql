@@ -1,0 +1,18 @@
+-- The service's own tables (never the legacy ones): passwords and idempotency keys. Created on
+-- demand by `users set-password` and at startup, under a short lock_timeout.
+CREATE SCHEMA IF NOT EXISTS villager_service;
+CREATE TABLE IF NOT EXISTS villager_service.credentials (
+    user_id       uuid PRIMARY KEY REFERENCES public.users (id) ON DELETE CASCADE,
+    password_hash text NOT NULL,
+    token_version integer NOT NULL DEFAULT 1,
+    updated_at    timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS villager_service.idempotency_keys (
+    user_id      uuid NOT NULL REFERENCES public.users (id) ON DELETE CASCADE,
+    key          text NOT NULL,
+    request_hash text NOT NULL,
+    order_id     uuid REFERENCES public.orders (id) ON DELETE CASCADE,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT idempotency_keys_pkey PRIMARY KEY (user_id, key)
+);
+CREATE INDEX IF NOT EXISTS idempotency_keys_order_id_idx ON villager_service.idempotency_keys (order_id);

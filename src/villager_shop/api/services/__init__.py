@@ -1,0 +1,1 @@
+"""What the routes call: one module per area; each owns its SQL (api/queries) and transactions."""

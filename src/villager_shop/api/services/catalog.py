@@ -1,0 +1,121 @@
+"""Catalog reads: listings, product pages, categories, shops. PostgreSQL builds the JSON; the
+listing and the product pages go through the cache (scope `catalog`)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from psycopg.rows import tuple_row
+from psycopg_pool import AsyncConnectionPool
+
+from villager_shop.api.errors import BadRequest, clean_text
+from villager_shop.api.queries import load, sections
+from villager_shop.cache import CATALOG, Cache, params_digest
+from villager_shop.monitoring.metrics import DB_QUERIES
+
+MAX_LIMIT = 100
+INT32 = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class ListingCursor:
+    rating: Decimal
+    order_count: int
+    id: uuid.UUID
+
+
+def decode_cursor(raw: str) -> ListingCursor:
+    """Parse an opaque listing cursor (base64url of 'rating:order_count:id'); BadRequest if invalid."""
+    try:
+        if len(raw) > 200:
+            raise ValueError("too long")
+        text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode("ascii")
+        rating_s, count_s, id_s = text.split(":")
+        rating = Decimal(rating_s)
+        count = int(count_s)
+        if not rating.is_finite() or not Decimal(-10) < rating < Decimal(10) or not -INT32 <= count <= INT32:
+            raise ValueError("out of range")
+        return ListingCursor(rating, count, uuid.UUID(id_s))
+    except (ValueError, UnicodeDecodeError, binascii.Error, InvalidOperation):
+        raise BadRequest("invalid cursor") from None
+
+
+def encode_cursor(c: ListingCursor) -> str:
+    """The same encoding list_products.sql produces (for tests and clients that build one)."""
+    return base64.urlsafe_b64encode(f"{c.rating}:{c.order_count}:{c.id}".encode()).decode().rstrip("=")
+
+
+def like_pattern(q: str) -> str:
+    escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def listing_sql(*, category: bool, shop: bool, q: bool, cursor: bool) -> str:
+    parts = sections("list_products_filters.sql")
+    filters = [parts[name] for name, used in (("category", category), ("shop", shop), ("q", q),
+                                              ("cursor", cursor)) if used]
+    return load("list_products.sql").replace("/*FILTERS*/", "\n".join(f.strip() for f in filters) or "")
+
+
+class Catalog:
+    def __init__(self, pool: AsyncConnectionPool[Any], cache: Cache) -> None:
+        self.pool = pool
+        self.cache = cache
+
+    async def _json(self, query_name: str, sql: str, params: dict[str, Any]) -> bytes | None:
+        DB_QUERIES.labels(query_name).inc()
+        async with self.pool.connection() as conn:
+            cur = conn.cursor(row_factory=tuple_row)
+            await cur.execute(sql.encode(), params)
+            row = await cur.fetchone()
+        if row is None or row[0] is None:
+            return None
+        return str(row[0]).encode()
+
+    async def list_products(self, *, category: str | None = None, shop: uuid.UUID | None = None,
+                            q: str | None = None, limit: int = 20, cursor: str | None = None) -> bytes:
+        clean_text(category, "category")
+        clean_text(q, "q")
+        if not 1 <= limit <= MAX_LIMIT:
+            raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}")
+        after = decode_cursor(cursor) if cursor else None
+        q = q.strip() if q else None
+        params: dict[str, Any] = {"limit": limit, "category": category, "shop": shop,
+                                  "q": like_pattern(q) if q else None}
+        if after:
+            params.update(c_rating=after.rating, c_count=after.order_count, c_id=after.id)
+        sql = listing_sql(category=category is not None, shop=shop is not None, q=bool(q), cursor=after is not None)
+        name = "products:" + params_digest(category, shop, q, limit, cursor)
+
+        async def load_page() -> bytes:
+            body = await self._json("list_products", sql, params)
+            assert body is not None  # an aggregate always returns one row
+            return body
+
+        return await self.cache.get_or_load(CATALOG, name, load_page)
+
+    async def product(self, product_id: uuid.UUID, *, include_hidden: bool = False) -> bytes | None:
+        """The product page (None when not found or not listed)."""
+        params = {"id": product_id, "include_hidden": include_hidden}
+        if include_hidden:  # owners' views are not cached
+            return await self._json("product_detail", load("product_detail.sql"), params)
+
+        async def load_page() -> bytes:
+            return await self._json("product_detail", load("product_detail.sql"), params) or b"null"
+
+        body = await self.cache.get_or_load(CATALOG, f"product:{product_id}", load_page)
+        return None if body == b"null" else body
+
+    async def categories(self) -> bytes:
+        async def load_all() -> bytes:
+            return await self._json("categories", load("categories.sql"), {}) or b"[]"
+
+        return await self.cache.get_or_load(CATALOG, "categories", load_all)
+
+    async def shop(self, shop_id: uuid.UUID) -> bytes | None:
+        return await self._json("shop", load("shop.sql"), {"id": shop_id})

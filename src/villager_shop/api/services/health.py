@@ -1,0 +1,84 @@
+"""Liveness, readiness and the guide's /api/health (SPEC defect 10): PostgreSQL down = not ready;
+Redis down = ready with "cache": "degraded" (a cache outage must not pull every instance out of the
+load balancer); the metrics of `db_performance_summary` are cached in-process for a few seconds so
+probes stay cheap."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from decimal import Decimal
+from typing import Any
+
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from villager_shop.cache import Cache
+from villager_shop.monitoring.metrics import DB_QUERIES
+
+PROBE_TIMEOUT_S = 1.0
+
+
+class Health:
+    def __init__(self, pool: AsyncConnectionPool[Any], cache: Cache, metrics_ttl_s: float = 5.0) -> None:
+        self.pool = pool
+        self.cache = cache
+        self.metrics_ttl_s = metrics_ttl_s
+        self._metrics: list[dict[str, Any]] | None = None
+        self._metrics_at = 0.0
+        self._lock = asyncio.Lock()
+
+    async def database(self) -> bool:
+        try:
+            async with asyncio.timeout(PROBE_TIMEOUT_S), self.pool.connection(timeout=PROBE_TIMEOUT_S) as conn:
+                await conn.execute("SELECT 1")
+            return True
+        except Exception:
+            return False
+
+    async def ready(self) -> tuple[int, dict[str, Any]]:
+        db_ok, cache_state = await asyncio.gather(self.database(), self.cache.ping())
+        body = {"status": "ready" if db_ok else "not_ready",
+                "database": "ok" if db_ok else "unavailable",
+                "cache": "ok" if cache_state == "connected" else cache_state}
+        return (200 if db_ok else 503), body
+
+    async def metrics(self) -> list[dict[str, Any]]:
+        """Rows of db_performance_summary, refreshed at most every metrics_ttl_s."""
+        if self._metrics is not None and time.monotonic() - self._metrics_at < self.metrics_ttl_s:
+            return self._metrics
+        async with self._lock:
+            if self._metrics is not None and time.monotonic() - self._metrics_at < self.metrics_ttl_s:
+                return self._metrics
+            async with asyncio.timeout(PROBE_TIMEOUT_S), self.pool.connection(timeout=PROBE_TIMEOUT_S) as conn:
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute("SELECT to_regclass('public.db_performance_summary') IS NOT NULL AS present")
+                present = await cur.fetchone()
+                rows: list[dict[str, Any]] = []
+                if present and present["present"]:
+                    DB_QUERIES.labels("db_performance_summary").inc()
+                    await cur.execute("SELECT metric, value, threshold, status FROM public.db_performance_summary")
+                    rows = [{k: (float(v) if isinstance(v, Decimal) else v) for k, v in r.items()}
+                            for r in await cur.fetchall()]
+            self._metrics, self._metrics_at = rows, time.monotonic()
+            return rows
+
+    async def summary(self) -> tuple[int, dict[str, Any]]:
+        """The guide's shape: status, timestamp, database, cache, metrics. The database check is a
+        `SELECT 1`; the heavier metrics come from the in-process copy."""
+        db_ok, cache_state = await asyncio.gather(self.database(), self.cache.ping())
+        cache = {"connected": "connected", "disabled": "disabled"}.get(cache_state, "degraded")
+        now = dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
+        if not db_ok:
+            return 503, {"status": "unhealthy", "timestamp": now, "database": "disconnected", "cache": cache,
+                         "metrics": [], "error": "database unavailable"}
+        body: dict[str, Any] = {"status": "healthy", "timestamp": now, "database": "connected", "cache": cache}
+        try:
+            body["metrics"] = await self.metrics()
+        except Exception as exc:
+            body["metrics"] = []
+            body["error"] = f"metrics unavailable: {type(exc).__name__}"
+        if cache == "degraded" or "error" in body or any(m.get("status") == "CRITICAL" for m in body["metrics"]):
+            body["status"] = "degraded"
+        return 200, body

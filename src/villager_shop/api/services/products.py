@@ -1,0 +1,158 @@
+"""Catalog writes by shopkeepers (their own shops) and admins. Only the normalized columns are
+written (category_id, base_price, product_variants): mid-migration the sync triggers carry them to
+the legacy columns; after `migrate complete` nothing else needs to happen. Every write invalidates
+the catalog cache after it commits."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.rows import tuple_row
+from psycopg_pool import AsyncConnectionPool
+
+from villager_shop.api.errors import Forbidden, Invalid, NotFound
+from villager_shop.api.services.accounts import User
+from villager_shop.cache import CATALOG, Cache
+
+UPSERT_DEFAULT_VARIANT = """
+INSERT INTO public.product_variants AS v (product_id, sku, name, price, stock, is_default, is_active, sort_order)
+VALUES (%(product_id)s, %(sku)s, %(name)s, %(price)s, %(stock)s, true, true, 0)
+ON CONFLICT (product_id) WHERE is_default DO UPDATE
+   SET name = EXCLUDED.name, price = EXCLUDED.price, stock = EXCLUDED.stock, is_active = true,
+       updated_at = now()
+RETURNING v.id
+"""
+
+
+def can_manage_shop(user: User, owner_id: uuid.UUID) -> bool:
+    return user.is_admin or (user.role == "shopkeeper" and user.id == owner_id)
+
+
+async def _shop_owner(conn: AsyncConnection[Any], shop_id: uuid.UUID) -> uuid.UUID | None:
+    cur = conn.cursor(row_factory=tuple_row)
+    await cur.execute("SELECT owner_id FROM public.shops WHERE id = %s", (shop_id,))
+    row = await cur.fetchone()
+    return row[0] if row else None
+
+
+async def _category_id(conn: AsyncConnection[Any], slug: str) -> uuid.UUID:
+    cur = conn.cursor(row_factory=tuple_row)
+    await cur.execute("SELECT id FROM public.product_categories WHERE slug = %s AND is_active", (slug,))
+    row = await cur.fetchone()
+    if row is None:
+        raise Invalid(f"no active category with slug {slug!r}")
+    category_id: uuid.UUID = row[0]
+    return category_id
+
+
+async def _lock_product(conn: AsyncConnection[Any], user: User, product_id: uuid.UUID) -> None:
+    """Lock the product row (the same order as the legacy app: product, then its variants) and
+    check that the user may manage its shop."""
+    cur = conn.cursor(row_factory=tuple_row)
+    await cur.execute(
+        """SELECT s.owner_id FROM public.products p JOIN public.shops s ON s.id = p.shop_id
+            WHERE p.id = %s FOR NO KEY UPDATE OF p""", (product_id,))
+    row = await cur.fetchone()
+    if row is None:
+        raise NotFound("product not found")
+    if not can_manage_shop(user, row[0]):
+        raise Forbidden("you may only manage the products of your own shops")
+
+
+class Products:
+    def __init__(self, pool: AsyncConnectionPool[Any], cache: Cache) -> None:
+        self.pool = pool
+        self.cache = cache
+
+    async def create(self, user: User, *, shop_id: uuid.UUID, name: str, description: str | None,
+                     category: str | None, price: Decimal, stock: int, is_available: bool,
+                     variant_name: str = "Default") -> uuid.UUID:
+        async with self.pool.connection() as conn, conn.transaction():
+            owner = await _shop_owner(conn, shop_id)
+            if owner is None:
+                raise Invalid("no such shop")
+            if not can_manage_shop(user, owner):
+                raise Forbidden("you may only add products to your own shops")
+            category_id = await _category_id(conn, category) if category else None
+            cur = conn.cursor(row_factory=tuple_row)
+            await cur.execute(
+                """INSERT INTO public.products (shop_id, name, description, category_id, base_price, is_available)
+                   VALUES (%s, %s, %s, %s, %s, %s) RETURNING id""",
+                (shop_id, name, description, category_id, price, is_available))
+            row = await cur.fetchone()
+            assert row is not None
+            product_id: uuid.UUID = row[0]
+            await conn.execute(UPSERT_DEFAULT_VARIANT.encode(), {
+                "product_id": product_id, "sku": f"{product_id}-default", "name": variant_name,
+                "price": price, "stock": stock})
+        await self.cache.invalidate(CATALOG)
+        return product_id
+
+    async def update(self, user: User, product_id: uuid.UUID, changes: dict[str, Any]) -> None:
+        async with self.pool.connection() as conn, conn.transaction():
+            await _lock_product(conn, user, product_id)
+            sets: list[str] = []
+            params: dict[str, Any] = {"id": product_id}
+            for column in ("name", "description", "is_available"):
+                if column in changes:
+                    sets.append(f"{column} = %({column})s")
+                    params[column] = changes[column]
+            if "category" in changes:
+                sets.append("category_id = %(category_id)s")
+                slug = changes["category"]
+                params["category_id"] = await _category_id(conn, slug) if slug else None
+            if sets:
+                await conn.execute(
+                    f"UPDATE public.products SET {', '.join(sets)}, updated_at = now() WHERE id = %(id)s".encode(),
+                    params)
+        await self.cache.invalidate(CATALOG)
+
+    async def add_variant(self, user: User, product_id: uuid.UUID, *, name: str, price: Decimal, stock: int,
+                          sku: str | None, sort_order: int, is_active: bool) -> uuid.UUID:
+        async with self.pool.connection() as conn, conn.transaction():
+            await _lock_product(conn, user, product_id)
+            cur = conn.cursor(row_factory=tuple_row)
+            variant_id = uuid.uuid4()
+            await cur.execute(
+                """INSERT INTO public.product_variants
+                          (id, product_id, sku, name, price, stock, is_default, is_active, sort_order)
+                   VALUES (%s, %s, %s, %s, %s, %s, false, %s, %s)
+                   ON CONFLICT (sku) DO NOTHING RETURNING id""",
+                (variant_id, product_id, sku or f"{product_id}-{variant_id.hex[:8]}", name, price, stock,
+                 is_active, sort_order))
+            if await cur.fetchone() is None:
+                raise Invalid(f"sku {sku!r} is already used")
+        await self.cache.invalidate(CATALOG)
+        return variant_id
+
+    async def update_variant(self, user: User, variant_id: uuid.UUID, changes: dict[str, Any]) -> uuid.UUID:
+        """Change price/stock/is_active/name/sort_order; returns the product id. A default variant's
+        price is also the product's base_price."""
+        async with self.pool.connection() as conn, conn.transaction():
+            cur = conn.cursor(row_factory=tuple_row)
+            await cur.execute("SELECT product_id FROM public.product_variants WHERE id = %s", (variant_id,))
+            row = await cur.fetchone()
+            if row is None:
+                raise NotFound("variant not found")
+            product_id: uuid.UUID = row[0]
+            await _lock_product(conn, user, product_id)
+            sets = [f"{c} = %({c})s" for c in ("price", "stock", "is_active", "name", "sort_order") if c in changes]
+            if sets:
+                await cur.execute(
+                    f"""UPDATE public.product_variants SET {', '.join(sets)}, updated_at = now()
+                         WHERE id = %(id)s AND product_id = %(product_id)s
+                        RETURNING is_default, price""".encode(),
+                    {**changes, "id": variant_id, "product_id": product_id})
+                updated = await cur.fetchone()
+                if updated is None:  # moved to another product between the two statements: impossible
+                    raise NotFound("variant not found")
+                if updated[0] and "price" in changes:
+                    await conn.execute(
+                        """UPDATE public.products SET base_price = %s, updated_at = now()
+                            WHERE id = %s AND base_price IS DISTINCT FROM %s""",
+                        (updated[1], product_id, updated[1]))
+        await self.cache.invalidate(CATALOG)
+        return product_id

@@ -1,0 +1,300 @@
+"""The Redis cache of the shop service: the only module that talks to Redis.
+
+Rules (SPEC defect 9, the guide's Phase 4 without its bugs):
+
+* Keys carry a **generation**: `{prefix}:{scope}:{generation}:{name}:{hash(params)}`. Every write
+  that changes what a scope shows calls `invalidate(scope)` AFTER its transaction commits, which
+  INCRs `{prefix}:gen:{scope}`; readers look the generation up in the same round trip as the value
+  (one Lua script), so the first read after the INCR misses and rebuilds from committed data.
+  Old generations are never deleted: they expire (TTL), no SCAN/DEL. An INCR that fails (Redis
+  down) is kept and retried until it succeeds, so a Redis that comes back cannot serve entries
+  older than a write it missed for longer than the retry interval.
+* **Stampede protection**: one rebuild per key. In a worker, concurrent requests for a missing key
+  share one task (single-flight); across workers, the rebuilder holds `SET key:lock NX PX`, the
+  others poll the key briefly, then fall back to PostgreSQL.
+* **Fail open, fast**: connect/read timeouts of tens of milliseconds, no retries, and a circuit
+  breaker that skips Redis for a few seconds after any error; the caller's loader (PostgreSQL)
+  then answers. Hits, misses, errors and bypasses are counted (monitoring.metrics).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from villager_shop.monitoring.metrics import (
+    CACHE_BYPASSES,
+    CACHE_ERRORS,
+    CACHE_HITS,
+    CACHE_INVALIDATIONS,
+    CACHE_MISSES,
+)
+
+log = logging.getLogger("villager_shop.cache")
+
+CATALOG = "catalog"
+REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, asyncio.TimeoutError)
+
+# Returns {generation, value}. A missing generation (never set, or evicted) starts from the server
+# clock in microseconds, so it can never fall back onto a number that older entries still carry.
+_READ = """
+local g = redis.call('GET', KEYS[1])
+if not g then
+  local t = redis.call('TIME')
+  redis.call('SET', KEYS[1], string.format('%.0f', t[1] * 1000000 + t[2]), 'NX')
+  g = redis.call('GET', KEYS[1])
+end
+return {g, redis.call('GET', ARGV[1] .. g .. ARGV[2])}
+"""
+_BUMP = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('INCR', KEYS[1]) end
+local t = redis.call('TIME')
+redis.call('SET', KEYS[1], string.format('%.0f', t[1] * 1000000 + t[2] + 1))
+return redis.call('GET', KEYS[1])
+"""
+_UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+Loader = Callable[[], Coroutine[Any, Any, bytes]]
+
+
+def params_digest(*parts: object) -> str:
+    """A short stable digest of request parameters (free text included) for a key."""
+    raw = "\x1f".join("" if p is None else str(p) for p in parts)
+    return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+class Cache:
+    def __init__(
+        self,
+        url: str | None,
+        *,
+        prefix: str = "villager",
+        ttl_s: int = 300,
+        timeout_ms: int = 100,
+        breaker_s: float = 3.0,
+        lock_ms: int = 3000,
+        wait_ms: int = 300,
+        poll_ms: int = 10,
+    ) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.ttl_s = ttl_s
+        self.timeout_s = timeout_ms / 1000
+        self.breaker_s = breaker_s
+        self.lock_ms = lock_ms
+        self.wait_s = wait_ms / 1000
+        self.poll_s = poll_ms / 1000
+        self._redis: aioredis.Redis | None = None
+        self._read: Any = None
+        self._bump: Any = None
+        self._unlock: Any = None
+        self._open_until = 0.0
+        self._flights: dict[str, asyncio.Task[bytes]] = {}
+        self._local_generation: dict[str, int] = {}
+        self._pending: set[str] = set()
+        self._retry_task: asyncio.Task[None] | None = None
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.url is None:
+            return
+        self._redis = aioredis.Redis.from_url(
+            self.url,
+            socket_connect_timeout=self.timeout_s,
+            socket_timeout=self.timeout_s,
+            retry=Retry(NoBackoff(), 0),
+            retry_on_timeout=False,
+            health_check_interval=0,
+            decode_responses=False,
+        )
+        self._read = self._redis.register_script(_READ)
+        self._bump = self._redis.register_script(_BUMP)
+        self._unlock = self._redis.register_script(_UNLOCK)
+        self._retry_task = asyncio.create_task(self._retry_pending_forever())
+
+    async def close(self) -> None:
+        if self._retry_task is not None:
+            self._retry_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retry_task
+            self._retry_task = None
+        if self._pending:
+            await self._flush_pending()
+        if self._redis is not None:
+            with contextlib.suppress(*REDIS_ERRORS):
+                await self._redis.aclose()
+            self._redis = None
+
+    @property
+    def enabled(self) -> bool:
+        return self._redis is not None
+
+    def available(self) -> bool:
+        """Redis configured and the circuit breaker closed."""
+        return self._redis is not None and time.monotonic() >= self._open_until
+
+    def _trip(self, operation: str, exc: BaseException) -> None:
+        CACHE_ERRORS.labels(operation).inc()
+        if time.monotonic() >= self._open_until:
+            log.warning("redis %s failed (%s: %s); serving from PostgreSQL for %.1fs",
+                        operation, type(exc).__name__, exc, self.breaker_s)
+        self._open_until = time.monotonic() + self.breaker_s
+
+    async def _call(self, operation: str, coro: Awaitable[Any]) -> Any:
+        """Run one Redis command; errors trip the breaker and re-raise. The socket timeouts bound
+        each network wait; this deadline is only a safety net (it also counts event-loop lag)."""
+        try:
+            async with asyncio.timeout(max(0.25, self.timeout_s * 3)):
+                return await coro
+        except REDIS_ERRORS as exc:
+            self._trip(operation, exc)
+            raise
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def key(self, scope: str, generation: str, name: str) -> str:
+        return f"{self.prefix}:{scope}:{generation}:{name}"
+
+    def generation_key(self, scope: str) -> str:
+        return f"{self.prefix}:gen:{scope}"
+
+    async def get_or_load(self, scope: str, name: str, loader: Loader) -> bytes:
+        """The cached value of `name` in `scope`, or `loader()`'s (stored for the TTL)."""
+        if not self.available():
+            CACHE_BYPASSES.labels(scope).inc()
+            local = f"local:{scope}:{self._local_generation.get(scope, 0)}:{name}"
+            return await self._single_flight(local, loader)
+        assert self._redis is not None
+        if self._pending:
+            await self._flush_pending()
+            if self._pending:  # a missed invalidation is not in Redis yet: its entries may be stale
+                CACHE_BYPASSES.labels(scope).inc()
+                return await self._single_flight(f"local:{scope}:{self._local_generation.get(scope, 0)}:{name}",
+                                                 loader)
+        try:
+            generation, value = await self._call(
+                "get", self._read(keys=[self.generation_key(scope)], args=[f"{self.prefix}:{scope}:", f":{name}"]))
+        except REDIS_ERRORS:
+            return await self._single_flight(f"local:{scope}:{self._local_generation.get(scope, 0)}:{name}", loader)
+        if value is not None:
+            CACHE_HITS.labels(scope).inc()
+            return bytes(value)
+        CACHE_MISSES.labels(scope).inc()
+        key = self.key(scope, generation.decode(), name)
+        return await self._single_flight(key, lambda: self._rebuild(key, loader))
+
+    async def _single_flight(self, key: str, load: Loader) -> bytes:
+        task = self._flights.get(key)
+        if task is None:
+            task = asyncio.create_task(load())
+            self._flights[key] = task
+            task.add_done_callback(lambda t, k=key: self._flight_done(k, t))  # type: ignore[misc]
+        # shield: a client that goes away does not cancel the rebuild the others wait for
+        return await asyncio.shield(task)
+
+    def _flight_done(self, key: str, task: asyncio.Task[bytes]) -> None:
+        if self._flights.get(key) is task:
+            del self._flights[key]
+        if not task.cancelled():
+            task.exception()  # retrieved here so that an unawaited failure is not logged as lost
+
+    async def _rebuild(self, key: str, loader: Loader) -> bytes:
+        """Rebuild one key in this worker; other workers wait on the Redis lock."""
+        assert self._redis is not None
+        token = secrets.token_hex(8)
+        lock = key + ":lock"
+        try:
+            locked = await self._call("lock", self._redis.set(lock, token, nx=True, px=self.lock_ms))
+            if not locked:
+                value = await self._wait_for(key)
+                if value is not None:
+                    return value
+                return await loader()  # the holder is slow or gone: answer from PostgreSQL
+            # a rebuild that finished between our read and our lock
+            value = await self._call("get", self._redis.get(key))
+            if value is not None:
+                await self._release(lock, token)
+                return bytes(value)
+        except REDIS_ERRORS:
+            return await loader()
+        try:
+            value = await loader()
+        except BaseException:
+            await self._release(lock, token)
+            raise
+        with contextlib.suppress(*REDIS_ERRORS):
+            await self._call("set", self._redis.set(key, value, ex=self.ttl_s))
+        await self._release(lock, token)
+        return value
+
+    async def _wait_for(self, key: str) -> bytes | None:
+        assert self._redis is not None
+        deadline = time.monotonic() + self.wait_s
+        while time.monotonic() < deadline:
+            await asyncio.sleep(self.poll_s)
+            value = await self._call("get", self._redis.get(key))
+            if value is not None:
+                return bytes(value)
+        return None
+
+    async def _release(self, lock: str, token: str) -> None:
+        if self._unlock is None:
+            return
+        with contextlib.suppress(*REDIS_ERRORS):
+            await self._call("unlock", self._unlock(keys=[lock], args=[token]))
+
+    # -- writes -------------------------------------------------------------------------------
+
+    async def invalidate(self, scope: str = CATALOG) -> None:
+        """Call AFTER the write committed: later reads miss and rebuild from the new data."""
+        self._local_generation[scope] = self._local_generation.get(scope, 0) + 1
+        CACHE_INVALIDATIONS.labels(scope).inc()
+        if self._redis is None:
+            return
+        try:
+            await self._call("invalidate", self._bump(keys=[self.generation_key(scope)]))
+        except REDIS_ERRORS:
+            self._pending.add(scope)
+
+    async def _flush_pending(self) -> None:
+        for scope in list(self._pending):
+            try:
+                await self._call("invalidate", self._bump(keys=[self.generation_key(scope)]))
+            except REDIS_ERRORS:
+                return
+            self._pending.discard(scope)
+
+    async def _retry_pending_forever(self, every_s: float = 0.5) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            if self._pending:
+                await self._flush_pending()
+
+    # -- health -------------------------------------------------------------------------------
+
+    async def ping(self) -> str:
+        """'connected', 'degraded' (configured but failing or breaker open) or 'disabled'."""
+        if self._redis is None:
+            return "disabled"
+        if not self.available():
+            return "degraded"
+        try:
+            await self._call("ping", self._redis.ping())
+        except REDIS_ERRORS:
+            return "degraded"
+        return "connected"

@@ -1,0 +1,55 @@
+"""`villager-shop serve`: the HTTP JSON API (FastAPI on uvicorn)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import typer
+
+from villager_shop.core.config import get_settings
+from villager_shop.core.urls import mask_url
+
+
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="interface to listen on"),
+    port: int = typer.Option(8000, "--port", min=0, max=65535, help="TCP port"),
+    workers: int = typer.Option(1, "--workers", min=1, max=64, help="uvicorn worker processes"),
+    db_connections: int = typer.Option(20, "--db-connections", min=1, max=1000,
+                                       help="PostgreSQL connections for all workers together"),
+    access_log: bool = typer.Option(False, "--access-log/--no-access-log", help="log every request"),
+    log_level: str = typer.Option("info", "--log-level", help="uvicorn log level"),
+) -> None:
+    """Serve the shop API (DATABASE_URL/REDIS_URL, or the embedded servers when unset)."""
+    import uvicorn
+
+    from villager_shop.api.config import ServiceConfig, ServiceSettings
+    from villager_shop.api.main import create_app, prepare_database
+    from villager_shop.embedded import database_url
+
+    settings = get_settings()
+    per_worker = max(2, db_connections // workers)
+    service = ServiceSettings(db_pool_max=per_worker, db_pool_min=min(2, per_worker))
+    # PostgreSQL first: one-line error and non-zero exit when it is unreachable (before any Redis)
+    prepare_database(database_url(settings), service.db_connect_timeout_s)
+    config = ServiceConfig.from_env(settings, service)
+    typer.echo(f"serving http://{host}:{port} with {workers} worker(s), {per_worker} connection(s) each;"
+               f" database {mask_url(config.database_url)}, cache "
+               f"{mask_url(config.redis_url) if config.redis_url else 'off'}", err=True)
+    if workers == 1:
+        uvicorn.run(create_app(config), host=host, port=port, access_log=access_log, log_level=log_level,
+                    lifespan="on")
+        return
+    # Workers are fresh processes: hand them the resolved servers and the pool size by environment.
+    os.environ["DATABASE_URL"] = config.database_url
+    if config.redis_url:
+        os.environ["REDIS_URL"] = config.redis_url
+    os.environ["VILLAGER_DB_POOL_MAX"] = str(service.db_pool_max)
+    os.environ["VILLAGER_DB_POOL_MIN"] = str(service.db_pool_min)
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        folder = settings.data_dir / "prometheus" / str(port)
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+    uvicorn.run("villager_shop.api.main:create_app", factory=True, host=host, port=port, workers=workers,
+                access_log=access_log, log_level=log_level, lifespan="on")

@@ -1,0 +1,185 @@
+"""Fixtures of the service tests: a migrated database per test (copied from a session template,
+mid-migration or after a simulated `migrate complete`), a real Redis with a key prefix of its own,
+and the app in-process (lifespan running) behind an httpx client."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+import redis
+from fastapi import FastAPI
+
+from tests.api.dbs import build_migrated, simulate_complete
+from villager_shop.api.config import ServiceConfig
+from villager_shop.api.main import create_app
+from villager_shop.api.services.accounts import set_password
+from villager_shop.core.db import create_database, drop_database
+
+PASSWORD = "village-pass-1"
+ASHA = "asha@v.in"      # shopkeeper of shop 1 (Asha Kirana)
+FARID = "farid@v.in"    # shopkeeper of shops 2 and 3
+BALA = "bala@v.in"      # customer
+CHITRA = "chitra@v.in"  # customer
+GITA = "gita@v.in"      # admin
+SHOP_ASHA = uuid.UUID("10000000-0000-0000-0000-000000000001")
+SHOP_FARID_SWEETS = uuid.UUID("10000000-0000-0000-0000-000000000002")
+SHOP_FARID_VEG = uuid.UUID("10000000-0000-0000-0000-000000000003")
+RADIO = uuid.UUID("20000000-0000-0000-0000-000000000001")      # Asha, Electronics, 499.00, stock 5
+MANGO = uuid.UUID("20000000-0000-0000-0000-000000000005")      # Farid Veg
+LADDU = uuid.UUID("20000000-0000-0000-0000-000000000007")      # Farid Sweets
+VASE = uuid.UUID("20000000-0000-0000-0000-000000000004")       # not available
+FREE_SAMPLE = uuid.UUID("20000000-0000-0000-0000-000000000008")  # price 0: quarantined
+REFUND = uuid.UUID("20000000-0000-0000-0000-000000000009")      # price -5: quarantined
+
+# Ratings and order counts with many ties, so the keyset pagination is really exercised.
+SPREAD = """
+UPDATE products SET rating = ((abs(hashtext(id::text)) % 11) / 2.0)::numeric(2, 1),
+                    order_count = abs(hashtext(name)) % 5
+ WHERE id::text NOT LIKE '20000000-%';
+ANALYZE;
+"""
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def _new_name() -> str:
+    return f"vt_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def migrating_template(pg_admin_url: str) -> Iterator[str]:
+    """Template: messy + bulk legacy data after `migrate run`, passwords set for five users."""
+    name = "vt_tpl_" + uuid.uuid4().hex[:8]
+    url = create_database(pg_admin_url, name)
+    try:
+        build_migrated(url)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(SPREAD)
+            for login, role in ((ASHA, "shopkeeper"), (FARID, "shopkeeper"), (BALA, "customer"),
+                                (CHITRA, "customer"), (GITA, "admin")):
+                set_password(conn, login, PASSWORD, role)
+        yield name
+    finally:
+        drop_database(pg_admin_url, name)
+
+
+@pytest.fixture(scope="session")
+def completed_template(pg_admin_url: str, migrating_template: str) -> Iterator[str]:
+    """The same after a simulated `migrate complete` (legacy columns and sync triggers gone)."""
+    name = "vt_tplc_" + uuid.uuid4().hex[:8]
+    url = create_database(pg_admin_url, name, template=migrating_template)
+    try:
+        simulate_complete(url)
+        yield name
+    finally:
+        drop_database(pg_admin_url, name)
+
+
+@dataclass
+class ShopDb:
+    url: str
+    state: str  # "migrating" | "completed"
+
+    def scalar(self, query: str, params: Any = None) -> Any:
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            row = conn.execute(query.encode(), params).fetchone()
+            return row[0] if row else None
+
+    def rows(self, query: str, params: Any = None) -> list[tuple[Any, ...]]:
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            return conn.execute(query.encode(), params).fetchall()
+
+    def execute(self, query: str, params: Any = None) -> None:
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute(query.encode(), params)
+
+    def has_legacy_columns(self) -> bool:
+        return self.state == "migrating"
+
+
+def _copy(pg_admin_url: str, template: str, state: str) -> Iterator[ShopDb]:
+    name = _new_name()
+    url = create_database(pg_admin_url, name, template=template)
+    try:
+        yield ShopDb(url, state)
+    finally:
+        drop_database(pg_admin_url, name)
+
+
+@pytest.fixture
+def shop_db(pg_admin_url: str, migrating_template: str) -> Iterator[ShopDb]:
+    """A migrated database (mid-migration) of this test's own."""
+    yield from _copy(pg_admin_url, migrating_template, "migrating")
+
+
+@pytest.fixture(params=["migrating", "completed"])
+def any_shop_db(request: pytest.FixtureRequest, pg_admin_url: str) -> Iterator[ShopDb]:
+    """The test runs twice: mid-migration, and after `migrate complete`."""
+    template = request.getfixturevalue(f"{request.param}_template")
+    yield from _copy(pg_admin_url, template, request.param)
+
+
+def make_config(db_url: str, redis: str | None, **overrides: Any) -> ServiceConfig:
+    config = ServiceConfig(database_url=db_url, redis_url=redis, jwt_secret="t" * 48,
+                           cache_prefix=f"vtest:{uuid.uuid4().hex[:10]}", db_pool_min=1, db_pool_max=8,
+                           redis_timeout_ms=100, redis_breaker_s=2.0)
+    return replace(config, **overrides)
+
+
+@dataclass
+class Api:
+    app: FastAPI
+    client: httpx.AsyncClient
+    config: ServiceConfig
+
+    async def token(self, login: str, password: str = PASSWORD) -> str:
+        r = await self.client.post("/api/auth/token", data={"username": login, "password": password})
+        assert r.status_code == 200, r.text
+        return str(r.json()["access_token"])
+
+    async def auth(self, login: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {await self.token(login)}"}
+
+
+async def start_api(config: ServiceConfig) -> AsyncIterator[Api]:
+    app = create_app(config)
+    try:
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://shop.test", timeout=30) as client:
+            yield Api(app, client, config)
+    finally:
+        forget_keys(config)
+
+
+def forget_keys(config: ServiceConfig) -> None:
+    """Leave nothing of this test in a shared Redis (generation keys have no TTL)."""
+    if not config.redis_url:
+        return
+    try:
+        with redis.Redis.from_url(config.redis_url, socket_timeout=2) as r:
+            for key in r.scan_iter(match=f"{config.cache_prefix}:*", count=500):
+                r.delete(key)
+    except redis.RedisError:
+        pass  # a test that stopped its own Redis
+
+
+@pytest.fixture
+async def api(any_shop_db: ShopDb, redis_url: str) -> AsyncIterator[Api]:
+    """The app on a database in either state, cache on."""
+    async for a in start_api(make_config(any_shop_db.url, redis_url)):
+        yield a
+
+
+@pytest.fixture
+async def api_migrating(shop_db: ShopDb, redis_url: str) -> AsyncIterator[Api]:
+    async for a in start_api(make_config(shop_db.url, redis_url)):
+        yield a

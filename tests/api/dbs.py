@@ -1,0 +1,47 @@
+"""Migrated databases for the service tests: built once per session as templates, copied per test."""
+
+from __future__ import annotations
+
+import psycopg
+
+from tests.migration.messy import load_bulk, load_messy
+from villager_shop.core.config import Settings
+from villager_shop.core.urls import with_dbname
+from villager_shop.legacy.schema import schema_sql
+from villager_shop.migration.runner import make_context, run
+from villager_shop.migration.sqlfiles import section
+from villager_shop.migration.steps.sync_triggers import TRIGGERS
+
+# The legacy columns `migrate complete` drops (the service must never use them).
+LEGACY_COLUMNS = [("users", "house_number"), ("shops", "house_number"), ("products", "category"),
+                  ("products", "price"), ("products", "stock")]
+
+BULK = {"users": 400, "shops": 25, "products": 1500, "orders": 300, "items": 600}
+
+
+def build_migrated(url: str) -> None:
+    """Legacy schema + messy rows + bulk rows, then `migrate run` (mid-migration: triggers live)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(schema_sql().encode())
+    load_messy(url)
+    load_bulk(url, **BULK)
+    ctx = make_context(url, Settings(database_url=url))  # type: ignore[arg-type]
+    try:
+        run(ctx)
+    finally:
+        ctx.conn.close()
+
+
+def simulate_complete(url: str) -> None:
+    """What `migrate complete` does to the tables the service uses: triggers gone, legacy columns dropped."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        for name, table, *_ in TRIGGERS:
+            conn.execute(f"DROP TRIGGER IF EXISTS {name} ON public.{table}")
+        for table, column in LEGACY_COLUMNS:
+            conn.execute(f"ALTER TABLE public.{table} DROP COLUMN {column}")
+        conn.execute(section("monitoring.sql", "check_data_integrity_completed").encode())
+        conn.execute("ANALYZE")
+
+
+def admin_to(url: str, dbname: str) -> str:
+    return with_dbname(url, dbname)

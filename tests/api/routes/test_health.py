@@ -1,0 +1,56 @@
+"""Probes: Redis down is 'degraded' (still ready), PostgreSQL down is 503, metrics cached in-process."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.api.conftest import ShopDb, make_config, start_api
+from villager_shop.core.db import drop_database
+from villager_shop.core.urls import dbname_of
+from villager_shop.monitoring.metrics import sample
+
+pytestmark = pytest.mark.anyio
+
+
+def summary_queries() -> float:
+    return sample("villager_db_queries_total", {"query": "db_performance_summary"})
+
+
+async def test_health_shape_and_metrics_cached(shop_db: ShopDb, redis_url: str) -> None:
+    async for api in start_api(make_config(shop_db.url, redis_url, health_metrics_ttl_s=60)):
+        assert (await api.client.get("/health/live")).json() == {"status": "alive"}
+        ready = await api.client.get("/health/ready")
+        assert ready.status_code == 200 and ready.json() == {"status": "ready", "database": "ok", "cache": "ok"}
+        before = summary_queries()
+        for _ in range(5):
+            r = await api.client.get("/api/health")
+            assert r.status_code == 200
+            body = r.json()
+            assert set(body) == {"status", "timestamp", "database", "cache", "metrics"}
+            assert body["database"] == "connected" and body["cache"] == "connected"
+            assert {m["metric"] for m in body["metrics"]} == {"connection_count", "cache_hit_ratio"}
+        assert summary_queries() - before == 1  # five probes, one query of the view
+
+
+async def test_redis_unreachable_is_degraded_not_down(shop_db: ShopDb) -> None:
+    config = make_config(shop_db.url, "redis://127.0.0.1:1/0")
+    async for api in start_api(config):
+        ready = await api.client.get("/health/ready")
+        assert ready.status_code == 200 and ready.json()["cache"] == "degraded"
+        health = await api.client.get("/api/health")
+        assert health.status_code == 200
+        assert health.json()["status"] == "degraded" and health.json()["cache"] == "degraded"
+        assert (await api.client.get("/api/products?limit=5")).status_code == 200
+
+
+async def test_postgres_down_is_503(shop_db: ShopDb, redis_url: str, pg_admin_url: str) -> None:
+    async for api in start_api(make_config(shop_db.url, redis_url, db_pool_timeout_s=1)):
+        assert (await api.client.get("/health/ready")).status_code == 200
+        drop_database(pg_admin_url, dbname_of(shop_db.url))  # terminates the pool's connections
+        ready = await api.client.get("/health/ready")
+        assert ready.status_code == 503 and ready.json()["database"] == "unavailable"
+        health = await api.client.get("/api/health")
+        assert health.status_code == 503 and health.json()["status"] == "unhealthy"
+        assert (await api.client.get("/health/live")).status_code == 200
+        r = await api.client.get("/api/products?limit=5&q=not-cached")
+        assert r.status_code == 503

@@ -1,0 +1,186 @@
+"""The catalog cache against a real Redis: no stale read after a write, one rebuild for a stampede,
+PostgreSQL answers (fast) when Redis is down, and an invalidation Redis missed is replayed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis as redis_sync
+
+from tests.api.conftest import ASHA, BALA, RADIO, SHOP_ASHA, Api, ShopDb, make_config, start_api
+from villager_shop.embedded.redis import EmbeddedRedis
+from villager_shop.monitoring.metrics import sample
+
+pytestmark = pytest.mark.anyio
+
+
+def db_queries(query: str = "list_products") -> float:
+    return sample("villager_db_queries_total", {"query": query})
+
+
+def hits() -> float:
+    return sample("villager_cache_hits_total", {"scope": "catalog"})
+
+
+def errors() -> float:
+    return sum(sample("villager_cache_errors_total", {"operation": op})
+               for op in ("get", "set", "lock", "unlock", "invalidate", "ping"))
+
+
+async def electronics(api: Api) -> dict[str, Any]:
+    r = await api.client.get("/api/products", params={"category": "electronics", "limit": 50})
+    assert r.status_code == 200, r.text
+    return {p["id"]: p for p in r.json()["items"]}
+
+
+async def test_no_stale_read_after_price_stock_availability_and_new_product(api_migrating: Api) -> None:
+    api = api_migrating
+    asha, bala = await api.auth(ASHA), await api.auth(BALA)
+    await electronics(api)
+    before_hits, before_queries = hits(), db_queries()
+    radio = (await electronics(api))[str(RADIO)]
+    assert hits() == before_hits + 1 and db_queries() == before_queries  # served by Redis
+    variant = radio["variants"][0]["id"]
+
+    r = await api.client.patch(f"/api/variants/{variant}", headers=asha, json={"price": "455.00"})
+    assert r.status_code == 200
+    radio = (await electronics(api))[str(RADIO)]
+    assert radio["variants"][0]["price"] == 455 and radio["base_price"] == 455
+    assert (await api.client.get(f"/api/products/{RADIO}")).json()["variants"][0]["price"] == 455
+
+    r = await api.client.post("/api/orders", headers=bala, json={"items": [{"variant_id": variant, "quantity": 5}]})
+    assert r.status_code == 201
+    assert (await electronics(api))[str(RADIO)]["variants"][0]["stock"] == 0  # sold out, shown at once
+    assert (await api.client.get(f"/api/products/{RADIO}")).json()["variants"][0]["stock"] == 0
+
+    await api.client.patch(f"/api/variants/{variant}", headers=asha, json={"is_active": False})
+    assert str(RADIO) not in await electronics(api)
+    assert (await api.client.get(f"/api/products/{RADIO}")).status_code == 404
+
+    r = await api.client.post("/api/products", headers=asha, json={
+        "shop_id": str(SHOP_ASHA), "name": "Transistor", "category": "electronics", "price": 120, "stock": 3})
+    assert r.json()["id"] in await electronics(api)
+
+
+async def test_100_concurrent_requests_on_a_cold_key_make_one_query(shop_db: ShopDb, redis_url: str) -> None:
+    """Two app instances (two workers) sharing one Redis: single-flight in each, the Redis lock
+    between them."""
+    prefix = f"vtest:{uuid.uuid4().hex[:10]}"
+    workers = [start_api(make_config(shop_db.url, redis_url, cache_prefix=prefix)) for _ in range(2)]
+    apis = [await w.__anext__() for w in workers]
+    try:
+        # steady state: each worker already holds Redis and PostgreSQL connections
+        await asyncio.gather(*(apis[i % 2].client.get("/api/categories") for i in range(40)))
+        before = db_queries()
+        responses = await asyncio.gather(*(
+            apis[i % 2].client.get("/api/products", params={"category": "dairy", "limit": 30}) for i in range(100)))
+        assert {r.status_code for r in responses} == {200}
+        assert len({r.content for r in responses}) == 1
+        assert db_queries() - before == 1
+    finally:
+        for w in workers:
+            await w.aclose()
+
+
+async def test_without_redis_concurrent_identical_reads_share_one_query(shop_db: ShopDb) -> None:
+    """Single-flight inside a worker also protects PostgreSQL when there is no Redis to ask."""
+    async for api in start_api(make_config(shop_db.url, None)):
+        before = db_queries()
+        responses = await asyncio.gather(*(
+            api.client.get("/api/products", params={"category": "grocery", "limit": 30}) for _ in range(100)))
+        assert {r.status_code for r in responses} == {200}
+        assert db_queries() - before == 1
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    """A Redis of this test's own, that it may stop."""
+    server = EmbeddedRedis(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def api_own_redis(shop_db: ShopDb, own_redis: EmbeddedRedis) -> AsyncIterator[Api]:
+    async for a in start_api(make_config(shop_db.url, own_redis.url(), redis_breaker_s=0.3)):
+        yield a
+
+
+async def test_redis_down_requests_are_answered_by_postgres_fast(api_own_redis: Api, own_redis: EmbeddedRedis) -> None:
+    api = api_own_redis
+    paths = ["/api/products?limit=20", "/api/products?category=dairy&limit=20", f"/api/products/{RADIO}",
+             "/api/categories", f"/api/shops/{SHOP_ASHA}"]
+    for path in paths * 2:  # warm: connections, prepared plans, cache
+        assert (await api.client.get(path)).status_code == 200
+    assert (await api.client.get("/health/ready")).json()["cache"] == "ok"
+    errors_before = errors()
+
+    own_redis.stop()
+    for _ in range(6):
+        for path in paths:
+            started = time.perf_counter()
+            r = await api.client.get(path)
+            elapsed = time.perf_counter() - started
+            assert r.status_code == 200, (path, r.text)
+            assert elapsed < 0.1, f"{path} took {elapsed * 1000:.0f} ms with Redis down"
+    assert errors() > errors_before
+    ready = await api.client.get("/health/ready")
+    assert ready.status_code == 200 and ready.json()["cache"] == "degraded"
+    health = await api.client.get("/api/health")
+    assert health.status_code == 200 and health.json()["cache"] == "degraded"
+
+    # writes still work and are seen
+    asha = await api.auth(ASHA)
+    radio = (await api.client.get(f"/api/products/{RADIO}")).json()
+    r = await api.client.patch(f"/api/variants/{radio['variants'][0]['id']}", headers=asha, json={"price": 444})
+    assert r.status_code == 200
+    assert (await api.client.get(f"/api/products/{RADIO}")).json()["variants"][0]["price"] == 444
+
+    # Redis back: the cache is used again once the breaker closes
+    own_redis.start()
+    await asyncio.sleep(0.4)
+    for path in paths:
+        await api.client.get(path)
+    before = hits()
+    for path in paths[:4]:
+        assert (await api.client.get(path)).status_code == 200
+    assert hits() == before + 4
+    assert (await api.client.get(f"/api/products/{RADIO}")).json()["variants"][0]["price"] == 444
+
+
+async def test_an_invalidation_redis_refused_is_replayed_before_cached_reads(
+        api_own_redis: Api, own_redis: EmbeddedRedis) -> None:
+    api = api_own_redis
+    admin = redis_sync.Redis(unix_socket_path=str(own_redis.socket_path))
+    asha = await api.auth(ASHA)
+    radio = (await electronics(api))[str(RADIO)]
+    generation_key = f"{api.config.cache_prefix}:gen:catalog"
+    generation = admin.get(generation_key)
+    assert generation is not None
+
+    admin.execute_command("ACL", "SETUSER", "default", "-incr")  # the bump fails; reads still work
+    try:
+        r = await api.client.patch(f"/api/variants/{radio['variants'][0]['id']}", headers=asha,
+                                   json={"price": "433.00"})
+        assert r.status_code == 200
+        assert admin.get(generation_key) == generation  # Redis did not take the invalidation
+        await asyncio.sleep(0.4)  # breaker closed again; the old entry is still in Redis
+        assert (await electronics(api))[str(RADIO)]["variants"][0]["price"] == 433
+    finally:
+        admin.execute_command("ACL", "SETUSER", "default", "+incr")
+    await asyncio.sleep(0.7)  # the pending invalidation is retried in the background
+    assert admin.get(generation_key) != generation
+    assert (await electronics(api))[str(RADIO)]["variants"][0]["price"] == 433
+    before = hits()
+    assert (await electronics(api))[str(RADIO)]["variants"][0]["price"] == 433
+    assert hits() == before + 1
+    admin.close()

@@ -1,0 +1,82 @@
+"""`villager-shop serve` as a user runs it: uvicorn in a subprocess (always stopped by the test)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from tests.api.conftest import forget_keys, make_config
+from tests.helpers import ROOT, cli_env, run_cli
+from villager_shop.core.db import create_database, drop_database
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def small_shop_db(pg_admin_url: str) -> Iterator[str]:
+    """The legacy schema with one product, migrated."""
+    from tests.api.dbs import build_migrated
+
+    name = f"vt_serve_{time.monotonic_ns() % 10**9}"
+    url = create_database(pg_admin_url, name)
+    try:
+        build_migrated(url)
+        yield url
+    finally:
+        drop_database(pg_admin_url, name)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_answers_and_stops(small_shop_db: str, redis_url: str, workers: int, tmp_path: Path) -> None:
+    port = free_port()
+    env = cli_env(small_shop_db, redis_url, VILLAGER_DATA_DIR=str(tmp_path), VILLAGER_CACHE_PREFIX=f"vtest:{port}")
+    proc = subprocess.Popen([sys.executable, "-m", "villager_shop", "serve", "--port", str(port),
+                             "--workers", str(workers), "--db-connections", "4"],
+                            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=2)
+                if r.status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.monotonic() < deadline, "serve did not become ready"
+            time.sleep(0.2)
+        r = httpx.get(f"http://127.0.0.1:{port}/api/products?limit=3", timeout=5)
+        assert r.status_code == 200 and len(r.json()["items"]) == 3
+        assert httpx.get(f"http://127.0.0.1:{port}/openapi.json", timeout=5).json()["paths"]["/api/products"]
+        assert (tmp_path / "jwt-secret").stat().st_mode & 0o777 == 0o600
+        with psycopg.connect(small_shop_db) as conn:
+            apps = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'villager-shop serve'"
+                                " AND datname = current_database()").fetchone()
+            assert apps and 1 <= apps[0] <= 4
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        forget_keys(make_config(small_shop_db, redis_url, cache_prefix=f"vtest:{port}"))
+
+
+def test_serve_without_postgres_fails_with_one_line(tmp_path: Path) -> None:
+    done = run_cli("serve", "--port", str(free_port()), database_url="postgresql://nobody@127.0.0.1:1/none",
+                   redis="redis://127.0.0.1:1/0", VILLAGER_DATA_DIR=str(tmp_path), timeout=60)
+    assert done.returncode == 3
+    assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("error: cannot connect")
