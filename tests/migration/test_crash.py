@@ -31,7 +31,8 @@ def _phase_and_progress(url: str) -> tuple[str, dict[str, int]]:
 
 def test_run_resumes_after_kill_9_at_random_points(make_legacy_db: Any) -> None:
     url = make_legacy_db(0.1)
-    env = cli_env(url, VILLAGER_BATCH_SIZE="300", VILLAGER_BATCH_PAUSE_MS="15", VILLAGER_TARGET_BATCH_MS="20")
+    env = cli_env(url, VILLAGER_BATCH_SIZE="200", VILLAGER_BATCH_PAUSE_MS="25", VILLAGER_TARGET_BATCH_MS="20",
+                  VILLAGER_BACKFILL_WORKERS="1")
     rng = random.Random(20261125)
     kills: list[dict[str, Any]] = []
     finished = False
@@ -39,7 +40,7 @@ def test_run_resumes_after_kill_9_at_random_points(make_legacy_db: Any) -> None:
         proc = subprocess.Popen([sys.executable, "-m", "villager_shop", "migrate", "run"], env=env, cwd=ROOT,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         if len(kills) < 12:
-            time.sleep(rng.uniform(0.15, 1.2) if attempt else rng.uniform(0.3, 0.9))
+            time.sleep(rng.uniform(0.1, 0.9) if attempt else rng.uniform(0.3, 0.9))
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait()

@@ -63,6 +63,8 @@ def rollback(ctx: Context) -> dict[str, Any]:
                 else:
                     statements.append(d.sql.replace("{archive}", archive))
         statements.append(_drop_archived_foreign_keys(archive))
+        if state.get(ctx.conn, "created_pg_stat_statements"):
+            statements.append("DROP EXTENSION IF EXISTS pg_stat_statements")
         cut = run_cut(ctx, statements, "rollback")
         for d in concurrent:
             ctx.run(d, "rollback")
@@ -72,6 +74,7 @@ def rollback(ctx: Context) -> dict[str, Any]:
                     state.mark(ctx.conn, step.name, "undone")
             ctx.conn.execute("UPDATE villager_migration.steps SET status = 'undone' WHERE status <> 'undone'")
             state.put(ctx.conn, "archive_schema", archive)
+            state.put(ctx.conn, "created_pg_stat_statements", False)
             state.set_phase(ctx.conn, "rolled_back")
         archived = {t: int(ctx.scalar(f"SELECT count(*) FROM {archive}.{t}"))
                     for t in ARCHIVED if ctx.scalar("SELECT to_regclass(%s) IS NOT NULL", (f"{archive}.{t}",))}

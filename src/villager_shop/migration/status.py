@@ -31,14 +31,16 @@ def status(conn: psycopg.Connection[Any]) -> dict[str, Any]:
     with conn.cursor(row_factory=dict_row) as cur:
         # A table's backfill runs in parts (`step#k`, one key range each): report it as one.
         bf = cur.execute(
-            "SELECT split_part(step, '#', 1) AS step, table_name, sum(rows_done) AS rows_done,"
-            " sum(rows_total) AS rows_total, sum(batches) AS batches, max(batch_size) AS batch_size,"
-            " max(elapsed_s) AS elapsed_s, max(max_batch_ms) AS max_batch_ms, min(started_at) AS started_at,"
-            " max(updated_at) AS updated_at, CASE WHEN bool_and(finished_at IS NOT NULL) THEN max(finished_at) END"
-            " AS finished_at, count(*) AS parts,"
-            " (SELECT count(*) FROM villager_migration.backfill_retry r"
-            "   WHERE split_part(r.step, '#', 1) = split_part(b.step, '#', 1)) AS pending_retry"
-            " FROM villager_migration.backfill b GROUP BY 1, 2 ORDER BY min(started_at)").fetchall()
+            "WITH parts AS (SELECT split_part(step, '#', 1) AS base, * FROM villager_migration.backfill),"
+            " retry AS (SELECT split_part(step, '#', 1) AS base, count(*) AS n FROM villager_migration.backfill_retry"
+            "           GROUP BY 1)"
+            " SELECT p.base AS step, p.table_name, sum(rows_done)::bigint AS rows_done, sum(rows_total)::bigint AS rows_total,"
+            " sum(batches)::bigint AS batches, max(batch_size) AS batch_size, max(elapsed_s) AS elapsed_s,"
+            " max(max_batch_ms) AS max_batch_ms, min(started_at) AS started_at, max(updated_at) AS updated_at,"
+            " CASE WHEN bool_and(finished_at IS NOT NULL) THEN max(finished_at) END AS finished_at,"
+            " count(*) AS parts, coalesce(max(r.n), 0) AS pending_retry"
+            " FROM parts p LEFT JOIN retry r ON r.base = p.base GROUP BY p.base, p.table_name"
+            " ORDER BY min(started_at)").fetchall()
     backfill = []
     for b in bf:
         total = max(int(b["rows_total"] or 0), int(b["rows_done"]))

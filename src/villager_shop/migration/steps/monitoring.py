@@ -33,7 +33,12 @@ def ensure_pg_stat_statements(ctx: Context) -> bool:
     available = bool(ctx.scalar("SELECT 1 FROM pg_available_extensions WHERE name = 'pg_stat_statements'"))
     if loaded and available:
         try:
+            existed = bool(ctx.scalar("SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'"))
             ctx.conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            if not existed:
+                from villager_shop.migration import state
+
+                state.put(ctx.conn, "created_pg_stat_statements", True)
         except Exception as exc:  # e.g. no privilege: the view degrades, the migration goes on
             ctx.reporter.note(f"pg_stat_statements not created: {str(exc).splitlines()[0]}")
             return False
