@@ -35,6 +35,8 @@ class WriterStats:
     error_samples: list[str] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)
     by_kind: dict[str, int] = field(default_factory=dict)
+    # (wall-clock start of the write, its latency in ms), in completion order: the latency over time.
+    samples: list[tuple[float, float]] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         lat = sorted(self.latencies_ms) or [0.0]
@@ -101,6 +103,7 @@ class LiveWriter:
                         time.sleep(0.05)
                         continue
                     op = rng.choice(_NEW_OPS)
+                started = time.time()
                 t0 = time.perf_counter()
                 try:
                     op(self, conn, rng, owned)
@@ -112,6 +115,7 @@ class LiveWriter:
                 with self._lock:
                     self.stats.ops += 1
                     self.stats.latencies_ms.append(ms)
+                    self.stats.samples.append((started, ms))
                     self.stats.by_kind[op.__name__] = self.stats.by_kind.get(op.__name__, 0) + 1
                     if not ok:
                         self.stats.errors += 1
