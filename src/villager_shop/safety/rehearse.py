@@ -353,12 +353,14 @@ def _on_staging(staging_url: str, settings: Settings, opts: RehearsalOptions, ph
 
     steps = _steps(rows, timeline)
     t_origin = phases[0].start if phases else time.time()
+    writer_summary = stats.summary()
+    writer_summary["slowest"] = slowest_writes(stats.slow, steps, t_origin)
     return {
         "steps": steps,
         "run_error": run_error,
         "backfill": st["backfill"],
-        "locks": _locks(steps, st["backfill"], stats.summary()),
-        "writer": {k: v for k, v in stats.summary().items()},
+        "locks": _locks(steps, st["backfill"], writer_summary),
+        "writer": writer_summary,
         "latency_series": latency_series(stats.samples, t_origin),
         "lost_writes": {"count": len(lost), "examples": lost[:10], "checked_rows": len(writer.expected)},
         "verify": report.to_dict(),
@@ -415,6 +417,17 @@ def _locks(steps: list[StepResult], backfill: list[dict[str, Any]], writer: dict
         "writer_max_ms": writer.get("writer_max_ms"),
         "writer_p99_ms": writer.get("writer_p99_ms"),
     }
+
+
+def slowest_writes(slow: list[tuple[float, float, str]], steps: list[StepResult], origin: float,
+                   top: int = 10) -> list[dict[str, Any]]:
+    """The slowest writes, each with the migration step(s) running while it waited."""
+    out = []
+    for t, ms, op in sorted(slow, key=lambda x: -x[1])[:top]:
+        during = [s.name for s in steps if s.start is not None and s.end is not None
+                  and s.start <= t + ms / 1000 and t <= s.end]
+        out.append({"t": round(t - origin, 3), "ms": round(ms, 1), "op": op, "during": during})
+    return out
 
 
 def latency_series(samples: list[tuple[float, float]], origin: float,
@@ -681,7 +694,15 @@ def decide(report: RehearsalReport, opts: RehearsalOptions) -> list[str]:
         reasons.append(f"the live writer saw {errors} failed write{'s' if errors != 1 else ''} (e.g. {sample})")
     max_ms = float(report.writer.get("writer_max_ms") or 0.0)
     if max_ms >= opts.max_latency_ms:
-        reasons.append(f"writer max latency {max_ms:.1f} ms >= {opts.max_latency_ms:g} ms (--max-latency-ms)")
+        worst = (report.writer.get("slowest") or [None])[0]
+        where = ""
+        if worst:
+            where = f": {worst['op']} at {worst['t']:.1f} s" + (
+                f", during {', '.join(worst['during'])}" if worst["during"] else ", while no step was running")
+        slow = sum(1 for w in report.writer.get("slowest") or [] if w["ms"] >= opts.max_latency_ms)
+        more = f" ({slow}{'+' if slow >= 10 else ''} writes over the threshold)" if slow > 1 else ""
+        reasons.append(f"writer max latency {max_ms:.1f} ms >= {opts.max_latency_ms:g} ms (--max-latency-ms)"
+                       f"{where}{more}")
     if report.squawk.get("available") and report.squawk.get("ok") is False:
         first = (report.squawk.get("output") or [""])[0]
         reasons.append(f"squawk found problems in `migrate plan --sql`: {first}")

@@ -79,6 +79,10 @@ def sections(r: RehearsalReport) -> list[Section]:
          f"{_n(r.lost_writes['checked_rows'])} / {_n(r.lost_writes['count'])}"],
     ]))
 
+    if w.get("slowest"):
+        out.append(Section("Slowest writes of the live writer", [], ["t (s)", "ms", "operation", "during"], [
+            [f"{x['t']:.2f}", f"{x['ms']:.1f}", x["op"], ", ".join(x["during"]) or "-"] for x in w["slowest"]]))
+
     out.append(Section("Backfill rates (staging)", [], ["table", "rows", "rows/s", "batches", "max batch ms"], [
         [b["table"], _n(b["rows_done"]), _n(b["rows_per_s"]), _n(b["batches"]), _s(b["max_batch_ms"], "", 1)]
         for b in r.backfill]))
