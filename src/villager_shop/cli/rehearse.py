@@ -19,6 +19,7 @@ from villager_shop.cli.migrate import RichReporter
 from villager_shop.core.config import get_settings
 from villager_shop.core.errors import VerificationFailed
 from villager_shop.embedded import database_url
+from villager_shop.migration.steps.base import SilentReporter
 from villager_shop.safety.rehearse import EXIT_NO_GO, RehearsalOptions, RehearsalReport
 from villager_shop.safety.rehearse import rehearse as run_rehearsal
 
@@ -76,7 +77,7 @@ def rehearse(
     max_latency_ms: float = typer.Option(100.0, "--max-latency-ms", min=0.0,
                                          help="NO-GO when a write takes this long or longer"),
     max_quarantine_pct: float = typer.Option(5.0, "--max-quarantine-pct", min=0.0, max=100.0,
-                                             help="NO-GO when more than this %% of a table is quarantined"),
+                                             help="NO-GO when more than this percentage of a table is quarantined"),
     as_json: bool = typer.Option(False, "--json", help="print the report JSON on stdout"),
 ) -> None:
     """Rehearse the migration on a staging copy: restore a backup into <db>_staging_<ts>, run the whole
@@ -97,7 +98,7 @@ def rehearse(
             progress.console.print(f"[cyan]▸[/] {message}", markup=True, highlight=False)
 
     with progress:
-        report = run_rehearsal(url, s, opts, say=say, reporter=RichReporter(progress))
+        report = run_rehearsal(url, s, opts, say=say, reporter=SilentReporter() if quiet else RichReporter(progress))
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2, default=str))
         if not report.go:
