@@ -24,6 +24,8 @@ import psycopg
 from villager_shop.core.db import connect
 
 HOUSE_SPELLINGS = ("{n}a", " {n}A ", "{n} A", "{n}B", "{n}", "  {n}c", "")
+SLOW_MS = 50.0
+SLOW_KEPT = 500
 CATEGORY_SPELLINGS = ("Grocery", "grocery ", "Fruits & Veg", "Fruits Veg", "मिठाई", "Home  Decor", "home decor",
                       "Snacks!!", None, "")
 
@@ -35,8 +37,10 @@ class WriterStats:
     error_samples: list[str] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)
     by_kind: dict[str, int] = field(default_factory=dict)
-    samples: list[tuple[float, float]] = field(default_factory=list)  # (unix time at start, ms)
-    slow: list[tuple[float, float, str]] = field(default_factory=list)  # writes over 50 ms
+    # (wall-clock start of the write, its latency in ms), in completion order: the latency over time.
+    samples: list[tuple[float, float]] = field(default_factory=list)
+    # The slow writes (>= SLOW_MS) with their operation, to tell what waited (at most SLOW_KEPT).
+    slow: list[tuple[float, float, str]] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         lat = sorted(self.latencies_ms) or [0.0]
@@ -116,7 +120,7 @@ class LiveWriter:
                     self.stats.ops += 1
                     self.stats.latencies_ms.append(ms)
                     self.stats.samples.append((started, ms))
-                    if ms > 50:
+                    if ms >= SLOW_MS and len(self.stats.slow) < SLOW_KEPT:
                         self.stats.slow.append((started, ms, op.__name__))
                     self.stats.by_kind[op.__name__] = self.stats.by_kind.get(op.__name__, 0) + 1
                     if not ok:

@@ -19,7 +19,7 @@ from villager_shop.migration import complete as complete_mod
 from villager_shop.migration import guide, runner
 from villager_shop.migration import rollback as rollback_mod
 from villager_shop.migration import verify as verify_mod
-from villager_shop.migration.plan import build_plan
+from villager_shop.migration.plan import build_plan, plan_sql
 from villager_shop.migration.status import status as status_fn
 from villager_shop.migration.steps.base import Context
 
@@ -78,20 +78,7 @@ def plan(
     s = get_settings()
     steps = build_plan()
     if sql:
-        out = [f"-- villager-shop migrate plan --sql ({len(steps)} steps). Every statement runs with these",
-               "-- timeouts and is retried with backoff when a lock is not granted in time.",
-               f"SET lock_timeout = '{s.villager_lock_timeout_ms}ms';", "SET statement_timeout = '60s';", ""]
-        for i, step in enumerate(steps, 1):
-            out.append(f"-- step {i}: {step.name}: {step.title}")
-            out.append(f"-- locks: {step.locks()}")
-            for d in step.ddl():
-                body = d.sql.rstrip().rstrip(";") + ";"
-                if d.concurrent:
-                    out += ["SET statement_timeout = 0;", body, "SET statement_timeout = '60s';"]
-                else:
-                    out += ["BEGIN;", body, "COMMIT;"]
-            out.append("")
-        typer.echo("\n".join(out))
+        typer.echo(plan_sql(s.villager_lock_timeout_ms, steps))
         return
     rows: list[dict[str, Any]] = [{"position": i, "name": st.name, "phase": st.phase, "title": st.title, "locks": st.locks(),
              "max_hold": HOLD.get(st.phase, ""), "reversible": st.reversible} for i, st in enumerate(steps, 1)]

@@ -97,3 +97,22 @@ def build_plan() -> list[Step]:
     names = [s.name for s in steps]
     assert len(names) == len(set(names)), "step names must be unique"
     return steps
+
+
+def plan_sql(lock_timeout_ms: int, steps: list[Step] | None = None) -> str:
+    """The whole plan as one SQL script (what `migrate plan --sql` prints and squawk lints)."""
+    steps = steps if steps is not None else build_plan()
+    out = [f"-- villager-shop migrate plan --sql ({len(steps)} steps). Every statement runs with these",
+           "-- timeouts and is retried with backoff when a lock is not granted in time.",
+           f"SET lock_timeout = '{lock_timeout_ms}ms';", "SET statement_timeout = '60s';", ""]
+    for i, step in enumerate(steps, 1):
+        out.append(f"-- step {i}: {step.name}: {step.title}")
+        out.append(f"-- locks: {step.locks()}")
+        for d in step.ddl():
+            body = d.sql.rstrip().rstrip(";") + ";"
+            if d.concurrent:
+                out += ["SET statement_timeout = 0;", body, "SET statement_timeout = '60s';"]
+            else:
+                out += ["BEGIN;", body, "COMMIT;"]
+        out.append("")
+    return "\n".join(out)
