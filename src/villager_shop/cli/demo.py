@@ -1,8 +1,10 @@
 """`villager-shop demo`: the whole story on a throwaway `villager_demo` database, start to end:
-legacy data → verified backup → online migration under a live writer → verify → status."""
+legacy data → verified backup → rehearsal → online migration under a live writer → verify → status →
+the service."""
 
 from __future__ import annotations
 
+import os
 import time
 
 import typer
@@ -12,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from villager_shop.bench.writer import LiveWriter, check_expected
 from villager_shop.cli.generate import load_with_progress, render_report
 from villager_shop.cli.migrate import RichReporter
+from villager_shop.cli.rehearse import render as render_rehearsal
 from villager_shop.core.config import get_settings
 from villager_shop.core.db import connect, create_database, drop_database
 from villager_shop.core.errors import VerificationFailed
@@ -22,6 +25,8 @@ from villager_shop.migration import runner
 from villager_shop.migration.status import status as migration_status
 from villager_shop.migration.verify import verify
 from villager_shop.safety.backup import create_backup
+from villager_shop.safety.rehearse import RehearsalOptions
+from villager_shop.safety.rehearse import rehearse as run_rehearsal
 
 DEMO_DB = "villager_demo"
 console = Console(highlight=False)
@@ -31,8 +36,12 @@ def demo(
     scale: float = typer.Option(1.0, help="legacy data scale (1 = 10k users, 50k products, 100k orders)"),
     seed: int = typer.Option(42, help="random seed of the generator"),
     writers: int = typer.Option(3, min=0, max=16, help="old-application writer threads during the migration"),
+    serve_after: bool = typer.Option(True, "--serve/--no-serve", help="end by serving the API on the demo database"),
+    host: str = typer.Option("127.0.0.1", help="where the service listens at the end"),
+    port: int = typer.Option(8000, help="port of the service at the end"),
 ) -> None:
-    """Generate legacy data, back it up, migrate it online under a live writer, verify, show status."""
+    """Legacy data → verified backup → rehearsal on staging → online migration under a live writer →
+    verify → status → the shop service on the migrated database."""
     s = get_settings()
     admin = database_url(s)
     cache = redis_url(s)
@@ -50,7 +59,15 @@ def demo(
     entry = create_backup(url, s.backup_dir)
     console.print(f"backup {entry.id}: {entry.size:,} bytes, sha256 {entry.sha256[:16]}…, LSN {entry.lsn}")
 
-    console.rule("3. the online migration, while the old and the new application write")
+    console.rule("3. a rehearsal on a staging copy of that backup")
+    rehearsal = run_rehearsal(url, s, RehearsalOptions(backup_id=entry.id, writer_threads=min(writers, 2)),
+                              say=lambda m: console.print(f"[cyan]▸[/] {m}"))
+    render_rehearsal(rehearsal)
+    if not rehearsal.go:
+        console.print("[yellow]the rehearsal said NO-GO; the demo goes on so you can see the rest — an operator "
+                      "would stop here and read the report[/]")
+
+    console.rule("4. the online migration, while the old and the new application write")
     writer = LiveWriter(url, legacy_threads=writers, new_threads=1 if writers else 0).start()
     progress = Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=console)
@@ -72,7 +89,7 @@ def demo(
     missing = check_expected(url, writer)
     console.print(f"every write present in both representations: {'yes' if not missing else missing[:3]}")
 
-    console.rule("4. verify")
+    console.rule("5. verify")
     with connect(url, autocommit=True) as conn:
         report = verify(conn)
         st = migration_status(conn)
@@ -82,7 +99,7 @@ def demo(
                           f" + {c['quarantined']:>6,} quarantined")
     console.print("verify: [green]OK[/]" if report.ok else "verify: [red]FAILED[/]")
 
-    console.rule("5. status")
+    console.rule("6. status")
     console.print(f"phase {st['phase']}, steps {st['steps_done']}/{st['steps_total']}")
     for b in st["backfill"]:
         console.print(f"  backfill {b['table']:<12} {b['rows_done']:>9,} rows at {b['rows_per_s']:>7,} rows/s,"
@@ -91,3 +108,16 @@ def demo(
                   "`villager-shop migrate rollback --yes` to go back losslessly")
     if not report.ok or stats["writer_errors"] or missing:
         raise VerificationFailed("demo: the migration did not verify (see above)")
+    if not serve_after:
+        return
+    console.rule("7. the shop service on the migrated database")
+    console.print(f"API      http://{host}:{port}/api/products   (OpenAPI: http://{host}:{port}/docs)\n"
+                  f"health   http://{host}:{port}/api/health\n"
+                  f"metrics  http://{host}:{port}/metrics\n"
+                  f"logins:  villager-shop users set-password EMAIL --password-stdin (with DATABASE_URL of the demo)\n"
+                  "Ctrl-C stops the service.")
+    os.environ["DATABASE_URL"] = url
+    get_settings.cache_clear()
+    from villager_shop.cli.serve import serve
+
+    serve(host=host, port=port, workers=1, db_connections=20, access_log=False, log_level="warning")

@@ -27,7 +27,7 @@ out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty()
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-def _render(r: RehearsalReport) -> None:
+def render(r: RehearsalReport) -> None:
     t = Table("step", "status", "seconds", title="migration steps on staging (failed, and those >= 0.05 s)")
     for s in r.steps:
         if s.status not in ("done", "pending") or (s.seconds or 0) >= 0.05:
@@ -104,7 +104,7 @@ def rehearse(
         if not report.go:
             raise typer.Exit(EXIT_NO_GO)
         return
-    _render(report)
+    render(report)
     if not report.go:
         raise VerificationFailed(f"rehearsal: NO-GO ({len(report.reasons)} reason"
                                  f"{'s' if len(report.reasons) != 1 else ''}, listed above; report in "
