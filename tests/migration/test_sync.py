@@ -137,3 +137,15 @@ def test_integrity_check_reports_a_planted_divergence(conn: psycopg.Connection[A
     kinds = {(k, t, str(r)) for k, t, r, _ in violations(conn)}
     assert ("address_mismatch", "users", BALA) in kinds
     assert ("variant_mismatch", "products", RADIO) in kinds
+
+
+def test_catalog_changes_notify_listeners_once_per_statement(conn: psycopg.Connection[Any], migrated_messy: str) -> None:
+    import psycopg as pg
+
+    with pg.connect(migrated_messy, autocommit=True) as listener:
+        listener.execute("LISTEN villager_catalog")
+        ex(conn, "UPDATE products SET price = 77 WHERE shop_id = %s", SHOP)  # old application, many rows
+        ex(conn, "UPDATE users SET name = 'Bala B' WHERE id = %s", BALA)  # not the catalog
+        got = [n.payload for n in listener.notifies(timeout=1.0, stop_after=10)]
+    assert "products" in got and "product_variants" in got  # the trigger-made variant writes too
+    assert got.count("products") == 1 and "users" not in got

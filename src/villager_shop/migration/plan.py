@@ -13,6 +13,7 @@ from villager_shop.migration.steps.backfill import (
     SplitDefaultVariant,
 )
 from villager_shop.migration.steps.base import Step
+from villager_shop.migration.steps.catalog_notify import CatalogNotify
 from villager_shop.migration.steps.columns import AddColumn
 from villager_shop.migration.steps.constraints import AddConstraint, ValidateConstraint
 from villager_shop.migration.steps.indexes import CreateIndex
@@ -77,6 +78,7 @@ def build_plan() -> list[Step]:
                     why="used by the sync triggers and by foreign-key checks", phase="expand"),
         MonitoringViews(),
         SyncTriggers(),
+        CatalogNotify(),
         Backfill("users", [ExtractLookup("users", "house_number", "address_id", "addresses", "house_number",
                                          "canonical_house_number", "ensure_address")],
                  "backfill users.address_id from house_number"),

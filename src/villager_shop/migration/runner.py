@@ -110,6 +110,8 @@ def run(ctx: Context, *, steps: list[Step] | None = None) -> dict[str, Any]:
             summary[step.name] = detail
         state.put(ctx.conn, "run_finished_at", time.time())
         state.set_phase(ctx.conn, "migrated")
+        # The backfill's own writes notified nobody: one notification for all of them.
+        ctx.conn.execute("SELECT pg_notify('villager_catalog', 'migrate run')")
     return summary
 
 

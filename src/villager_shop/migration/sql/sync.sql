@@ -269,3 +269,14 @@ BEGIN
     RETURN NULL;
 END
 $fn$;
+
+-- name: fn_notify_catalog
+-- Any statement that changes the catalog tells listeners (the shop service's cache) once, at
+-- commit; identical notifications of one transaction are folded into one by PostgreSQL.
+CREATE OR REPLACE FUNCTION villager_migration.notify_catalog() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    PERFORM pg_notify('villager_catalog', TG_TABLE_NAME);
+    RETURN NULL;
+END
+$fn$;

@@ -51,7 +51,8 @@ class SyncTriggers(Step):
     phase = "sync"
 
     def ddl(self, utf8: bool = True) -> list[Ddl]:
-        functions = "\n\n".join(body for key, body in sections("sync.sql").items() if key.startswith("fn_"))
+        functions = "\n\n".join(body for key, body in sections("sync.sql").items()
+                                  if key.startswith("fn_") and key != "fn_notify_catalog")
         out = [Ddl(functions, "none on application tables")]
         for table in dict.fromkeys(t[1] for t in TRIGGERS):
             stmts = []

@@ -1,0 +1,38 @@
+"""Tell the shop service's cache when anything changes the catalog: the old application, a script,
+or the sync triggers. Statement-level (one notification per statement, delivered at commit), skipped
+inside the backfill's own transactions (the runner notifies once when the run ends). Unlike the
+sync triggers, these stay after `complete`: any writer keeps invalidating the cache."""
+
+from __future__ import annotations
+
+from villager_shop.migration.ddl import Ddl
+from villager_shop.migration.sqlfiles import section
+from villager_shop.migration.steps.base import Context, Step
+
+CHANNEL = "villager_catalog"
+TABLES = ("products", "product_variants", "product_categories", "shops")
+TRIGGER = "villager_catalog_changed"
+
+
+class CatalogNotify(Step):
+    name = "catalog_notify"
+    title = f"notify channel {CHANNEL} on every catalog change (cache invalidation for any writer)"
+    phase = "sync"
+
+    def ddl(self, utf8: bool = True) -> list[Ddl]:
+        out = [Ddl(section("sync.sql", "fn_notify_catalog"), "none on application tables")]
+        for t in TABLES:
+            out.append(Ddl(
+                f"DROP TRIGGER IF EXISTS {TRIGGER} ON public.{t};\n"
+                f"CREATE TRIGGER {TRIGGER} AFTER INSERT OR UPDATE OR DELETE ON public.{t}\n"
+                f"    FOR EACH STATEMENT WHEN (current_setting('villager.backfill', true) IS DISTINCT FROM 'on')\n"
+                f"    EXECUTE FUNCTION villager_migration.notify_catalog();",
+                f"SHARE ROW EXCLUSIVE on {t} (waits for in-flight writes)"))
+        return out
+
+    def undo_ddl(self) -> list[Ddl]:
+        return [Ddl(f"DROP TRIGGER IF EXISTS {TRIGGER} ON public.{t}", f"SHARE ROW EXCLUSIVE on {t}") for t in TABLES]
+
+    def check(self, ctx: Context) -> bool:
+        n = ctx.scalar("SELECT count(*) FROM pg_trigger WHERE tgname = %s AND NOT tgisinternal", (TRIGGER,))
+        return int(n or 0) == len(TABLES)
