@@ -65,7 +65,7 @@ def _objects(conn: psycopg.Connection[Any]) -> list[Check]:
                if not conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"public.{t}",)).fetchone()[0]]  # type: ignore[index]
     if not conn.execute("SELECT to_regproc('public.check_data_integrity') IS NOT NULL").fetchone()[0]:  # type: ignore[index]
         missing.append("check_data_integrity()")
-    return [Check("objects_present", not missing, len(missing), ", ".join(missing))]
+    return [Check("objects_present", not missing, len(missing), "missing: " + ", ".join(missing) if missing else "all present")]
 
 
 def _integrity(conn: psycopg.Connection[Any]) -> list[Check]:
