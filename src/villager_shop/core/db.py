@@ -51,6 +51,15 @@ def server_version_num(conn: psycopg.Connection[Any]) -> int:
     return int(conn.info.server_version)
 
 
+def stop_work_when_client_dies(conn: psycopg.Connection[Any], interval_ms: int = 1000) -> None:
+    """On PostgreSQL 14+, make the server abandon a running statement soon after this client dies
+    (kill -9), instead of finishing e.g. an index build nobody waits for."""
+    if conn.info.server_version >= 140000:
+        conn.execute(f"SET client_connection_check_interval = {int(interval_ms)}")
+        if not conn.autocommit:
+            conn.commit()
+
+
 def database_exists(admin_url: str, dbname: str) -> bool:
     with connection(admin_url, autocommit=True) as conn:
         return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone() is not None

@@ -21,7 +21,7 @@ from typing import Any
 import psycopg
 from psycopg import errors
 
-from villager_shop.core.db import connect
+from villager_shop.core.db import connect, stop_work_when_client_dies
 from villager_shop.migration.steps.base import Context
 
 RETRYABLE = (errors.LockNotAvailable, errors.DeadlockDetected, errors.SerializationFailure,
@@ -99,6 +99,7 @@ def run_backfill(ctx: Context, step: str, table: str, actions: list[str], busy: 
     def work(k: int) -> None:
         conn = connect(ctx.url, application_name=f"villager-shop backfill {table} #{k}")
         try:
+            stop_work_when_client_dies(conn)
             results[k] = _run(ctx, conn, f"{step}#{k}", table, actions, busy or [], ranges[k],
                               lambda done, total, n: report(k, done, total, n))
         except BaseException as exc:

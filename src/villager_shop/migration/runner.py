@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 
 from villager_shop.core.config import Settings
-from villager_shop.core.db import connect
+from villager_shop.core.db import connect, stop_work_when_client_dies
 from villager_shop.core.errors import RefusedError, VillagerError
 from villager_shop.legacy.schema import LEGACY_TABLES
 from villager_shop.migration import state
@@ -29,6 +29,7 @@ PHASE_OF_STEP = {"expand": "expanding", "sync": "expanding", "backfill": "backfi
 def make_context(url: str, settings: Settings, reporter: Reporter | None = None,
                  conn: psycopg.Connection[Any] | None = None) -> Context:
     conn = conn or connect(url, autocommit=True, application_name="villager-shop migrate")
+    stop_work_when_client_dies(conn)
     enc = conn.execute("SHOW server_encoding").fetchone()
     return Context(
         url=url,
