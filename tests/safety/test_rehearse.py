@@ -127,7 +127,7 @@ def test_quarantine_over_threshold_is_no_go_and_keep_keeps_staging(shop: Any, pg
 
 def test_a_name_clash_in_the_live_database_is_no_go(shop: Any, pg_admin_url: str, tmp_path: Path) -> None:
     """A table named like one the migration creates (someone's old `addresses`): the migration cannot
-    add its foreign key; the rehearsal finds it before production does."""
+    take it over; the rehearsal finds it before production does."""
     url = shop(0.05)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("CREATE TABLE public.addresses (id serial PRIMARY KEY, street text NOT NULL)")
@@ -137,12 +137,12 @@ def test_a_name_clash_in_the_live_database_is_no_go(shop: Any, pg_admin_url: str
     assert len(err_lines) == 1 and "NO-GO" in err_lines[0] and "Traceback" not in res.stderr
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert report["verdict"] == "NO-GO"
-    assert any(r.startswith("step constraint_fk_users_address failed") for r in report["reasons"])
+    assert any(r.startswith("step table_addresses failed") and "not the migration's" in r for r in report["reasons"])
     assert any(r.startswith("verify failed") for r in report["reasons"])
-    assert "constraint_fk_users_address" in res.stdout
+    assert "table_addresses" in res.stdout
     assert not report["projection"]["complete"]
     html = (tmp_path / "report" / "report.html").read_text()
-    assert 'data-name="constraint_fk_users_address" data-status="failed"' in html
+    assert 'data-name="table_addresses" data-status="failed"' in html
     name = name_of(url)
     assert databases_like(pg_admin_url, name) == [name]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from villager_shop.core.errors import RefusedError
 from villager_shop.migration.ddl import Ddl
 from villager_shop.migration.sqlfiles import section
 from villager_shop.migration.steps.base import Context, Step, function_exists, relation_exists
@@ -61,7 +62,22 @@ class CreateTable(Step):
     def check(self, ctx: Context) -> bool:
         return relation_exists(ctx, f"public.{self.table}")
 
+    def expected_columns(self) -> set[str]:
+        body = section("expand.sql", self.table)
+        block = body[body.index("(") + 1:]
+        return {line.split()[0] for line in block.splitlines()
+                if line.strip() and line.startswith("    ") and not line.strip().startswith(("CONSTRAINT", ")"))
+                and line.split()[0].islower()}
+
     def apply(self, ctx: Context) -> dict[str, Any]:
         if self.check(ctx):
+            have = {r[0] for r in ctx.conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = 'public'"
+                " AND table_name = %s", (self.table,))}
+            missing = sorted(self.expected_columns() - have)
+            if missing:
+                raise RefusedError(
+                    f"public.{self.table} already exists and is not the migration's (no column "
+                    f"{', '.join(missing)}); rename or drop it before migrating")
             return {"already": True}
         return super().apply(ctx)
