@@ -31,6 +31,11 @@ class ExtractLookup:
     def actions(self) -> list[str]:
         canon = f"{V}.{self.canonical}(t.{self.column})"
         return [
+            # The batch's rows are locked, so their values cannot change between these statements.
+            f"INSERT INTO public.{self.lookup} ({self.lookup_column})\n"
+            f"SELECT DISTINCT {canon} FROM public.{self.table} t\n"
+            f" WHERE t.id BETWEEN %(lo)s::uuid AND %(hi)s::uuid AND t.id = ANY(%(ids)s) AND {canon} IS NOT NULL\n"
+            f"ON CONFLICT ({self.lookup_column}) DO NOTHING",
             f"UPDATE public.{self.table} t\n"
             f"   SET {self.fk} = coalesce((SELECT l.id FROM public.{self.lookup} l WHERE l.{self.lookup_column} = {canon}),\n"
             f"                           {V}.{self.ensure}({canon}))\n"
