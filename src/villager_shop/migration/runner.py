@@ -45,8 +45,13 @@ def make_context(url: str, settings: Settings, reporter: Reporter | None = None,
 
 
 @contextmanager
-def exclusive(ctx: Context, what: str) -> Iterator[None]:
+def exclusive(ctx: Context, what: str, wait_s: float = 5.0) -> Iterator[None]:
+    # A run killed a moment ago may still hold the lock until its server process notices: wait a little.
+    deadline = time.monotonic() + wait_s
     got = ctx.scalar("SELECT pg_try_advisory_lock(%s, %s)", ADVISORY_KEY)
+    while not got and time.monotonic() < deadline:
+        time.sleep(0.2)
+        got = ctx.scalar("SELECT pg_try_advisory_lock(%s, %s)", ADVISORY_KEY)
     if not got:
         holder = ctx.conn.execute(
             "SELECT a.pid, a.application_name, a.backend_start FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
