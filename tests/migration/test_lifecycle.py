@@ -253,3 +253,14 @@ def test_monitoring_views_answer_on_any_server(legacy_db: str, view: str) -> Non
                 assert len(rows) == 1 and "not loaded" in rows[0][0]
             else:
                 assert all(r[3] > 100 for r in rows)
+
+
+def test_a_second_concurrent_run_is_refused(legacy_db: str) -> None:
+    from villager_shop.migration.runner import ADVISORY_KEY
+
+    with psycopg.connect(legacy_db, autocommit=True, application_name="another migrator") as holder:
+        holder.execute("SELECT pg_advisory_lock(%s, %s)", ADVISORY_KEY)
+        res = run_cli("migrate", "run", database_url=legacy_db)
+    assert res.returncode == 4 and "in progress" in res.stderr and "another migrator" in res.stderr
+    with psycopg.connect(legacy_db) as c:
+        assert c.execute("SELECT to_regclass('public.addresses')").fetchone() == (None,)
