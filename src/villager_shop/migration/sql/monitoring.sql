@@ -51,6 +51,39 @@ SELECT 'cache_hit_ratio', hit.value, 90::numeric,
        CASE WHEN hit.value < 90 THEN 'CRITICAL' ELSE 'OK' END
   FROM hit;
 
+-- name: normalized_violations
+-- The normalized schema's own invariants, true before and after `complete`: order items point at a
+-- variant of their product unless quarantined; orders whose amounts are wrong are quarantined.
+CREATE OR REPLACE FUNCTION villager_migration.normalized_violations()
+RETURNS TABLE (kind text, table_name text, row_id uuid, detail text)
+LANGUAGE sql STABLE AS $fn$
+    SELECT 'order_item_variant', 'order_items', oi.id,
+           format('product %s, variant %s of product %s', oi.product_id, oi.variant_id, v.product_id)
+      FROM public.order_items oi LEFT JOIN public.product_variants v ON v.id = oi.variant_id
+     WHERE (oi.variant_id IS NOT NULL AND v.product_id IS DISTINCT FROM oi.product_id)
+        OR ((oi.variant_id IS NULL OR oi.quantity <= 0)
+            AND NOT EXISTS (SELECT 1 FROM villager_migration.quarantine q
+                             WHERE q.table_name = 'order_items' AND q.row_id = oi.id))
+    UNION ALL
+    SELECT 'not_quarantined', 'orders', o.id,
+           format('%s: subtotal %s + delivery_fee %s, total %s',
+                  villager_migration.order_problem(o.subtotal, o.delivery_fee, o.total),
+                  o.subtotal, o.delivery_fee, o.total)
+      FROM public.orders o
+     WHERE villager_migration.order_problem(o.subtotal, o.delivery_fee, o.total) IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM villager_migration.quarantine q
+                        WHERE q.table_name = 'orders' AND q.row_id = o.id)
+    UNION ALL
+    SELECT 'stale_quarantine', q.table_name, q.row_id, format('quarantined for %s, but the row is fine or gone', q.reason)
+      FROM villager_migration.quarantine q
+     WHERE (q.table_name = 'orders' AND NOT EXISTS (
+                SELECT 1 FROM public.orders o WHERE o.id = q.row_id
+                   AND villager_migration.order_problem(o.subtotal, o.delivery_fee, o.total) IS NOT NULL))
+        OR (q.table_name = 'order_items' AND NOT EXISTS (
+                SELECT 1 FROM public.order_items oi WHERE oi.id = q.row_id
+                   AND (oi.variant_id IS NULL OR oi.quantity <= 0)))
+$fn$;
+
 -- name: check_data_integrity_migrating
 -- One row per violation while both representations live: a legacy value and its normalized
 -- counterpart disagree, or a row is neither migrated nor quarantined, or a quarantine entry is stale.
@@ -92,33 +125,12 @@ LANGUAGE sql STABLE AS $fn$
      WHERE p.price <= 0 AND NOT EXISTS (SELECT 1 FROM villager_migration.quarantine q
                                          WHERE q.table_name = 'products' AND q.row_id = p.id)
     UNION ALL
-    SELECT 'order_item_variant', 'order_items', oi.id,
-           format('product %s, variant %s of product %s', oi.product_id, oi.variant_id, v.product_id)
-      FROM public.order_items oi LEFT JOIN public.product_variants v ON v.id = oi.variant_id
-     WHERE (oi.variant_id IS NOT NULL AND v.product_id IS DISTINCT FROM oi.product_id)
-        OR ((oi.variant_id IS NULL OR oi.quantity <= 0)
-            AND NOT EXISTS (SELECT 1 FROM villager_migration.quarantine q
-                             WHERE q.table_name = 'order_items' AND q.row_id = oi.id))
-    UNION ALL
-    SELECT 'not_quarantined', 'orders', o.id,
-           format('%s: subtotal %s + delivery_fee %s, total %s',
-                  villager_migration.order_problem(o.subtotal, o.delivery_fee, o.total),
-                  o.subtotal, o.delivery_fee, o.total)
-      FROM public.orders o
-     WHERE villager_migration.order_problem(o.subtotal, o.delivery_fee, o.total) IS NOT NULL
-       AND NOT EXISTS (SELECT 1 FROM villager_migration.quarantine q
-                        WHERE q.table_name = 'orders' AND q.row_id = o.id)
-    UNION ALL
     SELECT 'stale_quarantine', q.table_name, q.row_id, format('quarantined for %s, but the row is fine or gone', q.reason)
       FROM villager_migration.quarantine q
-     WHERE (q.table_name = 'products' AND NOT EXISTS (
-                SELECT 1 FROM public.products p WHERE p.id = q.row_id AND p.price <= 0))
-        OR (q.table_name = 'orders' AND NOT EXISTS (
-                SELECT 1 FROM public.orders o WHERE o.id = q.row_id
-                   AND villager_migration.order_problem(o.subtotal, o.delivery_fee, o.total) IS NOT NULL))
-        OR (q.table_name = 'order_items' AND NOT EXISTS (
-                SELECT 1 FROM public.order_items oi WHERE oi.id = q.row_id
-                   AND (oi.variant_id IS NULL OR oi.quantity <= 0)))
+     WHERE q.table_name = 'products' AND NOT EXISTS (
+                SELECT 1 FROM public.products p WHERE p.id = q.row_id AND p.price <= 0)
+    UNION ALL
+    SELECT * FROM villager_migration.normalized_violations()
 $fn$;
 
 -- name: check_data_integrity_completed
@@ -136,20 +148,5 @@ LANGUAGE sql STABLE AS $fn$
       FROM public.products p JOIN public.product_variants v ON v.product_id = p.id AND v.is_default AND v.is_active
      WHERE p.base_price IS DISTINCT FROM v.price
     UNION ALL
-    SELECT 'order_item_variant', 'order_items', oi.id,
-           format('product %s, variant %s of product %s', oi.product_id, oi.variant_id, v.product_id)
-      FROM public.order_items oi LEFT JOIN public.product_variants v ON v.id = oi.variant_id
-     WHERE (oi.variant_id IS NOT NULL AND v.product_id IS DISTINCT FROM oi.product_id)
-        OR ((oi.variant_id IS NULL OR oi.quantity <= 0)
-            AND NOT EXISTS (SELECT 1 FROM villager_migration.quarantine q
-                             WHERE q.table_name = 'order_items' AND q.row_id = oi.id))
-    UNION ALL
-    SELECT 'not_quarantined', 'orders', o.id,
-           format('%s: subtotal %s + delivery_fee %s, total %s',
-                  villager_migration.order_problem(o.subtotal, o.delivery_fee, o.total),
-                  o.subtotal, o.delivery_fee, o.total)
-      FROM public.orders o
-     WHERE villager_migration.order_problem(o.subtotal, o.delivery_fee, o.total) IS NOT NULL
-       AND NOT EXISTS (SELECT 1 FROM villager_migration.quarantine q
-                        WHERE q.table_name = 'orders' AND q.row_id = o.id)
+    SELECT * FROM villager_migration.normalized_violations()
 $fn$;

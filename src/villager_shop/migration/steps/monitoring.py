@@ -15,12 +15,14 @@ class MonitoringViews(Step):
 
     def ddl(self, utf8: bool = True) -> list[Ddl]:
         body = "\n\n".join(section("monitoring.sql", n) for n in (
-            "slow_queries_fn", "slow_queries", "db_performance_summary", "check_data_integrity_migrating"))
+            "slow_queries_fn", "slow_queries", "db_performance_summary", "normalized_violations",
+            "check_data_integrity_migrating"))
         return [Ddl(body, "none on application tables")]
 
     def undo_ddl(self) -> list[Ddl]:
         return [Ddl("DROP VIEW IF EXISTS public.slow_queries, public.db_performance_summary", "none"),
-                Ddl("DROP FUNCTION IF EXISTS public.check_data_integrity()", "none")]
+                Ddl("DROP FUNCTION IF EXISTS public.check_data_integrity()", "none"),
+                Ddl("DROP FUNCTION IF EXISTS villager_migration.normalized_violations()", "none")]
 
     def check(self, ctx: Context) -> bool:
         return (relation_exists(ctx, "public.db_performance_summary") and relation_exists(ctx, "public.slow_queries")
