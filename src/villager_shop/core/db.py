@@ -54,10 +54,14 @@ def server_version_num(conn: psycopg.Connection[Any]) -> int:
 def stop_work_when_client_dies(conn: psycopg.Connection[Any], interval_ms: int = 1000) -> None:
     """On PostgreSQL 14+, make the server abandon a running statement soon after this client dies
     (kill -9), instead of finishing e.g. an index build nobody waits for."""
-    if conn.info.server_version >= 140000:
+    if conn.info.server_version < 140000:
+        return
+    try:
         conn.execute(f"SET client_connection_check_interval = {int(interval_ms)}")
-        if not conn.autocommit:
-            conn.commit()
+    except psycopg.Error:  # a restricted role or server: only an optimisation, go on without it
+        pass
+    if not conn.autocommit:
+        conn.commit()
 
 
 def database_exists(admin_url: str, dbname: str) -> bool:
