@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -56,10 +57,9 @@ def stop_work_when_client_dies(conn: psycopg.Connection[Any], interval_ms: int =
     (kill -9), instead of finishing e.g. an index build nobody waits for."""
     if conn.info.server_version < 140000:
         return
-    try:
+    # A restricted role or server: only an optimisation, go on without it.
+    with contextlib.suppress(psycopg.Error):
         conn.execute(f"SET client_connection_check_interval = {int(interval_ms)}")
-    except psycopg.Error:  # a restricted role or server: only an optimisation, go on without it
-        pass
     if not conn.autocommit:
         conn.commit()
 

@@ -72,8 +72,8 @@ def part_names(conn: psycopg.Connection[Any], step: str, workers: int) -> int:
     return int(row[0]) if row and row[0] else workers
 
 
-def run_backfill(ctx: Context, step: str, table: str, actions: list[str], busy: list[str] | None = None
-                 ) -> BackfillResult:
+def run_backfill(ctx: Context, step: str, table: str, actions: list[str], busy: list[str] | None = None,
+                 only: str | None = None) -> BackfillResult:
     """Backfill `table` with `ctx.backfill_workers` connections, each walking its own key range."""
     probe = connect(ctx.url, application_name=f"villager-shop backfill {table}")
     try:
@@ -101,7 +101,7 @@ def run_backfill(ctx: Context, step: str, table: str, actions: list[str], busy: 
         try:
             stop_work_when_client_dies(conn)
             results[k] = _run(ctx, conn, f"{step}#{k}", table, actions, busy or [], ranges[k],
-                              lambda done, total, n: report(k, done, total, n))
+                              lambda done, total, n: report(k, done, total, n), only)
         except BaseException as exc:
             results[k] = exc
         finally:
@@ -121,7 +121,8 @@ def run_backfill(ctx: Context, step: str, table: str, actions: list[str], busy: 
 
 
 def _run(ctx: Context, conn: psycopg.Connection[Any], step: str, table: str, actions: list[str],
-         busy: list[str], key_range: tuple[str, str], report: Callable[[int, int, int], None]) -> BackfillResult:
+         busy: list[str], key_range: tuple[str, str], report: Callable[[int, int, int], None],
+         only: str | None = None) -> BackfillResult:
     lo, hi = key_range
     last_id, done, saved_size = _init_progress(conn, step, table, key_range)
     max_size = max(MIN_BATCH, ctx.batch_size)
@@ -136,11 +137,14 @@ def _run(ctx: Context, conn: psycopg.Connection[Any], step: str, table: str, act
     pick = (f"WITH r AS (SELECT id FROM public.{table} WHERE id {{op}} %(last)s::uuid AND id <= %(hi)s::uuid"
             f" ORDER BY id LIMIT %(n)s)"
             " SELECT (SELECT id FROM r ORDER BY id DESC LIMIT 1)::text, (SELECT count(*) FROM r)")
-    lock = (f"SELECT coalesce(array_agg(id), ARRAY[]::uuid[]) FROM (SELECT id FROM public.{table}"
-            f" WHERE id {{op}} %(last)s::uuid AND id <= %(upper)s::uuid FOR NO KEY UPDATE SKIP LOCKED) l")
+    # `only`: a predicate over the row; when given, only the rows matching it need the actions, so
+    # only they are locked (a scan that quarantines a few rows writes nothing to the others).
+    where_only = f" AND ({only})" if only else ""
+    lock = (f"SELECT coalesce(array_agg(id), ARRAY[]::uuid[]) FROM (SELECT id FROM public.{table} t"
+            f" WHERE id {{op}} %(last)s::uuid AND id <= %(upper)s::uuid{where_only} FOR NO KEY UPDATE SKIP LOCKED) l")
     remember = (f"INSERT INTO villager_migration.backfill_retry (step, row_id)"
-                f" SELECT %(step)s, id FROM public.{table} WHERE id {{op}} %(last)s::uuid AND id <= %(upper)s::uuid"
-                f" AND id <> ALL(%(ids)s) ON CONFLICT DO NOTHING")
+                f" SELECT %(step)s, id FROM public.{table} t WHERE id {{op}} %(last)s::uuid AND id <= %(upper)s::uuid"
+                f" AND id <> ALL(%(ids)s){where_only} ON CONFLICT DO NOTHING")
     while True:
         op = ">" if last_id is not None else ">="
         t0 = time.perf_counter()
@@ -155,7 +159,7 @@ def _run(ctx: Context, conn: psycopg.Connection[Any], step: str, table: str, act
                 ids = conn.execute(lock.format(op=op), params).fetchone()[0]  # type: ignore[index]
                 if ids and busy:
                     ids = _without_busy(conn, busy, ids)
-                if len(ids) < n:
+                if len(ids) < n or only:
                     conn.execute(remember.format(op=op), {**params, "ids": ids})
                 if ids:
                     _apply(conn, actions, ids)

@@ -90,7 +90,8 @@ def build_plan() -> list[Step]:
         Backfill("order_items", [DefaultVariantReference()], "backfill order_items.variant_id"),
         Backfill("orders", [Quarantine("orders", "villager_migration.order_problem(s.subtotal, s.delivery_fee,"
                                                  " s.total)")],
-                 "quarantine orders whose amounts are negative or do not add up"),
+                 "quarantine orders whose amounts are negative or do not add up",
+                 only="villager_migration.order_problem(t.subtotal, t.delivery_fee, t.total) IS NOT NULL"),
         *[AddConstraint(t, n, d, referenced=r) for t, n, d, r in CONSTRAINTS if r is not None],
         *[ValidateConstraint(t, n, VIOLATIONS.get(n)) for t, n, _, _ in CONSTRAINTS],
         *[CreateIndex(i, t, d, why=w) for i, t, d, w in INDEXES],
