@@ -4,6 +4,7 @@ navigate, evaluate JavaScript, take a screenshot. Started and always stopped by 
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import json
 import shutil
@@ -37,6 +38,7 @@ class Chromium:
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self._ids = itertools.count(1)
         self.ws: ClientConnection | None = None
+        self._stack = contextlib.ExitStack()
         try:
             port = self._devtools_port()
             deadline = time.monotonic() + 20
@@ -47,7 +49,8 @@ class Chromium:
                     break
                 assert time.monotonic() < deadline, "chromium opened no page"
                 time.sleep(0.2)
-            self.ws = connect(pages[0]["webSocketDebuggerUrl"], max_size=64 * 2**20, open_timeout=10)
+            self.ws = self._stack.enter_context(
+                connect(pages[0]["webSocketDebuggerUrl"], max_size=64 * 2**20, open_timeout=10))
             self.call("Page.enable")
             self.call("Runtime.enable")
         except BaseException:
@@ -110,11 +113,8 @@ class Chromium:
         path.write_bytes(base64.b64decode(data))
 
     def close(self) -> None:
-        if self.ws is not None:
-            try:
-                self.ws.close()
-            except Exception:
-                pass
+        with contextlib.suppress(Exception):
+            self._stack.close()
         self.proc.terminate()
         try:
             self.proc.wait(timeout=10)
