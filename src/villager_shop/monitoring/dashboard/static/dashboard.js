@@ -54,12 +54,12 @@
       {label: "connections", stroke: "#5aa9ff", width: 2, spanGaps: true},
       {label: "threshold", stroke: "#ff6b6b", dash: [6, 4], width: 1, spanGaps: true}],
       {scales: {x: {time: true}, y: {range: (u, min, max) => [0, Math.max(10, max * 1.1)]}}});
-    makeChart("chart-p95", [{label: "p95 ms", stroke: "#ffd166", width: 2, spanGaps: true}],
+    makeChart("chart-p95", [{label: "p95 ms", stroke: "#ffd166", width: 2, spanGaps: false}],
       {scales: {x: {time: true}, y: {range: (u, min, max) => [0, Math.max(5, max * 1.2)]}}});
-    makeChart("chart-errors", [{label: "5xx %", stroke: "#ff6b6b", width: 2, spanGaps: true}],
+    makeChart("chart-errors", [{label: "5xx %", stroke: "#ff6b6b", width: 2, spanGaps: false}],
       {scales: {x: {time: true}, y: {range: (u, min, max) => [0, Math.max(1, max * 1.2)]}}});
     makeChart("chart-cache", [
-      {label: "Redis", stroke: "#06d6a0", width: 2, spanGaps: true},
+      {label: "Redis", stroke: "#06d6a0", width: 2, spanGaps: false},
       {label: "PostgreSQL", stroke: "#5aa9ff", width: 2, spanGaps: true}],
       {scales: {x: {time: true}, y: {range: [0, 100]}}});
     makeChart("chart-orders", [{label: "orders", stroke: "#c77dff", fill: "rgba(199,125,255,0.45)", paths: bars(),
