@@ -10,12 +10,15 @@ import secrets
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from villager_shop.core.config import Settings
 from villager_shop.core.errors import ConfigError
+
+MonitoringAccess = Literal["admin_or_local", "admin", "local", "public"]
 
 
 class ServiceSettings(BaseSettings):
@@ -36,6 +39,14 @@ class ServiceSettings(BaseSettings):
     delivery_fee: Decimal = Field(default=Decimal("10.00"), ge=0, le=10_000, decimal_places=2,
                                   description="flat delivery fee added to each order")
     jwt_ttl_s: int = Field(default=3600, ge=60, le=30 * 86_400, description="lifetime of an access token")
+    monitoring_access: MonitoringAccess = Field(
+        default="admin_or_local",
+        description="who sees /dashboard and /api/monitoring/*: admin_or_local (an admin's token, or a client"
+                    " on 127.0.0.1/::1), admin, local, or public")
+    monitoring_interval_s: float = Field(default=5.0, ge=0.5, le=60, description="sampling period of the"
+                                         " database views, migration state and dashboard history")
+    monitoring_orders_ttl_s: float = Field(default=60.0, ge=1, le=3600, description="cache of the orders"
+                                           " aggregates (orders per hour, revenue per day)")
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,9 @@ class ServiceConfig:
     health_metrics_ttl_s: float = 5.0
     delivery_fee: Decimal = Decimal("10.00")
     jwt_ttl_s: int = 3600
+    monitoring_access: MonitoringAccess = "admin_or_local"
+    monitoring_interval_s: float = 5.0
+    monitoring_orders_ttl_s: float = 60.0
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod

@@ -19,6 +19,7 @@ from villager_shop.api.services.health import Health
 from villager_shop.api.services.orders import Orders
 from villager_shop.api.services.products import Products
 from villager_shop.cache import Cache
+from villager_shop.monitoring.sampler import Monitor
 
 
 @dataclass
@@ -30,6 +31,7 @@ class AppServices:
     products: Products
     orders: Orders
     health: Health
+    monitor: Monitor
 
 
 def get_services(request: Request) -> AppServices:

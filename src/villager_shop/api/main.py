@@ -7,6 +7,7 @@ environment)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,7 +21,7 @@ from villager_shop.api.config import ServiceConfig
 from villager_shop.api.database import make_pool
 from villager_shop.api.deps import AppServices
 from villager_shop.api.errors import ApiError
-from villager_shop.api.routes import auth, health, orders, products, shops
+from villager_shop.api.routes import auth, health, monitoring, orders, products, shops
 from villager_shop.api.services.accounts import ensure_service_schema
 from villager_shop.api.services.catalog import Catalog
 from villager_shop.api.services.health import Health
@@ -29,6 +30,8 @@ from villager_shop.api.services.products import Products
 from villager_shop.cache import Cache
 from villager_shop.core.db import connection
 from villager_shop.monitoring import metrics
+from villager_shop.monitoring.middleware import MetricsMiddleware
+from villager_shop.monitoring.sampler import Monitor, Sampler
 
 log = logging.getLogger("villager_shop.api")
 
@@ -49,20 +52,31 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
         cache = Cache(cfg.redis_url if cfg.cache_enabled else None, prefix=cfg.cache_prefix, ttl_s=cfg.cache_ttl_s,
                       timeout_ms=cfg.redis_timeout_ms, breaker_s=cfg.redis_breaker_s)
         await cache.start()
+        sampler = Sampler(cfg.database_url, interval_s=cfg.monitoring_interval_s,
+                          orders_ttl_s=cfg.monitoring_orders_ttl_s, connect_timeout_s=cfg.db_connect_timeout_s)
+        monitor = Monitor(sampler, pool)
         app.state.services = AppServices(
             config=cfg, pool=pool, cache=cache, catalog=Catalog(pool, cache), products=Products(pool, cache),
-            orders=Orders(pool, cache, cfg.delivery_fee), health=Health(pool, cache, cfg.health_metrics_ttl_s))
+            orders=Orders(pool, cache, cfg.delivery_fee), health=Health(pool, cache, cfg.health_metrics_ttl_s),
+            monitor=monitor)
+        sampling = asyncio.create_task(monitor.run(), name="monitoring sampler")
         try:
             yield
         finally:
+            sampling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampling
+            await sampler.close()
             await cache.close()
             await pool.close()
             metrics.mark_process_dead()
 
     app = FastAPI(title="Villager Shop", version="1.0", lifespan=lifespan,
                   description="The marketplace API on the normalized schema (see README, 'Shop service').")
-    for module in (products, shops, orders, auth, health):
+    for module in (products, shops, orders, auth, health, monitoring):
         app.include_router(module.router)
+    app.mount("/dashboard/static", monitoring.static_files(), name="dashboard-static")
+    app.add_middleware(MetricsMiddleware)  # pure ASGI: counts every request by route template
     _install_error_handlers(app)
     return app
 

@@ -27,6 +27,7 @@ from villager_shop.api.errors import BadRequest, Conflict, Forbidden, Invalid, N
 from villager_shop.api.queries import sections
 from villager_shop.api.services.accounts import User
 from villager_shop.cache import CATALOG, Cache
+from villager_shop.monitoring.metrics import ORDERS, REVENUE
 
 STATUSES = ("pending", "confirmed", "delivered", "cancelled")
 TRANSITIONS = {"pending": {"confirmed", "cancelled"}, "confirmed": {"delivered", "cancelled"}}
@@ -176,6 +177,8 @@ class Orders:
                     (order_id, user.id, idempotency_key))
             body = await _order_json(conn, order_id)
             assert body is not None
+        ORDERS.labels("created").inc()  # committed (a replay returned above and is not counted)
+        REVENUE.labels("created").inc(float(subtotal + self.delivery_fee))
         await self.cache.invalidate(CATALOG)  # stock changed: after the commit
         return body, False
 
@@ -231,16 +234,16 @@ class Orders:
         raise AssertionError("unreachable")
 
     async def _set_status_once(self, user: User, order_id: uuid.UUID, status: str) -> bytes:
-        restocked = False
+        restocked = cancelled = False
         async with self.pool.connection() as conn, conn.transaction():
             cur = conn.cursor(row_factory=tuple_row)
             await cur.execute(
-                """SELECT o.status, s.owner_id FROM public.orders o JOIN public.shops s ON s.id = o.shop_id
+                """SELECT o.status, s.owner_id, o.total FROM public.orders o JOIN public.shops s ON s.id = o.shop_id
                         WHERE o.id = %s FOR NO KEY UPDATE OF o""", (order_id,))
             row = await cur.fetchone()
             if row is None:
                 raise NotFound("order not found")
-            current, owner = row
+            current, owner, total = row
             if not (user.is_admin or (user.role == "shopkeeper" and owner == user.id)):
                 raise Forbidden("only the shop's keeper or an admin can change an order")
             if status != current:
@@ -263,8 +266,12 @@ class Orders:
                         restocked = True
                 await cur.execute("UPDATE public.orders SET status = %s, updated_at = now() WHERE id = %s",
                                   (status, order_id))
+                cancelled = status == "cancelled"
             body = await _order_json(conn, order_id)
             assert body is not None
+        if cancelled:  # committed
+            ORDERS.labels("cancelled").inc()
+            REVENUE.labels("cancelled").inc(float(total))
         if restocked:
             await self.cache.invalidate(CATALOG)
         return body
