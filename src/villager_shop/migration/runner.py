@@ -55,7 +55,8 @@ def exclusive(ctx: Context, what: str, wait_s: float = 5.0) -> Iterator[None]:
     if not got:
         holder = ctx.conn.execute(
             "SELECT a.pid, a.application_name, a.backend_start FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
-            " WHERE l.locktype = 'advisory' AND l.classid = %s AND l.objid = %s AND l.granted", ADVISORY_KEY,
+            " WHERE l.locktype = 'advisory' AND l.classid = %s AND l.objid = %s AND l.granted"
+            " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())", ADVISORY_KEY,
         ).fetchone()
         who = f" (pid {holder[0]}, {holder[1]!r}, since {holder[2]:%H:%M:%S})" if holder else ""
         raise RefusedError(f"cannot {what}: another migrate run/rollback/complete is in progress{who}")

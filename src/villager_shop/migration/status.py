@@ -61,7 +61,8 @@ def status(conn: psycopg.Connection[Any]) -> dict[str, Any]:
         quarantine.setdefault(table, {})[reason] = int(n)
     running = bool(conn.execute(
         "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = %s AND objid = %s"
-        " AND granted)", ADVISORY_KEY).fetchone()[0])  # type: ignore[index]
+        " AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))",
+        ADVISORY_KEY).fetchone()[0])  # type: ignore[index]
     legacy_writes = conn.execute("SELECT last_value, is_called FROM villager_migration.legacy_writes").fetchone()
     return {
         "phase": state.phase(conn),
