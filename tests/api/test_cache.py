@@ -184,3 +184,23 @@ async def test_an_invalidation_redis_refused_is_replayed_before_cached_reads(
     assert (await electronics(api))[str(RADIO)]["variants"][0]["price"] == 433
     assert hits() == before + 1
     admin.close()
+
+
+async def test_a_write_by_the_old_application_is_not_served_stale(api_migrating: Api, shop_db: ShopDb) -> None:
+    """The old application (plain SQL on the legacy columns) changes a price: the sync trigger and
+    the catalog notification make the next listings show it, well before the cache TTL."""
+    import psycopg
+
+    api = api_migrating
+    assert (await electronics(api))[str(RADIO)]["variants"][0]["price"] != 321
+    await electronics(api)  # cached now
+    with psycopg.connect(shop_db.url, autocommit=True) as conn:
+        conn.execute("UPDATE products SET price = 321 WHERE id = %s", (RADIO,))
+    deadline = time.monotonic() + 2.0
+    price = None
+    while time.monotonic() < deadline:
+        price = (await electronics(api))[str(RADIO)]["variants"][0]["price"]
+        if price == 321:
+            break
+        await asyncio.sleep(0.02)
+    assert price == 321

@@ -17,6 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from psycopg_pool import PoolTimeout
 
+from villager_shop.api.catalog_listener import listen_for_catalog_changes
 from villager_shop.api.config import ServiceConfig
 from villager_shop.api.database import make_pool
 from villager_shop.api.deps import AppServices
@@ -60,12 +61,16 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
             orders=Orders(pool, cache, cfg.delivery_fee), health=Health(pool, cache, cfg.health_metrics_ttl_s),
             monitor=monitor)
         sampling = asyncio.create_task(monitor.run(), name="monitoring sampler")
+        listening = asyncio.create_task(
+            listen_for_catalog_changes(cfg.database_url, cache, connect_timeout_s=cfg.db_connect_timeout_s),
+            name="catalog change listener")
         try:
             yield
         finally:
-            sampling.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sampling
+            for task in (sampling, listening):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await sampler.close()
             await cache.close()
             await pool.close()
