@@ -322,7 +322,7 @@ def cache_counters(prom_dir: Path) -> dict[str, float]:
 
 
 def _delta(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
-    d = {k.removeprefix("villager_").removesuffix("_total"): int(after.get(k, 0) - before.get(k, 0))
+    d: dict[str, Any] = {k.removeprefix("villager_").removesuffix("_total"): int(after.get(k, 0) - before.get(k, 0))
          for k in after}
     looked = d.get("cache_hits", 0) + d.get("cache_misses", 0)
     d["cache_hit_ratio"] = round(d.get("cache_hits", 0) / looked, 3) if looked else None
