@@ -32,7 +32,8 @@ class AppServices:
     health: Health
 
 
-def get_services(request: Request) -> AppServices:
+async def get_services(request: Request) -> AppServices:
+    # async on purpose: FastAPI runs a plain `def` dependency in a worker thread, on every request
     services: AppServices = request.app.state.services
     return services
 

@@ -40,6 +40,8 @@ PASSWORD = "bench-shopper-pass"
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 LISTING_NAMES = ("GET /api/products?category=[slug]", "GET /api/products?category=[slug]&cursor=[next]",
                  "GET /api/products")
+# The shopper mix (weights, in percent): mostly category listings; see locustfile.py
+MIX = {"category_listing": 55, "whole_catalog": 8, "product_page": 25, "categories": 8, "order": 4}
 CPU_WARNING = re.compile(r"CPU usage above \d+%")
 
 
@@ -166,6 +168,17 @@ class Server:
         with contextlib.suppress(ProcessLookupError):  # a worker that outlived its parent
             os.killpg(proc.pid, signal.SIGKILL)
 
+    def warnings(self, limit: int = 5) -> dict[str, Any]:
+        """Count and first distinct WARNING/ERROR lines of its log (e.g. the cache's breaker opening)."""
+        lines = [ln.strip() for ln in self.log.read_text(errors="replace").splitlines()
+                 if re.search(r"\b(WARNING|ERROR|CRITICAL|Traceback)\b", ln)] if self.log.exists() else []
+        distinct: list[str] = []
+        for ln in lines:
+            short = re.sub(r"\d+(\.\d+)?", "N", ln)[:200]
+            if short not in distinct:
+                distinct.append(short)
+        return {"count": len(lines), "first": distinct[:limit]}
+
     def __enter__(self) -> Server:
         return self.start()
 
@@ -182,6 +195,18 @@ def login(base: str, email: str) -> str:
 
 
 # -- ab -----------------------------------------------------------------------------------------
+
+
+def parse_mix(text: str) -> dict[str, int]:
+    """'order=1,product_page=28' -> weights that override MIX (unknown names are refused)."""
+    out: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, value = part.partition("=")
+        if name.strip() not in MIX or not value.strip().isdigit():
+            raise VillagerError(f"--mix: expected NAME=WEIGHT with NAME in {', '.join(MIX)}, got {part!r}",
+                                exit_code=2)
+        out[name.strip()] = int(value)
+    return out
 
 
 def parse_ab(text: str, percentiles_csv: Path | None = None) -> dict[str, Any]:
@@ -318,6 +343,9 @@ def cache_counters(prom_dir: Path) -> dict[str, float]:
             if sample.name in ("villager_cache_hits_total", "villager_cache_misses_total",
                                "villager_cache_bypassed_total", "villager_db_queries_total"):
                 out[sample.name] = out.get(sample.name, 0.0) + sample.value
+            elif sample.name == "villager_cache_errors_total":
+                name = f"villager_cache_errors_{sample.labels.get('operation', '')}_total"
+                out[name] = out.get(name, 0.0) + sample.value
     return out
 
 
@@ -357,7 +385,8 @@ def _drop_redis_keys(redis_url: str, prefix: str) -> None:
 def bench_api(admin_url: str, redis_url: str, *, scale: float, seed: int = 42, users: int = 1000,
               duration_s: int = 60, workers: int = 2, db_connections: int = 20, spawn_rate: float | None = None,
               locust_processes: int = 1, guide_requests: int = 1000, cached_requests: int = 20000,
-              cached_concurrency: int = 50, customers: int = 10, keep: bool = False,
+              cached_concurrency: int = 50, customers: int = 10, mix: dict[str, int] | None = None,
+              keep: bool = False,
               say: Say = lambda _m: None) -> dict[str, Any]:
     tag = f"vbench_api_{os.getpid()}"
     prefix = f"{tag}_{secrets.token_hex(3)}"
@@ -386,6 +415,7 @@ def bench_api(admin_url: str, redis_url: str, *, scale: float, seed: int = 42, u
             with service:
                 say(f"service up on {service.base} ({workers} worker(s)); logging in {len(data['logins'])} customers")
                 data["tokens"] = [login(service.base, email) for email in data["logins"]]
+                data["weights"] = {**MIX, **(mix or {})}
                 data_file = workdir / "locust-data.json"
                 data_file.write_text(json.dumps(data))
                 for path in ("/api/products", "/api/categories", f"/api/products?category={data['hot_slug']}"):
@@ -403,7 +433,9 @@ def bench_api(admin_url: str, redis_url: str, *, scale: float, seed: int = 42, u
                 scenarios["locust_mix"] = run_locust(service.base, data_file=data_file, users=users, spawn_rate=rate,
                                                      duration_s=duration_s, processes=locust_processes,
                                                      workdir=workdir)
+                scenarios["locust_mix"]["mix_percent"] = data["weights"]
                 scenarios["locust_mix"]["service_counters"] = _delta(before, cache_counters(prom))
+            out["service_log_warnings"] = service.warnings()
             ceiling_port = free_port()
             ceiling = Server("ceiling (bare ASGI on uvicorn)", [
                 sys.executable, "-m", "uvicorn", "villager_shop.bench.ceiling:app", "--host", "127.0.0.1",

@@ -13,7 +13,7 @@ import os
 import random
 import uuid
 
-from locust import FastHttpUser, constant, task
+from locust import FastHttpUser, constant
 
 with open(os.environ["VILLAGER_BENCH_DATA"], encoding="utf-8") as _fh:
     DATA = json.load(_fh)
@@ -32,57 +32,71 @@ ORDER = "POST /api/orders"
 ORDER_409 = "POST /api/orders [409 out of stock]"
 
 
+# Shares of the mix in percent (bench api --mix overrides them through the data file).
+WEIGHTS = {"category_listing": 55, "whole_catalog": 8, "product_page": 25, "categories": 8, "order": 4,  # bench.api.MIX
+           **DATA.get("weights", {})}
+
+
+def _listing(user, params, name):
+    with user.client.get("/api/products", params=params, name=name, catch_response=True) as resp:
+        if resp.status_code != 200:
+            resp.failure(f"HTTP {resp.status_code}")
+            user.cursor = None
+            return
+        try:
+            user.cursor = resp.json().get("next_cursor")
+        except ValueError:
+            resp.failure("not JSON")
+            user.cursor = None
+
+
+def category_listing(user):
+    """A category's first page, or (30 % of the time, when there is one) the next page of the last one."""
+    if user.cursor and random.random() < 0.3:
+        _listing(user, {"category": user.slug, "cursor": user.cursor}, LISTING_NEXT)
+        return
+    user.slug = random.choice(SLUGS)
+    _listing(user, {"category": user.slug}, LISTING)
+
+
+def whole_catalog(user):
+    user.client.get("/api/products", name=CATALOG)
+
+
+def product_page(user):
+    user.client.get(f"/api/products/{random.choice(PRODUCTS)}", name=PRODUCT)
+
+
+def categories(user):
+    user.client.get("/api/categories", name=CATEGORIES)
+
+
+def order(user):
+    """One or two units of an in-stock variant; 409 (sold out meanwhile) is a correct answer."""
+    if not user.auth or not VARIANTS:
+        return
+    body = {"items": [{"variant_id": random.choice(VARIANTS), "quantity": random.randint(1, 2)}]}
+    headers = {**user.auth, "Idempotency-Key": uuid.uuid4().hex}
+    with user.client.post("/api/orders", json=body, headers=headers, name=ORDER, catch_response=True) as resp:
+        if resp.status_code == 201:
+            resp.success()
+        elif resp.status_code == 409:
+            resp.request_meta["name"] = ORDER_409
+            resp.success()
+        else:
+            resp.failure(f"HTTP {resp.status_code}")
+
+
+_TASKS = {"category_listing": category_listing, "whole_catalog": whole_catalog, "product_page": product_page,
+          "categories": categories, "order": order}
+
+
 class Shopper(FastHttpUser):
     wait_time = constant(1)
+    tasks = {fn:  # noqa: RUF012 (locust reads the class attribute)
+              WEIGHTS[name] for name, fn in _TASKS.items() if WEIGHTS.get(name, 0) > 0}
 
     def on_start(self):
         self.slug = random.choice(SLUGS)
         self.cursor = None
         self.auth = {"Authorization": f"Bearer {random.choice(TOKENS)}"} if TOKENS else None
-
-    def _listing(self, path, name, params):
-        with self.client.get(path, params=params, name=name, catch_response=True) as resp:
-            if resp.status_code != 200:
-                resp.failure(f"HTTP {resp.status_code}")
-                self.cursor = None
-                return
-            try:
-                self.cursor = resp.json().get("next_cursor")
-            except ValueError:
-                resp.failure("not JSON")
-                self.cursor = None
-
-    @task(55)
-    def category_listing(self):
-        if self.cursor and random.random() < 0.3:
-            self._listing("/api/products", LISTING_NEXT, {"category": self.slug, "cursor": self.cursor})
-            return
-        self.slug = random.choice(SLUGS)
-        self._listing("/api/products", LISTING, {"category": self.slug})
-
-    @task(8)
-    def whole_catalog(self):
-        self.client.get("/api/products", name=CATALOG)
-
-    @task(25)
-    def product_page(self):
-        self.client.get(f"/api/products/{random.choice(PRODUCTS)}", name=PRODUCT)
-
-    @task(8)
-    def categories(self):
-        self.client.get("/api/categories", name=CATEGORIES)
-
-    @task(4)
-    def order(self):
-        if not self.auth or not VARIANTS:
-            return
-        body = {"items": [{"variant_id": random.choice(VARIANTS), "quantity": random.randint(1, 2)}]}
-        headers = {**self.auth, "Idempotency-Key": uuid.uuid4().hex}
-        with self.client.post("/api/orders", json=body, headers=headers, name=ORDER, catch_response=True) as resp:
-            if resp.status_code == 201:
-                resp.success()
-            elif resp.status_code == 409:
-                resp.request_meta["name"] = ORDER_409
-                resp.success()
-            else:
-                resp.failure(f"HTTP {resp.status_code}")

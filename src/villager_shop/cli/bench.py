@@ -44,11 +44,13 @@ def api(
     guide_requests: int = typer.Option(1000, min=1, help="requests of the guide's `ab -n N -c 10` scenario"),
     cached_requests: int = typer.Option(20000, min=1, help="requests of the cached-listing and ceiling runs"),
     cached_concurrency: int = typer.Option(50, min=1, max=20_000, help="ab -c of the cached-listing and ceiling runs"),
+    mix: str = typer.Option("", "--mix", help="override shares of the locust mix, e.g. 'order=1,product_page=28'"
+                            " (category_listing, whole_catalog, product_page, categories, order)"),
     keep: bool = typer.Option(False, "--keep", help="keep the scratch database"),
     as_json: bool = typer.Option(False, "--json", help="print only the JSON result"),
 ) -> None:
     """The shop API under locust's shop mix, the guide's ab run, and cached-listing vs bare-ASGI throughput."""
-    from villager_shop.bench.api import bench_api
+    from villager_shop.bench.api import bench_api, parse_mix
     from villager_shop.bench.migration import admin_url_for
     from villager_shop.embedded import redis_url
 
@@ -58,6 +60,6 @@ def api(
                        duration_s=duration, workers=workers, db_connections=db_connections,
                        spawn_rate=spawn_rate or None, locust_processes=locust_processes,
                        guide_requests=guide_requests, cached_requests=cached_requests,
-                       cached_concurrency=cached_concurrency, keep=keep,
+                       cached_concurrency=cached_concurrency, mix=parse_mix(mix), keep=keep,
                        say=(lambda m: None) if as_json else (lambda m: err.print(m, markup=False)))
     typer.echo(json.dumps(result, indent=None if as_json else 2))
