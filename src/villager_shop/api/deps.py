@@ -34,7 +34,8 @@ class AppServices:
     monitor: Monitor
 
 
-def get_services(request: Request) -> AppServices:
+async def get_services(request: Request) -> AppServices:
+    # async on purpose: FastAPI runs a plain `def` dependency in a worker thread, on every request
     services: AppServices = request.app.state.services
     return services
 

@@ -29,3 +29,37 @@ def migration(
     result = bench_migration(admin_url_for(url), scale=scale, seed=seed, writer_threads=writer_threads,
                              say=(lambda m: None) if as_json else (lambda m: err.print(m, markup=False)))
     typer.echo(json.dumps(result, indent=None if as_json else 2))
+
+
+@app.command()
+def api(
+    scale: float = typer.Option(1.0, min=0.01, max=100, help="legacy data scale to generate and migrate"),
+    seed: int = typer.Option(42, help="generator seed"),
+    users: int = typer.Option(1000, min=1, max=100_000, help="locust users (1 s think time each)"),
+    duration: int = typer.Option(60, min=1, max=86_400, help="locust run time in seconds (ramp included)"),
+    workers: int = typer.Option(2, min=1, max=64, help="uvicorn workers of the service and of the ceiling"),
+    db_connections: int = typer.Option(20, min=1, max=1000, help="PostgreSQL connections of all workers"),
+    spawn_rate: float = typer.Option(0, min=0, help="users started per second (0 = all within 10 s, or a quarter of a shorter run)"),
+    locust_processes: int = typer.Option(1, min=1, max=64, help="locust --processes (1 = a single process)"),
+    guide_requests: int = typer.Option(1000, min=1, help="requests of the guide's `ab -n N -c 10` scenario"),
+    cached_requests: int = typer.Option(20000, min=1, help="requests of the cached-listing and ceiling runs"),
+    cached_concurrency: int = typer.Option(50, min=1, max=20_000, help="ab -c of the cached-listing and ceiling runs"),
+    mix: str = typer.Option("", "--mix", help="override shares of the locust mix, e.g. 'order=1,product_page=28'"
+                            " (category_listing, whole_catalog, product_page, categories, order)"),
+    keep: bool = typer.Option(False, "--keep", help="keep the scratch database"),
+    as_json: bool = typer.Option(False, "--json", help="print only the JSON result"),
+) -> None:
+    """The shop API under locust's shop mix, the guide's ab run, and cached-listing vs bare-ASGI throughput."""
+    from villager_shop.bench.api import bench_api, parse_mix
+    from villager_shop.bench.migration import admin_url_for
+    from villager_shop.embedded import redis_url
+
+    settings = get_settings()
+    url = database_url(settings)
+    result = bench_api(admin_url_for(url), redis_url(settings), scale=scale, seed=seed, users=users,
+                       duration_s=duration, workers=workers, db_connections=db_connections,
+                       spawn_rate=spawn_rate or None, locust_processes=locust_processes,
+                       guide_requests=guide_requests, cached_requests=cached_requests,
+                       cached_concurrency=cached_concurrency, mix=parse_mix(mix), keep=keep,
+                       say=(lambda m: None) if as_json else (lambda m: err.print(m, markup=False)))
+    typer.echo(json.dumps(result, indent=None if as_json else 2))

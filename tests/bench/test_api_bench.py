@@ -1,0 +1,48 @@
+"""`villager-shop bench api` end to end, tiny: the JSON shape and no errors (timings are not asserted;
+speed belongs to the benchmark itself, run by hand at scale 1 with 1000 users, see README)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import psycopg
+import pytest
+
+from tests.helpers import run_cli
+
+pytestmark = pytest.mark.timeout(180)
+
+SCENARIO_KEYS = {"p50_ms", "p95_ms", "p99_ms", "rps", "requests", "errors"}
+
+
+def _scratch_dbs(admin_url: str) -> set[str]:
+    with psycopg.connect(admin_url) as conn:
+        return {r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'vbench_api_%'")}
+
+
+def test_bench_api_json(pg_admin_url: str, redis_url: str) -> None:
+    before = _scratch_dbs(pg_admin_url)
+    res = run_cli("bench", "api", "--scale", "0.05", "--users", "20", "--duration", "5", "--workers", "1",
+                  "--guide-requests", "200", "--cached-requests", "500", "--cached-concurrency", "10", "--json",
+                  database_url=pg_admin_url, redis=redis_url, timeout=150)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    scenarios = out["scenarios"]
+    assert set(scenarios) == {"locust_mix", "ab_guide", "cached_listing", "ceiling"}
+    mix = scenarios["locust_mix"]
+    assert set(mix) >= SCENARIO_KEYS
+    assert mix["requests"] > 0 and mix["errors"] == 0, mix["failures"]
+    assert {"GET /api/products?category=[slug]", "GET /api/products/[id]"} <= set(mix["by_name"])
+    for name in ("ab_guide", "cached_listing", "ceiling"):
+        s = scenarios[name]
+        if shutil.which("ab") is None:
+            assert "skipped" in s
+            continue
+        assert set(s) >= SCENARIO_KEYS, s
+        assert s["requests"] > 0 and s["errors"] == 0, s
+    assert set(out["goals"]) == {"listing_p95_lt_20ms_at_20_users", "zero_errors", "cached_ge_half_ceiling"}
+    assert out["goals"]["zero_errors"] is True
+    if shutil.which("ab"):
+        assert isinstance(out["ratio_cached_vs_ceiling"], float)
+    assert _scratch_dbs(pg_admin_url) <= before  # its scratch database is gone
