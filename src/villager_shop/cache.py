@@ -25,12 +25,13 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from villager_shop.monitoring.metrics import (
@@ -45,23 +46,40 @@ log = logging.getLogger("villager_shop.cache")
 
 CATALOG = "catalog"
 REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, asyncio.TimeoutError)
+# Redis refused or dropped the connection (not a timeout): open the breaker at once.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (RedisConnectionError, ConnectionError, FileNotFoundError)
 
-# Returns {generation, value}. A missing generation (never set, or evicted) starts from the server
-# clock in microseconds, so it can never fall back onto a number that older entries still carry.
+# KEYS: the generation keys of a value (the scope's, then its finer ones); ARGV: key prefix, key
+# suffix, TTL of the finer generation keys. Returns {generation, value}, generation being the
+# generations joined by '.'. A missing generation (never set, expired or evicted) starts from the
+# server clock in microseconds, so it can never fall back onto a number that older entries still carry.
 _READ = """
-local g = redis.call('GET', KEYS[1])
-if not g then
-  local t = redis.call('TIME')
-  redis.call('SET', KEYS[1], string.format('%.0f', t[1] * 1000000 + t[2]), 'NX')
-  g = redis.call('GET', KEYS[1])
+local gens = {}
+for i, k in ipairs(KEYS) do
+  local g = redis.call('GET', k)
+  if not g then
+    local t = redis.call('TIME')
+    local v = string.format('%.0f', t[1] * 1000000 + t[2])
+    if i == 1 then redis.call('SET', k, v, 'NX') else redis.call('SET', k, v, 'NX', 'EX', ARGV[3]) end
+    g = redis.call('GET', k)
+  end
+  gens[i] = g
 end
-return {g, redis.call('GET', ARGV[1] .. g .. ARGV[2])}
+local gen = table.concat(gens, '.')
+return {gen, redis.call('GET', ARGV[1] .. gen .. ARGV[2])}
 """
+# KEYS: generation keys to bump; ARGV[1]: their TTL in seconds ('0': none, the scope's own key).
 _BUMP = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('INCR', KEYS[1]) end
-local t = redis.call('TIME')
-redis.call('SET', KEYS[1], string.format('%.0f', t[1] * 1000000 + t[2] + 1))
-return redis.call('GET', KEYS[1])
+for _, k in ipairs(KEYS) do
+  if redis.call('EXISTS', k) == 1 then
+    redis.call('INCR', k)
+  else
+    local t = redis.call('TIME')
+    redis.call('SET', k, string.format('%.0f', t[1] * 1000000 + t[2] + 1))
+  end
+  if ARGV[1] ~= '0' then redis.call('EXPIRE', k, ARGV[1]) end
+end
+return #KEYS
 """
 _UNLOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -89,10 +107,14 @@ class Cache:
         lock_ms: int = 3000,
         wait_ms: int = 300,
         poll_ms: int = 10,
+        trip_after: int = 3,
     ) -> None:
         self.url = url
         self.prefix = prefix
         self.ttl_s = ttl_s
+        # finer generation keys expire (a re-created one starts from the clock: never reused)
+        self.part_ttl_s = max(60, ttl_s * 2)
+        self.trip_after = trip_after
         self.timeout_s = timeout_ms / 1000
         self.breaker_s = breaker_s
         self.lock_ms = lock_ms
@@ -105,7 +127,8 @@ class Cache:
         self._open_until = 0.0
         self._flights: dict[str, asyncio.Task[bytes]] = {}
         self._local_generation: dict[str, int] = {}
-        self._pending: set[str] = set()
+        self._pending: set[tuple[str, int]] = set()
+        self._failures = 0
         self._retry_task: asyncio.Task[None] | None = None
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -149,10 +172,16 @@ class Cache:
         return self._redis is not None and time.monotonic() >= self._open_until
 
     def _trip(self, operation: str, exc: BaseException) -> None:
+        """Count the error; open the breaker on a refused/lost connection at once, on timeouts and
+        other errors only after `trip_after` in a row (a single timeout is often the worker's own
+        event-loop lag, not Redis)."""
         CACHE_ERRORS.labels(operation).inc()
+        self._failures += 1
+        if not isinstance(exc, CONNECTION_ERRORS) and self._failures < self.trip_after:
+            return
         if time.monotonic() >= self._open_until:
-            log.warning("redis %s failed (%s: %s); serving from PostgreSQL for %.1fs",
-                        operation, type(exc).__name__, exc, self.breaker_s)
+            log.warning("redis %s failed (%s: %s; %d in a row); serving from PostgreSQL for %.1fs",
+                        operation, type(exc).__name__, exc, self._failures, self.breaker_s)
         self._open_until = time.monotonic() + self.breaker_s
 
     async def _call(self, operation: str, coro: Awaitable[Any]) -> Any:
@@ -160,37 +189,45 @@ class Cache:
         each network wait; this deadline is only a safety net (it also counts event-loop lag)."""
         try:
             async with asyncio.timeout(max(0.25, self.timeout_s * 3)):
-                return await coro
+                result = await coro
         except REDIS_ERRORS as exc:
             self._trip(operation, exc)
             raise
+        self._failures = 0
+        return result
 
     # -- reads --------------------------------------------------------------------------------
 
     def key(self, scope: str, generation: str, name: str) -> str:
         return f"{self.prefix}:{scope}:{generation}:{name}"
 
-    def generation_key(self, scope: str) -> str:
-        return f"{self.prefix}:gen:{scope}"
+    def generation_key(self, scope: str, part: str | None = None) -> str:
+        """`{prefix}:gen:{scope}` (every value of the scope), or `{prefix}:gen:{scope}:{part}`."""
+        return f"{self.prefix}:gen:{scope}" if part is None else f"{self.prefix}:gen:{scope}:{part}"
 
-    async def get_or_load(self, scope: str, name: str, loader: Loader) -> bytes:
-        """The cached value of `name` in `scope`, or `loader()`'s (stored for the TTL)."""
+    def _local_key(self, scope: str, keys: Sequence[str], name: str) -> str:
+        gens = ".".join(str(self._local_generation.get(k, 0)) for k in keys)
+        return f"local:{scope}:{gens}:{name}"
+
+    async def get_or_load(self, scope: str, name: str, loader: Loader, parts: Sequence[str] = ()) -> bytes:
+        """The cached value of `name` in `scope`, or `loader()`'s (stored for the TTL). The value
+        depends on the scope's generation and on those of `parts` (see `invalidate`); all of them
+        and the value are read in one round trip."""
+        keys = [self.generation_key(scope), *(self.generation_key(scope, p) for p in parts)]
         if not self.available():
             CACHE_BYPASSES.labels(scope).inc()
-            local = f"local:{scope}:{self._local_generation.get(scope, 0)}:{name}"
-            return await self._single_flight(local, loader)
+            return await self._single_flight(self._local_key(scope, keys, name), loader)
         assert self._redis is not None
         if self._pending:
             await self._flush_pending()
             if self._pending:  # a missed invalidation is not in Redis yet: its entries may be stale
                 CACHE_BYPASSES.labels(scope).inc()
-                return await self._single_flight(f"local:{scope}:{self._local_generation.get(scope, 0)}:{name}",
-                                                 loader)
+                return await self._single_flight(self._local_key(scope, keys, name), loader)
         try:
             generation, value = await self._call(
-                "get", self._read(keys=[self.generation_key(scope)], args=[f"{self.prefix}:{scope}:", f":{name}"]))
+                "get", self._read(keys=keys, args=[f"{self.prefix}:{scope}:", f":{name}", self.part_ttl_s]))
         except REDIS_ERRORS:
-            return await self._single_flight(f"local:{scope}:{self._local_generation.get(scope, 0)}:{name}", loader)
+            return await self._single_flight(self._local_key(scope, keys, name), loader)
         if value is not None:
             CACHE_HITS.labels(scope).inc()
             return bytes(value)
@@ -260,24 +297,33 @@ class Cache:
 
     # -- writes -------------------------------------------------------------------------------
 
-    async def invalidate(self, scope: str = CATALOG) -> None:
-        """Call AFTER the write committed: later reads miss and rebuild from the new data."""
-        self._local_generation[scope] = self._local_generation.get(scope, 0) + 1
+    async def invalidate(self, scope: str = CATALOG, parts: Iterable[str] | None = None) -> None:
+        """Call AFTER the write committed: later reads miss and rebuild from the new data.
+        Without `parts`, every value of the scope; with them, only the values that depend on one
+        of those parts."""
+        if parts is None:
+            keys, ttl = [self.generation_key(scope)], 0
+        else:
+            keys, ttl = sorted({self.generation_key(scope, p) for p in parts}), self.part_ttl_s
+            if not keys:
+                return
+        for k in keys:
+            self._local_generation[k] = self._local_generation.get(k, 0) + 1
         CACHE_INVALIDATIONS.labels(scope).inc()
         if self._redis is None:
             return
         try:
-            await self._call("invalidate", self._bump(keys=[self.generation_key(scope)]))
+            await self._call("invalidate", self._bump(keys=keys, args=[ttl]))
         except REDIS_ERRORS:
-            self._pending.add(scope)
+            self._pending.update((k, ttl) for k in keys)
 
     async def _flush_pending(self) -> None:
-        for scope in list(self._pending):
+        for key, ttl in sorted(self._pending):
             try:
-                await self._call("invalidate", self._bump(keys=[self.generation_key(scope)]))
+                await self._call("invalidate", self._bump(keys=[key], args=[ttl]))
             except REDIS_ERRORS:
                 return
-            self._pending.discard(scope)
+            self._pending.discard((key, ttl))
 
     async def _retry_pending_forever(self, every_s: float = 0.5) -> None:
         while True:

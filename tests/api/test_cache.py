@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import redis as redis_sync
 
-from tests.api.conftest import ASHA, BALA, RADIO, SHOP_ASHA, Api, ShopDb, make_config, start_api
+from tests.api.conftest import ASHA, BALA, MANGO, RADIO, SHOP_ASHA, Api, ShopDb, make_config, start_api
 from villager_shop.embedded.redis import EmbeddedRedis
 from villager_shop.monitoring.metrics import sample
 
@@ -163,7 +163,7 @@ async def test_an_invalidation_redis_refused_is_replayed_before_cached_reads(
     admin = redis_sync.Redis(unix_socket_path=str(own_redis.socket_path))
     asha = await api.auth(ASHA)
     radio = (await electronics(api))[str(RADIO)]
-    generation_key = f"{api.config.cache_prefix}:gen:catalog"
+    generation_key = f"{api.config.cache_prefix}:gen:catalog:category:electronics"  # the radio's
     generation = admin.get(generation_key)
     assert generation is not None
 
@@ -204,3 +204,54 @@ async def test_a_write_by_the_old_application_is_not_served_stale(api_migrating:
             break
         await asyncio.sleep(0.02)
     assert price == 321
+
+
+async def test_an_order_invalidates_only_the_listings_and_page_of_its_products(api_migrating: Api) -> None:
+    """The radio (electronics) is ordered: electronics listings, the whole-catalog listing and its
+    page rebuild; another category's listing and another product's page stay cached — also after
+    the service's own catalog notification arrived (skipped: the order invalidated finely)."""
+    api = api_migrating
+    bala = await api.auth(BALA)
+    dairy = {"category": "dairy", "limit": 20}
+    radio = (await electronics(api))[str(RADIO)]
+    for _ in range(2):  # cached
+        assert (await api.client.get("/api/products", params=dairy)).status_code == 200
+        assert (await api.client.get(f"/api/products/{MANGO}")).status_code == 200
+        assert (await api.client.get("/api/products?limit=50")).status_code == 200
+    r = await api.client.post("/api/orders", headers=bala,
+                              json={"items": [{"variant_id": radio["variants"][0]["id"], "quantity": 1}]})
+    assert r.status_code == 201
+    await asyncio.sleep(0.3)  # the catalog notification of the order reached the listener
+    before_hits, before_queries = hits(), db_queries()
+    assert (await api.client.get("/api/products", params=dairy)).status_code == 200
+    assert (await api.client.get(f"/api/products/{MANGO}")).status_code == 200
+    assert hits() == before_hits + 2 and db_queries() == before_queries
+    assert (await electronics(api))[str(RADIO)]["variants"][0]["stock"] == radio["variants"][0]["stock"] - 1
+    assert (await api.client.get(f"/api/products/{RADIO}")).json()["variants"][0]["stock"] == 4
+    page = (await api.client.get("/api/products?limit=50")).json()
+    assert db_queries("list_products") == before_queries + 2  # electronics and the whole catalog
+    assert all(p["variants"][0]["stock"] == 4 for p in page["items"] if p["id"] == str(RADIO))
+
+
+async def test_the_breaker_opens_on_a_refused_connection_or_on_consecutive_timeouts(redis_url: str) -> None:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from villager_shop.cache import Cache
+
+    cache = Cache(redis_url, prefix=f"vtest:{uuid.uuid4().hex[:10]}", breaker_s=5.0, trip_after=3)
+    await cache.start()
+    try:
+        cache._trip("get", asyncio.TimeoutError())  # one late answer (event-loop lag): stays closed
+        assert cache.available()
+        assert await cache.ping() == "connected"  # a success resets the count
+        cache._trip("get", asyncio.TimeoutError())
+        cache._trip("get", asyncio.TimeoutError())
+        assert cache.available()
+        cache._trip("get", asyncio.TimeoutError())  # the third in a row
+        assert not cache.available()
+        cache._open_until = 0.0
+        cache._failures = 0
+        cache._trip("get", RedisConnectionError("refused"))  # Redis down: at once
+        assert not cache.available()
+    finally:
+        await cache.close()

@@ -62,6 +62,34 @@ def listing_sql(*, category: bool, shop: bool, q: bool, cursor: bool) -> str:
     return load("list_products.sql").replace("/*FILTERS*/", "\n".join(f.strip() for f in filters) or "")
 
 
+# The finer generations of the catalog scope (cache.Cache.invalidate): a listing filtered by
+# category depends on that category's, any other listing on the all-products one, a product page on
+# its product's. A change to products bumps those of the products it touched (catalog_parts); the
+# rest (categories, shops, writes by other programs) bumps the whole scope.
+ALL_PRODUCTS = "all"
+
+
+def category_part(slug: str) -> str:
+    return "category:" + slug
+
+
+def product_part(product_id: uuid.UUID) -> str:
+    return f"product:{product_id}"
+
+
+def listing_parts(category: str | None) -> tuple[str]:
+    return (ALL_PRODUCTS,) if category is None else (category_part(category),)
+
+
+def catalog_parts(products: dict[uuid.UUID, set[str | None]]) -> set[str]:
+    """The parts a change to `products` (id → its category slugs before and after) invalidates."""
+    parts = {ALL_PRODUCTS}
+    for product_id, slugs in products.items():
+        parts.add(product_part(product_id))
+        parts.update(category_part(s) for s in slugs if s is not None)
+    return parts
+
+
 class Catalog:
     def __init__(self, pool: AsyncConnectionPool[Any], cache: Cache) -> None:
         self.pool = pool
@@ -97,7 +125,7 @@ class Catalog:
             assert body is not None  # an aggregate always returns one row
             return body
 
-        return await self.cache.get_or_load(CATALOG, name, load_page)
+        return await self.cache.get_or_load(CATALOG, name, load_page, listing_parts(category))
 
     async def product(self, product_id: uuid.UUID, *, include_hidden: bool = False) -> bytes | None:
         """The product page (None when not found or not listed)."""
@@ -108,7 +136,8 @@ class Catalog:
         async def load_page() -> bytes:
             return await self._json("product_detail", load("product_detail.sql"), params) or b"null"
 
-        body = await self.cache.get_or_load(CATALOG, f"product:{product_id}", load_page)
+        body = await self.cache.get_or_load(CATALOG, f"product:{product_id}", load_page,
+                                            (product_part(product_id),))
         return None if body == b"null" else body
 
     async def categories(self) -> bytes:
