@@ -107,14 +107,14 @@ class Cache:
         lock_ms: int = 3000,
         wait_ms: int = 300,
         poll_ms: int = 10,
-        trip_after: int = 3,
+        probe_ms: int = 1000,
     ) -> None:
         self.url = url
         self.prefix = prefix
         self.ttl_s = ttl_s
         # finer generation keys expire (a re-created one starts from the clock: never reused)
         self.part_ttl_s = max(60, ttl_s * 2)
-        self.trip_after = trip_after
+        self.probe_s = max(probe_ms, timeout_ms) / 1000
         self.timeout_s = timeout_ms / 1000
         self.breaker_s = breaker_s
         self.lock_ms = lock_ms
@@ -128,7 +128,8 @@ class Cache:
         self._flights: dict[str, asyncio.Task[bytes]] = {}
         self._local_generation: dict[str, int] = {}
         self._pending: set[tuple[str, int]] = set()
-        self._failures = 0
+        self._probe_redis: aioredis.Redis | None = None
+        self._probe_task: asyncio.Task[None] | None = None
         self._retry_task: asyncio.Task[None] | None = None
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -145,6 +146,9 @@ class Cache:
             health_check_interval=0,
             decode_responses=False,
         )
+        self._probe_redis = aioredis.Redis.from_url(
+            self.url, socket_connect_timeout=self.probe_s, socket_timeout=self.probe_s, retry=Retry(NoBackoff(), 0),
+            retry_on_timeout=False, health_check_interval=0, max_connections=2)
         self._read = self._redis.register_script(_READ)
         self._bump = self._redis.register_script(_BUMP)
         self._unlock = self._redis.register_script(_UNLOCK)
@@ -156,12 +160,18 @@ class Cache:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._retry_task
             self._retry_task = None
+        if self._probe_task is not None:
+            self._probe_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe_task
+            self._probe_task = None
         if self._pending:
             await self._flush_pending()
-        if self._redis is not None:
-            with contextlib.suppress(*REDIS_ERRORS):
-                await self._redis.aclose()
-            self._redis = None
+        for client in (self._redis, self._probe_redis):
+            if client is not None:
+                with contextlib.suppress(*REDIS_ERRORS):
+                    await client.aclose()
+        self._redis = self._probe_redis = None
 
     @property
     def enabled(self) -> bool:
@@ -172,29 +182,41 @@ class Cache:
         return self._redis is not None and time.monotonic() >= self._open_until
 
     def _trip(self, operation: str, exc: BaseException) -> None:
-        """Count the error; open the breaker on a refused/lost connection at once, on timeouts and
-        other errors only after `trip_after` in a row (a single timeout is often the worker's own
-        event-loop lag, not Redis)."""
+        """Count the error. A refused or lost connection opens the breaker at once. A timeout (or
+        another error) alone does not: under load it is mostly the worker's own event-loop lag,
+        Redis having answered in time; it starts one probe (a PING with a generous deadline, on a
+        connection of its own) and only a failed probe opens the breaker."""
         CACHE_ERRORS.labels(operation).inc()
-        self._failures += 1
-        if not isinstance(exc, CONNECTION_ERRORS) and self._failures < self.trip_after:
-            return
+        if isinstance(exc, CONNECTION_ERRORS):
+            self._open(operation, exc)
+        elif self._probe_task is None or self._probe_task.done():
+            self._probe_task = asyncio.create_task(self._probe(operation, exc))
+
+    def _open(self, operation: str, exc: BaseException) -> None:
         if time.monotonic() >= self._open_until:
-            log.warning("redis %s failed (%s: %s; %d in a row); serving from PostgreSQL for %.1fs",
-                        operation, type(exc).__name__, exc, self._failures, self.breaker_s)
+            log.warning("redis %s failed (%s: %s); serving from PostgreSQL for %.1fs",
+                        operation, type(exc).__name__, exc, self.breaker_s)
         self._open_until = time.monotonic() + self.breaker_s
+
+    async def _probe(self, operation: str, exc: BaseException) -> None:
+        if self._probe_redis is None:
+            return
+        try:
+            async with asyncio.timeout(self.probe_s * 2):
+                await self._probe_redis.ping()
+        except REDIS_ERRORS as probe_exc:
+            CACHE_ERRORS.labels("ping").inc()
+            self._open(operation, probe_exc if isinstance(probe_exc, CONNECTION_ERRORS) else exc)
 
     async def _call(self, operation: str, coro: Awaitable[Any]) -> Any:
         """Run one Redis command; errors trip the breaker and re-raise. The socket timeouts bound
         each network wait; this deadline is only a safety net (it also counts event-loop lag)."""
         try:
             async with asyncio.timeout(max(0.25, self.timeout_s * 3)):
-                result = await coro
+                return await coro
         except REDIS_ERRORS as exc:
             self._trip(operation, exc)
             raise
-        self._failures = 0
-        return result
 
     # -- reads --------------------------------------------------------------------------------
 

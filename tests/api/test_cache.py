@@ -233,25 +233,40 @@ async def test_an_order_invalidates_only_the_listings_and_page_of_its_products(a
     assert all(p["variants"][0]["stock"] == 4 for p in page["items"] if p["id"] == str(RADIO))
 
 
-async def test_the_breaker_opens_on_a_refused_connection_or_on_consecutive_timeouts(redis_url: str) -> None:
+async def test_the_breaker_opens_on_a_refused_connection_or_when_a_probe_confirms_a_timeout(redis_url: str) -> None:
+    """A timeout alone (often the worker's own event-loop lag) does not open the breaker: a probe
+    PING does, if it fails too. A refused connection opens it at once."""
     from redis.exceptions import ConnectionError as RedisConnectionError
 
     from villager_shop.cache import Cache
 
-    cache = Cache(redis_url, prefix=f"vtest:{uuid.uuid4().hex[:10]}", breaker_s=5.0, trip_after=3)
+    cache = Cache(redis_url, prefix=f"vtest:{uuid.uuid4().hex[:10]}", breaker_s=5.0)
     await cache.start()
     try:
-        cache._trip("get", asyncio.TimeoutError())  # one late answer (event-loop lag): stays closed
+        for _ in range(5):
+            cache._trip("get", TimeoutError())
+        assert cache._probe_task is not None
+        await cache._probe_task  # Redis answers the probe: stays closed
         assert cache.available()
-        assert await cache.ping() == "connected"  # a success resets the count
-        cache._trip("get", asyncio.TimeoutError())
-        cache._trip("get", asyncio.TimeoutError())
-        assert cache.available()
-        cache._trip("get", asyncio.TimeoutError())  # the third in a row
-        assert not cache.available()
-        cache._open_until = 0.0
-        cache._failures = 0
         cache._trip("get", RedisConnectionError("refused"))  # Redis down: at once
         assert not cache.available()
     finally:
         await cache.close()
+
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(5)  # a Redis that accepts and never answers
+        writer.close()
+
+    server = await asyncio.start_server(hang, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    cache = Cache(f"redis://127.0.0.1:{port}/0", breaker_s=5.0, probe_ms=200)
+    await cache.start()
+    try:
+        cache._trip("get", TimeoutError())
+        assert cache.available()
+        assert cache._probe_task is not None
+        await cache._probe_task
+        assert not cache.available()
+    finally:
+        await cache.close()
+        server.close()
