@@ -2,19 +2,24 @@
 
 Rules (SPEC defect 9, the guide's Phase 4 without its bugs):
 
-* Keys carry a **generation**: `{prefix}:{scope}:{generation}:{name}:{hash(params)}`. Every write
-  that changes what a scope shows calls `invalidate(scope)` AFTER its transaction commits, which
-  INCRs `{prefix}:gen:{scope}`; readers look the generation up in the same round trip as the value
-  (one Lua script), so the first read after the INCR misses and rebuilds from committed data.
-  Old generations are never deleted: they expire (TTL), no SCAN/DEL. An INCR that fails (Redis
-  down) is kept and retried until it succeeds, so a Redis that comes back cannot serve entries
-  older than a write it missed for longer than the retry interval.
+* Keys carry **generations**: `{prefix}:{scope}:{g}.{g2}:{name}:{hash(params)}`, `g` the scope's
+  (`{prefix}:gen:{scope}`), `g2`... those of the finer parts the value depends on
+  (`{prefix}:gen:{scope}:{part}`, e.g. a category, a product; see services.catalog). Every write
+  calls `invalidate(scope, parts)` AFTER its transaction commits, which INCRs the generations of
+  the parts it touched (or the scope's, without parts); readers look all the generations up in the
+  same round trip as the value (one Lua script), so the first read after the INCR misses and
+  rebuilds from committed data. A missing generation starts from the server clock (µs), so it is
+  never reused; finer generations expire (2 x TTL). Old entries are never deleted: they expire
+  (TTL), no SCAN/DEL. An INCR that fails (Redis down) is kept and retried until it succeeds, and
+  cached reads go to PostgreSQL until then.
 * **Stampede protection**: one rebuild per key. In a worker, concurrent requests for a missing key
   share one task (single-flight); across workers, the rebuilder holds `SET key:lock NX PX`, the
   others poll the key briefly, then fall back to PostgreSQL.
 * **Fail open, fast**: connect/read timeouts of tens of milliseconds, no retries, and a circuit
-  breaker that skips Redis for a few seconds after any error; the caller's loader (PostgreSQL)
-  then answers. Hits, misses, errors and bypasses are counted (monitoring.metrics).
+  breaker that skips Redis for a few seconds after a refused/lost connection, or after a timeout
+  that a probe PING (own connection, generous deadline) confirms — a lone timeout is mostly the
+  worker's own event-loop lag; the caller's loader (PostgreSQL) then answers. Hits, misses,
+  errors and bypasses are counted (monitoring.metrics).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import MaxConnectionsError, RedisError
 
 from villager_shop.monitoring.metrics import (
     CACHE_BYPASSES,
@@ -89,6 +94,16 @@ return 0
 Loader = Callable[[], Coroutine[Any, Any, bytes]]
 
 
+def connection_failed(exc: BaseException) -> bool:
+    """Redis refused or dropped the connection — not our own pool being busy (all its
+    connections in use, or no free one within the timeout), which says nothing about Redis."""
+    if isinstance(exc, MaxConnectionsError):
+        return False
+    if isinstance(exc, RedisConnectionError) and isinstance(exc.__cause__, asyncio.TimeoutError):
+        return False  # BlockingConnectionPool: "No connection available."
+    return isinstance(exc, CONNECTION_ERRORS)
+
+
 def params_digest(*parts: object) -> str:
     """A short stable digest of request parameters (free text included) for a key."""
     raw = "\x1f".join("" if p is None else str(p) for p in parts)
@@ -108,6 +123,7 @@ class Cache:
         wait_ms: int = 300,
         poll_ms: int = 10,
         probe_ms: int = 1000,
+        max_connections: int = 64,
     ) -> None:
         self.url = url
         self.prefix = prefix
@@ -115,6 +131,7 @@ class Cache:
         # finer generation keys expire (a re-created one starts from the clock: never reused)
         self.part_ttl_s = max(60, ttl_s * 2)
         self.probe_s = max(probe_ms, timeout_ms) / 1000
+        self.max_connections = max_connections
         self.timeout_s = timeout_ms / 1000
         self.breaker_s = breaker_s
         self.lock_ms = lock_ms
@@ -130,6 +147,7 @@ class Cache:
         self._pending: set[tuple[str, int]] = set()
         self._probe_redis: aioredis.Redis | None = None
         self._probe_task: asyncio.Task[None] | None = None
+        self._flushing: asyncio.Task[None] | None = None
         self._retry_task: asyncio.Task[None] | None = None
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -137,15 +155,19 @@ class Cache:
     async def start(self) -> None:
         if self.url is None:
             return
-        self._redis = aioredis.Redis.from_url(
+        # A bounded pool that queues (at most the Redis timeout) for a free connection: hundreds of
+        # requests in flight must not open hundreds of connections, nor fail with "Too many
+        # connections" as redis-py's default pool (100, no waiting) does under load.
+        self._redis = aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(
             self.url,
+            max_connections=self.max_connections,
+            timeout=self.timeout_s,
             socket_connect_timeout=self.timeout_s,
             socket_timeout=self.timeout_s,
             retry=Retry(NoBackoff(), 0),
             retry_on_timeout=False,
             health_check_interval=0,
-            decode_responses=False,
-        )
+        ))
         self._probe_redis = aioredis.Redis.from_url(
             self.url, socket_connect_timeout=self.probe_s, socket_timeout=self.probe_s, retry=Retry(NoBackoff(), 0),
             retry_on_timeout=False, health_check_interval=0, max_connections=2)
@@ -187,7 +209,7 @@ class Cache:
         Redis having answered in time; it starts one probe (a PING with a generous deadline, on a
         connection of its own) and only a failed probe opens the breaker."""
         CACHE_ERRORS.labels(operation).inc()
-        if isinstance(exc, CONNECTION_ERRORS):
+        if connection_failed(exc):
             self._open(operation, exc)
         elif self._probe_task is None or self._probe_task.done():
             self._probe_task = asyncio.create_task(self._probe(operation, exc))
@@ -206,7 +228,7 @@ class Cache:
                 await self._probe_redis.ping()
         except REDIS_ERRORS as probe_exc:
             CACHE_ERRORS.labels("ping").inc()
-            self._open(operation, probe_exc if isinstance(probe_exc, CONNECTION_ERRORS) else exc)
+            self._open(operation, probe_exc if connection_failed(probe_exc) else exc)
 
     async def _call(self, operation: str, coro: Awaitable[Any]) -> Any:
         """Run one Redis command; errors trip the breaker and re-raise. The socket timeouts bound
@@ -340,6 +362,12 @@ class Cache:
             self._pending.update((k, ttl) for k in keys)
 
     async def _flush_pending(self) -> None:
+        """Replay the missed invalidations; concurrent callers share one replay."""
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.create_task(self._flush_pending_once())
+        await asyncio.shield(self._flushing)
+
+    async def _flush_pending_once(self) -> None:
         for key, ttl in sorted(self._pending):
             try:
                 await self._call("invalidate", self._bump(keys=[key], args=[ttl]))

@@ -237,6 +237,7 @@ async def test_the_breaker_opens_on_a_refused_connection_or_when_a_probe_confirm
     """A timeout alone (often the worker's own event-loop lag) does not open the breaker: a probe
     PING does, if it fails too. A refused connection opens it at once."""
     from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import MaxConnectionsError
 
     from villager_shop.cache import Cache
 
@@ -248,6 +249,12 @@ async def test_the_breaker_opens_on_a_refused_connection_or_when_a_probe_confirm
         assert cache._probe_task is not None
         await cache._probe_task  # Redis answers the probe: stays closed
         assert cache.available()
+        busy = RedisConnectionError("No connection available.")
+        busy.__cause__ = TimeoutError()
+        for exc in (MaxConnectionsError("Too many connections"), busy):  # our own pool is busy
+            cache._trip("get", exc)
+            await cache._probe_task
+            assert cache.available()
         cache._trip("get", RedisConnectionError("refused"))  # Redis down: at once
         assert not cache.available()
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -55,6 +56,7 @@ def like_pattern(q: str) -> str:
     return f"%{escaped}%"
 
 
+@functools.cache
 def listing_sql(*, category: bool, shop: bool, q: bool, cursor: bool) -> str:
     parts = sections("list_products_filters.sql")
     filters = [parts[name] for name, used in (("category", category), ("shop", shop), ("q", q),
@@ -113,14 +115,15 @@ class Catalog:
             raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}")
         after = decode_cursor(cursor) if cursor else None
         q = q.strip() if q else None
-        params: dict[str, Any] = {"limit": limit, "category": category, "shop": shop,
-                                  "q": like_pattern(q) if q else None}
-        if after:
-            params.update(c_rating=after.rating, c_count=after.order_count, c_id=after.id)
-        sql = listing_sql(category=category is not None, shop=shop is not None, q=bool(q), cursor=after is not None)
         name = "products:" + params_digest(category, shop, q, limit, cursor)
 
-        async def load_page() -> bytes:
+        async def load_page() -> bytes:  # only on a miss
+            params: dict[str, Any] = {"limit": limit, "category": category, "shop": shop,
+                                      "q": like_pattern(q) if q else None}
+            if after:
+                params.update(c_rating=after.rating, c_count=after.order_count, c_id=after.id)
+            sql = listing_sql(category=category is not None, shop=shop is not None, q=bool(q),
+                              cursor=after is not None)
             body = await self._json("list_products", sql, params)
             assert body is not None  # an aggregate always returns one row
             return body
