@@ -279,6 +279,22 @@ class Cache:
         key = self.key(scope, generation.decode(), name)
         return await self._single_flight(key, lambda: self._rebuild(key, loader))
 
+    async def get_cached(self, scope: str, name: str, parts: Sequence[str] = ()) -> bytes | None:
+        """The cached value if Redis holds it now (a hit is counted), else None — also when Redis
+        is skipped or fails; the caller then goes through `get_or_load`, which counts the rest."""
+        if not self.available() or self._pending:
+            return None
+        keys = [self.generation_key(scope), *(self.generation_key(scope, p) for p in parts)]
+        try:
+            _, value = await self._call(
+                "get", self._read(keys=keys, args=[f"{self.prefix}:{scope}:", f":{name}", self.part_ttl_s]))
+        except REDIS_ERRORS:
+            return None
+        if value is None:
+            return None
+        CACHE_HITS.labels(scope).inc()
+        return bytes(value)
+
     async def _single_flight(self, key: str, load: Loader) -> bytes:
         task = self._flights.get(key)
         if task is None:

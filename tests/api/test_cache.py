@@ -277,3 +277,35 @@ async def test_the_breaker_opens_on_a_refused_connection_or_when_a_probe_confirm
     finally:
         await cache.close()
         server.close()
+
+
+def test_plain_listing_accepts_only_what_the_route_would_take_as_it_is() -> None:
+    from villager_shop.api.fast_listing import plain_listing
+
+    assert plain_listing(b"") == {}
+    assert plain_listing(b"category=dairy&limit=30&q=ghee&cursor=abc") == {
+        "category": "dairy", "limit": 30, "q": "ghee", "cursor": "abc"}
+    assert plain_listing(b"category=d%C3%A1iry") == {"category": "d\u00e1iry"}
+    for odd in (b"category=a&category=b", b"category=", b"limit=0", b"limit=020", b"limit=+5", b"limit=1000",
+                b"shop=10000000-0000-0000-0000-000000000001", b"page=2", b"q=" + b"x" * 101):
+        assert plain_listing(odd) is None, odd
+
+
+async def test_a_cached_listing_is_answered_below_fastapi_the_same_way(api_migrating: Api) -> None:
+    api = api_migrating
+    params = {"category": "electronics", "limit": 50}
+    first = await api.client.get("/api/products", params=params)  # miss: FastAPI, rebuild
+    before_hits, before_counted = hits(), ok_listings()
+    fast = await api.client.get("/api/products", params=params)
+    assert hits() == before_hits + 1 and ok_listings() == before_counted + 1  # under the route's template
+    assert fast.status_code == 200 and fast.content == first.content
+    assert fast.headers["content-type"] == first.headers["content-type"] == "application/json"
+    assert fast.headers["content-length"] == first.headers["content-length"]
+    # invalid input still gets the route's answers
+    assert (await api.client.get("/api/products", params={"limit": 0})).status_code == 422
+    assert (await api.client.get("/api/products", params={"cursor": "%%%"})).status_code == 400
+    assert (await api.client.get("/api/products", params={"category": "a\x00b"})).status_code == 422
+
+
+def ok_listings() -> float:
+    return sample("villager_http_requests_total", {"method": "GET", "route": "/api/products", "status": "200"})

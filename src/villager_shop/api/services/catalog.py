@@ -92,6 +92,18 @@ def catalog_parts(products: dict[uuid.UUID, set[str | None]]) -> set[str]:
     return parts
 
 
+def listing_key(category: str | None, shop: uuid.UUID | None, q: str | None, limit: int,
+                cursor: str | None) -> tuple[str, ListingCursor | None, str | None]:
+    """Validate a listing request: its cache name, decoded cursor and stripped text filter."""
+    clean_text(category, "category")
+    clean_text(q, "q")
+    if not 1 <= limit <= MAX_LIMIT:
+        raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}")
+    after = decode_cursor(cursor) if cursor else None
+    q = q.strip() if q else None
+    return "products:" + params_digest(category, shop, q, limit, cursor), after, q
+
+
 class Catalog:
     def __init__(self, pool: AsyncConnectionPool[Any], cache: Cache) -> None:
         self.pool = pool
@@ -107,15 +119,16 @@ class Catalog:
             return None
         return str(row[0]).encode()
 
+    async def cached_listing(self, *, category: str | None = None, q: str | None = None, limit: int = 20,
+                             cursor: str | None = None) -> bytes | None:
+        """The listing if the cache holds it (the hot path below FastAPI, api.fast_listing); None
+        otherwise (list_products then answers). Raises like list_products on invalid input."""
+        name, _, _ = listing_key(category, None, q, limit, cursor)
+        return await self.cache.get_cached(CATALOG, name, listing_parts(category))
+
     async def list_products(self, *, category: str | None = None, shop: uuid.UUID | None = None,
                             q: str | None = None, limit: int = 20, cursor: str | None = None) -> bytes:
-        clean_text(category, "category")
-        clean_text(q, "q")
-        if not 1 <= limit <= MAX_LIMIT:
-            raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}")
-        after = decode_cursor(cursor) if cursor else None
-        q = q.strip() if q else None
-        name = "products:" + params_digest(category, shop, q, limit, cursor)
+        name, after, q = listing_key(category, shop, q, limit, cursor)
 
         async def load_page() -> bytes:  # only on a miss
             params: dict[str, Any] = {"limit": limit, "category": category, "shop": shop,
