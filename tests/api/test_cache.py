@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import redis as redis_sync
 
-from tests.api.conftest import ASHA, BALA, MANGO, RADIO, SHOP_ASHA, Api, ShopDb, make_config, start_api
+from tests.api.conftest import ASHA, BALA, MANGO, RADIO, SHOP_ASHA, VASE, Api, ShopDb, make_config, start_api
 from villager_shop.embedded.redis import EmbeddedRedis
 from villager_shop.monitoring.metrics import sample
 
@@ -305,6 +305,18 @@ async def test_a_cached_listing_is_answered_below_fastapi_the_same_way(api_migra
     assert (await api.client.get("/api/products", params={"limit": 0})).status_code == 422
     assert (await api.client.get("/api/products", params={"cursor": "%%%"})).status_code == 400
     assert (await api.client.get("/api/products", params={"category": "a\x00b"})).status_code == 422
+
+    # product pages likewise; a page that is not listed stays a 404
+    first = await api.client.get(f"/api/products/{RADIO}")
+    before_hits = hits()
+    fast = await api.client.get(f"/api/products/{RADIO}")
+    assert hits() == before_hits + 1
+    assert fast.status_code == 200 and fast.content == first.content
+    assert fast.headers["content-length"] == first.headers["content-length"]
+    for _ in range(2):
+        assert (await api.client.get(f"/api/products/{VASE}")).status_code == 404
+    assert (await api.client.get(f"/api/products/{str(RADIO).upper()}")).status_code == 200
+    assert (await api.client.get("/api/products/not-a-uuid")).status_code == 422
 
 
 def ok_listings() -> float:

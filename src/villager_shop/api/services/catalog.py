@@ -143,6 +143,11 @@ class Catalog:
 
         return await self.cache.get_or_load(CATALOG, name, load_page, listing_parts(category))
 
+    async def cached_product(self, product_id: uuid.UUID) -> bytes | None:
+        """The public product page if the cache holds it (api.fast_listing), else None."""
+        body = await self.cache.get_cached(CATALOG, f"product:{product_id}", (product_part(product_id),))
+        return None if body == b"null" else body
+
     async def product(self, product_id: uuid.UUID, *, include_hidden: bool = False) -> bytes | None:
         """The product page (None when not found or not listed)."""
         params = {"id": product_id, "include_hidden": include_hidden}
