@@ -2,19 +2,24 @@
 
 Rules (SPEC defect 9, the guide's Phase 4 without its bugs):
 
-* Keys carry a **generation**: `{prefix}:{scope}:{generation}:{name}:{hash(params)}`. Every write
-  that changes what a scope shows calls `invalidate(scope)` AFTER its transaction commits, which
-  INCRs `{prefix}:gen:{scope}`; readers look the generation up in the same round trip as the value
-  (one Lua script), so the first read after the INCR misses and rebuilds from committed data.
-  Old generations are never deleted: they expire (TTL), no SCAN/DEL. An INCR that fails (Redis
-  down) is kept and retried until it succeeds, so a Redis that comes back cannot serve entries
-  older than a write it missed for longer than the retry interval.
+* Keys carry **generations**: `{prefix}:{scope}:{g}.{g2}:{name}:{hash(params)}`, `g` the scope's
+  (`{prefix}:gen:{scope}`), `g2`... those of the finer parts the value depends on
+  (`{prefix}:gen:{scope}:{part}`, e.g. a category, a product; see services.catalog). Every write
+  calls `invalidate(scope, parts)` AFTER its transaction commits, which INCRs the generations of
+  the parts it touched (or the scope's, without parts); readers look all the generations up in the
+  same round trip as the value (one Lua script), so the first read after the INCR misses and
+  rebuilds from committed data. A missing generation starts from the server clock (µs), so it is
+  never reused; finer generations expire (2 x TTL). Old entries are never deleted: they expire
+  (TTL), no SCAN/DEL. An INCR that fails (Redis down) is kept and retried until it succeeds, and
+  cached reads go to PostgreSQL until then.
 * **Stampede protection**: one rebuild per key. In a worker, concurrent requests for a missing key
   share one task (single-flight); across workers, the rebuilder holds `SET key:lock NX PX`, the
   others poll the key briefly, then fall back to PostgreSQL.
 * **Fail open, fast**: connect/read timeouts of tens of milliseconds, no retries, and a circuit
-  breaker that skips Redis for a few seconds after any error; the caller's loader (PostgreSQL)
-  then answers. Hits, misses, errors and bypasses are counted (monitoring.metrics).
+  breaker that skips Redis for a few seconds after a refused/lost connection, or after a timeout
+  that a probe PING (own connection, generous deadline) confirms — a lone timeout is mostly the
+  worker's own event-loop lag; the caller's loader (PostgreSQL) then answers. Hits, misses,
+  errors and bypasses are counted (monitoring.metrics).
 """
 
 from __future__ import annotations
@@ -25,13 +30,14 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import MaxConnectionsError, RedisError
 
 from villager_shop.monitoring.metrics import (
     CACHE_BYPASSES,
@@ -45,23 +51,40 @@ log = logging.getLogger("villager_shop.cache")
 
 CATALOG = "catalog"
 REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, asyncio.TimeoutError)
+# Redis refused or dropped the connection (not a timeout): open the breaker at once.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (RedisConnectionError, ConnectionError, FileNotFoundError)
 
-# Returns {generation, value}. A missing generation (never set, or evicted) starts from the server
-# clock in microseconds, so it can never fall back onto a number that older entries still carry.
+# KEYS: the generation keys of a value (the scope's, then its finer ones); ARGV: key prefix, key
+# suffix, TTL of the finer generation keys. Returns {generation, value}, generation being the
+# generations joined by '.'. A missing generation (never set, expired or evicted) starts from the
+# server clock in microseconds, so it can never fall back onto a number that older entries still carry.
 _READ = """
-local g = redis.call('GET', KEYS[1])
-if not g then
-  local t = redis.call('TIME')
-  redis.call('SET', KEYS[1], string.format('%.0f', t[1] * 1000000 + t[2]), 'NX')
-  g = redis.call('GET', KEYS[1])
+local gens = {}
+for i, k in ipairs(KEYS) do
+  local g = redis.call('GET', k)
+  if not g then
+    local t = redis.call('TIME')
+    local v = string.format('%.0f', t[1] * 1000000 + t[2])
+    if i == 1 then redis.call('SET', k, v, 'NX') else redis.call('SET', k, v, 'NX', 'EX', ARGV[3]) end
+    g = redis.call('GET', k)
+  end
+  gens[i] = g
 end
-return {g, redis.call('GET', ARGV[1] .. g .. ARGV[2])}
+local gen = table.concat(gens, '.')
+return {gen, redis.call('GET', ARGV[1] .. gen .. ARGV[2])}
 """
+# KEYS: generation keys to bump; ARGV[1]: their TTL in seconds ('0': none, the scope's own key).
 _BUMP = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('INCR', KEYS[1]) end
-local t = redis.call('TIME')
-redis.call('SET', KEYS[1], string.format('%.0f', t[1] * 1000000 + t[2] + 1))
-return redis.call('GET', KEYS[1])
+for _, k in ipairs(KEYS) do
+  if redis.call('EXISTS', k) == 1 then
+    redis.call('INCR', k)
+  else
+    local t = redis.call('TIME')
+    redis.call('SET', k, string.format('%.0f', t[1] * 1000000 + t[2] + 1))
+  end
+  if ARGV[1] ~= '0' then redis.call('EXPIRE', k, ARGV[1]) end
+end
+return #KEYS
 """
 _UNLOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -69,6 +92,16 @@ return 0
 """
 
 Loader = Callable[[], Coroutine[Any, Any, bytes]]
+
+
+def connection_failed(exc: BaseException) -> bool:
+    """Redis refused or dropped the connection — not our own pool being busy (all its
+    connections in use, or no free one within the timeout), which says nothing about Redis."""
+    if isinstance(exc, MaxConnectionsError):
+        return False
+    if isinstance(exc, RedisConnectionError) and isinstance(exc.__cause__, asyncio.TimeoutError):
+        return False  # BlockingConnectionPool: "No connection available."
+    return isinstance(exc, CONNECTION_ERRORS)
 
 
 def params_digest(*parts: object) -> str:
@@ -89,10 +122,16 @@ class Cache:
         lock_ms: int = 3000,
         wait_ms: int = 300,
         poll_ms: int = 10,
+        probe_ms: int = 1000,
+        max_connections: int = 64,
     ) -> None:
         self.url = url
         self.prefix = prefix
         self.ttl_s = ttl_s
+        # finer generation keys expire (a re-created one starts from the clock: never reused)
+        self.part_ttl_s = max(60, ttl_s * 2)
+        self.probe_s = max(probe_ms, timeout_ms) / 1000
+        self.max_connections = max_connections
         self.timeout_s = timeout_ms / 1000
         self.breaker_s = breaker_s
         self.lock_ms = lock_ms
@@ -105,7 +144,10 @@ class Cache:
         self._open_until = 0.0
         self._flights: dict[str, asyncio.Task[bytes]] = {}
         self._local_generation: dict[str, int] = {}
-        self._pending: set[str] = set()
+        self._pending: set[tuple[str, int]] = set()
+        self._probe_redis: aioredis.Redis | None = None
+        self._probe_task: asyncio.Task[None] | None = None
+        self._flushing: asyncio.Task[None] | None = None
         self._retry_task: asyncio.Task[None] | None = None
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -113,15 +155,22 @@ class Cache:
     async def start(self) -> None:
         if self.url is None:
             return
-        self._redis = aioredis.Redis.from_url(
+        # A bounded pool that queues (at most the Redis timeout) for a free connection: hundreds of
+        # requests in flight must not open hundreds of connections, nor fail with "Too many
+        # connections" as redis-py's default pool (100, no waiting) does under load.
+        self._redis = aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(
             self.url,
+            max_connections=self.max_connections,
+            timeout=self.timeout_s,
             socket_connect_timeout=self.timeout_s,
             socket_timeout=self.timeout_s,
             retry=Retry(NoBackoff(), 0),
             retry_on_timeout=False,
             health_check_interval=0,
-            decode_responses=False,
-        )
+        ))
+        self._probe_redis = aioredis.Redis.from_url(
+            self.url, socket_connect_timeout=self.probe_s, socket_timeout=self.probe_s, retry=Retry(NoBackoff(), 0),
+            retry_on_timeout=False, health_check_interval=0, max_connections=2)
         self._read = self._redis.register_script(_READ)
         self._bump = self._redis.register_script(_BUMP)
         self._unlock = self._redis.register_script(_UNLOCK)
@@ -133,12 +182,18 @@ class Cache:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._retry_task
             self._retry_task = None
+        if self._probe_task is not None:
+            self._probe_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe_task
+            self._probe_task = None
         if self._pending:
             await self._flush_pending()
-        if self._redis is not None:
-            with contextlib.suppress(*REDIS_ERRORS):
-                await self._redis.aclose()
-            self._redis = None
+        for client in (self._redis, self._probe_redis):
+            if client is not None:
+                with contextlib.suppress(*REDIS_ERRORS):
+                    await client.aclose()
+        self._redis = self._probe_redis = None
 
     @property
     def enabled(self) -> bool:
@@ -149,11 +204,31 @@ class Cache:
         return self._redis is not None and time.monotonic() >= self._open_until
 
     def _trip(self, operation: str, exc: BaseException) -> None:
+        """Count the error. A refused or lost connection opens the breaker at once. A timeout (or
+        another error) alone does not: under load it is mostly the worker's own event-loop lag,
+        Redis having answered in time; it starts one probe (a PING with a generous deadline, on a
+        connection of its own) and only a failed probe opens the breaker."""
         CACHE_ERRORS.labels(operation).inc()
+        if connection_failed(exc):
+            self._open(operation, exc)
+        elif self._probe_task is None or self._probe_task.done():
+            self._probe_task = asyncio.create_task(self._probe(operation, exc))
+
+    def _open(self, operation: str, exc: BaseException) -> None:
         if time.monotonic() >= self._open_until:
             log.warning("redis %s failed (%s: %s); serving from PostgreSQL for %.1fs",
                         operation, type(exc).__name__, exc, self.breaker_s)
         self._open_until = time.monotonic() + self.breaker_s
+
+    async def _probe(self, operation: str, exc: BaseException) -> None:
+        if self._probe_redis is None:
+            return
+        try:
+            async with asyncio.timeout(self.probe_s * 2):
+                await self._probe_redis.ping()
+        except REDIS_ERRORS as probe_exc:
+            CACHE_ERRORS.labels("ping").inc()
+            self._open(operation, probe_exc if connection_failed(probe_exc) else exc)
 
     async def _call(self, operation: str, coro: Awaitable[Any]) -> Any:
         """Run one Redis command; errors trip the breaker and re-raise. The socket timeouts bound
@@ -170,33 +245,55 @@ class Cache:
     def key(self, scope: str, generation: str, name: str) -> str:
         return f"{self.prefix}:{scope}:{generation}:{name}"
 
-    def generation_key(self, scope: str) -> str:
-        return f"{self.prefix}:gen:{scope}"
+    def generation_key(self, scope: str, part: str | None = None) -> str:
+        """`{prefix}:gen:{scope}` (every value of the scope), or `{prefix}:gen:{scope}:{part}`."""
+        return f"{self.prefix}:gen:{scope}" if part is None else f"{self.prefix}:gen:{scope}:{part}"
 
-    async def get_or_load(self, scope: str, name: str, loader: Loader) -> bytes:
-        """The cached value of `name` in `scope`, or `loader()`'s (stored for the TTL)."""
+    def _local_key(self, scope: str, keys: Sequence[str], name: str) -> str:
+        gens = ".".join(str(self._local_generation.get(k, 0)) for k in keys)
+        return f"local:{scope}:{gens}:{name}"
+
+    async def get_or_load(self, scope: str, name: str, loader: Loader, parts: Sequence[str] = ()) -> bytes:
+        """The cached value of `name` in `scope`, or `loader()`'s (stored for the TTL). The value
+        depends on the scope's generation and on those of `parts` (see `invalidate`); all of them
+        and the value are read in one round trip."""
+        keys = [self.generation_key(scope), *(self.generation_key(scope, p) for p in parts)]
         if not self.available():
             CACHE_BYPASSES.labels(scope).inc()
-            local = f"local:{scope}:{self._local_generation.get(scope, 0)}:{name}"
-            return await self._single_flight(local, loader)
+            return await self._single_flight(self._local_key(scope, keys, name), loader)
         assert self._redis is not None
         if self._pending:
             await self._flush_pending()
             if self._pending:  # a missed invalidation is not in Redis yet: its entries may be stale
                 CACHE_BYPASSES.labels(scope).inc()
-                return await self._single_flight(f"local:{scope}:{self._local_generation.get(scope, 0)}:{name}",
-                                                 loader)
+                return await self._single_flight(self._local_key(scope, keys, name), loader)
         try:
             generation, value = await self._call(
-                "get", self._read(keys=[self.generation_key(scope)], args=[f"{self.prefix}:{scope}:", f":{name}"]))
+                "get", self._read(keys=keys, args=[f"{self.prefix}:{scope}:", f":{name}", self.part_ttl_s]))
         except REDIS_ERRORS:
-            return await self._single_flight(f"local:{scope}:{self._local_generation.get(scope, 0)}:{name}", loader)
+            return await self._single_flight(self._local_key(scope, keys, name), loader)
         if value is not None:
             CACHE_HITS.labels(scope).inc()
             return bytes(value)
         CACHE_MISSES.labels(scope).inc()
         key = self.key(scope, generation.decode(), name)
         return await self._single_flight(key, lambda: self._rebuild(key, loader))
+
+    async def get_cached(self, scope: str, name: str, parts: Sequence[str] = ()) -> bytes | None:
+        """The cached value if Redis holds it now (a hit is counted), else None — also when Redis
+        is skipped or fails; the caller then goes through `get_or_load`, which counts the rest."""
+        if not self.available() or self._pending:
+            return None
+        keys = [self.generation_key(scope), *(self.generation_key(scope, p) for p in parts)]
+        try:
+            _, value = await self._call(
+                "get", self._read(keys=keys, args=[f"{self.prefix}:{scope}:", f":{name}", self.part_ttl_s]))
+        except REDIS_ERRORS:
+            return None
+        if value is None:
+            return None
+        CACHE_HITS.labels(scope).inc()
+        return bytes(value)
 
     async def _single_flight(self, key: str, load: Loader) -> bytes:
         task = self._flights.get(key)
@@ -260,24 +357,39 @@ class Cache:
 
     # -- writes -------------------------------------------------------------------------------
 
-    async def invalidate(self, scope: str = CATALOG) -> None:
-        """Call AFTER the write committed: later reads miss and rebuild from the new data."""
-        self._local_generation[scope] = self._local_generation.get(scope, 0) + 1
+    async def invalidate(self, scope: str = CATALOG, parts: Iterable[str] | None = None) -> None:
+        """Call AFTER the write committed: later reads miss and rebuild from the new data.
+        Without `parts`, every value of the scope; with them, only the values that depend on one
+        of those parts."""
+        if parts is None:
+            keys, ttl = [self.generation_key(scope)], 0
+        else:
+            keys, ttl = sorted({self.generation_key(scope, p) for p in parts}), self.part_ttl_s
+            if not keys:
+                return
+        for k in keys:
+            self._local_generation[k] = self._local_generation.get(k, 0) + 1
         CACHE_INVALIDATIONS.labels(scope).inc()
         if self._redis is None:
             return
         try:
-            await self._call("invalidate", self._bump(keys=[self.generation_key(scope)]))
+            await self._call("invalidate", self._bump(keys=keys, args=[ttl]))
         except REDIS_ERRORS:
-            self._pending.add(scope)
+            self._pending.update((k, ttl) for k in keys)
 
     async def _flush_pending(self) -> None:
-        for scope in list(self._pending):
+        """Replay the missed invalidations; concurrent callers share one replay."""
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.create_task(self._flush_pending_once())
+        await asyncio.shield(self._flushing)
+
+    async def _flush_pending_once(self) -> None:
+        for key, ttl in sorted(self._pending):
             try:
-                await self._call("invalidate", self._bump(keys=[self.generation_key(scope)]))
+                await self._call("invalidate", self._bump(keys=[key], args=[ttl]))
             except REDIS_ERRORS:
                 return
-            self._pending.discard(scope)
+            self._pending.discard((key, ttl))
 
     async def _retry_pending_forever(self, every_s: float = 0.5) -> None:
         while True:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import redis as redis_sync
 
-from tests.api.conftest import ASHA, BALA, RADIO, SHOP_ASHA, Api, ShopDb, make_config, start_api
+from tests.api.conftest import ASHA, BALA, MANGO, RADIO, SHOP_ASHA, VASE, Api, ShopDb, make_config, start_api
 from villager_shop.embedded.redis import EmbeddedRedis
 from villager_shop.monitoring.metrics import sample
 
@@ -163,7 +163,7 @@ async def test_an_invalidation_redis_refused_is_replayed_before_cached_reads(
     admin = redis_sync.Redis(unix_socket_path=str(own_redis.socket_path))
     asha = await api.auth(ASHA)
     radio = (await electronics(api))[str(RADIO)]
-    generation_key = f"{api.config.cache_prefix}:gen:catalog"
+    generation_key = f"{api.config.cache_prefix}:gen:catalog:category:electronics"  # the radio's
     generation = admin.get(generation_key)
     assert generation is not None
 
@@ -204,3 +204,120 @@ async def test_a_write_by_the_old_application_is_not_served_stale(api_migrating:
             break
         await asyncio.sleep(0.02)
     assert price == 321
+
+
+async def test_an_order_invalidates_only_the_listings_and_page_of_its_products(api_migrating: Api) -> None:
+    """The radio (electronics) is ordered: electronics listings, the whole-catalog listing and its
+    page rebuild; another category's listing and another product's page stay cached — also after
+    the service's own catalog notification arrived (skipped: the order invalidated finely)."""
+    api = api_migrating
+    bala = await api.auth(BALA)
+    dairy = {"category": "dairy", "limit": 20}
+    radio = (await electronics(api))[str(RADIO)]
+    for _ in range(2):  # cached
+        assert (await api.client.get("/api/products", params=dairy)).status_code == 200
+        assert (await api.client.get(f"/api/products/{MANGO}")).status_code == 200
+        assert (await api.client.get("/api/products?limit=50")).status_code == 200
+    r = await api.client.post("/api/orders", headers=bala,
+                              json={"items": [{"variant_id": radio["variants"][0]["id"], "quantity": 1}]})
+    assert r.status_code == 201
+    await asyncio.sleep(0.3)  # the catalog notification of the order reached the listener
+    before_hits, before_queries = hits(), db_queries()
+    assert (await api.client.get("/api/products", params=dairy)).status_code == 200
+    assert (await api.client.get(f"/api/products/{MANGO}")).status_code == 200
+    assert hits() == before_hits + 2 and db_queries() == before_queries
+    assert (await electronics(api))[str(RADIO)]["variants"][0]["stock"] == radio["variants"][0]["stock"] - 1
+    assert (await api.client.get(f"/api/products/{RADIO}")).json()["variants"][0]["stock"] == 4
+    page = (await api.client.get("/api/products?limit=50")).json()
+    assert db_queries("list_products") == before_queries + 2  # electronics and the whole catalog
+    assert all(p["variants"][0]["stock"] == 4 for p in page["items"] if p["id"] == str(RADIO))
+
+
+async def test_the_breaker_opens_on_a_refused_connection_or_when_a_probe_confirms_a_timeout(redis_url: str) -> None:
+    """A timeout alone (often the worker's own event-loop lag) does not open the breaker: a probe
+    PING does, if it fails too. A refused connection opens it at once."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import MaxConnectionsError
+
+    from villager_shop.cache import Cache
+
+    cache = Cache(redis_url, prefix=f"vtest:{uuid.uuid4().hex[:10]}", breaker_s=5.0)
+    await cache.start()
+    try:
+        for _ in range(5):
+            cache._trip("get", TimeoutError())
+        assert cache._probe_task is not None
+        await cache._probe_task  # Redis answers the probe: stays closed
+        assert cache.available()
+        busy = RedisConnectionError("No connection available.")
+        busy.__cause__ = TimeoutError()
+        for exc in (MaxConnectionsError("Too many connections"), busy):  # our own pool is busy
+            cache._trip("get", exc)
+            await cache._probe_task
+            assert cache.available()
+        cache._trip("get", RedisConnectionError("refused"))  # Redis down: at once
+        assert not cache.available()
+    finally:
+        await cache.close()
+
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(5)  # a Redis that accepts and never answers
+        writer.close()
+
+    server = await asyncio.start_server(hang, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    cache = Cache(f"redis://127.0.0.1:{port}/0", breaker_s=5.0, probe_ms=200)
+    await cache.start()
+    try:
+        cache._trip("get", TimeoutError())
+        assert cache.available()
+        assert cache._probe_task is not None
+        await cache._probe_task
+        assert not cache.available()
+    finally:
+        await cache.close()
+        server.close()
+
+
+def test_plain_listing_accepts_only_what_the_route_would_take_as_it_is() -> None:
+    from villager_shop.api.fast_listing import plain_listing
+
+    assert plain_listing(b"") == {}
+    assert plain_listing(b"category=dairy&limit=30&q=ghee&cursor=abc") == {
+        "category": "dairy", "limit": 30, "q": "ghee", "cursor": "abc"}
+    assert plain_listing(b"category=d%C3%A1iry") == {"category": "d\u00e1iry"}
+    for odd in (b"category=a&category=b", b"category=", b"limit=0", b"limit=020", b"limit=+5", b"limit=1000",
+                b"shop=10000000-0000-0000-0000-000000000001", b"page=2", b"q=" + b"x" * 101):
+        assert plain_listing(odd) is None, odd
+
+
+async def test_a_cached_listing_is_answered_below_fastapi_the_same_way(api_migrating: Api) -> None:
+    api = api_migrating
+    params = {"category": "electronics", "limit": 50}
+    first = await api.client.get("/api/products", params=params)  # miss: FastAPI, rebuild
+    before_hits, before_counted = hits(), ok_listings()
+    fast = await api.client.get("/api/products", params=params)
+    assert hits() == before_hits + 1 and ok_listings() == before_counted + 1  # under the route's template
+    assert fast.status_code == 200 and fast.content == first.content
+    assert fast.headers["content-type"] == first.headers["content-type"] == "application/json"
+    assert fast.headers["content-length"] == first.headers["content-length"]
+    # invalid input still gets the route's answers
+    assert (await api.client.get("/api/products", params={"limit": 0})).status_code == 422
+    assert (await api.client.get("/api/products", params={"cursor": "%%%"})).status_code == 400
+    assert (await api.client.get("/api/products", params={"category": "a\x00b"})).status_code == 422
+
+    # product pages likewise; a page that is not listed stays a 404
+    first = await api.client.get(f"/api/products/{RADIO}")
+    before_hits = hits()
+    fast = await api.client.get(f"/api/products/{RADIO}")
+    assert hits() == before_hits + 1
+    assert fast.status_code == 200 and fast.content == first.content
+    assert fast.headers["content-length"] == first.headers["content-length"]
+    for _ in range(2):
+        assert (await api.client.get(f"/api/products/{VASE}")).status_code == 404
+    assert (await api.client.get(f"/api/products/{str(RADIO).upper()}")).status_code == 200
+    assert (await api.client.get("/api/products/not-a-uuid")).status_code == 422
+
+
+def ok_listings() -> float:
+    return sample("villager_http_requests_total", {"method": "GET", "route": "/api/products", "status": "200"})

@@ -2,21 +2,45 @@
 
 The migration installs statement-level triggers that `pg_notify('villager_catalog')` at commit on
 every change to products, variants, categories and shops — by the old application during the
-migration, by scripts, by another service instance. Each worker listens and bumps the catalog
-generation, so such writes are not served stale for the cache TTL. A burst of notifications
-becomes one invalidation."""
+migration, by scripts, by another service instance. Each worker listens and bumps the whole
+catalog's generation, so such writes are not served stale for the cache TTL. A burst of
+notifications becomes one invalidation.
+
+The service's own product and variant writes (orders, stock, prices) already invalidated exactly
+the parts they touched, after their commit: a burst whose notifications all come from the
+service's pool connections (their backend pid, `application_name` = database.APP_NAME, this
+database) and only concern products and variants is skipped. Anything else, or a sender that is
+gone before it could be checked, bumps the whole catalog."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 import psycopg
 
+from villager_shop.api.database import APP_NAME
 from villager_shop.cache import Cache
 
 CHANNEL = "villager_catalog"
+# The tables the service writes itself (and invalidates finely for).
+SERVICE_WRITTEN = frozenset({"products", "product_variants"})
+SERVICE_SENDERS = """
+SELECT count(*) FROM pg_stat_activity
+ WHERE pid = ANY(%s) AND application_name = %s AND datname = current_database()
+"""
+
+
+async def caused_by_the_service(conn: psycopg.AsyncConnection[Any], pids: set[int], tables: set[str]) -> bool:
+    """True when every notification came from a pool connection of the service (any worker or
+    instance on this database) and concerns only tables it invalidates finely for itself."""
+    if not pids or not tables <= SERVICE_WRITTEN:
+        return False
+    cur = await conn.execute(SERVICE_SENDERS, (sorted(pids), APP_NAME))
+    row = await cur.fetchone()
+    return row is not None and row[0] == len(pids)
 log = logging.getLogger("villager_shop.catalog_listener")
 
 
@@ -37,15 +61,19 @@ async def listen_for_catalog_changes(database_url: str, cache: Cache, *, connect
         try:
             await conn.execute(f"LISTEN {CHANNEL}")
             while True:
-                got = False
-                async for _ in conn.notifies(timeout=30.0):
-                    got = True
+                pids: set[int] = set()
+                tables: set[str] = set()
+                async for n in conn.notifies(timeout=30.0):
+                    pids.add(n.pid)
+                    tables.add(n.payload)
                     break
-                if got:
+                if pids:
                     # Fold a burst into one invalidation: drain what is already queued.
-                    async for _ in conn.notifies(timeout=0.02):
-                        pass
-                    await cache.invalidate()
+                    async for n in conn.notifies(timeout=0.02):
+                        pids.add(n.pid)
+                        tables.add(n.payload)
+                    if not await caused_by_the_service(conn, pids, tables):
+                        await cache.invalidate()
         except psycopg.Error as exc:
             log.warning("catalog listener lost its connection (%s); reconnecting", type(exc).__name__)
         finally:

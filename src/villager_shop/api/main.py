@@ -22,6 +22,7 @@ from villager_shop.api.config import ServiceConfig
 from villager_shop.api.database import make_pool
 from villager_shop.api.deps import AppServices
 from villager_shop.api.errors import ApiError
+from villager_shop.api.fast_listing import FastListing
 from villager_shop.api.routes import auth, health, monitoring, orders, products, shops
 from villager_shop.api.services.accounts import ensure_service_schema
 from villager_shop.api.services.catalog import Catalog
@@ -81,7 +82,8 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
     for module in (products, shops, orders, auth, health, monitoring):
         app.include_router(module.router)
     app.mount("/dashboard/static", monitoring.static_files(), name="dashboard-static")
-    app.add_middleware(MetricsMiddleware)  # pure ASGI: counts every request by route template
+    app.add_middleware(FastListing)  # pure ASGI: cached listings without FastAPI's machinery
+    app.add_middleware(MetricsMiddleware)  # pure ASGI (outermost): counts every request by route template
     _install_error_handlers(app)
     return app
 

@@ -440,6 +440,7 @@ def bench_api(admin_url: str, redis_url: str, *, scale: float, seed: int = 42, u
             ceiling = Server("ceiling (bare ASGI on uvicorn)", [
                 sys.executable, "-m", "uvicorn", "villager_shop.bench.ceiling:app", "--host", "127.0.0.1",
                 "--port", str(ceiling_port), "--workers", str(workers), "--no-access-log", "--log-level", "warning",
+                "--http", "httptools", "--loop", "uvloop",
             ], env, ceiling_port, "/", workdir / "ceiling.log")
             with ceiling:
                 say(f"ceiling: ab -k -n {cached_requests} -c {cached_concurrency} {ceiling.base}/")

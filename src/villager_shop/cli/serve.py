@@ -36,9 +36,11 @@ def serve(
     typer.echo(f"serving http://{host}:{port} with {workers} worker(s), {per_worker} connection(s) each;"
                f" database {mask_url(config.database_url)}, cache "
                f"{mask_url(config.redis_url) if config.redis_url else 'off'}", err=True)
+    # uvicorn[standard]'s C parser and event loop, named so that a missing one fails loudly instead
+    # of silently falling back to h11/asyncio (bench.api runs its ceiling with the same).
     if workers == 1:
         uvicorn.run(create_app(config), host=host, port=port, access_log=access_log, log_level=log_level,
-                    lifespan="on")
+                    lifespan="on", http="httptools", loop="uvloop")
         return
     # Workers are fresh processes: hand them the resolved servers and the pool size by environment.
     os.environ["DATABASE_URL"] = config.database_url
@@ -52,4 +54,4 @@ def serve(
         folder.mkdir(parents=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
     uvicorn.run("villager_shop.api.main:create_app", factory=True, host=host, port=port, workers=workers,
-                access_log=access_log, log_level=log_level, lifespan="on")
+                access_log=access_log, log_level=log_level, lifespan="on", http="httptools", loop="uvloop")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -55,11 +56,52 @@ def like_pattern(q: str) -> str:
     return f"%{escaped}%"
 
 
+@functools.cache
 def listing_sql(*, category: bool, shop: bool, q: bool, cursor: bool) -> str:
     parts = sections("list_products_filters.sql")
     filters = [parts[name] for name, used in (("category", category), ("shop", shop), ("q", q),
                                               ("cursor", cursor)) if used]
     return load("list_products.sql").replace("/*FILTERS*/", "\n".join(f.strip() for f in filters) or "")
+
+
+# The finer generations of the catalog scope (cache.Cache.invalidate): a listing filtered by
+# category depends on that category's, any other listing on the all-products one, a product page on
+# its product's. A change to products bumps those of the products it touched (catalog_parts); the
+# rest (categories, shops, writes by other programs) bumps the whole scope.
+ALL_PRODUCTS = "all"
+
+
+def category_part(slug: str) -> str:
+    return "category:" + slug
+
+
+def product_part(product_id: uuid.UUID) -> str:
+    return f"product:{product_id}"
+
+
+def listing_parts(category: str | None) -> tuple[str]:
+    return (ALL_PRODUCTS,) if category is None else (category_part(category),)
+
+
+def catalog_parts(products: dict[uuid.UUID, set[str | None]]) -> set[str]:
+    """The parts a change to `products` (id → its category slugs before and after) invalidates."""
+    parts = {ALL_PRODUCTS}
+    for product_id, slugs in products.items():
+        parts.add(product_part(product_id))
+        parts.update(category_part(s) for s in slugs if s is not None)
+    return parts
+
+
+def listing_key(category: str | None, shop: uuid.UUID | None, q: str | None, limit: int,
+                cursor: str | None) -> tuple[str, ListingCursor | None, str | None]:
+    """Validate a listing request: its cache name, decoded cursor and stripped text filter."""
+    clean_text(category, "category")
+    clean_text(q, "q")
+    if not 1 <= limit <= MAX_LIMIT:
+        raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}")
+    after = decode_cursor(cursor) if cursor else None
+    q = q.strip() if q else None
+    return "products:" + params_digest(category, shop, q, limit, cursor), after, q
 
 
 class Catalog:
@@ -77,27 +119,34 @@ class Catalog:
             return None
         return str(row[0]).encode()
 
+    async def cached_listing(self, *, category: str | None = None, q: str | None = None, limit: int = 20,
+                             cursor: str | None = None) -> bytes | None:
+        """The listing if the cache holds it (the hot path below FastAPI, api.fast_listing); None
+        otherwise (list_products then answers). Raises like list_products on invalid input."""
+        name, _, _ = listing_key(category, None, q, limit, cursor)
+        return await self.cache.get_cached(CATALOG, name, listing_parts(category))
+
     async def list_products(self, *, category: str | None = None, shop: uuid.UUID | None = None,
                             q: str | None = None, limit: int = 20, cursor: str | None = None) -> bytes:
-        clean_text(category, "category")
-        clean_text(q, "q")
-        if not 1 <= limit <= MAX_LIMIT:
-            raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}")
-        after = decode_cursor(cursor) if cursor else None
-        q = q.strip() if q else None
-        params: dict[str, Any] = {"limit": limit, "category": category, "shop": shop,
-                                  "q": like_pattern(q) if q else None}
-        if after:
-            params.update(c_rating=after.rating, c_count=after.order_count, c_id=after.id)
-        sql = listing_sql(category=category is not None, shop=shop is not None, q=bool(q), cursor=after is not None)
-        name = "products:" + params_digest(category, shop, q, limit, cursor)
+        name, after, q = listing_key(category, shop, q, limit, cursor)
 
-        async def load_page() -> bytes:
+        async def load_page() -> bytes:  # only on a miss
+            params: dict[str, Any] = {"limit": limit, "category": category, "shop": shop,
+                                      "q": like_pattern(q) if q else None}
+            if after:
+                params.update(c_rating=after.rating, c_count=after.order_count, c_id=after.id)
+            sql = listing_sql(category=category is not None, shop=shop is not None, q=bool(q),
+                              cursor=after is not None)
             body = await self._json("list_products", sql, params)
             assert body is not None  # an aggregate always returns one row
             return body
 
-        return await self.cache.get_or_load(CATALOG, name, load_page)
+        return await self.cache.get_or_load(CATALOG, name, load_page, listing_parts(category))
+
+    async def cached_product(self, product_id: uuid.UUID) -> bytes | None:
+        """The public product page if the cache holds it (api.fast_listing), else None."""
+        body = await self.cache.get_cached(CATALOG, f"product:{product_id}", (product_part(product_id),))
+        return None if body == b"null" else body
 
     async def product(self, product_id: uuid.UUID, *, include_hidden: bool = False) -> bytes | None:
         """The product page (None when not found or not listed)."""
@@ -108,7 +157,8 @@ class Catalog:
         async def load_page() -> bytes:
             return await self._json("product_detail", load("product_detail.sql"), params) or b"null"
 
-        body = await self.cache.get_or_load(CATALOG, f"product:{product_id}", load_page)
+        body = await self.cache.get_or_load(CATALOG, f"product:{product_id}", load_page,
+                                            (product_part(product_id),))
         return None if body == b"null" else body
 
     async def categories(self) -> bytes:

@@ -26,6 +26,7 @@ from psycopg_pool import AsyncConnectionPool
 from villager_shop.api.errors import BadRequest, Conflict, Forbidden, Invalid, NotFound
 from villager_shop.api.queries import sections
 from villager_shop.api.services.accounts import User
+from villager_shop.api.services.catalog import catalog_parts
 from villager_shop.cache import CATALOG, Cache
 from villager_shop.monitoring.metrics import ORDERS, REVENUE
 
@@ -75,14 +76,23 @@ async def _lock_stock(conn: AsyncConnection[Any], variant_ids: list[uuid.UUID]) 
             ORDER BY p.id FOR NO KEY UPDATE""", (variant_ids,))
     await cur.fetchall()
     await cur.execute(
-        """SELECT v.id, v.product_id, v.price, v.stock, v.is_active, p.is_available, p.shop_id, s.is_open
+        """SELECT v.id, v.product_id, v.price, v.stock, v.is_active, p.is_available, p.shop_id, s.is_open, c.slug
              FROM public.product_variants v
              JOIN public.products p ON p.id = v.product_id
              JOIN public.shops s ON s.id = p.shop_id
+             LEFT JOIN public.product_categories c ON c.id = p.category_id
             WHERE v.id = ANY(%s)
             ORDER BY v.id
               FOR NO KEY UPDATE OF v""", (sorted(variant_ids),))
     return {r[0]: r for r in await cur.fetchall()}
+
+
+def _touched(rows: dict[uuid.UUID, tuple[Any, ...]]) -> set[str]:
+    """The catalog cache parts of the products of `_lock_stock`'s rows."""
+    products: dict[uuid.UUID, set[str | None]] = {}
+    for r in rows.values():
+        products.setdefault(r[1], set()).add(r[8])
+    return catalog_parts(products)
 
 
 class Orders:
@@ -179,7 +189,8 @@ class Orders:
             assert body is not None
         ORDERS.labels("created").inc()  # committed (a replay returned above and is not counted)
         REVENUE.labels("created").inc(float(subtotal + self.delivery_fee))
-        await self.cache.invalidate(CATALOG)  # stock changed: after the commit
+        # stock changed: after the commit, the listings and pages of those products only
+        await self.cache.invalidate(CATALOG, _touched(rows))
         return body, False
 
     async def get(self, user: User, order_id: uuid.UUID) -> bytes:
@@ -235,6 +246,7 @@ class Orders:
 
     async def _set_status_once(self, user: User, order_id: uuid.UUID, status: str) -> bytes:
         restocked = cancelled = False
+        touched: set[str] = set()
         async with self.pool.connection() as conn, conn.transaction():
             cur = conn.cursor(row_factory=tuple_row)
             await cur.execute(
@@ -256,7 +268,7 @@ class Orders:
                                 GROUP BY variant_id""", (order_id,))
                     back = {r[0]: r[1] for r in await cur.fetchall()}
                     if back:
-                        await _lock_stock(conn, list(back))
+                        touched = _touched(await _lock_stock(conn, list(back)))
                         ids = sorted(back)
                         await cur.execute(
                             """UPDATE public.product_variants v SET stock = v.stock + x.quantity,
@@ -273,5 +285,5 @@ class Orders:
             ORDERS.labels("cancelled").inc()
             REVENUE.labels("cancelled").inc(float(total))
         if restocked:
-            await self.cache.invalidate(CATALOG)
+            await self.cache.invalidate(CATALOG, touched)
         return body

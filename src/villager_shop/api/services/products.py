@@ -15,6 +15,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from villager_shop.api.errors import Forbidden, Invalid, NotFound
 from villager_shop.api.services.accounts import User
+from villager_shop.api.services.catalog import catalog_parts
 from villager_shop.cache import CATALOG, Cache
 
 UPSERT_DEFAULT_VARIANT = """
@@ -48,18 +49,21 @@ async def _category_id(conn: AsyncConnection[Any], slug: str) -> uuid.UUID:
     return category_id
 
 
-async def _lock_product(conn: AsyncConnection[Any], user: User, product_id: uuid.UUID) -> None:
+async def _lock_product(conn: AsyncConnection[Any], user: User, product_id: uuid.UUID) -> str | None:
     """Lock the product row (the same order as the legacy app: product, then its variants) and
-    check that the user may manage its shop."""
+    check that the user may manage its shop; returns its category's slug."""
     cur = conn.cursor(row_factory=tuple_row)
     await cur.execute(
-        """SELECT s.owner_id FROM public.products p JOIN public.shops s ON s.id = p.shop_id
+        """SELECT s.owner_id, c.slug FROM public.products p JOIN public.shops s ON s.id = p.shop_id
+             LEFT JOIN public.product_categories c ON c.id = p.category_id
             WHERE p.id = %s FOR NO KEY UPDATE OF p""", (product_id,))
     row = await cur.fetchone()
     if row is None:
         raise NotFound("product not found")
     if not can_manage_shop(user, row[0]):
         raise Forbidden("you may only manage the products of your own shops")
+    slug: str | None = row[1]
+    return slug
 
 
 class Products:
@@ -88,12 +92,12 @@ class Products:
             await conn.execute(UPSERT_DEFAULT_VARIANT.encode(), {
                 "product_id": product_id, "sku": f"{product_id}-default", "name": variant_name,
                 "price": price, "stock": stock})
-        await self.cache.invalidate(CATALOG)
+        await self.cache.invalidate(CATALOG, catalog_parts({product_id: {category}}))
         return product_id
 
     async def update(self, user: User, product_id: uuid.UUID, changes: dict[str, Any]) -> None:
         async with self.pool.connection() as conn, conn.transaction():
-            await _lock_product(conn, user, product_id)
+            slugs = {await _lock_product(conn, user, product_id)}
             sets: list[str] = []
             params: dict[str, Any] = {"id": product_id}
             for column in ("name", "description", "is_available"):
@@ -104,16 +108,17 @@ class Products:
                 sets.append("category_id = %(category_id)s")
                 slug = changes["category"]
                 params["category_id"] = await _category_id(conn, slug) if slug else None
+                slugs.add(slug)
             if sets:
                 await conn.execute(
                     f"UPDATE public.products SET {', '.join(sets)}, updated_at = now() WHERE id = %(id)s".encode(),
                     params)
-        await self.cache.invalidate(CATALOG)
+        await self.cache.invalidate(CATALOG, catalog_parts({product_id: slugs}))
 
     async def add_variant(self, user: User, product_id: uuid.UUID, *, name: str, price: Decimal, stock: int,
                           sku: str | None, sort_order: int, is_active: bool) -> uuid.UUID:
         async with self.pool.connection() as conn, conn.transaction():
-            await _lock_product(conn, user, product_id)
+            slug = await _lock_product(conn, user, product_id)
             cur = conn.cursor(row_factory=tuple_row)
             variant_id = uuid.uuid4()
             await cur.execute(
@@ -125,7 +130,7 @@ class Products:
                  is_active, sort_order))
             if await cur.fetchone() is None:
                 raise Invalid(f"sku {sku!r} is already used")
-        await self.cache.invalidate(CATALOG)
+        await self.cache.invalidate(CATALOG, catalog_parts({product_id: {slug}}))
         return variant_id
 
     async def update_variant(self, user: User, variant_id: uuid.UUID, changes: dict[str, Any]) -> uuid.UUID:
@@ -138,7 +143,7 @@ class Products:
             if row is None:
                 raise NotFound("variant not found")
             product_id: uuid.UUID = row[0]
-            await _lock_product(conn, user, product_id)
+            slug = await _lock_product(conn, user, product_id)
             sets = [f"{c} = %({c})s" for c in ("price", "stock", "is_active", "name", "sort_order") if c in changes]
             if sets:
                 await cur.execute(
@@ -154,5 +159,5 @@ class Products:
                         """UPDATE public.products SET base_price = %s, updated_at = now()
                             WHERE id = %s AND base_price IS DISTINCT FROM %s""",
                         (updated[1], product_id, updated[1]))
-        await self.cache.invalidate(CATALOG)
+        await self.cache.invalidate(CATALOG, catalog_parts({product_id: {slug}}))
         return product_id
