@@ -4,6 +4,7 @@ PostgreSQL answers (fast) when Redis is down, and an invalidation Redis missed i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -321,3 +322,21 @@ async def test_a_cached_listing_is_answered_below_fastapi_the_same_way(api_migra
 
 def ok_listings() -> float:
     return sample("villager_http_requests_total", {"method": "GET", "route": "/api/products", "status": "200"})
+
+
+async def test_the_catalog_listener_stops_promptly_when_cancelled(shop_db: ShopDb) -> None:
+    """Shutdown must never hang on the listener (it waits inside psycopg's notifies())."""
+    from villager_shop.api.catalog_listener import listen_for_catalog_changes
+    from villager_shop.cache import Cache
+
+    cache = Cache(None, prefix=f"vtest:{uuid.uuid4().hex[:8]}")
+    await cache.start()
+    for wait in (0.3, 1.5):
+        task = asyncio.create_task(listen_for_catalog_changes(shop_db.url, cache))
+        await asyncio.sleep(wait)  # connected and waiting for a notification
+        t0 = time.monotonic()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, timeout=5)
+        assert time.monotonic() - t0 < 3
+    await cache.close()

@@ -63,19 +63,22 @@ async def listen_for_catalog_changes(database_url: str, cache: Cache, *, connect
             while True:
                 pids: set[int] = set()
                 tables: set[str] = set()
-                async for n in conn.notifies(timeout=30.0):
-                    pids.add(n.pid)
-                    tables.add(n.payload)
-                    break
-                if pids:
-                    # Fold a burst into one invalidation: drain what is already queued.
-                    async for n in conn.notifies(timeout=0.02):
+                # aclosing: a generator left suspended (by break or by cancellation) would keep the
+                # connection's lock, and closing the connection would then wait forever.
+                async with contextlib.aclosing(conn.notifies(timeout=30.0, stop_after=1)) as first:
+                    async for n in first:
                         pids.add(n.pid)
                         tables.add(n.payload)
+                if pids:
+                    # Fold a burst into one invalidation: drain what is already queued.
+                    async with contextlib.aclosing(conn.notifies(timeout=0.02)) as burst:
+                        async for n in burst:
+                            pids.add(n.pid)
+                            tables.add(n.payload)
                     if not await caused_by_the_service(conn, pids, tables):
                         await cache.invalidate()
         except psycopg.Error as exc:
             log.warning("catalog listener lost its connection (%s); reconnecting", type(exc).__name__)
         finally:
             with contextlib.suppress(Exception):
-                await conn.close()
+                await asyncio.wait_for(asyncio.shield(conn.close()), timeout=2.0)

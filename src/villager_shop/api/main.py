@@ -7,10 +7,10 @@ environment)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import psycopg
 from fastapi import FastAPI, Request
@@ -44,6 +44,15 @@ def prepare_database(url: str, connect_timeout_s: int = 3) -> None:
         ensure_service_schema(conn)
 
 
+async def _bounded(awaitable: Awaitable[Any], what: str, timeout_s: float = 5.0) -> None:
+    try:
+        await asyncio.wait_for(awaitable, timeout_s)
+    except TimeoutError:
+        logging.getLogger("villager_shop.api").warning("shutdown: %s did not stop within %.0f s", what, timeout_s)
+    except Exception as exc:  # shutting down: report, go on closing the rest
+        logging.getLogger("villager_shop.api").warning("shutdown: %s: %s", what, exc)
+
+
 def create_app(config: ServiceConfig | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -68,13 +77,13 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
         try:
             yield
         finally:
+            # Every shutdown step is bounded: one stuck component must not keep the process alive.
             for task in (sampling, listening):
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            await sampler.close()
-            await cache.close()
-            await pool.close()
+            await _bounded(asyncio.gather(sampling, listening, return_exceptions=True), "background tasks")
+            await _bounded(sampler.close(), "monitoring sampler")
+            await _bounded(cache.close(), "cache")
+            await _bounded(pool.close(timeout=3), "database pool")
             metrics.mark_process_dead()
 
     app = FastAPI(title="Villager Shop", version="1.0", lifespan=lifespan,
