@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from villager_shop.core.config import Settings
 
@@ -39,3 +40,13 @@ def run_cli(
 
 def settings_for(database_url: str, redis: str | None = None) -> Settings:
     return Settings(database_url=database_url, redis_url=redis, villager_data_dir=TEST_DATA_ROOT)  # type: ignore[arg-type]
+
+
+def stop_process(proc: subprocess.Popen[Any]) -> None:
+    """Terminate a server started by a test; kill it if it does not stop in time."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

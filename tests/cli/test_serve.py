@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from tests.api.conftest import forget_keys, make_config
-from tests.helpers import ROOT, cli_env, run_cli
+from tests.helpers import ROOT, cli_env, run_cli, stop_process
 from villager_shop.core.db import create_database, drop_database
 
 
@@ -66,12 +66,7 @@ def test_serve_answers_and_stops(small_shop_db: str, redis_url: str, workers: in
                                 " AND datname = current_database()").fetchone()
             assert apps and 1 <= apps[0] <= 4
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         forget_keys(make_config(small_shop_db, redis_url, cache_prefix=f"vtest:{port}"))
 
 

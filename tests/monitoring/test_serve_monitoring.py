@@ -17,7 +17,7 @@ import pytest
 
 from tests.api.conftest import ASHA, BALA, PASSWORD, RADIO, ShopDb, forget_keys, make_config
 from tests.cli.test_serve import free_port
-from tests.helpers import ROOT, cli_env
+from tests.helpers import ROOT, cli_env, stop_process
 from tests.monitoring.browser import Chromium, chromium_binary
 from tests.monitoring.test_http_metrics import parse, value
 
@@ -48,12 +48,7 @@ def serving(db_url: str, redis_url: str, data_dir: Path, workers: int = 1, **env
             time.sleep(0.2)
         yield base
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         forget_keys(make_config(db_url, redis_url, cache_prefix=prefix))
 
 
