@@ -57,6 +57,11 @@ def run_guide(ctx: Context) -> dict[str, Any]:
     t0 = time.perf_counter()
     c = ctx.conn
     with exclusive(ctx, "run the guide's migration"):
+        if state.schema_exists(c) and state.phase(c) != "not_started":
+            from villager_shop.core.errors import RefusedError
+
+            raise RefusedError("--strategy guide is a benchmark reference for an untouched legacy database; "
+                               f"this one is already in phase {state.phase(c)!r}")
         c.execute(section("state.sql", "state").encode())
         c.execute(rules_sql(ctx.utf8).encode())  # category_key() backs a generated column
         # Phase 1: schema, indexes and constraints, plain DDL with no timeouts (as the guide does).
