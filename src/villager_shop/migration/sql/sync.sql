@@ -143,6 +143,7 @@ CREATE OR REPLACE FUNCTION villager_migration.sync_product_after() RETURNS trigg
 LANGUAGE plpgsql AS $fn$
 DECLARE
     new_variant uuid;
+    created boolean;
 BEGIN
     IF NEW.price > 0 THEN
         IF TG_OP = 'UPDATE' AND NEW.price = OLD.price AND NEW.stock = OLD.stock AND OLD.price > 0
@@ -158,10 +159,12 @@ BEGIN
                is_active = v.is_active OR (TG_OP = 'UPDATE' AND OLD.price <= 0)
          WHERE v.price IS DISTINCT FROM EXCLUDED.price OR v.stock IS DISTINCT FROM EXCLUDED.stock
             OR (NOT v.is_active AND TG_OP = 'UPDATE' AND OLD.price <= 0)
-        RETURNING v.id INTO new_variant;
+        RETURNING v.id, (v.xmax = 0) INTO new_variant, created;
         IF TG_OP = 'UPDATE' AND (OLD.price <= 0 OR new_variant IS NOT NULL) THEN
             DELETE FROM villager_migration.quarantine WHERE table_name = 'products' AND row_id = NEW.id;
-            IF new_variant IS NOT NULL THEN
+            -- Only a variant that did not exist before can have order items waiting for it (an
+            -- ordinary price change must not touch order_items, which the backfill may be holding).
+            IF new_variant IS NOT NULL AND (created OR OLD.price <= 0) THEN
                 -- Items ordered while the product had no variant; their own trigger clears their
                 -- quarantine entries.
                 UPDATE public.order_items SET variant_id = new_variant
