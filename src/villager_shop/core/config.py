@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     )
     villager_backup_dir: Path | None = Field(default=None, description="backups folder (default DATA_DIR/backups)")
     villager_lock_timeout_ms: int = Field(default=500, ge=10, le=60_000, description="lock_timeout for every DDL")
+    villager_lock_slice_ms: int = Field(default=50, ge=1, le=60_000,
+                                        description="a DDL waits for its lock in slices this long")
     villager_batch_size: int = Field(default=2000, ge=10, le=1_000_000, description="backfill batch rows (max)")
     villager_target_batch_ms: int = Field(default=50, ge=5, le=10_000, description="adaptive batch target")
     villager_backfill_workers: int = Field(default=2, ge=1, le=16, description="parallel key ranges per table")

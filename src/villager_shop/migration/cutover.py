@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from psycopg import sql
+from psycopg import errors, sql
 
 from villager_shop.migration.ddl import RETRYABLE, LockRetriesExhausted
 from villager_shop.migration.steps.base import Context
@@ -28,11 +28,14 @@ def run_cut(ctx: Context, statements: list[str], what: str) -> dict[str, Any]:
     retrying with backoff when an application transaction holds a lock."""
     policy = ctx.policy
     t_start = time.perf_counter()
-    for attempt in range(1, policy.max_attempts + 1):
+    slice_ms = max(1, min(policy.lock_timeout_ms, policy.lock_slice_ms))
+    attempt, waited_ms = 1, 0
+    while True:
         t0 = time.perf_counter()
         try:
             with ctx.conn.transaction():
-                ctx.conn.execute(f"SET LOCAL lock_timeout = {int(policy.lock_timeout_ms)}")
+                # Wait for the locks in slices (see ddl.RetryPolicy.lock_slice_ms).
+                ctx.conn.execute(f"SET LOCAL lock_timeout = {int(slice_ms)}")
                 ctx.conn.execute(f"SET LOCAL statement_timeout = {int(policy.statement_timeout_ms)}")
                 tables = existing(ctx)
                 ctx.conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(
@@ -43,8 +46,15 @@ def run_cut(ctx: Context, statements: list[str], what: str) -> dict[str, Any]:
             return {"attempts": attempt, "locks_held_ms": round(held_ms, 1),
                     "seconds": round(time.perf_counter() - t_start, 3)}
         except RETRYABLE as exc:
+            waited_ms += slice_ms
+            if isinstance(exc, errors.LockNotAvailable) and waited_ms < policy.lock_timeout_ms:
+                time.sleep(0.002)
+                continue
             if attempt in (1, 5, 10) or attempt % 20 == 0:
                 ctx.reporter.note(f"{what}: tables busy ({type(exc).__name__}), retrying (attempt {attempt})")
+            if attempt >= policy.max_attempts:
+                raise LockRetriesExhausted(
+                    f"{what}: could not lock the tables within {policy.max_attempts} attempts;"
+                    " a long-running transaction is holding them (see pg_stat_activity)") from exc
             time.sleep(policy.delay(attempt))
-    raise LockRetriesExhausted(f"{what}: could not lock the tables within {policy.max_attempts} attempts;"
-                               " a long-running transaction is holding them (see pg_stat_activity)")
+            attempt, waited_ms = attempt + 1, 0

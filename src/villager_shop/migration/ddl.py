@@ -40,6 +40,9 @@ class Ddl:
 @dataclass
 class RetryPolicy:
     lock_timeout_ms: int = 500
+    # A blocking DDL waits for its lock in slices: between slices it leaves the lock queue, so the
+    # application queries queued behind it are held for one slice at most, not the whole lock_timeout.
+    lock_slice_ms: int = 50
     gentle_lock_timeout_ms: int = 60_000
     statement_timeout_ms: int = 60_000
     max_attempts: int = 60
@@ -52,13 +55,18 @@ class RetryPolicy:
 
 def execute(conn: psycopg.Connection[Any], ddl: Ddl, policy: RetryPolicy,
             on_retry: Callable[[int, BaseException], None] | None = None) -> int:
-    """Run one DDL statement with timeouts and retries; returns the number of attempts."""
+    """Run one DDL statement with timeouts and retries; returns the number of attempts.
+
+    An attempt may wait `lock_timeout_ms` in all for a blocking lock, in slices of `lock_slice_ms`;
+    then it gives up and the next attempt comes after an exponential backoff with jitter."""
     assert conn.autocommit, "DDL runs on an autocommit connection (CONCURRENTLY needs it)"
     lock_ms = policy.gentle_lock_timeout_ms if ddl.gentle else policy.lock_timeout_ms
+    slice_ms = lock_ms if ddl.gentle else max(1, min(lock_ms, policy.lock_slice_ms))
     stmt_ms = 0 if ddl.concurrent or ddl.gentle else policy.statement_timeout_ms
-    for attempt in range(1, policy.max_attempts + 1):
+    attempt, waited_ms = 1, 0
+    while True:
         try:
-            conn.execute(f"SET lock_timeout = {int(lock_ms)}")
+            conn.execute(f"SET lock_timeout = {int(slice_ms)}")
             conn.execute(f"SET statement_timeout = {int(stmt_ms)}")
             if ddl.concurrent:
                 conn.execute(ddl.sql.encode())
@@ -67,6 +75,10 @@ def execute(conn: psycopg.Connection[Any], ddl: Ddl, policy: RetryPolicy,
                     conn.execute(ddl.sql.encode())
             return attempt
         except RETRYABLE as exc:
+            waited_ms += slice_ms
+            if isinstance(exc, errors.LockNotAvailable) and waited_ms < lock_ms:
+                time.sleep(0.002)  # let the queue behind us through, then queue again
+                continue
             if on_retry:
                 on_retry(attempt, exc)
             if attempt == policy.max_attempts:
@@ -75,11 +87,11 @@ def execute(conn: psycopg.Connection[Any], ddl: Ddl, policy: RetryPolicy,
                     f" ({ddl.locks}); a long transaction may be holding them — see pg_stat_activity"
                 ) from exc
             time.sleep(policy.delay(attempt))
+            attempt, waited_ms = attempt + 1, 0
         finally:
             if not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
                 conn.execute("RESET lock_timeout")
                 conn.execute("RESET statement_timeout")
-    raise AssertionError("unreachable")
 
 
 def first_line(sql: str) -> str:
