@@ -46,7 +46,7 @@ def make_context(url: str, settings: Settings, reporter: Reporter | None = None,
 
 
 @contextmanager
-def exclusive(ctx: Context, what: str, wait_s: float = 5.0) -> Iterator[None]:
+def exclusive(ctx: Context, what: str, wait_s: float = 10.0) -> Iterator[None]:
     # A run killed a moment ago may still hold the lock until its server process notices: wait a little.
     deadline = time.monotonic() + wait_s
     got = ctx.scalar("SELECT pg_try_advisory_lock(%s, %s)", ADVISORY_KEY)
