@@ -14,7 +14,7 @@ Rules (SPEC defect 9, the guide's Phase 4 without its bugs):
   cached reads go to PostgreSQL until then.
 * **Stampede protection**: one rebuild per key. In a worker, concurrent requests for a missing key
   share one task (single-flight); across workers, the rebuilder holds `SET key:lock NX PX`, the
-  others poll the key briefly, then fall back to PostgreSQL.
+  others poll the key while the rebuild lock is held, then fall back to PostgreSQL.
 * **Fail open, fast**: connect/read timeouts of tens of milliseconds, no retries, and a circuit
   breaker that skips Redis for a few seconds after a refused/lost connection, or after a timeout
   that a probe PING (own connection, generous deadline) confirms — a lone timeout is mostly the
@@ -340,13 +340,18 @@ class Cache:
         return value
 
     async def _wait_for(self, key: str) -> bytes | None:
+        """Wait for another worker's rebuild: as long as its lock is held (the lock's TTL bounds it),
+        not a fixed time; None when the holder went away without a value (then ask PostgreSQL)."""
         assert self._redis is not None
-        deadline = time.monotonic() + self.wait_s
+        lock = key + ":lock"
+        deadline = time.monotonic() + max(self.wait_s, self.lock_ms / 1000)
         while time.monotonic() < deadline:
             await asyncio.sleep(self.poll_s)
-            value = await self._call("get", self._redis.get(key))
+            value, holder = await self._call("get", self._redis.mget(key, lock))
             if value is not None:
                 return bytes(value)
+            if holder is None:
+                return None
         return None
 
     async def _release(self, lock: str, token: str) -> None:
