@@ -21,6 +21,19 @@ from villager_shop.embedded.redis import EmbeddedRedis  # noqa: E402
 from villager_shop.legacy.schema import schema_sql  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _stop_embedded_servers_this_session_started() -> Iterator[None]:
+    """Embedded test servers (started by fixtures or by CLI subprocesses) that were not running when
+    the session began are stopped at its end; ones already running are left as they were."""
+    pg, rd = EmbeddedPostgres(TEST_DATA_ROOT), EmbeddedRedis(TEST_DATA_ROOT)
+    pg_was, rd_was = pg.is_ready(), rd.ping()
+    yield
+    if not rd_was:
+        rd.stop()
+    if not pg_was:
+        pg.stop()
+
+
 @pytest.fixture(scope="session")
 def pg_admin_url() -> str:
     """A URL to a maintenance database on the server under test."""
