@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from pathlib import Path
-
 import psycopg
 
 from tests.helpers import ROOT, run_cli
@@ -43,6 +41,3 @@ def test_legacy_init_refuses_non_empty_database_unless_forced(legacy_db: str) ->
     with psycopg.connect(legacy_db) as conn:
         assert conn.execute("SELECT count(*) FROM users").fetchone() == (0,)
 
-
-def test_shared_contract_path_is_a_file() -> None:
-    assert isinstance(SHARED, Path) and SHARED.is_file()

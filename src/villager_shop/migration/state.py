@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -105,7 +104,3 @@ def mark(conn: psycopg.Connection[Any], name: str, status: str, *, error: str | 
         f"UPDATE villager_migration.steps SET {', '.join(sets)} WHERE name = %(name)s",
         {"status": status, "error": error, "detail": Jsonb(detail or {}), "name": name},
     )
-
-
-def to_json(value: Any) -> str:
-    return json.dumps(value, default=str)

@@ -1,8 +1,9 @@
 -- Orders as JSON. `order`: one order with its items; `list_*`: a page of orders (newest first,
 -- keyset on created_at DESC, id DESC) as {"items": [...], "next_cursor": ...}; /*SCOPE*/ and
--- /*CURSOR*/ are replaced by the sections scope_* and cursor in orders.py.
--- name: order
-SELECT json_build_object(
+-- /*CURSOR*/ are replaced by the sections scope_* and cursor in orders.py, /*ORDER_JSON*/ by order_json.
+-- name: order_json
+-- One order with its items, over a row `o` of orders: the same shape for `order` and `list`.
+json_build_object(
     'id', o.id, 'customer_id', o.customer_id, 'shop_id', o.shop_id, 'status', o.status,
     'subtotal', o.subtotal, 'delivery_fee', o.delivery_fee, 'total', o.total,
     'created_at', o.created_at, 'updated_at', o.updated_at,
@@ -10,8 +11,10 @@ SELECT json_build_object(
         SELECT json_agg(json_build_object('id', i.id, 'product_id', i.product_id, 'variant_id', i.variant_id,
                                           'quantity', i.quantity, 'unit_price', i.unit_price)
                         ORDER BY i.created_at, i.id)
-          FROM public.order_items i WHERE i.order_id = o.id), '[]'::json)
-)::text
+          FROM public.order_items i WHERE i.order_id = o.id), '[]'::json))
+
+-- name: order
+SELECT /*ORDER_JSON*/::text
   FROM public.orders o
  WHERE o.id = %(id)s::uuid
 
@@ -28,16 +31,7 @@ WITH page AS (
     SELECT page.*, row_number() OVER (ORDER BY page.created_at DESC, page.id DESC) AS n FROM page
 )
 SELECT json_build_object(
-    'items', coalesce(json_agg(json_build_object(
-        'id', o.id, 'customer_id', o.customer_id, 'shop_id', o.shop_id, 'status', o.status,
-        'subtotal', o.subtotal, 'delivery_fee', o.delivery_fee, 'total', o.total,
-        'created_at', o.created_at, 'updated_at', o.updated_at,
-        'items', coalesce((
-            SELECT json_agg(json_build_object('id', i.id, 'product_id', i.product_id, 'variant_id', i.variant_id,
-                                              'quantity', i.quantity, 'unit_price', i.unit_price)
-                            ORDER BY i.created_at, i.id)
-              FROM public.order_items i WHERE i.order_id = o.id), '[]'::json)
-    ) ORDER BY o.n) FILTER (WHERE o.n <= %(limit)s::integer), '[]'::json),
+    'items', coalesce(json_agg(/*ORDER_JSON*/ ORDER BY o.n) FILTER (WHERE o.n <= %(limit)s::integer), '[]'::json),
     'next_cursor', CASE WHEN count(*) > %(limit)s::integer THEN
         (array_agg(to_char(o.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US') || '_' || o.id
                    ORDER BY o.n DESC) FILTER (WHERE o.n <= %(limit)s::integer))[1]

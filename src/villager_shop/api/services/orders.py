@@ -36,7 +36,8 @@ DEADLOCK_RETRIES = 3
 
 
 def _sql(name: str) -> bytes:
-    return sections("orders.sql")[name].encode()
+    parts = sections("orders.sql")
+    return parts[name].replace("/*ORDER_JSON*/", parts["order_json"]).encode()
 
 
 def request_hash(items: dict[uuid.UUID, int]) -> str:
@@ -224,7 +225,8 @@ class Orders:
         if cursor:
             params["c_at"], params["c_id"] = decode_order_cursor(cursor)
             cursor_sql = parts["cursor"]
-        query = parts["list"].replace("/*SCOPE*/", scope).replace("/*CURSOR*/", cursor_sql)
+        query = (parts["list"].replace("/*SCOPE*/", scope).replace("/*CURSOR*/", cursor_sql)
+                 .replace("/*ORDER_JSON*/", parts["order_json"]))
         async with self.pool.connection() as conn:
             cur = conn.cursor(row_factory=tuple_row)
             await cur.execute(query.encode(), params)

@@ -7,10 +7,8 @@ fires the trigger."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from villager_shop.migration.ddl import Ddl
-from villager_shop.migration.sqlfiles import section, sections
+from villager_shop.migration.sqlfiles import sections
 from villager_shop.migration.steps.base import Context, Step
 
 NOT_IN_BACKFILL = "WHEN (current_setting('villager.backfill', true) IS DISTINCT FROM 'on')"
@@ -70,19 +68,6 @@ class SyncTriggers(Step):
     def check(self, ctx: Context) -> bool:
         have = ctx.conn.execute(
             "SELECT tgname, c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
-            " WHERE tgname LIKE 'villager_%%' AND NOT tgisinternal").fetchall()
+            " WHERE tgname LIKE 'villager_%%' AND NOT tgisinternal"
+            " AND c.relnamespace = 'public'::regnamespace").fetchall()
         return {(n, t) for n, t, *_ in TRIGGERS} <= {(r[0], r[1]) for r in have}
-
-    def apply(self, ctx: Context) -> dict[str, Any]:
-        return super().apply(ctx)
-
-
-def installed_triggers(ctx: Context) -> list[tuple[str, str]]:
-    rows = ctx.conn.execute(
-        "SELECT tgname, c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
-        " JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE tgname LIKE 'villager_%%' AND NOT tgisinternal AND n.nspname = 'public'").fetchall()
-    return [(r[0], r[1]) for r in rows]
-
-
-__all__ = ["TRIGGERS", "SyncTriggers", "installed_triggers", "section"]
