@@ -149,3 +149,43 @@ def test_catalog_changes_notify_listeners_once_per_statement(conn: psycopg.Conne
         got = [n.payload for n in listener.notifies(timeout=1.0, stop_after=10)]
     assert "products" in got and "product_variants" in got  # the trigger-made variant writes too
     assert got.count("products") == 1 and "users" not in got
+
+
+def test_any_write_to_an_unmigrated_row_completes_it(legacy_db: str) -> None:
+    """With the triggers installed and before the backfill, a legacy write that changes none of the
+    migrated columns still migrates the row: the physical backfill walk skips row versions written
+    after the triggers exist, so they must be complete."""
+    from tests.helpers import settings_for
+    from tests.migration.messy import load_messy
+    from villager_shop.migration.plan import build_plan
+    from villager_shop.migration.runner import make_context, run
+
+    load_messy(legacy_db)
+    plan = build_plan()
+    first_backfill = next(i for i, s in enumerate(plan) if s.phase == "backfill")
+    ctx = make_context(legacy_db, settings_for(legacy_db))
+    try:
+        run(ctx, steps=plan[:first_backfill])
+    finally:
+        ctx.conn.close()
+    with psycopg.connect(legacy_db, autocommit=True) as c:
+        assert one(c, "SELECT count(*) FROM users WHERE address_id IS NOT NULL") == 0  # nothing migrated yet
+        ex(c, "UPDATE users SET name = name || '.' WHERE id = %s", BALA)
+        assert one(c, "SELECT a.house_number FROM users u JOIN addresses a ON a.id = u.address_id WHERE u.id = %s",
+                   BALA) == "12A"
+        ex(c, "UPDATE shops SET name = name || '.' WHERE id = %s", SHOP)
+        assert one(c, "SELECT address_id IS NOT NULL FROM shops WHERE id = %s", SHOP) is True
+        ex(c, "UPDATE products SET name = name || '.' WHERE id = %s", RADIO)
+        row = c.execute("SELECT c.name_key, p.base_price, v.price FROM products p"
+                        " JOIN product_categories c ON c.id = p.category_id"
+                        " JOIN product_variants v ON v.product_id = p.id AND v.is_default WHERE p.id = %s",
+                        (RADIO,)).fetchone()
+        assert row is not None and row[0] == "electronics" and row[1] == row[2]
+        item = "40000000-0000-0000-0000-000000000001"  # an item of RADIO, which now has its variant
+        ex(c, "UPDATE order_items SET unit_price = unit_price WHERE id = %s", item)
+        assert one(c, "SELECT v.product_id::text FROM order_items oi JOIN product_variants v ON v.id = oi.variant_id"
+                      " WHERE oi.id = %s", item) == RADIO
+        bad = "30000000-0000-0000-0000-000000000002"  # total does not add up
+        ex(c, "UPDATE orders SET status = 'confirmed' WHERE id = %s", bad)
+        assert one(c, "SELECT reason FROM villager_migration.quarantine WHERE table_name = 'orders' AND row_id = %s",
+                   bad) == "total_mismatch"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -30,6 +31,9 @@ class Settings(BaseSettings):
     villager_target_batch_ms: int = Field(default=50, ge=5, le=10_000, description="adaptive batch target")
     villager_backfill_workers: int = Field(default=2, ge=1, le=16, description="parallel key ranges per table")
     villager_batch_pause_ms: int = Field(default=0, ge=0, le=60_000, description="pause between batches")
+    villager_backfill_order: Literal["auto", "physical", "key"] = Field(
+        default="auto", description="backfill walk: physical (page order, PostgreSQL 14+), key (primary key), "
+                                    "auto = physical where the server supports it")
     villager_jwt_secret: SecretStr | None = Field(default=None, description="JWT signing key (generated if unset)")
 
     @property

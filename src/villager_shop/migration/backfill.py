@@ -1,16 +1,27 @@
-"""Walk a table by primary key in small transactions (SPEC defect 1).
+"""Walk a table in small transactions (SPEC defect 1).
 
-Each batch: pick the next N ids after the cursor, lock them FOR NO KEY UPDATE SKIP LOCKED (we
+Each batch: take the next slice of the table, lock its rows FOR NO KEY UPDATE SKIP LOCKED (we
 never wait behind an application's row lock, so we cannot deadlock with it), run the step's
 set-based actions on exactly the locked rows, and move the cursor - all in one transaction, so a
 kill -9 at any point resumes at the last committed batch. Rows skipped because the application
 held them are remembered and retried at the end (by then the sync trigger has usually done them).
 The batch size adapts: it shrinks when a batch is slower than the target (locks are held for one
 batch only) and grows back when there is room.
+
+Two walks. The physical walk (PostgreSQL 14+, TID range scans) takes the heap pages in order:
+each batch reads and writes a few neighbouring pages, so its speed does not fall when the table
+outgrows the cache (a walk by random UUID key touches one page per row). It covers the pages the
+table had when the step started: every older row version lies there, and every row written since
+went through the sync triggers. A row our own update moved further into the walked range is met
+again; the actions are no-ops on migrated rows, so that costs a read. A table rewritten meanwhile
+(VACUUM FULL, CLUSTER: new relation file, tuples moved) restarts the step's walk from its first
+page, which the same no-op property makes safe. The key walk (PostgreSQL 13, or
+VILLAGER_BACKFILL_ORDER=key) takes primary-key ranges.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import uuid
@@ -27,6 +38,12 @@ from villager_shop.migration.steps.base import Context
 RETRYABLE = (errors.LockNotAvailable, errors.DeadlockDetected, errors.SerializationFailure,
              errors.QueryCanceled)
 MIN_BATCH = 50
+MAX_PAGES = 4096
+BATCH_MARK = re.compile(r"/\*BATCH (\w+)\*/")
+
+
+class TableRewritten(Exception):
+    """The table got a new relation file while the physical walk ran (tuple ids changed)."""
 
 
 @dataclass
@@ -40,6 +57,34 @@ class BackfillResult:
     @property
     def rows_per_s(self) -> float:
         return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+
+def bind(sql: str, walk: str) -> str:
+    """An action with its batch marker bound to the walk's parameters: %(tids)s within the page
+    range %(plo)s..%(phi)s (physical: the range makes it a TID range scan of a few pages) or
+    %(ids)s within %(lo)s..%(hi)s (key: the range lets the planner use the primary key; a bare
+    `id = ANY(...)` of thousands of ids can plan a sequential scan)."""
+    if walk == "physical":
+        return BATCH_MARK.sub(r"\1.ctid >= %(plo)s::tid AND \1.ctid < %(phi)s::tid AND \1.ctid = ANY(%(tids)s::tid[])",
+                              sql)
+    return BATCH_MARK.sub(r"\1.id BETWEEN %(lo)s::uuid AND %(hi)s::uuid AND \1.id = ANY(%(ids)s)", sql)
+
+
+def choose_walk(conn: psycopg.Connection[Any], step: str, wanted: str) -> str:
+    """The walk a started backfill uses (kept across resumes), else the configured one."""
+    row = conn.execute("SELECT min(walk) FROM villager_migration.backfill WHERE step LIKE %s",
+                       (f"{step}#%",)).fetchone()
+    conn.commit()
+    if row and row[0]:
+        return str(row[0])
+    if wanted == "auto":
+        return "physical" if conn.info.server_version >= 140000 else "key"
+    if wanted == "physical" and conn.info.server_version < 140000:
+        from villager_shop.core.errors import VillagerError
+
+        raise VillagerError("VILLAGER_BACKFILL_ORDER=physical needs PostgreSQL 14 or later (TID range scans); "
+                            "use key or auto")
+    return wanted
 
 
 def _init_progress(conn: psycopg.Connection[Any], step: str, table: str, key_range: tuple[str, str]
@@ -74,10 +119,45 @@ def part_names(conn: psycopg.Connection[Any], step: str, workers: int) -> int:
 
 def run_backfill(ctx: Context, step: str, table: str, actions: list[str], busy: list[str] | None = None,
                  only: str | None = None) -> BackfillResult:
-    """Backfill `table` with `ctx.backfill_workers` connections, each walking its own key range."""
+    """Backfill `table` with `ctx.backfill_workers` connections, each walking its own part."""
+    for attempt in range(1, 4):
+        try:
+            return _run_parts(ctx, step, table, actions, busy or [], only)
+        except TableRewritten:
+            ctx.reporter.note(f"{step}: {table} was rewritten (VACUUM FULL or CLUSTER?) while the backfill ran;"
+                              f" walking it again from the start (attempt {attempt + 1})")
+            with connect(ctx.url) as conn:
+                conn.execute("DELETE FROM villager_migration.backfill WHERE step LIKE %s", (f"{step}#%",))
+    return _run_parts(ctx, step, table, actions, busy or [], only)
+
+
+def _plan_pages(conn: psycopg.Connection[Any], step: str, table: str, parts: int) -> None:
+    """Split the pages the table has now into `parts` ranges, all recorded in one transaction (a
+    crash between two parts' records would otherwise let a resumed run split a grown table
+    differently and leave a gap)."""
+    with conn.transaction():
+        if conn.execute("SELECT 1 FROM villager_migration.backfill WHERE step LIKE %s LIMIT 1",
+                        (f"{step}#%",)).fetchone():
+            return
+        pages, filenode = conn.execute(
+            "SELECT pg_relation_size(c.oid) / current_setting('block_size')::bigint, pg_relation_filenode(c.oid)"
+            " FROM pg_class c WHERE c.oid = %s::regclass", (f"public.{table}",)).fetchone() or (0, 0)
+        for k in range(parts):
+            first, last = pages * k // parts, pages * (k + 1) // parts
+            conn.execute(
+                "INSERT INTO villager_migration.backfill (step, table_name, walk, page_from, page_to, next_page,"
+                " filenode, started_at, updated_at) VALUES (%s, %s, 'physical', %s, %s, %s, %s, now(), now())",
+                (f"{step}#{k}", table, first, last, first, filenode))
+
+
+def _run_parts(ctx: Context, step: str, table: str, actions: list[str], busy: list[str],
+               only: str | None) -> BackfillResult:
     probe = connect(ctx.url, application_name=f"villager-shop backfill {table}")
     try:
         parts = part_names(probe, step, max(1, ctx.backfill_workers))
+        walk = choose_walk(probe, step, ctx.backfill_order)
+        if walk == "physical":
+            _plan_pages(probe, step, table, parts)
     finally:
         probe.close()
     ranges = key_ranges(parts)
@@ -100,8 +180,11 @@ def run_backfill(ctx: Context, step: str, table: str, actions: list[str], busy: 
         conn = connect(ctx.url, application_name=f"villager-shop backfill {table} #{k}")
         try:
             stop_work_when_client_dies(conn)
-            results[k] = _run(ctx, conn, f"{step}#{k}", table, actions, busy or [], ranges[k],
-                              lambda done, total, n: report(k, done, total, n), only)
+            on_batch = lambda done, total, n: report(k, done, total, n)  # noqa: E731
+            if walk == "physical":
+                results[k] = _walk_pages(ctx, conn, f"{step}#{k}", table, actions, busy, on_batch, only)
+            else:
+                results[k] = _walk_keys(ctx, conn, f"{step}#{k}", table, actions, busy, ranges[k], on_batch, only)
         except BaseException as exc:
             results[k] = exc
         finally:
@@ -113,6 +196,9 @@ def run_backfill(ctx: Context, step: str, table: str, actions: list[str], busy: 
     for t in threads:
         t.join()
     for r in results:
+        if isinstance(r, TableRewritten):
+            raise r
+    for r in results:
         if not isinstance(r, BackfillResult):
             raise r
     done = [r for r in results if isinstance(r, BackfillResult)]
@@ -120,19 +206,133 @@ def run_backfill(ctx: Context, step: str, table: str, actions: list[str], busy: 
                           sum(r.retried_rows for r in done), max(r.max_batch_ms for r in done))
 
 
-def _run(ctx: Context, conn: psycopg.Connection[Any], step: str, table: str, actions: list[str],
-         busy: list[str], key_range: tuple[str, str], report: Callable[[int, int, int], None],
-         only: str | None = None) -> BackfillResult:
+class _Pace:
+    """The adaptive batch size: shrink when a batch is slower than the target, grow when there is room."""
+
+    def __init__(self, ctx: Context, size: int, smallest: int, largest: int) -> None:
+        self.target_s = ctx.target_batch_ms / 1000
+        self.smallest, self.largest = smallest, max(smallest, largest)
+        self.size = max(self.smallest, min(self.largest, size))
+        self.failures = 0
+
+    def after(self, seconds: float) -> None:
+        self.failures = 0
+        if seconds > self.target_s * 1.2 and self.size > self.smallest:
+            self.size = max(self.smallest, int(self.size * max(0.3, self.target_s / seconds)))
+        elif seconds < self.target_s * 0.6 and self.size < self.largest:
+            self.size = min(self.largest, int(self.size * 1.5) + 1)
+
+    def gave_way(self, ctx: Context, step: str, exc: BaseException) -> None:
+        self.failures += 1
+        self.size = max(self.smallest, self.size // 2)
+        ctx.reporter.note(f"{step}: batch gave way to the application ({type(exc).__name__}); "
+                          f"batch size now {self.size}")
+        if self.failures > 200:
+            raise exc
+        time.sleep(min(2.0, 0.02 * 2 ** min(self.failures, 6)))
+
+
+def _walk_pages(ctx: Context, conn: psycopg.Connection[Any], step: str, table: str, actions: list[str],
+                busy: list[str], report: Callable[[int, int, int], None], only: str | None) -> BackfillResult:
+    row = conn.execute(
+        "SELECT page_from, page_to, next_page, filenode, rows_done, rows_total, batch_size"
+        " FROM villager_migration.backfill WHERE step = %s", (step,)).fetchone()
+    conn.commit()
+    if row is None:
+        raise RuntimeError(f"{step}: no page range recorded")
+    first, last, page, filenode, done, total, saved = row
+    done = int(done)
+    rng = "ctid >= %(plo)s::tid AND ctid < %(phi)s::tid"
+    if total is None:  # counted by the worker itself, in parallel with the other parts
+        with conn.transaction():
+            total = conn.execute(f"SELECT count(*) FROM public.{table} WHERE {rng}",
+                                 {"plo": f"({first},0)", "phi": f"({last},0)"}).fetchone()[0]  # type: ignore[index]
+            conn.execute("UPDATE villager_migration.backfill SET rows_total = %s WHERE step = %s", (total, step))
+    total = int(total)
+    bound = [bind(a, "physical") for a in actions]
+    where_only = f" AND ({only})" if only else ""
+    count = (f"SELECT count(*), count(*) FILTER (WHERE true{where_only}), pg_relation_filenode(%(rel)s::regclass)"
+             f" FROM public.{table} t WHERE {rng}")
+    lock = (f"SELECT coalesce(array_agg(id), ARRAY[]::uuid[]), coalesce(array_agg(ctid::text), ARRAY[]::text[])"
+            f" FROM (SELECT id, ctid FROM public.{table} t WHERE {rng}{where_only} FOR NO KEY UPDATE SKIP LOCKED) l")
+    remember = (f"INSERT INTO villager_migration.backfill_retry (step, row_id)"
+                f" SELECT %(step)s, id FROM public.{table} t WHERE {rng}{where_only} AND id <> ALL(%(ids)s)"
+                f" ON CONFLICT DO NOTHING")
+    per_page = max(1.0, total / max(1, last - first))
+    pace = _Pace(ctx, int(saved or 8), 1, MAX_PAGES)
+    started = time.perf_counter()
+    rows = batches = 0
+    max_batch = 0.0
+    while page < last:
+        # Keep the batch within the row cap too (VILLAGER_BATCH_SIZE) at the table's density.
+        size = max(1, min(pace.size, int(max(MIN_BATCH, ctx.batch_size) / per_page)))
+        upto = min(last, page + size)
+        params: dict[str, Any] = {"plo": f"({page},0)", "phi": f"({upto},0)", "rel": f"public.{table}", "step": step}
+        t0 = time.perf_counter()
+        try:
+            with conn.transaction():
+                _batch_settings(conn, ctx)
+                ids, tids = conn.execute(lock, params).fetchone()  # type: ignore[misc]
+                n, needed, node = conn.execute(count, params).fetchone()  # type: ignore[misc]
+                if node != filenode:
+                    raise TableRewritten(table)
+                if len(ids) < needed:
+                    conn.execute(remember, {**params, "ids": ids})
+                if ids and busy:
+                    keep = set(_without_busy(conn, busy, ids))
+                    pairs = [(i, t) for i, t in zip(ids, tids, strict=True) if i in keep]
+                    ids, tids = [p[0] for p in pairs], [p[1] for p in pairs]
+                if ids:
+                    batch = {**params, "ids": ids, "tids": tids, "lo": min(ids), "hi": max(ids)}
+                    for action in bound:
+                        conn.execute(action, batch)
+                elapsed = time.perf_counter() - t0
+                conn.execute(
+                    "UPDATE villager_migration.backfill SET next_page = %s, rows_done = rows_done + %s,"
+                    " batches = batches + 1, batch_size = %s, elapsed_s = elapsed_s + %s,"
+                    " max_batch_ms = greatest(max_batch_ms, %s), updated_at = now() WHERE step = %s",
+                    (upto, n, size, elapsed, elapsed * 1000, step))
+        except RETRYABLE as exc:
+            pace.gave_way(ctx, step, exc)
+            continue
+        dt = time.perf_counter() - t0
+        pace.after(dt)
+        if n:
+            per_page = max(1.0, 0.7 * per_page + 0.3 * n / (upto - page))
+        page = upto
+        rows += n
+        done += n
+        batches += 1
+        max_batch = max(max_batch, dt * 1000)
+        report(done, max(total, done), n)
+        if ctx.batch_pause_ms:
+            time.sleep(ctx.batch_pause_ms / 1000)
+    return _finish(ctx, conn, step, table, actions, BackfillResult(rows, batches, time.perf_counter() - started,
+                                                                   0, max_batch), started)
+
+
+def _finish(ctx: Context, conn: psycopg.Connection[Any], step: str, table: str, actions: list[str],
+            res: BackfillResult, started: float) -> BackfillResult:
+    res.retried_rows = _retry_skipped(ctx, conn, step, table, actions)
+    res.seconds = time.perf_counter() - started
+    with conn.transaction():
+        conn.execute("UPDATE villager_migration.backfill SET finished_at = now(), updated_at = now(),"
+                      " rows_total = greatest(rows_total, rows_done) WHERE step = %s", (step,))
+    return res
+
+
+def _walk_keys(ctx: Context, conn: psycopg.Connection[Any], step: str, table: str, actions: list[str],
+               busy: list[str], key_range: tuple[str, str], report: Callable[[int, int, int], None],
+               only: str | None = None) -> BackfillResult:
     lo, hi = key_range
     last_id, done, saved_size = _init_progress(conn, step, table, key_range)
     max_size = max(MIN_BATCH, ctx.batch_size)
     # Start small: the first batches of a table also warm caches and plans.
-    size = min(max_size, saved_size or min(max_size, 500))
-    target_s = ctx.target_batch_ms / 1000
+    pace = _Pace(ctx, min(max_size, saved_size or min(max_size, 500)), MIN_BATCH, max_size)
+    bound = [bind(a, "key") for a in actions]
     started = time.perf_counter()
     rows = batches = 0
     max_batch = 0.0
-    failures = 0
     total = _total(conn, step)
     pick = (f"WITH r AS (SELECT id FROM public.{table} WHERE id {{op}} %(last)s::uuid AND id <= %(hi)s::uuid"
             f" ORDER BY id LIMIT %(n)s)"
@@ -147,6 +347,7 @@ def _run(ctx: Context, conn: psycopg.Connection[Any], step: str, table: str, act
                 f" AND id <> ALL(%(ids)s){where_only} ON CONFLICT DO NOTHING")
     while True:
         op = ">" if last_id is not None else ">="
+        size = pace.size
         t0 = time.perf_counter()
         try:
             with conn.transaction():
@@ -162,7 +363,7 @@ def _run(ctx: Context, conn: psycopg.Connection[Any], step: str, table: str, act
                 if len(ids) < n or only:
                     conn.execute(remember.format(op=op), {**params, "ids": ids})
                 if ids:
-                    _apply(conn, actions, ids)
+                    _apply(conn, bound, ids)
                 elapsed = time.perf_counter() - t0
                 conn.execute(
                     "UPDATE villager_migration.backfill SET last_id = %s, rows_done = rows_done + %s,"
@@ -170,34 +371,19 @@ def _run(ctx: Context, conn: psycopg.Connection[Any], step: str, table: str, act
                     " max_batch_ms = greatest(max_batch_ms, %s), updated_at = now() WHERE step = %s",
                     (upper, n, size, elapsed, elapsed * 1000, step))
         except RETRYABLE as exc:
-            failures += 1
-            size = max(MIN_BATCH, size // 2)
-            ctx.reporter.note(f"{step}: batch gave way to the application ({type(exc).__name__}); "
-                              f"batch size now {size}")
-            if failures > 200:
-                raise
-            time.sleep(min(2.0, 0.02 * 2 ** min(failures, 6)))
+            pace.gave_way(ctx, step, exc)
             continue
         dt = time.perf_counter() - t0
-        failures = 0
+        pace.after(dt)
         last_id = upper
         rows += n
         done += n
         batches += 1
         max_batch = max(max_batch, dt * 1000)
-        if dt > target_s * 1.2 and size > MIN_BATCH:
-            size = max(MIN_BATCH, int(size * max(0.3, target_s / dt)))
-        elif dt < target_s * 0.6 and size < max_size:
-            size = min(max_size, int(size * 1.5) + 1)
         report(done, max(total, done), n)
         if ctx.batch_pause_ms:
             time.sleep(ctx.batch_pause_ms / 1000)
-    retried = _retry_skipped(ctx, conn, step, table, actions)
-    seconds = time.perf_counter() - started
-    with conn.transaction():
-        conn.execute("UPDATE villager_migration.backfill SET finished_at = now(), updated_at = now(),"
-                     " rows_total = greatest(rows_total, rows_done) WHERE step = %s", (step,))
-    return BackfillResult(rows, batches, seconds, retried, max_batch)
+    return _finish(ctx, conn, step, table, actions, BackfillResult(rows, batches, 0.0, 0, max_batch), started)
 
 
 def _without_busy(conn: psycopg.Connection[Any], busy: list[str], ids: list[Any]) -> list[Any]:
@@ -246,7 +432,7 @@ def _retry_skipped(ctx: Context, conn: psycopg.Connection[Any], step: str, table
                     " JOIN villager_migration.backfill_retry r ON r.row_id = t.id AND r.step = %s"
                     " ORDER BY t.id LIMIT 500 FOR NO KEY UPDATE OF t) l", (step,)).fetchone()[0]  # type: ignore[index]
                 if ids:
-                    _apply(conn, actions, ids)
+                    _apply(conn, [bind(a, "key") for a in actions], ids)
                 conn.execute("DELETE FROM villager_migration.backfill_retry WHERE step = %s AND"
                              " (row_id = ANY(%s) OR NOT EXISTS (SELECT 1 FROM public." + table +
                              " t WHERE t.id = row_id))", (step, ids))

@@ -85,9 +85,11 @@ def build_plan() -> list[Step]:
         Backfill("shops", [ExtractLookup("shops", "house_number", "address_id", "addresses", "house_number",
                                          "canonical_house_number", "ensure_address")],
                  "backfill shops.address_id from house_number"),
-        Backfill("products", [ExtractCategory(), SplitDefaultVariant()],
+        # The variant split reads the products; the category extraction updates them, so it comes last.
+        Backfill("products", [SplitDefaultVariant(), ExtractCategory()],
                  "backfill categories, category_id, base_price and default variants"),
-        Backfill("order_items", [DefaultVariantReference()], "backfill order_items.variant_id"),
+        Backfill("order_items", [DefaultVariantReference()], "backfill order_items.variant_id",
+                 only="t.variant_id IS NULL"),
         Backfill("orders", [Quarantine("orders", "villager_migration.order_problem(s.subtotal, s.delivery_fee,"
                                                  " s.total)")],
                  "quarantine orders whose amounts are negative or do not add up",

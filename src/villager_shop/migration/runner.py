@@ -41,6 +41,7 @@ def make_context(url: str, settings: Settings, reporter: Reporter | None = None,
         batch_pause_ms=settings.villager_batch_pause_ms,
         target_batch_ms=settings.villager_target_batch_ms,
         backfill_workers=settings.villager_backfill_workers,
+        backfill_order=settings.villager_backfill_order,
         reporter=reporter or SilentReporter(),
     )
 

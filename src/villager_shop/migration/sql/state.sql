@@ -27,6 +27,13 @@ CREATE TABLE IF NOT EXISTS villager_migration.backfill (
     updated_at  timestamptz,
     finished_at timestamptz
 );
+-- The physical walk (PostgreSQL 14+): a part covers heap pages [page_from, page_to) of the
+-- relation file `filenode`; every page below next_page is done.
+ALTER TABLE villager_migration.backfill ADD COLUMN IF NOT EXISTS walk text NOT NULL DEFAULT 'key';
+ALTER TABLE villager_migration.backfill ADD COLUMN IF NOT EXISTS page_from bigint;
+ALTER TABLE villager_migration.backfill ADD COLUMN IF NOT EXISTS page_to bigint;
+ALTER TABLE villager_migration.backfill ADD COLUMN IF NOT EXISTS next_page bigint;
+ALTER TABLE villager_migration.backfill ADD COLUMN IF NOT EXISTS filenode oid;
 
 -- Rows the backfill skipped because the application held their lock; retried at the end.
 CREATE TABLE IF NOT EXISTS villager_migration.backfill_retry (

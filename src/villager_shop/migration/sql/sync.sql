@@ -3,6 +3,8 @@
 -- backfill's own transactions (SET LOCAL villager.backfill = 'on'), which compute the same values
 -- set-based. Rule of precedence on one write: a changed legacy column wins; otherwise a changed new
 -- column is carried back to the legacy one, keeping the legacy spelling when it is equivalent.
+-- Any other write to a row that is not migrated yet migrates it (a row version written after the
+-- triggers exist is always complete: the physical backfill walk relies on it).
 
 -- name: fn_sync_address
 -- users, shops: house_number <-> address_id
@@ -39,6 +41,9 @@ BEGIN
                 NEW.house_number := addr;
             END IF;
         END IF;
+    ELSIF NEW.address_id IS NULL AND NEW.house_number IS NOT NULL THEN
+        NEW.address_id := villager_migration.ensure_address(
+            villager_migration.canonical_house_number(NEW.house_number));
     END IF;
     RETURN NEW;
 END
@@ -120,6 +125,8 @@ BEGIN
                     NEW.category := cat_name;
                 END IF;
             END IF;
+        ELSIF NEW.category_id IS NULL AND NEW.category IS NOT NULL THEN
+            NEW.category_id := villager_migration.ensure_category(NEW.category);
         END IF;
         IF NEW.price IS DISTINCT FROM OLD.price OR NEW.stock IS DISTINCT FROM OLD.stock THEN
             legacy_write := true;
@@ -222,6 +229,9 @@ BEGIN
          WHERE product_id = NEW.product_id AND is_default;
     ELSIF NEW.variant_id IS DISTINCT FROM OLD.variant_id AND NEW.variant_id IS NOT NULL THEN
         SELECT product_id INTO NEW.product_id FROM public.product_variants WHERE id = NEW.variant_id;
+    ELSIF NEW.variant_id IS NULL THEN
+        SELECT id INTO NEW.variant_id FROM public.product_variants
+         WHERE product_id = NEW.product_id AND is_default;
     ELSIF NEW.quantity IS NOT DISTINCT FROM OLD.quantity THEN
         RETURN NEW;
     END IF;
@@ -242,7 +252,8 @@ END
 $fn$;
 
 -- name: fn_sync_order
--- orders: amounts that do not add up, or are negative, are quarantined (the row stays as is).
+-- orders: amounts that do not add up, or are negative, are quarantined (the row stays as is);
+-- checked on every write, so an order the backfill has not reached is settled by any update.
 CREATE OR REPLACE FUNCTION villager_migration.sync_order() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 DECLARE

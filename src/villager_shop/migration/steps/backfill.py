@@ -10,8 +10,14 @@ from villager_shop.migration.ddl import Ddl
 from villager_shop.migration.steps.base import Context, Step
 
 V = "villager_migration"
-# Every action sees the batch as %(ids)s (the locked ids) within %(lo)s..%(hi)s: the range lets the
-# planner use the primary key (a bare `id = ANY(...)` of thousands of ids plans a sequential scan).
+
+
+def batch(alias: str) -> str:
+    """Where an action names the batch's locked rows. The walker binds it (backfill.bind): to their
+    tuple ids on the physical walk, to their keys on the key walk. Actions must be no-ops on rows
+    that are already migrated (the physical walk can meet a row twice), and an action that updates
+    the table must come last (it moves the rows, so their tuple ids change)."""
+    return f"/*BATCH {alias}*/"
 
 
 @dataclass(frozen=True)
@@ -30,16 +36,18 @@ class ExtractLookup:
 
     def actions(self) -> list[str]:
         canon = f"{V}.{self.canonical}(t.{self.column})"
+        # A row whose reference is set was migrated (by us or by the sync trigger): left alone.
+        needs = f"{batch('t')} AND t.{self.fk} IS NULL AND {canon} IS NOT NULL"
         return [
             # The batch's rows are locked, so their values cannot change between these statements.
             f"INSERT INTO public.{self.lookup} ({self.lookup_column})\n"
             f"SELECT DISTINCT {canon} FROM public.{self.table} t\n"
-            f" WHERE t.id BETWEEN %(lo)s::uuid AND %(hi)s::uuid AND t.id = ANY(%(ids)s) AND {canon} IS NOT NULL\n"
+            f" WHERE {needs}\n"
             f"ON CONFLICT ({self.lookup_column}) DO NOTHING",
             f"UPDATE public.{self.table} t\n"
             f"   SET {self.fk} = coalesce((SELECT l.id FROM public.{self.lookup} l WHERE l.{self.lookup_column} = {canon}),\n"
             f"                           {V}.{self.ensure}({canon}))\n"
-            f" WHERE t.id BETWEEN %(lo)s::uuid AND %(hi)s::uuid AND t.id = ANY(%(ids)s)",
+            f" WHERE {needs}",
         ]
 
 
@@ -49,13 +57,27 @@ class ExtractCategory:
     and price -> base_price (NULL when the price is not positive)."""
 
     def actions(self) -> list[str]:
+        # The category key (NFKC, regular expressions) is computed once per distinct spelling in
+        # the batch, not once per product; a product whose category_id is set was migrated already.
         return [
+            "WITH src AS MATERIALIZED (\n"
+            "  SELECT p.ctid AS tid, p.category, row_number() OVER () AS seen FROM public.products p\n"
+            f"   WHERE {batch('p')}\n"
+            "     AND (p.category_id IS NULL OR p.base_price IS DISTINCT FROM (CASE WHEN p.price > 0 THEN p.price END))),\n"
+            "keys AS MATERIALIZED (\n"
+            f"  SELECT category, {V}.category_key(category) AS k, min(seen) AS first_seen\n"
+            "    FROM src WHERE category IS NOT NULL GROUP BY category),\n"
+            # spelling -> category id, as one map (a join on the spelling plans as a nested loop).
+            # A new category is named after the first spelling met in walk order (docs/migration-rules.md).
+            "cats AS MATERIALIZED (\n"
+            f"  SELECT jsonb_object_agg(o.category, coalesce(o.id, {V}.ensure_category(o.category))) AS m\n"
+            "    FROM (SELECT keys.category, c.id FROM keys LEFT JOIN public.product_categories c ON c.name_key = keys.k\n"
+            "           WHERE keys.k IS NOT NULL ORDER BY keys.first_seen OFFSET 0) o)\n"
             "UPDATE public.products p\n"
-            f"   SET category_id = coalesce((SELECT c.id FROM public.product_categories c\n"
-            f"                                WHERE c.name_key = {V}.category_key(p.category)),\n"
-            f"                              {V}.ensure_category(p.category)),\n"
+            "   SET category_id = coalesce(p.category_id, ((SELECT m FROM cats) ->> src.category)::uuid),\n"
             "       base_price = CASE WHEN p.price > 0 THEN p.price END\n"
-            " WHERE p.id BETWEEN %(lo)s::uuid AND %(hi)s::uuid AND p.id = ANY(%(ids)s)",
+            "  FROM src\n"
+            f" WHERE {batch('p')} AND p.ctid = src.tid",
         ]
 
 
@@ -64,9 +86,10 @@ def _quarantine_ctes(table: str, source: str, reason: str, detail: str) -> str:
     `reason` is an SQL expression over the source row that is NULL for a good row."""
     return (
         f"q_add AS (\n"
-        f"  INSERT INTO {V}.quarantine (table_name, row_id, reason, detail)\n"
+        f"  INSERT INTO {V}.quarantine AS q0 (table_name, row_id, reason, detail)\n"
         f"  SELECT '{table}', s.id, {reason}, {detail} FROM {source} s WHERE {reason} IS NOT NULL\n"
-        f"  ON CONFLICT (table_name, row_id) DO UPDATE SET reason = EXCLUDED.reason, detail = EXCLUDED.detail),\n"
+        f"  ON CONFLICT (table_name, row_id) DO UPDATE SET reason = EXCLUDED.reason, detail = EXCLUDED.detail\n"
+        f"   WHERE q0.reason IS DISTINCT FROM EXCLUDED.reason OR q0.detail IS DISTINCT FROM EXCLUDED.detail),\n"
         f"q_clear AS (\n"
         f"  DELETE FROM {V}.quarantine q USING {source} s\n"
         f"   WHERE q.table_name = '{table}' AND q.row_id = s.id AND {reason} IS NULL)"
@@ -95,7 +118,7 @@ class SplitDefaultVariant:
     def actions(self) -> list[str]:
         reason = "CASE WHEN s.price <= 0 THEN 'non_positive_price' END"
         return [
-            "WITH src AS MATERIALIZED (SELECT p.* FROM public.products p WHERE p.id BETWEEN %(lo)s::uuid AND %(hi)s::uuid AND p.id = ANY(%(ids)s)),\n"
+            f"WITH src AS MATERIALIZED (SELECT p.* FROM public.products p WHERE {batch('p')}),\n"
             "variants AS (\n"
             "  INSERT INTO public.product_variants AS v\n"
             "         (product_id, sku, name, price, stock, is_default, is_active, sort_order, created_at, updated_at)\n"
@@ -123,13 +146,13 @@ class DefaultVariantReference:
                   " WHEN s.quantity <= 0 THEN 'non_positive_quantity' END")
         return [
             "WITH src AS MATERIALIZED (\n"
-            "  SELECT oi.*, coalesce(oi.variant_id, v.id) AS new_variant FROM public.order_items oi\n"
+            "  SELECT oi.*, oi.ctid AS tid, coalesce(oi.variant_id, v.id) AS new_variant FROM public.order_items oi\n"
             "    LEFT JOIN public.product_variants v ON v.product_id = oi.product_id AND v.is_default\n"
-            "   WHERE oi.id BETWEEN %(lo)s::uuid AND %(hi)s::uuid AND oi.id = ANY(%(ids)s)),\n"
+            f"   WHERE {batch('oi')}),\n"
             "linked AS (\n"
             "  UPDATE public.order_items oi SET variant_id = s.new_variant FROM src s\n"
-            "   WHERE oi.id = s.id AND oi.variant_id IS NULL AND s.new_variant IS NOT NULL),\n"
-            + _quarantine_ctes("order_items", "src", reason, "to_jsonb(s) - 'new_variant'") + "\n"
+            "   WHERE oi.ctid = s.tid AND oi.variant_id IS NULL AND s.new_variant IS NOT NULL),\n"
+            + _quarantine_ctes("order_items", "src", reason, "to_jsonb(s) - 'new_variant' - 'tid'") + "\n"
             "SELECT count(*) FROM src",
         ]
 
@@ -144,7 +167,7 @@ class Quarantine:
 
     def actions(self) -> list[str]:
         return [
-            f"WITH src AS MATERIALIZED (SELECT t.* FROM public.{self.table} t WHERE t.id BETWEEN %(lo)s::uuid AND %(hi)s::uuid AND t.id = ANY(%(ids)s)),\n"
+            f"WITH src AS MATERIALIZED (SELECT t.* FROM public.{self.table} t WHERE {batch('t')}),\n"
             + _quarantine_ctes(self.table, "src", self.reason, "to_jsonb(s)") + "\n"
             "SELECT count(*) FROM src",
         ]
@@ -168,8 +191,10 @@ class Backfill(Step):
 
     def ddl(self, utf8: bool = True) -> list[Ddl]:
         locks = f"row locks (FOR NO KEY UPDATE SKIP LOCKED) on one batch of {self.table} at a time"
-        return [Ddl(a.replace("%(lo)s", "$1").replace("%(hi)s", "$2").replace("%(ids)s", "$3::uuid[]"), locks)
-                for a in self.actions()]
+        from villager_shop.migration.backfill import bind
+
+        return [Ddl(bind(a, "physical").replace("%(plo)s", "$1").replace("%(phi)s", "$2").replace("%(tids)s", "$3"),
+                    locks) for a in self.actions()]
 
     def locks(self) -> str:
         return f"row locks on one batch of {self.table} at a time (adaptive, target ~50 ms), never a table lock"
