@@ -1,6 +1,8 @@
 """`bench migration`: the guide's Phase 1+2 and our online migration on the same freshly generated
 data, each with the live writer running. The guide's run is the reference measured in the same
-session, so the ratio means something on a shared, noisy machine."""
+session, so the ratio means something on a shared, noisy machine. The guide never fills
+`order_items.variant_id`; `order_items_floor` times that one UPDATE alone, done the cheapest way
+(single statement, no triggers, no writers), so the ratio can also be read against guide + floor."""
 
 from __future__ import annotations
 
@@ -104,6 +106,15 @@ def bench_migration(admin_url: str, *, scale: float, seed: int = 42, writer_thre
             finally:
                 writer.stop()
             rows, rate = _backfill_rate(db, strategy, summary)
+            if strategy == "guide":
+                # What the guide leaves out, done the cheapest way there is (one statement, no triggers,
+                # no batches, nobody writing): a floor for the part of our work the guide skips.
+                with connect(db, autocommit=True) as conn:
+                    t1 = time.perf_counter()
+                    cur = conn.execute("UPDATE order_items oi SET variant_id = v.id FROM product_variants v"
+                                       " WHERE v.product_id = oi.product_id AND v.is_default")
+                    out["order_items_floor"] = {"rows": cur.rowcount,
+                                                "total_s": round(time.perf_counter() - t1, 3)}
             baseline = _writer_window(writer, before, start)
             out[strategy] = {"total_s": round(end - start, 3), "backfill_rows": rows,
                              "backfill_rows_per_s": round(rate), **_writer_window(writer, start, end),
@@ -113,6 +124,8 @@ def bench_migration(admin_url: str, *, scale: float, seed: int = 42, writer_thre
             say(f"{strategy}: {json.dumps(out[strategy])}")
         g, o = out["guide"], out["online"]
         out["total_ratio_online_vs_guide"] = round(o["total_s"] / g["total_s"], 3) if g["total_s"] else None
+        floor = g["total_s"] + out["order_items_floor"]["total_s"]
+        out["total_ratio_online_vs_guide_plus_order_items_floor"] = round(o["total_s"] / floor, 3) if floor else None
         out["max_stall_ratio_online_vs_guide"] = (round(o["writer_max_ms"] / g["writer_max_ms"], 4)
                                                   if g["writer_max_ms"] else None)
         out["goals"] = {"total_le_1_5x_guide": bool(out["total_ratio_online_vs_guide"] is not None

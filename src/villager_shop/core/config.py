@@ -29,7 +29,7 @@ class Settings(BaseSettings):
                                         description="a DDL waits for its lock in slices this long")
     villager_batch_size: int = Field(default=2000, ge=10, le=1_000_000, description="backfill batch rows (max)")
     villager_target_batch_ms: int = Field(default=50, ge=5, le=10_000, description="adaptive batch target")
-    villager_backfill_workers: int = Field(default=2, ge=1, le=16, description="parallel key ranges per table")
+    villager_backfill_workers: int = Field(default=2, ge=1, le=16, description="parallel parts per table")
     villager_batch_pause_ms: int = Field(default=0, ge=0, le=60_000, description="pause between batches")
     villager_backfill_order: Literal["auto", "physical", "key"] = Field(
         default="auto", description="backfill walk: physical (page order, PostgreSQL 14+), key (primary key), "
