@@ -130,11 +130,11 @@ def status(as_json: bool = typer.Option(False, "--json", help="machine-readable 
         running = "  [yellow](a run is in progress)[/]" if st["running"] else ""
         console.print(f"phase: [bold]{st['phase']}[/]  steps {st['steps_done']}/{st['steps_total']}{running}")
         if st["backfill"]:
-            t = Table("table", "rows", "%", "rows/s", "ETA", "batches", "max batch ms", title="backfill")
+            t = Table("table", "rows", "%", "rows/s", "ETA", "batches", "max batch ms", "walk", title="backfill")
             for b in st["backfill"]:
                 eta = "done" if b["finished"] else (f"{b['eta_s']:.0f}s" if b["eta_s"] is not None else "?")
                 t.add_row(b["table"], f"{b['rows_done']:,}/{b['rows_total']:,}", f"{b['percent']:.1f}",
-                          f"{b['rows_per_s']:,}", eta, str(b["batches"]), f"{b['max_batch_ms']:.0f}")
+                          f"{b['rows_per_s']:,}", eta, str(b["batches"]), f"{b['max_batch_ms']:.0f}", b["walk"] or "")
             console.print(t)
         pending = [x for x in st["steps"] if x["status"] != "done"]
         for x in pending[:12]:

@@ -38,7 +38,7 @@ def status(conn: psycopg.Connection[Any]) -> dict[str, Any]:
             " sum(batches)::bigint AS batches, max(batch_size) AS batch_size, max(elapsed_s) AS elapsed_s,"
             " max(max_batch_ms) AS max_batch_ms, min(started_at) AS started_at, max(updated_at) AS updated_at,"
             " CASE WHEN bool_and(finished_at IS NOT NULL) THEN max(finished_at) END AS finished_at,"
-            " count(*) AS parts, coalesce(max(r.n), 0) AS pending_retry"
+            " count(*) AS parts, coalesce(max(r.n), 0) AS pending_retry, min(p.walk) AS walk"
             " FROM parts p LEFT JOIN retry r ON r.base = p.base GROUP BY p.base, p.table_name"
             " ORDER BY min(started_at)").fetchall()
     backfill = []
@@ -53,7 +53,7 @@ def status(conn: psycopg.Connection[Any]) -> dict[str, Any]:
                                                                                 if rate else None),
             "batches": b["batches"], "batch_size": b["batch_size"], "max_batch_ms": round(b["max_batch_ms"], 1),
             "finished": b["finished_at"] is not None, "pending_retry": int(b["pending_retry"]),
-            "parts": int(b["parts"]),
+            "parts": int(b["parts"]), "walk": b["walk"],
         })
     quarantine: dict[str, dict[str, int]] = {}
     for table, reason, n in conn.execute(
