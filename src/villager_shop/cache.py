@@ -30,6 +30,7 @@ import hashlib
 import logging
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any
 
@@ -71,7 +72,11 @@ for i, k in ipairs(KEYS) do
   gens[i] = g
 end
 local gen = table.concat(gens, '.')
-return {gen, redis.call('GET', ARGV[1] .. gen .. ARGV[2])}
+local vk = ARGV[1] .. gen .. ARGV[2]
+local v = redis.call('GET', vk)
+local ttl = -2
+if v then ttl = redis.call('PTTL', vk) end
+return {gen, v, ttl}
 """
 # KEYS: generation keys to bump; ARGV[1]: their TTL in seconds ('0': none, the scope's own key).
 _BUMP = """
@@ -124,6 +129,7 @@ class Cache:
         poll_ms: int = 10,
         probe_ms: int = 1000,
         max_connections: int = 64,
+        local_bytes: int = 32 * 2**20,
     ) -> None:
         self.url = url
         self.prefix = prefix
@@ -149,6 +155,15 @@ class Cache:
         self._probe_task: asyncio.Task[None] | None = None
         self._flushing: asyncio.Task[None] | None = None
         self._retry_task: asyncio.Task[None] | None = None
+        # The worker's own copy of values it read or built: key (generations included) -> (monotonic
+        # expiry = the Redis entry's, value); least recently used first; at most local_bytes of values.
+        self.local_bytes = local_bytes
+        self._local: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._local_size = 0
+        # Generation reads shared by the requests that ask before one is sent (see _generations).
+        self._gen_keys: set[str] = set()
+        self._gen_batch: asyncio.Future[dict[str, Any]] | None = None
+        self._gen_task: asyncio.Task[None] | None = None
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -177,6 +192,11 @@ class Cache:
         self._retry_task = asyncio.create_task(self._retry_pending_forever())
 
     async def close(self) -> None:
+        if self._gen_task is not None:
+            self._gen_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._gen_task
+            self._gen_task = None
         if self._retry_task is not None:
             self._retry_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -256,7 +276,7 @@ class Cache:
     async def get_or_load(self, scope: str, name: str, loader: Loader, parts: Sequence[str] = ()) -> bytes:
         """The cached value of `name` in `scope`, or `loader()`'s (stored for the TTL). The value
         depends on the scope's generation and on those of `parts` (see `invalidate`); all of them
-        and the value are read in one round trip."""
+        are read from Redis for every call (see `_lookup`)."""
         keys = [self.generation_key(scope), *(self.generation_key(scope, p) for p in parts)]
         if not self.available():
             CACHE_BYPASSES.labels(scope).inc()
@@ -268,15 +288,14 @@ class Cache:
                 CACHE_BYPASSES.labels(scope).inc()
                 return await self._single_flight(self._local_key(scope, keys, name), loader)
         try:
-            generation, value = await self._call(
-                "get", self._read(keys=keys, args=[f"{self.prefix}:{scope}:", f":{name}", self.part_ttl_s]))
+            generation, value = await self._lookup(scope, name, keys)
         except REDIS_ERRORS:
             return await self._single_flight(self._local_key(scope, keys, name), loader)
         if value is not None:
             CACHE_HITS.labels(scope).inc()
-            return bytes(value)
+            return value
         CACHE_MISSES.labels(scope).inc()
-        key = self.key(scope, generation.decode(), name)
+        key = self.key(scope, generation, name)
         return await self._single_flight(key, lambda: self._rebuild(key, loader))
 
     async def get_cached(self, scope: str, name: str, parts: Sequence[str] = ()) -> bytes | None:
@@ -286,14 +305,89 @@ class Cache:
             return None
         keys = [self.generation_key(scope), *(self.generation_key(scope, p) for p in parts)]
         try:
-            _, value = await self._call(
-                "get", self._read(keys=keys, args=[f"{self.prefix}:{scope}:", f":{name}", self.part_ttl_s]))
+            _, value = await self._lookup(scope, name, keys)
         except REDIS_ERRORS:
             return None
         if value is None:
             return None
         CACHE_HITS.labels(scope).inc()
-        return bytes(value)
+        return value
+
+    async def _lookup(self, scope: str, name: str, keys: list[str]) -> tuple[str, bytes | None]:
+        """(generation, value or None) of `name` as Redis has them now. The generations are always
+        read from Redis, by a read sent after this call began (so after any invalidation that
+        completed before it: no stale read); the value comes from the worker's own copy when it
+        holds the key of those generations, else from Redis (one Lua call, which also starts
+        missing generations), and is then kept in the copy for the rest of its Redis TTL."""
+        if self.local_bytes > 0 and self._local:
+            gens = await self._generations(keys)
+            if all(g is not None for g in gens):
+                generation = ".".join(g.decode() if isinstance(g, bytes) else str(g) for g in gens)
+                key = self.key(scope, generation, name)
+                value = self._local_get(key)
+                if value is not None:
+                    return generation, value
+        raw_generation, raw, ttl_ms = await self._call(
+            "get", self._read(keys=keys, args=[f"{self.prefix}:{scope}:", f":{name}", self.part_ttl_s]))
+        generation = raw_generation.decode()
+        if raw is None:
+            return generation, None
+        value = bytes(raw)
+        self._local_put(self.key(scope, generation, name), value, int(ttl_ms))
+        return generation, value
+
+    async def _generations(self, keys: Sequence[str]) -> list[Any]:
+        """The current values of generation keys (None when missing). Requests of a worker share
+        reads: one MGET at a time is in flight, and it serves every request that asked before it
+        was sent; a request that asks while one is in flight waits for the next one."""
+        batch = self._gen_batch
+        if batch is None:
+            batch = self._gen_batch = asyncio.get_running_loop().create_future()
+            self._gen_keys = set()
+            if self._gen_task is None or self._gen_task.done():
+                self._gen_task = asyncio.create_task(self._read_generations())
+        self._gen_keys.update(keys)
+        values = await asyncio.shield(batch)
+        return [values[k] for k in keys]
+
+    async def _read_generations(self) -> None:
+        while self._gen_batch is not None:
+            batch, keys = self._gen_batch, sorted(self._gen_keys)
+            self._gen_batch, self._gen_keys = None, set()  # later callers: the next read
+            try:
+                assert self._redis is not None
+                values = await self._call("get", self._redis.mget(keys))
+            except Exception as exc:  # every caller of this read sees it (REDIS_ERRORS: no cache)
+                batch.set_exception(exc)
+                batch.exception()  # marked as retrieved: its callers may all have gone
+                continue
+            except BaseException:  # cancelled (shutdown): so are its callers
+                batch.cancel()
+                raise
+            batch.set_result(dict(zip(keys, values, strict=True)))
+
+    def _local_get(self, key: str) -> bytes | None:
+        entry = self._local.get(key)
+        if entry is None:
+            return None
+        if time.monotonic() >= entry[0]:  # the Redis entry has expired too
+            del self._local[key]
+            self._local_size -= len(entry[1])
+            return None
+        self._local.move_to_end(key)
+        return entry[1]
+
+    def _local_put(self, key: str, value: bytes, ttl_ms: int) -> None:
+        if ttl_ms <= 0 or len(value) > self.local_bytes // 4:
+            return
+        old = self._local.pop(key, None)
+        if old is not None:
+            self._local_size -= len(old[1])
+        self._local[key] = (time.monotonic() + ttl_ms / 1000, value)
+        self._local_size += len(value)
+        while self._local_size > self.local_bytes:
+            _, (_, evicted) = self._local.popitem(last=False)
+            self._local_size -= len(evicted)
 
     async def _single_flight(self, key: str, load: Loader) -> bytes:
         task = self._flights.get(key)
@@ -334,8 +428,12 @@ class Cache:
         except BaseException:
             await self._release(lock, token)
             raise
-        with contextlib.suppress(*REDIS_ERRORS):
+        try:
             await self._call("set", self._redis.set(key, value, ex=self.ttl_s))
+        except REDIS_ERRORS:
+            pass
+        else:
+            self._local_put(key, value, self.ttl_s * 1000)
         await self._release(lock, token)
         return value
 

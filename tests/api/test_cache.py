@@ -343,3 +343,79 @@ async def test_the_catalog_listener_stops_promptly_when_cancelled(shop_db: ShopD
             await asyncio.wait_for(task, timeout=5)
         assert time.monotonic() - t0 < 3
     await cache.close()
+
+
+async def test_a_write_through_one_instance_is_seen_by_the_next_read_through_another(
+        shop_db: ShopDb, redis_url: str) -> None:
+    """Each worker keeps its own copy of the values it served, but checks their generations in Redis
+    on every request: a price change, an order and a deactivation made through instance A are seen
+    by the very next read through instance B, whose copy of the listing and of the page was warm."""
+    prefix = f"vtest:{uuid.uuid4().hex[:10]}"
+    workers = [start_api(make_config(shop_db.url, redis_url, cache_prefix=prefix)) for _ in range(2)]
+    a, b = [await w.__anext__() for w in workers]
+    try:
+        asha, bala = await a.auth(ASHA), await a.auth(BALA)
+        radio = (await electronics(b))[str(RADIO)]
+        variant = radio["variants"][0]["id"]
+
+        async def warm() -> None:
+            for api in (a, b, b):
+                await electronics(api)
+                assert (await api.client.get(f"/api/products/{RADIO}")).status_code == 200
+
+        await warm()
+        # B answers from its own copy: not even the value's Redis entry is needed any more
+        copy = b.app.state.services.cache
+        assert any(key.endswith(":product:" + str(RADIO)) for key in copy._local)
+        with redis_sync.Redis.from_url(redis_url) as r:
+            for key in r.scan_iter(match=f"{prefix}:catalog:*:product:{RADIO}"):
+                r.delete(key)
+        before_hits, before_queries = hits(), db_queries("product_detail")
+        assert (await b.client.get(f"/api/products/{RADIO}")).json()["id"] == str(RADIO)
+        assert hits() == before_hits + 1 and db_queries("product_detail") == before_queries
+
+        r = await a.client.patch(f"/api/variants/{variant}", headers=asha, json={"price": "466.00"})
+        assert r.status_code == 200
+        assert (await electronics(b))[str(RADIO)]["variants"][0]["price"] == 466
+        assert (await b.client.get(f"/api/products/{RADIO}")).json()["variants"][0]["price"] == 466
+
+        await warm()
+        stock = (await electronics(b))[str(RADIO)]["variants"][0]["stock"]
+        r = await a.client.post("/api/orders", headers=bala, json={"items": [{"variant_id": variant, "quantity": 1}]})
+        assert r.status_code == 201
+        assert (await electronics(b))[str(RADIO)]["variants"][0]["stock"] == stock - 1
+        assert (await b.client.get(f"/api/products/{RADIO}")).json()["variants"][0]["stock"] == stock - 1
+
+        await warm()
+        r = await a.client.patch(f"/api/variants/{variant}", headers=asha, json={"is_active": False})
+        assert r.status_code == 200
+        assert str(RADIO) not in await electronics(b)
+        assert (await b.client.get(f"/api/products/{RADIO}")).status_code == 404
+    finally:
+        for w in workers:
+            await w.aclose()
+
+
+async def test_concurrent_reads_share_one_generation_read(api_migrating: Api) -> None:
+    """Requests that arrive while a generation read is in flight share the next one; each read is
+    sent after every request it serves arrived."""
+    api = api_migrating
+    cache = api.app.state.services.cache
+    for _ in range(2):
+        await electronics(api)
+    sent: list[int] = []
+    mget = cache._redis.mget
+
+    async def counting_mget(*keys: Any) -> Any:
+        sent.append(len(keys))
+        return await mget(*keys)
+
+    cache._redis.mget = counting_mget
+    try:
+        responses = await asyncio.gather(*(api.client.get("/api/products", params={"category": "electronics",
+                                                                                    "limit": 50})
+                                           for _ in range(40)))
+    finally:
+        cache._redis.mget = mget
+    assert {r.status_code for r in responses} == {200} and len({r.content for r in responses}) == 1
+    assert 1 <= len(sent) < 40
