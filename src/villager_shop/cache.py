@@ -194,6 +194,9 @@ class _Copy:
     fields: Fields
     expires: float  # monotonic; the Redis entry's expiry
     body: bytes
+    # what the per-request check compares: (shown hash, product) keys and their recorded values
+    field_keys: tuple[tuple[str, str], ...] = ()
+    field_values: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -286,8 +289,8 @@ class Cache:
         self._local: OrderedDict[str, _Copy] = OrderedDict()
         self._local_size = 0
         # Generation reads shared by the requests that ask before one is sent (see _generations).
-        self._gen_keys: dict[str, None] = {}
-        self._gen_fields: dict[tuple[str, str], None] = {}
+        self._gen_keys: set[str] = set()
+        self._gen_fields: set[tuple[str, str]] = set()
         self._gen_batch: asyncio.Future[dict[Any, Any]] | None = None
         self._gen_task: asyncio.Task[None] | None = None
 
@@ -465,9 +468,10 @@ class Cache:
         copy = self._local_get(local)
         if copy is not None:
             shown = self.shown_key(scope)
-            gens, epoch, fields = await self._check(keys, shown, [f for f, _ in copy.fields])
-            if tuple(gens) == copy.gens and (copy.epoch is None or epoch == copy.epoch) \
-                    and all((g or b"0") == want for g, (_, want) in zip(fields, copy.fields, strict=True)):
+            now = await self._check(keys, shown, copy.field_keys)
+            if tuple(map(now.__getitem__, keys)) == copy.gens \
+                    and (copy.epoch is None or (now[shown] == copy.epoch
+                                                and tuple(map(now.__getitem__, copy.field_keys)) == copy.field_values)):
                 return b".".join(copy.gens).decode(), copy.body, (b"", 0)
         raw_generation, raw, ttl_ms, epoch, seq = await self._call(
             "get", self._read(keys=[*keys, self.shown_key(scope)],
@@ -477,33 +481,31 @@ class Cache:
         if raw is None:
             return generation, None, state
         body, value_epoch, value_fields = _split(bytes(raw))
-        self._local_put(local, _Copy(tuple(raw_generation.split(b".")), value_epoch, value_fields,
-                                     time.monotonic() + int(ttl_ms) / 1000, body), int(ttl_ms))
+        self._local_put(local, self._copy(scope, raw_generation, value_epoch, value_fields, int(ttl_ms), body),
+                        int(ttl_ms))
         return generation, body, state
 
-    async def _check(self, keys: Sequence[str], shown: str, fields: Sequence[str]) -> tuple[list[Any], Any, list[Any]]:
-        """The current generations, shown epoch and product fields, for the worker's copies.
-        Requests of a worker share reads: one is in flight at a time, and it serves every request
-        that asked before it was sent; a request that asks while one is in flight waits for the
-        next one (so what it gets was read after it asked)."""
+    async def _check(self, keys: Sequence[str], shown: str, fields: Iterable[tuple[str, str]]) -> dict[Any, Any]:
+        """The current generations (by key), shown epoch (by the hash's key) and products' shown
+        numbers (by (hash, product); b"0": none), for the worker's copies. Requests of a worker
+        share reads: one is in flight at a time, and it serves every request that asked before
+        it was sent; a request that asks while one is in flight waits for the next one (so what
+        it gets was read after it asked)."""
         batch = self._gen_batch
         if batch is None:
             batch = self._gen_batch = asyncio.get_running_loop().create_future()
-            self._gen_keys, self._gen_fields = {}, {}
+            self._gen_keys, self._gen_fields = set(), set()
             if self._gen_task is None or self._gen_task.done():
                 self._gen_task = asyncio.create_task(self._read_checks())
-        for k in keys:
-            self._gen_keys.setdefault(k, None)
-        self._gen_keys.setdefault(shown, None)
-        for f in fields:
-            self._gen_fields.setdefault((shown, f), None)
-        values = await asyncio.shield(batch)
-        return [values[k] for k in keys], values[shown], [values[(shown, f)] for f in fields]
+        self._gen_keys.update(keys)
+        self._gen_keys.add(shown)
+        self._gen_fields.update(fields)
+        return await asyncio.shield(batch)
 
     async def _read_checks(self) -> None:
         while self._gen_batch is not None:
             batch, keys, fields = self._gen_batch, self._gen_keys, self._gen_fields
-            self._gen_batch, self._gen_keys, self._gen_fields = None, {}, {}  # later callers: the next read
+            self._gen_batch, self._gen_keys, self._gen_fields = None, set(), set()  # later callers: the next read
             try:
                 values: dict[Any, Any] = {}
                 hashes = sorted({k for k in keys if k.startswith(f"{self.prefix}:shown:")})
@@ -513,7 +515,7 @@ class Cache:
                     out = await self._call("get", self._check_script(keys=[*plain, h], args=wanted))
                     values.update(zip(plain, out[:len(plain)], strict=True))
                     values[h] = out[len(plain)]
-                    values.update(((h, f), v) for f, v in zip(wanted, out[len(plain) + 1:], strict=True))
+                    values.update(((h, f), v or b"0") for f, v in zip(wanted, out[len(plain) + 1:], strict=True))
                     plain = []
             except Exception as exc:  # every caller of this read sees it (REDIS_ERRORS: no cache)
                 batch.set_exception(exc)
@@ -523,6 +525,12 @@ class Cache:
                 batch.cancel()
                 raise
             batch.set_result(values)
+
+    def _copy(self, scope: str, generation: bytes, epoch: bytes | None, fields: Fields, ttl_ms: int,
+              body: bytes) -> _Copy:
+        shown = self.shown_key(scope)
+        return _Copy(tuple(generation.split(b".")), epoch, fields, time.monotonic() + ttl_ms / 1000, body,
+                     tuple((shown, f) for f, _ in fields), tuple(g for _, g in fields))
 
     def _local_get(self, key: str) -> _Copy | None:
         copy = self._local.get(key)
@@ -594,7 +602,7 @@ class Cache:
         try:
             if shows is None:
                 await self._call("set", self._redis.set(key, value, ex=self.ttl_s))
-                copy = _Copy(tuple(generation.encode().split(b".")), None, (), time.monotonic() + self.ttl_s, value)
+                copy = self._copy(scope, generation.encode(), None, (), self.ttl_s * 1000, value)
             else:
                 products = sorted(set(shows(value)))
                 stored, seq, *header = await self._call("set", self._store(
@@ -603,8 +611,7 @@ class Cache:
                 if stored:  # valid up to that seq: no shown product changed since the read
                     built = _Built(value, int(seq))
                     epoch, fields = _header(bytes(header[0]))
-                    copy = _Copy(tuple(generation.encode().split(b".")), epoch, fields,
-                                 time.monotonic() + self.ttl_s, value)
+                    copy = self._copy(scope, generation.encode(), epoch, fields, self.ttl_s * 1000, value)
         except REDIS_ERRORS:
             pass
         else:

@@ -141,12 +141,22 @@ class Catalog:
             return None
         return str(row[0]).encode()
 
+    def listing_entry(self, *, category: str | None = None, q: str | None = None, limit: int = 20,
+                      cursor: str | None = None) -> tuple[str, tuple[str, ...]]:
+        """The cache entry (name, parts) of a listing without a shop filter; raises like
+        list_products on invalid input."""
+        name, _, _ = listing_key(category, None, q, limit, cursor)
+        return name, listing_parts(category)
+
+    async def cached(self, name: str, parts: tuple[str, ...]) -> bytes | None:
+        """A listing if the cache holds it (the hot path below FastAPI, api.fast_listing); None
+        otherwise (list_products then answers)."""
+        return await self.cache.get_cached(CATALOG, name, parts)
+
     async def cached_listing(self, *, category: str | None = None, q: str | None = None, limit: int = 20,
                              cursor: str | None = None) -> bytes | None:
-        """The listing if the cache holds it (the hot path below FastAPI, api.fast_listing); None
-        otherwise (list_products then answers). Raises like list_products on invalid input."""
-        name, _, _ = listing_key(category, None, q, limit, cursor)
-        return await self.cache.get_cached(CATALOG, name, listing_parts(category))
+        """The listing if the cache holds it; None otherwise. Raises like list_products on invalid input."""
+        return await self.cached(*self.listing_entry(category=category, q=q, limit=limit, cursor=cursor))
 
     async def list_products(self, *, category: str | None = None, shop: uuid.UUID | None = None,
                             q: str | None = None, limit: int = 20, cursor: str | None = None) -> bytes:
