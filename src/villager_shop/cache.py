@@ -584,13 +584,13 @@ class Cache:
             if not locked:
                 found = await self._wait_for(key, shown)
                 if found is not None:
-                    return found
+                    return found if shows is not None else _Built(found.body, None)
                 return _Built(await loader(), mine.until)  # the holder is slow or gone: answer from PostgreSQL
             # a rebuild that finished between our read and our lock
             raw, _, seq = await self._call("get", self._poll(keys=[key, lock, shown]))
             if raw is not None:
                 await self._release(lock, token)
-                return _Built(_split(bytes(raw))[0], int(seq))
+                return _Built(_split(bytes(raw))[0], int(seq) if shows is not None else None)
         except REDIS_ERRORS:
             return _Built(await loader(), mine.until)
         try:
