@@ -30,7 +30,9 @@ import hashlib
 import logging
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -54,13 +56,46 @@ REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, asyncio.Ti
 # Redis refused or dropped the connection (not a timeout): open the breaker at once.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (RedisConnectionError, ConnectionError, FileNotFoundError)
 
-# KEYS: the generation keys of a value (the scope's, then its finer ones); ARGV: key prefix, key
-# suffix, TTL of the finer generation keys. Returns {generation, value}, generation being the
-# generations joined by '.'. A missing generation (never set, expired or evicted) starts from the
+# Values that list products (see `get_or_load(shows=...)`) also depend on what they show: the
+# scope's "shown" hash `{prefix}:shown:{scope}` holds `_epoch` (when the hash was created: a lost
+# hash is a new epoch), `_seq` (a counter) and, per product, the `_seq` of the last change to what
+# is shown of it. Such a value is stored as "\0" .. epoch .. " p1=g1 p2=g2 ...\n" .. body, g being
+# the product's field when the value was stored ('0': none); it is valid while all are unchanged.
+_SHOWN_OK = r"""
+local function shown_ok(v, h)
+  if string.byte(v, 1) ~= 0 then return true end
+  local e = string.find(v, '\n', 1, true)
+  if not e then return false end
+  local epoch = nil
+  for word in string.gmatch(string.sub(v, 2, e - 1), '%S+') do
+    if epoch == nil then
+      epoch = word
+      if redis.call('HGET', h, '_epoch') ~= epoch then return false end
+    else
+      local p, g = string.match(word, '^(.-)=(.*)$')
+      if (redis.call('HGET', h, p) or '0') ~= g then return false end
+    end
+  end
+  return epoch ~= nil
+end
+local function shown_init(h)
+  if redis.call('HEXISTS', h, '_epoch') == 0 then
+    local t = redis.call('TIME')
+    local now = string.format('%.0f', t[1] * 1000000 + t[2])
+    redis.call('HSET', h, '_epoch', now, '_seq', now)
+  end
+end
+"""
+# KEYS: the generation keys of a value (the scope's, then its finer ones), then the shown hash;
+# ARGV: key prefix, key suffix, TTL of the finer generation keys. Returns {generation, value, its
+# PTTL, shown epoch, shown seq}, generation being the generations joined by '.', value false when
+# missing or no longer valid. A missing generation (never set, expired or evicted) starts from the
 # server clock in microseconds, so it can never fall back onto a number that older entries still carry.
-_READ = """
+_READ = _SHOWN_OK + r"""
+local n = #KEYS - 1
 local gens = {}
-for i, k in ipairs(KEYS) do
+for i = 1, n do
+  local k = KEYS[i]
   local g = redis.call('GET', k)
   if not g then
     local t = redis.call('TIME')
@@ -70,12 +105,58 @@ for i, k in ipairs(KEYS) do
   end
   gens[i] = g
 end
+local h = KEYS[n + 1]
+shown_init(h)
 local gen = table.concat(gens, '.')
-return {gen, redis.call('GET', ARGV[1] .. gen .. ARGV[2])}
+local vk = ARGV[1] .. gen .. ARGV[2]
+local v = redis.call('GET', vk)
+local ttl = -2
+if v then
+  if shown_ok(v, h) then ttl = redis.call('PTTL', vk) else v = false end
+end
+return {gen, v, ttl, redis.call('HGET', h, '_epoch'), redis.call('HGET', h, '_seq')}
 """
-# KEYS: generation keys to bump; ARGV[1]: their TTL in seconds ('0': none, the scope's own key).
-_BUMP = """
-for _, k in ipairs(KEYS) do
+# KEYS: generation keys, then the shown hash; ARGV: fields of that hash. The per-request check of a
+# worker's own copies: {generation values..., shown epoch, field values...} (false: missing).
+_CHECK = r"""
+local out = {}
+local n = #KEYS - 1
+for i = 1, n do out[i] = redis.call('GET', KEYS[i]) end
+local h = KEYS[n + 1]
+out[n + 1] = redis.call('HGET', h, '_epoch')
+for j = 1, #ARGV do out[n + 1 + j] = redis.call('HGET', h, ARGV[j]) end
+return out
+"""
+# KEYS: value key, its rebuild lock, shown hash. A waiter's poll: {valid value or false, lock held, shown seq}.
+_POLL = _SHOWN_OK + r"""
+local v = redis.call('GET', KEYS[1])
+if v and not shown_ok(v, KEYS[3]) then v = false end
+return {v, redis.call('EXISTS', KEYS[2]), redis.call('HGET', KEYS[3], '_seq') or '0'}
+"""
+# KEYS: value key, shown hash; ARGV: TTL, epoch and seq read before the value was loaded, body,
+# the products it shows. Stores the value unless one of those products changed since that read (its
+# field above that seq) or the hash was lost: {1, seq, header} or {0, seq}.
+_STORE = r"""
+local h = KEYS[2]
+local seq = redis.call('HGET', h, '_seq') or '0'
+if redis.call('HGET', h, '_epoch') ~= ARGV[2] then return {0, seq} end
+local parts = {ARGV[2]}
+for j = 5, #ARGV do
+  local g = redis.call('HGET', h, ARGV[j])
+  if g and tonumber(g) > tonumber(ARGV[3]) then return {0, seq} end
+  parts[#parts + 1] = ARGV[j] .. '=' .. (g or '0')
+end
+local header = table.concat(parts, ' ')
+redis.call('SET', KEYS[1], '\0' .. header .. '\n' .. ARGV[4], 'EX', ARGV[1])
+return {1, seq, header}
+"""
+# KEYS: generation keys to bump, then (with products) the shown hash; ARGV[1]: TTL of those keys in
+# seconds ('0': none, the scope's own key); ARGV[2]: how many generation keys; ARGV[3...]: products
+# whose shown data changed (each gets a new number from `_seq`).
+_BUMP = _SHOWN_OK + r"""
+local n = tonumber(ARGV[2])
+for i = 1, n do
+  local k = KEYS[i]
   if redis.call('EXISTS', k) == 1 then
     redis.call('INCR', k)
   else
@@ -84,7 +165,14 @@ for _, k in ipairs(KEYS) do
   end
   if ARGV[1] ~= '0' then redis.call('EXPIRE', k, ARGV[1]) end
 end
-return #KEYS
+if #ARGV > 2 then
+  local h = KEYS[n + 1]
+  shown_init(h)
+  for j = 3, #ARGV do
+    redis.call('HSET', h, ARGV[j], redis.call('HINCRBY', h, '_seq', 1))
+  end
+end
+return n
 """
 _UNLOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -92,6 +180,48 @@ return 0
 """
 
 Loader = Callable[[], Coroutine[Any, Any, bytes]]
+# The products a value shows (ids), from the value itself: see `get_or_load(shows=...)`.
+Shows = Callable[[bytes], Iterable[str]]
+Fields = tuple[tuple[str, bytes], ...]
+
+
+@dataclass(frozen=True)
+class _Copy:
+    """A worker's own copy of a value: valid while its generations (and, for a value that shows
+    products, the shown epoch and those products' fields) are what Redis holds now."""
+    gens: tuple[bytes, ...]
+    epoch: bytes | None
+    fields: Fields
+    expires: float  # monotonic; the Redis entry's expiry
+    body: bytes
+    # what the per-request check compares: (shown hash, product) keys and their recorded values
+    field_keys: tuple[tuple[str, str], ...] = ()
+    field_values: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Built:
+    """A rebuild's result: valid for the requests that read the shown seq at most `until`
+    (None: for every request that joined it)."""
+    body: bytes
+    until: int | None
+
+
+def _split(raw: bytes) -> tuple[bytes, bytes | None, Fields]:
+    """(body, shown epoch, fields) of a stored value (epoch None: it shows no products)."""
+    if not raw.startswith(b"\0"):
+        return raw, None, ()
+    end = raw.index(b"\n")
+    return raw[end + 1:], *_header(raw[1:end])
+
+
+def _header(header: bytes) -> tuple[bytes, Fields]:
+    epoch, *words = header.split(b" ")
+    fields = []
+    for word in words:
+        product, _, g = word.partition(b"=")
+        fields.append((product.decode(), g))
+    return epoch, tuple(fields)
 
 
 def connection_failed(exc: BaseException) -> bool:
@@ -124,6 +254,7 @@ class Cache:
         poll_ms: int = 10,
         probe_ms: int = 1000,
         max_connections: int = 64,
+        local_bytes: int = 32 * 2**20,
     ) -> None:
         self.url = url
         self.prefix = prefix
@@ -139,16 +270,29 @@ class Cache:
         self.poll_s = poll_ms / 1000
         self._redis: aioredis.Redis | None = None
         self._read: Any = None
+        self._check_script: Any = None
+        self._poll: Any = None
+        self._store: Any = None
         self._bump: Any = None
         self._unlock: Any = None
         self._open_until = 0.0
         self._flights: dict[str, asyncio.Task[bytes]] = {}
         self._local_generation: dict[str, int] = {}
-        self._pending: set[tuple[str, int]] = set()
+        self._pending: set[tuple[str, int, str]] = set()  # (key, TTL, '') or (shown hash, 0, product)
         self._probe_redis: aioredis.Redis | None = None
         self._probe_task: asyncio.Task[None] | None = None
         self._flushing: asyncio.Task[None] | None = None
         self._retry_task: asyncio.Task[None] | None = None
+        # The worker's own copies of values it read or built, by scope and name (the latest one);
+        # least recently used first; at most local_bytes of values.
+        self.local_bytes = local_bytes
+        self._local: OrderedDict[str, _Copy] = OrderedDict()
+        self._local_size = 0
+        # Generation reads shared by the requests that ask before one is sent (see _generations).
+        self._gen_keys: set[str] = set()
+        self._gen_fields: set[tuple[str, str]] = set()
+        self._gen_batch: asyncio.Future[dict[Any, Any]] | None = None
+        self._gen_task: asyncio.Task[None] | None = None
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -172,11 +316,19 @@ class Cache:
             self.url, socket_connect_timeout=self.probe_s, socket_timeout=self.probe_s, retry=Retry(NoBackoff(), 0),
             retry_on_timeout=False, health_check_interval=0, max_connections=2)
         self._read = self._redis.register_script(_READ)
+        self._check_script = self._redis.register_script(_CHECK)
+        self._poll = self._redis.register_script(_POLL)
+        self._store = self._redis.register_script(_STORE)
         self._bump = self._redis.register_script(_BUMP)
         self._unlock = self._redis.register_script(_UNLOCK)
         self._retry_task = asyncio.create_task(self._retry_pending_forever())
 
     async def close(self) -> None:
+        if self._gen_task is not None:
+            self._gen_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._gen_task
+            self._gen_task = None
         if self._retry_task is not None:
             self._retry_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -249,14 +401,20 @@ class Cache:
         """`{prefix}:gen:{scope}` (every value of the scope), or `{prefix}:gen:{scope}:{part}`."""
         return f"{self.prefix}:gen:{scope}" if part is None else f"{self.prefix}:gen:{scope}:{part}"
 
+    def shown_key(self, scope: str) -> str:
+        """The hash of the products' shown-data numbers of `scope` (see _SHOWN_OK)."""
+        return f"{self.prefix}:shown:{scope}"
+
     def _local_key(self, scope: str, keys: Sequence[str], name: str) -> str:
-        gens = ".".join(str(self._local_generation.get(k, 0)) for k in keys)
+        gens = ".".join(str(self._local_generation.get(k, 0)) for k in [*keys, self.shown_key(scope)])
         return f"local:{scope}:{gens}:{name}"
 
-    async def get_or_load(self, scope: str, name: str, loader: Loader, parts: Sequence[str] = ()) -> bytes:
+    async def get_or_load(self, scope: str, name: str, loader: Loader, parts: Sequence[str] = (),
+                          shows: Shows | None = None) -> bytes:
         """The cached value of `name` in `scope`, or `loader()`'s (stored for the TTL). The value
-        depends on the scope's generation and on those of `parts` (see `invalidate`); all of them
-        and the value are read in one round trip."""
+        depends on the scope's generation and on those of `parts` (see `invalidate`) and, with
+        `shows` (the ids of the products a value lists), on what is shown of those products
+        (`invalidate(shown=...)`); all of them are checked in Redis on every call (see `_lookup`)."""
         keys = [self.generation_key(scope), *(self.generation_key(scope, p) for p in parts)]
         if not self.available():
             CACHE_BYPASSES.labels(scope).inc()
@@ -268,16 +426,22 @@ class Cache:
                 CACHE_BYPASSES.labels(scope).inc()
                 return await self._single_flight(self._local_key(scope, keys, name), loader)
         try:
-            generation, value = await self._call(
-                "get", self._read(keys=keys, args=[f"{self.prefix}:{scope}:", f":{name}", self.part_ttl_s]))
+            generation, value, state = await self._lookup(scope, name, keys)
         except REDIS_ERRORS:
             return await self._single_flight(self._local_key(scope, keys, name), loader)
         if value is not None:
             CACHE_HITS.labels(scope).inc()
-            return bytes(value)
+            return value
         CACHE_MISSES.labels(scope).inc()
-        key = self.key(scope, generation.decode(), name)
-        return await self._single_flight(key, lambda: self._rebuild(key, loader))
+        key = self.key(scope, generation, name)
+        built = await self._single_flight(
+            key, lambda: self._rebuild(scope, name, key, generation, loader, shows, state))
+        if isinstance(built, _Built):
+            if built.until is not None and state[1] > built.until:
+                # A shown product changed after that rebuild read the database: not for this request.
+                return await loader()
+            return built.body
+        return built
 
     async def get_cached(self, scope: str, name: str, parts: Sequence[str] = ()) -> bytes | None:
         """The cached value if Redis holds it now (a hit is counted), else None — also when Redis
@@ -286,16 +450,112 @@ class Cache:
             return None
         keys = [self.generation_key(scope), *(self.generation_key(scope, p) for p in parts)]
         try:
-            _, value = await self._call(
-                "get", self._read(keys=keys, args=[f"{self.prefix}:{scope}:", f":{name}", self.part_ttl_s]))
+            _, value, _ = await self._lookup(scope, name, keys)
         except REDIS_ERRORS:
             return None
         if value is None:
             return None
         CACHE_HITS.labels(scope).inc()
-        return bytes(value)
+        return value
 
-    async def _single_flight(self, key: str, load: Loader) -> bytes:
+    async def _lookup(self, scope: str, name: str, keys: list[str]) -> tuple[str, bytes | None, tuple[bytes, int]]:
+        """(generation, value or None, (shown epoch, shown seq)) of `name` as Redis has them now.
+        What a value depends on is always read from Redis, by a read sent after this call began
+        (so after any invalidation that completed before it: no stale read). The value itself
+        comes from the worker's own copy when that copy is still valid, else from Redis (one Lua
+        call, which also starts missing generations), and is then copied for the rest of its TTL."""
+        local = f"{scope}:{name}"
+        copy = self._local_get(local)
+        if copy is not None:
+            shown = self.shown_key(scope)
+            now = await self._check(keys, shown, copy.field_keys)
+            if tuple(map(now.__getitem__, keys)) == copy.gens \
+                    and (copy.epoch is None or (now[shown] == copy.epoch
+                                                and tuple(map(now.__getitem__, copy.field_keys)) == copy.field_values)):
+                return b".".join(copy.gens).decode(), copy.body, (b"", 0)
+        raw_generation, raw, ttl_ms, epoch, seq = await self._call(
+            "get", self._read(keys=[*keys, self.shown_key(scope)],
+                              args=[f"{self.prefix}:{scope}:", f":{name}", self.part_ttl_s]))
+        generation = raw_generation.decode()
+        state = (bytes(epoch), int(seq))
+        if raw is None:
+            return generation, None, state
+        body, value_epoch, value_fields = _split(bytes(raw))
+        self._local_put(local, self._copy(scope, raw_generation, value_epoch, value_fields, int(ttl_ms), body),
+                        int(ttl_ms))
+        return generation, body, state
+
+    async def _check(self, keys: Sequence[str], shown: str, fields: Iterable[tuple[str, str]]) -> dict[Any, Any]:
+        """The current generations (by key), shown epoch (by the hash's key) and products' shown
+        numbers (by (hash, product); b"0": none), for the worker's copies. Requests of a worker
+        share reads: one is in flight at a time, and it serves every request that asked before
+        it was sent; a request that asks while one is in flight waits for the next one (so what
+        it gets was read after it asked)."""
+        batch = self._gen_batch
+        if batch is None:
+            batch = self._gen_batch = asyncio.get_running_loop().create_future()
+            self._gen_keys, self._gen_fields = set(), set()
+            if self._gen_task is None or self._gen_task.done():
+                self._gen_task = asyncio.create_task(self._read_checks())
+        self._gen_keys.update(keys)
+        self._gen_keys.add(shown)
+        self._gen_fields.update(fields)
+        return await asyncio.shield(batch)
+
+    async def _read_checks(self) -> None:
+        while self._gen_batch is not None:
+            batch, keys, fields = self._gen_batch, self._gen_keys, self._gen_fields
+            self._gen_batch, self._gen_keys, self._gen_fields = None, set(), set()  # later callers: the next read
+            try:
+                values: dict[Any, Any] = {}
+                hashes = sorted({k for k in keys if k.startswith(f"{self.prefix}:shown:")})
+                plain = [k for k in keys if k not in hashes]
+                for h in hashes:  # one per scope asked about (in practice one: the catalog)
+                    wanted = [f for hh, f in fields if hh == h]
+                    out = await self._call("get", self._check_script(keys=[*plain, h], args=wanted))
+                    values.update(zip(plain, out[:len(plain)], strict=True))
+                    values[h] = out[len(plain)]
+                    values.update(((h, f), v or b"0") for f, v in zip(wanted, out[len(plain) + 1:], strict=True))
+                    plain = []
+            except Exception as exc:  # every caller of this read sees it (REDIS_ERRORS: no cache)
+                batch.set_exception(exc)
+                batch.exception()  # marked as retrieved: its callers may all have gone
+                continue
+            except BaseException:  # cancelled (shutdown): so are its callers
+                batch.cancel()
+                raise
+            batch.set_result(values)
+
+    def _copy(self, scope: str, generation: bytes, epoch: bytes | None, fields: Fields, ttl_ms: int,
+              body: bytes) -> _Copy:
+        shown = self.shown_key(scope)
+        return _Copy(tuple(generation.split(b".")), epoch, fields, time.monotonic() + ttl_ms / 1000, body,
+                     tuple((shown, f) for f, _ in fields), tuple(g for _, g in fields))
+
+    def _local_get(self, key: str) -> _Copy | None:
+        copy = self._local.get(key)
+        if copy is None:
+            return None
+        if time.monotonic() >= copy.expires:  # the Redis entry has expired too
+            del self._local[key]
+            self._local_size -= len(copy.body)
+            return None
+        self._local.move_to_end(key)
+        return copy
+
+    def _local_put(self, key: str, copy: _Copy, ttl_ms: int) -> None:
+        if self.local_bytes <= 0 or ttl_ms <= 0 or len(copy.body) > self.local_bytes // 4:
+            return
+        old = self._local.pop(key, None)
+        if old is not None:
+            self._local_size -= len(old.body)
+        self._local[key] = copy
+        self._local_size += len(copy.body)
+        while self._local_size > self.local_bytes:
+            _, evicted = self._local.popitem(last=False)
+            self._local_size -= len(evicted.body)
+
+    async def _single_flight(self, key: str, load: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
         task = self._flights.get(key)
         if task is None:
             task = asyncio.create_task(load())
@@ -304,42 +564,63 @@ class Cache:
         # shield: a client that goes away does not cancel the rebuild the others wait for
         return await asyncio.shield(task)
 
-    def _flight_done(self, key: str, task: asyncio.Task[bytes]) -> None:
+    def _flight_done(self, key: str, task: asyncio.Task[Any]) -> None:
         if self._flights.get(key) is task:
             del self._flights[key]
         if not task.cancelled():
             task.exception()  # retrieved here so that an unawaited failure is not logged as lost
 
-    async def _rebuild(self, key: str, loader: Loader) -> bytes:
-        """Rebuild one key in this worker; other workers wait on the Redis lock."""
+    async def _rebuild(self, scope: str, name: str, key: str, generation: str, loader: Loader,
+                       shows: Shows | None, state: tuple[bytes, int]) -> _Built:
+        """Rebuild one key in this worker; other workers wait on the Redis lock. `state`: the shown
+        epoch and seq read before (by the lookup that missed)."""
         assert self._redis is not None
         token = secrets.token_hex(8)
         lock = key + ":lock"
+        shown = self.shown_key(scope)
+        mine = _Built(b"", state[1]) if shows is not None else _Built(b"", None)
         try:
             locked = await self._call("lock", self._redis.set(lock, token, nx=True, px=self.lock_ms))
             if not locked:
-                value = await self._wait_for(key)
-                if value is not None:
-                    return value
-                return await loader()  # the holder is slow or gone: answer from PostgreSQL
+                found = await self._wait_for(key, shown)
+                if found is not None:
+                    return found if shows is not None else _Built(found.body, None)
+                return _Built(await loader(), mine.until)  # the holder is slow or gone: answer from PostgreSQL
             # a rebuild that finished between our read and our lock
-            value = await self._call("get", self._redis.get(key))
-            if value is not None:
+            raw, _, seq = await self._call("get", self._poll(keys=[key, lock, shown]))
+            if raw is not None:
                 await self._release(lock, token)
-                return bytes(value)
+                return _Built(_split(bytes(raw))[0], int(seq) if shows is not None else None)
         except REDIS_ERRORS:
-            return await loader()
+            return _Built(await loader(), mine.until)
         try:
             value = await loader()
         except BaseException:
             await self._release(lock, token)
             raise
-        with contextlib.suppress(*REDIS_ERRORS):
-            await self._call("set", self._redis.set(key, value, ex=self.ttl_s))
+        built = _Built(value, mine.until)
+        try:
+            if shows is None:
+                await self._call("set", self._redis.set(key, value, ex=self.ttl_s))
+                copy = self._copy(scope, generation.encode(), None, (), self.ttl_s * 1000, value)
+            else:
+                products = sorted(set(shows(value)))
+                stored, seq, *header = await self._call("set", self._store(
+                    keys=[key, shown], args=[self.ttl_s, state[0], state[1], value, *products]))
+                copy = None
+                if stored:  # valid up to that seq: no shown product changed since the read
+                    built = _Built(value, int(seq))
+                    epoch, fields = _header(bytes(header[0]))
+                    copy = self._copy(scope, generation.encode(), epoch, fields, self.ttl_s * 1000, value)
+        except REDIS_ERRORS:
+            pass
+        else:
+            if copy is not None:
+                self._local_put(f"{scope}:{name}", copy, self.ttl_s * 1000)
         await self._release(lock, token)
-        return value
+        return built
 
-    async def _wait_for(self, key: str) -> bytes | None:
+    async def _wait_for(self, key: str, shown: str) -> _Built | None:
         """Wait for another worker's rebuild: as long as its lock is held (the lock's TTL bounds it),
         not a fixed time; None when the holder went away without a value (then ask PostgreSQL)."""
         assert self._redis is not None
@@ -347,10 +628,10 @@ class Cache:
         deadline = time.monotonic() + max(self.wait_s, self.lock_ms / 1000)
         while time.monotonic() < deadline:
             await asyncio.sleep(self.poll_s)
-            value, holder = await self._call("get", self._redis.mget(key, lock))
-            if value is not None:
-                return bytes(value)
-            if holder is None:
+            raw, held, seq = await self._call("get", self._poll(keys=[key, lock, shown]))
+            if raw is not None:
+                return _Built(_split(bytes(raw))[0], int(seq))
+            if not held:
                 return None
         return None
 
@@ -362,25 +643,31 @@ class Cache:
 
     # -- writes -------------------------------------------------------------------------------
 
-    async def invalidate(self, scope: str = CATALOG, parts: Iterable[str] | None = None) -> None:
+    async def invalidate(self, scope: str = CATALOG, parts: Iterable[str] | None = None,
+                         shown: Iterable[str] = ()) -> None:
         """Call AFTER the write committed: later reads miss and rebuild from the new data.
         Without `parts`, every value of the scope; with them, only the values that depend on one
-        of those parts."""
+        of those parts. `shown`: products whose shown data changed (values that list them —
+        `get_or_load(shows=...)` — are rebuilt, whatever their parts)."""
         if parts is None:
             keys, ttl = [self.generation_key(scope)], 0
         else:
             keys, ttl = sorted({self.generation_key(scope, p) for p in parts}), self.part_ttl_s
-            if not keys:
-                return
-        for k in keys:
+        products = sorted(set(shown))
+        if not keys and not products:
+            return
+        hash_key = self.shown_key(scope)
+        for k in [*keys, hash_key] if products else keys:
             self._local_generation[k] = self._local_generation.get(k, 0) + 1
         CACHE_INVALIDATIONS.labels(scope).inc()
         if self._redis is None:
             return
         try:
-            await self._call("invalidate", self._bump(keys=keys, args=[ttl]))
+            await self._call("invalidate", self._bump(
+                keys=[*keys, hash_key] if products else keys, args=[ttl, len(keys), *products]))
         except REDIS_ERRORS:
-            self._pending.update((k, ttl) for k in keys)
+            self._pending.update((k, ttl, "") for k in keys)
+            self._pending.update((hash_key, 0, p) for p in products)
 
     async def _flush_pending(self) -> None:
         """Replay the missed invalidations; concurrent callers share one replay."""
@@ -389,12 +676,15 @@ class Cache:
         await asyncio.shield(self._flushing)
 
     async def _flush_pending_once(self) -> None:
-        for key, ttl in sorted(self._pending):
+        for key, ttl, product in sorted(self._pending):
             try:
-                await self._call("invalidate", self._bump(keys=[key], args=[ttl]))
+                if product:
+                    await self._call("invalidate", self._bump(keys=[key], args=[0, 0, product]))
+                else:
+                    await self._call("invalidate", self._bump(keys=[key], args=[ttl, 1]))
             except REDIS_ERRORS:
                 return
-            self._pending.discard((key, ttl))
+            self._pending.discard((key, ttl, product))
 
     async def _retry_pending_forever(self, every_s: float = 0.5) -> None:
         while True:

@@ -167,7 +167,8 @@ async def test_an_invalidation_redis_refused_is_replayed_before_cached_reads(
     admin = redis_sync.Redis(unix_socket_path=str(own_redis.socket_path))
     asha = await api.auth(ASHA)
     radio = (await electronics(api))[str(RADIO)]
-    generation_key = f"{api.config.cache_prefix}:gen:catalog:category:electronics"  # the radio's
+    assert (await api.client.get(f"/api/products/{RADIO}")).status_code == 200
+    generation_key = f"{api.config.cache_prefix}:gen:catalog:product:{RADIO}"  # its page's (a price is only shown)
     generation = admin.get(generation_key)
     assert generation is not None
 
@@ -211,17 +212,24 @@ async def test_a_write_by_the_old_application_is_not_served_stale(api_migrating:
 
 
 async def test_an_order_invalidates_only_the_listings_and_page_of_its_products(api_migrating: Api) -> None:
-    """The radio (electronics) is ordered: electronics listings, the whole-catalog listing and its
-    page rebuild; another category's listing and another product's page stay cached — also after
-    the service's own catalog notification arrived (skipped: the order invalidated finely)."""
+    """The radio (electronics) is ordered: its stock is shown by its page and by the listings that
+    hold it (electronics, a search for it, the whole catalog if its page shows it), which rebuild;
+    another category's listing, a listing page that does not show the radio and another product's
+    page stay cached — also after the service's own catalog notification arrived (skipped: the
+    order invalidated finely)."""
     api = api_migrating
     bala = await api.auth(BALA)
     dairy = {"category": "dairy", "limit": 20}
+    search = {"q": "radi", "limit": 20}
     radio = (await electronics(api))[str(RADIO)]
+    whole = (await api.client.get("/api/products?limit=50")).json()
+    whole_shows_radio = any(p["id"] == str(RADIO) for p in whole["items"])
+    assert str(RADIO) in {p["id"] for p in (await api.client.get("/api/products", params=search)).json()["items"]}
     for _ in range(2):  # cached
         assert (await api.client.get("/api/products", params=dairy)).status_code == 200
         assert (await api.client.get(f"/api/products/{MANGO}")).status_code == 200
         assert (await api.client.get("/api/products?limit=50")).status_code == 200
+        assert (await api.client.get("/api/products", params=search)).status_code == 200
     r = await api.client.post("/api/orders", headers=bala,
                               json={"items": [{"variant_id": radio["variants"][0]["id"], "quantity": 1}]})
     assert r.status_code == 201
@@ -232,8 +240,11 @@ async def test_an_order_invalidates_only_the_listings_and_page_of_its_products(a
     assert hits() == before_hits + 2 and db_queries() == before_queries
     assert (await electronics(api))[str(RADIO)]["variants"][0]["stock"] == radio["variants"][0]["stock"] - 1
     assert (await api.client.get(f"/api/products/{RADIO}")).json()["variants"][0]["stock"] == 4
+    found = {p["id"]: p for p in (await api.client.get("/api/products", params=search)).json()["items"]}
+    assert found[str(RADIO)]["variants"][0]["stock"] == 4
     page = (await api.client.get("/api/products?limit=50")).json()
-    assert db_queries("list_products") == before_queries + 2  # electronics and the whole catalog
+    # electronics, the search, and the whole catalog only if it shows the radio
+    assert db_queries("list_products") == before_queries + 2 + whole_shows_radio
     assert all(p["variants"][0]["stock"] == 4 for p in page["items"] if p["id"] == str(RADIO))
 
 
@@ -343,3 +354,123 @@ async def test_the_catalog_listener_stops_promptly_when_cancelled(shop_db: ShopD
             await asyncio.wait_for(task, timeout=5)
         assert time.monotonic() - t0 < 3
     await cache.close()
+
+
+async def test_a_write_through_one_instance_is_seen_by_the_next_read_through_another(
+        shop_db: ShopDb, redis_url: str) -> None:
+    """Each worker keeps its own copy of the values it served, but checks their generations in Redis
+    on every request: a price change, an order and a deactivation made through instance A are seen
+    by the very next read through instance B, whose copy of the listing and of the page was warm."""
+    prefix = f"vtest:{uuid.uuid4().hex[:10]}"
+    workers = [start_api(make_config(shop_db.url, redis_url, cache_prefix=prefix)) for _ in range(2)]
+    a, b = [await w.__anext__() for w in workers]
+    try:
+        asha, bala = await a.auth(ASHA), await a.auth(BALA)
+        radio = (await electronics(b))[str(RADIO)]
+        variant = radio["variants"][0]["id"]
+
+        async def warm() -> None:
+            for api in (a, b, b):
+                await electronics(api)
+                assert (await api.client.get(f"/api/products/{RADIO}")).status_code == 200
+
+        await warm()
+        # B answers from its own copy: not even the value's Redis entry is needed any more
+        copy = b.app.state.services.cache
+        assert any(key.endswith(":product:" + str(RADIO)) for key in copy._local)
+        with redis_sync.Redis.from_url(redis_url) as r:
+            for key in r.scan_iter(match=f"{prefix}:catalog:*:product:{RADIO}"):
+                r.delete(key)
+        before_hits, before_queries = hits(), db_queries("product_detail")
+        assert (await b.client.get(f"/api/products/{RADIO}")).json()["id"] == str(RADIO)
+        assert hits() == before_hits + 1 and db_queries("product_detail") == before_queries
+
+        r = await a.client.patch(f"/api/variants/{variant}", headers=asha, json={"price": "466.00"})
+        assert r.status_code == 200
+        assert (await electronics(b))[str(RADIO)]["variants"][0]["price"] == 466
+        assert (await b.client.get(f"/api/products/{RADIO}")).json()["variants"][0]["price"] == 466
+
+        await warm()
+        stock = (await electronics(b))[str(RADIO)]["variants"][0]["stock"]
+        r = await a.client.post("/api/orders", headers=bala, json={"items": [{"variant_id": variant, "quantity": 1}]})
+        assert r.status_code == 201
+        assert (await electronics(b))[str(RADIO)]["variants"][0]["stock"] == stock - 1
+        assert (await b.client.get(f"/api/products/{RADIO}")).json()["variants"][0]["stock"] == stock - 1
+
+        await warm()
+        r = await a.client.patch(f"/api/variants/{variant}", headers=asha, json={"is_active": False})
+        assert r.status_code == 200
+        assert str(RADIO) not in await electronics(b)
+        assert (await b.client.get(f"/api/products/{RADIO}")).status_code == 404
+    finally:
+        for w in workers:
+            await w.aclose()
+
+
+async def test_concurrent_reads_share_one_generation_read(api_migrating: Api) -> None:
+    """Requests that arrive while a check of the worker's copies is in flight share the next one;
+    each check is sent after every request it serves arrived."""
+    api = api_migrating
+    cache = api.app.state.services.cache
+    for _ in range(2):
+        await electronics(api)
+    sent: list[int] = []
+    check = cache._check_script
+
+    def counting_check(*, keys: list[str], args: list[str]) -> Any:
+        sent.append(len(keys))
+        return check(keys=keys, args=args)
+
+    cache._check_script = counting_check
+    try:
+        responses = await asyncio.gather(*(api.client.get("/api/products", params={"category": "electronics",
+                                                                                    "limit": 50})
+                                           for _ in range(40)))
+    finally:
+        cache._check_script = check
+    assert {r.status_code for r in responses} == {200} and len({r.content for r in responses}) == 1
+    assert 1 <= len(sent) < 40
+
+
+async def test_a_listing_read_before_a_change_to_a_product_it_shows_is_not_kept(redis_url: str) -> None:
+    """A value that lists products depends on what is shown of them. A rebuild whose database read
+    began before such a change (committed and invalidated while it ran) answers its own request
+    but is not kept, in Redis or in the worker: the next read, here or in another worker, rebuilds.
+    A change to a product it does not show keeps it."""
+    from villager_shop.cache import CATALOG, Cache
+
+    prefix = f"vtest:{uuid.uuid4().hex[:10]}"
+    a, b = Cache(redis_url, prefix=prefix), Cache(redis_url, prefix=prefix)
+    await a.start()
+    await b.start()
+    loads: list[str] = []
+
+    def shows(body: bytes) -> list[str]:
+        return ["p1", "p2"]
+
+    async def racing_load() -> bytes:  # the write commits while the page is being read
+        loads.append("old")
+        await b.invalidate(CATALOG, [], shown=["p1"])
+        return b"old"
+
+    async def load_new() -> bytes:
+        loads.append("new")
+        return b"new"
+
+    try:
+        assert await a.get_or_load(CATALOG, "page", racing_load, ("all",), shows=shows) == b"old"
+        for cache in (a, b, a):
+            assert await cache.get_or_load(CATALOG, "page", load_new, ("all",), shows=shows) == b"new"
+        assert loads == ["old", "new"]  # the second one was kept
+        await b.invalidate(CATALOG, [], shown=["p3"])  # not shown by the page
+        for cache in (a, b):
+            assert await cache.get_cached(CATALOG, "page", ("all",)) == b"new"
+        await b.invalidate(CATALOG, [], shown=["p2"])
+        for cache in (a, b):
+            assert await cache.get_cached(CATALOG, "page", ("all",)) is None
+    finally:
+        await a.close()
+        await b.close()
+        with redis_sync.Redis.from_url(redis_url) as r:
+            for key in r.scan_iter(match=f"{prefix}:*"):
+                r.delete(key)

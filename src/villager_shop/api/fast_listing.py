@@ -29,6 +29,7 @@ PRODUCT_PREFIX = PATH + "/"
 PRODUCT_TEMPLATE = "/api/products/{product_id}"
 MAX_LENGTH = {"category": 100, "q": 100, "cursor": 200}  # the route's Query(max_length=...)
 LIMIT = re.compile(r"[1-9][0-9]{0,2}")
+MEMO_SIZE = 4096
 
 
 def plain_listing(query_string: bytes) -> dict[str, Any] | None:
@@ -63,6 +64,8 @@ class FastListing:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self._routes: dict[str, Any] = {}
+        # query string -> the listing's cache entry (name, parts): a popular page is parsed once
+        self._listings: dict[bytes, tuple[str, tuple[str, ...]]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "GET" or not scope["path"].startswith(PATH):
@@ -76,9 +79,17 @@ class FastListing:
         if route is not None and services is not None:
             try:
                 if path == PATH:
-                    args = plain_listing(scope.get("query_string", b""))
-                    if args is not None:
-                        body = await services.catalog.cached_listing(**args)
+                    query: bytes = scope.get("query_string", b"")
+                    entry = self._listings.get(query)
+                    if entry is None:
+                        args = plain_listing(query)
+                        if args is not None:
+                            entry = services.catalog.listing_entry(**args)  # raises on invalid input
+                            if len(self._listings) >= MEMO_SIZE:
+                                self._listings.clear()
+                            self._listings[query] = entry
+                    if entry is not None:
+                        body = await services.catalog.cached(*entry)
                 elif not scope.get("query_string"):
                     product_id = canonical_uuid(path.removeprefix(PRODUCT_PREFIX))
                     if product_id is not None:

@@ -16,6 +16,7 @@ import psycopg
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from psycopg_pool import PoolTimeout
+from starlette.types import Receive, Scope, Send
 
 from villager_shop.api.catalog_listener import listen_for_catalog_changes
 from villager_shop.api.config import ServiceConfig
@@ -53,6 +54,23 @@ async def _bounded(awaitable: Awaitable[Any], what: str, timeout_s: float = 5.0)
         logging.getLogger("villager_shop.api").warning("shutdown: %s: %s", what, exc)
 
 
+class ShopApp(FastAPI):
+    """FastAPI, with two pure ASGI layers in front of its whole middleware stack: the metrics
+    (outermost: every HTTP request, by route template) and the cached listings and product pages
+    (api.fast_listing), which so skip FastAPI's own layers too; anything else goes on to FastAPI."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._front = MetricsMiddleware(FastListing(super().__call__))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope["app"] = self
+            await self._front(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+
 def create_app(config: ServiceConfig | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -86,13 +104,11 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
             await _bounded(pool.close(timeout=3), "database pool")
             metrics.mark_process_dead()
 
-    app = FastAPI(title="Villager Shop", version="1.0", lifespan=lifespan,
+    app = ShopApp(title="Villager Shop", version="1.0", lifespan=lifespan,
                   description="The marketplace API on the normalized schema (see README, 'Shop service').")
     for module in (products, shops, orders, auth, health, monitoring):
         app.include_router(module.router)
     app.mount("/dashboard/static", monitoring.static_files(), name="dashboard-static")
-    app.add_middleware(FastListing)  # pure ASGI: cached listings without FastAPI's machinery
-    app.add_middleware(MetricsMiddleware)  # pure ASGI (outermost): counts every request by route template
     _install_error_handlers(app)
     return app
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import json
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -79,12 +81,32 @@ def product_part(product_id: uuid.UUID) -> str:
     return f"product:{product_id}"
 
 
+def shown_parts(products: Iterable[uuid.UUID]) -> set[str]:
+    """The parts a change to only what is shown of `products` (stock, prices, a variant's name or
+    sort order: never which products a listing holds, nor their order) invalidates: their pages;
+    the listings that show them follow `shown_changed`."""
+    return {product_part(p) for p in products}
+
+
+def listed_products(body: bytes) -> list[str]:
+    """The ids of the products a listing page shows (its entry depends on what is shown of them:
+    an order or a price change of one of them rebuilds the page, not its whole category)."""
+    return [str(item["id"]) for item in json.loads(body)["items"]]
+
+
+def shown_changed(products: Iterable[uuid.UUID]) -> list[str]:
+    """`Cache.invalidate(shown=...)` of a change to what is shown of `products`."""
+    return [str(p) for p in products]
+
+
 def listing_parts(category: str | None) -> tuple[str]:
     return (ALL_PRODUCTS,) if category is None else (category_part(category),)
 
 
 def catalog_parts(products: dict[uuid.UUID, set[str | None]]) -> set[str]:
-    """The parts a change to `products` (id → its category slugs before and after) invalidates."""
+    """The parts a change to `products` (id → its category slugs before and after) invalidates
+    when it may change which products a listing holds or their order (availability, active
+    variants, category, name, a new product)."""
     parts = {ALL_PRODUCTS}
     for product_id, slugs in products.items():
         parts.add(product_part(product_id))
@@ -119,12 +141,22 @@ class Catalog:
             return None
         return str(row[0]).encode()
 
+    def listing_entry(self, *, category: str | None = None, q: str | None = None, limit: int = 20,
+                      cursor: str | None = None) -> tuple[str, tuple[str, ...]]:
+        """The cache entry (name, parts) of a listing without a shop filter; raises like
+        list_products on invalid input."""
+        name, _, _ = listing_key(category, None, q, limit, cursor)
+        return name, listing_parts(category)
+
+    async def cached(self, name: str, parts: tuple[str, ...]) -> bytes | None:
+        """A listing if the cache holds it (the hot path below FastAPI, api.fast_listing); None
+        otherwise (list_products then answers)."""
+        return await self.cache.get_cached(CATALOG, name, parts)
+
     async def cached_listing(self, *, category: str | None = None, q: str | None = None, limit: int = 20,
                              cursor: str | None = None) -> bytes | None:
-        """The listing if the cache holds it (the hot path below FastAPI, api.fast_listing); None
-        otherwise (list_products then answers). Raises like list_products on invalid input."""
-        name, _, _ = listing_key(category, None, q, limit, cursor)
-        return await self.cache.get_cached(CATALOG, name, listing_parts(category))
+        """The listing if the cache holds it; None otherwise. Raises like list_products on invalid input."""
+        return await self.cached(*self.listing_entry(category=category, q=q, limit=limit, cursor=cursor))
 
     async def list_products(self, *, category: str | None = None, shop: uuid.UUID | None = None,
                             q: str | None = None, limit: int = 20, cursor: str | None = None) -> bytes:
@@ -141,7 +173,7 @@ class Catalog:
             assert body is not None  # an aggregate always returns one row
             return body
 
-        return await self.cache.get_or_load(CATALOG, name, load_page, listing_parts(category))
+        return await self.cache.get_or_load(CATALOG, name, load_page, listing_parts(category), shows=listed_products)
 
     async def cached_product(self, product_id: uuid.UUID) -> bytes | None:
         """The public product page if the cache holds it (api.fast_listing), else None."""

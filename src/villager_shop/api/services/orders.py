@@ -26,7 +26,7 @@ from psycopg_pool import AsyncConnectionPool
 from villager_shop.api.errors import BadRequest, Conflict, Forbidden, Invalid, NotFound
 from villager_shop.api.queries import sections
 from villager_shop.api.services.accounts import User
-from villager_shop.api.services.catalog import catalog_parts
+from villager_shop.api.services.catalog import shown_changed, shown_parts
 from villager_shop.cache import CATALOG, Cache
 from villager_shop.monitoring.metrics import ORDERS, REVENUE
 
@@ -88,12 +88,10 @@ async def _lock_stock(conn: AsyncConnection[Any], variant_ids: list[uuid.UUID]) 
     return {r[0]: r for r in await cur.fetchall()}
 
 
-def _touched(rows: dict[uuid.UUID, tuple[Any, ...]]) -> set[str]:
-    """The catalog cache parts of the products of `_lock_stock`'s rows."""
-    products: dict[uuid.UUID, set[str | None]] = {}
-    for r in rows.values():
-        products.setdefault(r[1], set()).add(r[8])
-    return catalog_parts(products)
+def _touched(rows: dict[uuid.UUID, tuple[Any, ...]]) -> set[uuid.UUID]:
+    """The products of `_lock_stock`'s rows: an order or a cancellation changes only their stock,
+    which is shown, but never changes which products a listing holds nor their order."""
+    return {r[1] for r in rows.values()}
 
 
 class Orders:
@@ -191,7 +189,8 @@ class Orders:
         ORDERS.labels("created").inc()  # committed (a replay returned above and is not counted)
         REVENUE.labels("created").inc(float(subtotal + self.delivery_fee))
         # stock changed: after the commit, the listings and pages of those products only
-        await self.cache.invalidate(CATALOG, _touched(rows))
+        touched = _touched(rows)
+        await self.cache.invalidate(CATALOG, shown_parts(touched), shown=shown_changed(touched))
         return body, False
 
     async def get(self, user: User, order_id: uuid.UUID) -> bytes:
@@ -248,7 +247,7 @@ class Orders:
 
     async def _set_status_once(self, user: User, order_id: uuid.UUID, status: str) -> bytes:
         restocked = cancelled = False
-        touched: set[str] = set()
+        touched: set[uuid.UUID] = set()
         async with self.pool.connection() as conn, conn.transaction():
             cur = conn.cursor(row_factory=tuple_row)
             await cur.execute(
@@ -287,5 +286,5 @@ class Orders:
             ORDERS.labels("cancelled").inc()
             REVENUE.labels("cancelled").inc(float(total))
         if restocked:
-            await self.cache.invalidate(CATALOG, touched)
+            await self.cache.invalidate(CATALOG, shown_parts(touched), shown=shown_changed(touched))
         return body

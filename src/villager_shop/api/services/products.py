@@ -15,7 +15,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from villager_shop.api.errors import Forbidden, Invalid, NotFound
 from villager_shop.api.services.accounts import User
-from villager_shop.api.services.catalog import catalog_parts
+from villager_shop.api.services.catalog import catalog_parts, shown_changed, shown_parts
 from villager_shop.cache import CATALOG, Cache
 
 UPSERT_DEFAULT_VARIANT = """
@@ -92,7 +92,7 @@ class Products:
             await conn.execute(UPSERT_DEFAULT_VARIANT.encode(), {
                 "product_id": product_id, "sku": f"{product_id}-default", "name": variant_name,
                 "price": price, "stock": stock})
-        await self.cache.invalidate(CATALOG, catalog_parts({product_id: {category}}))
+        await self.cache.invalidate(CATALOG, catalog_parts({product_id: {category}}), shown=shown_changed([product_id]))
         return product_id
 
     async def update(self, user: User, product_id: uuid.UUID, changes: dict[str, Any]) -> None:
@@ -113,7 +113,7 @@ class Products:
                 await conn.execute(
                     f"UPDATE public.products SET {', '.join(sets)}, updated_at = now() WHERE id = %(id)s".encode(),
                     params)
-        await self.cache.invalidate(CATALOG, catalog_parts({product_id: slugs}))
+        await self.cache.invalidate(CATALOG, catalog_parts({product_id: slugs}), shown=shown_changed([product_id]))
 
     async def add_variant(self, user: User, product_id: uuid.UUID, *, name: str, price: Decimal, stock: int,
                           sku: str | None, sort_order: int, is_active: bool) -> uuid.UUID:
@@ -130,7 +130,7 @@ class Products:
                  is_active, sort_order))
             if await cur.fetchone() is None:
                 raise Invalid(f"sku {sku!r} is already used")
-        await self.cache.invalidate(CATALOG, catalog_parts({product_id: {slug}}))
+        await self.cache.invalidate(CATALOG, catalog_parts({product_id: {slug}}), shown=shown_changed([product_id]))
         return variant_id
 
     async def update_variant(self, user: User, variant_id: uuid.UUID, changes: dict[str, Any]) -> uuid.UUID:
@@ -159,5 +159,8 @@ class Products:
                         """UPDATE public.products SET base_price = %s, updated_at = now()
                             WHERE id = %s AND base_price IS DISTINCT FROM %s""",
                         (updated[1], product_id, updated[1]))
-        await self.cache.invalidate(CATALOG, catalog_parts({product_id: {slug}}))
+        if "is_active" in changes:  # may change which products a listing holds
+            await self.cache.invalidate(CATALOG, catalog_parts({product_id: {slug}}), shown=shown_changed([product_id]))
+        else:  # price, stock, name, sort order: only what is shown of the product
+            await self.cache.invalidate(CATALOG, shown_parts([product_id]), shown=shown_changed([product_id]))
         return product_id
