@@ -504,6 +504,7 @@ class Cache:
 
     async def _read_checks(self) -> None:
         while self._gen_batch is not None:
+            await asyncio.sleep(0)  # let the requests already read from the sockets join this check
             batch, keys, fields = self._gen_batch, self._gen_keys, self._gen_fields
             self._gen_batch, self._gen_keys, self._gen_fields = None, set(), set()  # later callers: the next read
             try:
