@@ -139,15 +139,17 @@ def _plan_pages(conn: psycopg.Connection[Any], step: str, table: str, parts: int
         if conn.execute("SELECT 1 FROM villager_migration.backfill WHERE step LIKE %s LIMIT 1",
                         (f"{step}#%",)).fetchone():
             return
-        pages, filenode = conn.execute(
-            "SELECT pg_relation_size(c.oid) / current_setting('block_size')::bigint, pg_relation_filenode(c.oid)"
-            " FROM pg_class c WHERE c.oid = %s::regclass", (f"public.{table}",)).fetchone() or (0, 0)
+        pages, filenode, xid_from = conn.execute(
+            "SELECT pg_relation_size(c.oid) / current_setting('block_size')::bigint, pg_relation_filenode(c.oid),"
+            " pg_snapshot_xmax(pg_current_snapshot())::text::bigint"
+            " FROM pg_class c WHERE c.oid = %s::regclass", (f"public.{table}",)).fetchone() or (0, 0, 0)
         for k in range(parts):
             first, last = pages * k // parts, pages * (k + 1) // parts
             conn.execute(
                 "INSERT INTO villager_migration.backfill (step, table_name, walk, page_from, page_to, next_page,"
-                " filenode, started_at, updated_at) VALUES (%s, %s, 'physical', %s, %s, %s, %s, now(), now())",
-                (f"{step}#{k}", table, first, last, first, filenode))
+                " filenode, xid_from, started_at, updated_at)"
+                " VALUES (%s, %s, 'physical', %s, %s, %s, %s, %s, now(), now())",
+                (f"{step}#{k}", table, first, last, first, filenode, xid_from))
 
 
 def _run_parts(ctx: Context, step: str, table: str, actions: list[str], busy: list[str],
@@ -235,24 +237,31 @@ class _Pace:
 def _walk_pages(ctx: Context, conn: psycopg.Connection[Any], step: str, table: str, actions: list[str],
                 busy: list[str], report: Callable[[int, int, int], None], only: str | None) -> BackfillResult:
     row = conn.execute(
-        "SELECT page_from, page_to, next_page, filenode, rows_done, rows_total, batch_size"
+        "SELECT page_from, page_to, next_page, filenode, rows_done, rows_total, batch_size, xid_from"
         " FROM villager_migration.backfill WHERE step = %s", (step,)).fetchone()
     conn.commit()
     if row is None:
         raise RuntimeError(f"{step}: no page range recorded")
-    first, last, page, filenode, done, total, saved = row
+    first, last, page, filenode, done, total, saved, xid_from = row
     done = int(done)
     rng = "ctid >= %(plo)s::tid AND ctid < %(phi)s::tid"
+    # Progress counts the row versions older than the walk, each once, where it lies: a version
+    # written since (by our batches, or by the application through the triggers) is complete and is
+    # not counted again when the walk meets it. Only the count uses the age test (a frozen
+    # row of an earlier xid epoch could be misjudged); what is processed does not depend on it.
+    older = "c.now - (c.now - t.xmin::text::bigint) %% 4294967296 < %(xid_from)s"
+    now = "(SELECT pg_current_xact_id()::text::bigint AS now) c"
     if total is None:  # counted by the worker itself, in parallel with the other parts
         with conn.transaction():
-            total = conn.execute(f"SELECT count(*) FROM public.{table} WHERE {rng}",
-                                 {"plo": f"({first},0)", "phi": f"({last},0)"}).fetchone()[0]  # type: ignore[index]
+            total = conn.execute(f"SELECT count(*) FILTER (WHERE {older}) FROM {now}, public.{table} t WHERE {rng}",
+                                 {"plo": f"({first},0)", "phi": f"({last},0)", "xid_from": xid_from}
+                                 ).fetchone()[0]  # type: ignore[index]
             conn.execute("UPDATE villager_migration.backfill SET rows_total = %s WHERE step = %s", (total, step))
     total = int(total)
     bound = [bind(a, "physical") for a in actions]
     where_only = f" AND ({only})" if only else ""
-    count = (f"SELECT count(*), count(*) FILTER (WHERE true{where_only}), pg_relation_filenode(%(rel)s::regclass)"
-             f" FROM public.{table} t WHERE {rng}")
+    count = (f"SELECT count(*) FILTER (WHERE {older}), count(*) FILTER (WHERE true{where_only}),"
+             f" pg_relation_filenode(%(rel)s::regclass) FROM {now}, public.{table} t WHERE {rng}")
     lock = (f"SELECT coalesce(array_agg(id), ARRAY[]::uuid[]), coalesce(array_agg(ctid::text), ARRAY[]::text[])"
             f" FROM (SELECT id, ctid FROM public.{table} t WHERE {rng}{where_only} FOR NO KEY UPDATE SKIP LOCKED) l")
     remember = (f"INSERT INTO villager_migration.backfill_retry (step, row_id)"
@@ -267,7 +276,8 @@ def _walk_pages(ctx: Context, conn: psycopg.Connection[Any], step: str, table: s
         # Keep the batch within the row cap too (VILLAGER_BATCH_SIZE) at the table's density.
         size = max(1, min(pace.size, int(max(MIN_BATCH, ctx.batch_size) / per_page)))
         upto = min(last, page + size)
-        params: dict[str, Any] = {"plo": f"({page},0)", "phi": f"({upto},0)", "rel": f"public.{table}", "step": step}
+        params: dict[str, Any] = {"plo": f"({page},0)", "phi": f"({upto},0)", "rel": f"public.{table}", "step": step,
+                                  "xid_from": xid_from}
         t0 = time.perf_counter()
         try:
             with conn.transaction():

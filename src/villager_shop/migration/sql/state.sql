@@ -34,6 +34,8 @@ ALTER TABLE villager_migration.backfill ADD COLUMN IF NOT EXISTS page_from bigin
 ALTER TABLE villager_migration.backfill ADD COLUMN IF NOT EXISTS page_to bigint;
 ALTER TABLE villager_migration.backfill ADD COLUMN IF NOT EXISTS next_page bigint;
 ALTER TABLE villager_migration.backfill ADD COLUMN IF NOT EXISTS filenode oid;
+-- The first transaction id that is not older than the walk (row versions from it on are complete).
+ALTER TABLE villager_migration.backfill ADD COLUMN IF NOT EXISTS xid_from bigint;
 
 -- Rows the backfill skipped because the application held their lock; retried at the end.
 CREATE TABLE IF NOT EXISTS villager_migration.backfill_retry (
