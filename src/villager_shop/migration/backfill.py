@@ -296,12 +296,7 @@ def _walk_pages(ctx: Context, conn: psycopg.Connection[Any], step: str, table: s
                     batch = {**params, "ids": ids, "tids": tids, "lo": min(ids), "hi": max(ids)}
                     for action in bound:
                         conn.execute(action, batch)
-                elapsed = time.perf_counter() - t0
-                conn.execute(
-                    "UPDATE villager_migration.backfill SET next_page = %s, rows_done = rows_done + %s,"
-                    " batches = batches + 1, batch_size = %s, elapsed_s = elapsed_s + %s,"
-                    " max_batch_ms = greatest(max_batch_ms, %s), updated_at = now() WHERE step = %s",
-                    (upto, n, size, elapsed, elapsed * 1000, step))
+                _record_batch(conn, step, "next_page", upto, n, size, time.perf_counter() - t0)
         except RETRYABLE as exc:
             pace.gave_way(ctx, step, exc)
             continue
@@ -319,6 +314,16 @@ def _walk_pages(ctx: Context, conn: psycopg.Connection[Any], step: str, table: s
             time.sleep(ctx.batch_pause_ms / 1000)
     return _finish(ctx, conn, step, table, actions, BackfillResult(rows, batches, time.perf_counter() - started,
                                                                    0, max_batch), started)
+
+
+def _record_batch(conn: psycopg.Connection[Any], step: str, cursor_column: str, cursor: Any, rows: int,
+                  size: int, elapsed: float) -> None:
+    """Move the part's cursor (`next_page` or `last_id`) inside the batch's own transaction."""
+    conn.execute(
+        f"UPDATE villager_migration.backfill SET {cursor_column} = %s, rows_done = rows_done + %s,"
+        " batches = batches + 1, batch_size = %s, elapsed_s = elapsed_s + %s,"
+        " max_batch_ms = greatest(max_batch_ms, %s), updated_at = now() WHERE step = %s",
+        (cursor, rows, size, elapsed, elapsed * 1000, step))
 
 
 def _finish(ctx: Context, conn: psycopg.Connection[Any], step: str, table: str, actions: list[str],
@@ -374,12 +379,7 @@ def _walk_keys(ctx: Context, conn: psycopg.Connection[Any], step: str, table: st
                     conn.execute(remember.format(op=op), {**params, "ids": ids})
                 if ids:
                     _apply(conn, bound, ids)
-                elapsed = time.perf_counter() - t0
-                conn.execute(
-                    "UPDATE villager_migration.backfill SET last_id = %s, rows_done = rows_done + %s,"
-                    " batches = batches + 1, batch_size = %s, elapsed_s = elapsed_s + %s,"
-                    " max_batch_ms = greatest(max_batch_ms, %s), updated_at = now() WHERE step = %s",
-                    (upper, n, size, elapsed, elapsed * 1000, step))
+                _record_batch(conn, step, "last_id", upper, n, size, time.perf_counter() - t0)
         except RETRYABLE as exc:
             pace.gave_way(ctx, step, exc)
             continue
