@@ -269,9 +269,7 @@ def _walk_pages(ctx: Context, conn: psycopg.Connection[Any], step: str, table: s
                 f" ON CONFLICT DO NOTHING")
     per_page = max(1.0, total / max(1, last - first))
     pace = _Pace(ctx, int(saved or 8), 1, MAX_PAGES)
-    started = time.perf_counter()
-    rows = batches = 0
-    max_batch = 0.0
+    tally = _Tally(ctx, report, done, total)
     while page < last:
         # Keep the batch within the row cap too (VILLAGER_BATCH_SIZE) at the table's density.
         size = max(1, min(pace.size, int(max(MIN_BATCH, ctx.batch_size) / per_page)))
@@ -302,18 +300,11 @@ def _walk_pages(ctx: Context, conn: psycopg.Connection[Any], step: str, table: s
             continue
         dt = time.perf_counter() - t0
         pace.after(dt)
+        tally.batch_done(n, dt)
         if n:
             per_page = max(1.0, 0.7 * per_page + 0.3 * n / (upto - page))
         page = upto
-        rows += n
-        done += n
-        batches += 1
-        max_batch = max(max_batch, dt * 1000)
-        report(done, max(total, done), n)
-        if ctx.batch_pause_ms:
-            time.sleep(ctx.batch_pause_ms / 1000)
-    return _finish(ctx, conn, step, table, actions, BackfillResult(rows, batches, time.perf_counter() - started,
-                                                                   0, max_batch), started)
+    return _finish(ctx, conn, step, table, actions, tally)
 
 
 def _record_batch(conn: psycopg.Connection[Any], step: str, cursor_column: str, cursor: Any, rows: int,
@@ -326,14 +317,32 @@ def _record_batch(conn: psycopg.Connection[Any], step: str, cursor_column: str, 
         (cursor, rows, size, elapsed, elapsed * 1000, step))
 
 
+class _Tally:
+    """What a part's walk has done so far: reported after every batch, summed up at the end."""
+
+    def __init__(self, ctx: Context, report: Callable[[int, int, int], None], done: int, total: int) -> None:
+        self.ctx, self.report, self.done, self.total = ctx, report, done, total
+        self.started = time.perf_counter()
+        self.rows = self.batches = 0
+        self.max_batch_ms = 0.0
+
+    def batch_done(self, rows: int, seconds: float) -> None:
+        self.rows += rows
+        self.done += rows
+        self.batches += 1
+        self.max_batch_ms = max(self.max_batch_ms, seconds * 1000)
+        self.report(self.done, max(self.total, self.done), rows)
+        if self.ctx.batch_pause_ms:
+            time.sleep(self.ctx.batch_pause_ms / 1000)
+
+
 def _finish(ctx: Context, conn: psycopg.Connection[Any], step: str, table: str, actions: list[str],
-            res: BackfillResult, started: float) -> BackfillResult:
-    res.retried_rows = _retry_skipped(ctx, conn, step, table, actions)
-    res.seconds = time.perf_counter() - started
+            tally: _Tally) -> BackfillResult:
+    retried = _retry_skipped(ctx, conn, step, table, actions)
     with conn.transaction():
         conn.execute("UPDATE villager_migration.backfill SET finished_at = now(), updated_at = now(),"
-                      " rows_total = greatest(rows_total, rows_done) WHERE step = %s", (step,))
-    return res
+                     " rows_total = greatest(rows_total, rows_done) WHERE step = %s", (step,))
+    return BackfillResult(tally.rows, tally.batches, time.perf_counter() - tally.started, retried, tally.max_batch_ms)
 
 
 def _walk_keys(ctx: Context, conn: psycopg.Connection[Any], step: str, table: str, actions: list[str],
@@ -345,10 +354,7 @@ def _walk_keys(ctx: Context, conn: psycopg.Connection[Any], step: str, table: st
     # Start small: the first batches of a table also warm caches and plans.
     pace = _Pace(ctx, min(max_size, saved_size or min(max_size, 500)), MIN_BATCH, max_size)
     bound = [bind(a, "key") for a in actions]
-    started = time.perf_counter()
-    rows = batches = 0
-    max_batch = 0.0
-    total = _total(conn, step)
+    tally = _Tally(ctx, report, done, _total(conn, step))
     pick = (f"WITH r AS (SELECT id FROM public.{table} WHERE id {{op}} %(last)s::uuid AND id <= %(hi)s::uuid"
             f" ORDER BY id LIMIT %(n)s)"
             " SELECT (SELECT id FROM r ORDER BY id DESC LIMIT 1)::text, (SELECT count(*) FROM r)")
@@ -385,15 +391,9 @@ def _walk_keys(ctx: Context, conn: psycopg.Connection[Any], step: str, table: st
             continue
         dt = time.perf_counter() - t0
         pace.after(dt)
+        tally.batch_done(n, dt)
         last_id = upper
-        rows += n
-        done += n
-        batches += 1
-        max_batch = max(max_batch, dt * 1000)
-        report(done, max(total, done), n)
-        if ctx.batch_pause_ms:
-            time.sleep(ctx.batch_pause_ms / 1000)
-    return _finish(ctx, conn, step, table, actions, BackfillResult(rows, batches, 0.0, 0, max_batch), started)
+    return _finish(ctx, conn, step, table, actions, tally)
 
 
 def _without_busy(conn: psycopg.Connection[Any], busy: list[str], ids: list[Any]) -> list[Any]:
