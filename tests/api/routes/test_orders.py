@@ -59,6 +59,8 @@ async def test_order_prices_and_totals_come_from_the_database(api: Api, any_shop
     assert item == {"id": item["id"], "product_id": str(RADIO), "variant_id": variant["id"], "quantity": 3,
                     "unit_price": 499}
     assert any_shop_db.scalar("SELECT stock FROM product_variants WHERE id = %s", (variant["id"],)) == 2
+    read = await api.client.get(f"/api/orders/{order['id']}", headers=await api.auth(BALA))
+    assert read.json() == order  # what POST answered is what was stored
 
 
 async def test_idempotent_retries_return_the_same_order(api: Api, any_shop_db: ShopDb) -> None:
@@ -70,6 +72,7 @@ async def test_idempotent_retries_return_the_same_order(api: Api, any_shop_db: S
     again = await api.client.post("/api/orders", headers={**bala, "Idempotency-Key": "k-1"}, json=body)
     assert first.status_code == again.status_code == 201
     assert again.json()["id"] == first.json()["id"] and again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first.json()  # the replay reads the tables; the first answer was built as it wrote
     other = {"items": [{"variant_id": variant["id"], "quantity": 3}]}
     assert (await api.client.post("/api/orders", headers={**bala, "Idempotency-Key": "k-1"},
                                   json=other)).status_code == 422

@@ -11,7 +11,35 @@ json_build_object(
         SELECT json_agg(json_build_object('id', i.id, 'product_id', i.product_id, 'variant_id', i.variant_id,
                                           'quantity', i.quantity, 'unit_price', i.unit_price)
                         ORDER BY i.created_at, i.id)
-          FROM public.order_items i WHERE i.order_id = o.id), '[]'::json))
+          FROM /*ITEMS*/ i WHERE i.order_id = o.id), '[]'::json))
+
+-- name: place
+-- The order, its items and the stock decrement in one statement, under the locks taken before
+-- (orders.py); the JSON is built from the inserted rows (a statement does not see its own CTEs'
+-- rows in the tables). Returns the order id, its JSON, the variants decremented, keys recorded.
+WITH o AS (
+    INSERT INTO public.orders (customer_id, shop_id, status, subtotal, delivery_fee, total)
+    VALUES (%(customer)s, %(shop)s, 'pending', %(subtotal)s, %(fee)s, %(total)s)
+    RETURNING *
+), new_items AS (
+    INSERT INTO public.order_items (order_id, product_id, variant_id, quantity, unit_price)
+    SELECT (SELECT id FROM o), v.product_id, v.id, x.quantity, v.price
+      FROM unnest(%(ids)s::uuid[], %(quantities)s::integer[]) WITH ORDINALITY AS x(variant_id, quantity, n)
+      JOIN public.product_variants v ON v.id = x.variant_id
+     ORDER BY x.n
+    RETURNING *
+), stock AS (
+    UPDATE public.product_variants v SET stock = v.stock - x.quantity, updated_at = now()
+      FROM unnest(%(ids)s::uuid[], %(quantities)s::integer[]) AS x(variant_id, quantity)
+     WHERE v.id = x.variant_id
+    RETURNING v.id
+), keyed AS (
+    UPDATE villager_service.idempotency_keys SET order_id = (SELECT id FROM o)
+     WHERE user_id = %(customer)s AND key = %(key)s
+    RETURNING 1
+)
+SELECT o.id, /*ORDER_JSON*/::text, (SELECT count(*) FROM stock), (SELECT count(*) FROM keyed)
+  FROM o
 
 -- name: order
 SELECT /*ORDER_JSON*/::text

@@ -35,9 +35,14 @@ TRANSITIONS = {"pending": {"confirmed", "cancelled"}, "confirmed": {"delivered",
 DEADLOCK_RETRIES = 3
 
 
+def _with_order_json(query: str, items: str = "public.order_items") -> str:
+    """`query` with the order JSON in place of /*ORDER_JSON*/, its items read from `items`."""
+    return query.replace("/*ORDER_JSON*/", sections("orders.sql")["order_json"]).replace("/*ITEMS*/", items)
+
+
 def _sql(name: str) -> bytes:
-    parts = sections("orders.sql")
-    return parts[name].replace("/*ORDER_JSON*/", parts["order_json"]).encode()
+    items = "new_items" if name == "place" else "public.order_items"  # see orders.sql, place
+    return _with_order_json(sections("orders.sql")[name], items).encode()
 
 
 def request_hash(items: dict[uuid.UUID, int]) -> str:
@@ -159,33 +164,14 @@ class Orders:
             if short:
                 raise Conflict({"message": "insufficient stock", "items": short})
             subtotal = sum((rows[v][2] * q for v, q in items.items()), Decimal(0))
-            shop_id = shops.pop()
-            await cur.execute(
-                """INSERT INTO public.orders (customer_id, shop_id, status, subtotal, delivery_fee, total)
-                       VALUES (%s, %s, 'pending', %s, %s, %s) RETURNING id""",
-                (user.id, shop_id, subtotal, self.delivery_fee, subtotal + self.delivery_fee))
-            created = await cur.fetchone()
-            assert created is not None
-            order_id: uuid.UUID = created[0]
             ids = list(items)
-            await cur.execute(
-                """INSERT INTO public.order_items (order_id, product_id, variant_id, quantity, unit_price)
-                       SELECT %s, v.product_id, v.id, x.quantity, v.price
-                         FROM unnest(%s::uuid[], %s::integer[]) WITH ORDINALITY AS x(variant_id, quantity, n)
-                         JOIN public.product_variants v ON v.id = x.variant_id
-                        ORDER BY x.n""",
-                (order_id, ids, [items[i] for i in ids]))
-            await cur.execute(
-                """UPDATE public.product_variants v SET stock = v.stock - x.quantity, updated_at = now()
-                         FROM unnest(%s::uuid[], %s::integer[]) AS x(variant_id, quantity)
-                        WHERE v.id = x.variant_id""",
-                (ids, [items[i] for i in ids]))
-            if idempotency_key is not None:
-                await cur.execute(
-                    "UPDATE villager_service.idempotency_keys SET order_id = %s WHERE user_id = %s AND key = %s",
-                    (order_id, user.id, idempotency_key))
-            body = await _order_json(conn, order_id)
-            assert body is not None
+            await cur.execute(_sql("place"), {
+                "customer": user.id, "shop": shops.pop(), "subtotal": subtotal, "fee": self.delivery_fee,
+                "total": subtotal + self.delivery_fee, "ids": ids, "quantities": [items[i] for i in ids],
+                "key": idempotency_key})
+            placed = await cur.fetchone()
+            assert placed is not None and placed[2] == len(ids) and placed[3] == (idempotency_key is not None)
+            body = str(placed[1]).encode()
         ORDERS.labels("created").inc()  # committed (a replay returned above and is not counted)
         REVENUE.labels("created").inc(float(subtotal + self.delivery_fee))
         # stock changed: after the commit, the listings and pages of those products only
@@ -224,8 +210,7 @@ class Orders:
         if cursor:
             params["c_at"], params["c_id"] = decode_order_cursor(cursor)
             cursor_sql = parts["cursor"]
-        query = (parts["list"].replace("/*SCOPE*/", scope).replace("/*CURSOR*/", cursor_sql)
-                 .replace("/*ORDER_JSON*/", parts["order_json"]))
+        query = _with_order_json(parts["list"].replace("/*SCOPE*/", scope).replace("/*CURSOR*/", cursor_sql))
         async with self.pool.connection() as conn:
             cur = conn.cursor(row_factory=tuple_row)
             await cur.execute(query.encode(), params)
