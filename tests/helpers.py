@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,22 @@ def run_cli(
 
 def settings_for(database_url: str, redis: str | None = None) -> Settings:
     return Settings(database_url=database_url, redis_url=redis, villager_data_dir=TEST_DATA_ROOT)  # type: ignore[arg-type]
+
+
+def wait_ready(base: str, proc: subprocess.Popen[Any], timeout_s: float = 60) -> None:
+    """Until `villager-shop serve` at `base` answers /health/ready with 200 (fails if it exits)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert proc.poll() is None, proc.communicate()[1]
+        assert time.monotonic() < deadline, "serve did not become ready"
+        time.sleep(0.2)
 
 
 def stop_process(proc: subprocess.Popen[Any]) -> None:

@@ -39,8 +39,9 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import MaxConnectionsError, RedisError
+from redis.exceptions import MaxConnectionsError, RedisError, ResponseError
 
+from villager_shop.cache_lease import BROADCAST, Lease
 from villager_shop.monitoring.metrics import (
     CACHE_BYPASSES,
     CACHE_ERRORS,
@@ -150,10 +151,12 @@ local header = table.concat(parts, ' ')
 redis.call('SET', KEYS[1], '\0' .. header .. '\n' .. ARGV[4], 'EX', ARGV[1])
 return {1, seq, header}
 """
-# KEYS: generation keys to bump, then (with products) the shown hash; ARGV[1]: TTL of those keys in
-# seconds ('0': none, the scope's own key); ARGV[2]: how many generation keys; ARGV[3...]: products
-# whose shown data changed (each gets a new number from `_seq`).
-_BUMP = _SHOWN_OK + r"""
+# KEYS: generation keys to bump, then (with products) the shown hash, then the lease registry and
+# the invalidation channel (cache_lease); ARGV[1]: TTL of those keys in seconds ('0': none, the
+# scope's own key); ARGV[2]: how many generation keys; ARGV[3]: the message to broadcast ('': none);
+# ARGV[4...]: products whose shown data changed (each gets a new number from `_seq`). Returns
+# cache_lease.BROADCAST's reply (the Redis clock, then the running leases).
+_BUMP = _SHOWN_OK + BROADCAST + r"""
 local n = tonumber(ARGV[2])
 for i = 1, n do
   local k = KEYS[i]
@@ -165,14 +168,14 @@ for i = 1, n do
   end
   if ARGV[1] ~= '0' then redis.call('EXPIRE', k, ARGV[1]) end
 end
-if #ARGV > 2 then
+if #ARGV > 3 then
   local h = KEYS[n + 1]
   shown_init(h)
-  for j = 3, #ARGV do
+  for j = 4, #ARGV do
     redis.call('HSET', h, ARGV[j], redis.call('HINCRBY', h, '_seq', 1))
   end
 end
-return n
+return broadcast(KEYS[#KEYS - 1], KEYS[#KEYS], ARGV[3])
 """
 _UNLOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -197,6 +200,7 @@ class _Copy:
     # what the per-request check compares: (shown hash, product) keys and their recorded values
     field_keys: tuple[tuple[str, str], ...] = ()
     field_values: tuple[bytes, ...] = ()
+    keys: tuple[str, ...] = ()  # the generation keys of `gens`
 
 
 @dataclass(frozen=True)
@@ -205,6 +209,13 @@ class _Built:
     (None: for every request that joined it)."""
     body: bytes
     until: int | None
+
+
+Dependency = str | tuple[str, str]  # a generation key, or (shown hash, product)
+
+
+def _dependencies(copy: _Copy) -> list[Dependency]:
+    return [*copy.keys, *copy.field_keys]
 
 
 def _split(raw: bytes) -> tuple[bytes, bytes | None, Fields]:
@@ -255,6 +266,8 @@ class Cache:
         probe_ms: int = 1000,
         max_connections: int = 64,
         local_bytes: int = 32 * 2**20,
+        lease_ms: int = 1000,
+        heartbeat_ms: int = 200,
     ) -> None:
         self.url = url
         self.prefix = prefix
@@ -288,6 +301,13 @@ class Cache:
         self.local_bytes = local_bytes
         self._local: OrderedDict[str, _Copy] = OrderedDict()
         self._local_size = 0
+        # Those of the copies that may be answered without asking Redis while the lease runs.
+        self._trusted: set[str] = set()
+        # generation key or (shown hash, product) -> the copies that depend on it
+        self._dependents: dict[Dependency, set[str]] = {}
+        self._lease = Lease(url or "", prefix, secrets.token_hex(6), lease_ms=lease_ms if url else 0,
+                            heartbeat_ms=max(10, min(heartbeat_ms, lease_ms // 2)), timeout_s=self.timeout_s,
+                            drop=self._drop, untrust=self._trusted.clear, on_error=self._lease_error)
         # Generation reads shared by the requests that ask before one is sent (see _generations).
         self._gen_keys: set[str] = set()
         self._gen_fields: set[tuple[str, str]] = set()
@@ -322,8 +342,10 @@ class Cache:
         self._bump = self._redis.register_script(_BUMP)
         self._unlock = self._redis.register_script(_UNLOCK)
         self._retry_task = asyncio.create_task(self._retry_pending_forever())
+        self._lease.start(self._redis)
 
     async def close(self) -> None:
+        await self._lease.close()
         if self._gen_task is not None:
             self._gen_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -367,10 +389,20 @@ class Cache:
             self._probe_task = asyncio.create_task(self._probe(operation, exc))
 
     def _open(self, operation: str, exc: BaseException) -> None:
+        self._lease.lose()
         if time.monotonic() >= self._open_until:
             log.warning("redis %s failed (%s: %s); serving from PostgreSQL for %.1fs",
                         operation, type(exc).__name__, exc, self.breaker_s)
         self._open_until = time.monotonic() + self.breaker_s
+
+    def _lease_error(self, operation: str, exc: BaseException) -> None:
+        """The lease ended (cache_lease): count it; a failed heartbeat is a failed Redis call."""
+        if operation == "subscribe":
+            CACHE_ERRORS.labels(operation).inc()
+            log.warning("redis invalidation channel lost (%s: %s); checking copies in Redis until it is back",
+                        type(exc).__name__, exc)
+        else:
+            self._trip(operation, exc)
 
     async def _probe(self, operation: str, exc: BaseException) -> None:
         if self._probe_redis is None:
@@ -387,10 +419,12 @@ class Cache:
         each network wait; this deadline is only a safety net (it also counts event-loop lag)."""
         try:
             async with asyncio.timeout(max(0.25, self.timeout_s * 3)):
-                return await coro
+                result = await coro
         except REDIS_ERRORS as exc:
             self._trip(operation, exc)
             raise
+        self._lease.reached()
+        return result
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -414,7 +448,9 @@ class Cache:
         """The cached value of `name` in `scope`, or `loader()`'s (stored for the TTL). The value
         depends on the scope's generation and on those of `parts` (see `invalidate`) and, with
         `shows` (the ids of the products a value lists), on what is shown of those products
-        (`invalidate(shown=...)`); all of them are checked in Redis on every call (see `_lookup`)."""
+        (`invalidate(shown=...)`); all of them are checked in Redis on every call, or covered by
+        the worker's lease (see `_lookup`)."""
+        stamp = self._lease.stamp
         keys = [self.generation_key(scope), *(self.generation_key(scope, p) for p in parts)]
         if not self.available():
             CACHE_BYPASSES.labels(scope).inc()
@@ -426,7 +462,7 @@ class Cache:
                 CACHE_BYPASSES.labels(scope).inc()
                 return await self._single_flight(self._local_key(scope, keys, name), loader)
         try:
-            generation, value, state = await self._lookup(scope, name, keys)
+            generation, value, state = await self._lookup(scope, name, keys, stamp)
         except REDIS_ERRORS:
             return await self._single_flight(self._local_key(scope, keys, name), loader)
         if value is not None:
@@ -435,7 +471,7 @@ class Cache:
         CACHE_MISSES.labels(scope).inc()
         key = self.key(scope, generation, name)
         built = await self._single_flight(
-            key, lambda: self._rebuild(scope, name, key, generation, loader, shows, state))
+            key, lambda: self._rebuild(scope, name, key, keys, generation, loader, shows, state, stamp))
         if isinstance(built, _Built):
             if built.until is not None and state[1] > built.until:
                 # A shown product changed after that rebuild read the database: not for this request.
@@ -448,9 +484,10 @@ class Cache:
         is skipped or fails; the caller then goes through `get_or_load`, which counts the rest."""
         if not self.available() or self._pending:
             return None
+        stamp = self._lease.stamp
         keys = [self.generation_key(scope), *(self.generation_key(scope, p) for p in parts)]
         try:
-            _, value, _ = await self._lookup(scope, name, keys)
+            _, value, _ = await self._lookup(scope, name, keys, stamp)
         except REDIS_ERRORS:
             return None
         if value is None:
@@ -458,20 +495,28 @@ class Cache:
         CACHE_HITS.labels(scope).inc()
         return value
 
-    async def _lookup(self, scope: str, name: str, keys: list[str]) -> tuple[str, bytes | None, tuple[bytes, int]]:
+    async def _lookup(self, scope: str, name: str, keys: list[str],
+                      stamp: int) -> tuple[str, bytes | None, tuple[bytes, int]]:
         """(generation, value or None, (shown epoch, shown seq)) of `name` as Redis has them now.
-        What a value depends on is always read from Redis, by a read sent after this call began
+        A trusted copy of the worker's own is answered as it is while the lease runs: every
+        invalidation that completed before this call reached the worker before (cache_lease).
+        Otherwise what a value depends on is read from Redis, by a read sent after this call began
         (so after any invalidation that completed before it: no stale read). The value itself
         comes from the worker's own copy when that copy is still valid, else from Redis (one Lua
-        call, which also starts missing generations), and is then copied for the rest of its TTL."""
+        call, which also starts missing generations), and is then copied for the rest of its TTL.
+        `stamp`: the lease's stamp before anything was read (a copy stored since is not trusted)."""
         local = f"{scope}:{name}"
         copy = self._local_get(local)
         if copy is not None:
+            if local in self._trusted and self._lease.valid() and not self._pending and copy.keys == tuple(keys):
+                return b".".join(copy.gens).decode(), copy.body, (b"", 0)
             shown = self.shown_key(scope)
             now = await self._check(keys, shown, copy.field_keys)
             if tuple(map(now.__getitem__, keys)) == copy.gens \
                     and (copy.epoch is None or (now[shown] == copy.epoch
                                                 and tuple(map(now.__getitem__, copy.field_keys)) == copy.field_values)):
+                if stamp == self._lease.stamp and self._local.get(local) is copy:
+                    self._trusted.add(local)  # read after the call began, nothing invalidated since
                 return b".".join(copy.gens).decode(), copy.body, (b"", 0)
         raw_generation, raw, ttl_ms, epoch, seq = await self._call(
             "get", self._read(keys=[*keys, self.shown_key(scope)],
@@ -481,8 +526,8 @@ class Cache:
         if raw is None:
             return generation, None, state
         body, value_epoch, value_fields = _split(bytes(raw))
-        self._local_put(local, self._copy(scope, raw_generation, value_epoch, value_fields, int(ttl_ms), body),
-                        int(ttl_ms))
+        self._local_put(local, self._copy(scope, keys, raw_generation, value_epoch, value_fields, int(ttl_ms), body),
+                        int(ttl_ms), stamp)
         return generation, body, state
 
     async def _check(self, keys: Sequence[str], shown: str, fields: Iterable[tuple[str, str]]) -> dict[Any, Any]:
@@ -527,34 +572,61 @@ class Cache:
                 raise
             batch.set_result(values)
 
-    def _copy(self, scope: str, generation: bytes, epoch: bytes | None, fields: Fields, ttl_ms: int,
-              body: bytes) -> _Copy:
+    def _copy(self, scope: str, keys: Sequence[str], generation: bytes, epoch: bytes | None, fields: Fields,
+              ttl_ms: int, body: bytes) -> _Copy:
         shown = self.shown_key(scope)
         return _Copy(tuple(generation.split(b".")), epoch, fields, time.monotonic() + ttl_ms / 1000, body,
-                     tuple((shown, f) for f, _ in fields), tuple(g for _, g in fields))
+                     tuple((shown, f) for f, _ in fields), tuple(g for _, g in fields), tuple(keys))
 
     def _local_get(self, key: str) -> _Copy | None:
         copy = self._local.get(key)
         if copy is None:
             return None
         if time.monotonic() >= copy.expires:  # the Redis entry has expired too
-            del self._local[key]
-            self._local_size -= len(copy.body)
+            self._forget(key)
             return None
         self._local.move_to_end(key)
         return copy
 
-    def _local_put(self, key: str, copy: _Copy, ttl_ms: int) -> None:
+    def _local_put(self, key: str, copy: _Copy, ttl_ms: int, stamp: int) -> None:
+        """Keep `copy`; trusted (see `_lookup`) when no invalidation was handled since `stamp`."""
         if self.local_bytes <= 0 or ttl_ms <= 0 or len(copy.body) > self.local_bytes // 4:
             return
-        old = self._local.pop(key, None)
-        if old is not None:
-            self._local_size -= len(old.body)
+        self._forget(key)
         self._local[key] = copy
         self._local_size += len(copy.body)
+        for dependency in _dependencies(copy):
+            self._dependents.setdefault(dependency, set()).add(key)
+        if stamp == self._lease.stamp:
+            self._trusted.add(key)
         while self._local_size > self.local_bytes:
-            _, evicted = self._local.popitem(last=False)
-            self._local_size -= len(evicted.body)
+            self._forget(next(iter(self._local)))
+
+    def _forget(self, key: str) -> None:
+        copy = self._local.pop(key, None)
+        if copy is None:
+            return
+        self._trusted.discard(key)
+        self._local_size -= len(copy.body)
+        for dependency in _dependencies(copy):
+            dependents = self._dependents.get(dependency)
+            if dependents is not None:
+                dependents.discard(key)
+                if not dependents:
+                    del self._dependents[dependency]
+
+    def _drop(self, keys: set[str], fields: set[tuple[str, str]]) -> None:
+        """An invalidation (ours, or a message: cache_lease): forget the copies that depend on what
+        it bumped, and trust no value read before now. Empty sets: forget every copy."""
+        self._lease.stamp += 1
+        if not keys and not fields:
+            for key in list(self._local):
+                self._forget(key)
+            return
+        dependencies: list[Dependency] = [*keys, *fields]
+        for dependency in dependencies:
+            for key in list(self._dependents.get(dependency, ())):
+                self._forget(key)
 
     async def _single_flight(self, key: str, load: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
         task = self._flights.get(key)
@@ -571,10 +643,10 @@ class Cache:
         if not task.cancelled():
             task.exception()  # retrieved here so that an unawaited failure is not logged as lost
 
-    async def _rebuild(self, scope: str, name: str, key: str, generation: str, loader: Loader,
-                       shows: Shows | None, state: tuple[bytes, int]) -> _Built:
+    async def _rebuild(self, scope: str, name: str, key: str, keys: Sequence[str], generation: str, loader: Loader,
+                       shows: Shows | None, state: tuple[bytes, int], stamp: int) -> _Built:
         """Rebuild one key in this worker; other workers wait on the Redis lock. `state`: the shown
-        epoch and seq read before (by the lookup that missed)."""
+        epoch and seq read before (by the lookup that missed); `stamp`: the lease's, before that."""
         assert self._redis is not None
         token = secrets.token_hex(8)
         lock = key + ":lock"
@@ -603,7 +675,7 @@ class Cache:
         try:
             if shows is None:
                 await self._call("set", self._redis.set(key, value, ex=self.ttl_s))
-                copy = self._copy(scope, generation.encode(), None, (), self.ttl_s * 1000, value)
+                copy = self._copy(scope, keys, generation.encode(), None, (), self.ttl_s * 1000, value)
             else:
                 products = sorted(set(shows(value)))
                 stored, seq, *header = await self._call("set", self._store(
@@ -612,12 +684,12 @@ class Cache:
                 if stored:  # valid up to that seq: no shown product changed since the read
                     built = _Built(value, int(seq))
                     epoch, fields = _header(bytes(header[0]))
-                    copy = self._copy(scope, generation.encode(), epoch, fields, self.ttl_s * 1000, value)
+                    copy = self._copy(scope, keys, generation.encode(), epoch, fields, self.ttl_s * 1000, value)
         except REDIS_ERRORS:
             pass
         else:
             if copy is not None:
-                self._local_put(f"{scope}:{name}", copy, self.ttl_s * 1000)
+                self._local_put(f"{scope}:{name}", copy, self.ttl_s * 1000, stamp)
         await self._release(lock, token)
         return built
 
@@ -663,12 +735,27 @@ class Cache:
         CACHE_INVALIDATIONS.labels(scope).inc()
         if self._redis is None:
             return
+        fields = {(hash_key, p) for p in products}
+        seq, message = self._lease.message(keys, fields)
         try:
-            await self._call("invalidate", self._bump(
-                keys=[*keys, hash_key] if products else keys, args=[ttl, len(keys), *products]))
-        except REDIS_ERRORS:
-            self._pending.update((k, ttl, "") for k in keys)
+            reply = await self._call("invalidate", self._bump(
+                keys=[*keys, *([hash_key] if products else []), self._lease.registry, self._lease.channel],
+                args=[ttl, len(keys), message, *products]))
+        except BaseException as exc:  # Redis failed, or we were cancelled: it may not have landed
+            self._drop(set(keys), fields)
+            self._lease.forget(seq)
+            self._pending.update((k, ttl, "") for k in keys)  # replayed until it lands
             self._pending.update((hash_key, 0, p) for p in products)
+            if not isinstance(exc, REDIS_ERRORS):
+                raise
+            if not isinstance(exc, ResponseError) and not connection_failed(exc):
+                # Redis did not answer in time (hung, or a partition): others may still hold a lease
+                # without hearing anything. (Refused or reset: Redis is gone, and with it every
+                # worker's subscription, which ended its lease the moment it broke.)
+                await self._lease.wait_out_outage()
+            return
+        self._drop(set(keys), fields)  # this worker's own copies (its message comes back later)
+        await self._lease.wait_for_acks(seq, reply, time.monotonic())
 
     async def _flush_pending(self) -> None:
         """Replay the missed invalidations; concurrent callers share one replay."""
@@ -677,12 +764,16 @@ class Cache:
         await asyncio.shield(self._flushing)
 
     async def _flush_pending_once(self) -> None:
+        """Each replay is broadcast too (no one waits for it: its write has returned)."""
+        lease = [self._lease.registry, self._lease.channel]
         for key, ttl, product in sorted(self._pending):
+            seq, message = self._lease.message([] if product else [key], [(key, product)] if product else [])
+            self._lease.forget(seq)
             try:
                 if product:
-                    await self._call("invalidate", self._bump(keys=[key], args=[0, 0, product]))
+                    await self._call("invalidate", self._bump(keys=[key, *lease], args=[0, 0, message, product]))
                 else:
-                    await self._call("invalidate", self._bump(keys=[key], args=[ttl, 1]))
+                    await self._call("invalidate", self._bump(keys=[key, *lease], args=[ttl, 1, message]))
             except REDIS_ERRORS:
                 return
             self._pending.discard((key, ttl, product))

@@ -31,7 +31,7 @@ def hits() -> float:
 
 def errors() -> float:
     return sum(sample("villager_cache_errors_total", {"operation": op})
-               for op in ("get", "set", "lock", "unlock", "invalidate", "ping"))
+               for op in ("get", "set", "lock", "unlock", "invalidate", "ping", "heartbeat", "subscribe"))
 
 
 async def electronics(api: Api) -> dict[str, Any]:
@@ -407,29 +407,35 @@ async def test_a_write_through_one_instance_is_seen_by_the_next_read_through_ano
             await w.aclose()
 
 
-async def test_concurrent_reads_share_one_generation_read(api_migrating: Api) -> None:
-    """Requests that arrive while a check of the worker's copies is in flight share the next one;
-    each check is sent after every request it serves arrived."""
-    api = api_migrating
-    cache = api.app.state.services.cache
-    for _ in range(2):
-        await electronics(api)
-    sent: list[int] = []
-    check = cache._check_script
-
-    def counting_check(*, keys: list[str], args: list[str]) -> Any:
-        sent.append(len(keys))
-        return check(keys=keys, args=args)
-
-    cache._check_script = counting_check
+async def test_concurrent_reads_share_one_generation_read(shop_db: ShopDb, redis_url: str) -> None:
+    """Without a lease (VILLAGER_CACHE_LEASE_MS=0, or while it has lapsed) every hit checks its copy
+    in Redis: requests that arrive while a check is in flight share the next one; each check is
+    sent after every request it serves arrived."""
+    config = make_config(shop_db.url, redis_url, cache_prefix=f"vtest:{uuid.uuid4().hex[:10]}", cache_lease_ms=0)
+    worker = start_api(config)
+    api = await worker.__anext__()
     try:
-        responses = await asyncio.gather(*(api.client.get("/api/products", params={"category": "electronics",
-                                                                                    "limit": 50})
-                                           for _ in range(40)))
+        cache = api.app.state.services.cache
+        for _ in range(2):
+            await electronics(api)
+        sent: list[int] = []
+        check = cache._check_script
+
+        def counting_check(*, keys: list[str], args: list[str]) -> Any:
+            sent.append(len(keys))
+            return check(keys=keys, args=args)
+
+        cache._check_script = counting_check
+        try:
+            responses = await asyncio.gather(*(api.client.get("/api/products", params={"category": "electronics",
+                                                                                        "limit": 50})
+                                               for _ in range(40)))
+        finally:
+            cache._check_script = check
+        assert {r.status_code for r in responses} == {200} and len({r.content for r in responses}) == 1
+        assert 1 <= len(sent) < 40
     finally:
-        cache._check_script = check
-    assert {r.status_code for r in responses} == {200} and len({r.content for r in responses}) == 1
-    assert 1 <= len(sent) < 40
+        await worker.aclose()
 
 
 async def test_a_listing_read_before_a_change_to_a_product_it_shows_is_not_kept(redis_url: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import statistics
 
 import psycopg
 import pytest
@@ -29,11 +30,14 @@ def test_bench_api_json(pg_admin_url: str, redis_url: str) -> None:
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     scenarios = out["scenarios"]
-    assert set(scenarios) == {"locust_mix", "ab_guide", "cached_listing", "ceiling"}
+    assert set(scenarios) == {"locust_mix", "listing_probe", "ab_guide", "cached_listing", "ceiling"}
     mix = scenarios["locust_mix"]
     assert set(mix) >= SCENARIO_KEYS
     assert mix["requests"] > 0 and mix["errors"] == 0, mix["failures"]
     assert {"GET /api/products?category=[slug]", "GET /api/products/[id]"} <= set(mix["by_name"])
+    probe = scenarios["listing_probe"]  # the independent client during the mix, after the ramp
+    assert set(probe) >= SCENARIO_KEYS and probe["requests"] > 10 and probe["errors"] == 0, probe
+    assert 0 < probe["p50_ms"] <= probe["p95_ms"] <= probe["p99_ms"] <= probe["max_ms"]
     for name in ("ab_guide", "cached_listing", "ceiling"):
         s = scenarios[name]
         if shutil.which("ab") is None:
@@ -44,5 +48,7 @@ def test_bench_api_json(pg_admin_url: str, redis_url: str) -> None:
     assert set(out["goals"]) == {"listing_p95_lt_20ms_at_20_users", "zero_errors", "cached_ge_half_ceiling"}
     assert out["goals"]["zero_errors"] is True
     if shutil.which("ab"):
-        assert isinstance(out["ratio_cached_vs_ceiling"], float)
+        ratios = scenarios["cached_listing"]["round_ratios"]  # alternating rounds, the median is the ratio
+        assert len(ratios) == 3 and out["ratio_cached_vs_ceiling"] == round(statistics.median(ratios), 3)
+        assert scenarios["cached_listing"]["requests"] == scenarios["ceiling"]["requests"] == 3 * (500 // 3)
     assert _scratch_dbs(pg_admin_url) <= before  # its scratch database is gone

@@ -17,7 +17,7 @@ import pytest
 
 from tests.api.conftest import ASHA, BALA, PASSWORD, RADIO, ShopDb, forget_keys, make_config
 from tests.cli.test_serve import free_port
-from tests.helpers import ROOT, cli_env, stop_process
+from tests.helpers import ROOT, cli_env, stop_process, wait_ready
 from tests.monitoring.browser import Chromium, chromium_binary
 from tests.monitoring.test_http_metrics import parse, value
 
@@ -36,16 +36,7 @@ def serving(db_url: str, redis_url: str, data_dir: Path, workers: int = 1, **env
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, proc.communicate()[1]
-            assert time.monotonic() < deadline, "serve did not become ready"
-            time.sleep(0.2)
+        wait_ready(base, proc)
         yield base
     finally:
         stop_process(proc)

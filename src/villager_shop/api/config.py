@@ -30,6 +30,10 @@ class ServiceSettings(BaseSettings):
     cache_enabled: bool = Field(default=True, description="false = always read PostgreSQL")
     redis_timeout_ms: int = Field(default=100, ge=5, le=5_000, description="Redis connect and read timeout")
     redis_breaker_s: float = Field(default=3.0, ge=0.1, le=300, description="skip Redis this long after an error")
+    cache_lease_ms: int = Field(default=1000, ge=0, le=10_000,
+                                description="how long a worker answers its own copies without asking Redis after"
+                                            " its last heartbeat (writes wait for it at most this long when a"
+                                            " worker does not acknowledge); 0 = check every hit in Redis")
     db_pool_min: int = Field(default=2, ge=1, le=100, description="connections kept open per worker")
     db_pool_max: int = Field(default=10, ge=1, le=500, description="connections per worker at most")
     db_pool_timeout_s: float = Field(default=5.0, ge=0.1, le=120, description="wait for a free connection")
@@ -61,6 +65,7 @@ class ServiceConfig:
     cache_enabled: bool = True
     redis_timeout_ms: int = 100
     redis_breaker_s: float = 3.0
+    cache_lease_ms: int = 1000
     db_pool_min: int = 2
     db_pool_max: int = 10
     db_pool_timeout_s: float = 5.0

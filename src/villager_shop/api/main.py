@@ -79,7 +79,7 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
         pool = make_pool(cfg)
         await pool.open(wait=True, timeout=cfg.db_connect_timeout_s + 2)
         cache = Cache(cfg.redis_url if cfg.cache_enabled else None, prefix=cfg.cache_prefix, ttl_s=cfg.cache_ttl_s,
-                      timeout_ms=cfg.redis_timeout_ms, breaker_s=cfg.redis_breaker_s)
+                      timeout_ms=cfg.redis_timeout_ms, breaker_s=cfg.redis_breaker_s, lease_ms=cfg.cache_lease_ms)
         await cache.start()
         sampler = Sampler(cfg.database_url, interval_s=cfg.monitoring_interval_s,
                           orders_ttl_s=cfg.monitoring_orders_ttl_s, connect_timeout_s=cfg.db_connect_timeout_s)

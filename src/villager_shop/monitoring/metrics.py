@@ -21,6 +21,12 @@ CACHE_BYPASSES = Counter("villager_cache_bypassed_total",
                          "cache reads that skipped Redis (circuit breaker open or cache disabled)", ["scope"])
 CACHE_INVALIDATIONS = Counter("villager_cache_invalidations_total", "catalog version bumps after a write",
                               ["scope"])
+CACHE_LEASE_WAITS = Counter("villager_cache_lease_waits_total",
+                            "writes that waited for the other workers to drop their copies, by how the wait ended:"
+                            " acked (all acknowledged) or lease_ended (one's lease ran out first)", ["outcome"])
+CACHE_LEASE_WAIT = Histogram("villager_cache_lease_wait_seconds",
+                             "how long a write waited for the other workers to drop their copies",
+                             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5))
 DB_QUERIES = Counter("villager_db_queries_total", "hot-path queries sent to PostgreSQL", ["query"])
 
 # HTTP (monitoring.middleware): `route` is the route template (`/api/products/{product_id}`), never the
