@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from tests.helpers import run_cli
+from villager_shop.bench.api import service_latency
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -38,6 +39,12 @@ def test_bench_api_json(pg_admin_url: str, redis_url: str) -> None:
     probe = scenarios["listing_probe"]  # the independent client during the mix, after the ramp
     assert set(probe) >= SCENARIO_KEYS and probe["requests"] > 10 and probe["errors"] == 0, probe
     assert 0 < probe["p50_ms"] <= probe["p95_ms"] <= probe["p99_ms"] <= probe["max_ms"]
+    # the service's own timings over the mix (its histograms): the listing route and the loop's lag
+    timed = mix["service_latency"]
+    listing = timed["GET /api/products"]
+    assert listing["count"] >= mix["by_name"]["GET /api/products?category=[slug]"]["requests"]
+    assert 0 < listing["p50_ms"] <= listing["p95_ms"] <= listing["p99_ms"]
+    assert timed["event loop lag"]["count"] > 0
     for name in ("ab_guide", "cached_listing", "ceiling"):
         s = scenarios[name]
         if shutil.which("ab") is None:
@@ -52,3 +59,19 @@ def test_bench_api_json(pg_admin_url: str, redis_url: str) -> None:
         assert len(ratios) == 3 and out["ratio_cached_vs_ceiling"] == round(statistics.median(ratios), 3)
         assert scenarios["cached_listing"]["requests"] == scenarios["ceiling"]["requests"] == 3 * (500 // 3)
     assert _scratch_dbs(pg_admin_url) <= before  # its scratch database is gone
+
+
+def test_service_latency_reads_quantiles_between_two_snapshots() -> None:
+    inf = float("inf")
+    before = {"GET /x": {0.001: 10.0, 0.01: 10.0, inf: 10.0}}
+    # since `before`: 100 more, 50 within 1 ms, 40 within (1, 10] ms, 10 above 10 ms
+    after = {"GET /x": {0.001: 60.0, 0.01: 100.0, inf: 110.0}, "GET /idle": {0.001: 0.0, 0.01: 0.0, inf: 0.0}}
+    out = service_latency(before, after)
+    assert set(out) == {"GET /x"}  # nothing timed since: not reported
+    x = out["GET /x"]
+    assert x["count"] == 100
+    assert x["p50_ms"] == pytest.approx(1.0)
+    assert x["p95_ms"] == pytest.approx(10.0)  # beyond the last finite bound: that bound
+    # inside a bucket: linear (20 within 1 ms, 80 in (1, 10] ms: the 50th is 30/80 into that bucket)
+    mid = service_latency(before, {"GET /x": {0.001: 30.0, 0.01: 110.0, inf: 110.0}})["GET /x"]
+    assert mid["p50_ms"] == pytest.approx(1.0 + 9.0 * 30 / 80, abs=0.01)

@@ -82,6 +82,8 @@ def test_metrics_add_up_over_two_workers(shop_db: ShopDb, redis_url: str, tmp_pa
             assert value(samples, "villager_db_pool_max") == 4  # 2 connections per worker, summed
             assert value(samples, "villager_migration_phase", phase="migrated") == 1
             assert value(samples, "villager_db_connections") >= 2
+            # each worker times its event loop's wake-ups (every 50 ms while it runs)
+            assert value(samples, "villager_event_loop_lag_seconds_count") >= 2
 
 
 DOM = """JSON.stringify(Object.fromEntries(Array.from(document.querySelectorAll('[data-testid]'))

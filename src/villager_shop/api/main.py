@@ -33,6 +33,7 @@ from villager_shop.api.services.products import Products
 from villager_shop.cache import Cache
 from villager_shop.core.db import connection
 from villager_shop.monitoring import metrics
+from villager_shop.monitoring.event_loop import watch_event_loop
 from villager_shop.monitoring.middleware import MetricsMiddleware
 from villager_shop.monitoring.sampler import Monitor, Sampler
 
@@ -92,13 +93,14 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
         listening = asyncio.create_task(
             listen_for_catalog_changes(cfg.database_url, cache, connect_timeout_s=cfg.db_connect_timeout_s),
             name="catalog change listener")
+        watching = asyncio.create_task(watch_event_loop(), name="event loop lag")
         try:
             yield
         finally:
             # Every shutdown step is bounded: one stuck component must not keep the process alive.
-            for task in (sampling, listening):
+            for task in (sampling, listening, watching):
                 task.cancel()
-            await _bounded(asyncio.gather(sampling, listening, return_exceptions=True), "background tasks")
+            await _bounded(asyncio.gather(sampling, listening, watching, return_exceptions=True), "background tasks")
             await _bounded(sampler.close(), "monitoring sampler")
             await _bounded(cache.close(), "cache")
             await _bounded(pool.close(timeout=3), "database pool")

@@ -38,6 +38,7 @@ from villager_shop.core.db import connect, create_database, drop_database
 from villager_shop.core.errors import VillagerError
 from villager_shop.legacy.generate import generate
 from villager_shop.legacy.schema import schema_sql
+from villager_shop.monitoring.sampler import quantile
 
 Say = Callable[[str], None]
 PASSWORD = "bench-shopper-pass"
@@ -439,6 +440,45 @@ def cache_counters(prom_dir: Path) -> dict[str, float]:
     return out
 
 
+def service_histograms(prom_dir: Path) -> dict[str, dict[float, float]]:
+    """The service's own timings: "METHOD route" (request time, from the handler's start to the
+    answer's last byte) and "event loop lag" -> {bucket upper bound (s): cumulative count}."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, str(prom_dir))
+    out: dict[str, dict[float, float]] = {}
+    for family in registry.collect():
+        for sample in family.samples:
+            if sample.name == "villager_http_request_duration_seconds_bucket":
+                name = f"{sample.labels['method']} {sample.labels['route']}"
+            elif sample.name == "villager_event_loop_lag_seconds_bucket":
+                name = "event loop lag"
+            else:
+                continue
+            buckets = out.setdefault(name, {})
+            le = float(sample.labels["le"])
+            buckets[le] = buckets.get(le, 0.0) + sample.value
+    return out
+
+
+def service_latency(before: dict[str, dict[float, float]],
+                    after: dict[str, dict[float, float]]) -> dict[str, dict[str, Any]]:
+    """`service_histograms` between two snapshots: count and p50/p95/p99 in ms of each (linear
+    within a bucket). A client's figure minus these is the socket, the wait for the event loop
+    (its lag is reported too) and the client itself."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, buckets in after.items():
+        delta = {le: n - before.get(name, {}).get(le, 0.0) for le, n in buckets.items()}
+        count = max(delta.values(), default=0.0)
+        if count <= 0:
+            continue
+        ms = {f"p{int(q * 100)}_ms": round((quantile(q, delta) or 0.0) * 1000, 2) for q in (0.5, 0.95, 0.99)}
+        out[name] = {"count": int(count), **ms}
+    return out
+
+
 def _delta(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
     d: dict[str, Any] = {k.removeprefix("villager_").removesuffix("_total"): int(after.get(k, 0) - before.get(k, 0))
          for k in after}
@@ -520,7 +560,7 @@ def bench_api(admin_url: str, redis_url: str, *, scale: float, seed: int = 42, u
                 hot = f"{service.base}/api/products?category={urllib.parse.quote(data['hot_slug'])}"
                 say(f"locust_mix: {users} users, spawn rate {rate:g}/s, {duration_s}s, "
                     f"{locust_processes} locust process(es) …")
-                before = cache_counters(prom)
+                before, timed_before = cache_counters(prom), service_histograms(prom)
                 probe_paths = [f"/api/products?category={urllib.parse.quote(data['hot_slug'])}", "/api/products"]
                 with ListingProbe(service.base, probe_paths, start_after_s=min(users / rate, duration_s / 2)) as probe:
                     scenarios["locust_mix"] = run_locust(service.base, data_file=data_file, users=users,
@@ -529,6 +569,7 @@ def bench_api(admin_url: str, redis_url: str, *, scale: float, seed: int = 42, u
                 scenarios["listing_probe"] = probe.result()
                 scenarios["locust_mix"]["mix_percent"] = data["weights"]
                 scenarios["locust_mix"]["service_counters"] = _delta(before, cache_counters(prom))
+                scenarios["locust_mix"]["service_latency"] = service_latency(timed_before, service_histograms(prom))
                 ceiling_port = free_port()
                 ceiling = Server("ceiling (bare ASGI on uvicorn)", [
                     sys.executable, "-m", "uvicorn", "villager_shop.bench.ceiling:app", "--host", "127.0.0.1",

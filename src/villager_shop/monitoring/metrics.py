@@ -37,6 +37,10 @@ HTTP_REQUESTS = Counter("villager_http_requests_total", "HTTP requests answered"
 HTTP_LATENCY = Histogram("villager_http_request_duration_seconds", "time to answer an HTTP request",
                          ["method", "route"], buckets=LATENCY_BUCKETS)
 
+EVENT_LOOP_LAG = Histogram("villager_event_loop_lag_seconds",
+                           "how late a worker's event loop woke a task that was due (monitoring.event_loop)",
+                           buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5))
+
 # Business (api.services.orders), after the commit; an idempotent replay is not counted again.
 ORDERS = Counter("villager_orders_total", "orders placed (created) and cancelled", ["event"])
 REVENUE = Counter("villager_order_revenue_total", "sum of order totals (currency units) placed / cancelled",
