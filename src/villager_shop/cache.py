@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import secrets
@@ -214,6 +215,14 @@ class _Built:
 Dependency = str | tuple[str, str]  # a generation key, or (shown hash, product)
 
 
+@dataclass
+class _Fresh:
+    """A PostgreSQL read shared while Redis is skipped (Cache._fresh_flight)."""
+    previous: asyncio.Task[bytes] | None  # the read of the same key it waits for
+    task: asyncio.Task[bytes] | None = None
+    started: bool = False  # from then on, a request arriving does not join it
+
+
 def _dependencies(copy: _Copy) -> list[Dependency]:
     return [*copy.keys, *copy.field_keys]
 
@@ -290,6 +299,7 @@ class Cache:
         self._unlock: Any = None
         self._open_until = 0.0
         self._flights: dict[str, asyncio.Task[bytes]] = {}
+        self._fresh: dict[str, _Fresh] = {}
         self._local_generation: dict[str, int] = {}
         self._pending: set[tuple[str, int, str]] = set()  # (key, TTL, '') or (shown hash, 0, product)
         self._probe_redis: aioredis.Redis | None = None
@@ -454,17 +464,17 @@ class Cache:
         keys = [self.generation_key(scope), *(self.generation_key(scope, p) for p in parts)]
         if not self.available():
             CACHE_BYPASSES.labels(scope).inc()
-            return await self._single_flight(self._local_key(scope, keys, name), loader)
+            return await self._fresh_flight(self._local_key(scope, keys, name), loader)
         assert self._redis is not None
         if self._pending:
             await self._flush_pending()
             if self._pending:  # a missed invalidation is not in Redis yet: its entries may be stale
                 CACHE_BYPASSES.labels(scope).inc()
-                return await self._single_flight(self._local_key(scope, keys, name), loader)
+                return await self._fresh_flight(self._local_key(scope, keys, name), loader)
         try:
             generation, value, state = await self._lookup(scope, name, keys, stamp)
         except REDIS_ERRORS:
-            return await self._single_flight(self._local_key(scope, keys, name), loader)
+            return await self._fresh_flight(self._local_key(scope, keys, name), loader)
         if value is not None:
             CACHE_HITS.labels(scope).inc()
             return value
@@ -636,6 +646,33 @@ class Cache:
             task.add_done_callback(lambda t, k=key: self._flight_done(k, t))  # type: ignore[misc]
         # shield: a client that goes away does not cancel the rebuild the others wait for
         return await asyncio.shield(task)
+
+    async def _fresh_flight(self, key: str, load: Loader) -> bytes:
+        """A PostgreSQL read while Redis is skipped. Nothing then tells this worker about another
+        worker's write, so a request shares only a read that has not begun (its answer is read
+        after the request arrived: no stale read); requests arriving while a read runs share the
+        next one, which begins when that one ends. At most one read of a key runs at a time."""
+        flight = self._fresh.get(key)
+        if flight is None or flight.started:
+            flight = _Fresh(flight.task if flight is not None else None)
+            flight.task = asyncio.create_task(self._fresh_read(flight, load))
+            self._fresh[key] = flight
+            flight.task.add_done_callback(functools.partial(self._fresh_done, key, flight))
+        assert flight.task is not None
+        return await asyncio.shield(flight.task)  # a client going away does not cancel the others' read
+
+    @staticmethod
+    async def _fresh_read(flight: _Fresh, load: Loader) -> bytes:
+        if flight.previous is not None:
+            await asyncio.wait([flight.previous])  # its outcome is its own requests' business
+        flight.started = True
+        return await load()
+
+    def _fresh_done(self, key: str, flight: _Fresh, task: asyncio.Task[bytes]) -> None:
+        if self._fresh.get(key) is flight:
+            del self._fresh[key]
+        if not task.cancelled():
+            task.exception()  # retrieved: an unawaited failure is not logged as lost
 
     def _flight_done(self, key: str, task: asyncio.Task[Any]) -> None:
         if self._flights.get(key) is task:
