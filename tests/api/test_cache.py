@@ -233,6 +233,30 @@ async def test_an_invalidation_redis_refused_is_replayed_before_cached_reads(
     admin.close()
 
 
+async def test_only_writes_by_others_notify_the_catalog_channel(api_migrating: Api, shop_db: ShopDb) -> None:
+    """The service's own product and variant writes (a price, an order's stock) invalidate what
+    they changed themselves: they send no catalog notification, which would wake every worker and
+    serialize commits on PostgreSQL's notification lock. Notifications arrive in commit order, so
+    the first one after those writes is the old application's that follows them."""
+    import psycopg
+
+    api = api_migrating
+    asha, bala = await api.auth(ASHA), await api.auth(BALA)
+    variant = (await electronics(api))[str(RADIO)]["variants"][0]["id"]
+    with psycopg.connect(shop_db.url, autocommit=True) as listener, \
+            psycopg.connect(shop_db.url, autocommit=True) as legacy:
+        listener.execute("LISTEN villager_catalog")
+        r = await api.client.patch(f"/api/variants/{variant}", headers=asha, json={"price": 432})
+        assert r.status_code == 200
+        r = await api.client.post("/api/orders", headers=bala, json={"items": [{"variant_id": variant, "quantity": 1}]})
+        assert r.status_code == 201
+        legacy.execute("UPDATE products SET price = 431 WHERE id = %s", (RADIO,))
+        first = next(iter(listener.notifies(timeout=5.0, stop_after=1)), None)
+        assert first is not None, "the old application's write sent no notification"
+        assert first.pid == legacy.info.backend_pid, f"a notification of the service's own writes came first: {first}"
+        assert first.payload in {"products", "product_variants"}
+
+
 async def test_a_write_by_the_old_application_is_not_served_stale(api_migrating: Api, shop_db: ShopDb) -> None:
     """The old application (plain SQL on the legacy columns) changes a price: the sync trigger and
     the catalog notification make the next listings show it, well before the cache TTL."""
@@ -275,7 +299,7 @@ async def test_an_order_invalidates_only_the_listings_and_page_of_its_products(a
     r = await api.client.post("/api/orders", headers=bala,
                               json={"items": [{"variant_id": radio["variants"][0]["id"], "quantity": 1}]})
     assert r.status_code == 201
-    await asyncio.sleep(0.3)  # the catalog notification of the order reached the listener
+    await asyncio.sleep(0.3)  # a catalog notification, had the order sent one, reached the listener
     before_hits, before_queries = hits(), db_queries()
     assert (await api.client.get("/api/products", params=dairy)).status_code == 200
     assert (await api.client.get(f"/api/products/{MANGO}")).status_code == 200

@@ -7,10 +7,12 @@ catalog's generation, so such writes are not served stale for the cache TTL. A b
 notifications becomes one invalidation.
 
 The service's own product and variant writes (orders, stock, prices) already invalidated exactly
-the parts they touched, after their commit: a burst whose notifications all come from the
-service's pool connections (their backend pid, `application_name` = database.APP_NAME, this
-database) and only concern products and variants is skipped. Anything else, or a sender that is
-gone before it could be checked, bumps the whole catalog."""
+the parts they touched, after their commit, and do not notify (the triggers skip sessions with
+`villager.invalidates_cache` on, which the service's pool sets). A database whose triggers predate
+that still notifies for them: a burst whose notifications all come from the service's pool
+connections (their backend pid, `application_name` = database.APP_NAME, this database) and only
+concern products and variants is skipped. Anything else, or a sender that is gone before it could
+be checked, bumps the whole catalog."""
 
 from __future__ import annotations
 

@@ -14,7 +14,10 @@ APP_NAME = "villager-shop serve"
 def make_pool(config: ServiceConfig) -> AsyncConnectionPool[Any]:
     options = (f"-c statement_timeout={config.statement_timeout_ms}"
                f" -c idle_in_transaction_session_timeout={max(config.statement_timeout_ms * 2, 10_000)}"
-               " -c lock_timeout=" + str(config.statement_timeout_ms))
+               f" -c lock_timeout={config.statement_timeout_ms}"
+               # its product and variant writes invalidate the cache themselves: no catalog NOTIFY
+               # (migration.steps.catalog_notify)
+               " -c villager.invalidates_cache=on")
     return AsyncConnectionPool(
         config.database_url,
         min_size=min(config.db_pool_min, config.db_pool_max),

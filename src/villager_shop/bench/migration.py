@@ -32,8 +32,11 @@ def _writer_window(writer: LiveWriter, start: float, end: float) -> dict[str, An
     def pct(p: float) -> float:
         return round(lat[min(len(lat) - 1, int(p * len(lat)))], 2)
 
-    return {"writer_ops": len(lat) if lat != [0.0] else 0, "writer_errors": writer.stats.errors,
-            "writer_p50_ms": pct(0.5), "writer_p99_ms": pct(0.99), "writer_max_ms": round(lat[-1], 2)}
+    out: dict[str, Any] = {"writer_ops": len(lat) if lat != [0.0] else 0, "writer_errors": writer.stats.errors,
+                           "writer_p50_ms": pct(0.5), "writer_p99_ms": pct(0.99), "writer_max_ms": round(lat[-1], 2)}
+    if writer.stats.errors:  # what went wrong, not just how often
+        out["writer_error_samples"] = writer.stats.error_samples[:5]
+    return out
 
 
 def _run_cli(url: str, strategy: str) -> dict[str, Any]:

@@ -1,7 +1,10 @@
 """Tell the shop service's cache when anything changes the catalog: the old application, a script,
 or the sync triggers. Statement-level (one notification per statement, delivered at commit), skipped
-inside the backfill's own transactions (the runner notifies once when the run ends). Unlike the
-sync triggers, these stay after `complete`: any writer keeps invalidating the cache."""
+inside the backfill's own transactions (the runner notifies once when the run ends), and for the
+shop service's own product and variant writes (its sessions set `villager.invalidates_cache`: it
+invalidates exactly what it changed itself, and a NOTIFY would only wake every worker for nothing
+and serialize its commits on PostgreSQL's notification queue lock). Unlike the sync triggers, these
+stay after `complete`: any writer keeps invalidating the cache."""
 
 from __future__ import annotations
 
@@ -12,6 +15,16 @@ from villager_shop.migration.steps.base import Context, Step
 CHANNEL = "villager_catalog"
 TABLES = ("products", "product_variants", "product_categories", "shops")
 TRIGGER = "villager_catalog_changed"
+# The tables the shop service writes and invalidates finely for (api.catalog_listener.SERVICE_WRITTEN).
+SELF_INVALIDATED = ("products", "product_variants")
+SELF_INVALIDATING_SESSION = "villager.invalidates_cache"  # set to 'on' by the service's pool (api.database)
+
+
+def _when(table: str) -> str:
+    when = "current_setting('villager.backfill', true) IS DISTINCT FROM 'on'"
+    if table in SELF_INVALIDATED:
+        when += f" AND current_setting('{SELF_INVALIDATING_SESSION}', true) IS DISTINCT FROM 'on'"
+    return when
 
 
 class CatalogNotify(Step):
@@ -25,7 +38,7 @@ class CatalogNotify(Step):
             out.append(Ddl(
                 f"DROP TRIGGER IF EXISTS {TRIGGER} ON public.{t};\n"
                 f"CREATE TRIGGER {TRIGGER} AFTER INSERT OR UPDATE OR DELETE ON public.{t}\n"
-                f"    FOR EACH STATEMENT WHEN (current_setting('villager.backfill', true) IS DISTINCT FROM 'on')\n"
+                f"    FOR EACH STATEMENT WHEN ({_when(t)})\n"
                 f"    EXECUTE FUNCTION villager_migration.notify_catalog();",
                 f"SHARE ROW EXCLUSIVE on {t} (waits for in-flight writes)"))
         return out
