@@ -330,7 +330,7 @@ def run_locust(host: str, *, data_file: Path, users: int, spawn_rate: float, dur
     log = workdir / "locust.log"
     argv = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", str(users),
             "-r", f"{spawn_rate:g}", "-t", f"{duration_s}s", "--host", host, "--csv", str(prefix),
-            "--only-summary", "--stop-timeout", "3", "--exit-code-on-error", "0"]
+            "--only-summary", "--reset-stats", "--stop-timeout", "3", "--exit-code-on-error", "0"]
     if processes > 1:
         argv += ["--processes", str(processes)]
     env = {**os.environ, "VILLAGER_BENCH_DATA": str(data_file)}
@@ -352,6 +352,60 @@ def run_locust(host: str, *, data_file: Path, users: int, spawn_rate: float, dur
     out.update(users=users, spawn_rate=spawn_rate, ramp_s=round(users / spawn_rate, 1), duration_s=duration_s,
                locust_processes=processes, think_time_s=1.0)
     return out
+
+
+def warm_catalog(base: str, data: dict[str, Any]) -> dict[str, Any]:
+    """Ask once for every page the shoppers will ask for (each category's first listing, the
+    unfiltered listing, the categories, every product page of the data set), so the mix measures a
+    running shop, whose caches are warm after its first minutes, not a cold start: otherwise the
+    first thousands of requests are all misses, and that stampede is the figure."""
+    parsed = urllib.parse.urlsplit(base)
+    host, port = parsed.hostname or "127.0.0.1", parsed.port or 80
+    paths = ["/api/products", "/api/categories",
+             *(f"/api/products?category={urllib.parse.quote(s)}" for s in data["slugs"]),
+             *(f"/api/products/{p}" for p in data["product_ids"])]
+    started, failed = time.perf_counter(), 0
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    try:
+        for path in paths:
+            try:
+                conn.request("GET", path)
+                response = conn.getresponse()
+                response.read()
+                failed += response.status != 200
+            except (OSError, http.client.HTTPException):
+                failed += 1
+                conn.close()
+                conn = http.client.HTTPConnection(host, port, timeout=10)
+    finally:
+        conn.close()
+    return {"requests": len(paths), "failed": failed, "seconds": round(time.perf_counter() - started, 1)}
+
+
+class _Snapshot:
+    """The service's counters and histograms `after_s` into the block (at the end of the ramp);
+    taken when the block ends if it ends sooner."""
+
+    def __init__(self, prom_dir: Path, after_s: float) -> None:
+        self.prom_dir = prom_dir
+        self.counters: dict[str, float] = {}
+        self.timed: dict[str, dict[float, float]] = {}
+        self._taken = threading.Event()
+        self._timer = threading.Timer(after_s, self._take)
+
+    def _take(self) -> None:
+        if not self._taken.is_set():
+            self.counters, self.timed = cache_counters(self.prom_dir), service_histograms(self.prom_dir)
+            self._taken.set()
+
+    def __enter__(self) -> _Snapshot:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._timer.cancel()
+        self._timer.join()
+        self._take()
 
 
 class ListingProbe:
@@ -552,24 +606,29 @@ def bench_api(admin_url: str, redis_url: str, *, scale: float, seed: int = 42, u
                 data["weights"] = {**MIX, **(mix or {})}
                 data_file = workdir / "locust-data.json"
                 data_file.write_text(json.dumps(data))
-                for path in ("/api/products", "/api/categories", f"/api/products?category={data['hot_slug']}"):
-                    _get(service.base + path)
+                say(f"warming the catalog: {len(data['slugs'])} category listings, {len(data['product_ids'])} "
+                    "product pages …")
+                warm = warm_catalog(service.base, data)
                 say(f"ab_guide: ab -n {guide_requests} -c 10 {service.base}/api/products")
                 scenarios["ab_guide"] = run_ab(service.base + "/api/products", requests=guide_requests,
                                                concurrency=10, keepalive=False, workdir=workdir, tag="guide")
                 hot = f"{service.base}/api/products?category={urllib.parse.quote(data['hot_slug'])}"
                 say(f"locust_mix: {users} users, spawn rate {rate:g}/s, {duration_s}s, "
                     f"{locust_processes} locust process(es) …")
-                before, timed_before = cache_counters(prom), service_histograms(prom)
+                # Every figure of the mix covers the time after the ramp (locust --reset-stats), at full load.
+                ramp_end = min(users / rate, duration_s / 2)
+                at_ramp_end = _Snapshot(prom, ramp_end)
                 probe_paths = [f"/api/products?category={urllib.parse.quote(data['hot_slug'])}", "/api/products"]
-                with ListingProbe(service.base, probe_paths, start_after_s=min(users / rate, duration_s / 2)) as probe:
+                with at_ramp_end, ListingProbe(service.base, probe_paths, start_after_s=ramp_end) as probe:
                     scenarios["locust_mix"] = run_locust(service.base, data_file=data_file, users=users,
                                                          spawn_rate=rate, duration_s=duration_s,
                                                          processes=locust_processes, workdir=workdir)
                 scenarios["listing_probe"] = probe.result()
-                scenarios["locust_mix"]["mix_percent"] = data["weights"]
-                scenarios["locust_mix"]["service_counters"] = _delta(before, cache_counters(prom))
-                scenarios["locust_mix"]["service_latency"] = service_latency(timed_before, service_histograms(prom))
+                mix_out = scenarios["locust_mix"]
+                mix_out["mix_percent"] = data["weights"]
+                mix_out["warm_up"] = warm
+                mix_out["service_counters"] = _delta(at_ramp_end.counters, cache_counters(prom))
+                mix_out["service_latency"] = service_latency(at_ramp_end.timed, service_histograms(prom))
                 ceiling_port = free_port()
                 ceiling = Server("ceiling (bare ASGI on uvicorn)", [
                     sys.executable, "-m", "uvicorn", "villager_shop.bench.ceiling:app", "--host", "127.0.0.1",
