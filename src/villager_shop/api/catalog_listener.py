@@ -25,10 +25,10 @@ import psycopg
 
 from villager_shop.api.database import APP_NAME
 from villager_shop.cache import Cache
+from villager_shop.migration.steps.catalog_notify import CHANNEL, SELF_INVALIDATED
 
-CHANNEL = "villager_catalog"
-# The tables the service writes itself (and invalidates finely for).
-SERVICE_WRITTEN = frozenset({"products", "product_variants"})
+# The tables the service writes itself (and invalidates finely for): the triggers' contract.
+SERVICE_WRITTEN = frozenset(SELF_INVALIDATED)
 SERVICE_SENDERS = """
 SELECT count(*) FROM pg_stat_activity
  WHERE pid = ANY(%s) AND application_name = %s AND datname = current_database()

@@ -7,6 +7,7 @@ from typing import Any
 from psycopg_pool import AsyncConnectionPool
 
 from villager_shop.api.config import ServiceConfig
+from villager_shop.migration.steps.catalog_notify import SELF_INVALIDATING_SESSION
 
 APP_NAME = "villager-shop serve"
 
@@ -16,8 +17,7 @@ def make_pool(config: ServiceConfig) -> AsyncConnectionPool[Any]:
                f" -c idle_in_transaction_session_timeout={max(config.statement_timeout_ms * 2, 10_000)}"
                f" -c lock_timeout={config.statement_timeout_ms}"
                # its product and variant writes invalidate the cache themselves: no catalog NOTIFY
-               # (migration.steps.catalog_notify)
-               " -c villager.invalidates_cache=on")
+               f" -c {SELF_INVALIDATING_SESSION}=on")
     return AsyncConnectionPool(
         config.database_url,
         min_size=min(config.db_pool_min, config.db_pool_max),

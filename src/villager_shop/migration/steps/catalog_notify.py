@@ -15,9 +15,10 @@ from villager_shop.migration.steps.base import Context, Step
 CHANNEL = "villager_catalog"
 TABLES = ("products", "product_variants", "product_categories", "shops")
 TRIGGER = "villager_catalog_changed"
-# The tables the shop service writes and invalidates finely for (api.catalog_listener.SERVICE_WRITTEN).
+# The tables the shop service writes and invalidates finely for itself, and the setting its
+# sessions turn on (api.database, api.catalog_listener).
 SELF_INVALIDATED = ("products", "product_variants")
-SELF_INVALIDATING_SESSION = "villager.invalidates_cache"  # set to 'on' by the service's pool (api.database)
+SELF_INVALIDATING_SESSION = "villager.invalidates_cache"
 
 
 def _when(table: str) -> str:
