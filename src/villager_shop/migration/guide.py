@@ -6,7 +6,9 @@ its COMMIT (SPEC defect 1). Nothing keeps later writes in sync (defect 2).
 Fixes made only so that it runs on messy data: the shops branch gets its IS NOT NULL (a NULL
 house number would violate NOT NULL), categories are de-duplicated by slug (the unique slug would
 abort the whole transaction), variants skip non-positive prices and clamp negative stock (our
-variant table has checks), and chk_orders_amounts_positive is NOT VALID (legacy orders violate it).
+variant table has checks), chk_orders_amounts_positive is NOT VALID (legacy orders violate it), and the
+variants' INSERT locks the products it reads (FOR KEY SHARE): a product the live application deletes
+meanwhile would otherwise fail the new foreign key and abort the whole transaction (seen in CI).
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ UPDATE products SET category_id = pc.id FROM product_categories pc WHERE product
 
 INSERT INTO product_variants (id, product_id, sku, name, price, stock, is_default, created_at, updated_at)
 SELECT gen_random_uuid(), p.id, p.id || '-default', 'Default', p.price, greatest(p.stock, 0), true, now(), now()
-FROM products p WHERE p.price > 0;
+FROM products p WHERE p.price > 0
+FOR KEY SHARE OF p;
 """
 
 
