@@ -67,6 +67,8 @@ def bind(sql: str, walk: str) -> str:
     if walk == "physical":
         return BATCH_MARK.sub(r"\1.ctid >= %(plo)s::tid AND \1.ctid < %(phi)s::tid AND \1.ctid = ANY(%(tids)s::tid[])",
                               sql)
+    if walk == "pages":  # every row of the page range (a walk that locks nothing)
+        return BATCH_MARK.sub(r"\1.ctid >= %(plo)s::tid AND \1.ctid < %(phi)s::tid", sql)
     return BATCH_MARK.sub(r"\1.id BETWEEN %(lo)s::uuid AND %(hi)s::uuid AND \1.id = ANY(%(ids)s)", sql)
 
 
@@ -118,17 +120,23 @@ def part_names(conn: psycopg.Connection[Any], step: str, workers: int) -> int:
 
 
 def run_backfill(ctx: Context, step: str, table: str, actions: list[str], busy: list[str] | None = None,
-                 only: str | None = None) -> BackfillResult:
-    """Backfill `table` with `ctx.backfill_workers` connections, each walking its own part."""
+                 only: str | None = None, *, locking: bool = True, on_rewrite: str | None = None) -> BackfillResult:
+    """Backfill `table` with `ctx.backfill_workers` connections, each walking its own part.
+    `locking=False` is for actions that only read the table (a copy whose changes are logged
+    meanwhile): no row locks, nothing skipped, and batches bounded by time rather than rows.
+    `on_rewrite`: SQL that undoes what the walk did so far, run in the transaction that restarts a
+    walk over a rewritten table (needed when the actions are not no-ops on a second visit)."""
     for attempt in range(1, 4):
         try:
-            return _run_parts(ctx, step, table, actions, busy or [], only)
+            return _run_parts(ctx, step, table, actions, busy or [], only, locking)
         except TableRewritten:
             ctx.reporter.note(f"{step}: {table} was rewritten (VACUUM FULL or CLUSTER?) while the backfill ran;"
                               f" walking it again from the start (attempt {attempt + 1})")
             with connect(ctx.url) as conn:
+                if on_rewrite:
+                    conn.execute(on_rewrite.encode())
                 conn.execute("DELETE FROM villager_migration.backfill WHERE step LIKE %s", (f"{step}#%",))
-    return _run_parts(ctx, step, table, actions, busy or [], only)
+    return _run_parts(ctx, step, table, actions, busy or [], only, locking)
 
 
 def _plan_pages(conn: psycopg.Connection[Any], step: str, table: str, parts: int) -> None:
@@ -153,7 +161,7 @@ def _plan_pages(conn: psycopg.Connection[Any], step: str, table: str, parts: int
 
 
 def _run_parts(ctx: Context, step: str, table: str, actions: list[str], busy: list[str],
-               only: str | None) -> BackfillResult:
+               only: str | None, locking: bool = True) -> BackfillResult:
     probe = connect(ctx.url, application_name=f"villager-shop backfill {table}")
     try:
         parts = part_names(probe, step, max(1, ctx.backfill_workers))
@@ -184,9 +192,10 @@ def _run_parts(ctx: Context, step: str, table: str, actions: list[str], busy: li
             stop_work_when_client_dies(conn)
             on_batch = lambda done, total, n: report(k, done, total, n)  # noqa: E731
             if walk == "physical":
-                results[k] = _walk_pages(ctx, conn, f"{step}#{k}", table, actions, busy, on_batch, only)
+                results[k] = _walk_pages(ctx, conn, f"{step}#{k}", table, actions, busy, on_batch, only, locking)
             else:
-                results[k] = _walk_keys(ctx, conn, f"{step}#{k}", table, actions, busy, ranges[k], on_batch, only)
+                results[k] = _walk_keys(ctx, conn, f"{step}#{k}", table, actions, busy, ranges[k], on_batch, only,
+                                        locking)
         except BaseException as exc:
             results[k] = exc
         finally:
@@ -235,7 +244,8 @@ class _Pace:
 
 
 def _walk_pages(ctx: Context, conn: psycopg.Connection[Any], step: str, table: str, actions: list[str],
-                busy: list[str], report: Callable[[int, int, int], None], only: str | None) -> BackfillResult:
+                busy: list[str], report: Callable[[int, int, int], None], only: str | None,
+                locking: bool = True) -> BackfillResult:
     row = conn.execute(
         "SELECT page_from, page_to, next_page, filenode, rows_done, rows_total, batch_size, xid_from"
         " FROM villager_migration.backfill WHERE step = %s", (step,)).fetchone()
@@ -258,7 +268,8 @@ def _walk_pages(ctx: Context, conn: psycopg.Connection[Any], step: str, table: s
                                  ).fetchone()[0]  # type: ignore[index]
             conn.execute("UPDATE villager_migration.backfill SET rows_total = %s WHERE step = %s", (total, step))
     total = int(total)
-    bound = [bind(a, "physical") for a in actions]
+    bound = [bind(a, "physical" if locking else "pages") for a in actions]
+    rows_cap = max(MIN_BATCH, ctx.batch_size) * (1 if locking else 10)
     where_only = f" AND ({only})" if only else ""
     count = (f"SELECT count(*) FILTER (WHERE {older}), count(*) FILTER (WHERE true{where_only}),"
              f" pg_relation_filenode(%(rel)s::regclass) FROM {now}, public.{table} t WHERE {rng}")
@@ -272,7 +283,7 @@ def _walk_pages(ctx: Context, conn: psycopg.Connection[Any], step: str, table: s
     tally = _Tally(ctx, report, done, total)
     while page < last:
         # Keep the batch within the row cap too (VILLAGER_BATCH_SIZE) at the table's density.
-        size = max(1, min(pace.size, int(max(MIN_BATCH, ctx.batch_size) / per_page)))
+        size = max(1, min(pace.size, int(rows_cap / per_page)))
         upto = min(last, page + size)
         params: dict[str, Any] = {"plo": f"({page},0)", "phi": f"({upto},0)", "rel": f"public.{table}", "step": step,
                                   "xid_from": xid_from}
@@ -280,11 +291,14 @@ def _walk_pages(ctx: Context, conn: psycopg.Connection[Any], step: str, table: s
         try:
             with conn.transaction():
                 _batch_settings(conn, ctx)
-                ids, tids = conn.execute(lock, params).fetchone()  # type: ignore[misc]
+                ids, tids = conn.execute(lock, params).fetchone() if locking else ([], [])  # type: ignore[misc]
                 n, needed, node = conn.execute(count, params).fetchone()  # type: ignore[misc]
                 if node != filenode:
                     raise TableRewritten(table)
-                if len(ids) < needed:
+                if not locking:
+                    for action in bound:
+                        conn.execute(action, params)
+                elif len(ids) < needed:
                     conn.execute(remember, {**params, "ids": ids})
                 if ids and busy:
                     keep = set(_without_busy(conn, busy, ids))
@@ -347,7 +361,7 @@ def _finish(ctx: Context, conn: psycopg.Connection[Any], step: str, table: str, 
 
 def _walk_keys(ctx: Context, conn: psycopg.Connection[Any], step: str, table: str, actions: list[str],
                busy: list[str], key_range: tuple[str, str], report: Callable[[int, int, int], None],
-               only: str | None = None) -> BackfillResult:
+               only: str | None = None, locking: bool = True) -> BackfillResult:
     lo, hi = key_range
     last_id, done, saved_size = _init_progress(conn, step, table, key_range)
     max_size = max(MIN_BATCH, ctx.batch_size)
@@ -361,8 +375,9 @@ def _walk_keys(ctx: Context, conn: psycopg.Connection[Any], step: str, table: st
     # `only`: a predicate over the row; when given, only the rows matching it need the actions, so
     # only they are locked (a scan that quarantines a few rows writes nothing to the others).
     where_only = f" AND ({only})" if only else ""
+    row_lock = " FOR NO KEY UPDATE SKIP LOCKED" if locking else ""
     lock = (f"SELECT coalesce(array_agg(id), ARRAY[]::uuid[]) FROM (SELECT id FROM public.{table} t"
-            f" WHERE id {{op}} %(last)s::uuid AND id <= %(upper)s::uuid{where_only} FOR NO KEY UPDATE SKIP LOCKED) l")
+            f" WHERE id {{op}} %(last)s::uuid AND id <= %(upper)s::uuid{where_only}{row_lock}) l")
     remember = (f"INSERT INTO villager_migration.backfill_retry (step, row_id)"
                 f" SELECT %(step)s, id FROM public.{table} t WHERE id {{op}} %(last)s::uuid AND id <= %(upper)s::uuid"
                 f" AND id <> ALL(%(ids)s){where_only} ON CONFLICT DO NOTHING")

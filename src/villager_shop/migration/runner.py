@@ -133,4 +133,5 @@ def reset(ctx: Context) -> None:
         ctx.conn.execute("DELETE FROM villager_migration.backfill_retry")
         ctx.conn.execute("DELETE FROM villager_migration.quarantine")
         ctx.conn.execute("DELETE FROM villager_migration.state WHERE key IN ('run_started_at', 'run_finished_at')")
+        ctx.conn.execute("DELETE FROM villager_migration.state WHERE key LIKE 'rebuild:%'")
         state.event(ctx.conn, None, "reset", "new run after a rollback")

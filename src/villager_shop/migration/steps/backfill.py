@@ -81,7 +81,7 @@ class ExtractCategory:
         ]
 
 
-def _quarantine_ctes(table: str, source: str, reason: str, detail: str) -> str:
+def quarantine_ctes(table: str, source: str, reason: str, detail: str) -> str:
     """CTE fragments recording (or clearing) why rows of `source` cannot be migrated as is;
     `reason` is an SQL expression over the source row that is NULL for a good row."""
     return (
@@ -131,7 +131,7 @@ class SplitDefaultVariant:
             "deactivated AS (\n"
             "  UPDATE public.product_variants v SET is_active = false, updated_at = now()\n"
             "    FROM src s WHERE s.price <= 0 AND v.product_id = s.id AND v.is_default AND v.is_active),\n"
-            + _quarantine_ctes("products", "src", reason, "to_jsonb(s)") + "\n"
+            + quarantine_ctes("products", "src", reason, "to_jsonb(s)") + "\n"
             "SELECT count(*) FROM src",
         ]
 
@@ -152,7 +152,7 @@ class DefaultVariantReference:
             "linked AS (\n"
             "  UPDATE public.order_items oi SET variant_id = s.new_variant FROM src s\n"
             "   WHERE oi.ctid = s.tid AND oi.variant_id IS NULL AND s.new_variant IS NOT NULL),\n"
-            + _quarantine_ctes("order_items", "src", reason, "to_jsonb(s) - 'new_variant' - 'tid'") + "\n"
+            + quarantine_ctes("order_items", "src", reason, "to_jsonb(s) - 'new_variant' - 'tid'") + "\n"
             "SELECT count(*) FROM src",
         ]
 
@@ -168,7 +168,7 @@ class Quarantine:
     def actions(self) -> list[str]:
         return [
             f"WITH src AS MATERIALIZED (SELECT t.* FROM public.{self.table} t WHERE {batch('t')}),\n"
-            + _quarantine_ctes(self.table, "src", self.reason, "to_jsonb(s)") + "\n"
+            + quarantine_ctes(self.table, "src", self.reason, "to_jsonb(s)") + "\n"
             "SELECT count(*) FROM src",
         ]
 

@@ -1,0 +1,124 @@
+-- Rebuild a table by copy instead of updating every row in place (steps/rebuild.py): while the
+-- copy runs, every change to the live table is logged by row id; the log is replayed onto the
+-- copy, and one short transaction replays the rest and swaps the copy in.
+
+-- name: log_table
+CREATE TABLE IF NOT EXISTS villager_migration.rebuild_log (
+    seq        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    table_name text NOT NULL,
+    row_id     uuid                                  -- NULL: the table was truncated
+);
+
+-- name: fn_rebuild_log
+-- The ids a write touched (both, when an update changes the key); a TRUNCATE logs a NULL id.
+CREATE OR REPLACE FUNCTION villager_migration.rebuild_log() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    IF TG_OP = 'TRUNCATE' THEN
+        INSERT INTO villager_migration.rebuild_log (table_name, row_id) VALUES (TG_TABLE_NAME, NULL);
+        RETURN NULL;
+    END IF;
+    IF TG_OP <> 'INSERT' THEN
+        INSERT INTO villager_migration.rebuild_log (table_name, row_id) VALUES (TG_TABLE_NAME, OLD.id);
+    END IF;
+    IF TG_OP = 'INSERT' OR (TG_OP = 'UPDATE' AND NEW.id IS DISTINCT FROM OLD.id) THEN
+        INSERT INTO villager_migration.rebuild_log (table_name, row_id) VALUES (TG_TABLE_NAME, NEW.id);
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+
+-- name: fn_rebuild_replay
+-- Apply up to `max_rows` logged changes to the copy: each logged id is deleted from the copy and
+-- copied again from the live table as it is now (`copy_sql` inserts the rows whose ids are $1).
+-- Only the log rows read here are removed: a change committed meanwhile stays for the next call.
+CREATE OR REPLACE FUNCTION villager_migration.rebuild_replay(tbl text, copy_sql text, max_rows integer)
+RETURNS integer
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    seqs bigint[];
+    ids uuid[];
+    truncated boolean;
+BEGIN
+    SELECT array_agg(seq), array_agg(DISTINCT row_id) FILTER (WHERE row_id IS NOT NULL), bool_or(row_id IS NULL)
+      INTO seqs, ids, truncated
+      FROM (SELECT l.seq, l.row_id FROM villager_migration.rebuild_log l
+             WHERE l.table_name = tbl ORDER BY l.seq LIMIT max_rows) s;
+    IF seqs IS NULL THEN
+        RETURN 0;
+    END IF;
+    IF truncated THEN
+        EXECUTE format('DELETE FROM villager_migration.%1$I n WHERE NOT EXISTS'
+                       ' (SELECT 1 FROM public.%1$I o WHERE o.id = n.id)', tbl);
+    END IF;
+    IF ids IS NOT NULL THEN
+        EXECUTE format('DELETE FROM villager_migration.%I WHERE id = ANY($1)', tbl) USING ids;
+        EXECUTE copy_sql USING ids;
+    END IF;
+    DELETE FROM villager_migration.rebuild_log WHERE seq = ANY(seqs);
+    RETURN cardinality(seqs);
+END
+$fn$;
+
+-- name: fn_rebuild_swap
+-- Called under ACCESS EXCLUSIVE locks on the table and the tables its foreign keys reference:
+-- replays the rest of the log, then puts the copy in the table's place with what the table
+-- carried besides rows and indexes (foreign keys and checks, triggers and their enabled state,
+-- owner, grants, storage options, comment). Foreign keys and checks come back NOT VALID (adding
+-- them validated would scan the table under these locks); the returned names were valid before
+-- and are validated right after, without blocking anyone.
+CREATE OR REPLACE FUNCTION villager_migration.rebuild_swap(tbl text, copy_sql text)
+RETURNS text[]
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    old_rel regclass := format('public.%I', tbl)::regclass;
+    r record;
+    stmts text[] := '{}';
+    validate text[] := '{}';
+    owner_name text;
+    options text[];
+    descr text;
+BEGIN
+    WHILE villager_migration.rebuild_replay(tbl, copy_sql, 10000) > 0 LOOP
+    END LOOP;
+    FOR r IN SELECT c.conname, pg_get_constraintdef(c.oid) AS def, c.convalidated
+               FROM pg_constraint c WHERE c.conrelid = old_rel AND c.contype IN ('f', 'c') ORDER BY c.conname LOOP
+        stmts := stmts || format('ALTER TABLE public.%I ADD CONSTRAINT %I %s%s', tbl, r.conname, r.def,
+                                 CASE WHEN r.convalidated THEN ' NOT VALID' ELSE '' END);
+        IF r.convalidated THEN
+            validate := validate || r.conname::text;
+        END IF;
+    END LOOP;
+    FOR r IN SELECT t.tgname, pg_get_triggerdef(t.oid) AS def, t.tgenabled
+               FROM pg_trigger t WHERE t.tgrelid = old_rel AND NOT t.tgisinternal
+                AND t.tgname NOT LIKE 'villager_rebuild_log%' ORDER BY t.tgname LOOP
+        stmts := stmts || r.def;
+        stmts := stmts || format('ALTER TABLE public.%I %s TRIGGER %I', tbl,
+                                 CASE r.tgenabled WHEN 'D' THEN 'DISABLE' WHEN 'R' THEN 'ENABLE REPLICA'
+                                                  WHEN 'A' THEN 'ENABLE ALWAYS' ELSE 'ENABLE' END, r.tgname);
+    END LOOP;
+    FOR r IN SELECT a.privilege_type, a.is_grantable,
+                    CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(g.rolname) END AS grantee
+               FROM pg_class c, aclexplode(c.relacl) a LEFT JOIN pg_roles g ON g.oid = a.grantee
+              WHERE c.oid = old_rel AND a.grantee <> c.relowner LOOP
+        stmts := stmts || format('GRANT %s ON public.%I TO %s%s', r.privilege_type, tbl, r.grantee,
+                                 CASE WHEN r.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+    END LOOP;
+    SELECT quote_ident(o.rolname), c.reloptions, obj_description(c.oid, 'pg_class')
+      INTO owner_name, options, descr
+      FROM pg_class c JOIN pg_roles o ON o.oid = c.relowner WHERE c.oid = old_rel;
+    EXECUTE format('DROP TABLE public.%I', tbl);
+    EXECUTE format('ALTER TABLE villager_migration.%I SET SCHEMA public', tbl);
+    EXECUTE format('ALTER TABLE public.%I OWNER TO %s', tbl, owner_name);
+    IF options IS NOT NULL THEN
+        EXECUTE format('ALTER TABLE public.%I SET (%s)', tbl, array_to_string(options, ', '));
+    END IF;
+    IF descr IS NOT NULL THEN
+        EXECUTE format('COMMENT ON TABLE public.%I IS %L', tbl, descr);
+    END IF;
+    FOR i IN 1 .. coalesce(array_length(stmts, 1), 0) LOOP
+        EXECUTE stmts[i];
+    END LOOP;
+    RETURN validate;
+END
+$fn$;
