@@ -1,0 +1,181 @@
+"""order_items is backfilled by copy and swap (steps/rebuild.py): writes made between the copy and
+the swap reach the swapped-in table, the table keeps everything it carried, and a table the rebuild
+cannot carry faithfully is backfilled in place instead."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.helpers import run_cli, settings_for
+from tests.migration.messy import load_messy
+from tests.migration.test_lifecycle import LEGACY_PROJECTION, legacy_checksums, schema_fingerprint
+from villager_shop.migration import state
+from villager_shop.migration.backfill import run_backfill
+from villager_shop.migration.plan import build_plan
+from villager_shop.migration.runner import make_context, run
+from villager_shop.migration.steps.rebuild import V, RebuildTable
+
+ORDER = "30000000-0000-0000-0000-000000000001"
+RADIO = "20000000-0000-0000-0000-000000000001"
+LAMP = "20000000-0000-0000-0000-000000000003"
+ITEM_1 = "40000000-0000-0000-0000-000000000001"
+ITEM_2 = "40000000-0000-0000-0000-000000000002"
+
+
+def _until_rebuild(url: str) -> tuple[Any, RebuildTable]:
+    """Run the plan up to the order_items rebuild; return a context and that step."""
+    plan = build_plan()
+    at = next(i for i, s in enumerate(plan) if isinstance(s, RebuildTable))
+    ctx = make_context(url, settings_for(url))
+    run(ctx, steps=plan[:at])
+    step = plan[at]
+    assert isinstance(step, RebuildTable)
+    return ctx, step
+
+
+def _items(url: str, where: str = "true") -> list[tuple[Any, ...]]:
+    with psycopg.connect(url) as c:
+        return c.execute(f"SELECT {LEGACY_PROJECTION['order_items']}, variant_id FROM order_items WHERE {where}"
+                         " ORDER BY id").fetchall()
+
+
+def test_writes_between_copy_and_swap_reach_the_swapped_table(legacy_db: str) -> None:
+    load_messy(legacy_db)
+    ctx, step = _until_rebuild(legacy_db)
+    try:
+        # Start and copy, as a run killed right after its copy would leave it.
+        ctx.run(step._start_ddl(), step.name)
+        columns = step._live_columns(ctx)
+        run_backfill(ctx, step.name, "order_items", [step.copy_action(columns)], [], None, locking=False)
+        with psycopg.connect(legacy_db, autocommit=True) as c:
+            copied = c.execute(f"SELECT count(*) FROM {V}.order_items").fetchone()[0]  # type: ignore[index]
+            assert copied == c.execute("SELECT count(*) FROM order_items").fetchone()[0]  # type: ignore[index]
+            # The old application writes meanwhile: a new item, a changed quantity, a moved item, a delete.
+            c.execute("INSERT INTO order_items (id, order_id, product_id, quantity, unit_price) VALUES"
+                      " ('40000000-0000-0000-0000-0000000000ff', %s, %s, 3, 250.00)", (ORDER, LAMP))
+            c.execute("UPDATE order_items SET quantity = 7 WHERE id = %s", (ITEM_1,))
+            c.execute("UPDATE order_items SET product_id = %s WHERE id = %s", (LAMP, ITEM_2))
+            c.execute("DELETE FROM order_items WHERE quantity <= 0")
+            # The copy does not have these yet.
+            assert c.execute(f"SELECT quantity FROM {V}.order_items WHERE id = %s", (ITEM_1,)).fetchone() != (7,)
+        expected = legacy_checksums(legacy_db)["order_items"]
+        # The resumed step finds its copy done, builds the indexes, replays the log and swaps.
+        out = step.apply(ctx)
+        assert out["method"] == "rebuild" and out["replayed"] + out["logged_rows_set_aside"] >= 4, out
+        run(ctx)
+    finally:
+        ctx.conn.close()
+    assert legacy_checksums(legacy_db)["order_items"] == expected
+    with psycopg.connect(legacy_db) as c:
+        lamp_variant = c.execute("SELECT id FROM product_variants WHERE product_id = %s AND is_default",
+                                 (LAMP,)).fetchone()[0]  # type: ignore[index]
+        assert c.execute("SELECT quantity, variant_id FROM order_items WHERE id = %s", (ITEM_2,)).fetchone()[1] \
+            == lamp_variant
+        assert c.execute("SELECT variant_id FROM order_items WHERE id = '40000000-0000-0000-0000-0000000000ff'"
+                         ).fetchone() == (lamp_variant,)
+        assert c.execute("SELECT to_regclass('villager_migration.order_items')").fetchone() == (None,)
+        assert c.execute("SELECT count(*) FROM villager_migration.rebuild_log").fetchone() == (0,)
+        # Nothing logs changes any more, and the table kept its triggers, keys and checks.
+        triggers = {r[0] for r in c.execute("SELECT tgname FROM pg_trigger WHERE tgrelid = 'order_items'::regclass"
+                                            " AND NOT tgisinternal")}
+        assert triggers == {"villager_sync_order_item", "villager_forget_deleted"}
+        constraints = dict(c.execute("SELECT conname, convalidated FROM pg_constraint"
+                                     " WHERE conrelid = 'order_items'::regclass AND contype IN ('p', 'f', 'c')"))
+        assert constraints == {"order_items_pkey": True, "order_items_order_id_fkey": True,
+                               "order_items_product_id_fkey": True, "fk_order_items_variant": True,
+                               "chk_order_items_quantity_positive": True}
+    res = run_cli("migrate", "verify", database_url=legacy_db)
+    assert res.returncode == 0, res.stdout[-3000:]
+
+
+def test_a_truncate_during_the_copy_empties_the_swapped_table(legacy_db: str) -> None:
+    load_messy(legacy_db)
+    ctx, step = _until_rebuild(legacy_db)
+    try:
+        ctx.run(step._start_ddl(), step.name)
+        run_backfill(ctx, step.name, "order_items", [step.copy_action(step._live_columns(ctx))], [], None,
+                     locking=False)
+        with psycopg.connect(legacy_db, autocommit=True) as c:
+            c.execute("TRUNCATE order_items")
+            c.execute("INSERT INTO order_items (order_id, product_id, quantity, unit_price) VALUES (%s, %s, 1, 499)",
+                      (ORDER, RADIO))
+        step.apply(ctx)
+    finally:
+        ctx.conn.close()
+    rows = _items(legacy_db)
+    assert len(rows) == 1 and str(rows[0][2]) == RADIO and rows[0][-1] is not None
+
+
+def test_owner_grants_and_foreign_triggers_are_carried_across_the_swap(legacy_db: str) -> None:
+    load_messy(legacy_db)
+    with psycopg.connect(legacy_db, autocommit=True) as c:
+        c.execute("DO $$ BEGIN CREATE ROLE villager_reader; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+        c.execute("GRANT SELECT ON order_items TO villager_reader")
+        c.execute("ALTER TABLE order_items SET (fillfactor = 90)")
+        c.execute("COMMENT ON TABLE order_items IS 'what was ordered'")
+        c.execute("CREATE FUNCTION public.audit_item() RETURNS trigger LANGUAGE plpgsql AS"
+                  " $$ BEGIN RETURN NEW; END $$")
+        c.execute("CREATE TRIGGER audit_item BEFORE UPDATE ON order_items FOR EACH ROW EXECUTE FUNCTION audit_item()")
+        c.execute("ALTER TABLE order_items DISABLE TRIGGER audit_item")
+    ctx = make_context(legacy_db, settings_for(legacy_db))
+    try:
+        run(ctx)
+        assert state.get(ctx.conn, "rebuild:order_items")["method"] == "rebuild"
+    finally:
+        ctx.conn.close()
+    with psycopg.connect(legacy_db) as c:
+        assert c.execute("SELECT has_table_privilege('villager_reader', 'order_items', 'SELECT'),"
+                         " has_table_privilege('villager_reader', 'order_items', 'INSERT')").fetchone() == (True, False)
+        assert c.execute("SELECT reloptions, obj_description(oid, 'pg_class') FROM pg_class"
+                         " WHERE oid = 'order_items'::regclass").fetchone() == (["fillfactor=90"], "what was ordered")
+        assert c.execute("SELECT tgenabled FROM pg_trigger WHERE tgname = 'audit_item'").fetchone() == ("D",)
+        c.execute("DROP TRIGGER audit_item ON order_items")
+        c.execute("DROP FUNCTION public.audit_item()")
+        c.execute("REVOKE ALL ON order_items FROM villager_reader")
+        c.commit()
+    assert run_cli("migrate", "verify", database_url=legacy_db).returncode == 0
+
+
+@pytest.mark.parametrize("blocker", [
+    "CREATE VIEW big_items AS SELECT * FROM order_items WHERE quantity > 1",
+    "CREATE TABLE refunds (id uuid PRIMARY KEY, item_id uuid REFERENCES order_items (id))",
+])
+def test_a_table_the_rebuild_cannot_carry_is_backfilled_in_place(legacy_db: str, blocker: str) -> None:
+    load_messy(legacy_db)
+    with psycopg.connect(legacy_db, autocommit=True) as c:
+        c.execute(blocker)
+        oid = c.execute("SELECT 'order_items'::regclass::oid").fetchone()
+    res = run_cli("migrate", "run", database_url=legacy_db)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "backfilled in place" in res.stderr
+    with psycopg.connect(legacy_db) as c:
+        assert c.execute("SELECT 'order_items'::regclass::oid").fetchone() == oid  # the same table
+        assert c.execute("SELECT count(*) FROM order_items WHERE variant_id IS NULL AND id NOT IN"
+                         " (SELECT row_id FROM villager_migration.quarantine)").fetchone() == (0,)
+    assert run_cli("migrate", "verify", database_url=legacy_db).returncode == 0
+
+
+def test_rollback_before_the_swap_leaves_no_trace(legacy_db: str) -> None:
+    load_messy(legacy_db)
+    schema_before, data_before = schema_fingerprint(legacy_db), legacy_checksums(legacy_db)
+    ctx, step = _until_rebuild(legacy_db)
+    try:
+        ctx.run(step._start_ddl(), step.name)
+    finally:
+        ctx.conn.close()
+    with psycopg.connect(legacy_db, autocommit=True) as c:
+        c.execute("UPDATE order_items SET quantity = quantity + 1 WHERE id = %s", (ITEM_1,))
+    data_before["order_items"] = legacy_checksums(legacy_db)["order_items"]
+    res = run_cli("migrate", "rollback", "--yes", database_url=legacy_db)
+    assert res.returncode == 0, res.stderr
+    assert schema_fingerprint(legacy_db) == schema_before
+    assert legacy_checksums(legacy_db) == data_before
+    with psycopg.connect(legacy_db) as c:
+        assert c.execute("SELECT to_regclass('villager_migration.order_items'),"
+                         " to_regclass('villager_migration.rebuild_log')").fetchone() == (None, None)
+    # A new run after the rollback rebuilds again from scratch.
+    assert run_cli("migrate", "run", database_url=legacy_db).returncode == 0
+    assert run_cli("migrate", "verify", database_url=legacy_db).returncode == 0
