@@ -10,6 +10,7 @@ application query, and restarting them throws work away.
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -99,3 +100,36 @@ def first_line(sql: str) -> str:
         if line.strip() and not line.strip().startswith("--"):
             return line.strip()[:120]
     return sql[:120]
+
+
+def execute_all(url: str, ddls: list[Ddl], policy: RetryPolicy, workers: int, name: str = "villager-shop ddl") -> None:
+    """Run independent statements on `workers` connections at once (index builds on different
+    tables or on a table nobody else uses, ANALYZE of different tables): the first error stops
+    the others from starting new statements and is raised."""
+    from villager_shop.core.db import connect, stop_work_when_client_dies
+
+    queue = list(ddls)
+    lock = threading.Lock()
+    failures: list[BaseException] = []
+
+    def work(k: int) -> None:
+        try:
+            with connect(url, autocommit=True, application_name=f"{name} #{k}") as conn:
+                stop_work_when_client_dies(conn)
+                while True:
+                    with lock:
+                        if not queue or failures:
+                            return
+                        ddl = queue.pop(0)
+                    execute(conn, ddl, policy)
+        except BaseException as exc:
+            with lock:
+                failures.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k,), name=f"ddl-{k}") for k in range(max(1, min(workers, len(ddls))))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if failures:
+        raise failures[0]

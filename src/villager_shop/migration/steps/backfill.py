@@ -224,5 +224,12 @@ class Analyze(Step):
         return [Ddl(f"ANALYZE public.{t}", f"SHARE UPDATE EXCLUSIVE on {t} (reads and writes go on)", gentle=True)
                 for t in self.TABLES]
 
+    def apply(self, ctx: Context) -> dict[str, Any]:
+        # One table per connection, two at a time: each ANALYZE is one backend's work.
+        from villager_shop.migration.ddl import execute_all
+
+        execute_all(ctx.url, self.ddl(ctx.utf8), ctx.policy, ctx.backfill_workers, "villager-shop analyze")
+        return {"statements": len(self.TABLES)}
+
     def check(self, ctx: Context) -> bool:
         return False

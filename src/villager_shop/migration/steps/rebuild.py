@@ -27,16 +27,14 @@ table plus the new column, which the ordinary undo removes. A table this cannot 
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any
 
 import psycopg
 from psycopg import errors
 
-from villager_shop.core.db import connect, stop_work_when_client_dies
 from villager_shop.migration import state
-from villager_shop.migration.ddl import Ddl, execute
+from villager_shop.migration.ddl import Ddl, execute_all
 from villager_shop.migration.sqlfiles import section
 from villager_shop.migration.steps.backfill import Backfill, batch, quarantine_ctes
 from villager_shop.migration.steps.base import Context, Step
@@ -276,47 +274,27 @@ class RebuildTable(Step):
         if any(w[2] for w in todo):
             removed = conn.execute(f"DELETE FROM {V}.{t} c USING (SELECT DISTINCT row_id FROM {V}.rebuild_log"
                                    " WHERE table_name = %s) l WHERE c.id = l.row_id", (t,)).rowcount
-        queue = list(todo)
-        lock = threading.Lock()
-        failures: list[BaseException] = []
-
-        def build(worker: int) -> None:
-            with connect(ctx.url, autocommit=True, application_name=f"villager-shop rebuild {t} #{worker}") as c:
-                stop_work_when_client_dies(c)
-                while True:
-                    with lock:
-                        if not queue or failures:
-                            return
-                        name, definition, _unique, pkey = queue.pop(0)
-                    ddl = Ddl(definition, f"SHARE on {V}.{t} (the copy; nobody else uses it)")
-                    try:
-                        try:
-                            execute(c, ddl, ctx.policy)
-                        except errors.UniqueViolation:
-                            with lock:
-                                self._deduplicate(c)
-                            execute(c, ddl, ctx.policy)
-                        if pkey:
-                            execute(c, Ddl(f'ALTER TABLE {V}.{t} ADD CONSTRAINT "{pkey}" PRIMARY KEY'
-                                           f' USING INDEX "{name}"', f"ACCESS EXCLUSIVE on {V}.{t} (the copy)"),
-                                    ctx.policy)
-                    except BaseException as exc:
-                        with lock:
-                            failures.append(exc)
-                        return
-
-        threads = [threading.Thread(target=build, args=(k,), name=f"rebuild-index-{k}")
-                   for k in range(max(1, min(ctx.backfill_workers, len(todo))))]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
-        if failures:
-            raise failures[0]
+        ddls = [Ddl(d, f"SHARE on {V}.{t} (the copy; nobody else uses it)") for _, d, _, _ in todo]
+        try:
+            execute_all(ctx.url, ddls, ctx.policy, ctx.backfill_workers, f"villager-shop rebuild {t}")
+        except errors.UniqueViolation:  # identical copies of one row (a walk restarted without its hook)
+            removed += self._deduplicate(conn)
+            execute_all(ctx.url, [d for d in ddls if not self._has_index(ctx, d.sql)], ctx.policy,
+                        ctx.backfill_workers, f"villager-shop rebuild {t}")
+        has_pkey = ctx.scalar("SELECT count(*) > 0 FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'p'",
+                              (f"{V}.{t}",))
+        for name, _, _, pkey in wanted:
+            if pkey and not has_pkey:  # also when a crash came between its index and this
+                ctx.run(Ddl(f'ALTER TABLE {V}.{t} ADD CONSTRAINT "{pkey}" PRIMARY KEY USING INDEX "{name}"',
+                            f"ACCESS EXCLUSIVE on {V}.{t} (the copy)"), self.name)
         return removed
 
+    def _has_index(self, ctx: Context, definition: str) -> bool:
+        name = definition.split(" INDEX ", 1)[1].split()[0]
+        return bool(ctx.scalar("SELECT to_regclass(%s) IS NOT NULL", (f"{V}.{name}",)))
+
     def _deduplicate(self, conn: psycopg.Connection[Any]) -> int:
-        """Identical copies of one row (a walk restarted without its rewrite hook, say): keep one."""
+        """Identical copies of one row: keep one."""
         cur = conn.execute(f"DELETE FROM {V}.{self.table} a USING {V}.{self.table} b"
                            " WHERE a.id = b.id AND a.ctid > b.ctid")
         return cur.rowcount
