@@ -94,8 +94,11 @@ def build_plan() -> list[Step]:
         # Rebuilt by copy and swapped in: updating every row in place costs three times as much
         # (steps/rebuild.py). Tables a rebuild cannot carry faithfully are updated in place.
         RebuildTable("order_items", "oi", ORDER_ITEM_COLUMNS,
-                     {"variant_id": "coalesce(oi.variant_id, v.id)"},
-                     "LEFT JOIN public.product_variants v ON v.product_id = oi.product_id AND v.is_default",
+                     # A lookup per row through the one-default index: a join would plan a hash
+                     # of every variant for each batch, which grows with the shop.
+                     {"variant_id": "coalesce(oi.variant_id, (SELECT v.id FROM public.product_variants v"
+                                    " WHERE v.product_id = oi.product_id AND v.is_default))"},
+                     "",
                      "CASE WHEN s.variant_id IS NULL THEN 'product_without_variant'"
                      " WHEN s.quantity <= 0 THEN 'non_positive_quantity' END",
                      [(i, d) for i, t, d, _ in INDEXES if t == "order_items"],

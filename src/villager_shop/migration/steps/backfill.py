@@ -35,19 +35,26 @@ class ExtractLookup:
     ensure: str  # SQL function returning the id of the lookup row for a canonical value
 
     def actions(self) -> list[str]:
-        canon = f"{V}.{self.canonical}(t.{self.column})"
-        # A row whose reference is set was migrated (by us or by the sync trigger): left alone.
-        needs = f"{batch('t')} AND t.{self.fk} IS NULL AND {canon} IS NOT NULL"
+        # The canonical value is computed once per row (NFKC and two regular expressions); a row
+        # whose reference is set was migrated (by us or by the sync trigger) and is left alone.
+        # A lookup row another transaction added after our snapshot is neither seen by the join
+        # nor returned by the insert: ensure_* finds it.
         return [
-            # The batch's rows are locked, so their values cannot change between these statements.
-            f"INSERT INTO public.{self.lookup} ({self.lookup_column})\n"
-            f"SELECT DISTINCT {canon} FROM public.{self.table} t\n"
-            f" WHERE {needs}\n"
-            f"ON CONFLICT ({self.lookup_column}) DO NOTHING",
+            f"WITH src AS MATERIALIZED (\n"
+            f"  SELECT t.ctid AS tid, {V}.{self.canonical}(t.{self.column}) AS c FROM public.{self.table} t\n"
+            f"   WHERE {batch('t')} AND t.{self.fk} IS NULL AND t.{self.column} IS NOT NULL),\n"
+            f"added AS (\n"
+            f"  INSERT INTO public.{self.lookup} ({self.lookup_column})\n"
+            f"  SELECT DISTINCT c FROM src WHERE c IS NOT NULL\n"
+            f"  ON CONFLICT ({self.lookup_column}) DO NOTHING RETURNING id, {self.lookup_column}),\n"
+            # The new rows as one map: a join on the CTE plans as a nested loop over it.
+            f"map AS MATERIALIZED (SELECT jsonb_object_agg({self.lookup_column}, id) AS m FROM added)\n"
             f"UPDATE public.{self.table} t\n"
-            f"   SET {self.fk} = coalesce((SELECT l.id FROM public.{self.lookup} l WHERE l.{self.lookup_column} = {canon}),\n"
-            f"                           {V}.{self.ensure}({canon}))\n"
-            f" WHERE {needs}",
+            f"   SET {self.fk} = coalesce(((SELECT m FROM map) ->> s.c)::uuid,\n"
+            f"                           (SELECT l.id FROM public.{self.lookup} l WHERE l.{self.lookup_column} = s.c),\n"
+            f"                           {V}.{self.ensure}(s.c))\n"
+            f"  FROM src s\n"
+            f" WHERE {batch('t')} AND t.ctid = s.tid AND s.c IS NOT NULL",
         ]
 
 
