@@ -277,7 +277,9 @@ class RebuildTable(Step):
         ddls = [Ddl(d, f"SHARE on {V}.{t} (the copy; nobody else uses it)") for _, d, _, _ in todo]
         try:
             execute_all(ctx.url, ddls, ctx.policy, ctx.backfill_workers, f"villager-shop rebuild {t}")
-        except errors.UniqueViolation:  # identical copies of one row (a walk restarted without its hook)
+        except (errors.UniqueViolation, errors.DuplicateTable):
+            # Identical copies of one row, or an index a killed run's backend finished after all
+            # (it notices its client is gone only at its next check): build what is missing.
             removed += self._deduplicate(conn)
             execute_all(ctx.url, [d for d in ddls if not self._has_index(ctx, d.sql)], ctx.policy,
                         ctx.backfill_workers, f"villager-shop rebuild {t}")
