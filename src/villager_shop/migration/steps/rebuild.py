@@ -42,6 +42,9 @@ from villager_shop.migration.steps.base import Context, Step
 V = "villager_migration"
 LOG_TRIGGER = "villager_rebuild_log"
 CATCH_UP_ROWS = 5000
+# The catch-up stops when a round finds fewer changes than this: the swap replays the rest under
+# its locks (a few ms for a few hundred rows).
+SWAP_REPLAY_ROWS = 200
 
 INELIGIBLE = """
 SELECT CASE
@@ -302,13 +305,13 @@ class RebuildTable(Step):
         return cur.rowcount
 
     def _catch_up(self, ctx: Context, columns: list[str]) -> int:
-        """Replay the change log onto the copy until a batch finds less than a full batch to do:
-        what is left is what the swap replays under its locks."""
+        """Replay the change log onto the copy until a round finds only a few changes: what is left
+        is what the swap replays under its locks."""
         sql = f"SELECT {V}.rebuild_replay(%s, %s, %s)"
         replayed = 0
         for _ in range(10_000):
             n = int(ctx.scalar(sql, (self.table, self.replay_sql(columns), CATCH_UP_ROWS)) or 0)
             replayed += n
-            if n < CATCH_UP_ROWS:
+            if n < SWAP_REPLAY_ROWS:
                 break
         return replayed
