@@ -16,7 +16,7 @@ from villager_shop.migration import state
 from villager_shop.migration.backfill import run_backfill
 from villager_shop.migration.plan import build_plan
 from villager_shop.migration.runner import make_context, run
-from villager_shop.migration.steps.rebuild import V, RebuildTable
+from villager_shop.migration.steps.rebuild import RebuildTable, V
 
 ORDER = "30000000-0000-0000-0000-000000000001"
 RADIO = "20000000-0000-0000-0000-000000000001"
