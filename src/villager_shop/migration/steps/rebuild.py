@@ -157,11 +157,12 @@ class RebuildTable(Step):
         index = [Ddl(f"-- squawk-ignore require-concurrent-index-creation\n"
                      f"CREATE INDEX IF NOT EXISTS {n} ON {V}.{t} {d}", f"SHARE on {V}.{t} (the copy; nobody else uses it)")
                  for n, d in self.indexes]
-        return [self._start_ddl(), copy,
-                Ddl(f"-- and a copy of each index of public.{t}, built the same way\n"
-                    f"SELECT {V}.rebuild_replay('{t}', $copy${self.replay_sql(self.columns)}$copy$, {CATCH_UP_ROWS})",
-                    f"none on {t} (replays logged changes onto the copy)"),
-                *index, self._swap_ddl(self.columns, ["orders", "products"])]
+        index[0] = Ddl(f"-- and a copy of each index of public.{t} (its pg_get_indexdef), built the same way\n"
+                       + index[0].sql, index[0].locks)
+        return [self._start_ddl(), copy, *index,
+                Ddl(f"SELECT {V}.rebuild_replay('{t}', $copy${self.replay_sql(self.columns)}$copy$, {CATCH_UP_ROWS})",
+                    f"none on {t} (replays logged changes onto the copy, until few are left)"),
+                self._swap_ddl(self.columns, ["orders", "products"])]
 
     def undo_ddl(self) -> list[Ddl]:
         t = self.table
