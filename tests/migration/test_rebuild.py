@@ -4,6 +4,7 @@ cannot carry faithfully is backfilled in place instead."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import psycopg
@@ -89,6 +90,9 @@ def test_writes_between_copy_and_swap_reach_the_swapped_table(legacy_db: str) ->
                                "chk_order_items_quantity_positive": True}
     res = run_cli("migrate", "verify", database_url=legacy_db)
     assert res.returncode == 0, res.stdout[-3000:]
+    res = run_cli("migrate", "status", "--json", database_url=legacy_db)
+    step = next(s for s in json.loads(res.stdout)["steps"] if s["name"] == "backfill_order_items")
+    assert (step["method"], step["stage"]) == ("rebuild", "done")
 
 
 def test_a_truncate_during_the_copy_empties_the_swapped_table(legacy_db: str) -> None:

@@ -138,7 +138,8 @@ def status(as_json: bool = typer.Option(False, "--json", help="machine-readable 
             console.print(t)
         pending = [x for x in st["steps"] if x["status"] != "done"]
         for x in pending[:12]:
-            console.print(f"  {x['status']:<8} {x['name']}" + (f"  [red]{x['error']}[/]" if x.get("error") else ""))
+            stage = f"  ({x['method']}: {x['stage']})" if x.get("stage") else ""
+            console.print(f"  {x['status']:<8} {x['name']}{stage}" + (f"  [red]{x['error']}[/]" if x.get("error") else ""))
         if st["quarantine"]:
             q = ", ".join(f"{t}: " + ", ".join(f"{r} {n}" for r, n in rs.items()) for t, rs in st["quarantine"].items())
             console.print(f"quarantine: {q}")

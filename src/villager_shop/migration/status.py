@@ -10,6 +10,7 @@ from psycopg.rows import dict_row
 from villager_shop.migration import state
 from villager_shop.migration.plan import build_plan
 from villager_shop.migration.runner import ADVISORY_KEY
+from villager_shop.migration.steps.rebuild import RebuildTable
 
 
 def status(conn: psycopg.Connection[Any]) -> dict[str, Any]:
@@ -28,6 +29,9 @@ def status(conn: psycopg.Connection[Any]) -> dict[str, Any]:
         steps.append({"name": s.name, "title": s.title, "phase": s.phase, "status": r.status if r else "pending",
                       "attempts": r.attempts if r else 0, "seconds": seconds,
                       "error": r.last_error if r else None})
+        if isinstance(s, RebuildTable):  # how the table is backfilled, and where the rebuild stands
+            rebuild = state.get(conn, s.key) or {}
+            steps[-1].update({"method": rebuild.get("method"), "stage": rebuild.get("stage")})
     with conn.cursor(row_factory=dict_row) as cur:
         # A table's backfill runs in parts (`step#k`, one key range each): report it as one.
         bf = cur.execute(

@@ -204,6 +204,7 @@ class RebuildTable(Step):
             return {**self.in_place.apply(ctx), "method": "in_place", "why": st.get("why")}
         out: dict[str, Any] = {"method": "rebuild"}
         if not st.get("swapped"):
+            self._stage(ctx, st, "copying")
             ctx.run(self._start_ddl(), self.name)
             columns = self._live_columns(ctx)
             res = run_backfill(ctx, self.name, self.table, [self.copy_action(columns)], [], None, locking=False,
@@ -212,13 +213,16 @@ class RebuildTable(Step):
                        rows_per_s=round(res.rows_per_s), retried_rows=res.retried_rows,
                        max_batch_ms=round(res.max_batch_ms, 1))
             t0 = time.perf_counter()
+            self._stage(ctx, st, "indexing the copy")
             out["logged_rows_set_aside"] = self._build_indexes(ctx)
             out["index_s"] = round(time.perf_counter() - t0, 3)
             ctx.run(Ddl(f"ANALYZE {V}.{self.table}", "none on application tables", gentle=True), self.name)
             t0 = time.perf_counter()
+            self._stage(ctx, st, "replaying logged changes")
             out["replayed"] = self._catch_up(ctx, columns)
             out["catch_up_s"] = round(time.perf_counter() - t0, 3)
             t0 = time.perf_counter()
+            self._stage(ctx, st, "swapping")
             referenced = [str(r[0]) for r in ctx.conn.execute(
                 "SELECT DISTINCT f.relname FROM pg_constraint k JOIN pg_class f ON f.oid = k.confrelid"
                 " WHERE k.conrelid = %s::regclass AND k.contype = 'f' AND f.oid <> k.conrelid ORDER BY 1",
@@ -228,12 +232,18 @@ class RebuildTable(Step):
             ctx.reporter.note(f"{self.table}: the rebuilt copy is in place")
             st = self._state(ctx)
         t0 = time.perf_counter()
+        self._stage(ctx, st, "validating foreign keys")
         for name in self._unvalidated(ctx, st):
             ctx.run(Ddl(f'ALTER TABLE public.{self.table} VALIDATE CONSTRAINT "{name}"',
                         f"SHARE UPDATE EXCLUSIVE on {self.table} (reads and writes go on)", gentle=True), self.name)
         out["revalidated"] = list(st.get("validate") or [])
         out["validate_s"] = round(time.perf_counter() - t0, 3)
+        self._stage(ctx, st, "done")
         return out
+
+    def _stage(self, ctx: Context, st: dict[str, Any], stage: str) -> None:
+        """What `migrate status` shows while the step runs (the swap writes its own state)."""
+        state.put(ctx.conn, self.key, {**st, "stage": stage})
 
     def _live_columns(self, ctx: Context) -> list[str]:
         return [str(r[0]) for r in ctx.conn.execute(
