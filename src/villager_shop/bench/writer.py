@@ -96,7 +96,7 @@ class LiveWriter:
     def _loop(self, index: int, parts: int, kind: str) -> None:
         rng = random.Random(self.seed * 1000 + index)
         conn = connect(self.url, autocommit=True, application_name=f"live-writer {kind}")
-        owned: dict[str, list[str]] = {"users": [], "shops": [], "products": []}
+        owned: dict[str, list[str]] = {"users": [], "shops": [], "products": [], "orders": []}
         try:
             self._adopt(conn, owned, index, parts)
             while not self._stop.is_set():
@@ -250,12 +250,42 @@ def legacy_insert_order(w: LiveWriter, conn: psycopg.Connection[Any], rng: rando
         row = conn.execute("SELECT shop_id FROM products WHERE id = %s", (pid,)).fetchone()
         if row is None:
             return
-        oid = str(uuid.uuid4())
+        oid, iid = str(uuid.uuid4()), str(uuid.uuid4())
         total = Decimal("110.00") if rng.random() < 0.9 else Decimal("111.00")
         conn.execute("INSERT INTO orders (id, customer_id, shop_id, subtotal, delivery_fee, total)"
                      " VALUES (%s, %s, %s, 100, 10, %s)", (oid, rng.choice(owned["users"]), row[0], total))
-        conn.execute("INSERT INTO order_items (order_id, product_id, quantity, unit_price) VALUES (%s, %s, 2, 50)",
-                     (oid, pid))
+        conn.execute("INSERT INTO order_items (id, order_id, product_id, quantity, unit_price)"
+                     " VALUES (%s, %s, %s, 2, 50)", (iid, oid, pid))
+    owned["orders"].append(oid)
+    w._expect("order_items", iid, quantity=2)
+
+
+def legacy_update_items(w: LiveWriter, conn: psycopg.Connection[Any], rng: random.Random,
+                        owned: dict[str, list[str]]) -> None:
+    """Change the quantities of one of this writer's orders (rows the order_items copy may have
+    copied already: the rebuild must carry the change)."""
+    if not owned["orders"]:
+        return
+    oid = rng.choice(owned["orders"])
+    quantity = rng.randint(1, 9)
+    for (iid,) in conn.execute("UPDATE order_items SET quantity = %s WHERE order_id = %s RETURNING id::text",
+                               (quantity, oid)).fetchall():
+        w._expect("order_items", iid, quantity=quantity)
+
+
+def legacy_delete_order(w: LiveWriter, conn: psycopg.Connection[Any], rng: random.Random,
+                        owned: dict[str, list[str]]) -> None:
+    """Delete one of this writer's orders with its items, in one transaction (the legacy foreign key
+    checks every copy of order_items the migration may hold)."""
+    if len(owned["orders"]) < 20:
+        return
+    oid = owned["orders"].pop(rng.randrange(len(owned["orders"])))
+    with conn.transaction():
+        items = conn.execute("DELETE FROM order_items WHERE order_id = %s RETURNING id::text", (oid,)).fetchall()
+        conn.execute("DELETE FROM orders WHERE id = %s", (oid,))
+    for (iid,) in items:
+        w._forget("order_items", iid)
+    w._forget("orders", oid)
 
 
 # --- the new application: normalized tables only ------------------------------------------------------
@@ -319,7 +349,8 @@ def new_insert_product(w: LiveWriter, conn: psycopg.Connection[Any], rng: random
 
 _LEGACY_OPS = [legacy_insert_user, legacy_update_house, legacy_update_house, legacy_insert_shop,
                legacy_insert_product, legacy_update_product, legacy_update_product, legacy_update_product,
-               legacy_delete_product, legacy_insert_order]
+               legacy_delete_product, legacy_insert_order, legacy_insert_order, legacy_update_items,
+               legacy_delete_order]
 _NEW_OPS = [new_set_variant, new_set_variant, new_move_address, new_set_category, new_insert_product]
 
 
