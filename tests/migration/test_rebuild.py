@@ -95,6 +95,42 @@ def test_writes_between_copy_and_swap_reach_the_swapped_table(legacy_db: str) ->
     assert (step["method"], step["stage"]) == ("rebuild", "done")
 
 
+def test_quarantine_decided_by_a_racing_copy_batch_is_decided_again(legacy_db: str) -> None:
+    """The copy reads without locks: a batch that read an item before the application changed it can
+    write its (then stale) quarantine entry after the application's trigger settled it. The change is
+    logged, and the replay decides the item's quarantine again from the row as it is."""
+    load_messy(legacy_db)
+    ctx, step = _until_rebuild(legacy_db)
+    free_item, refund_item = "40000000-0000-0000-0000-000000000004", "40000000-0000-0000-0000-000000000005"
+    late = ("INSERT INTO villager_migration.quarantine (table_name, row_id, reason) VALUES ('order_items', %s, %s)"
+            " ON CONFLICT (table_name, row_id) DO UPDATE SET reason = EXCLUDED.reason")
+    try:
+        ctx.run(step._start_ddl(), step.name)
+        run_backfill(ctx, step.name, "order_items", [step.copy_action(step._live_columns(ctx))], [], None,
+                     locking=False)
+        with psycopg.connect(legacy_db, autocommit=True) as c:
+            # The free sample gets a price: its trigger links the waiting item and clears its entry...
+            c.execute("UPDATE products SET price = 10 WHERE id = '20000000-0000-0000-0000-000000000008'")
+            assert c.execute("SELECT count(*) FROM villager_migration.quarantine WHERE row_id = %s",
+                             (free_item,)).fetchone() == (0,)
+            # ... then a batch that read the item before writes what it had decided.
+            c.execute(late, (free_item, "product_without_variant"))
+            # The same for an item the application deleted.
+            c.execute("DELETE FROM order_items WHERE id = %s", (refund_item,))
+            c.execute(late, (refund_item, "non_positive_quantity"))
+        step.apply(ctx)
+        run(ctx)
+    finally:
+        ctx.conn.close()
+    with psycopg.connect(legacy_db) as c:
+        assert c.execute("SELECT count(*) FROM villager_migration.quarantine WHERE row_id IN (%s, %s)",
+                         (free_item, refund_item)).fetchone() == (0,)
+        assert c.execute("SELECT variant_id IS NOT NULL FROM order_items WHERE id = %s", (free_item,)).fetchone() \
+            == (True,)
+    res = run_cli("migrate", "verify", database_url=legacy_db)
+    assert res.returncode == 0, res.stdout[-3000:]
+
+
 def test_a_truncate_during_the_copy_empties_the_swapped_table(legacy_db: str) -> None:
     load_messy(legacy_db)
     ctx, step = _until_rebuild(legacy_db)

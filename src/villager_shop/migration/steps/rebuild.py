@@ -117,10 +117,17 @@ class RebuildTable(Step):
                 "SELECT count(*) FROM src")
 
     def replay_sql(self, columns: list[str]) -> str:
-        """The rows whose ids are $1, copied as they are now (rebuild_replay runs it)."""
-        return (f"INSERT INTO {V}.{self.table} ({', '.join(columns)})"
-                f" SELECT {self._select(columns)} FROM public.{self.table} {self.alias} {self.joins}"
-                f" WHERE {self.alias}.id = ANY($1)")
+        """The rows whose ids are $1, copied as they are now (rebuild_replay runs it), and their
+        quarantine entries decided again: the copy reads without locks, so what it decided for a
+        row the application changed meanwhile (and logged) may be out of date."""
+        cols = ", ".join(columns)
+        return (f"WITH src AS MATERIALIZED (SELECT {self._select(columns)} FROM public.{self.table} {self.alias}"
+                f" {self.joins} WHERE {self.alias}.id = ANY($1)),\n"
+                f"copied AS (INSERT INTO {V}.{self.table} ({cols}) SELECT {cols} FROM src),\n"
+                f"gone AS (DELETE FROM {V}.quarantine q WHERE q.table_name = '{self.table}' AND q.row_id = ANY($1)"
+                " AND NOT EXISTS (SELECT 1 FROM src WHERE src.id = q.row_id)),\n"
+                + quarantine_ctes(self.table, "src", self.reason, "to_jsonb(s)") + "\n"
+                "SELECT count(*) FROM src")
 
     def _start_ddl(self) -> Ddl:
         t = self.table
