@@ -15,6 +15,7 @@ from tests.migration.messy import load_messy
 from tests.migration.test_lifecycle import LEGACY_PROJECTION, legacy_checksums, schema_fingerprint
 from villager_shop.migration import state
 from villager_shop.migration.backfill import run_backfill
+from villager_shop.migration.ddl import LockRetriesExhausted
 from villager_shop.migration.plan import build_plan
 from villager_shop.migration.runner import make_context, run
 from villager_shop.migration.steps.rebuild import RebuildTable, V
@@ -129,6 +130,31 @@ def test_quarantine_decided_by_a_racing_copy_batch_is_decided_again(legacy_db: s
             == (True,)
     res = run_cli("migrate", "verify", database_url=legacy_db)
     assert res.returncode == 0, res.stdout[-3000:]
+
+
+def test_the_swap_waits_for_a_transaction_holding_an_older_snapshot(legacy_db: str) -> None:
+    """A REPEATABLE READ transaction idle between statements would read the swapped-in table with
+    its old snapshot: the swap treats it like a lock holder (retries, then gives up with the usual
+    message) and goes through once it ends."""
+    load_messy(legacy_db)
+    ctx, step = _until_rebuild(legacy_db)
+    ctx.policy.max_attempts, ctx.policy.max_delay_s = 3, 0.05
+    reader = psycopg.connect(legacy_db)
+    try:
+        reader.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        before = reader.execute("SELECT count(*) FROM users").fetchone()  # the snapshot is taken
+        with pytest.raises(LockRetriesExhausted):
+            step.apply(ctx)
+        assert not state.get(ctx.conn, "rebuild:order_items").get("swapped")
+        with psycopg.connect(legacy_db, autocommit=True) as c:
+            assert c.execute("SELECT to_regclass('villager_migration.order_items') IS NOT NULL").fetchone() == (True,)
+        assert reader.execute("SELECT count(*) FROM users").fetchone() == before
+        reader.commit()
+        out = step.apply(ctx)
+        assert out["method"] == "rebuild" and state.get(ctx.conn, "rebuild:order_items")["swapped"]
+    finally:
+        reader.close()
+        ctx.conn.close()
 
 
 def test_a_truncate_during_the_copy_empties_the_swapped_table(legacy_db: str) -> None:

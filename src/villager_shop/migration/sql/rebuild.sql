@@ -79,6 +79,17 @@ DECLARE
     options text[];
     descr text;
 BEGIN
+    -- A REPEATABLE READ or SERIALIZABLE transaction that holds a snapshot from before the swap and
+    -- reads the table only after it would see the copy as of that snapshot, without the changes
+    -- replayed here (TRUNCATE and CLUSTER have the same hazard). One that read the table already
+    -- holds a lock the swap waits for; one idle between statements is waited for the same way.
+    IF EXISTS (SELECT 1 FROM pg_stat_activity a
+                WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
+                  AND a.backend_type = 'client backend' AND a.state LIKE 'idle in transaction%'
+                  AND a.backend_xmin IS NOT NULL) THEN
+        RAISE EXCEPTION 'a transaction holds a snapshot from before the swap of %', tbl
+              USING ERRCODE = 'lock_not_available';
+    END IF;
     WHILE villager_migration.rebuild_replay(tbl, copy_sql, 10000) > 0 LOOP
     END LOOP;
     FOR r IN SELECT c.conname, pg_get_constraintdef(c.oid) AS def, c.convalidated
