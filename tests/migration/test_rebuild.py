@@ -38,6 +38,13 @@ def _until_rebuild(url: str) -> tuple[Any, RebuildTable]:
     return ctx, step
 
 
+def _start_and_copy(ctx: Any, step: RebuildTable) -> None:
+    """What a run killed right after its copy leaves: the change log and a complete copy."""
+    ctx.run(step._start_ddl(), step.name)
+    run_backfill(ctx, step.name, "order_items", [step.copy_action(step._live_columns(ctx))], [], None,
+                 locking=False)
+
+
 def _items(url: str, where: str = "true") -> list[tuple[Any, ...]]:
     with psycopg.connect(url) as c:
         return c.execute(f"SELECT {LEGACY_PROJECTION['order_items']}, variant_id FROM order_items WHERE {where}"
@@ -48,10 +55,7 @@ def test_writes_between_copy_and_swap_reach_the_swapped_table(legacy_db: str) ->
     load_messy(legacy_db)
     ctx, step = _until_rebuild(legacy_db)
     try:
-        # Start and copy, as a run killed right after its copy would leave it.
-        ctx.run(step._start_ddl(), step.name)
-        columns = step._live_columns(ctx)
-        run_backfill(ctx, step.name, "order_items", [step.copy_action(columns)], [], None, locking=False)
+        _start_and_copy(ctx, step)
         with psycopg.connect(legacy_db, autocommit=True) as c:
             copied = c.execute(f"SELECT count(*) FROM {V}.order_items").fetchone()[0]  # type: ignore[index]
             assert copied == c.execute("SELECT count(*) FROM order_items").fetchone()[0]  # type: ignore[index]
@@ -106,9 +110,7 @@ def test_quarantine_decided_by_a_racing_copy_batch_is_decided_again(legacy_db: s
     late = ("INSERT INTO villager_migration.quarantine (table_name, row_id, reason) VALUES ('order_items', %s, %s)"
             " ON CONFLICT (table_name, row_id) DO UPDATE SET reason = EXCLUDED.reason")
     try:
-        ctx.run(step._start_ddl(), step.name)
-        run_backfill(ctx, step.name, "order_items", [step.copy_action(step._live_columns(ctx))], [], None,
-                     locking=False)
+        _start_and_copy(ctx, step)
         with psycopg.connect(legacy_db, autocommit=True) as c:
             # The free sample gets a price: its trigger links the waiting item and clears its entry...
             c.execute("UPDATE products SET price = 10 WHERE id = '20000000-0000-0000-0000-000000000008'")
@@ -161,9 +163,7 @@ def test_a_truncate_during_the_copy_empties_the_swapped_table(legacy_db: str) ->
     load_messy(legacy_db)
     ctx, step = _until_rebuild(legacy_db)
     try:
-        ctx.run(step._start_ddl(), step.name)
-        run_backfill(ctx, step.name, "order_items", [step.copy_action(step._live_columns(ctx))], [], None,
-                     locking=False)
+        _start_and_copy(ctx, step)
         with psycopg.connect(legacy_db, autocommit=True) as c:
             c.execute("TRUNCATE order_items")
             c.execute("INSERT INTO order_items (order_id, product_id, quantity, unit_price) VALUES (%s, %s, 1, 499)",
