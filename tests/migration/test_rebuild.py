@@ -5,6 +5,7 @@ cannot carry faithfully is backfilled in place instead."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -38,11 +39,19 @@ def _until_rebuild(url: str) -> tuple[Any, RebuildTable]:
     return ctx, step
 
 
-def _start_and_copy(ctx: Any, step: RebuildTable) -> None:
-    """What a run killed right after its copy leaves: the change log and a complete copy."""
-    ctx.run(step._start_ddl(), step.name)
-    run_backfill(ctx, step.name, "order_items", [step.copy_action(step._live_columns(ctx))], [], None,
-                 locking=False)
+@pytest.fixture
+def copied(legacy_db: str) -> Iterator[tuple[Any, RebuildTable]]:
+    """The messy data set as a run killed right after its order_items copy leaves it: the plan done
+    up to the rebuild, the change log installed, a complete copy. Yields a context and the step."""
+    load_messy(legacy_db)
+    ctx, step = _until_rebuild(legacy_db)
+    try:
+        ctx.run(step._start_ddl(), step.name)
+        run_backfill(ctx, step.name, "order_items", [step.copy_action(step._live_columns(ctx))], [], None,
+                     locking=False)
+        yield ctx, step
+    finally:
+        ctx.conn.close()
 
 
 def _items(url: str, where: str = "true") -> list[tuple[Any, ...]]:
@@ -51,29 +60,24 @@ def _items(url: str, where: str = "true") -> list[tuple[Any, ...]]:
                          " ORDER BY id").fetchall()
 
 
-def test_writes_between_copy_and_swap_reach_the_swapped_table(legacy_db: str) -> None:
-    load_messy(legacy_db)
-    ctx, step = _until_rebuild(legacy_db)
-    try:
-        _start_and_copy(ctx, step)
-        with psycopg.connect(legacy_db, autocommit=True) as c:
-            copied = c.execute(f"SELECT count(*) FROM {V}.order_items").fetchone()[0]  # type: ignore[index]
-            assert copied == c.execute("SELECT count(*) FROM order_items").fetchone()[0]  # type: ignore[index]
-            # The old application writes meanwhile: a new item, a changed quantity, a moved item, a delete.
-            c.execute("INSERT INTO order_items (id, order_id, product_id, quantity, unit_price) VALUES"
-                      " ('40000000-0000-0000-0000-0000000000ff', %s, %s, 3, 250.00)", (ORDER, LAMP))
-            c.execute("UPDATE order_items SET quantity = 7 WHERE id = %s", (ITEM_1,))
-            c.execute("UPDATE order_items SET product_id = %s WHERE id = %s", (LAMP, ITEM_2))
-            c.execute("DELETE FROM order_items WHERE quantity <= 0")
-            # The copy does not have these yet.
-            assert c.execute(f"SELECT quantity FROM {V}.order_items WHERE id = %s", (ITEM_1,)).fetchone() != (7,)
-        expected = legacy_checksums(legacy_db)["order_items"]
-        # The resumed step finds its copy done, builds the indexes, replays the log and swaps.
-        out = step.apply(ctx)
-        assert out["method"] == "rebuild" and out["replayed"] + out["logged_rows_set_aside"] >= 4, out
-        run(ctx)
-    finally:
-        ctx.conn.close()
+def test_writes_between_copy_and_swap_reach_the_swapped_table(legacy_db: str, copied: tuple[Any, RebuildTable]) -> None:
+    ctx, step = copied
+    with psycopg.connect(legacy_db, autocommit=True) as c:
+        in_copy = c.execute(f"SELECT count(*) FROM {V}.order_items").fetchone()[0]  # type: ignore[index]
+        assert in_copy == c.execute("SELECT count(*) FROM order_items").fetchone()[0]  # type: ignore[index]
+        # The old application writes meanwhile: a new item, a changed quantity, a moved item, a delete.
+        c.execute("INSERT INTO order_items (id, order_id, product_id, quantity, unit_price) VALUES"
+                  " ('40000000-0000-0000-0000-0000000000ff', %s, %s, 3, 250.00)", (ORDER, LAMP))
+        c.execute("UPDATE order_items SET quantity = 7 WHERE id = %s", (ITEM_1,))
+        c.execute("UPDATE order_items SET product_id = %s WHERE id = %s", (LAMP, ITEM_2))
+        c.execute("DELETE FROM order_items WHERE quantity <= 0")
+        # The copy does not have these yet.
+        assert c.execute(f"SELECT quantity FROM {V}.order_items WHERE id = %s", (ITEM_1,)).fetchone() != (7,)
+    expected = legacy_checksums(legacy_db)["order_items"]
+    # The resumed step finds its copy done, builds the indexes, replays the log and swaps.
+    out = step.apply(ctx)
+    assert out["method"] == "rebuild" and out["replayed"] + out["logged_rows_set_aside"] >= 4, out
+    run(ctx)
     assert legacy_checksums(legacy_db)["order_items"] == expected
     with psycopg.connect(legacy_db) as c:
         lamp_variant = c.execute("SELECT id FROM product_variants WHERE product_id = %s AND is_default",
@@ -100,31 +104,26 @@ def test_writes_between_copy_and_swap_reach_the_swapped_table(legacy_db: str) ->
     assert (step["method"], step["stage"]) == ("rebuild", "done")
 
 
-def test_quarantine_decided_by_a_racing_copy_batch_is_decided_again(legacy_db: str) -> None:
+def test_quarantine_decided_by_a_racing_copy_batch_is_decided_again(legacy_db: str, copied: tuple[Any, RebuildTable]) -> None:
     """The copy reads without locks: a batch that read an item before the application changed it can
     write its (then stale) quarantine entry after the application's trigger settled it. The change is
     logged, and the replay decides the item's quarantine again from the row as it is."""
-    load_messy(legacy_db)
-    ctx, step = _until_rebuild(legacy_db)
+    ctx, step = copied
     free_item, refund_item = "40000000-0000-0000-0000-000000000004", "40000000-0000-0000-0000-000000000005"
     late = ("INSERT INTO villager_migration.quarantine (table_name, row_id, reason) VALUES ('order_items', %s, %s)"
             " ON CONFLICT (table_name, row_id) DO UPDATE SET reason = EXCLUDED.reason")
-    try:
-        _start_and_copy(ctx, step)
-        with psycopg.connect(legacy_db, autocommit=True) as c:
-            # The free sample gets a price: its trigger links the waiting item and clears its entry...
-            c.execute("UPDATE products SET price = 10 WHERE id = '20000000-0000-0000-0000-000000000008'")
-            assert c.execute("SELECT count(*) FROM villager_migration.quarantine WHERE row_id = %s",
-                             (free_item,)).fetchone() == (0,)
-            # ... then a batch that read the item before writes what it had decided.
-            c.execute(late, (free_item, "product_without_variant"))
-            # The same for an item the application deleted.
-            c.execute("DELETE FROM order_items WHERE id = %s", (refund_item,))
-            c.execute(late, (refund_item, "non_positive_quantity"))
-        step.apply(ctx)
-        run(ctx)
-    finally:
-        ctx.conn.close()
+    with psycopg.connect(legacy_db, autocommit=True) as c:
+        # The free sample gets a price: its trigger links the waiting item and clears its entry...
+        c.execute("UPDATE products SET price = 10 WHERE id = '20000000-0000-0000-0000-000000000008'")
+        assert c.execute("SELECT count(*) FROM villager_migration.quarantine WHERE row_id = %s",
+                         (free_item,)).fetchone() == (0,)
+        # ... then a batch that read the item before writes what it had decided.
+        c.execute(late, (free_item, "product_without_variant"))
+        # The same for an item the application deleted.
+        c.execute("DELETE FROM order_items WHERE id = %s", (refund_item,))
+        c.execute(late, (refund_item, "non_positive_quantity"))
+    step.apply(ctx)
+    run(ctx)
     with psycopg.connect(legacy_db) as c:
         assert c.execute("SELECT count(*) FROM villager_migration.quarantine WHERE row_id IN (%s, %s)",
                          (free_item, refund_item)).fetchone() == (0,)
@@ -159,18 +158,27 @@ def test_the_swap_waits_for_a_transaction_holding_an_older_snapshot(legacy_db: s
         ctx.conn.close()
 
 
-def test_a_truncate_during_the_copy_empties_the_swapped_table(legacy_db: str) -> None:
-    load_messy(legacy_db)
-    ctx, step = _until_rebuild(legacy_db)
-    try:
-        _start_and_copy(ctx, step)
-        with psycopg.connect(legacy_db, autocommit=True) as c:
-            c.execute("TRUNCATE order_items")
-            c.execute("INSERT INTO order_items (order_id, product_id, quantity, unit_price) VALUES (%s, %s, 1, 499)",
-                      (ORDER, RADIO))
-        step.apply(ctx)
-    finally:
-        ctx.conn.close()
+def test_duplicate_rows_in_the_copy_are_dropped_before_its_unique_index(legacy_db: str,
+                                                                       copied: tuple[Any, RebuildTable]) -> None:
+    """Identical copies of one row that the change log does not name (a walk restarted without its
+    rewrite hook) make the primary key build fail once: one copy is kept and the indexes are built."""
+    ctx, step = copied
+    with psycopg.connect(legacy_db, autocommit=True) as c:
+        c.execute(f"INSERT INTO {V}.order_items SELECT * FROM {V}.order_items WHERE id = %s", (ITEM_1,))
+    out = step.apply(ctx)
+    assert out["logged_rows_set_aside"] == 1, out
+    with psycopg.connect(legacy_db) as c:
+        assert c.execute("SELECT count(*) FROM order_items WHERE id = %s", (ITEM_1,)).fetchone() == (1,)
+        assert c.execute("SELECT count(*) FROM pg_index WHERE indrelid = 'order_items'::regclass").fetchone() == (4,)
+
+
+def test_a_truncate_during_the_copy_empties_the_swapped_table(legacy_db: str, copied: tuple[Any, RebuildTable]) -> None:
+    ctx, step = copied
+    with psycopg.connect(legacy_db, autocommit=True) as c:
+        c.execute("TRUNCATE order_items")
+        c.execute("INSERT INTO order_items (order_id, product_id, quantity, unit_price) VALUES (%s, %s, 1, 499)",
+                  (ORDER, RADIO))
+    step.apply(ctx)
     rows = _items(legacy_db)
     assert len(rows) == 1 and str(rows[0][2]) == RADIO and rows[0][-1] is not None
 

@@ -302,8 +302,9 @@ class RebuildTable(Step):
             # Identical copies of one row, or an index a killed run's backend finished after all
             # (it notices its client is gone only at its next check): build what is missing.
             removed += self._deduplicate(conn)
-            execute_all(ctx.url, [d for d in ddls if not self._has_index(ctx, d.sql)], ctx.policy,
-                        ctx.backfill_workers, f"villager-shop rebuild {t}")
+            missing = [d for (name, _, _, _), d in zip(todo, ddls, strict=True)
+                       if not ctx.scalar("SELECT to_regclass(%s) IS NOT NULL", (f"{V}.{name}",))]
+            execute_all(ctx.url, missing, ctx.policy, ctx.backfill_workers, f"villager-shop rebuild {t}")
         has_pkey = ctx.scalar("SELECT count(*) > 0 FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'p'",
                               (f"{V}.{t}",))
         for name, _, _, pkey in wanted:
@@ -311,10 +312,6 @@ class RebuildTable(Step):
                 ctx.run(Ddl(f'ALTER TABLE {V}.{t} ADD CONSTRAINT "{pkey}" PRIMARY KEY USING INDEX "{name}"',
                             f"ACCESS EXCLUSIVE on {V}.{t} (the copy)"), self.name)
         return removed
-
-    def _has_index(self, ctx: Context, definition: str) -> bool:
-        name = definition.split(" INDEX ", 1)[1].split()[0]
-        return bool(ctx.scalar("SELECT to_regclass(%s) IS NOT NULL", (f"{V}.{name}",)))
 
     def _deduplicate(self, conn: psycopg.Connection[Any]) -> int:
         """Identical copies of one row: keep one."""
