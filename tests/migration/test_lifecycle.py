@@ -255,6 +255,19 @@ def test_monitoring_views_answer_on_any_server(legacy_db: str, view: str) -> Non
                 assert all(r[3] > 100 for r in rows)
 
 
+def test_slow_queries_explains_an_extension_left_at_an_old_version(legacy_db: str) -> None:
+    """A cluster upgraded from PostgreSQL 12 keeps pg_stat_statements' old columns until updated."""
+    with psycopg.connect(legacy_db, autocommit=True) as c:
+        if "pg_stat_statements" not in c.execute("SHOW shared_preload_libraries").fetchone()[0]:  # type: ignore[index]
+            pytest.skip("pg_stat_statements is not loaded on this server")
+        c.execute("DROP EXTENSION IF EXISTS pg_stat_statements")
+        c.execute("CREATE EXTENSION pg_stat_statements VERSION '1.7'")  # total_time, mean_time
+    assert run_cli("migrate", "run", database_url=legacy_db).returncode == 0
+    with psycopg.connect(legacy_db) as c:
+        rows = c.execute("SELECT * FROM slow_queries").fetchall()
+    assert len(rows) == 1 and "ALTER EXTENSION pg_stat_statements UPDATE" in rows[0][0], rows
+
+
 def test_a_second_concurrent_run_is_refused(legacy_db: str) -> None:
     from villager_shop.migration.runner import ADVISORY_KEY
 

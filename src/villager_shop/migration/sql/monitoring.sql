@@ -18,6 +18,17 @@ BEGIN
             NULL::double precision;
         RETURN;
     END IF;
+    -- A cluster upgraded from PostgreSQL 12 keeps the extension's old columns (total_time) until
+    -- it is updated.
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('pg_stat_statements')
+                      AND attname = 'total_exec_time' AND NOT attisdropped) THEN
+        RETURN QUERY SELECT
+            'pg_stat_statements is at an old version (total_time columns): run'
+            || ' ALTER EXTENSION pg_stat_statements UPDATE'::text,
+            NULL::bigint, NULL::double precision, NULL::double precision, NULL::double precision,
+            NULL::double precision;
+        RETURN;
+    END IF;
     RETURN QUERY EXECUTE
         'SELECT s.query, s.calls, s.total_exec_time, s.mean_exec_time, s.stddev_exec_time, s.max_exec_time
            FROM pg_stat_statements s

@@ -72,6 +72,9 @@ SELECT CASE
     THEN 'it has row-level security'
   WHEN EXISTS (SELECT 1 FROM pg_publication_rel r WHERE r.prrelid = c.oid)
        OR EXISTS (SELECT 1 FROM pg_publication p WHERE p.puballtables)
+       -- the view also covers FOR TABLES IN SCHEMA (PostgreSQL 15+), on every version
+       OR EXISTS (SELECT 1 FROM pg_publication_tables pt JOIN pg_namespace n ON n.oid = c.relnamespace
+                   WHERE pt.schemaname = n.nspname AND pt.tablename = c.relname)
     THEN 'it is published for logical replication'
   WHEN c.relreplident <> 'd' THEN 'it has a replica identity other than its primary key'
   WHEN EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
