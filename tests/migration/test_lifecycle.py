@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -266,6 +267,52 @@ def test_slow_queries_explains_an_extension_left_at_an_old_version(legacy_db: st
     with psycopg.connect(legacy_db) as c:
         rows = c.execute("SELECT * FROM slow_queries").fetchall()
     assert len(rows) == 1 and "ALTER EXTENSION pg_stat_statements UPDATE" in rows[0][0], rows
+
+
+def test_slow_queries_explains_an_extension_whose_library_is_not_loaded(legacy_db: str) -> None:
+    with psycopg.connect(legacy_db, autocommit=True) as c:
+        if "pg_stat_statements" in c.execute("SHOW shared_preload_libraries").fetchone()[0]:  # type: ignore[index]
+            pytest.skip("pg_stat_statements is loaded on this server")
+        if not c.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'pg_stat_statements'").fetchone():
+            pytest.skip("pg_stat_statements is not installed on this server")
+        c.execute("CREATE EXTENSION pg_stat_statements")  # created, but its library is not loaded
+    assert run_cli("migrate", "run", database_url=legacy_db).returncode == 0
+    with psycopg.connect(legacy_db) as c:
+        rows = c.execute("SELECT * FROM slow_queries").fetchall()
+    assert len(rows) == 1 and "not loaded" in rows[0][0] and rows[0][1] is None, rows
+
+
+def test_the_whole_lifecycle_runs_as_a_database_owner_who_is_not_superuser(pg_admin_url: str) -> None:
+    """A managed server gives the shop's owner role no superuser and no pg_read_all_settings."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    from villager_shop.core.db import drop_database
+    from villager_shop.legacy.schema import schema_sql
+
+    if conninfo_to_dict(pg_admin_url).get("password"):
+        pytest.skip("the server wants passwords; this test creates a role without one")
+    tag = uuid.uuid4().hex[:10]
+    role, db = f"vt_owner_{tag}", f"vt_owned_{tag}"
+    with psycopg.connect(pg_admin_url, autocommit=True) as c:
+        c.execute(f"CREATE ROLE {role} LOGIN NOSUPERUSER")
+        c.execute(f"CREATE DATABASE {db} OWNER {role}")
+    url = make_conninfo(pg_admin_url, user=role, dbname=db)
+    try:
+        with psycopg.connect(url, autocommit=True) as c:
+            c.execute(schema_sql().encode())
+        load_messy(url)
+        for args in (("migrate", "run"), ("migrate", "verify"), ("migrate", "rollback", "--yes"), ("migrate", "run"),
+                     ("migrate", "complete", "--yes"), ("migrate", "verify")):
+            res = run_cli(*args, database_url=url)
+            assert res.returncode == 0, (args, res.stderr[-1500:])
+        with psycopg.connect(url) as c:
+            assert c.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone() == (False,)
+            assert c.execute("SELECT count(*) FROM slow_queries").fetchone() is not None
+            assert c.execute("SELECT count(*) FROM check_data_integrity()").fetchone() == (0,)
+    finally:
+        drop_database(pg_admin_url, db)
+        with psycopg.connect(pg_admin_url, autocommit=True) as c:
+            c.execute(f"DROP ROLE IF EXISTS {role}")
 
 
 def test_a_second_concurrent_run_is_refused(legacy_db: str) -> None:

@@ -9,11 +9,10 @@ RETURNS TABLE (query text, calls bigint, total_exec_time double precision, mean_
                stddev_exec_time double precision, max_exec_time double precision)
 LANGUAGE plpgsql STABLE AS $fn$
 BEGIN
-    IF to_regclass('pg_stat_statements') IS NULL
-       OR position('pg_stat_statements' IN current_setting('shared_preload_libraries')) = 0 THEN
+    IF to_regclass('pg_stat_statements') IS NULL THEN
         RETURN QUERY SELECT
-            'pg_stat_statements is not loaded: add it to shared_preload_libraries, restart, and run'
-            || ' CREATE EXTENSION pg_stat_statements'::text,
+            'pg_stat_statements is not loaded or not created in this database: add it to'
+            || ' shared_preload_libraries, restart, and run CREATE EXTENSION pg_stat_statements'::text,
             NULL::bigint, NULL::double precision, NULL::double precision, NULL::double precision,
             NULL::double precision;
         RETURN;
@@ -29,13 +28,22 @@ BEGIN
             NULL::double precision;
         RETURN;
     END IF;
-    RETURN QUERY EXECUTE
-        'SELECT s.query, s.calls, s.total_exec_time, s.mean_exec_time, s.stddev_exec_time, s.max_exec_time
-           FROM pg_stat_statements s
-          WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-            AND s.mean_exec_time > $1
-          ORDER BY s.mean_exec_time DESC'
-        USING min_mean_ms;
+    -- The extension exists but its library was not preloaded (reading shared_preload_libraries
+    -- itself needs pg_read_all_settings, which an application role rarely has).
+    BEGIN
+        RETURN QUERY EXECUTE
+            'SELECT s.query, s.calls, s.total_exec_time, s.mean_exec_time, s.stddev_exec_time, s.max_exec_time
+               FROM pg_stat_statements s
+              WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+                AND s.mean_exec_time > $1
+              ORDER BY s.mean_exec_time DESC'
+            USING min_mean_ms;
+    EXCEPTION WHEN object_not_in_prerequisite_state THEN
+        RETURN QUERY SELECT
+            'pg_stat_statements is not loaded: add it to shared_preload_libraries and restart'::text,
+            NULL::bigint, NULL::double precision, NULL::double precision, NULL::double precision,
+            NULL::double precision;
+    END;
 END
 $fn$;
 

@@ -3,6 +3,8 @@ the migration itself, and so verify and the health endpoint have one implementat
 
 from __future__ import annotations
 
+import psycopg
+
 from villager_shop.migration.ddl import Ddl
 from villager_shop.migration.sqlfiles import section
 from villager_shop.migration.steps.base import Context, Step, function_exists, relation_exists
@@ -30,8 +32,12 @@ class MonitoringViews(Step):
 
 
 def ensure_pg_stat_statements(ctx: Context) -> bool:
-    """Create the extension when the library is preloaded (without it the view explains itself)."""
-    loaded = "pg_stat_statements" in str(ctx.scalar("SHOW shared_preload_libraries") or "")
+    """Create the extension when the library is preloaded (without it the view explains itself).
+    A role that may not read shared_preload_libraries (a managed server's owner role) just tries."""
+    try:
+        loaded = "pg_stat_statements" in str(ctx.scalar("SHOW shared_preload_libraries") or "")
+    except psycopg.errors.InsufficientPrivilege:
+        loaded = True
     available = bool(ctx.scalar("SELECT 1 FROM pg_available_extensions WHERE name = 'pg_stat_statements'"))
     if loaded and available:
         try:
