@@ -17,6 +17,7 @@ from villager_shop.migration.steps.catalog_notify import CatalogNotify
 from villager_shop.migration.steps.columns import AddColumn
 from villager_shop.migration.steps.constraints import AddConstraint, ValidateConstraint
 from villager_shop.migration.steps.indexes import CreateIndex
+from villager_shop.migration.steps.lookups import SeedLookup
 from villager_shop.migration.steps.monitoring import MonitoringViews
 from villager_shop.migration.steps.rebuild import RebuildTable
 from villager_shop.migration.steps.schema_objects import CreateTable, Rules, StateSchema
@@ -80,6 +81,9 @@ def build_plan() -> list[Step]:
         CreateIndex("idx_order_items_product_id", "order_items", "(product_id)",
                     why="used by the sync triggers and by foreign-key checks", phase="expand"),
         MonitoringViews(),
+        # Before the triggers, so that they only look lookup rows up (steps/lookups.py).
+        SeedLookup("addresses", ["users", "shops"], "create the address of every house number in use"),
+        SeedLookup("product_categories", ["products"], "create the category of every category spelling in use"),
         SyncTriggers(),
         CatalogNotify(),
         Backfill("users", [ExtractLookup("users", "house_number", "address_id", "addresses", "house_number",

@@ -75,7 +75,7 @@ class ExtractCategory:
             f"  SELECT category, {V}.category_key(category) AS k, min(seen) AS first_seen\n"
             "    FROM src WHERE category IS NOT NULL GROUP BY category),\n"
             # spelling -> category id, as one map (a join on the spelling plans as a nested loop).
-            # A new category is named after the first spelling met in walk order (docs/migration-rules.md).
+            # A category created here is named after the first spelling met in walk order.
             "cats AS MATERIALIZED (\n"
             f"  SELECT jsonb_object_agg(o.category, coalesce(o.id, {V}.ensure_category(o.category))) AS m\n"
             "    FROM (SELECT keys.category, c.id FROM keys LEFT JOIN public.product_categories c ON c.name_key = keys.k\n"
