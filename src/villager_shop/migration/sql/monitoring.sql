@@ -8,42 +8,36 @@ CREATE OR REPLACE FUNCTION villager_migration.slow_queries(min_mean_ms double pr
 RETURNS TABLE (query text, calls bigint, total_exec_time double precision, mean_exec_time double precision,
                stddev_exec_time double precision, max_exec_time double precision)
 LANGUAGE plpgsql STABLE AS $fn$
+DECLARE
+    why text;  -- why there are no statistics to show, as the view's one row
 BEGIN
     IF to_regclass('pg_stat_statements') IS NULL THEN
-        RETURN QUERY SELECT
-            'pg_stat_statements is not loaded or not created in this database: add it to'
-            || ' shared_preload_libraries, restart, and run CREATE EXTENSION pg_stat_statements'::text,
-            NULL::bigint, NULL::double precision, NULL::double precision, NULL::double precision,
-            NULL::double precision;
-        RETURN;
-    END IF;
+        why := 'pg_stat_statements is not loaded or not created in this database: add it to'
+               ' shared_preload_libraries, restart, and run CREATE EXTENSION pg_stat_statements';
     -- A cluster upgraded from PostgreSQL 12 keeps the extension's old columns (total_time) until
     -- it is updated.
-    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('pg_stat_statements')
-                      AND attname = 'total_exec_time' AND NOT attisdropped) THEN
-        RETURN QUERY SELECT
-            'pg_stat_statements is at an old version (total_time columns): run'
-            || ' ALTER EXTENSION pg_stat_statements UPDATE'::text,
-            NULL::bigint, NULL::double precision, NULL::double precision, NULL::double precision,
-            NULL::double precision;
-        RETURN;
+    ELSIF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('pg_stat_statements')
+                         AND attname = 'total_exec_time' AND NOT attisdropped) THEN
+        why := 'pg_stat_statements is at an old version (total_time columns): run'
+               ' ALTER EXTENSION pg_stat_statements UPDATE';
+    ELSE
+        -- The library may still not be preloaded (and reading shared_preload_libraries needs
+        -- pg_read_all_settings, which an application role rarely has): its own error tells.
+        BEGIN
+            RETURN QUERY EXECUTE
+                'SELECT s.query, s.calls, s.total_exec_time, s.mean_exec_time, s.stddev_exec_time, s.max_exec_time
+                   FROM pg_stat_statements s
+                  WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+                    AND s.mean_exec_time > $1
+                  ORDER BY s.mean_exec_time DESC'
+                USING min_mean_ms;
+            RETURN;
+        EXCEPTION WHEN object_not_in_prerequisite_state THEN
+            why := 'pg_stat_statements is not loaded: add it to shared_preload_libraries and restart';
+        END;
     END IF;
-    -- The extension exists but its library was not preloaded (reading shared_preload_libraries
-    -- itself needs pg_read_all_settings, which an application role rarely has).
-    BEGIN
-        RETURN QUERY EXECUTE
-            'SELECT s.query, s.calls, s.total_exec_time, s.mean_exec_time, s.stddev_exec_time, s.max_exec_time
-               FROM pg_stat_statements s
-              WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-                AND s.mean_exec_time > $1
-              ORDER BY s.mean_exec_time DESC'
-            USING min_mean_ms;
-    EXCEPTION WHEN object_not_in_prerequisite_state THEN
-        RETURN QUERY SELECT
-            'pg_stat_statements is not loaded: add it to shared_preload_libraries and restart'::text,
-            NULL::bigint, NULL::double precision, NULL::double precision, NULL::double precision,
-            NULL::double precision;
-    END;
+    RETURN QUERY SELECT why, NULL::bigint, NULL::double precision, NULL::double precision,
+                        NULL::double precision, NULL::double precision;
 END
 $fn$;
 
