@@ -78,3 +78,60 @@ def test_a_table_rewritten_during_the_physical_walk_is_walked_again(make_legacy_
         assert len(before) == len(after) == 1 and before != after
         report = verify(c)
         assert report.ok is True, report.failures()
+
+
+@pytest.mark.parametrize("orders_column_without_statistics", [False, True])
+def test_analyze_gathers_statistics_only_where_they_are_missing_or_stale(
+        make_legacy_db: Any, orders_column_without_statistics: bool) -> None:
+    url = make_legacy_db(0.05)
+    if orders_column_without_statistics:
+        with psycopg.connect(url, autocommit=True) as c:
+            c.execute("ALTER TABLE orders ADD COLUMN note text")
+    settings = settings_for(url)
+    ctx = make_context(url, settings)
+    try:
+        detail = run(ctx)["analyze"]
+    finally:
+        ctx.conn.close()
+    # New tables and tables with new columns are analyzed; order_items was rebuilt and its copy
+    # analyzed before the swap; orders was only read (unless a column of it has no statistics).
+    changed = {"users", "addresses", "product_categories", "shops", "products", "product_variants"}
+    assert set(detail["analyzed"]) == changed | ({"orders"} if orders_column_without_statistics else set())
+    assert set(detail["current"]) == {"order_items"} | (set() if orders_column_without_statistics else {"orders"})
+    with psycopg.connect(url) as c:
+        have = {tuple(r) for r in c.execute("SELECT tablename, attname FROM pg_stats WHERE schemaname = 'public'")}
+    assert {("users", "address_id"), ("products", "category_id"), ("order_items", "variant_id"),
+            ("product_variants", "product_id")} <= have
+    assert (("orders", "note") in have) is orders_column_without_statistics
+
+
+def test_the_backfill_fires_no_application_trigger(make_legacy_db: Any) -> None:
+    """The application's own triggers (here: the usual `updated_at = now()`) do not fire for the
+    backfill's writes, which change no legacy column: the legacy data stays byte for byte as it
+    was. (Needs the right to set session_replication_role; the test servers run as superuser.)"""
+    url = make_legacy_db(0.05)
+    legacy = {"users": "house_number, updated_at", "shops": "house_number, updated_at",
+              "products": "category, price, stock, updated_at"}
+    with psycopg.connect(url, autocommit=True) as c:
+        if not c.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0]:  # type: ignore[index]
+            pytest.skip("needs a role that may set session_replication_role")
+        c.execute("CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS"
+                  " $$BEGIN NEW.updated_at := clock_timestamp(); RETURN NEW; END$$")
+        for t in legacy:
+            c.execute(f"CREATE TRIGGER app_touch BEFORE UPDATE ON {t} FOR EACH ROW EXECUTE FUNCTION touch()")
+        before = {t: c.execute(f"SELECT md5(string_agg(({cols})::text, ',' ORDER BY id)) FROM {t}").fetchone()
+                  for t, cols in legacy.items()}
+    _run(url, "auto")
+    with psycopg.connect(url, autocommit=True) as c:
+        after = {t: c.execute(f"SELECT md5(string_agg(({cols})::text, ',' ORDER BY id)) FROM {t}").fetchone()
+                 for t, cols in legacy.items()}
+        assert after == before
+        assert c.execute("SELECT count(*) FROM products WHERE category_id IS NULL AND category IS NOT NULL"
+                         " AND btrim(category) <> ''").fetchone() == (0,)
+        # The application's writes still fire them (and the foreign keys still hold for it).
+        c.execute("UPDATE products SET stock = stock + 1 WHERE id = (SELECT id FROM products ORDER BY id LIMIT 1)")
+        assert c.execute("SELECT count(*) FROM products WHERE updated_at > now() - interval '1 minute'"
+                         ).fetchone() == (1,)
+        with pytest.raises(psycopg.errors.ForeignKeyViolation):
+            c.execute("INSERT INTO product_variants (product_id, sku, name, price)"
+                      " VALUES (gen_random_uuid(), 'nope', 'x', 1)")

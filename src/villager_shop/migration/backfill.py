@@ -190,6 +190,7 @@ def _run_parts(ctx: Context, step: str, table: str, actions: list[str], busy: li
         conn = connect(ctx.url, application_name=f"villager-shop backfill {table} #{k}")
         try:
             stop_work_when_client_dies(conn)
+            _skip_triggers(conn)
             on_batch = lambda done, total, n: report(k, done, total, n)  # noqa: E731
             if walk == "physical":
                 results[k] = _walk_pages(ctx, conn, f"{step}#{k}", table, actions, busy, on_batch, only, locking)
@@ -431,6 +432,20 @@ def _total(conn: psycopg.Connection[Any], step: str) -> int:
                        (step,)).fetchone()
     conn.commit()
     return int(row[0]) if row else 0
+
+
+def _skip_triggers(conn: psycopg.Connection[Any]) -> None:
+    """Fire no triggers for the backfill's own writes, where the role may (superuser, or granted SET
+    on session_replication_role). Our sync triggers already skip them (NOT_IN_BACKFILL); what this
+    saves is the foreign-key check of every default variant we insert, which costs as much as the
+    insert itself. The check is redundant: the batch holds a row lock on each of its products, so
+    none can be deleted before we commit. Set once per connection: every change of the setting
+    throws away the connection's cached plans. Without the privilege, the checks simply run."""
+    try:
+        conn.execute("SET session_replication_role = replica")
+        conn.commit()
+    except errors.InsufficientPrivilege:
+        conn.rollback()
 
 
 def _batch_settings(conn: psycopg.Connection[Any], ctx: Context) -> None:
