@@ -3,6 +3,8 @@ and the physical walk's answer to a table rewritten under it."""
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import psycopg
@@ -53,6 +55,42 @@ def test_each_walk_migrates_everything(make_legacy_db: Any, order: str) -> None:
                 "SELECT table_name, sum(rows_done) FROM villager_migration.backfill GROUP BY 1").fetchall():
             real = c.execute(f"SELECT count(*) FROM public.{table}").fetchone()[0]  # type: ignore[index]
             assert done == real, (table, done, real)
+
+
+@pytest.mark.parametrize("order", ["key", "physical"])
+def test_a_product_whose_variant_the_new_application_holds_is_migrated_once_released(
+        make_legacy_db: Any, order: str) -> None:
+    """The new application gave an unmigrated product its default variant (same price and stock,
+    so the product row itself was not written) and holds that variant's lock while the backfill
+    passes: the batch must not wait for it (the application may be about to wait for our product
+    lock), and must come back for the product afterwards."""
+    url = make_legacy_db(0.05)
+    plan = build_plan()
+    names = [s.name for s in plan]
+    _run(url, order, steps=plan[:names.index("backfill_products")])
+    with psycopg.connect(url, autocommit=True) as c:
+        pid, price, stock = c.execute(
+            "SELECT id, price, greatest(stock, 0) FROM products WHERE price > 0 AND category_id IS NULL"
+            " AND category IS NOT NULL AND btrim(category) <> '' ORDER BY id LIMIT 1").fetchone()  # type: ignore[misc]
+        c.execute("INSERT INTO product_variants (product_id, sku, name, price, stock, is_default)"
+                  " VALUES (%s, 'held-by-the-new-app', 'Default', %s, %s, true)", (pid, price, stock))
+        assert c.execute("SELECT category_id FROM products WHERE id = %s", (pid,)).fetchone() == (None,)
+    holder = psycopg.connect(url)
+    holder.execute("SELECT 1 FROM product_variants WHERE product_id = %s FOR NO KEY UPDATE", (pid,))
+    releaser = threading.Timer(1.5, holder.commit)
+    releaser.start()
+    try:
+        t0 = time.perf_counter()
+        _run(url, order, steps=plan[:names.index("backfill_products") + 1])
+        assert time.perf_counter() - t0 >= 1.4  # it came back for the product after the release
+    finally:
+        releaser.join()
+        holder.close()
+    with psycopg.connect(url) as c:
+        assert c.execute("SELECT category_id IS NOT NULL, base_price = price FROM products WHERE id = %s",
+                         (pid,)).fetchone() == (True, True)
+        assert c.execute("SELECT count(*) FROM products WHERE category_id IS NULL AND category IS NOT NULL"
+                         " AND btrim(category) <> ''").fetchone() == (0,)
 
 
 def test_a_table_rewritten_during_the_physical_walk_is_walked_again(make_legacy_db: Any) -> None:

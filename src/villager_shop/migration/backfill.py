@@ -296,15 +296,15 @@ def _walk_pages(ctx: Context, conn: psycopg.Connection[Any], step: str, table: s
                 n, needed, node = conn.execute(count, params).fetchone()  # type: ignore[misc]
                 if node != filenode:
                     raise TableRewritten(table)
-                if not locking:
-                    for action in bound:
-                        conn.execute(action, params)
-                elif len(ids) < needed:
-                    conn.execute(remember, {**params, "ids": ids})
                 if ids and busy:
                     keep = set(_without_busy(conn, busy, ids))
                     pairs = [(i, t) for i, t in zip(ids, tids, strict=True) if i in keep]
                     ids, tids = [p[0] for p in pairs], [p[1] for p in pairs]
+                if not locking:
+                    for action in bound:
+                        conn.execute(action, params)
+                elif len(ids) < needed:  # rows locked by the application, or busy: come back for them
+                    conn.execute(remember, {**params, "ids": ids})
                 if ids:
                     batch = {**params, "ids": ids, "tids": tids, "lo": min(ids), "hi": max(ids)}
                     for action in bound:
@@ -449,14 +449,15 @@ def _skip_triggers(conn: psycopg.Connection[Any]) -> None:
 
 
 def _batch_settings(conn: psycopg.Connection[Any], ctx: Context) -> None:
-    conn.execute("SET LOCAL villager.backfill = 'on'")
-    # A crash may lose the last few batches' commits - and their cursor moves with them, so the
-    # resumed run redoes exactly those batches: no durability is needed per batch.
-    conn.execute("SET LOCAL synchronous_commit = off")
-    # Row-level waits of a batch are bounded by the batch target, not the DDL lock_timeout: an
-    # application write queued behind us must never wait longer than a batch.
-    conn.execute(f"SET LOCAL lock_timeout = {int(min(ctx.policy.lock_timeout_ms, max(10, ctx.target_batch_ms)))}")
-    conn.execute("SET LOCAL statement_timeout = '60s'")
+    """For this batch's transaction only (one round trip): our own writes skip the sync triggers;
+    no durability is needed per batch (a crash may lose the last few batches' commits, and their
+    cursor moves with them, so the resumed run redoes exactly those batches); row-level waits are
+    bounded by the batch target, not the DDL lock_timeout (an application write queued behind us
+    must never wait longer than a batch)."""
+    lock_ms = int(min(ctx.policy.lock_timeout_ms, max(10, ctx.target_batch_ms)))
+    conn.execute("SELECT set_config('villager.backfill', 'on', true), set_config('synchronous_commit', 'off', true),"
+                 " set_config('lock_timeout', %s, true), set_config('statement_timeout', '60s', true)",
+                 (f"{lock_ms}ms",))
 
 
 def _retry_skipped(ctx: Context, conn: psycopg.Connection[Any], step: str, table: str, actions: list[str]) -> int:

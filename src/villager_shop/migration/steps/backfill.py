@@ -113,13 +113,15 @@ class SplitDefaultVariant:
         """Products whose default variant another transaction holds: the new application's variant
         update waits for our product lock (its trigger writes the product), so waiting for its
         variant lock would close a cycle. They are retried after the table."""
+        # One probe per product; only the variants found (usually none) are then locked.
         return [
-            "WITH mine AS (SELECT v.product_id FROM public.product_variants v\n"
+            "WITH have AS MATERIALIZED (SELECT v.id, v.product_id FROM public.product_variants v\n"
             "               WHERE v.product_id BETWEEN %(lo)s::uuid AND %(hi)s::uuid AND v.product_id = ANY(%(ids)s)\n"
-            "                 AND v.is_default FOR NO KEY UPDATE OF v SKIP LOCKED)\n"
-            "SELECT coalesce(array_agg(v.product_id), ARRAY[]::uuid[]) FROM public.product_variants v\n"
-            " WHERE v.product_id BETWEEN %(lo)s::uuid AND %(hi)s::uuid AND v.product_id = ANY(%(ids)s) AND v.is_default\n"
-            "   AND v.product_id NOT IN (SELECT product_id FROM mine)",
+            "                 AND v.is_default),\n"
+            "mine AS (SELECT v.id FROM public.product_variants v WHERE v.id IN (SELECT id FROM have)\n"
+            "            FOR NO KEY UPDATE OF v SKIP LOCKED)\n"
+            "SELECT coalesce(array_agg(h.product_id), ARRAY[]::uuid[]) FROM have h\n"
+            " WHERE h.id NOT IN (SELECT id FROM mine)",
         ]
 
     def actions(self) -> list[str]:
