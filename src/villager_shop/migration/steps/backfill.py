@@ -45,7 +45,9 @@ class ExtractLookup:
             f"   WHERE {batch('t')} AND t.{self.fk} IS NULL AND t.{self.column} IS NOT NULL),\n"
             f"added AS (\n"
             f"  INSERT INTO public.{self.lookup} ({self.lookup_column})\n"
+            # Most values exist already (seeded): an index probe skips them, a conflict costs more.
             f"  SELECT DISTINCT c FROM src WHERE c IS NOT NULL\n"
+            f"     AND NOT EXISTS (SELECT 1 FROM public.{self.lookup} l WHERE l.{self.lookup_column} = src.c)\n"
             f"  ON CONFLICT ({self.lookup_column}) DO NOTHING RETURNING id, {self.lookup_column}),\n"
             # The new rows as one map: a join on the CTE plans as a nested loop over it.
             f"map AS MATERIALIZED (SELECT jsonb_object_agg({self.lookup_column}, id) AS m FROM added)\n"
