@@ -435,8 +435,8 @@ def _total(conn: psycopg.Connection[Any], step: str) -> int:
 
 
 def _skip_triggers(conn: psycopg.Connection[Any]) -> None:
-    """Fire no triggers for the backfill's own writes, where the role may (superuser, or granted SET
-    on session_replication_role). Our sync triggers already skip them (NOT_IN_BACKFILL); what this
+    """Fire no triggers (nor rules) for the backfill's own writes, where the role may (superuser, or
+    granted SET on session_replication_role). Our sync triggers already skip them (NOT_IN_BACKFILL); what this
     saves is the foreign-key check of every default variant we insert, which costs as much as the
     insert itself. The check is redundant: the batch holds a row lock on each of its products, so
     none can be deleted before we commit. Set once per connection: every change of the setting
