@@ -131,16 +131,21 @@ def test_analyze_gathers_statistics_only_where_they_are_missing_or_stale(
         detail = run(ctx)["analyze"]
     finally:
         ctx.conn.close()
-    # New tables and tables with new columns are analyzed; order_items was rebuilt and its copy
-    # analyzed before the swap; orders was only read (unless a column of it has no statistics).
-    changed = {"users", "addresses", "product_categories", "shops", "products", "product_variants"}
-    assert set(detail["analyzed"]) == changed | ({"orders"} if orders_column_without_statistics else set())
-    assert set(detail["current"]) == {"order_items"} | (set() if orders_column_without_statistics else {"orders"})
+    # order_items was rebuilt and its copy analyzed before the swap; orders was only read (unless a
+    # column of it has no statistics). The others changed; autovacuum may have analyzed one of them
+    # meanwhile, which makes it current too - what matters is that no column is left without.
+    tables = ["users", "addresses", "product_categories", "shops", "products", "product_variants", "orders",
+              "order_items"]
+    assert sorted(detail["analyzed"] + detail["current"]) == sorted(tables)
+    assert "order_items" in detail["current"]
+    assert ("orders" in detail["analyzed"]) is orders_column_without_statistics
     with psycopg.connect(url) as c:
-        have = {tuple(r) for r in c.execute("SELECT tablename, attname FROM pg_stats WHERE schemaname = 'public'")}
-    assert {("users", "address_id"), ("products", "category_id"), ("order_items", "variant_id"),
-            ("product_variants", "product_id")} <= have
-    assert (("orders", "note") in have) is orders_column_without_statistics
+        missing = c.execute(
+            "SELECT c.relname, a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
+            " WHERE c.relnamespace = 'public'::regnamespace AND c.relname = ANY(%s) AND a.attnum > 0"
+            " AND NOT a.attisdropped AND NOT EXISTS (SELECT 1 FROM pg_stats s WHERE s.schemaname = 'public'"
+            " AND s.tablename = c.relname AND s.attname = a.attname)", (tables,)).fetchall()
+    assert missing == []
 
 
 def test_the_backfill_fires_no_application_trigger(make_legacy_db: Any) -> None:
