@@ -59,6 +59,26 @@ class BackfillResult:
         return self.rows / self.seconds if self.seconds > 0 else 0.0
 
 
+# What a batch locked, from a CTE `l` (id, ctid): as array literals, plus their count and key range.
+LOCKED_ROWS = ("(SELECT count(*) FROM l), (SELECT coalesce(array_agg(id)::text, '{}') FROM l),"
+               " (SELECT coalesce(array_agg(ctid)::text, '{}') FROM l),"
+               " (SELECT min(id::text) FROM l), (SELECT max(id::text) FROM l)")
+
+
+@dataclass(frozen=True)
+class _Locked:
+    """The rows a batch holds: `ids` and `tids` are PostgreSQL array literals (uuid[], tid[])."""
+
+    count: int
+    ids: str
+    tids: str
+    lo: str | None
+    hi: str | None
+
+    def params(self) -> dict[str, Any]:
+        return {"ids": self.ids, "tids": self.tids, "lo": self.lo, "hi": self.hi}
+
+
 def bind(sql: str, walk: str) -> str:
     """An action with its batch marker bound to the walk's parameters: %(tids)s within the page
     range %(plo)s..%(phi)s (physical: the range makes it a TID range scan of a few pages) or
@@ -69,7 +89,7 @@ def bind(sql: str, walk: str) -> str:
                               sql)
     if walk == "pages":  # every row of the page range (a walk that locks nothing)
         return BATCH_MARK.sub(r"\1.ctid >= %(plo)s::tid AND \1.ctid < %(phi)s::tid", sql)
-    return BATCH_MARK.sub(r"\1.id BETWEEN %(lo)s::uuid AND %(hi)s::uuid AND \1.id = ANY(%(ids)s)", sql)
+    return BATCH_MARK.sub(r"\1.id BETWEEN %(lo)s::uuid AND %(hi)s::uuid AND \1.id = ANY(%(ids)s::uuid[])", sql)
 
 
 def choose_walk(conn: psycopg.Connection[Any], step: str, wanted: str) -> str:
@@ -191,6 +211,7 @@ def _run_parts(ctx: Context, step: str, table: str, actions: list[str], busy: li
         try:
             stop_work_when_client_dies(conn)
             _skip_triggers(conn)
+            _session_settings(conn, ctx)
             on_batch = lambda done, total, n: report(k, done, total, n)  # noqa: E731
             if walk == "physical":
                 results[k] = _walk_pages(ctx, conn, f"{step}#{k}", table, actions, busy, on_batch, only, locking)
@@ -272,12 +293,16 @@ def _walk_pages(ctx: Context, conn: psycopg.Connection[Any], step: str, table: s
     bound = [bind(a, "physical" if locking else "pages") for a in actions]
     rows_cap = max(MIN_BATCH, ctx.batch_size) * (1 if locking else 10)
     where_only = f" AND ({only})" if only else ""
-    count = (f"SELECT count(*) FILTER (WHERE {older}), count(*) FILTER (WHERE true{where_only}),"
-             f" pg_relation_filenode(%(rel)s::regclass) FROM {now}, public.{table} t WHERE {rng}")
-    lock = (f"SELECT coalesce(array_agg(id), ARRAY[]::uuid[]), coalesce(array_agg(ctid::text), ARRAY[]::text[])"
-            f" FROM (SELECT id, ctid FROM public.{table} t WHERE {rng}{where_only} FOR NO KEY UPDATE SKIP LOCKED) l")
+    # One statement counts the page range and locks what needs the actions (one snapshot for
+    # both). The locked rows come back as array literals, passed to the actions as they are:
+    # turning thousands of ids into Python objects and back cost more than the round trips.
+    locked = (f"WITH l AS MATERIALIZED (SELECT id, ctid FROM public.{table} t WHERE {rng}{where_only}"
+              f"{' FOR NO KEY UPDATE SKIP LOCKED' if locking else ' AND false'})"
+              f" SELECT c.n, c.needed, c.node, {LOCKED_ROWS} FROM"
+              f" (SELECT count(*) FILTER (WHERE {older}) AS n, count(*) FILTER (WHERE true{where_only}) AS needed,"
+              f" pg_relation_filenode(%(rel)s::regclass) AS node FROM {now}, public.{table} t WHERE {rng}) c")
     remember = (f"INSERT INTO villager_migration.backfill_retry (step, row_id)"
-                f" SELECT %(step)s, id FROM public.{table} t WHERE {rng}{where_only} AND id <> ALL(%(ids)s)"
+                f" SELECT %(step)s, id FROM public.{table} t WHERE {rng}{where_only} AND id <> ALL(%(ids)s::uuid[])"
                 f" ON CONFLICT DO NOTHING")
     per_page = max(1.0, total / max(1, last - first))
     pace = _Pace(ctx, int(saved or 8), 1, MAX_PAGES)
@@ -291,24 +316,19 @@ def _walk_pages(ctx: Context, conn: psycopg.Connection[Any], step: str, table: s
         t0 = time.perf_counter()
         try:
             with conn.transaction():
-                _batch_settings(conn, ctx)
-                ids, tids = conn.execute(lock, params).fetchone() if locking else ([], [])  # type: ignore[misc]
-                n, needed, node = conn.execute(count, params).fetchone()  # type: ignore[misc]
+                n, needed, node, *rows = conn.execute(locked, params).fetchone()  # type: ignore[misc]
                 if node != filenode:
                     raise TableRewritten(table)
-                if ids and busy:
-                    keep = set(_without_busy(conn, busy, ids))
-                    pairs = [(i, t) for i, t in zip(ids, tids, strict=True) if i in keep]
-                    ids, tids = [p[0] for p in pairs], [p[1] for p in pairs]
+                batch = _Locked(*rows)
+                if batch.count and busy:
+                    batch = _without_busy(conn, busy, batch)
                 if not locking:
                     for action in bound:
                         conn.execute(action, params)
-                elif len(ids) < needed:  # rows locked by the application, or busy: come back for them
-                    conn.execute(remember, {**params, "ids": ids})
-                if ids:
-                    batch = {**params, "ids": ids, "tids": tids, "lo": min(ids), "hi": max(ids)}
-                    for action in bound:
-                        conn.execute(action, batch)
+                elif batch.count < needed:  # rows locked by the application, or busy: come back for them
+                    conn.execute(remember, {**params, "ids": batch.ids})
+                if batch.count:
+                    _apply(conn, bound, batch, params)
                 _record_batch(conn, step, "next_page", upto, n, size, time.perf_counter() - t0)
         except RETRYABLE as exc:
             pace.gave_way(ctx, step, exc)
@@ -377,30 +397,30 @@ def _walk_keys(ctx: Context, conn: psycopg.Connection[Any], step: str, table: st
     # only they are locked (a scan that quarantines a few rows writes nothing to the others).
     where_only = f" AND ({only})" if only else ""
     row_lock = " FOR NO KEY UPDATE SKIP LOCKED" if locking else ""
-    lock = (f"SELECT coalesce(array_agg(id), ARRAY[]::uuid[]) FROM (SELECT id FROM public.{table} t"
-            f" WHERE id {{op}} %(last)s::uuid AND id <= %(upper)s::uuid{where_only}{row_lock}) l")
+    lock = (f"WITH l AS MATERIALIZED (SELECT id, ctid FROM public.{table} t"
+            f" WHERE id {{op}} %(last)s::uuid AND id <= %(upper)s::uuid{where_only}{row_lock})"
+            " SELECT " + LOCKED_ROWS.replace("{", "{{").replace("}", "}}"))
     remember = (f"INSERT INTO villager_migration.backfill_retry (step, row_id)"
                 f" SELECT %(step)s, id FROM public.{table} t WHERE id {{op}} %(last)s::uuid AND id <= %(upper)s::uuid"
-                f" AND id <> ALL(%(ids)s){where_only} ON CONFLICT DO NOTHING")
+                f" AND id <> ALL(%(ids)s::uuid[]){where_only} ON CONFLICT DO NOTHING")
     while True:
         op = ">" if last_id is not None else ">="
         size = pace.size
         t0 = time.perf_counter()
         try:
             with conn.transaction():
-                _batch_settings(conn, ctx)
                 upper, n = conn.execute(pick.format(op=op), {"last": last_id or lo, "n": size, "hi": hi}
                                         ).fetchone() or (None, 0)
                 if not n:
                     break
                 params = {"last": last_id or lo, "upper": upper, "step": step}
-                ids = conn.execute(lock.format(op=op), params).fetchone()[0]  # type: ignore[index]
-                if ids and busy:
-                    ids = _without_busy(conn, busy, ids)
-                if len(ids) < n or only:
-                    conn.execute(remember.format(op=op), {**params, "ids": ids})
-                if ids:
-                    _apply(conn, bound, ids)
+                batch = _Locked(*conn.execute(lock.format(op=op), params).fetchone())  # type: ignore[misc]
+                if batch.count and busy:
+                    batch = _without_busy(conn, busy, batch)
+                if batch.count < n or only:
+                    conn.execute(remember.format(op=op), {**params, "ids": batch.ids})
+                if batch.count:
+                    _apply(conn, bound, batch)
                 _record_batch(conn, step, "last_id", upper, n, size, time.perf_counter() - t0)
         except RETRYABLE as exc:
             pace.gave_way(ctx, step, exc)
@@ -412,17 +432,22 @@ def _walk_keys(ctx: Context, conn: psycopg.Connection[Any], step: str, table: st
     return _finish(ctx, conn, step, table, actions, tally)
 
 
-def _without_busy(conn: psycopg.Connection[Any], busy: list[str], ids: list[Any]) -> list[Any]:
-    params = {"ids": ids, "lo": min(ids), "hi": max(ids)}
-    skip: set[Any] = set()
+def _without_busy(conn: psycopg.Connection[Any], busy: list[str], batch: _Locked) -> _Locked:
+    """The batch without the rows the busy checks name (usually none: then nothing more is sent)."""
+    skip: list[Any] = []
     for sql in busy:
-        row = conn.execute(sql, params).fetchone()
-        skip.update(row[0] if row else [])
-    return [i for i in ids if i not in skip] if skip else ids
+        row = conn.execute(sql, batch.params()).fetchone()
+        skip += row[0] if row else []
+    if not skip:
+        return batch
+    return _Locked(*conn.execute(  # type: ignore[misc]
+        "WITH l AS MATERIALIZED (SELECT id, ctid FROM unnest(%(ids)s::uuid[], %(tids)s::tid[]) u(id, ctid)"
+        f" WHERE id <> ALL(%(skip)s::uuid[])) SELECT {LOCKED_ROWS}", {**batch.params(), "skip": skip}).fetchone())
 
 
-def _apply(conn: psycopg.Connection[Any], actions: list[str], ids: list[Any]) -> None:
-    params = {"ids": ids, "lo": min(ids), "hi": max(ids)}
+def _apply(conn: psycopg.Connection[Any], actions: list[str], batch: _Locked, extra: dict[str, Any] | None = None
+           ) -> None:
+    params = {**(extra or {}), **batch.params()}
     for action in actions:
         conn.execute(action, params)
 
@@ -448,16 +473,17 @@ def _skip_triggers(conn: psycopg.Connection[Any]) -> None:
         conn.rollback()
 
 
-def _batch_settings(conn: psycopg.Connection[Any], ctx: Context) -> None:
-    """For this batch's transaction only (one round trip): our own writes skip the sync triggers;
-    no durability is needed per batch (a crash may lose the last few batches' commits, and their
-    cursor moves with them, so the resumed run redoes exactly those batches); row-level waits are
-    bounded by the batch target, not the DDL lock_timeout (an application write queued behind us
-    must never wait longer than a batch)."""
+def _session_settings(conn: psycopg.Connection[Any], ctx: Context) -> None:
+    """For the walk's own connection, once (it runs nothing else): our own writes skip the sync
+    triggers; no durability is needed per batch (a crash may lose the last few batches' commits,
+    and their cursor moves with them, so the resumed run redoes exactly those batches); row-level
+    waits are bounded by the batch target, not the DDL lock_timeout (an application write queued
+    behind us must never wait longer than a batch)."""
     lock_ms = int(min(ctx.policy.lock_timeout_ms, max(10, ctx.target_batch_ms)))
-    conn.execute("SELECT set_config('villager.backfill', 'on', true), set_config('synchronous_commit', 'off', true),"
-                 " set_config('lock_timeout', %s, true), set_config('statement_timeout', '60s', true)",
+    conn.execute("SELECT set_config('villager.backfill', 'on', false), set_config('synchronous_commit', 'off', false),"
+                 " set_config('lock_timeout', %s, false), set_config('statement_timeout', '60s', false)",
                  (f"{lock_ms}ms",))
+    conn.commit()
 
 
 def _retry_skipped(ctx: Context, conn: psycopg.Connection[Any], step: str, table: str, actions: list[str]) -> int:
@@ -467,18 +493,17 @@ def _retry_skipped(ctx: Context, conn: psycopg.Connection[Any], step: str, table
     for attempt in range(1, 1000):
         try:
             with conn.transaction():
-                _batch_settings(conn, ctx)
-                ids = conn.execute(
-                    f"SELECT coalesce(array_agg(id), ARRAY[]::uuid[]) FROM (SELECT t.id FROM public.{table} t"
+                batch = _Locked(*conn.execute(  # type: ignore[misc]
+                    f"WITH l AS MATERIALIZED (SELECT t.id, t.ctid FROM public.{table} t"
                     " JOIN villager_migration.backfill_retry r ON r.row_id = t.id AND r.step = %s"
-                    " ORDER BY t.id LIMIT 500 FOR NO KEY UPDATE OF t) l", (step,)).fetchone()[0]  # type: ignore[index]
-                if ids:
-                    _apply(conn, [bind(a, "key") for a in actions], ids)
+                    f" ORDER BY t.id LIMIT 500 FOR NO KEY UPDATE OF t) SELECT {LOCKED_ROWS}", (step,)).fetchone())
+                if batch.count:
+                    _apply(conn, [bind(a, "key") for a in actions], batch)
                 conn.execute("DELETE FROM villager_migration.backfill_retry WHERE step = %s AND"
-                             " (row_id = ANY(%s) OR NOT EXISTS (SELECT 1 FROM public." + table +
-                             " t WHERE t.id = row_id))", (step, ids))
-                retried += len(ids)
-                if not ids:
+                             " (row_id = ANY(%s::uuid[]) OR NOT EXISTS (SELECT 1 FROM public." + table +
+                             " t WHERE t.id = row_id))", (step, batch.ids))
+                retried += batch.count
+                if not batch.count:
                     return retried
         except RETRYABLE:
             time.sleep(min(2.0, 0.05 * attempt))

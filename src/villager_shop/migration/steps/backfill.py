@@ -99,9 +99,11 @@ def quarantine_ctes(table: str, source: str, reason: str, detail: str) -> str:
         f"  SELECT '{table}', s.id, {reason}, {detail} FROM {source} s WHERE {reason} IS NOT NULL\n"
         f"  ON CONFLICT (table_name, row_id) DO UPDATE SET reason = EXCLUDED.reason, detail = EXCLUDED.detail\n"
         f"   WHERE q0.reason IS DISTINCT FROM EXCLUDED.reason OR q0.detail IS DISTINCT FROM EXCLUDED.detail),\n"
+        # One index probe per row, whatever the quarantine holds (a join on the source was planned
+        # as a scan of the table's whole quarantine for every row of the batch).
         f"q_clear AS (\n"
-        f"  DELETE FROM {V}.quarantine q USING {source} s\n"
-        f"   WHERE q.table_name = '{table}' AND q.row_id = s.id AND {reason} IS NULL)"
+        f"  DELETE FROM {V}.quarantine q WHERE q.table_name = '{table}'\n"
+        f"     AND q.row_id = ANY(ARRAY(SELECT s.id FROM {source} s WHERE {reason} IS NULL)))"
     )
 
 
@@ -118,7 +120,7 @@ class SplitDefaultVariant:
         # One probe per product; only the variants found (usually none) are then locked.
         return [
             "WITH have AS MATERIALIZED (SELECT v.id, v.product_id FROM public.product_variants v\n"
-            "               WHERE v.product_id BETWEEN %(lo)s::uuid AND %(hi)s::uuid AND v.product_id = ANY(%(ids)s)\n"
+            "               WHERE v.product_id BETWEEN %(lo)s::uuid AND %(hi)s::uuid AND v.product_id = ANY(%(ids)s::uuid[])\n"
             "                 AND v.is_default),\n"
             "mine AS (SELECT v.id FROM public.product_variants v WHERE v.id IN (SELECT id FROM have)\n"
             "            FOR NO KEY UPDATE OF v SKIP LOCKED)\n"
