@@ -68,14 +68,15 @@ class ExtractCategory:
     def actions(self) -> list[str]:
         # The category key (NFKC, regular expressions) is computed once per distinct spelling in
         # the batch, not once per product; a product whose category_id is set was migrated already.
+        needs = "(p.category_id IS NULL OR p.base_price IS DISTINCT FROM (CASE WHEN p.price > 0 THEN p.price END))"
         return [
-            "WITH src AS MATERIALIZED (\n"
-            "  SELECT p.ctid AS tid, p.category, row_number() OVER () AS seen FROM public.products p\n"
-            f"   WHERE {batch('p')}\n"
-            "     AND (p.category_id IS NULL OR p.base_price IS DISTINCT FROM (CASE WHEN p.price > 0 THEN p.price END))),\n"
-            "keys AS MATERIALIZED (\n"
+            # The batch is read twice (spellings, then the update) rather than joined back to a
+            # copy of itself: hashing that copy cost more than the second read.
+            "WITH keys AS MATERIALIZED (\n"
             f"  SELECT category, {V}.category_key(category) AS k, min(seen) AS first_seen\n"
-            "    FROM src WHERE category IS NOT NULL GROUP BY category),\n"
+            "    FROM (SELECT p.category, row_number() OVER () AS seen FROM public.products p\n"
+            f"           WHERE {batch('p')} AND {needs}) s\n"
+            "   WHERE category IS NOT NULL GROUP BY category),\n"
             # spelling -> category id, as one map (a join on the spelling plans as a nested loop).
             # A category created here is named after the first spelling met in walk order.
             "cats AS MATERIALIZED (\n"
@@ -83,10 +84,9 @@ class ExtractCategory:
             "    FROM (SELECT keys.category, c.id FROM keys LEFT JOIN public.product_categories c ON c.name_key = keys.k\n"
             "           WHERE keys.k IS NOT NULL ORDER BY keys.first_seen OFFSET 0) o)\n"
             "UPDATE public.products p\n"
-            "   SET category_id = coalesce(p.category_id, ((SELECT m FROM cats) ->> src.category)::uuid),\n"
+            "   SET category_id = coalesce(p.category_id, ((SELECT m FROM cats) ->> p.category)::uuid),\n"
             "       base_price = CASE WHEN p.price > 0 THEN p.price END\n"
-            "  FROM src\n"
-            f" WHERE {batch('p')} AND p.ctid = src.tid",
+            f" WHERE {batch('p')} AND {needs}",
         ]
 
 
@@ -141,9 +141,10 @@ class SplitDefaultVariant:
             "  ON CONFLICT (product_id) WHERE is_default DO UPDATE\n"
             "     SET price = EXCLUDED.price, stock = EXCLUDED.stock, updated_at = now()\n"
             "   WHERE v.price IS DISTINCT FROM EXCLUDED.price OR v.stock IS DISTINCT FROM EXCLUDED.stock),\n"
+            # By index, whatever the statistics say (a join was planned as a scan of every variant).
             "deactivated AS (\n"
             "  UPDATE public.product_variants v SET is_active = false, updated_at = now()\n"
-            "    FROM src s WHERE s.price <= 0 AND v.product_id = s.id AND v.is_default AND v.is_active),\n"
+            "   WHERE v.product_id = ANY(ARRAY(SELECT s.id FROM src s WHERE s.price <= 0)) AND v.is_default AND v.is_active),\n"
             + quarantine_ctes("products", "src", reason, "to_jsonb(s)") + "\n"
             "SELECT count(*) FROM src",
         ]
