@@ -4,9 +4,11 @@ complete at a time (a session advisory lock, released by the server if the proce
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -95,33 +97,109 @@ def run(ctx: Context, *, steps: list[Step] | None = None) -> dict[str, Any]:
             state.put(ctx.conn, "run_started_at", time.time())
         ensure_pg_stat_statements(ctx)
         done = {r.name for r in state.steps(ctx.conn) if r.status == "done"}
-        for step in plan:
-            phase = PHASE_OF_STEP.get(step.phase, "expanding")
-            if state.phase(ctx.conn) != phase:
-                state.set_phase(ctx.conn, phase)
-            if step.name in done and (step.check(ctx) or step.phase == "analyze"):
-                summary[step.name] = {"skipped": "already done"}
-                continue
-            ctx.reporter.step_started(step.name, step.title)
-            state.mark(ctx.conn, step.name, "running")
-            t0 = time.perf_counter()
-            try:
-                detail = step.apply(ctx)
-            except BaseException as exc:
-                if not ctx.conn.closed and not ctx.conn.broken:
-                    state.mark(ctx.conn, step.name, "failed", error=str(exc).splitlines()[0][:500] if str(exc) else
-                               type(exc).__name__)
-                raise
-            detail = {**detail, "seconds": round(time.perf_counter() - t0, 3)}
-            state.mark(ctx.conn, step.name, "done", detail=detail)
-            state.event(ctx.conn, step.name, "done", step.title, detail)
-            ctx.reporter.step_finished(step.name, detail)
-            summary[step.name] = detail
+        i = 0
+        while i < len(plan):
+            j = i + 1
+            while plan[i].side_by_side and j < len(plan) and plan[j].side_by_side:
+                j += 1
+            if j - i > 1 and ctx.backfill_workers > 1:
+                summary.update(_run_side_by_side(ctx, plan[i:j], done))
+            else:
+                j = i + 1
+                summary.update(_run_step(ctx, plan[i], done))
+            i = j
         state.put(ctx.conn, "run_finished_at", time.time())
         state.set_phase(ctx.conn, "migrated")
         # The backfill's own writes notified nobody: one notification for all of them.
         ctx.conn.execute("SELECT pg_notify('villager_catalog', 'migrate run')")
     return summary
+
+
+def _run_step(ctx: Context, step: Step, done: set[str]) -> dict[str, Any]:
+    """One step, recorded before and after (what a resumed run reads)."""
+    phase = PHASE_OF_STEP.get(step.phase, "expanding")
+    if state.phase(ctx.conn) != phase:
+        state.set_phase(ctx.conn, phase)
+    if step.name in done and (step.check(ctx) or step.phase == "analyze"):
+        return {step.name: {"skipped": "already done"}}
+    ctx.reporter.step_started(step.name, step.title)
+    state.mark(ctx.conn, step.name, "running")
+    t0 = time.perf_counter()
+    try:
+        detail = step.apply(ctx)
+    except BaseException as exc:
+        if not ctx.conn.closed and not ctx.conn.broken:
+            state.mark(ctx.conn, step.name, "failed", error=str(exc).splitlines()[0][:500] if str(exc) else
+                       type(exc).__name__)
+        raise
+    detail = {**detail, "seconds": round(time.perf_counter() - t0, 3)}
+    state.mark(ctx.conn, step.name, "done", detail=detail)
+    state.event(ctx.conn, step.name, "done", step.title, detail)
+    ctx.reporter.step_finished(step.name, detail)
+    return {step.name: detail}
+
+
+def _run_side_by_side(ctx: Context, group: list[Step], done: set[str]) -> dict[str, Any]:
+    """Steps that block no reads or writes and wait for no other transaction (validations) on
+    `backfill_workers` connections at once: each connection takes the first step in plan order
+    whose table no other connection is working on, so a table's steps keep their order. The first
+    failure stops new steps from starting and is raised once the running ones end."""
+    phase = PHASE_OF_STEP.get(group[0].phase, "expanding")
+    if state.phase(ctx.conn) != phase:
+        state.set_phase(ctx.conn, phase)
+    pending = list(group)
+    busy_tables: set[str | None] = set()
+    table = {s.name: getattr(s, "table", None) for s in group}
+    failures: list[BaseException] = []
+    summary: dict[str, Any] = {}
+    cond = threading.Condition()
+
+    def take() -> Step | None:
+        while True:
+            if failures or not pending:
+                return None
+            for k, step in enumerate(pending):
+                if table[step.name] in busy_tables:
+                    continue
+                if any(table[earlier.name] == table[step.name] for earlier in pending[:k]):
+                    continue
+                pending.pop(k)
+                busy_tables.add(table[step.name])
+                return step
+            cond.wait()
+
+    def work(k: int) -> None:
+        try:
+            with connect(ctx.url, autocommit=True, application_name=f"villager-shop migrate #{k}") as conn:
+                stop_work_when_client_dies(conn)
+                mine = replace(ctx, conn=conn)
+                while True:
+                    with cond:
+                        step = take()
+                    if step is None:
+                        return
+                    try:
+                        result = _run_step(mine, step, done)
+                    finally:
+                        with cond:
+                            busy_tables.discard(table[step.name])
+                            cond.notify_all()
+                    with cond:
+                        summary.update(result)
+        except BaseException as exc:
+            with cond:
+                failures.append(exc)
+                cond.notify_all()
+
+    threads = [threading.Thread(target=work, args=(k,), name=f"migrate-{k}")
+               for k in range(min(ctx.backfill_workers, len(group)))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if failures:
+        raise failures[0]
+    return {s.name: summary[s.name] for s in group}
 
 
 def reset(ctx: Context) -> None:

@@ -65,6 +65,11 @@ class Step:
     title: str = ""
     phase: str = "expand"
     reversible: bool = True
+    # Side by side: a run of consecutive steps that set this may run at once, on `backfill_workers`
+    # connections, one step per table (their `table`) at a time and in plan order per table. Only
+    # steps whose locks let reads and writes go on, and that wait for no other transaction, set it
+    # (validations; not a concurrent index build, which waits for every older transaction to end).
+    side_by_side: bool = False
 
     def ddl(self, utf8: bool = True) -> list[Ddl]:
         """The statements `apply` runs, as `migrate plan --sql` shows them."""

@@ -45,6 +45,7 @@ class ValidateConstraint(Step):
     every new write — and the step reports how many rows keep it from validating."""
 
     phase = "validate"
+    side_by_side = True
 
     def __init__(self, table: str, constraint: str, violations_sql: str | None = None) -> None:
         self.table, self.constraint, self.violations_sql = table, constraint, violations_sql
