@@ -112,6 +112,7 @@ def choose_walk(conn: psycopg.Connection[Any], step: str, wanted: str) -> str:
 def _init_progress(conn: psycopg.Connection[Any], step: str, table: str, key_range: tuple[str, str]
                    ) -> tuple[str | None, int, int]:
     with conn.transaction():
+        _unbounded(conn)
         row = conn.execute(
             "SELECT last_id::text, rows_done, batch_size FROM villager_migration.backfill WHERE step = %s",
             (step,)).fetchone()
@@ -285,6 +286,7 @@ def _walk_pages(ctx: Context, conn: psycopg.Connection[Any], step: str, table: s
     now = "(SELECT pg_current_xact_id()::text::bigint AS now) c"
     if total is None:  # counted by the worker itself, in parallel with the other parts
         with conn.transaction():
+            _unbounded(conn)
             total = conn.execute(f"SELECT count(*) FILTER (WHERE {older}) FROM {now}, public.{table} t WHERE {rng}",
                                  {"plo": f"({first},0)", "phi": f"({last},0)", "xid_from": xid_from}
                                  ).fetchone()[0]  # type: ignore[index]
@@ -484,6 +486,13 @@ def _session_settings(conn: psycopg.Connection[Any], ctx: Context) -> None:
                  " set_config('lock_timeout', %s, false), set_config('statement_timeout', '60s', false)",
                  (f"{lock_ms}ms",))
     conn.commit()
+
+
+def _unbounded(conn: psycopg.Connection[Any]) -> None:
+    """For a transaction that counts a whole part once, before the walk: the batch bounds set for
+    the connection (a 60 s statement, a lock wait of one batch) are not meant for it, and it is
+    outside the batches' retries."""
+    conn.execute("SELECT set_config('lock_timeout', '0', true), set_config('statement_timeout', '0', true)")
 
 
 def _retry_skipped(ctx: Context, conn: psycopg.Connection[Any], step: str, table: str, actions: list[str]) -> int:
