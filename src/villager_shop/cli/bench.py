@@ -20,6 +20,8 @@ def migration(
     scale: float = typer.Option(1.0, min=0.01, max=100, help="legacy data scale to generate"),
     seed: int = typer.Option(42, help="generator seed"),
     writer_threads: int = typer.Option(3, min=1, max=32, help="legacy writer threads during each run"),
+    rounds: int = typer.Option(1, min=1, max=50, help="run both strategies alternately this many times and"
+                               " report the median round (a shared machine's speed drifts)"),
     as_json: bool = typer.Option(False, "--json", help="print only the JSON result"),
 ) -> None:
     """The guide's migration vs ours on the same data, each under a live writer."""
@@ -27,7 +29,7 @@ def migration(
 
     url = database_url(get_settings())
     result = bench_migration(admin_url_for(url), scale=scale, seed=seed, writer_threads=writer_threads,
-                             say=(lambda m: None) if as_json else (lambda m: err.print(m, markup=False)))
+                             rounds=rounds, say=(lambda m: None) if as_json else (lambda m: err.print(m, markup=False)))
     typer.echo(json.dumps(result, indent=None if as_json else 2))
 
 
