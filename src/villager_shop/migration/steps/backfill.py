@@ -20,6 +20,13 @@ def batch(alias: str) -> str:
     return f"/*BATCH {alias}*/"
 
 
+def statement(ctes: list[str], main: str) -> str:
+    """One statement from named CTEs (`name AS ...`) and a main query."""
+    names = [c.split(" AS ", 1)[0].strip() for c in ctes]
+    assert len(names) == len(set(names)), f"CTE names repeat: {names}"
+    return "WITH " + ",\n".join(ctes) + "\n" + main
+
+
 @dataclass(frozen=True)
 class ExtractLookup:
     """A free-text column becomes a reference to a lookup table row (house_number -> addresses).
@@ -65,29 +72,35 @@ class ExtractCategory:
     """products.category -> product_categories (key-deduplicated, unique slugs) + category_id,
     and price -> base_price (NULL when the price is not positive)."""
 
+    NEEDS = "(p.category_id IS NULL OR p.base_price IS DISTINCT FROM (CASE WHEN p.price > 0 THEN p.price END))"
+
     def actions(self) -> list[str]:
+        return [statement(self.ctes(), self.main())]
+
+    def ctes(self) -> list[str]:
         # The category key (NFKC, regular expressions) is computed once per distinct spelling in
         # the batch, not once per product; a product whose category_id is set was migrated already.
-        needs = "(p.category_id IS NULL OR p.base_price IS DISTINCT FROM (CASE WHEN p.price > 0 THEN p.price END))"
+        # The batch is read twice (spellings, then the update) rather than joined back to a copy
+        # of itself: hashing that copy cost more than the second read.
         return [
-            # The batch is read twice (spellings, then the update) rather than joined back to a
-            # copy of itself: hashing that copy cost more than the second read.
-            "WITH keys AS MATERIALIZED (\n"
+            "keys AS MATERIALIZED (\n"
             f"  SELECT category, {V}.category_key(category) AS k, min(seen) AS first_seen\n"
             "    FROM (SELECT p.category, row_number() OVER () AS seen FROM public.products p\n"
-            f"           WHERE {batch('p')} AND {needs}) s\n"
-            "   WHERE category IS NOT NULL GROUP BY category),\n"
+            f"           WHERE {batch('p')} AND {self.NEEDS}) s\n"
+            "   WHERE category IS NOT NULL GROUP BY category)",
             # spelling -> category id, as one map (a join on the spelling plans as a nested loop).
             # A category created here is named after the first spelling met in walk order.
             "cats AS MATERIALIZED (\n"
             f"  SELECT jsonb_object_agg(o.category, coalesce(o.id, {V}.ensure_category(o.category))) AS m\n"
             "    FROM (SELECT keys.category, c.id FROM keys LEFT JOIN public.product_categories c ON c.name_key = keys.k\n"
-            "           WHERE keys.k IS NOT NULL ORDER BY keys.first_seen OFFSET 0) o)\n"
-            "UPDATE public.products p\n"
-            "   SET category_id = coalesce(p.category_id, ((SELECT m FROM cats) ->> p.category)::uuid),\n"
-            "       base_price = CASE WHEN p.price > 0 THEN p.price END\n"
-            f" WHERE {batch('p')} AND {needs}",
+            "           WHERE keys.k IS NOT NULL ORDER BY keys.first_seen OFFSET 0) o)",
         ]
+
+    def main(self) -> str:
+        return ("UPDATE public.products p\n"
+                "   SET category_id = coalesce(p.category_id, ((SELECT m FROM cats) ->> p.category)::uuid),\n"
+                "       base_price = CASE WHEN p.price > 0 THEN p.price END\n"
+                f" WHERE {batch('p')} AND {self.NEEDS}")
 
 
 def quarantine_ctes(table: str, source: str, reason: str, detail: str) -> str:
@@ -129,9 +142,15 @@ class SplitDefaultVariant:
         ]
 
     def actions(self) -> list[str]:
+        return [statement(self.ctes(), self.main())]
+
+    def main(self) -> str:
+        return "SELECT count(*) FROM src"
+
+    def ctes(self) -> list[str]:
         reason = "CASE WHEN s.price <= 0 THEN 'non_positive_price' END"
         return [
-            f"WITH src AS MATERIALIZED (SELECT p.* FROM public.products p WHERE {batch('p')}),\n"
+            f"src AS MATERIALIZED (SELECT p.* FROM public.products p WHERE {batch('p')})",
             "variants AS (\n"
             "  INSERT INTO public.product_variants AS v\n"
             "         (product_id, sku, name, price, stock, is_default, is_active, sort_order, created_at, updated_at)\n"
@@ -140,13 +159,12 @@ class SplitDefaultVariant:
             "    FROM src s WHERE s.price > 0\n"
             "  ON CONFLICT (product_id) WHERE is_default DO UPDATE\n"
             "     SET price = EXCLUDED.price, stock = EXCLUDED.stock, updated_at = now()\n"
-            "   WHERE v.price IS DISTINCT FROM EXCLUDED.price OR v.stock IS DISTINCT FROM EXCLUDED.stock),\n"
+            "   WHERE v.price IS DISTINCT FROM EXCLUDED.price OR v.stock IS DISTINCT FROM EXCLUDED.stock)",
             # By index, whatever the statistics say (a join was planned as a scan of every variant).
             "deactivated AS (\n"
             "  UPDATE public.product_variants v SET is_active = false, updated_at = now()\n"
-            "   WHERE v.product_id = ANY(ARRAY(SELECT s.id FROM src s WHERE s.price <= 0)) AND v.is_default AND v.is_active),\n"
-            + quarantine_ctes("products", "src", reason, "to_jsonb(s)") + "\n"
-            "SELECT count(*) FROM src",
+            "   WHERE v.product_id = ANY(ARRAY(SELECT s.id FROM src s WHERE s.price <= 0)) AND v.is_default AND v.is_active)",
+            quarantine_ctes("products", "src", reason, "to_jsonb(s)"),
         ]
 
 
@@ -198,6 +216,11 @@ class Backfill(Step):
         self.title = title
 
     def actions(self) -> list[str]:
+        """The batch's statements. Operations given as CTEs run as one statement (one more read of
+        the batch, one round trip and one plan less: 10-15 % of the products step); the main
+        query of the last one is the statement's, so an operation that updates the table comes last."""
+        if len(self.ops) > 1 and all(hasattr(op, "ctes") for op in self.ops):
+            return [statement([c for op in self.ops for c in op.ctes()], self.ops[-1].main())]
         return [a for op in self.ops for a in op.actions()]
 
     def busy(self) -> list[str]:
