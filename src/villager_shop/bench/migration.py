@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -126,11 +127,6 @@ def _one_run(admin_url: str, template: str, name: str, strategy: str, writer_thr
         drop_database(admin_url, name)
 
 
-def _median(values: list[float]) -> float:
-    v = sorted(values)
-    return v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2
-
-
 def bench_migration(admin_url: str, *, scale: float, seed: int = 42, writer_threads: int = 3,
                     baseline_s: float = 3.0, rounds: int = 1,
                     say: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
@@ -177,7 +173,7 @@ def bench_migration(admin_url: str, *, scale: float, seed: int = 42, writer_thre
                               "total_ratio_online_vs_guide": one["total_ratio_online_vs_guide"],
                               "online_writer_max_ms": one["online"]["writer_max_ms"],
                               "online_writer_errors": one["online"]["writer_errors"]} for one in runs]
-            out["total_ratio_median"] = round(_median([one["total_ratio_online_vs_guide"] for one in runs]), 3)
+            out["total_ratio_median"] = round(statistics.median(one["total_ratio_online_vs_guide"] for one in runs), 3)
         worst_stall = max(one["online"]["writer_max_ms"] for one in runs)
         errors = sum(one["online"]["writer_errors"] for one in runs)
         out["goals"] = {"total_le_1_5x_guide": bool(out["total_ratio_online_vs_guide"] is not None

@@ -108,7 +108,7 @@ def execute_all(url: str, ddls: list[Ddl], policy: RetryPolicy, workers: int, na
     the others from starting new statements and is raised. Each connection builds its indexes
     with one process: the builds already run side by side, and each also starting parallel
     workers put more processes than cores to work (4 indexes of order_items at scale 1, two at a
-    time: 0.25 s so, 0.36 s with the default 2 workers per build)."""
+    time: 0.25 s this way, 0.36 s with the default 2 workers per build)."""
     from villager_shop.core.db import connect, stop_work_when_client_dies
 
     queue = list(ddls)
