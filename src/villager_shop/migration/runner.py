@@ -4,7 +4,6 @@ complete at a time (a session advisory lock, released by the server if the proce
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +17,7 @@ from villager_shop.core.db import connect, stop_work_when_client_dies
 from villager_shop.core.errors import RefusedError, VillagerError
 from villager_shop.legacy.schema import LEGACY_TABLES
 from villager_shop.migration import state
-from villager_shop.migration.ddl import RetryPolicy
+from villager_shop.migration.ddl import RetryPolicy, side_by_side
 from villager_shop.migration.plan import build_plan
 from villager_shop.migration.steps.base import Context, Reporter, SilentReporter, Step
 from villager_shop.migration.steps.monitoring import ensure_pg_stat_statements
@@ -141,64 +140,17 @@ def _run_step(ctx: Context, step: Step, done: set[str]) -> dict[str, Any]:
 
 def _run_side_by_side(ctx: Context, group: list[Step], done: set[str]) -> dict[str, Any]:
     """Steps that block no reads or writes and wait for no other transaction (validations) on
-    `backfill_workers` connections at once: each connection takes the first step in plan order
-    whose table no other connection is working on, so a table's steps keep their order. The first
-    failure stops new steps from starting and is raised once the running ones end."""
+    `backfill_workers` connections at once, one step per table at a time, in plan order per table."""
     phase = PHASE_OF_STEP.get(group[0].phase, "expanding")
     if state.phase(ctx.conn) != phase:
         state.set_phase(ctx.conn, phase)
-    pending = list(group)
-    busy_tables: set[str | None] = set()
-    table = {s.name: getattr(s, "table", None) for s in group}
-    failures: list[BaseException] = []
     summary: dict[str, Any] = {}
-    cond = threading.Condition()
 
-    def take() -> Step | None:
-        while True:
-            if failures or not pending:
-                return None
-            for k, step in enumerate(pending):
-                if table[step.name] in busy_tables:
-                    continue
-                if any(table[earlier.name] == table[step.name] for earlier in pending[:k]):
-                    continue
-                pending.pop(k)
-                busy_tables.add(table[step.name])
-                return step
-            cond.wait()
+    def run_one(conn: psycopg.Connection[Any], step: Step) -> None:
+        summary.update(_run_step(replace(ctx, conn=conn), step, done))
 
-    def work(k: int) -> None:
-        try:
-            with connect(ctx.url, autocommit=True, application_name=f"villager-shop migrate #{k}") as conn:
-                stop_work_when_client_dies(conn)
-                mine = replace(ctx, conn=conn)
-                while True:
-                    with cond:
-                        step = take()
-                    if step is None:
-                        return
-                    try:
-                        result = _run_step(mine, step, done)
-                    finally:
-                        with cond:
-                            busy_tables.discard(table[step.name])
-                            cond.notify_all()
-                    with cond:
-                        summary.update(result)
-        except BaseException as exc:
-            with cond:
-                failures.append(exc)
-                cond.notify_all()
-
-    threads = [threading.Thread(target=work, args=(k,), name=f"migrate-{k}")
-               for k in range(min(ctx.backfill_workers, len(group)))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if failures:
-        raise failures[0]
+    side_by_side(ctx.url, group, ctx.backfill_workers, "villager-shop migrate", run_one,
+                 key=lambda step: getattr(step, "table", None))
     return {s.name: summary[s.name] for s in group}
 
 
