@@ -7,8 +7,9 @@ import threading
 import time
 
 import psycopg
+import pytest
 
-from villager_shop.migration.ddl import Ddl, RetryPolicy, execute
+from villager_shop.migration.ddl import Ddl, LockRetriesExhausted, RetryPolicy, execute
 
 
 def test_waiting_ddl_holds_queued_queries_one_slice_at_most(legacy_db: str) -> None:
@@ -47,3 +48,19 @@ def test_waiting_ddl_holds_queued_queries_one_slice_at_most(legacy_db: str) -> N
                          " AND column_name = 'probe'").fetchone() == (1,)
     # Without slices a reader would wait the whole lock_timeout (1000 ms) behind the DDL.
     assert max(worst) < 500, max(worst)
+
+
+def test_a_ddl_that_gives_up_names_the_transaction_in_its_way(legacy_db: str) -> None:
+    holder = psycopg.connect(legacy_db)
+    holder.execute("SELECT count(*) FROM users")  # idle in transaction, holding ACCESS SHARE
+    pid = holder.info.backend_pid
+    time.sleep(1.1)  # older than a second: a transaction in the way, not a passing query
+    ddl_conn = psycopg.connect(legacy_db, autocommit=True)
+    policy = RetryPolicy(lock_timeout_ms=50, lock_slice_ms=50, max_attempts=2, base_delay_s=0.01, max_delay_s=0.01)
+    try:
+        with pytest.raises(LockRetriesExhausted) as info:
+            execute(ddl_conn, Ddl("ALTER TABLE users ADD COLUMN probe integer", "ACCESS EXCLUSIVE on users"), policy)
+        assert f"pid {pid} (idle in transaction" in str(info.value) and "users" in str(info.value), str(info.value)
+    finally:
+        holder.close()
+        ddl_conn.close()

@@ -91,7 +91,8 @@ def test_writes_between_copy_and_swap_reach_the_swapped_table(legacy_db: str, co
         # Nothing logs changes any more, and the table kept its triggers, keys and checks.
         triggers = {r[0] for r in c.execute("SELECT tgname FROM pg_trigger WHERE tgrelid = 'order_items'::regclass"
                                             " AND NOT tgisinternal")}
-        assert triggers == {"villager_sync_order_item", "villager_forget_deleted"}
+        assert triggers == {"villager_sync_order_item", "villager_forget_deleted", "villager_forget_old_key",
+                            "villager_forget_truncated"}
         constraints = dict(c.execute("SELECT conname, convalidated FROM pg_constraint"
                                      " WHERE conrelid = 'order_items'::regclass AND contype IN ('p', 'f', 'c')"))
         assert constraints == {"order_items_pkey": True, "order_items_order_id_fkey": True,

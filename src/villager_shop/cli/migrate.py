@@ -160,7 +160,10 @@ def verify(as_json: bool = typer.Option(False, "--json", help="machine-readable 
             mark = "[green]ok[/]  " if c.ok else "[red]FAIL[/]"
             console.print(f"{mark} {c.name}: {c.detail or c.count}")
             for ex in c.examples:
-                console.print(f"       {ex.get('row_id')}: {ex.get('detail')}", markup=False)
+                detail = str(ex.get("detail"))
+                if len(detail) > 300:  # a legacy value can be any length; --json has it whole
+                    detail = f"{detail[:300]}… ({len(detail):,} characters)"
+                console.print(f"       {ex.get('row_id')}: {detail}", markup=False)
         if report.counts:
             t = Table("table", "legacy rows", "migrated", "quarantined", "violations", title="counts")
             for name, n in report.counts.items():

@@ -34,8 +34,16 @@ def connect(
             **kwargs,
         )
     except psycopg.OperationalError as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        raise ServerUnavailable(f"cannot connect to {mask_url(url)}: {reason}") from exc
+        raise ServerUnavailable(f"cannot connect to {mask_url(url)}: {_reason(exc)}") from exc
+
+
+def _reason(exc: Exception) -> str:
+    """libpq's cause ('Connection refused') and its hint, without the address it repeats."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    cause = lines[0].rsplit(" failed: ", 1)[-1]
+    return f"{cause} ({' '.join(lines[1:])})" if len(lines) > 1 else cause
 
 
 @contextmanager

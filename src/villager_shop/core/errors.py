@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from urllib.parse import unquote
 
 import psycopg
 
@@ -45,8 +46,28 @@ _URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)([^@\s]+)(@)")
 _KV_PASSWORD = re.compile(r"(password\s*=\s*)(\S+)", re.IGNORECASE)
 
 
+def _known_passwords() -> set[str]:
+    """Passwords this process was given (connection URLs and key=value strings in the environment,
+    PGPASSWORD). A URL the driver cannot parse (a space in the password, say) is quoted piecemeal in
+    its error message, where no pattern can recognise the password: the value itself is removed."""
+    found: set[str] = set()
+    for name, value in os.environ.items():
+        if name == "PGPASSWORD" and value:
+            found.add(value)
+        elif "://" in value and "@" in value:
+            cred = value.split("://", 1)[1].rpartition("@")[0]
+            if ":" in cred:
+                found.add(cred.split(":", 1)[1])
+        elif "password" in value.lower():
+            found.update(m.group(2).strip("'\"") for m in _KV_PASSWORD.finditer(value))
+    found |= {unquote(p) for p in found}
+    return {p for p in found if p}
+
+
 def scrub(text: str) -> str:
     """Remove passwords from any text that might quote a connection string."""
+    for password in sorted(_known_passwords(), key=len, reverse=True):
+        text = text.replace(password, "***")
     text = _URL_PASSWORD.sub(r"\1***\3", text)
     return _KV_PASSWORD.sub(r"\1***", text)
 
@@ -60,7 +81,7 @@ def describe(exc: BaseException) -> tuple[str, int]:
     if isinstance(exc, psycopg.Error):
         diag = getattr(exc, "diag", None)
         state = getattr(diag, "sqlstate", None) or ""
-        return _one_line(f"database error {state}: {exc}".replace("  ", " ")), 1
+        return _one_line(f"database error{' ' + state if state else ''}: {exc}"), 1
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted", 130
     if isinstance(exc, OSError):

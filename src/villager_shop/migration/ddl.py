@@ -87,7 +87,7 @@ def execute(conn: psycopg.Connection[Any], ddl: Ddl, policy: RetryPolicy,
             if attempt == policy.max_attempts:
                 raise LockRetriesExhausted(
                     f"gave up after {attempt} attempts to take the locks for: {first_line(ddl.sql)}"
-                    f" ({ddl.locks}); a long transaction may be holding them — see pg_stat_activity"
+                    f" ({ddl.locks}); {holders(conn) or 'a long transaction may be holding them'}"
                 ) from exc
             time.sleep(policy.delay(attempt))
             attempt, waited_ms = attempt + 1, 0
@@ -95,6 +95,30 @@ def execute(conn: psycopg.Connection[Any], ddl: Ddl, policy: RetryPolicy,
             if not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
                 conn.execute("RESET lock_timeout")
                 conn.execute("RESET statement_timeout")
+
+
+HOLDERS = """
+SELECT a.pid, coalesce(a.state, '?'), round(extract(epoch FROM now() - a.xact_start))::bigint,
+       string_agg(DISTINCT c.relname, ', ')
+  FROM pg_locks l
+  JOIN pg_stat_activity a ON a.pid = l.pid
+  JOIN pg_class c ON c.oid = l.relation AND c.relnamespace = 'public'::regnamespace
+ WHERE l.granted AND l.pid <> pg_backend_pid() AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+   AND a.xact_start < now() - interval '1 second'
+ GROUP BY a.pid, a.state, a.xact_start
+ ORDER BY a.xact_start
+ LIMIT 3"""
+
+
+def holders(conn: psycopg.Connection[Any]) -> str:
+    """The oldest open transactions holding locks on the application's tables: the likely reason a
+    DDL keeps waiting (the operator can end them, or wait). Empty when none or not visible."""
+    try:
+        rows = conn.execute(HOLDERS).fetchall()
+    except psycopg.Error:
+        return ""
+    return "; ".join(f"pid {pid} ({state}, transaction open {age} s) holds locks on {rels}"
+                     for pid, state, age, rels in rows)
 
 
 def first_line(sql: str) -> str:

@@ -47,7 +47,9 @@ def status(conn: psycopg.Connection[Any]) -> dict[str, Any]:
             " ORDER BY min(started_at)").fetchall()
     backfill = []
     for b in bf:
-        total = max(int(b["rows_total"] or 0), int(b["rows_done"]))
+        # rows_total is counted when the walk starts; rows deleted since are never walked, so a
+        # finished walk's total is what it did.
+        total = int(b["rows_done"]) if b["finished_at"] else max(int(b["rows_total"] or 0), int(b["rows_done"]))
         rate = float(b["rows_done"]) / b["elapsed_s"] if b["elapsed_s"] else 0.0
         remaining = max(0, total - int(b["rows_done"]))
         backfill.append({

@@ -94,7 +94,8 @@ def _constraints(conn: psycopg.Connection[Any], *, completed: bool) -> list[Chec
                        "chk_order_items_quantity_positive": "order_items"}.get(name)
             ok = bad >= 0 and table_q is not None
             out.append(Check(f"constraint:{name}", ok, bad if bad > 0 else 0,
-                             f"NOT VALID: {bad} legacy rows violate it (quarantined); enforced for new writes"
+                             f"NOT VALID: {bad} legacy rows violate it (each one must be quarantined: the data"
+                             " checks list any that is not); enforced for new writes"
                              if ok else "NOT VALID (validate step has not run)"))
     return out
 

@@ -28,7 +28,7 @@ CREATE TABLE IF NOT EXISTS public.product_categories (
 -- name: product_variants
 CREATE TABLE IF NOT EXISTS public.product_variants (
     id         uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-    product_id uuid NOT NULL REFERENCES public.products (id) ON DELETE CASCADE,
+    product_id uuid NOT NULL REFERENCES public.products (id) ON DELETE CASCADE ON UPDATE CASCADE,
     sku        text NOT NULL,
     name       text NOT NULL,
     price      numeric(10, 2) NOT NULL,

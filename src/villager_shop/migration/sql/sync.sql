@@ -232,7 +232,7 @@ BEGIN
     ELSIF NEW.variant_id IS NULL THEN
         SELECT id INTO NEW.variant_id FROM public.product_variants
          WHERE product_id = NEW.product_id AND is_default;
-    ELSIF NEW.quantity IS NOT DISTINCT FROM OLD.quantity THEN
+    ELSIF NEW.quantity IS NOT DISTINCT FROM OLD.quantity AND NEW.id = OLD.id THEN
         RETURN NEW;
     END IF;
     reason := CASE WHEN NEW.variant_id IS NULL THEN 'product_without_variant'
@@ -280,6 +280,27 @@ LANGUAGE plpgsql AS $fn$
 BEGIN
     DELETE FROM villager_migration.quarantine q USING old_rows o
      WHERE q.table_name = TG_TABLE_NAME AND q.row_id = o.id;
+    RETURN NULL;
+END
+$fn$;
+
+-- name: fn_forget_old_key
+-- A legacy row whose primary key changes takes its quarantine entry along: the entry under the old
+-- key goes, and the row's own sync trigger has just re-checked it under the new key.
+CREATE OR REPLACE FUNCTION villager_migration.forget_old_key() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    DELETE FROM villager_migration.quarantine WHERE table_name = TG_TABLE_NAME AND row_id = OLD.id;
+    RETURN NULL;
+END
+$fn$;
+
+-- name: fn_forget_truncated
+-- A truncated legacy table (TRUNCATE ... CASCADE included) leaves the quarantine too.
+CREATE OR REPLACE FUNCTION villager_migration.forget_truncated() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    DELETE FROM villager_migration.quarantine WHERE table_name = TG_TABLE_NAME;
     RETURN NULL;
 END
 $fn$;

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 import psycopg
 
-from villager_shop.migration.ddl import Ddl, RetryPolicy, execute
+from villager_shop.migration.ddl import Ddl, RetryPolicy, execute, holders
 
 
 class Reporter(Protocol):
@@ -49,7 +49,9 @@ class Context:
     def run(self, ddl: Ddl, step: str = "") -> int:
         def on_retry(attempt: int, exc: BaseException) -> None:
             if attempt in (1, 5, 10) or attempt % 20 == 0:
-                self.reporter.note(f"{step}: lock not granted within the timeout (attempt {attempt}), retrying")
+                who = holders(self.conn) if attempt >= 5 else ""
+                self.reporter.note(f"{step}: lock not granted within the timeout (attempt {attempt}), retrying"
+                                   + (f"; {who}" if who else ""))
 
         return execute(self.conn, ddl, self.policy, on_retry)
 

@@ -27,8 +27,20 @@ RULES = ("canonical_house_number", "category_name", "category_key", "slugify", "
 
 
 def rules_sql(utf8: bool) -> str:
-    normalize = "normalize(raw, NFKC)" if utf8 else "raw"
-    return "\n\n".join(section("rules.sql", r).replace("{normalize_raw}", normalize) for r in RULES)
+    # Invisible characters are not part of a value: zero-width ones go (before NFKC, which keeps
+    # them and must see what they separated), NEL counts as a space (PostgreSQL's \s misses it).
+    normalize = "normalize(regexp_replace(raw, '[\\u200b-\\u200d\\u2060\\ufeff]', '', 'g'), NFKC)" if utf8 else "raw"
+    space = "[\\s\\u0085]+" if utf8 else "\\s+"
+    spaced = f"btrim(regexp_replace({normalize}, '{space}', ' ', 'g'))"
+    fill = {"{normalize_upper}": f"normalize(upper({spaced}), NFKC)" if utf8 else f"upper({spaced})",
+            "{category_name}": f"NULLIF({spaced}, '')"}
+    out = []
+    for rule in RULES:
+        sql = section("rules.sql", rule)
+        for key, value in fill.items():
+            sql = sql.replace(key, value)
+        out.append(sql)
+    return "\n\n".join(out)
 
 
 class Rules(Step):

@@ -31,10 +31,23 @@ TRIGGERS: list[tuple[str, str, str, str, str]] = [
     ("villager_forget_deleted", "products", "AFTER DELETE", "STATEMENT", "forget_deleted"),
     ("villager_forget_deleted", "orders", "AFTER DELETE", "STATEMENT", "forget_deleted"),
     ("villager_forget_deleted", "order_items", "AFTER DELETE", "STATEMENT", "forget_deleted"),
+    ("villager_forget_old_key", "products", "AFTER UPDATE OF id", "KEY", "forget_old_key"),
+    ("villager_forget_old_key", "orders", "AFTER UPDATE OF id", "KEY", "forget_old_key"),
+    ("villager_forget_old_key", "order_items", "AFTER UPDATE OF id", "KEY", "forget_old_key"),
+    ("villager_forget_truncated", "products", "AFTER TRUNCATE", "TRUNCATE", "forget_truncated"),
+    ("villager_forget_truncated", "orders", "AFTER TRUNCATE", "TRUNCATE", "forget_truncated"),
+    ("villager_forget_truncated", "order_items", "AFTER TRUNCATE", "TRUNCATE", "forget_truncated"),
 ]
 
 
 def trigger_sql(name: str, table: str, events: str, level: str, function: str) -> str:
+    if level == "KEY":  # only a write that changes the primary key
+        return (f"CREATE TRIGGER {name} {events} ON public.{table}\n"
+                f"    FOR EACH ROW WHEN (OLD.id IS DISTINCT FROM NEW.id)\n"
+                f"    EXECUTE FUNCTION villager_migration.{function}()")
+    if level == "TRUNCATE":
+        return (f"CREATE TRIGGER {name} {events} ON public.{table}\n"
+                f"    FOR EACH STATEMENT EXECUTE FUNCTION villager_migration.{function}()")
     if level == "STATEMENT":
         return (f"CREATE TRIGGER {name} {events} ON public.{table} REFERENCING OLD TABLE AS old_rows\n"
                 f"    FOR EACH STATEMENT EXECUTE FUNCTION villager_migration.{function}()")
