@@ -33,6 +33,13 @@ def rules(pg_admin_url: str) -> Iterator[psycopg.Connection[Any]]:
     drop_database(pg_admin_url, name)
 
 
+def unicode_case(c: psycopg.Connection[Any]) -> bool:
+    """Whether the database's LC_CTYPE maps case and classifies letters beyond ASCII (C.UTF-8, any
+    language's locale) or not (C, POSIX): the rules use the database's upper(), lower() and
+    [[:alnum:]], so 'é' and 'É' are one house only where the database says so."""
+    return bool(c.execute("SELECT upper('é') = 'É' AND 'é' ~ '[[:alnum:]]'").fetchone()[0])  # type: ignore[index]
+
+
 def blank(raw: str) -> bool:
     """Blank as the rules see it: whitespace (NEL included) and zero-width characters only."""
     return not raw.translate({0x200B: None, 0x200C: None, 0x200D: None, 0x2060: None, 0xFEFF: None}).strip()
@@ -64,7 +71,7 @@ def test_canonical_house_number_is_idempotent_and_tidy(rules: psycopg.Connection
     assert canon == canon.strip() and "  " not in canon and "\t" not in canon
     assert not re.search(r"[a-z]", canon)
     # No space between a digit and a letter or digit ('_' is neither: '0 _' stays as it is).
-    assert not re.search(r"\d\s+[^\W_]", canon)
+    assert not re.search(r"\d\s+[^\W_]" if unicode_case(rules) else r"\d\s+[0-9A-Za-z]", canon)
 
 
 @SETTINGS
@@ -88,7 +95,7 @@ def test_slugify_examples(rules: psycopg.Connection[Any], raw: str, slug: str) -
 @given(raw=TEXT.filter(lambda s: not blank(s)))
 def test_slug_is_url_safe_and_stable(rules: psycopg.Connection[Any], raw: str) -> None:
     slug = q(rules, "slugify", raw)
-    assert slug and slug == slug.lower()
+    assert slug and (slug == slug.lower() if unicode_case(rules) else not re.search("[A-Z]", slug))
     assert not slug.startswith("-") and not slug.endswith("-") and "--" not in slug
     assert not re.search(r"[\x00-\x2c\x2e\x2f\x3a-\x40\x5b-\x60\x7b-\x7f]", slug)
     assert q(rules, "slugify", slug) == slug or slug == "category"
