@@ -33,7 +33,8 @@ class Settings(BaseSettings):
     villager_batch_pause_ms: int = Field(default=0, ge=0, le=60_000, description="pause between batches")
     villager_backfill_order: Literal["auto", "physical", "key"] = Field(
         default="auto", description="backfill walk: physical (page order, PostgreSQL 14+), key (primary key), "
-                                    "auto = physical where the server supports it")
+                                    "auto = by key for users, shops, products, physical for the rest where "
+                                    "the server supports it")
     villager_jwt_secret: SecretStr | None = Field(default=None, description="JWT signing key (generated if unset)")
 
     @property

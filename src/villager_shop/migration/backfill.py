@@ -92,14 +92,17 @@ def bind(sql: str, walk: str) -> str:
     return BATCH_MARK.sub(r"\1.id BETWEEN %(lo)s::uuid AND %(hi)s::uuid AND \1.id = ANY(%(ids)s::uuid[])", sql)
 
 
-def choose_walk(conn: psycopg.Connection[Any], step: str, wanted: str) -> str:
-    """The walk a started backfill uses (kept across resumes), else the configured one."""
+def choose_walk(conn: psycopg.Connection[Any], step: str, wanted: str, prefer: str | None = None) -> str:
+    """The walk a started backfill uses (kept across resumes), else the configured one; `auto` takes
+    the step's preference (`prefer`), else the physical walk where the server has TID range scans."""
     row = conn.execute("SELECT min(walk) FROM villager_migration.backfill WHERE step LIKE %s",
                        (f"{step}#%",)).fetchone()
     conn.commit()
     if row and row[0]:
         return str(row[0])
     if wanted == "auto":
+        if prefer:
+            return prefer
         return "physical" if conn.info.server_version >= 140000 else "key"
     if wanted == "physical" and conn.info.server_version < 140000:
         from villager_shop.core.errors import VillagerError
@@ -141,7 +144,8 @@ def part_names(conn: psycopg.Connection[Any], step: str, workers: int) -> int:
 
 
 def run_backfill(ctx: Context, step: str, table: str, actions: list[str], busy: list[str] | None = None,
-                 only: str | None = None, *, locking: bool = True, on_rewrite: str | None = None) -> BackfillResult:
+                 only: str | None = None, *, locking: bool = True, on_rewrite: str | None = None,
+                 prefer: str | None = None) -> BackfillResult:
     """Backfill `table` with `ctx.backfill_workers` connections, each walking its own part.
     `locking=False` is for actions that only read the table (a copy whose changes are logged
     meanwhile): no row locks, nothing skipped, and batches bounded by time rather than rows.
@@ -149,7 +153,7 @@ def run_backfill(ctx: Context, step: str, table: str, actions: list[str], busy: 
     walk over a rewritten table (needed when the actions are not no-ops on a second visit)."""
     for attempt in range(1, 4):
         try:
-            return _run_parts(ctx, step, table, actions, busy or [], only, locking)
+            return _run_parts(ctx, step, table, actions, busy or [], only, locking, prefer)
         except TableRewritten:
             ctx.reporter.note(f"{step}: {table} was rewritten (VACUUM FULL or CLUSTER?) while the backfill ran;"
                               f" walking it again from the start (attempt {attempt + 1})")
@@ -182,11 +186,11 @@ def _plan_pages(conn: psycopg.Connection[Any], step: str, table: str, parts: int
 
 
 def _run_parts(ctx: Context, step: str, table: str, actions: list[str], busy: list[str],
-               only: str | None, locking: bool = True) -> BackfillResult:
+               only: str | None, locking: bool = True, prefer: str | None = None) -> BackfillResult:
     probe = connect(ctx.url, application_name=f"villager-shop backfill {table}")
     try:
         parts = part_names(probe, step, max(1, ctx.backfill_workers))
-        walk = choose_walk(probe, step, ctx.backfill_order)
+        walk = choose_walk(probe, step, ctx.backfill_order, prefer)
         if walk == "physical":
             _plan_pages(probe, step, table, parts)
     finally:

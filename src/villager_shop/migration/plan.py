@@ -89,15 +89,21 @@ def build_plan() -> list[Step]:
         SeedLookup("product_categories", ["products"], "create the category of every category spelling in use"),
         SyncTriggers(),
         CatalogNotify(),
+        # Tables whose rows are rewritten (and products, whose variants are inserted) are walked by
+        # key: the new index entries - the rows' primary keys, the variants' product ids - then go
+        # in key order, to the pages written just before, instead of all over the indexes. Products
+        # step, PostgreSQL 15, no writer: 0.78-0.81 s by key against 0.95-1.0 s by page at scale 1,
+        # 4.4-4.8 s against 5.4-5.9 s at scale 5, 26 s against 33 s at scale 20. Tables only read
+        # (the order_items copy, orders) are twice as fast by page.
         Backfill("users", [ExtractLookup("users", "house_number", "address_id", "addresses", "house_number",
                                          "canonical_house_number", "ensure_address")],
-                 "backfill users.address_id from house_number"),
+                 "backfill users.address_id from house_number", walk="key"),
         Backfill("shops", [ExtractLookup("shops", "house_number", "address_id", "addresses", "house_number",
                                          "canonical_house_number", "ensure_address")],
-                 "backfill shops.address_id from house_number"),
+                 "backfill shops.address_id from house_number", walk="key"),
         # The variant split reads the products; the category extraction updates them, so it comes last.
         Backfill("products", [SplitDefaultVariant(), ExtractCategory()],
-                 "backfill categories, category_id, base_price and default variants"),
+                 "backfill categories, category_id, base_price and default variants", walk="key"),
         # Rebuilt by copy and swapped in: updating every row in place costs three times as much
         # (steps/rebuild.py). Tables a rebuild cannot carry faithfully are updated in place.
         RebuildTable("order_items", "oi", ORDER_ITEM_COLUMNS,

@@ -208,10 +208,12 @@ class Quarantine:
 class Backfill(Step):
     phase = "backfill"
 
-    def __init__(self, table: str, ops: list[Any], title: str, only: str | None = None) -> None:
+    def __init__(self, table: str, ops: list[Any], title: str, only: str | None = None,
+                 walk: str | None = None) -> None:
         self.table = table
         self.ops = ops
         self.only = only  # rows needing the actions (others are neither locked nor touched)
+        self.walk = walk  # the walk `auto` takes for this table (None: physical on PostgreSQL 14+)
         self.name = f"backfill_{table}"
         self.title = title
 
@@ -239,7 +241,7 @@ class Backfill(Step):
     def apply(self, ctx: Context) -> dict[str, Any]:
         from villager_shop.migration.backfill import run_backfill
 
-        res = run_backfill(ctx, self.name, self.table, self.actions(), self.busy(), self.only)
+        res = run_backfill(ctx, self.name, self.table, self.actions(), self.busy(), self.only, prefer=self.walk)
         return {"rows": res.rows, "batches": res.batches, "seconds": round(res.seconds, 3),
                 "rows_per_s": round(res.rows_per_s), "retried_rows": res.retried_rows,
                 "max_batch_ms": round(res.max_batch_ms, 1)}

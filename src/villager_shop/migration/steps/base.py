@@ -43,7 +43,7 @@ class Context:
     batch_pause_ms: int = 0
     target_batch_ms: int = 50
     backfill_workers: int = 2
-    backfill_order: str = "auto"  # physical | key | auto (physical on PostgreSQL 14+)
+    backfill_order: str = "auto"  # physical | key | auto (the step's preference, else physical on 14+)
     reporter: Reporter = field(default_factory=SilentReporter)
 
     def run(self, ddl: Ddl, step: str = "") -> int:
