@@ -334,3 +334,44 @@ def test_a_second_concurrent_run_is_refused(legacy_db: str) -> None:
     assert res.returncode == 4 and "in progress" in res.stderr and "another migrator" in res.stderr
     with psycopg.connect(legacy_db) as c:
         assert c.execute("SELECT to_regclass('public.addresses')").fetchone() == (None,)
+
+
+def test_complete_refused_while_the_old_application_adds_order_items(legacy_db: str) -> None:
+    """An old application's order item (product_id only) counts as a legacy write: after `complete`
+    nothing would fill its variant_id."""
+    load_messy(legacy_db)
+    assert run_cli("migrate", "run", database_url=legacy_db).returncode == 0
+    stop = threading.Event()
+
+    def old_app() -> None:
+        with psycopg.connect(legacy_db, autocommit=True) as c:
+            while not stop.is_set():
+                c.execute("INSERT INTO order_items (order_id, product_id, quantity, unit_price) VALUES"
+                          " ('30000000-0000-0000-0000-000000000001', '20000000-0000-0000-0000-000000000001', 1, 499)")
+                time.sleep(0.05)
+
+    t = threading.Thread(target=old_app)
+    t.start()
+    try:
+        res = run_cli("migrate", "complete", "--yes", "--quiet-seconds", "1", database_url=legacy_db)
+    finally:
+        stop.set()
+        t.join()
+    assert res.returncode == 4 and "still writing" in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("then", ["rollback", "complete", "run"])
+def test_a_complete_that_never_cut_leaves_the_migration_where_it_was(legacy_db: str, then: str) -> None:
+    """`complete` died (or gave up on its locks) after marking the phase `completing` and before its
+    one-transaction cut: the legacy columns are all there, and rollback, complete and run go on."""
+    load_messy(legacy_db)
+    assert run_cli("migrate", "run", database_url=legacy_db).returncode == 0
+    with psycopg.connect(legacy_db, autocommit=True) as c:
+        c.execute("UPDATE villager_migration.state SET value = to_jsonb('completing'::text) WHERE key = 'phase'")
+    args = {"rollback": ("migrate", "rollback", "--yes"), "complete": ("migrate", "complete", "--yes", "--quiet-seconds",
+                                                                       "0"), "run": ("migrate", "run")}[then]
+    res = run_cli(*args, database_url=legacy_db)
+    assert res.returncode == 0, res.stderr
+    expected = {"rollback": "rolled_back", "complete": "completed", "run": "migrated"}[then]
+    with psycopg.connect(legacy_db) as c:
+        assert c.execute("SELECT value #>> '{}' FROM villager_migration.state WHERE key = 'phase'").fetchone() == (expected,)

@@ -151,6 +151,15 @@ def test_catalog_changes_notify_listeners_once_per_statement(conn: psycopg.Conne
     assert got.count("products") == 1 and "users" not in got
 
 
+def test_truncate_notifies_listeners_too(conn: psycopg.Connection[Any], migrated_messy: str) -> None:
+    with psycopg.connect(migrated_messy, autocommit=True) as listener:
+        listener.execute("LISTEN villager_catalog")
+        conn.execute("TRUNCATE products CASCADE")
+        got = {n.payload for n in listener.notifies(timeout=1.0, stop_after=3)}
+    assert {"products", "product_variants"} <= got
+    assert violations(conn) == []
+
+
 def test_any_write_to_an_unmigrated_row_completes_it(legacy_db: str) -> None:
     """With the triggers installed and before the backfill, a legacy write that changes none of the
     migrated columns still migrates the row: the physical backfill walk skips row versions written

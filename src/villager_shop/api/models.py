@@ -24,7 +24,8 @@ def _storable(value: str) -> str:
 Text = Annotated[str, AfterValidator(_storable)]
 Name = Annotated[Text, Field(min_length=1, max_length=200)]
 Description = Annotated[Text, Field(max_length=5000)]
-Slug = Annotated[Text, Field(min_length=1, max_length=100)]
+# Slugs follow the category name (up to 2,000 bytes before the name is bounded: migration rules).
+Slug = Annotated[Text, Field(min_length=1, max_length=2048)]
 Price = Annotated[Decimal, Field(gt=0, le=Decimal("99999999.99"), max_digits=10, decimal_places=2,
                                  allow_inf_nan=False)]
 Stock = Annotated[int, Field(ge=0, le=INT32)]

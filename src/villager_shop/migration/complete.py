@@ -6,8 +6,11 @@ and ANALYZE follow. Afterwards rollback is refused."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
+
+import psycopg
 
 from villager_shop.core.errors import RefusedError
 from villager_shop.migration import state
@@ -32,10 +35,12 @@ def complete(ctx: Context, *, quiet_seconds: float = 5.0) -> dict[str, Any]:
     if not state.schema_exists(ctx.conn):
         raise RefusedError("complete refused: no migration has run on this database")
     with exclusive(ctx, "complete the migration"):
-        phase = state.phase(ctx.conn)
+        phase = state.settled_phase(ctx.conn)
         if phase == "completed":
             return {"already": True, "phase": phase}
-        if phase != "migrated" and phase != "completing":
+        if phase == "completing":  # the cut committed; what follows it did not finish
+            return _after_cut(ctx, {"resumed_after_cut": True})
+        if phase != "migrated":
             raise RefusedError(f"complete refused: the migration is in phase {phase!r}; "
                                "`villager-shop migrate run` must finish first")
         report = verify(ctx.conn)
@@ -47,7 +52,7 @@ def complete(ctx: Context, *, quiet_seconds: float = 5.0) -> dict[str, Any]:
         after = legacy_writes(ctx)
         if after > before:
             raise RefusedError(
-                f"complete refused: an old application is still writing the legacy columns ({after - before} writes "
+                f"complete refused: an old application is still writing the legacy tables ({after - before} writes "
                 f"in the last {quiet_seconds:g} s); stop every old instance first")
         state.set_phase(ctx.conn, "completing")
         statements = [
@@ -58,16 +63,26 @@ def complete(ctx: Context, *, quiet_seconds: float = 5.0) -> dict[str, Any]:
             *[f"ALTER TABLE public.{t} DROP COLUMN IF EXISTS {c}" for t, c in LEGACY_COLUMNS],
             section("monitoring.sql", "check_data_integrity_completed"),
         ]
-        cut = run_cut(ctx, statements, "complete")
-        ctx.run(Ddl("ALTER TABLE public.product_variants SET (autovacuum_vacuum_scale_factor = 0.1,"
-                    " autovacuum_analyze_scale_factor = 0.05)", "SHARE UPDATE EXCLUSIVE on product_variants",
-                    gentle=True), "complete")
-        from villager_shop.migration.steps.backfill import Analyze
+        try:
+            cut = run_cut(ctx, statements, "complete")
+        except BaseException:
+            with contextlib.suppress(psycopg.Error):
+                state.settled_phase(ctx.conn)  # the cut is one transaction: nothing was dropped
+            raise
+        return _after_cut(ctx, {"cut": cut, "legacy_writes_total": after})
 
-        for d in Analyze().ddl():
-            ctx.run(d, "complete")
-        state.put(ctx.conn, "completed_at", time.time())
-        state.set_phase(ctx.conn, "completed")
-        quarantined = int(ctx.scalar("SELECT count(*) FROM villager_migration.quarantine"))
-        return {"phase": "completed", "cut": cut, "dropped_columns": [f"{t}.{c}" for t, c in LEGACY_COLUMNS],
-                "quarantined_rows_kept": quarantined, "legacy_writes_total": after}
+
+def _after_cut(ctx: Context, summary: dict[str, Any]) -> dict[str, Any]:
+    """Settings and statistics for the normalized tables; safe to run again."""
+    ctx.run(Ddl("ALTER TABLE public.product_variants SET (autovacuum_vacuum_scale_factor = 0.1,"
+                " autovacuum_analyze_scale_factor = 0.05)", "SHARE UPDATE EXCLUSIVE on product_variants",
+                gentle=True), "complete")
+    from villager_shop.migration.steps.backfill import Analyze
+
+    for d in Analyze().ddl():
+        ctx.run(d, "complete")
+    state.put(ctx.conn, "completed_at", time.time())
+    state.set_phase(ctx.conn, "completed")
+    quarantined = int(ctx.scalar("SELECT count(*) FROM villager_migration.quarantine"))
+    return {"phase": "completed", **summary, "dropped_columns": [f"{t}.{c}" for t, c in LEGACY_COLUMNS],
+            "quarantined_rows_kept": quarantined}

@@ -40,7 +40,7 @@ def rollback(ctx: Context) -> dict[str, Any]:
     if not state.schema_exists(ctx.conn):
         raise RefusedError("nothing to roll back: no migration has run on this database")
     with exclusive(ctx, "roll back"):
-        phase = state.phase(ctx.conn)
+        phase = state.settled_phase(ctx.conn)
         if phase in ("completed", "completing"):
             raise RefusedError(
                 "rollback refused: `migrate complete` already dropped the legacy columns, so there is no lossless "

@@ -83,7 +83,7 @@ def run(ctx: Context, *, steps: list[Step] | None = None) -> dict[str, Any]:
     plan = steps or build_plan()
     summary: dict[str, Any] = {}
     with exclusive(ctx, "run the migration"):
-        current = state.phase(ctx.conn) if state.schema_exists(ctx.conn) else "not_started"
+        current = state.settled_phase(ctx.conn) if state.schema_exists(ctx.conn) else "not_started"
         if current in ("completed", "completing"):
             raise RefusedError("the migration is already completed (legacy columns dropped); nothing to run")
         if current == "rolling_back":

@@ -41,6 +41,20 @@ def phase(conn: psycopg.Connection[Any]) -> str:
     return str(get(conn, "phase", "not_started"))
 
 
+def settled_phase(conn: psycopg.Connection[Any]) -> str:
+    """The phase, with an unfinished `complete` settled. `completing` is written just before the
+    one-transaction cut that drops the legacy columns: if they are still there, the cut never
+    happened (it failed, or the process died waiting for its locks) and the migration is still
+    `migrated`; rollback, run and complete all go on from there."""
+    current = phase(conn)
+    if current == "completing" and conn.execute(
+            "SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass('public.products')"
+            " AND attname = 'price' AND NOT attisdropped").fetchone()[0]:  # type: ignore[index]
+        set_phase(conn, "migrated")
+        return "migrated"
+    return current
+
+
 def set_phase(conn: psycopg.Connection[Any], value: str) -> None:
     assert value in PHASES, value
     put(conn, "phase", value)

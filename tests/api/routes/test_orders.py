@@ -101,6 +101,10 @@ async def test_invalid_orders_are_rejected(api: Api) -> None:
         assert (await api.client.post("/api/orders", headers=bala, json=bad)).status_code == 422
     one = {"items": [{"variant_id": radio["id"], "quantity": 1}]}
     assert (await api.client.post("/api/orders", headers=await api.auth(ASHA), json=one)).status_code == 403
+    # A lone surrogate is valid JSON but not Unicode: still a 422 (the error quotes it, escaped).
+    r = await api.client.post("/api/orders", headers={**bala, "Content-Type": "application/json"},
+                              content=b'{"items": [{"variant_id": "\\ud800", "quantity": 1}]}')
+    assert r.status_code == 422 and r.json()["detail"], r.text
 
 
 async def test_who_sees_which_orders(api: Api, any_shop_db: ShopDb) -> None:

@@ -88,6 +88,15 @@ async def test_listing_items_carry_category_variants_and_shop(api: Api, any_shop
     assert radio["base_price"] == 499
 
 
+async def test_a_category_with_a_long_slug_can_be_listed(api: Api, any_shop_db: ShopDb) -> None:
+    """A slug follows its name: a name of 150 characters has a slug as long (migration rules)."""
+    slug = "long-" + "x" * 150
+    any_shop_db.execute("INSERT INTO product_categories (name, slug) VALUES (%s, %s)", ("Long " + "X" * 150, slug))
+    any_shop_db.execute("UPDATE products SET category_id = (SELECT id FROM product_categories WHERE slug = %s)"
+                        " WHERE id = %s", (slug, RADIO))
+    assert [p["id"] for p in await walk(api, 10, category=slug)] == [str(RADIO)]
+
+
 async def test_unlisted_products_are_hidden(api: Api) -> None:
     ids = {p["id"] for p in await walk(api, 100)}
     for hidden in (VASE, FREE_SAMPLE, REFUND):  # not available; price 0 and -5 (quarantined, no active variant)

@@ -31,7 +31,7 @@ AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
 @router.get("/products", response_model=ProductPage, responses={400: {"model": ErrorOut}})
 async def list_products(
     svc: Services,
-    category: Annotated[str | None, Query(min_length=1, max_length=100, description="category slug")] = None,
+    category: Annotated[str | None, Query(min_length=1, max_length=2048, description="category slug")] = None,
     shop: Annotated[uuid.UUID | None, Query(description="shop id")] = None,
     q: Annotated[str | None, Query(max_length=100, description="text in the product name")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 20,

@@ -38,7 +38,7 @@ class CatalogNotify(Step):
         for t in TABLES:
             out.append(Ddl(
                 f"DROP TRIGGER IF EXISTS {TRIGGER} ON public.{t};\n"
-                f"CREATE TRIGGER {TRIGGER} AFTER INSERT OR UPDATE OR DELETE ON public.{t}\n"
+                f"CREATE TRIGGER {TRIGGER} AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON public.{t}\n"
                 f"    FOR EACH STATEMENT WHEN ({_when(t)})\n"
                 f"    EXECUTE FUNCTION villager_migration.notify_catalog();",
                 f"SHARE ROW EXCLUSIVE on {t} (waits for in-flight writes)"))
