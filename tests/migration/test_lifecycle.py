@@ -158,26 +158,32 @@ def test_complete_refused_when_verify_fails(legacy_db: str) -> None:
     assert run_cli("migrate", "verify", database_url=legacy_db).returncode == 5
 
 
-def test_complete_refused_while_the_old_application_writes(legacy_db: str) -> None:
-    load_messy(legacy_db)
-    assert run_cli("migrate", "run", database_url=legacy_db).returncode == 0
+def _complete_while_the_old_application_runs(url: str, sql: str) -> Any:
+    """`migrate complete` while an old application repeats `sql` (given the write's number) every 50 ms."""
+    load_messy(url)
+    assert run_cli("migrate", "run", database_url=url).returncode == 0
     stop = threading.Event()
 
     def old_app() -> None:
-        with psycopg.connect(legacy_db, autocommit=True) as c:
+        with psycopg.connect(url, autocommit=True) as c:
             n = 0
             while not stop.is_set():
                 n += 1
-                c.execute("UPDATE products SET stock = %s WHERE id = '20000000-0000-0000-0000-000000000002'", (n % 9,))
+                c.execute(sql, (n,))
                 time.sleep(0.05)
 
     t = threading.Thread(target=old_app)
     t.start()
     try:
-        res = run_cli("migrate", "complete", "--yes", "--quiet-seconds", "1", database_url=legacy_db)
+        return run_cli("migrate", "complete", "--yes", "--quiet-seconds", "1", database_url=url)
     finally:
         stop.set()
         t.join()
+
+
+def test_complete_refused_while_the_old_application_writes(legacy_db: str) -> None:
+    res = _complete_while_the_old_application_runs(
+        legacy_db, "UPDATE products SET stock = mod(%s, 9) WHERE id = '20000000-0000-0000-0000-000000000002'")
     assert res.returncode == 4 and "still writing" in res.stderr, res.stderr
 
 
@@ -339,24 +345,9 @@ def test_a_second_concurrent_run_is_refused(legacy_db: str) -> None:
 def test_complete_refused_while_the_old_application_adds_order_items(legacy_db: str) -> None:
     """An old application's order item (product_id only) counts as a legacy write: after `complete`
     nothing would fill its variant_id."""
-    load_messy(legacy_db)
-    assert run_cli("migrate", "run", database_url=legacy_db).returncode == 0
-    stop = threading.Event()
-
-    def old_app() -> None:
-        with psycopg.connect(legacy_db, autocommit=True) as c:
-            while not stop.is_set():
-                c.execute("INSERT INTO order_items (order_id, product_id, quantity, unit_price) VALUES"
-                          " ('30000000-0000-0000-0000-000000000001', '20000000-0000-0000-0000-000000000001', 1, 499)")
-                time.sleep(0.05)
-
-    t = threading.Thread(target=old_app)
-    t.start()
-    try:
-        res = run_cli("migrate", "complete", "--yes", "--quiet-seconds", "1", database_url=legacy_db)
-    finally:
-        stop.set()
-        t.join()
+    res = _complete_while_the_old_application_runs(
+        legacy_db, "INSERT INTO order_items (order_id, product_id, quantity, unit_price) SELECT"
+                   " '30000000-0000-0000-0000-000000000001', '20000000-0000-0000-0000-000000000001', 1, %s")
     assert res.returncode == 4 and "still writing" in res.stderr, res.stderr
 
 
