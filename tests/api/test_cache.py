@@ -157,7 +157,9 @@ def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
 
 @pytest.fixture
 async def api_own_redis(shop_db: ShopDb, own_redis: EmbeddedRedis) -> AsyncIterator[Api]:
-    async for a in start_api(make_config(shop_db.url, own_redis.url(), redis_breaker_s=0.3)):
+    # A Redis timeout far above what a request takes here, so that a request that waited for Redis
+    # stands out from one slowed by a busy machine (a 130 ms request on a loaded CI host is not a wait).
+    async for a in start_api(make_config(shop_db.url, own_redis.url(), redis_breaker_s=0.3, redis_timeout_ms=1000)):
         yield a
 
 
@@ -177,7 +179,7 @@ async def test_redis_down_requests_are_answered_by_postgres_fast(api_own_redis: 
             r = await api.client.get(path)
             elapsed = time.perf_counter() - started
             assert r.status_code == 200, (path, r.text)
-            assert elapsed < 0.1, f"{path} took {elapsed * 1000:.0f} ms with Redis down"
+            assert elapsed < 0.5, f"{path} took {elapsed * 1000:.0f} ms with Redis down (timeout 1000 ms)"
     assert errors() > errors_before
     ready = await api.client.get("/health/ready")
     assert ready.status_code == 200 and ready.json()["cache"] == "degraded"
