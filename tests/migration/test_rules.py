@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.migration.conftest import unicode_case
 from villager_shop.core.db import create_database, drop_database
 from villager_shop.migration.steps.schema_objects import rules_sql, section
 
@@ -31,13 +32,6 @@ def rules(pg_admin_url: str) -> Iterator[psycopg.Connection[Any]]:
         c.execute(rules_sql(True).encode())
         yield c
     drop_database(pg_admin_url, name)
-
-
-def unicode_case(c: psycopg.Connection[Any]) -> bool:
-    """Whether the database's LC_CTYPE maps case and classifies letters beyond ASCII (C.UTF-8, any
-    language's locale) or not (C, POSIX): the rules use the database's upper(), lower() and
-    [[:alnum:]], so 'é' and 'É' are one house only where the database says so."""
-    return bool(c.execute("SELECT upper('é') = 'É' AND 'é' ~ '[[:alnum:]]'").fetchone()[0])  # type: ignore[index]
 
 
 def blank(raw: str) -> bool:

@@ -7,7 +7,7 @@ from typing import Any
 
 import psycopg
 
-from tests.migration.conftest import violations
+from tests.migration.conftest import one, violations
 
 SHOP = "10000000-0000-0000-0000-000000000001"
 RADIO = "20000000-0000-0000-0000-000000000001"
@@ -16,11 +16,6 @@ BALA = "00000000-0000-0000-0000-000000000002"
 
 def ex(c: psycopg.Connection[Any], sql: str, *args: Any) -> psycopg.Cursor[Any]:
     return c.execute(sql, args if args else None)
-
-
-def one(c: psycopg.Connection[Any], sql: str, *args: Any) -> Any:
-    row = c.execute(sql, args).fetchone()
-    return row[0] if row and len(row) == 1 else row
 
 
 def test_messy_backfill_rules(conn: psycopg.Connection[Any]) -> None:
