@@ -144,13 +144,14 @@ def test_analyze_gathers_statistics_only_where_they_are_missing_or_stale(
     tables = ["users", "addresses", "product_categories", "shops", "products", "product_variants", "orders",
               "order_items"]
     assert sorted(detail["analyzed"] + list(detail["columns"]) + detail["current"]) == sorted(tables)
-    assert "order_items" in detail["current"]
+    # product_variants was vacuumed and analyzed before the order_items copy (steps/vacuum.py).
+    assert "order_items" in detail["current"] and "product_variants" in detail["current"]
     # A table where only some columns lack statistics gets just those analyzed: the new columns.
     assert detail["columns"].get("orders") == (["note"] if orders_column_without_statistics else None), detail
     new_columns = {"users": ["address_id"], "shops": ["address_id"], "products": ["category_id", "base_price"]}
     for table, cols in detail["columns"].items():
         assert table == "orders" or cols == new_columns[table], detail
-    assert {"addresses", "product_categories", "product_variants"} <= set(detail["analyzed"]), detail
+    assert {"addresses", "product_categories"} <= set(detail["analyzed"]), detail
     with psycopg.connect(url) as c:
         missing = c.execute(
             "SELECT c.relname, a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"

@@ -17,6 +17,7 @@ import pytest
 
 from tests.helpers import run_cli
 from tests.migration.messy import load_messy
+from villager_shop.api.services.accounts import ensure_service_schema, set_password
 
 LEGACY_PROJECTION = {
     "users": "id, name, phone, email, role, house_number, created_at, updated_at",
@@ -132,6 +133,27 @@ def test_rollback_keeps_every_write_of_both_applications(legacy_db: str) -> None
         assert c.execute(f"SELECT count(*) FROM {out['archive_schema']}.product_variants WHERE sku = 'radio-xl'"
                          ).fetchone() == (1,)
         assert c.execute("SELECT to_regclass('public.product_variants')").fetchone() == (None,)
+
+
+def test_rollback_archives_the_service_tables_so_no_legacy_write_is_blocked(legacy_db: str) -> None:
+    """The shop service's credentials and idempotency keys reference users and orders. They follow
+    a key change while the service runs, and go to the archive on rollback, after which the old
+    application may TRUNCATE its tables again (a foreign key from them refused it)."""
+    load_messy(legacy_db)
+    assert run_cli("migrate", "run", database_url=legacy_db).returncode == 0
+    with psycopg.connect(legacy_db, autocommit=True) as c:
+        ensure_service_schema(c)
+        set_password(c, "esha@v.in", "village-pass-1", "customer")
+        new_id = uuid.uuid4()
+        c.execute("UPDATE users SET id = %s WHERE email = 'esha@v.in'", (new_id,))  # old application
+        assert c.execute("SELECT user_id FROM villager_service.credentials").fetchall() == [(new_id,)]
+    res = run_cli("migrate", "rollback", "--yes", "--json", database_url=legacy_db)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["archived_rows"]["credentials"] == 1
+    with psycopg.connect(legacy_db, autocommit=True) as c:
+        assert c.execute("SELECT to_regnamespace('villager_service')").fetchone() == (None,)
+        c.execute("TRUNCATE users, shops, products, orders, order_items")
 
 
 def test_rollback_asks_for_confirmation(legacy_db: str) -> None:

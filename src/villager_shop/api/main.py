@@ -148,6 +148,11 @@ def _install_error_handlers(app: FastAPI) -> None:
             return _error(503, "database unavailable", {"Retry-After": "1"})
         if isinstance(exc, psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure):
             return _error(503, "conflicting concurrent update; retry", {"Retry-After": "1"})
+        if isinstance(exc, psycopg.errors.UndefinedTable | psycopg.errors.UndefinedColumn):
+            # The schema changed under the service (a `migrate rollback`): /health/ready says so too.
+            log.warning("database schema not as expected: %s", exc.diag.message_primary)
+            return _error(503, "the database has no normalized schema (not migrated, or rolled back)",
+                          {"Retry-After": "30"})
         if isinstance(exc, psycopg.DataError):
             return _error(422, f"invalid value: {exc.diag.message_primary or type(exc).__name__}")
         if isinstance(exc, psycopg.IntegrityError):

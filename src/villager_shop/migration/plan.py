@@ -22,6 +22,7 @@ from villager_shop.migration.steps.monitoring import MonitoringViews
 from villager_shop.migration.steps.rebuild import RebuildTable
 from villager_shop.migration.steps.schema_objects import CreateTable, Rules, StateSchema
 from villager_shop.migration.steps.sync_triggers import SyncTriggers
+from villager_shop.migration.steps.vacuum import Vacuum
 
 ORDER_VIOLATIONS = ("SELECT count(*) FROM public.orders"
                     " WHERE subtotal < 0 OR delivery_fee < 0 OR total < 0")
@@ -104,6 +105,7 @@ def build_plan() -> list[Step]:
         # The variant split reads the products; the category extraction updates them, so it comes last.
         Backfill("products", [SplitDefaultVariant(), ExtractCategory()],
                  "backfill categories, category_id, base_price and default variants", walk="key"),
+        Vacuum("product_variants", "so that the order_items copy finds default variants by index alone"),
         # Rebuilt by copy and swapped in: updating every row in place costs three times as much
         # (steps/rebuild.py). Tables a rebuild cannot carry faithfully are updated in place.
         RebuildTable("order_items", "oi", ORDER_ITEM_COLUMNS,

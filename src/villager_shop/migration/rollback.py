@@ -20,7 +20,11 @@ from villager_shop.migration.plan import build_plan
 from villager_shop.migration.runner import exclusive
 from villager_shop.migration.steps.base import Context
 
-ARCHIVED = ("addresses", "product_categories", "product_variants")
+ARCHIVED = ("addresses", "product_categories", "product_variants", "credentials", "idempotency_keys")
+# The shop service's own tables (passwords, idempotency keys) reference users and orders: they go
+# to the archive too, so that no foreign key of the new application constrains the old one's writes
+# (a key update, a TRUNCATE) after a rollback. `users set-password` starts them afresh.
+SERVICE_SCHEMA = "villager_service"
 
 
 def new_only_rows(ctx: Context) -> dict[str, int]:
@@ -62,6 +66,7 @@ def rollback(ctx: Context) -> dict[str, Any]:
                     concurrent.append(d)
                 else:
                     statements.append(d.sql.replace("{archive}", archive))
+        statements.append(_archive_schema(SERVICE_SCHEMA, archive))
         statements.append(_drop_archived_foreign_keys(archive))
         if state.get(ctx.conn, "created_pg_stat_statements"):
             statements.append("DROP EXTENSION IF EXISTS pg_stat_statements")
@@ -80,6 +85,24 @@ def rollback(ctx: Context) -> dict[str, Any]:
                     for t in ARCHIVED if ctx.scalar("SELECT to_regclass(%s) IS NOT NULL", (f"{archive}.{t}",))}
         return {"phase": "rolled_back", "archive_schema": archive, "archived_rows": archived,
                 "new_only_rows": kept, "cut": cut, "indexes_dropped": len(concurrent)}
+
+
+def _archive_schema(schema: str, archive: str) -> str:
+    return f"""DO $do$
+DECLARE r record;
+BEGIN
+    FOR r IN SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = '{schema}' AND c.relkind IN ('r', 'p')
+    LOOP
+        EXECUTE format('ALTER TABLE %I.%I SET SCHEMA {archive}', '{schema}', r.relname);
+    END LOOP;
+    BEGIN
+        EXECUTE 'DROP SCHEMA IF EXISTS {schema}';
+    EXCEPTION WHEN dependent_objects_still_exist THEN
+        NULL;  -- something else of the operator's lives there: the schema stays, empty of our tables
+    END;
+END
+$do$"""
 
 
 def _drop_archived_foreign_keys(archive: str) -> str:

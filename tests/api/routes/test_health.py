@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.api.conftest import ShopDb, make_config, start_api
+from tests.helpers import run_cli
 from villager_shop.core.db import drop_database
 from villager_shop.core.urls import dbname_of
 from villager_shop.monitoring.metrics import sample
@@ -54,3 +55,18 @@ async def test_postgres_down_is_503(shop_db: ShopDb, redis_url: str, pg_admin_ur
         assert (await api.client.get("/health/live")).status_code == 200
         r = await api.client.get("/api/products?limit=5&q=not-cached")
         assert r.status_code == 503
+
+
+async def test_a_rollback_makes_the_service_not_ready(shop_db: ShopDb, redis_url: str) -> None:
+    """After `migrate rollback` the normalized tables are gone: the probe says so and catalog
+    requests get 503, not 500 (was: ready 200 while every catalog request failed)."""
+    async for api in start_api(make_config(shop_db.url, redis_url)):
+        assert (await api.client.get("/health/ready")).status_code == 200
+        res = run_cli("migrate", "rollback", "--yes", database_url=shop_db.url)
+        assert res.returncode == 0, res.stderr
+        ready = await api.client.get("/health/ready")
+        assert ready.status_code == 503 and ready.json()["database"] == "not_migrated"
+        health = await api.client.get("/api/health")
+        assert health.status_code == 503 and "rolled back" in health.json()["error"]
+        r = await api.client.get("/api/products?limit=5&q=not-cached-either")
+        assert r.status_code == 503 and "rolled back" in r.text

@@ -188,6 +188,49 @@ async def test_shopkeeper_creates_and_edits_own_product(api: Api, any_shop_db: S
     assert any_shop_db.scalar("SELECT count(*) FROM check_data_integrity()") == 0
 
 
+async def test_a_product_without_a_valid_price_is_priced_by_its_first_variant(api: Api, any_shop_db: ShopDb) -> None:
+    """Free sample's legacy price is 0: quarantined, no default variant, an order item waiting. The
+    first variant the shopkeeper adds becomes its default and its price, on both sides (was: an
+    extra variant that sold the product while the old application saw it at 0, still quarantined)."""
+    farid = await api.auth(FARID)
+    r = await api.client.post(f"/api/products/{FREE_SAMPLE}/variants", headers=farid,
+                              json={"name": "Pack", "price": "12.50", "stock": 4})
+    assert r.status_code == 201, r.text
+    [variant] = r.json()["variants"]
+    assert variant["is_default"] and variant["price"] == 12.5 and r.json()["base_price"] == 12.5
+    assert (await api.client.get(f"/api/products/{FREE_SAMPLE}")).status_code == 200
+    assert any_shop_db.scalar("SELECT count(*) FROM check_data_integrity()") == 0
+    if any_shop_db.has_legacy_columns():
+        assert any_shop_db.rows("SELECT price::float, stock FROM products WHERE id = %s",
+                                (FREE_SAMPLE,)) == [(12.5, 4)]
+        assert any_shop_db.rows("SELECT table_name FROM villager_migration.quarantine WHERE row_id = %s",
+                                (FREE_SAMPLE,)) == []
+        # The item ordered while it had no price now points at that variant, and left the quarantine.
+        item = uuid.UUID("40000000-0000-0000-0000-000000000004")
+        assert any_shop_db.scalar("SELECT variant_id FROM order_items WHERE id = %s", (item,)) == uuid.UUID(variant["id"])
+        assert any_shop_db.scalar("SELECT count(*) FROM villager_migration.quarantine WHERE row_id = %s", (item,)) == 0
+
+
+async def test_no_extra_variant_for_a_product_whose_default_has_no_valid_price(api_migrating: Api,
+                                                                               shop_db: ShopDb) -> None:
+    """The old application sets Radio's price to 0: its default variant is deactivated and it has no
+    valid price. An extra variant would sell it anyway: refused, naming the way out."""
+    shop_db.execute("UPDATE products SET price = 0 WHERE id = %s", (RADIO,))
+    asha = await api_migrating.auth(ASHA)
+    r = await api_migrating.client.post(f"/api/products/{RADIO}/variants", headers=asha,
+                                        json={"name": "Big", "price": "600", "stock": 1})
+    assert r.status_code == 409, r.text
+    default = shop_db.scalar("SELECT id FROM product_variants WHERE product_id = %s AND is_default", (RADIO,))
+    assert f"/api/variants/{default}" in r.text
+    assert shop_db.scalar("SELECT count(*) FROM product_variants WHERE product_id = %s", (RADIO,)) == 1
+    r = await api_migrating.client.patch(f"/api/variants/{default}", headers=asha, json={"price": "450"})
+    assert r.status_code == 200, r.text
+    assert r.json()["base_price"] == 450 and shop_db.scalar("SELECT price FROM products WHERE id = %s", (RADIO,)) == 450
+    r = await api_migrating.client.post(f"/api/products/{RADIO}/variants", headers=asha,
+                                        json={"name": "Big", "price": "600", "stock": 1})
+    assert r.status_code == 201, r.text
+
+
 async def test_only_the_shops_keeper_or_an_admin_edits_its_products(api: Api) -> None:
     farid, bala, gita = await api.auth(FARID), await api.auth(BALA), await api.auth(GITA)
     radio = (await api.client.get(f"/api/products/{RADIO}")).json()

@@ -18,6 +18,9 @@ from villager_shop.cache import Cache
 from villager_shop.monitoring.metrics import DB_QUERIES
 
 PROBE_TIMEOUT_S = 1.0
+SCHEMA_PRESENT = ("SELECT to_regclass('public.product_variants') IS NOT NULL"
+                  " AND to_regclass('public.product_categories') IS NOT NULL"
+                  " AND to_regclass('public.addresses') IS NOT NULL")
 
 
 class Health:
@@ -29,18 +32,21 @@ class Health:
         self._metrics_at = 0.0
         self._lock = asyncio.Lock()
 
-    async def database(self) -> bool:
+    async def database(self) -> str:
+        """"ok", "unavailable", or "not_migrated": reachable, but without the normalized tables
+        the service reads (a rollback removed them), so every catalog request would fail."""
         try:
             async with asyncio.timeout(PROBE_TIMEOUT_S), self.pool.connection(timeout=PROBE_TIMEOUT_S) as conn:
-                await conn.execute("SELECT 1")
-            return True
+                cur = await conn.execute(SCHEMA_PRESENT)
+                row = await cur.fetchone()
+            return "ok" if row and row[0] else "not_migrated"
         except Exception:
-            return False
+            return "unavailable"
 
     async def ready(self) -> tuple[int, dict[str, Any]]:
-        db_ok, cache_state = await asyncio.gather(self.database(), self.cache.ping())
-        body = {"status": "ready" if db_ok else "not_ready",
-                "database": "ok" if db_ok else "unavailable",
+        db_state, cache_state = await asyncio.gather(self.database(), self.cache.ping())
+        db_ok = db_state == "ok"
+        body = {"status": "ready" if db_ok else "not_ready", "database": db_state,
                 "cache": "ok" if cache_state == "connected" else cache_state}
         return (200 if db_ok else 503), body
 
@@ -67,12 +73,15 @@ class Health:
     async def summary(self) -> tuple[int, dict[str, Any]]:
         """The guide's shape: status, timestamp, database, cache, metrics. The database check is a
         `SELECT 1`; the heavier metrics come from the in-process copy."""
-        db_ok, cache_state = await asyncio.gather(self.database(), self.cache.ping())
+        db_state, cache_state = await asyncio.gather(self.database(), self.cache.ping())
         cache = {"connected": "connected", "disabled": "disabled"}.get(cache_state, "degraded")
         now = dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
-        if not db_ok:
+        if db_state == "unavailable":
             return 503, {"status": "unhealthy", "timestamp": now, "database": "disconnected", "cache": cache,
                          "metrics": [], "error": "database unavailable"}
+        if db_state == "not_migrated":
+            return 503, {"status": "unhealthy", "timestamp": now, "database": "connected", "cache": cache,
+                         "metrics": [], "error": "the database has no normalized schema (not migrated, or rolled back)"}
         body: dict[str, Any] = {"status": "healthy", "timestamp": now, "database": "connected", "cache": cache}
         try:
             body["metrics"] = await self.metrics()

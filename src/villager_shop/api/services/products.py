@@ -13,7 +13,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool
 
-from villager_shop.api.errors import Forbidden, Invalid, NotFound
+from villager_shop.api.errors import Conflict, Forbidden, Invalid, NotFound
 from villager_shop.api.services.accounts import User
 from villager_shop.api.services.catalog import catalog_parts, shown_changed, shown_parts
 from villager_shop.cache import CATALOG, Cache
@@ -117,19 +117,37 @@ class Products:
 
     async def add_variant(self, user: User, product_id: uuid.UUID, *, name: str, price: Decimal, stock: int,
                           sku: str | None, sort_order: int, is_active: bool) -> uuid.UUID:
+        """A product without a default variant (its legacy price was not positive, so it has no
+        valid price and is quarantined) gets this one as its default: its price becomes the
+        product's, on both sides. A product whose default variant exists but has no valid price
+        takes no extra variant: that would sell it while the old application sees it unpriced."""
         async with self.pool.connection() as conn, conn.transaction():
             slug = await _lock_product(conn, user, product_id)
             cur = conn.cursor(row_factory=tuple_row)
+            await cur.execute(
+                """SELECT p.base_price, (SELECT v.id FROM public.product_variants v
+                                          WHERE v.product_id = p.id AND v.is_default)
+                     FROM public.products p WHERE p.id = %s""", (product_id,))
+            priced = await cur.fetchone()
+            assert priced is not None  # locked above
+            default = priced[1] is None
+            if not default and priced[0] is None:
+                raise Conflict(f"product {product_id} has no valid price (quarantined by the migration); set its"
+                               f" default variant's price first: PATCH /api/variants/{priced[1]}")
             variant_id = uuid.uuid4()
             await cur.execute(
                 """INSERT INTO public.product_variants
                           (id, product_id, sku, name, price, stock, is_default, is_active, sort_order)
-                   VALUES (%s, %s, %s, %s, %s, %s, false, %s, %s)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
                    ON CONFLICT (sku) DO NOTHING RETURNING id""",
                 (variant_id, product_id, sku or f"{product_id}-{variant_id.hex[:8]}", name, price, stock,
-                 is_active, sort_order))
+                 default, is_active, sort_order))
             if await cur.fetchone() is None:
                 raise Invalid(f"sku {sku!r} is already used")
+            if default:
+                await conn.execute(
+                    """UPDATE public.products SET base_price = %s, updated_at = now()
+                        WHERE id = %s AND base_price IS DISTINCT FROM %s""", (price, product_id, price))
         await self.cache.invalidate(CATALOG, catalog_parts({product_id: {slug}}), shown=shown_changed([product_id]))
         return variant_id
 

@@ -43,6 +43,6 @@ CREATE TABLE IF NOT EXISTS public.product_variants (
     CONSTRAINT chk_product_variants_stock_nonnegative CHECK (stock >= 0)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS product_variants_one_default_idx
-    ON public.product_variants (product_id) WHERE is_default;
+    ON public.product_variants (product_id) INCLUDE (id) WHERE is_default;
 CREATE INDEX IF NOT EXISTS product_variants_product_sort_idx
     ON public.product_variants (product_id, sort_order, id);

@@ -167,6 +167,11 @@ BEGIN
          WHERE v.price IS DISTINCT FROM EXCLUDED.price OR v.stock IS DISTINCT FROM EXCLUDED.stock
             OR (NOT v.is_active AND TG_OP = 'UPDATE' AND OLD.price <= 0)
         RETURNING v.id, (v.xmax = 0) INTO new_variant, created;
+        IF new_variant IS NULL AND TG_OP = 'UPDATE' AND OLD.price <= 0 THEN
+            -- Priced through a default variant the new application has just added (its trigger
+            -- wrote this price): that variant is the one waiting items get.
+            SELECT id INTO new_variant FROM public.product_variants WHERE product_id = NEW.id AND is_default;
+        END IF;
         IF TG_OP = 'UPDATE' AND (OLD.price <= 0 OR new_variant IS NOT NULL) THEN
             DELETE FROM villager_migration.quarantine WHERE table_name = 'products' AND row_id = NEW.id;
             -- Only a variant that did not exist before can have order items waiting for it (an

@@ -151,10 +151,16 @@ class SplitDefaultVariant:
         reason = "CASE WHEN s.price <= 0 THEN 'non_positive_price' END"
         return [
             f"src AS MATERIALIZED (SELECT p.* FROM public.products p WHERE {batch('p')})",
+            # The default variant takes its product's id (unless some variant has it already, a
+            # product whose key the old application changed): walked by key, its primary-key
+            # entries then go in order, not all over the index. Products step at scale 20,
+            # PostgreSQL 15: 14-15.5 s against 17.8-20 s with random ids.
             "variants AS (\n"
             "  INSERT INTO public.product_variants AS v\n"
-            "         (product_id, sku, name, price, stock, is_default, is_active, sort_order, created_at, updated_at)\n"
-            "  SELECT s.id, s.id::text || '-default', 'Default', s.price, greatest(s.stock, 0), true, true, 0,\n"
+            "         (id, product_id, sku, name, price, stock, is_default, is_active, sort_order, created_at, updated_at)\n"
+            "  SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM public.product_variants w WHERE w.id = s.id) THEN s.id\n"
+            "              ELSE gen_random_uuid() END,\n"
+            "         s.id, s.id::text || '-default', 'Default', s.price, greatest(s.stock, 0), true, true, 0,\n"
             "         s.created_at, s.updated_at\n"
             "    FROM src s WHERE s.price > 0\n"
             "  ON CONFLICT (product_id) WHERE is_default DO UPDATE\n"
