@@ -279,6 +279,36 @@ async def test_a_write_by_the_old_application_is_not_served_stale(api_migrating:
     assert price == 321
 
 
+async def test_a_change_nobody_heard_is_not_served_once_the_listener_reconnects(api_migrating: Api,
+                                                                                   shop_db: ShopDb) -> None:
+    """Notifications sent while the listener had no connection (an outage, a restart, a `restore`
+    that swapped the database in) are lost: on reconnecting it drops the whole catalog (was: the
+    old values until the TTL, 300 s)."""
+    import psycopg
+
+    from villager_shop.migration.steps.catalog_notify import SELF_INVALIDATING_SESSION
+
+    api = api_migrating
+    await electronics(api)  # cached now
+    with psycopg.connect(shop_db.url, autocommit=True) as conn:
+        conn.execute(f"SET {SELF_INVALIDATING_SESSION} = on")  # the triggers stay silent: a change unheard
+        conn.execute("UPDATE products SET price = 322 WHERE id = %s", (RADIO,))
+    await asyncio.sleep(0.3)
+    assert (await electronics(api))[str(RADIO)]["variants"][0]["price"] != 322  # still the cached value
+    with psycopg.connect(shop_db.url, autocommit=True) as conn:
+        assert conn.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                            " WHERE application_name = 'villager-shop cache listener'"
+                            " AND datname = current_database()").fetchone() == (1,)
+    deadline = time.monotonic() + 5.0
+    price = None
+    while time.monotonic() < deadline:
+        price = (await electronics(api))[str(RADIO)]["variants"][0]["price"]
+        if price == 322:
+            break
+        await asyncio.sleep(0.05)
+    assert price == 322
+
+
 async def test_an_order_invalidates_only_the_listings_and_page_of_its_products(api_migrating: Api) -> None:
     """The radio (electronics) is ordered: its stock is shown by its page and by the listings that
     hold it (electronics, a search for it, the whole catalog if its page shows it), which rebuild;

@@ -88,6 +88,15 @@ def test_rehearsal_on_generated_data_is_go_and_drops_staging(shop: Any, pg_admin
     assert report["squawk"]["ok"] is True or report["squawk"]["available"] is False
     products = next(t for t in report["quarantine"]["tables"] if t["table"] == "products")
     assert products["quarantined"] > 0 and products["reasons"] and not products["over_threshold"]
+    # Shares of production's rows: the synthetic writer's (messy on purpose) are left out, so no
+    # table can show more quarantined rows than production has bad ones.
+    with psycopg.connect(url) as conn:
+        bad = {"products": "price <= 0",
+               "orders": "subtotal < 0 OR delivery_fee < 0 OR total < 0 OR total IS DISTINCT FROM subtotal + delivery_fee"}
+        for table, where in bad.items():
+            row = next(t for t in report["quarantine"]["tables"] if t["table"] == table)
+            assert row["writer_rows_left_out"] > 0
+            assert row["quarantined"] <= conn.execute(f"SELECT count(*) FROM {table} WHERE {where}").fetchone()[0]  # type: ignore[index]
     assert report["quarantine"]["examples"]
     assert report["locks"]["max_backfill_batch_ms"] > 0
     plans = {p["query"]: p for p in report["query_plans"]}
@@ -210,3 +219,13 @@ def test_decide_lists_every_reason() -> None:
     assert "during backfill_users" in reasons[4]
     # squawk absent is reported, not a NO-GO
     assert decide(_report(squawk={"available": False, "ok": None}), opts) == []
+
+
+def test_rehearsal_of_an_already_migrated_database_is_refused(make_legacy_db: Any, tmp_path: Path) -> None:
+    """Its staging copy would skip every step and say GO: nothing would have been rehearsed."""
+    url = str(make_legacy_db(0.02))
+    assert run_cli("migrate", "run", database_url=url).returncode == 0
+    res = _rehearse(url, tmp_path)
+    assert res.returncode != 0 and "Traceback" not in res.stderr
+    assert "already migrated (phase migrated)" in res.stderr
+    assert not (tmp_path / "backups").exists() or not any((tmp_path / "backups").iterdir())

@@ -46,8 +46,10 @@ async def caused_by_the_service(conn: psycopg.AsyncConnection[Any], pids: set[in
 log = logging.getLogger("villager_shop.catalog_listener")
 
 
-async def listen_for_catalog_changes(database_url: str, cache: Cache, *, connect_timeout_s: float = 3.0) -> None:
-    """Run until cancelled; reconnects with backoff when PostgreSQL goes away."""
+async def listen_for_catalog_changes(database_url: str, cache: Cache, *, connect_timeout_s: float = 3.0,
+                                     listening: asyncio.Event | None = None) -> None:
+    """Run until cancelled; reconnects with backoff when PostgreSQL goes away. `listening` is set
+    once the first LISTEN is in place and the catalog invalidated (the service waits for it)."""
     delay = 0.5
     while True:
         try:
@@ -62,6 +64,11 @@ async def listen_for_catalog_changes(database_url: str, cache: Cache, *, connect
         delay = 0.5
         try:
             await conn.execute(f"LISTEN {CHANNEL}")
+            # Whatever changed while no connection listened (a restart, an outage, a `restore` that
+            # swapped the database in) sent notifications nobody heard: the whole catalog may be stale.
+            await cache.invalidate()
+            if listening is not None:
+                listening.set()
             while True:
                 pids: set[int] = set()
                 tables: set[str] = set()

@@ -7,6 +7,7 @@ environment)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable
@@ -93,9 +94,15 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
             orders=Orders(pool, cache, cfg.delivery_fee), health=Health(pool, cache, cfg.health_metrics_ttl_s),
             monitor=monitor)
         sampling = asyncio.create_task(monitor.run(), name="monitoring sampler")
+        listener_ready = asyncio.Event()
         listening = asyncio.create_task(
-            listen_for_catalog_changes(cfg.database_url, cache, connect_timeout_s=cfg.db_connect_timeout_s),
+            listen_for_catalog_changes(cfg.database_url, cache, connect_timeout_s=cfg.db_connect_timeout_s,
+                                       listening=listener_ready),
             name="catalog change listener")
+        # Serve once the listener hears changes and has dropped what a previous run cached (it may
+        # have missed changes meanwhile); bounded, so an unreachable database does not block startup.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(listener_ready.wait(), cfg.db_connect_timeout_s)
         watching = asyncio.create_task(watch_event_loop(), name="event loop lag")
         try:
             yield

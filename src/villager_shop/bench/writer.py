@@ -257,6 +257,7 @@ def legacy_insert_order(w: LiveWriter, conn: psycopg.Connection[Any], rng: rando
         conn.execute("INSERT INTO order_items (id, order_id, product_id, quantity, unit_price)"
                      " VALUES (%s, %s, %s, 2, 50)", (iid, oid, pid))
     owned["orders"].append(oid)
+    w._expect("orders", oid, total=total)
     w._expect("order_items", iid, quantity=2)
 
 
