@@ -26,5 +26,8 @@ def make_pool(config: ServiceConfig) -> AsyncConnectionPool[Any]:
         open=False,
         name="villager-shop",
         reconnect_timeout=60,
+        # One round trip per checkout: a connection the server ended (a `restore` swapping the
+        # database in, a restart, an idle timeout) is replaced instead of failing a request with 503.
+        check=AsyncConnectionPool.check_connection,
         kwargs={"connect_timeout": config.db_connect_timeout_s, "application_name": APP_NAME, "options": options},
     )

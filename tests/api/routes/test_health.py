@@ -70,3 +70,22 @@ async def test_a_rollback_makes_the_service_not_ready(shop_db: ShopDb, redis_url
         assert health.status_code == 503 and "rolled back" in health.json()["error"]
         r = await api.client.get("/api/products?limit=5&q=not-cached-either")
         assert r.status_code == 503 and "rolled back" in r.text
+
+
+async def test_connections_the_server_ended_are_replaced_not_served(shop_db: ShopDb, redis_url: str) -> None:
+    """A restore swapping the database in (or a server restart) ends every pool connection: the
+    next requests get fresh ones (was: 503 for each dead connection handed out)."""
+    import asyncio
+
+    from villager_shop.api.database import APP_NAME
+
+    async for api in start_api(make_config(shop_db.url, redis_url, db_pool_min=4, db_pool_max=4)):
+        for i in range(3):
+            rs = await asyncio.gather(*[api.client.get(f"/api/products?limit=5&q=warm{i}{j}") for j in range(8)])
+            assert all(r.status_code == 200 for r in rs)
+        ended = shop_db.scalar("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                               " WHERE application_name = %s AND datname = current_database()", (APP_NAME,))
+        assert ended >= 2
+        await asyncio.sleep(0.2)
+        rs = await asyncio.gather(*[api.client.get(f"/api/products?limit=5&q=after{j}") for j in range(8)])
+        assert [r.status_code for r in rs] == [200] * 8, [r.text for r in rs if r.status_code != 200]
