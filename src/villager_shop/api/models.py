@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Literal
@@ -21,8 +22,15 @@ def _storable(value: str) -> str:
     return value
 
 
+def _visible(value: str) -> str:
+    """A name must show something: not only spaces, zero-width or other format characters."""
+    if all(c.isspace() or unicodedata.category(c) in ("Cf", "Cc", "Zs", "Zl", "Zp") for c in value):
+        raise ValueError("a name needs at least one visible character")
+    return value
+
+
 Text = Annotated[str, AfterValidator(_storable)]
-Name = Annotated[Text, Field(min_length=1, max_length=200)]
+Name = Annotated[Text, Field(min_length=1, max_length=200), AfterValidator(_visible)]
 Description = Annotated[Text, Field(max_length=5000)]
 # Slugs follow the category name (up to 2,000 bytes before the name is bounded: migration rules).
 Slug = Annotated[Text, Field(min_length=1, max_length=2048)]

@@ -112,6 +112,10 @@ async def test_bad_parameters_are_client_errors(api: Api) -> None:
         assert r.status_code in (400, 422), (query, r.status_code, r.text)
     assert (await api.client.get("/api/products/not-a-uuid")).status_code == 422
     assert (await api.client.get("/api/shops/not-a-uuid")).status_code == 422
+    # A cursor is ours or invalid (400), even when its rating parses: 1E-1000000 reached PostgreSQL (422).
+    tiny = "MUUtMTAwMDAwMDoxOjAwMDAwMDAwLTAwMDAtMDAwMC0wMDAwLTAwMDAwMDAwMDAwMQ"  # 1E-1000000:1:<uuid>
+    r = await api.client.get(f"/api/products?cursor={tiny}")
+    assert r.status_code == 400 and "invalid cursor" in r.text
 
 
 async def test_product_page_shows_shop_and_its_address(api: Api) -> None:
@@ -244,6 +248,10 @@ async def test_only_the_shops_keeper_or_an_admin_edits_its_products(api: Api) ->
     assert r.status_code == 200 and r.json()["variants"][0]["stock"] == 9
     assert (await api.client.patch(f"/api/variants/{variant}", headers=gita, json={"price": None})).status_code == 422
     assert (await api.client.patch(f"/api/variants/{variant}", headers=gita, json={"price": 0})).status_code == 422
+    for invisible in ("\u200b", " \u2060 ", "\u00a0", "\t"):  # a name must show something
+        r = await api.client.patch(f"/api/products/{RADIO}", headers=gita, json={"name": invisible})
+        assert r.status_code == 422 and "visible" in r.text, (invisible, r.text)
+    assert (await api.client.patch(f"/api/products/{RADIO}", headers=gita, json={"name": "\u200bRadio"})).status_code == 200
     assert (await api.client.patch(f"/api/variants/{uuid.uuid4()}", headers=gita, json={"stock": 1})).status_code == 404
 
 

@@ -41,7 +41,9 @@ def decode_cursor(raw: str) -> ListingCursor:
         rating_s, count_s, id_s = text.split(":")
         rating = Decimal(rating_s)
         count = int(count_s)
-        if not rating.is_finite() or not Decimal(-10) < rating < Decimal(10) or not -INT32 <= count <= INT32:
+        # Ratings have one decimal; a tiny exponent (1E-1000000) is in range but not a PostgreSQL numeric.
+        if (not rating.is_finite() or not Decimal(-10) < rating < Decimal(10) or int(rating.as_tuple().exponent) < -6
+                or not -INT32 <= count <= INT32):
             raise ValueError("out of range")
         return ListingCursor(rating, count, uuid.UUID(id_s))
     except (ValueError, UnicodeDecodeError, binascii.Error, InvalidOperation):
