@@ -247,7 +247,7 @@ def rehearse(url: str, settings: Settings, opts: RehearsalOptions, *, say: Say =
     report_dir = (opts.report_dir or settings.data_dir / "reports" / f"rehearsal-{stamp}").expanduser().resolve()
 
     with connection(url, autocommit=True, application_name="villager-shop rehearse") as conn:
-        phase = state.settled_phase(conn) if state.schema_exists(conn) else "not_started"
+        phase = state.phase(conn) if state.schema_exists(conn) else "not_started"  # read only
     if phase in ("migrated", "completing", "completed"):
         raise RefusedError(f"nothing to rehearse: this database is already migrated (phase {phase}); a rehearsal"
                            " runs the migration on a copy of a database it has not reached (`migrate status`"

@@ -198,6 +198,9 @@ async def test_a_product_without_a_valid_price_is_priced_by_its_first_variant(ap
     extra variant that sold the product while the old application saw it at 0, still quarantined)."""
     farid = await api.auth(FARID)
     r = await api.client.post(f"/api/products/{FREE_SAMPLE}/variants", headers=farid,
+                              json={"name": "Pack", "price": "12.50", "stock": 4, "is_active": False})
+    assert r.status_code == 422 and "must be active" in r.text  # it would price the product
+    r = await api.client.post(f"/api/products/{FREE_SAMPLE}/variants", headers=farid,
                               json={"name": "Pack", "price": "12.50", "stock": 4})
     assert r.status_code == 201, r.text
     [variant] = r.json()["variants"]

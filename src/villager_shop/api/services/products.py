@@ -134,6 +134,9 @@ class Products:
             if not default and priced[0] is None:
                 raise Conflict(f"product {product_id} has no valid price (quarantined by the migration); set its"
                                f" default variant's price first: PATCH /api/variants/{priced[1]}")
+            if default and not is_active:
+                raise Invalid(f"product {product_id} has no price yet: its first variant becomes its default and"
+                              " gives it its price, so it must be active")
             variant_id = uuid.uuid4()
             await cur.execute(
                 """INSERT INTO public.product_variants
