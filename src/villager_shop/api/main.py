@@ -31,7 +31,7 @@ from villager_shop.api.fast_listing import FastListing
 from villager_shop.api.routes import auth, health, monitoring, orders, products, shops
 from villager_shop.api.services.accounts import ensure_service_schema
 from villager_shop.api.services.catalog import Catalog
-from villager_shop.api.services.health import Health
+from villager_shop.api.services.health import NOT_MIGRATED, Health
 from villager_shop.api.services.orders import Orders
 from villager_shop.api.services.products import Products
 from villager_shop.cache import Cache
@@ -158,8 +158,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         if isinstance(exc, psycopg.errors.UndefinedTable | psycopg.errors.UndefinedColumn):
             # The schema changed under the service (a `migrate rollback`): /health/ready says so too.
             log.warning("database schema not as expected: %s", exc.diag.message_primary)
-            return _error(503, "the database has no normalized schema (not migrated, or rolled back)",
-                          {"Retry-After": "30"})
+            return _error(503, NOT_MIGRATED, {"Retry-After": "30"})
         if isinstance(exc, psycopg.DataError):
             return _error(422, f"invalid value: {exc.diag.message_primary or type(exc).__name__}")
         if isinstance(exc, psycopg.IntegrityError):

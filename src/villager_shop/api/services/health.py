@@ -18,6 +18,7 @@ from villager_shop.cache import Cache
 from villager_shop.monitoring.metrics import DB_QUERIES
 
 PROBE_TIMEOUT_S = 1.0
+NOT_MIGRATED = "the database has no normalized schema (not migrated, or rolled back)"
 SCHEMA_PRESENT = ("SELECT to_regclass('public.product_variants') IS NOT NULL"
                   " AND to_regclass('public.product_categories') IS NOT NULL"
                   " AND to_regclass('public.addresses') IS NOT NULL")
@@ -81,7 +82,7 @@ class Health:
                          "metrics": [], "error": "database unavailable"}
         if db_state == "not_migrated":
             return 503, {"status": "unhealthy", "timestamp": now, "database": "connected", "cache": cache,
-                         "metrics": [], "error": "the database has no normalized schema (not migrated, or rolled back)"}
+                         "metrics": [], "error": NOT_MIGRATED}
         body: dict[str, Any] = {"status": "healthy", "timestamp": now, "database": "connected", "cache": cache}
         try:
             body["metrics"] = await self.metrics()
