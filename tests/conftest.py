@@ -3,6 +3,7 @@ or the server named by DATABASE_URL), and a real Redis (embedded or REDIS_URL)."
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import uuid
 import warnings
@@ -11,6 +12,20 @@ from typing import Any
 
 import psycopg
 import pytest
+
+# pytest-timeout (signal) fails a test after 300 s; a hang that signal cannot break (seen once:
+# an event loop's shutdown waiting on a task) would stall CI for good. This watchdog prints every
+# thread's stack and ends the run instead.
+WATCHDOG_S = 420
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    faulthandler.dump_traceback_later(WATCHDOG_S, exit=True)
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
 
 warnings.filterwarnings("ignore", module="platformdirs")
 

@@ -123,6 +123,8 @@ class Lease:
         self._waits: dict[int, _Wait] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._acks: set[asyncio.Task[Any]] = set()
+        self._closers: set[asyncio.Task[Any]] = set()  # a lost subscription's clients being closed
+        self._stopping = False
         self._live = False  # our subscription is confirmed by Redis and not known lost
         self._longest_s = self.lease_s  # the longest lease seen in the registry (a writer's wait bound)
 
@@ -157,12 +159,19 @@ class Lease:
             self._tasks.append(asyncio.create_task(self._heartbeat_forever(), name="cache lease heartbeat"))
 
     async def close(self) -> None:
+        """Bounded: a task that does not end within a few seconds of its cancellation (a close
+        stuck in the Redis client) is left behind rather than holding up the shutdown."""
+        self._stopping = True  # the loops end even if a cancellation is lost in a racing timeout
         self.lose()
-        for task in self._tasks:
-            task.cancel()
         for task in [*self._tasks, *self._acks]:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            task.cancel()
+        bound = max(2.0, self.timeout_s * 6)
+        for group in ({*self._tasks, *self._acks}, self._closers):  # the listener's end starts a closer
+            if group:
+                await asyncio.wait(set(group), timeout=bound)
+            for task in list(group):
+                if task.done() and not task.cancelled():
+                    task.exception()  # retrieved: its failure no longer matters
         self._tasks = []
         await self._unregister()
 
@@ -178,7 +187,7 @@ class Lease:
     async def _listen_forever(self) -> None:
         delay = self.heartbeat_s or 0.2
         channels = (self.channel, self._hb_channel, self._ack_prefix + self.member)
-        while True:
+        while not self._stopping:
             tcp = {"socket_keepalive": True} if self.url.startswith(("redis://", "rediss://")) else {}
             client = aioredis.Redis.from_url(
                 self.url, socket_connect_timeout=self.timeout_s, socket_timeout=None,
@@ -203,15 +212,26 @@ class Lease:
                 raise
             except Exception as exc:  # lost or refused: every message since may be lost
                 await self._subscription_lost(exc)
+                if self._stopping:
+                    return
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
             finally:
                 self._live = False
                 self.lose()
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(asyncio.shield(pubsub.aclose()), timeout=1.0)
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(asyncio.shield(client.aclose()), timeout=1.0)
+                # Closed aside (a cancelled listener must not wait on a stuck socket), but tracked:
+                # `close` waits for it, so no task outlives the lease.
+                closer = asyncio.create_task(self._close_clients(pubsub, client))
+                self._closers.add(closer)
+                closer.add_done_callback(self._closers.discard)
+                await asyncio.wait({closer}, timeout=2.0)
+
+    @staticmethod
+    async def _close_clients(pubsub: Any, client: aioredis.Redis) -> None:
+        for closing in (pubsub.aclose, client.aclose):
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1.0):
+                    await closing()
 
     async def _subscription_lost(self, exc: BaseException) -> None:
         """We may miss messages from now on: no lease, no trusted copy, and out of the registry."""
@@ -256,16 +276,20 @@ class Lease:
         """Renew the lease only while the subscription is live (a worker that cannot hear
         writers must not make them wait); a subscription whose tokens stop coming back for a
         whole lease (a half-open connection) is dropped and made again."""
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self.heartbeat_s)
             if not self._live:
                 continue
             now = time.monotonic()
             if self._sent and now - min(self._sent.values()) > self.lease_s:
                 await self._subscription_lost(TimeoutError("heartbeats stopped coming back"))
+                if self._stopping:
+                    return
                 listener = self._tasks[0]
                 listener.cancel()
                 await asyncio.gather(listener, return_exceptions=True)
+                if self._stopping:
+                    return
                 self._tasks[0] = asyncio.create_task(self._listen_forever(), name="cache lease listener")
                 continue
             self._token += 1
