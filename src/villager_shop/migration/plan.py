@@ -42,6 +42,13 @@ CONSTRAINTS = [
 ]
 VIOLATIONS = {"chk_orders_amounts_positive": ORDER_VIOLATIONS,
               "chk_order_items_quantity_positive": ITEM_VIOLATIONS}
+# The checks legacy rows may violate, as (checked columns, rule). While such rows exist, a CHECK -
+# even NOT VALID - would reject every later update of them, such as the old application's status
+# change of an order with a negative total; the rule is then a constraint trigger of the same name,
+# enforced on inserted rows and on changes of the checked columns (steps/constraints.py).
+GUARDS = {"chk_orders_amounts_positive": (("subtotal", "delivery_fee", "total"),
+                                          "subtotal >= 0 AND delivery_fee >= 0 AND total >= 0"),
+          "chk_order_items_quantity_positive": (("quantity",), "quantity > 0")}
 
 ORDER_ITEM_COLUMNS = ["id", "order_id", "product_id", "quantity", "unit_price", "created_at", "variant_id"]
 
@@ -83,7 +90,8 @@ def build_plan() -> list[Step]:
         # Checks now (evaluated inline, no lookups). Foreign keys on the new columns come after the
         # backfill: only the triggers and the new application write those columns, and a NOT VALID
         # foreign key would cost every backfilled row a lookup.
-        *[AddConstraint(t, n, d, referenced=r) for t, n, d, r in CONSTRAINTS if r is None],
+        *[AddConstraint(t, n, d, referenced=r, guard=GUARDS.get(n), violations_sql=VIOLATIONS.get(n))
+          for t, n, d, r in CONSTRAINTS if r is None],
         MonitoringViews(),
         # Before the triggers, so that they only look lookup rows up (steps/lookups.py).
         SeedLookup("addresses", ["users", "shops"], "create the address of every house number in use"),
@@ -128,7 +136,7 @@ def build_plan() -> list[Step]:
         # delete of a referenced row (a product delete cascades to its variants) scans the table.
         *[CreateIndex(i, t, d, why=w) for i, t, d, w in INDEXES if w == "foreign key"],
         *[AddConstraint(t, n, d, referenced=r) for t, n, d, r in CONSTRAINTS if r is not None],
-        *[ValidateConstraint(t, n, VIOLATIONS.get(n)) for t, n, _, _ in CONSTRAINTS],
+        *[ValidateConstraint(t, n, d, VIOLATIONS.get(n), guard=GUARDS.get(n)) for t, n, d, _ in CONSTRAINTS],
         *[CreateIndex(i, t, d, why=w) for i, t, d, w in INDEXES if w != "foreign key"],
         Analyze(),
     ]

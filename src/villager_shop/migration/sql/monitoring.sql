@@ -66,7 +66,8 @@ SELECT 'cache_hit_ratio', hit.value, 90::numeric,
 
 -- name: normalized_violations
 -- The normalized schema's own invariants, true before and after `complete`: order items point at a
--- variant of their product unless quarantined; orders whose amounts are wrong are quarantined.
+-- variant of their product unless quarantined, and at its default variant when it has one and they
+-- have none; orders whose amounts are wrong are quarantined.
 CREATE OR REPLACE FUNCTION villager_migration.normalized_violations()
 RETURNS TABLE (kind text, table_name text, row_id uuid, detail text)
 LANGUAGE sql STABLE AS $fn$
@@ -77,6 +78,11 @@ LANGUAGE sql STABLE AS $fn$
         OR ((oi.variant_id IS NULL OR oi.quantity <= 0)
             AND NOT EXISTS (SELECT 1 FROM villager_migration.quarantine q
                              WHERE q.table_name = 'order_items' AND q.row_id = oi.id))
+    UNION ALL
+    SELECT 'unlinked_item', 'order_items', oi.id,
+           format('no variant, but product %s has the default variant %s', oi.product_id, v.id)
+      FROM public.order_items oi JOIN public.product_variants v ON v.product_id = oi.product_id AND v.is_default
+     WHERE oi.variant_id IS NULL
     UNION ALL
     SELECT 'not_quarantined', 'orders', o.id,
            format('%s: subtotal %s + delivery_fee %s, total %s',

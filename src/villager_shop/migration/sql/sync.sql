@@ -214,6 +214,27 @@ BEGIN
 END
 $fn$;
 
+-- name: fn_default_variant
+-- The default variant of a product. A product without one that is quarantined for its price may
+-- be being priced right now by another transaction, whose variant appears at its commit: wait for
+-- it (a share lock; a pricing that comes later waits for this item instead, and then links it).
+-- Products the backfill has not reached have no quarantine entry and are not waited for (the
+-- order_items step links their items).
+CREATE OR REPLACE FUNCTION villager_migration.default_variant(product uuid) RETURNS uuid
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    found_id uuid;
+BEGIN
+    SELECT id INTO found_id FROM public.product_variants WHERE product_id = product AND is_default;
+    IF found_id IS NULL AND EXISTS (SELECT 1 FROM villager_migration.quarantine
+                                     WHERE table_name = 'products' AND row_id = product) THEN
+        PERFORM 1 FROM public.products WHERE id = product AND NOT coalesce(price > 0, false) FOR SHARE;
+        SELECT id INTO found_id FROM public.product_variants WHERE product_id = product AND is_default;
+    END IF;
+    RETURN found_id;
+END
+$fn$;
+
 -- name: fn_sync_order_item
 -- order_items: product_id <-> variant_id (the default variant for legacy writes). Items whose
 -- product has no sellable variant, or whose quantity is not positive, are quarantined.
@@ -226,20 +247,17 @@ BEGIN
         IF NEW.variant_id IS NOT NULL THEN
             SELECT product_id INTO NEW.product_id FROM public.product_variants WHERE id = NEW.variant_id;
         ELSE
-            SELECT id INTO NEW.variant_id FROM public.product_variants
-             WHERE product_id = NEW.product_id AND is_default;
+            NEW.variant_id := villager_migration.default_variant(NEW.product_id);
             IF pg_trigger_depth() = 1 THEN  -- an old application's item: `complete` must wait for it
                 PERFORM nextval('villager_migration.legacy_writes');
             END IF;
         END IF;
     ELSIF NEW.product_id IS DISTINCT FROM OLD.product_id THEN
-        SELECT id INTO NEW.variant_id FROM public.product_variants
-         WHERE product_id = NEW.product_id AND is_default;
+        NEW.variant_id := villager_migration.default_variant(NEW.product_id);
     ELSIF NEW.variant_id IS DISTINCT FROM OLD.variant_id AND NEW.variant_id IS NOT NULL THEN
         SELECT product_id INTO NEW.product_id FROM public.product_variants WHERE id = NEW.variant_id;
     ELSIF NEW.variant_id IS NULL THEN
-        SELECT id INTO NEW.variant_id FROM public.product_variants
-         WHERE product_id = NEW.product_id AND is_default;
+        NEW.variant_id := villager_migration.default_variant(NEW.product_id);
     ELSIF NEW.quantity IS NOT DISTINCT FROM OLD.quantity AND NEW.id = OLD.id THEN
         RETURN NEW;
     END IF;
