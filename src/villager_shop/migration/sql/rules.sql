@@ -63,7 +63,10 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE RETURNS NULL ON NULL INPUT AS $fn$
 $fn$;
 
 -- name: ensure_address
--- The id of the address with this canonical house number, created if missing (race-safe).
+-- The id of the address with this canonical house number, created if missing (race-safe). The row
+-- is locked (FOR KEY SHARE) until the caller commits: a rename of the address waits for the caller's
+-- rows, then renames their legacy text too; a rename that committed first is seen, and the number
+-- gets an address of its own.
 CREATE OR REPLACE FUNCTION villager_migration.ensure_address(canonical text) RETURNS uuid
 LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -72,22 +75,25 @@ BEGIN
     IF canonical IS NULL THEN
         RETURN NULL;
     END IF;
-    SELECT id INTO found_id FROM public.addresses WHERE house_number = canonical;
-    IF found_id IS NOT NULL THEN
-        RETURN found_id;
-    END IF;
-    INSERT INTO public.addresses (house_number) VALUES (canonical)
-    ON CONFLICT (house_number) DO NOTHING
-    RETURNING id INTO found_id;
-    IF found_id IS NULL THEN
-        SELECT id INTO found_id FROM public.addresses WHERE house_number = canonical;
-    END IF;
-    RETURN found_id;
+    LOOP
+        SELECT id INTO found_id FROM public.addresses WHERE house_number = canonical FOR KEY SHARE;
+        IF found_id IS NOT NULL THEN
+            RETURN found_id;
+        END IF;
+        INSERT INTO public.addresses (house_number) VALUES (canonical)
+        ON CONFLICT (house_number) DO NOTHING
+        RETURNING id INTO found_id;
+        IF found_id IS NOT NULL THEN
+            RETURN found_id;
+        END IF;
+        -- Another session created it meanwhile (or renamed it away again): look once more.
+    END LOOP;
 END
 $fn$;
 
 -- name: ensure_category
--- The id of the category whose key matches `raw`, created if missing with a unique slug.
+-- The id of the category whose key matches `raw`, created if missing with a unique slug; locked
+-- like ensure_address's.
 CREATE OR REPLACE FUNCTION villager_migration.ensure_category(raw text) RETURNS uuid
 LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -100,7 +106,7 @@ BEGIN
     IF k IS NULL THEN
         RETURN NULL;
     END IF;
-    SELECT id INTO found_id FROM public.product_categories WHERE name_key = k;
+    SELECT id INTO found_id FROM public.product_categories WHERE name_key = k FOR KEY SHARE;
     IF found_id IS NOT NULL THEN
         RETURN found_id;
     END IF;
@@ -120,7 +126,7 @@ BEGIN
             RETURN found_id;
         END IF;
         -- Either another session created this very category, or the slug belongs to another name.
-        SELECT id INTO found_id FROM public.product_categories WHERE name_key = k;
+        SELECT id INTO found_id FROM public.product_categories WHERE name_key = k FOR KEY SHARE;
         IF found_id IS NOT NULL THEN
             RETURN found_id;
         END IF;

@@ -27,8 +27,14 @@ BEGIN
         RETURN NEW;
     END IF;
     IF NEW.house_number IS DISTINCT FROM OLD.house_number THEN
-        NEW.address_id := villager_migration.ensure_address(
-            villager_migration.canonical_house_number(NEW.house_number));
+        -- Another spelling of the same house keeps its address without locking it: a rename of
+        -- that address waiting for this row (it holds the address, we hold the row) would deadlock.
+        IF OLD.address_id IS NULL OR NEW.address_id IS DISTINCT FROM OLD.address_id
+           OR villager_migration.canonical_house_number(NEW.house_number)
+              IS DISTINCT FROM villager_migration.canonical_house_number(OLD.house_number) THEN
+            NEW.address_id := villager_migration.ensure_address(
+                villager_migration.canonical_house_number(NEW.house_number));
+        END IF;
         IF pg_trigger_depth() = 1 THEN
             PERFORM nextval('villager_migration.legacy_writes');
         END IF;
@@ -113,7 +119,12 @@ BEGIN
         END IF;
     ELSE
         IF NEW.category IS DISTINCT FROM OLD.category THEN
-            NEW.category_id := villager_migration.ensure_category(NEW.category);
+            -- Another spelling of the same category keeps it without locking it (see sync_address).
+            IF OLD.category_id IS NULL OR NEW.category_id IS DISTINCT FROM OLD.category_id
+               OR villager_migration.category_key(NEW.category)
+                  IS DISTINCT FROM villager_migration.category_key(OLD.category) THEN
+                NEW.category_id := villager_migration.ensure_category(NEW.category);
+            END IF;
             legacy_write := true;
         ELSIF NEW.category_id IS DISTINCT FROM OLD.category_id THEN
             IF NEW.category_id IS NULL THEN

@@ -45,11 +45,18 @@ class ExtractLookup:
         # The canonical value is computed once per row (NFKC and two regular expressions); a row
         # whose reference is set was migrated (by us or by the sync trigger) and is left alone.
         # A lookup row another transaction added after our snapshot is neither seen by the join
-        # nor returned by the insert: ensure_* finds it.
+        # nor returned by the insert: ensure_* finds it. The lookup rows used are locked (FOR KEY
+        # SHARE) like ensure_*'s: a rename waits for the batch and then renames its rows' text too;
+        # one that committed first is seen by the lock, and the old spelling gets its own row.
         return [
             f"WITH src AS MATERIALIZED (\n"
             f"  SELECT t.ctid AS tid, {V}.{self.canonical}(t.{self.column}) AS c FROM public.{self.table} t\n"
             f"   WHERE {batch('t')} AND t.{self.fk} IS NULL AND t.{self.column} IS NOT NULL),\n"
+            f"known AS MATERIALIZED (\n"
+            f"  SELECT jsonb_object_agg(k.{self.lookup_column}, k.id) AS m\n"
+            f"    FROM (SELECT l.{self.lookup_column}, l.id FROM public.{self.lookup} l\n"
+            f"           WHERE l.{self.lookup_column} = ANY(ARRAY(SELECT DISTINCT c FROM src WHERE c IS NOT NULL))\n"
+            f"             FOR KEY SHARE) k),\n"
             f"added AS (\n"
             f"  INSERT INTO public.{self.lookup} ({self.lookup_column})\n"
             # Most values exist already (seeded): an index probe skips them, a conflict costs more.
@@ -60,7 +67,7 @@ class ExtractLookup:
             f"map AS MATERIALIZED (SELECT jsonb_object_agg({self.lookup_column}, id) AS m FROM added)\n"
             f"UPDATE public.{self.table} t\n"
             f"   SET {self.fk} = coalesce(((SELECT m FROM map) ->> s.c)::uuid,\n"
-            f"                           (SELECT l.id FROM public.{self.lookup} l WHERE l.{self.lookup_column} = s.c),\n"
+            f"                           ((SELECT m FROM known) ->> s.c)::uuid,\n"
             f"                           {V}.{self.ensure}(s.c))\n"
             f"  FROM src s\n"
             f" WHERE {batch('t')} AND t.ctid = s.tid AND s.c IS NOT NULL",
@@ -90,9 +97,13 @@ class ExtractCategory:
             "   WHERE category IS NOT NULL GROUP BY category)",
             # spelling -> category id, as one map (a join on the spelling plans as a nested loop).
             # A category created here is named after the first spelling met in walk order.
+            # The categories used are locked (FOR KEY SHARE), as in ExtractLookup.
+            "known AS MATERIALIZED (\n"
+            "  SELECT c.id, c.name_key FROM public.product_categories c\n"
+            "   WHERE c.name_key = ANY(ARRAY(SELECT k FROM keys WHERE k IS NOT NULL)) FOR KEY SHARE)",
             "cats AS MATERIALIZED (\n"
             f"  SELECT jsonb_object_agg(o.category, coalesce(o.id, {V}.ensure_category(o.category))) AS m\n"
-            "    FROM (SELECT keys.category, c.id FROM keys LEFT JOIN public.product_categories c ON c.name_key = keys.k\n"
+            "    FROM (SELECT keys.category, c.id FROM keys LEFT JOIN known c ON c.name_key = keys.k\n"
             "           WHERE keys.k IS NOT NULL ORDER BY keys.first_seen OFFSET 0) o)",
         ]
 
