@@ -206,6 +206,11 @@ async def test_a_product_without_a_valid_price_is_priced_by_its_first_variant(ap
     [variant] = r.json()["variants"]
     assert variant["is_default"] and variant["price"] == 12.5 and r.json()["base_price"] == 12.5
     assert (await api.client.get(f"/api/products/{FREE_SAMPLE}")).status_code == 200
+    # The item ordered meanwhile has the variant now, and left the quarantine (after `complete` too).
+    assert set(any_shop_db.rows("SELECT oi.variant_id, q.reason FROM order_items oi"
+                                " LEFT JOIN villager_migration.quarantine q ON q.table_name = 'order_items'"
+                                " AND q.row_id = oi.id WHERE oi.product_id = %s",
+                                (FREE_SAMPLE,))) == {(uuid.UUID(variant["id"]), None)}
     assert any_shop_db.scalar("SELECT count(*) FROM check_data_integrity()") == 0
     if any_shop_db.has_legacy_columns():
         assert any_shop_db.rows("SELECT price::float, stock FROM products WHERE id = %s",

@@ -27,6 +27,24 @@ ON CONFLICT (product_id) WHERE is_default DO UPDATE
 RETURNING v.id
 """
 
+# Items ordered while the product had no variant get its first (default) one, and leave the
+# quarantine unless their quantity keeps them there. While the legacy columns live, the sync
+# triggers have done this already (nothing is left to link); after `complete` no trigger does.
+LINK_WAITING_ITEMS = """
+WITH linked AS (
+    UPDATE public.order_items SET variant_id = %(variant)s
+     WHERE product_id = %(product)s AND variant_id IS NULL
+    RETURNING id, quantity),
+cleared AS (
+    DELETE FROM villager_migration.quarantine q USING linked l
+     WHERE q.table_name = 'order_items' AND q.row_id = l.id AND l.quantity > 0)
+UPDATE villager_migration.quarantine q
+   SET reason = 'non_positive_quantity', quarantined_at = now()
+  FROM linked l
+ WHERE q.table_name = 'order_items' AND q.row_id = l.id AND NOT l.quantity > 0
+   AND q.reason IS DISTINCT FROM 'non_positive_quantity'
+"""
+
 
 def can_manage_shop(user: User, owner_id: uuid.UUID) -> bool:
     return user.is_admin or (user.role == "shopkeeper" and user.id == owner_id)
@@ -151,6 +169,7 @@ class Products:
                 await conn.execute(
                     """UPDATE public.products SET base_price = %s, updated_at = now()
                         WHERE id = %s AND base_price IS DISTINCT FROM %s""", (price, product_id, price))
+                await conn.execute(LINK_WAITING_ITEMS, {"variant": variant_id, "product": product_id})
         await self.cache.invalidate(CATALOG, catalog_parts({product_id: {slug}}), shown=shown_changed([product_id]))
         return variant_id
 
