@@ -22,8 +22,9 @@ async def check_connection(conn: AsyncConnection[Any]) -> None:
     second on a 0.3 ms query when done on every checkout)."""
     if conn.closed or conn.broken:
         raise psycopg.OperationalError("connection is closed")
-    ready, _, _ = select.select([conn.pgconn.socket], [], [], 0)
-    if ready:
+    poller = select.poll()  # not select.select: it fails on descriptors above 1024
+    poller.register(conn.pgconn.socket, select.POLLIN)
+    if poller.poll(0):
         await AsyncConnectionPool.check_connection(conn)
 
 
