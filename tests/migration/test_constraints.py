@@ -89,3 +89,21 @@ def test_rollback_removes_the_guards(legacy_db: str) -> None:
         assert one(c, "SELECT count(*) FROM pg_proc WHERE proname LIKE 'enforce_chk_%%'") == 0
         c.execute("INSERT INTO order_items (order_id, product_id, quantity, unit_price)"
                   " SELECT order_id, product_id, -3, 1 FROM order_items LIMIT 1")  # legacy rules again
+
+
+def test_a_run_killed_while_removing_a_guard_leaves_no_function_behind(legacy_db: str) -> None:
+    """The guard goes in two statements (trigger to CHECK, then its function): killed between the
+    two, the next run validates the CHECK and drops the function."""
+    ids = bad_rows(legacy_db)
+    migrate(legacy_db)
+    with psycopg.connect(legacy_db, autocommit=True) as c:
+        c.execute("UPDATE orders SET subtotal = 5, total = 5 WHERE id = %s", (ids["bad"],))
+        c.execute("DROP TRIGGER chk_orders_amounts_positive ON orders")  # the first statement, then kill -9
+        c.execute("ALTER TABLE orders ADD CONSTRAINT chk_orders_amounts_positive"
+                  " CHECK (subtotal >= 0 AND delivery_fee >= 0 AND total >= 0) NOT VALID")
+        c.execute("UPDATE villager_migration.steps SET status = 'running'"
+                  " WHERE name = 'validate_chk_orders_amounts_positive'")
+    migrate(legacy_db)
+    with psycopg.connect(legacy_db, autocommit=True) as c:
+        assert forms(c)["chk_orders_amounts_positive"] == ("c", True)
+        assert one(c, "SELECT count(*) FROM pg_proc WHERE proname = 'enforce_chk_orders_amounts_positive'") == 0
