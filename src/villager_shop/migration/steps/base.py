@@ -110,14 +110,5 @@ def column_exists(ctx: Context, table: str, column: str) -> bool:
         " WHERE table_schema = 'public' AND table_name = %s AND column_name = %s)", (table, column)))
 
 
-def constraint_state(ctx: Context, table: str, name: str) -> bool | None:
-    """None when absent, else whether it is validated."""
-    row = ctx.conn.execute(
-        "SELECT convalidated FROM pg_constraint WHERE conname = %s AND conrelid = to_regclass(%s)",
-        (name, f"public.{table}"),
-    ).fetchone()
-    return None if row is None else bool(row[0])
-
-
 def function_exists(ctx: Context, qualified: str) -> bool:
     return bool(ctx.scalar("SELECT to_regproc(%s) IS NOT NULL", (qualified,)))
