@@ -27,6 +27,14 @@ def constraint_form(ctx: Context, table: str, name: str) -> tuple[str, bool] | N
     return None if row is None else (str(row[0]), bool(row[1]))
 
 
+def count_violations(ctx: Context, violations_sql: str | None) -> int:
+    return int(ctx.scalar(violations_sql) or 0) if violations_sql else 0
+
+
+def drop_guard_function(name: str) -> Ddl:
+    return Ddl(f"DROP FUNCTION IF EXISTS public.enforce_{name}()", "none on application tables")
+
+
 def _new(rule: str, columns: tuple[str, ...]) -> str:
     return re.sub(r"\b(" + "|".join(map(re.escape, columns)) + r")\b", r"NEW.\1", rule)
 
@@ -60,7 +68,7 @@ def unguard_ddl(table: str, name: str, definition: str) -> list[Ddl]:
     return [Ddl(f"DROP TRIGGER IF EXISTS {name} ON public.{table};\n"
                 f"ALTER TABLE public.{table} ADD CONSTRAINT {name} {definition} NOT VALID",
                 f"ACCESS EXCLUSIVE on {table} (catalog only, milliseconds)"),
-            Ddl(f"DROP FUNCTION IF EXISTS public.enforce_{name}()", "none on application tables")]
+            drop_guard_function(name)]
 
 
 class AddConstraint(Step):
@@ -90,8 +98,7 @@ class AddConstraint(Step):
         out.append(Ddl(f"ALTER TABLE IF EXISTS public.{self.table} DROP CONSTRAINT IF EXISTS {self.constraint}",
                        f"ACCESS EXCLUSIVE on {self.table} (catalog only)"))
         if self.guard:
-            out.append(Ddl(f"DROP FUNCTION IF EXISTS public.enforce_{self.constraint}()",
-                           "none on application tables"))
+            out.append(drop_guard_function(self.constraint))
         return out
 
     def check(self, ctx: Context) -> bool:
@@ -100,8 +107,8 @@ class AddConstraint(Step):
     def apply(self, ctx: Context) -> dict[str, Any]:
         if self.check(ctx):
             return {"already": True}
-        if self.guard and self.violations_sql:
-            bad = int(ctx.scalar(self.violations_sql) or 0)
+        if self.guard:
+            bad = count_violations(ctx, self.violations_sql)
             if bad:
                 for d in guard_ddl(self.table, self.constraint, self.guard):
                     ctx.run(d, self.name)
@@ -133,16 +140,13 @@ class ValidateConstraint(Step):
 
     def check(self, ctx: Context) -> bool:
         form = constraint_form(ctx, self.table, self.constraint)
-        return form is not None and form[1] and (form[0] != "t" or self._violations(ctx) > 0)
-
-    def _violations(self, ctx: Context) -> int:
-        return int(ctx.scalar(self.violations_sql) or 0) if self.violations_sql else 0
+        return form is not None and form[1] and (form[0] != "t" or count_violations(ctx, self.violations_sql) > 0)
 
     def apply(self, ctx: Context) -> dict[str, Any]:
         form = constraint_form(ctx, self.table, self.constraint)
         if form is not None and form[0] != "t" and form[1]:
             return {"validated": True, "already": True}
-        bad = self._violations(ctx)
+        bad = count_violations(ctx, self.violations_sql)
         if bad:
             if self.guard and (form is None or form[0] != "t"):
                 # A violating row arrived between the count and the CHECK (or the CHECK predates guards).
@@ -155,6 +159,6 @@ class ValidateConstraint(Step):
             for d in unguard_ddl(self.table, self.constraint, self.definition):
                 ctx.run(d, self.name)
         elif self.guard:  # a run killed between the guard's removal and its function's
-            ctx.run(unguard_ddl(self.table, self.constraint, self.definition)[-1], self.name)
+            ctx.run(drop_guard_function(self.constraint), self.name)
         super().apply(ctx)
         return {"validated": True}
