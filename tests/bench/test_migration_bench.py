@@ -21,6 +21,11 @@ def test_bench_migration_reports_both_strategies_and_the_floor(pg_admin_url: str
         assert {"total_s", "backfill_rows_per_s", "writer_ops", "writer_errors", "writer_p50_ms", "writer_p99_ms",
                 "writer_max_ms"} <= set(r), r
         assert r["total_s"] > 0 and r["writer_ops"] > 0 and r["writer_errors"] == 0, (strategy, r)
+        # The stall is a write's time beyond its operation's median before the run: never above its time.
+        assert 0 <= r["writer_max_stall_ms"] <= r["writer_max_ms"], (strategy, r)
+    assert out["writer_rate_ops_per_s"] == 200.0, out
+    assert set(out["goals"]) == {"total_le_1_5x_guide", "max_write_stall_lt_100ms", "max_write_latency_lt_100ms",
+                                 "no_writer_errors"}, out
     # we backfill every table (the guide skips order_items and orders); the floor is that skipped update
     assert out["online"]["backfill_rows"] > out["guide"]["backfill_rows"], out
     assert out["order_items_floor"]["rows"] > 0 and out["order_items_floor"]["total_s"] > 0, out

@@ -25,19 +25,38 @@ from villager_shop.legacy.generate import generate
 from villager_shop.legacy.schema import schema_sql
 
 STRATEGIES = ("guide", "online")
+WRITER_RATE = 200.0
 
 
-def _writer_window(writer: LiveWriter, start: float, end: float) -> dict[str, Any]:
-    lat = sorted(ms for t, ms in writer.stats.samples if start <= t <= end) or [0.0]
+def _writer_window(writer: LiveWriter, start: float, end: float,
+                   usual_ms: dict[str, float] | None = None) -> dict[str, Any]:
+    """The writer's latencies in [start, end]. With `usual_ms` (each operation's median on the legacy
+    schema before the migration), also the longest stall: how much longer than usual a write took.
+    A product delete scans order_items for its foreign-key check until the migration's index on
+    order_items.product_id exists: hundreds of milliseconds at scale 5 with or without a migration,
+    which is the legacy schema's cost, not a stall."""
+    window = [(ms, op) for t, ms, op in writer.stats.samples if start <= t <= end]
+    lat = sorted(ms for ms, _op in window) or [0.0]
 
     def pct(p: float) -> float:
         return round(lat[min(len(lat) - 1, int(p * len(lat)))], 2)
 
-    out: dict[str, Any] = {"writer_ops": len(lat) if lat != [0.0] else 0, "writer_errors": writer.stats.errors,
+    out: dict[str, Any] = {"writer_ops": len(window), "writer_errors": writer.stats.errors,
                            "writer_p50_ms": pct(0.5), "writer_p99_ms": pct(0.99), "writer_max_ms": round(lat[-1], 2)}
+    if usual_ms is not None:
+        out["writer_max_stall_ms"] = round(max((ms - usual_ms.get(op, 0.0) for ms, op in window), default=0.0), 2)
     if writer.stats.errors:  # what went wrong, not just how often
         out["writer_error_samples"] = writer.stats.error_samples[:5]
     return out
+
+
+def _usual_ms(writer: LiveWriter, start: float, end: float) -> dict[str, float]:
+    """Each operation's median latency in [start, end]."""
+    by_op: dict[str, list[float]] = {}
+    for t, ms, op in writer.stats.samples:
+        if start <= t <= end:
+            by_op.setdefault(op, []).append(ms)
+    return {op: statistics.median(v) for op, v in by_op.items()}
 
 
 def _run_cli(url: str, strategy: str) -> dict[str, Any]:
@@ -84,15 +103,15 @@ def _checkpoint(admin_url: str) -> None:
         pass
 
 
-def _one_run(admin_url: str, template: str, name: str, strategy: str, writer_threads: int, baseline_s: float,
-             say: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def _one_run(admin_url: str, template: str, name: str, strategy: str, writer_threads: int, writer_rate: float | None,
+             baseline_s: float, say: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """One strategy on a fresh copy of the template, under the live writer; the copy is dropped."""
     drop_database(admin_url, name)
     db = create_database(admin_url, name, template=template)
     try:
         _checkpoint(admin_url)
         say(f"{strategy}: migrating with {writer_threads} legacy writers (+1 new-app writer) …")
-        writer = LiveWriter(db, legacy_threads=writer_threads, new_threads=1, pause_s=0.003).start()
+        writer = LiveWriter(db, legacy_threads=writer_threads, new_threads=1, pause_s=0.003, rate=writer_rate).start()
         try:
             # A few seconds of the same workload before the migration: some legacy writes are slow
             # on the legacy schema itself (a product delete scans order_items, which has no index
@@ -117,7 +136,8 @@ def _one_run(admin_url: str, template: str, name: str, strategy: str, writer_thr
                 floor = {"rows": cur.rowcount, "total_s": round(time.perf_counter() - t1, 3)}
         baseline = _writer_window(writer, before, start)
         result = {"total_s": round(end - start, 3), "backfill_rows": rows,
-                  "backfill_rows_per_s": round(rate), **_writer_window(writer, start, end),
+                  "backfill_rows_per_s": round(rate), **_writer_window(writer, start, end,
+                                                                       _usual_ms(writer, before, start)),
                   "writer_baseline_p99_ms": baseline["writer_p99_ms"],
                   "writer_baseline_max_ms": baseline["writer_max_ms"],
                   "slowest_writes": _slowest(writer, db, start, end)}
@@ -128,14 +148,15 @@ def _one_run(admin_url: str, template: str, name: str, strategy: str, writer_thr
 
 
 def bench_migration(admin_url: str, *, scale: float, seed: int = 42, writer_threads: int = 3,
-                    baseline_s: float = 3.0, rounds: int = 1,
+                    writer_rate: float | None = WRITER_RATE, baseline_s: float = 3.0, rounds: int = 1,
                     say: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
     """`rounds` > 1 runs the guide and ours alternately that many times, each on a fresh copy: on a
     shared machine whose speed drifts over minutes, each round's ratio compares runs made side by
     side, and the median round is reported (every round's figures under `rounds`)."""
     tag = f"vbench_{os.getpid()}"
     template = f"{tag}_legacy"
-    out: dict[str, Any] = {"scale": scale, "seed": seed, "writer_threads": writer_threads}
+    out: dict[str, Any] = {"scale": scale, "seed": seed, "writer_threads": writer_threads,
+                           "writer_rate_ops_per_s": writer_rate or "closed loop"}
     try:
         drop_database(admin_url, template)
         url = create_database(admin_url, template)
@@ -151,7 +172,7 @@ def bench_migration(admin_url: str, *, scale: float, seed: int = 42, writer_thre
             one: dict[str, Any] = {}
             for strategy in STRATEGIES:
                 one[strategy], floor = _one_run(admin_url, template, f"{tag}_{strategy}", strategy, writer_threads,
-                                                baseline_s, say)
+                                                writer_rate, baseline_s, say)
                 if floor is not None:
                     one["order_items_floor"] = floor
             one["total_ratio_online_vs_guide"] = (round(one["online"]["total_s"] / one["guide"]["total_s"], 3)
@@ -172,13 +193,16 @@ def bench_migration(admin_url: str, *, scale: float, seed: int = 42, writer_thre
             out["rounds"] = [{"guide_total_s": one["guide"]["total_s"], "online_total_s": one["online"]["total_s"],
                               "total_ratio_online_vs_guide": one["total_ratio_online_vs_guide"],
                               "online_writer_max_ms": one["online"]["writer_max_ms"],
+                              "online_writer_max_stall_ms": one["online"]["writer_max_stall_ms"],
                               "online_writer_errors": one["online"]["writer_errors"]} for one in runs]
             out["total_ratio_median"] = round(statistics.median(one["total_ratio_online_vs_guide"] for one in runs), 3)
-        worst_stall = max(one["online"]["writer_max_ms"] for one in runs)
+        worst_stall = max(one["online"]["writer_max_stall_ms"] for one in runs)
+        worst_write = max(one["online"]["writer_max_ms"] for one in runs)
         errors = sum(one["online"]["writer_errors"] for one in runs)
         out["goals"] = {"total_le_1_5x_guide": bool(out["total_ratio_online_vs_guide"] is not None
                                                     and out["total_ratio_online_vs_guide"] <= 1.5),
                         "max_write_stall_lt_100ms": worst_stall < 100,
+                        "max_write_latency_lt_100ms": worst_write < 100,
                         "no_writer_errors": errors == 0}
         return out
     finally:

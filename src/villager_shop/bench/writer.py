@@ -6,6 +6,14 @@ representations afterwards.
 
 Each thread owns its rows (the ones it inserted, plus existing rows whose id hash falls in its
 partition), so the expected final value of a row is the last one its thread committed.
+
+Two ways to drive it. Closed loop (`rate=None`): each thread writes again as soon as its last write
+returns (plus `pause_s`): the harshest load, for tests. Open loop (`rate` writes/s in all): writes
+fall due on a fixed schedule, as an application's requests arrive whether or not the database keeps
+up, so a migration that locks the writers out does not also take the load away, and the load
+generator (a process on the database's own machine here) takes the same CPU share in every run. A
+thread that falls behind catches up without pausing. Either way a write's latency is its own time in
+the database, from its first statement to its last result.
 """
 
 from __future__ import annotations
@@ -37,8 +45,8 @@ class WriterStats:
     error_samples: list[str] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)
     by_kind: dict[str, int] = field(default_factory=dict)
-    # (wall-clock start of the write, its latency in ms), in completion order: the latency over time.
-    samples: list[tuple[float, float]] = field(default_factory=list)
+    # (wall-clock start of the write, its latency in ms, its operation), in completion order.
+    samples: list[tuple[float, float, str]] = field(default_factory=list)
     # The slow writes (>= SLOW_MS) with their operation, to tell what waited (at most SLOW_KEPT).
     slow: list[tuple[float, float, str]] = field(default_factory=list)
 
@@ -56,8 +64,9 @@ class WriterStats:
 
 class LiveWriter:
     def __init__(self, url: str, *, legacy_threads: int = 3, new_threads: int = 1, pause_s: float = 0.005,
-                 seed: int = 7) -> None:
+                 seed: int = 7, rate: float | None = None) -> None:
         self.url = url
+        self.rate = rate
         self.legacy_threads = legacy_threads
         self.new_threads = new_threads
         self.pause_s = pause_s
@@ -96,7 +105,10 @@ class LiveWriter:
     def _loop(self, index: int, parts: int, kind: str) -> None:
         rng = random.Random(self.seed * 1000 + index)
         conn = connect(self.url, autocommit=True, application_name=f"live-writer {kind}")
-        owned: dict[str, list[str]] = {"users": [], "shops": [], "products": [], "orders": []}
+        owned: dict[str, list[str]] = {t: [] for t in (*_ADOPTED, "created", "ordered")}
+        # Each thread's share of the rate, its first write staggered so the threads do not beat together.
+        interval = parts / self.rate if self.rate else 0.0
+        due = time.perf_counter() + rng.random() * interval
         try:
             self._adopt(conn, owned, index, parts)
             while not self._stop.is_set():
@@ -105,10 +117,15 @@ class LiveWriter:
                 else:
                     if not _normalized_ready(conn):
                         time.sleep(0.05)
+                        due = time.perf_counter()
                         continue
                     op = rng.choice(_NEW_OPS)
-                started = time.time()
-                t0 = time.perf_counter()
+                if interval:
+                    ahead = due - time.perf_counter()
+                    if ahead > 0 and self._stop.wait(ahead):
+                        break
+                    due += interval
+                started, t0 = time.time(), time.perf_counter()
                 try:
                     op(self, conn, rng, owned)
                     ok = True
@@ -119,7 +136,7 @@ class LiveWriter:
                 with self._lock:
                     self.stats.ops += 1
                     self.stats.latencies_ms.append(ms)
-                    self.stats.samples.append((started, ms))
+                    self.stats.samples.append((started, ms, op.__name__))
                     if ms >= SLOW_MS and len(self.stats.slow) < SLOW_KEPT:
                         self.stats.slow.append((started, ms, op.__name__))
                     self.stats.by_kind[op.__name__] = self.stats.by_kind.get(op.__name__, 0) + 1
@@ -127,14 +144,14 @@ class LiveWriter:
                         self.stats.errors += 1
                         if len(self.stats.error_samples) < 20:
                             self.stats.error_samples.append(err)
-                if self.pause_s:
+                if self.pause_s and not interval:
                     time.sleep(self.pause_s)
         finally:
             conn.close()
 
     def _adopt(self, conn: psycopg.Connection[Any], owned: dict[str, list[str]], index: int, parts: int) -> None:
         """Take a bounded sample of existing rows of this thread's partition to update."""
-        for table in owned:
+        for table in _ADOPTED:
             rows = conn.execute(
                 f"SELECT id::text FROM {table} WHERE abs(hashtext(id::text)) %% %s = %s LIMIT 200",
                 (parts, index)).fetchall()
@@ -147,6 +164,9 @@ class LiveWriter:
     def _forget(self, table: str, row_id: str) -> None:
         with self._lock:
             self.expected[(table, row_id)] = {"deleted": True}
+
+
+_ADOPTED = ("users", "shops", "products", "orders")
 
 
 def _normalized_ready(conn: psycopg.Connection[Any]) -> bool:
@@ -204,6 +224,7 @@ def legacy_insert_product(w: LiveWriter, conn: psycopg.Connection[Any], rng: ran
     conn.execute("INSERT INTO products (id, shop_id, name, category, price, stock) VALUES (%s, %s, %s, %s, %s, %s)",
                  (pid, rng.choice(owned["shops"]), f"writer product {pid[:6]}", cat, price, stock))
     owned["products"].append(pid)
+    owned["created"].append(pid)
     w._expect("products", pid, category=cat, price=price, stock=stock)
 
 
@@ -229,16 +250,18 @@ def legacy_update_product(w: LiveWriter, conn: psycopg.Connection[Any], rng: ran
 
 def legacy_delete_product(w: LiveWriter, conn: psycopg.Connection[Any], rng: random.Random,
                           owned: dict[str, list[str]]) -> None:
-    """Delete a product this writer created and never ordered (the legacy FK forbids the others)."""
-    mine = [p for p in owned["products"][-50:] if ("products", p) in w.expected]
+    """Delete a product this writer created and never ordered (the legacy FK forbids the others), as
+    the old application would: a plain DELETE, whose foreign-key check scans order_items until the
+    migration's index on order_items.product_id exists."""
+    ordered = set(owned["ordered"])
+    mine = [p for p in owned["created"][-50:] if p not in ordered]
     if not mine:
         return
     pid = rng.choice(mine)
-    cur = conn.execute("DELETE FROM products p WHERE id = %s AND NOT EXISTS"
-                       " (SELECT 1 FROM order_items oi WHERE oi.product_id = p.id)", (pid,))
-    if cur.rowcount:
-        owned["products"].remove(pid)
-        w._forget("products", pid)
+    conn.execute("DELETE FROM products WHERE id = %s", (pid,))
+    owned["products"].remove(pid)
+    owned["created"].remove(pid)
+    w._forget("products", pid)
 
 
 def legacy_insert_order(w: LiveWriter, conn: psycopg.Connection[Any], rng: random.Random,
@@ -257,6 +280,7 @@ def legacy_insert_order(w: LiveWriter, conn: psycopg.Connection[Any], rng: rando
         conn.execute("INSERT INTO order_items (id, order_id, product_id, quantity, unit_price)"
                      " VALUES (%s, %s, %s, 2, 50)", (iid, oid, pid))
     owned["orders"].append(oid)
+    owned["ordered"].append(pid)
     w._expect("orders", oid, total=total)
     w._expect("order_items", iid, quantity=2)
 

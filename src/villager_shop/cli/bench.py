@@ -7,6 +7,7 @@ import json
 import typer
 from rich.console import Console
 
+from villager_shop.bench.migration import WRITER_RATE
 from villager_shop.core.config import get_settings
 from villager_shop.embedded import database_url
 
@@ -20,6 +21,9 @@ def migration(
     scale: float = typer.Option(1.0, min=0.01, max=100, help="legacy data scale to generate"),
     seed: int = typer.Option(42, help="generator seed"),
     writer_threads: int = typer.Option(3, min=1, max=32, help="legacy writer threads during each run"),
+    writer_rate: float = typer.Option(WRITER_RATE, min=0, help="writes per second of all writer threads, due on a"
+                                      " fixed schedule whether or not the database keeps up (0 = closed loop: each"
+                                      " thread writes again as soon as its last write returns)"),
     rounds: int = typer.Option(1, min=1, max=50, help="run both strategies alternately this many times and"
                                " report the median round (a shared machine's speed drifts)"),
     as_json: bool = typer.Option(False, "--json", help="print only the JSON result"),
@@ -29,7 +33,7 @@ def migration(
 
     url = database_url(get_settings())
     result = bench_migration(admin_url_for(url), scale=scale, seed=seed, writer_threads=writer_threads,
-                             rounds=rounds, say=(lambda m: None) if as_json else (lambda m: err.print(m, markup=False)))
+                             writer_rate=writer_rate or None, rounds=rounds, say=(lambda m: None) if as_json else (lambda m: err.print(m, markup=False)))
     typer.echo(json.dumps(result, indent=None if as_json else 2))
 
 

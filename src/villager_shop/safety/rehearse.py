@@ -437,7 +437,7 @@ def slowest_writes(slow: list[tuple[float, float, str]], steps: list[StepResult]
     return out
 
 
-def latency_series(samples: list[tuple[float, float]], origin: float,
+def latency_series(samples: list[tuple[float, float, str]], origin: float,
                    buckets: int = LATENCY_BUCKETS) -> list[dict[str, float]]:
     """Writer latency over time, bucketed: seconds since `origin`, writes, p50 and max per bucket."""
     if not samples:
@@ -446,7 +446,7 @@ def latency_series(samples: list[tuple[float, float]], origin: float,
     first, last = ordered[0][0], ordered[-1][0]
     width = max((last - first) / buckets, 0.05)
     groups: dict[int, list[float]] = {}
-    for t, ms in ordered:
+    for t, ms, _op in ordered:
         groups.setdefault(min(buckets - 1, int((t - first) / width)), []).append(ms)
     out = []
     for i in sorted(groups):
