@@ -81,3 +81,23 @@ def test_a_failing_step_stops_the_group_and_is_marked_failed(probe_db: str) -> N
     assert status["b1"] == "failed" and "b2" not in log, (status, log)
     assert log["a1"][1] is not None and status["a1"] == "done", (status, log)  # the running step ended
     assert "c3" not in log, log  # nothing new started after the failure
+
+
+def test_between_the_first_new_column_and_the_sync_triggers_only_catalog_steps_run() -> None:
+    """The new application may write as soon as a new column exists; until the sync triggers are
+    installed such a write would not reach the legacy columns. Seeds (table scans) come before."""
+    from villager_shop.migration.plan import build_plan
+    from villager_shop.migration.steps.columns import AddColumn
+    from villager_shop.migration.steps.constraints import AddConstraint
+    from villager_shop.migration.steps.schema_objects import CreateTable
+    from villager_shop.migration.steps.sync_triggers import SyncTriggers
+
+    steps = build_plan()
+    first = next(i for i, s in enumerate(steps) if isinstance(s, AddColumn | CreateTable)
+                 and s.name in {"table_product_variants", "column_users_address_id"})
+    sync = next(i for i, s in enumerate(steps) if isinstance(s, SyncTriggers))
+    window = steps[first:sync]
+    assert window and all(isinstance(s, AddColumn | AddConstraint | CreateTable) for s in window), \
+        [s.name for s in window]
+    assert not any(isinstance(s, AddConstraint) and s.guard for s in window)
+    assert {s.name for s in steps[:first]} >= {"seed_addresses", "seed_product_categories"}

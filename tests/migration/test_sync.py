@@ -100,6 +100,28 @@ def test_new_app_writes_reach_legacy_columns(conn: psycopg.Connection[Any]) -> N
     assert violations(conn) == []
 
 
+def test_a_default_variant_is_not_deleted_while_the_legacy_columns_live(conn: psycopg.Connection[Any]) -> None:
+    """Deleting it would leave the legacy price of a product that has no price any more."""
+    with conn.transaction():
+        ex(conn, "INSERT INTO product_variants (product_id, sku, name, price, stock) VALUES (%s, 'radio-xl', 'XL', 9, 1)",
+           RADIO)
+    try:
+        with conn.transaction():
+            ex(conn, "DELETE FROM product_variants WHERE product_id = %s AND is_default", RADIO)
+        raise AssertionError("the default variant was deleted")
+    except psycopg.errors.RestrictViolation as exc:
+        assert "cannot be deleted while the legacy price" in str(exc)
+    assert one(conn, "SELECT count(*) FROM product_variants WHERE product_id = %s AND is_default", RADIO) == 1
+    # Another variant may go; the product may go, and takes its variants along.
+    assert ex(conn, "DELETE FROM product_variants WHERE sku = 'radio-xl'").rowcount == 1
+    pid = one(conn, "INSERT INTO products (shop_id, name, category, price, stock) VALUES (%s, 'Lamp', 'Home Decor', 5, 2)"
+                    " RETURNING id", SHOP)
+    assert one(conn, "SELECT count(*) FROM product_variants WHERE product_id = %s", pid) == 1
+    ex(conn, "DELETE FROM products WHERE id = %s", pid)
+    assert one(conn, "SELECT count(*) FROM product_variants WHERE product_id = %s", pid) == 0
+    assert violations(conn) == []
+
+
 def test_price_quarantine_follows_live_writes(conn: psycopg.Connection[Any]) -> None:
     ex(conn, "UPDATE products SET price = 0 WHERE id = %s", RADIO)
     assert one(conn, "SELECT reason FROM villager_migration.quarantine WHERE row_id = %s", RADIO) == "non_positive_price"

@@ -81,22 +81,27 @@ def build_plan() -> list[Step]:
         Rules(),
         CreateTable("addresses"),
         CreateTable("product_categories"),
+        # Before the triggers, so that they only look lookup rows up (steps/lookups.py); and before
+        # the new columns, so that the new application - which may write as soon as they exist -
+        # finds the sync triggers after a few catalog-only steps, not after a seed's table scans.
+        SeedLookup("addresses", ["users", "shops"], "create the address of every house number in use"),
+        SeedLookup("product_categories", ["products"], "create the category of every category spelling in use"),
+        # Checks now (evaluated inline, no lookups). Foreign keys on the new columns come after the
+        # backfill: only the triggers and the new application write those columns, and a NOT VALID
+        # foreign key would cost every backfilled row a lookup.
+        *[AddConstraint(t, n, d, referenced=r, guard=GUARDS.get(n), violations_sql=VIOLATIONS.get(n))
+          for t, n, d, r in CONSTRAINTS if r is None and n in GUARDS],
+        # From here to the sync triggers: catalog-only steps (milliseconds each), the only window in
+        # which a write through the new structures would not reach the legacy columns.
         CreateTable("product_variants", locks="SHARE ROW EXCLUSIVE on products (foreign key; milliseconds)"),
         AddColumn("users", "address_id", "uuid"),
         AddColumn("shops", "address_id", "uuid"),
         AddColumn("products", "category_id", "uuid"),
         AddColumn("products", "base_price", "numeric(10, 2)"),
         AddColumn("order_items", "variant_id", "uuid"),
-        # Checks now (evaluated inline, no lookups). Foreign keys on the new columns come after the
-        # backfill: only the triggers and the new application write those columns, and a NOT VALID
-        # foreign key would cost every backfilled row a lookup.
-        *[AddConstraint(t, n, d, referenced=r, guard=GUARDS.get(n), violations_sql=VIOLATIONS.get(n))
-          for t, n, d, r in CONSTRAINTS if r is None],
-        MonitoringViews(),
-        # Before the triggers, so that they only look lookup rows up (steps/lookups.py).
-        SeedLookup("addresses", ["users", "shops"], "create the address of every house number in use"),
-        SeedLookup("product_categories", ["products"], "create the category of every category spelling in use"),
+        *[AddConstraint(t, n, d, referenced=r) for t, n, d, r in CONSTRAINTS if r is None and n not in GUARDS],
         SyncTriggers(),
+        MonitoringViews(),
         CatalogNotify(),
         # Tables whose rows are rewritten (and products, whose variants are inserted) are walked by
         # key: the new index entries - the rows' primary keys, the variants' product ids - then go

@@ -225,6 +225,23 @@ BEGIN
 END
 $fn$;
 
+-- name: fn_keep_default_variant
+-- While the legacy columns are live, a product's price and stock live in its default variant: a
+-- deleted default variant would leave the legacy price of a product that has none. Refused (the
+-- product itself may be deleted, which takes its variants along; a variant can be deactivated).
+CREATE OR REPLACE FUNCTION villager_migration.keep_default_variant() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    IF OLD.is_default AND EXISTS (SELECT 1 FROM public.products WHERE id = OLD.product_id) THEN
+        RAISE EXCEPTION 'the default variant of product % cannot be deleted while the legacy price and stock'
+                        ' columns are in use (until migrate complete)', OLD.product_id
+              USING ERRCODE = 'restrict_violation',
+                    HINT = 'deactivate it (is_active = false), change its price or stock, or delete the product';
+    END IF;
+    RETURN OLD;
+END
+$fn$;
+
 -- name: fn_default_variant
 -- The default variant of a product. A product without one that is quarantined for its price may
 -- be being priced right now by another transaction, whose variant appears at its commit: wait for

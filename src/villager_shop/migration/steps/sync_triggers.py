@@ -26,6 +26,7 @@ TRIGGERS: list[tuple[str, str, str, str, str]] = [
     ("villager_sync_product_before", "products", "BEFORE INSERT OR UPDATE", "ROW", "sync_product_before"),
     ("villager_sync_product_after", "products", "AFTER INSERT OR UPDATE", "ROW", "sync_product_after"),
     ("villager_sync_variant_after", "product_variants", "AFTER INSERT OR UPDATE", "ROW", "sync_variant_after"),
+    ("villager_keep_default_variant", "product_variants", "BEFORE DELETE", "ROW", "keep_default_variant"),
     ("villager_sync_order_item", "order_items", "BEFORE INSERT OR UPDATE", "ROW", "sync_order_item"),
     ("villager_sync_order", "orders", "AFTER INSERT OR UPDATE", "ROW", "sync_order"),
     ("villager_forget_deleted", "products", "AFTER DELETE", "STATEMENT", "forget_deleted"),
