@@ -36,6 +36,13 @@ def test_malformed_url_is_one_line() -> None:
     _assert_one_line_error(res)
 
 
+def test_a_url_that_is_not_postgresql_is_a_configuration_error() -> None:
+    for url in ("not-a-url", "mysql://shop:s3cretpw@db/shop"):
+        res = run_cli("migrate", "status", database_url=url)
+        _assert_one_line_error(res, 2)
+        assert "not a PostgreSQL connection URL" in res.stderr and "s3cretpw" not in res.stderr, res.stderr
+
+
 def test_unknown_option_is_one_line_usage_error() -> None:
     res = run_cli("legacy", "init", "--no-such-flag")
     _assert_one_line_error(res, 2)

@@ -36,17 +36,20 @@ def load_with_progress(url: str, *, scale: float, seed: int, force: bool = False
     """Run the generator with a Rich progress bar per table on stderr."""
     console = Console(stderr=True)
     tasks: dict[str, TaskID] = {}
-    with Progress(
-        TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(), _RateColumn(),
-        TimeElapsedColumn(), console=console, transient=False,
-    ) as bar:
+    bar = Progress(TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(), _RateColumn(),
+                   TimeElapsedColumn(), console=console, transient=False)
 
-        def progress(table: str, done: int, total: int) -> None:
-            if table not in tasks:
-                tasks[table] = bar.add_task(table, total=total)
-            bar.update(tasks[table], completed=done, total=max(total, done))
+    def progress(table: str, done: int, total: int) -> None:
+        if table not in tasks:
+            bar.start()  # on the first row, so that a run refused up front prints its one error line only
+            tasks[table] = bar.add_task(table, total=total)
+        bar.update(tasks[table], completed=done, total=max(total, done))
 
+    try:
         return gen.generate(url, scale=scale, seed=seed, force=force, progress=progress)
+    finally:
+        if bar.live.is_started:  # stopping one never started prints an empty line
+            bar.stop()
 
 
 def render_report(report: gen.GenerateReport, console: Console) -> None:

@@ -43,6 +43,7 @@ class RichReporter:
 
     def step_started(self, name: str, title: str) -> None:
         if name.startswith("backfill_"):
+            self.bar.start()  # with the first bar: a run refused up front prints its one error line only
             self.tasks[name] = self.bar.add_task(name, total=None, rate="")
 
     def step_finished(self, name: str, detail: dict[str, Any]) -> None:
@@ -104,12 +105,15 @@ def run(
     progress = Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=err,
                         disable=as_json or (not err.is_terminal and False))
-    with progress:
+    try:
         ctx = _ctx(RichReporter(progress))
         try:
             summary = guide.run_guide(ctx) if strategy == "guide" else runner.run(ctx)
         finally:
             ctx.conn.close()
+    finally:
+        if progress.live.is_started:  # stopping one never started prints an empty line
+            progress.stop()
     if as_json:
         typer.echo(json.dumps(summary, indent=2, default=str))
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from villager_shop.core.config import Settings
+from villager_shop.core.urls import checked_postgres_url
 from villager_shop.embedded.postgres import EmbeddedPostgres
 from villager_shop.embedded.redis import EmbeddedRedis
 
@@ -18,7 +19,7 @@ def embedded_redis(settings: Settings) -> EmbeddedRedis:
 def database_url(settings: Settings, dbname: str = "villager_shop") -> str:
     """The URL of the shop database: DATABASE_URL, or the embedded server's `villager_shop` db."""
     if settings.database_url is not None:
-        return settings.database_url.get_secret_value()
+        return checked_postgres_url(settings.database_url.get_secret_value())
     from villager_shop.core.db import create_database, database_exists
 
     server = embedded_postgres(settings)
