@@ -108,6 +108,10 @@ def test_interrupted_index_build_is_detected_and_rebuilt(legacy_db: str) -> None
         c.execute("UPDATE villager_migration.steps SET status = 'running' WHERE name = 'index_idx_products_category_rating'")
         c.execute("UPDATE villager_migration.state SET value = '\"validating\"' WHERE key = 'phase'")
     assert run_cli("migrate", "verify", database_url=legacy_db).returncode == 5
+    # No run holds the lock: status says the step was interrupted, not that it is running.
+    st = json.loads(run_cli("migrate", "status", "--json", database_url=legacy_db).stdout)
+    assert not st["running"]
+    assert {s["name"]: s["status"] for s in st["steps"]}["index_idx_products_category_rating"] == "interrupted"
     res = run_cli("migrate", "run", database_url=legacy_db)
     assert res.returncode == 0, res.stderr
     assert "INVALID index" in res.stderr

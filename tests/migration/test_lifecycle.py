@@ -227,9 +227,10 @@ def test_complete_then_rollback_is_refused(legacy_db: str) -> None:
         reloptions = c.execute("SELECT reloptions FROM pg_class WHERE relname = 'product_variants'").fetchone()[0]  # type: ignore[index]
         assert "autovacuum_vacuum_scale_factor=0.1" in reloptions
     assert run_cli("migrate", "verify", database_url=legacy_db).returncode == 0
-    res = run_cli("migrate", "rollback", "--yes", database_url=legacy_db)
-    assert res.returncode == 4 and "complete" in res.stderr and "restore" in res.stderr
-    assert len(res.stderr.strip().splitlines()) == 1
+    for args in (("--yes",), ()):  # without --yes too: the reason, not a request for confirmation
+        res = run_cli("migrate", "rollback", *args, database_url=legacy_db)
+        assert res.returncode == 4 and "complete" in res.stderr and "restore" in res.stderr, res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1
 
 
 def test_verify_before_any_run_fails(legacy_db: str) -> None:
@@ -362,6 +363,7 @@ def test_a_second_concurrent_run_is_refused(legacy_db: str) -> None:
         holder.execute("SELECT pg_advisory_lock(%s, %s)", ADVISORY_KEY)
         res = run_cli("migrate", "run", database_url=legacy_db)
     assert res.returncode == 4 and "in progress" in res.stderr and "another migrator" in res.stderr
+    assert "waiting up to 10 s" in " ".join(res.stderr.split())  # it said why it waited
     with psycopg.connect(legacy_db) as c:
         assert c.execute("SELECT to_regclass('public.addresses')").fetchone() == (None,)
 

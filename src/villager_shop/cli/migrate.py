@@ -197,9 +197,11 @@ def rollback(
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """Before `complete`: remove the new structures; legacy columns hold every write. Lossless, seconds."""
-    _confirm(yes, "Remove the normalized structures (kept in an archive schema) and go back to the legacy schema?")
     ctx = _ctx()
     try:
+        if not yes:  # a rollback that cannot run says why before it asks for a confirmation
+            rollback_mod.refuse_early(ctx)
+        _confirm(yes, "Remove the normalized structures (kept in an archive schema) and go back to the legacy schema?")
         result = rollback_mod.rollback(ctx)
     finally:
         ctx.conn.close()

@@ -40,20 +40,32 @@ def new_only_rows(ctx: Context) -> dict[str, int]:
     return out
 
 
+def refuse_if_impossible(phase: str) -> None:
+    """Why no rollback can run in `phase` (the CLI asks this before it asks for confirmation)."""
+    if phase in ("completed", "completing"):
+        raise RefusedError(
+            "rollback refused: `migrate complete` already dropped the legacy columns, so there is no lossless "
+            "way back; only `villager-shop restore ID` from a backup remains, and it loses every write made "
+            "since that backup")
+    if phase == "not_started":
+        raise RefusedError("nothing to roll back: no migration has run on this database")
+
+
+def refuse_early(ctx: Context) -> None:
+    """The refusals that need no lock (an unfinished `complete` is settled under the lock)."""
+    phase = state.phase(ctx.conn)
+    if phase in ("completed", "not_started"):
+        refuse_if_impossible(phase)
+
+
 def rollback(ctx: Context) -> dict[str, Any]:
     if not state.schema_exists(ctx.conn):
         raise RefusedError("nothing to roll back: no migration has run on this database")
     with exclusive(ctx, "roll back"):
         phase = state.settled_phase(ctx.conn)
-        if phase in ("completed", "completing"):
-            raise RefusedError(
-                "rollback refused: `migrate complete` already dropped the legacy columns, so there is no lossless "
-                "way back; only `villager-shop restore ID` from a backup remains, and it loses every write made "
-                "since that backup")
+        refuse_if_impossible(phase)
         if phase == "rolled_back":
             return {"already": True, "phase": phase}
-        if phase == "not_started":
-            raise RefusedError("nothing to roll back: no migration has run on this database")
         state.set_phase(ctx.conn, "rolling_back")
         plan = build_plan()
         archive = f"villager_archive_{time.strftime('%Y%m%d%H%M%S', time.gmtime())}"

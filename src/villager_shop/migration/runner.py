@@ -52,6 +52,8 @@ def exclusive(ctx: Context, what: str, wait_s: float = 10.0) -> Iterator[None]:
     # A run killed a moment ago may still hold the lock until its server process notices: wait a little.
     deadline = time.monotonic() + wait_s
     got = ctx.scalar("SELECT pg_try_advisory_lock(%s, %s)", ADVISORY_KEY)
+    if not got:
+        ctx.reporter.note(f"another migration command holds the lock: waiting up to {wait_s:.0f} s")
     while not got and time.monotonic() < deadline:
         time.sleep(0.2)
         got = ctx.scalar("SELECT pg_try_advisory_lock(%s, %s)", ADVISORY_KEY)

@@ -69,6 +69,10 @@ def status(conn: psycopg.Connection[Any]) -> dict[str, Any]:
         "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = %s AND objid = %s"
         " AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))",
         ADVISORY_KEY).fetchone()[0])  # type: ignore[index]
+    if not running:  # its run was killed or lost its connection: the next `migrate run` resumes it
+        for step in steps:
+            if step["status"] == "running":
+                step["status"] = "interrupted"
     legacy_writes = conn.execute("SELECT last_value, is_called FROM villager_migration.legacy_writes").fetchone()
     return {
         "phase": state.phase(conn),
