@@ -291,6 +291,8 @@ class Cache:
         self.wait_s = wait_ms / 1000
         self.poll_s = poll_ms / 1000
         self._redis: aioredis.Redis | None = None
+        # How an invalidation Redis did not take reaches the other instances (the service sets it).
+        self.on_missed: Callable[[], Awaitable[None]] | None = None
         self._read: Any = None
         self._check_script: Any = None
         self._poll: Any = None
@@ -754,11 +756,13 @@ class Cache:
     # -- writes -------------------------------------------------------------------------------
 
     async def invalidate(self, scope: str = CATALOG, parts: Iterable[str] | None = None,
-                         shown: Iterable[str] = ()) -> None:
+                         shown: Iterable[str] = (), *, tell_others: bool = True) -> None:
         """Call AFTER the write committed: later reads miss and rebuild from the new data.
         Without `parts`, every value of the scope; with them, only the values that depend on one
         of those parts. `shown`: products whose shown data changed (values that list them —
-        `get_or_load(shows=...)` — are rebuilt, whatever their parts)."""
+        `get_or_load(shows=...)` — are rebuilt, whatever their parts). When Redis does not take
+        it, `on_missed` (if set, and `tell_others`) tells the other instances another way: one
+        whose Redis is down or unreachable must not leave the others serving its change stale."""
         if parts is None:
             keys, ttl = [self.generation_key(scope)], 0
         else:
@@ -785,6 +789,8 @@ class Cache:
             self._pending.update((hash_key, 0, p) for p in products)
             if not isinstance(exc, REDIS_ERRORS):
                 raise
+            if tell_others and self.on_missed is not None:
+                await self._tell_others()
             if not isinstance(exc, ResponseError) and not connection_failed(exc):
                 # Redis did not answer in time (hung, or a partition): others may still hold a lease
                 # without hearing anything. (Refused or reset: Redis is gone, and with it every
@@ -793,6 +799,13 @@ class Cache:
             return
         self._drop(set(keys), fields)  # this worker's own copies (its message comes back later)
         await self._lease.wait_for_acks(seq, reply, time.monotonic())
+
+    async def _tell_others(self) -> None:
+        assert self.on_missed is not None
+        try:
+            await asyncio.wait_for(self.on_missed(), timeout=2.0)
+        except Exception as exc:  # the write has committed: report, do not fail the request
+            log.warning("could not tell other instances of a missed invalidation (%s)", type(exc).__name__)
 
     async def _flush_pending(self) -> None:
         """Replay the missed invalidations; concurrent callers share one replay."""

@@ -503,6 +503,34 @@ async def test_a_write_through_one_instance_is_seen_by_the_next_read_through_ano
             await w.aclose()
 
 
+async def test_a_write_through_an_instance_without_redis_is_not_served_stale_by_another(
+        shop_db: ShopDb, redis_url: str) -> None:
+    """Instance B cannot reach Redis (a wrong port, a partition): its own invalidation cannot land,
+    and its writes send no catalog notification. It notifies through PostgreSQL instead, so A,
+    whose Redis is fine, does not serve B's change from its cache until the TTL (300 s)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = f"redis://127.0.0.1:{sock.getsockname()[1]}/0"
+    prefix = f"vtest:{uuid.uuid4().hex[:10]}"
+    workers = [start_api(make_config(shop_db.url, url, cache_prefix=prefix)) for url in (redis_url, closed)]
+    a, b = [await w.__anext__() for w in workers]
+    try:
+        asha = await b.auth(ASHA)
+        variant = (await electronics(b))[str(RADIO)]["variants"][0]["id"]
+        for _ in range(3):  # A's cache is warm: its Redis holds the listing and the page
+            await electronics(a)
+            assert (await a.client.get(f"/api/products/{RADIO}")).status_code == 200
+        r = await b.client.patch(f"/api/variants/{variant}", headers=asha, json={"price": "477.00"})
+        assert r.status_code == 200
+        assert await radio_price_in_listing_becomes(a, 477, within_s=2.0) == 477
+        assert (await a.client.get(f"/api/products/{RADIO}")).json()["variants"][0]["price"] == 477
+    finally:
+        for w in workers:
+            await w.aclose()
+
+
 async def test_concurrent_reads_share_one_generation_read(shop_db: ShopDb, redis_url: str) -> None:
     """Without a lease (VILLAGER_CACHE_LEASE_MS=0, or while it has lapsed) every hit checks its copy
     in Redis: requests that arrive while a check is in flight share the next one; each check is

@@ -22,6 +22,7 @@ import logging
 from typing import Any
 
 import psycopg
+from psycopg_pool import AsyncConnectionPool
 
 from villager_shop.api.database import APP_NAME
 from villager_shop.cache import Cache
@@ -43,6 +44,21 @@ async def caused_by_the_service(conn: psycopg.AsyncConnection[Any], pids: set[in
     cur = await conn.execute(SERVICE_SENDERS, (sorted(pids), APP_NAME))
     row = await cur.fetchone()
     return row is not None and row[0] == len(pids)
+
+
+# The payload of a notification the service sends itself when an invalidation did not reach Redis:
+# not a table the service invalidates finely for, so every listener bumps the whole catalog.
+MISSED = "missed-invalidation"
+
+
+async def tell_other_instances(pool: AsyncConnectionPool[Any]) -> None:
+    """`Cache.on_missed`: the service's own writes do not notify (they invalidate in Redis
+    themselves), so when Redis did not take an invalidation the other instances, whose Redis may
+    be fine, would serve the change stale until the TTL: notify them through PostgreSQL."""
+    async with pool.connection(timeout=1.0) as conn:
+        await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, MISSED))
+
+
 log = logging.getLogger("villager_shop.catalog_listener")
 
 
@@ -66,7 +82,7 @@ async def listen_for_catalog_changes(database_url: str, cache: Cache, *, connect
             await conn.execute(f"LISTEN {CHANNEL}")
             # Whatever changed while no connection listened (a restart, an outage, a `restore` that
             # swapped the database in) sent notifications nobody heard: the whole catalog may be stale.
-            await cache.invalidate()
+            await cache.invalidate(tell_others=False)
             if listening is not None:
                 listening.set()
             while True:
@@ -83,7 +99,8 @@ async def listen_for_catalog_changes(database_url: str, cache: Cache, *, connect
                     # What arrives in the next few ms (a burst of writes) is then folded into one
                     # more invalidation, so a stream of writes costs at most 200 of them a second.
                     if not await caused_by_the_service(conn, pids, tables):
-                        await cache.invalidate()
+                        # Not told on: the sender, or a write this instance saw, told everyone already.
+                        await cache.invalidate(tell_others=False)
                     pids, tables = set(), set()
                     async with contextlib.aclosing(conn.notifies(timeout=0.005)) as burst:
                         async for n in burst:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable
@@ -22,7 +23,7 @@ from fastapi.responses import JSONResponse, Response
 from psycopg_pool import PoolTimeout
 from starlette.types import Receive, Scope, Send
 
-from villager_shop.api.catalog_listener import listen_for_catalog_changes
+from villager_shop.api.catalog_listener import listen_for_catalog_changes, tell_other_instances
 from villager_shop.api.config import ServiceConfig
 from villager_shop.api.database import make_pool
 from villager_shop.api.deps import AppServices
@@ -85,6 +86,7 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
         await pool.open(wait=True, timeout=cfg.db_connect_timeout_s + 2)
         cache = Cache(cfg.redis_url if cfg.cache_enabled else None, prefix=cfg.cache_prefix, ttl_s=cfg.cache_ttl_s,
                       timeout_ms=cfg.redis_timeout_ms, breaker_s=cfg.redis_breaker_s, lease_ms=cfg.cache_lease_ms)
+        cache.on_missed = functools.partial(tell_other_instances, pool)
         await cache.start()
         sampler = Sampler(cfg.database_url, interval_s=cfg.monitoring_interval_s,
                           orders_ttl_s=cfg.monitoring_orders_ttl_s, connect_timeout_s=cfg.db_connect_timeout_s)
