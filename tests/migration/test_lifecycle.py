@@ -180,6 +180,37 @@ def test_complete_refused_when_verify_fails(legacy_db: str) -> None:
     assert run_cli("migrate", "verify", database_url=legacy_db).returncode == 5
 
 
+def test_verify_can_list_every_difference_and_reports_quarantine_entries_that_name_no_bad_row(
+        legacy_db: str) -> None:
+    load_messy(legacy_db)
+    assert run_cli("migrate", "run", database_url=legacy_db).returncode == 0
+    with psycopg.connect(legacy_db, autocommit=True) as c:
+        c.execute("SET session_replication_role = replica")  # writes that bypassed the sync
+        c.execute("UPDATE users SET house_number = 'ELSEWHERE ' || id")
+        users = c.execute("SELECT count(*) FROM users").fetchone()[0]  # type: ignore[index]
+        healthy_shop = c.execute("SELECT id FROM shops LIMIT 1").fetchone()[0]  # type: ignore[index]
+        c.execute("INSERT INTO villager_migration.quarantine (table_name, row_id, reason) VALUES"
+                  " ('shops', gen_random_uuid(), 'ghost'), ('nosuchtable', gen_random_uuid(), 'ghost'),"
+                  " ('shops', %s, 'bogus')", (healthy_shop,))
+    assert users > 5
+
+    def checks(*args: str) -> dict[str, Any]:
+        res = run_cli("migrate", "verify", "--json", *args, database_url=legacy_db)
+        assert res.returncode == 5, res.stderr
+        report = json.loads(res.stdout)
+        return {"checks": {c["name"]: c for c in report["checks"]}, "counts": report["counts"]}
+
+    default, every = checks(), checks("--examples", "0")
+    mismatch = "address_mismatch:users"
+    assert default["checks"][mismatch]["count"] == every["checks"][mismatch]["count"] == users
+    assert len(default["checks"][mismatch]["examples"]) == 5 and len(every["checks"][mismatch]["examples"]) == users
+    stale = {(name.split(":")[1], ex["detail"].split(" ")[2].rstrip(",")) for name, c in every["checks"].items()
+             if name.startswith("stale_quarantine:") for ex in c["examples"]}
+    assert stale == {("shops", "ghost"), ("nosuchtable", "ghost"), ("shops", "bogus")}, every["checks"].keys()
+    # The shop entry that names a row counts as quarantined; the ghost does not.
+    assert every["counts"]["shops"]["quarantined"] == 1
+
+
 def _complete_while_the_old_application_runs(url: str, sql: str) -> Any:
     """`migrate complete` while an old application repeats `sql` (given the write's number) every 50 ms."""
     load_messy(url)

@@ -152,11 +152,15 @@ def status(as_json: bool = typer.Option(False, "--json", help="machine-readable 
 
 
 @app.command()
-def verify(as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
+def verify(
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+    examples: int = typer.Option(verify_mod.EXAMPLES, "--examples", min=0,
+                                 help="differing rows listed per failed check (0 = every one)"),
+) -> None:
     """Row-by-row equivalence of legacy and normalized data. Exit 0 only when everything holds (else 5)."""
     s = get_settings()
     with connect(database_url(s), autocommit=True) as conn:
-        report = verify_mod.verify(conn)
+        report = verify_mod.verify(conn, examples)
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2, default=str))
     else:
