@@ -215,3 +215,37 @@ def test_any_write_to_an_unmigrated_row_completes_it(legacy_db: str) -> None:
         ex(c, "UPDATE orders SET status = 'confirmed' WHERE id = %s", bad)
         assert one(c, "SELECT reason FROM villager_migration.quarantine WHERE table_name = 'orders' AND row_id = %s",
                    bad) == "total_mismatch"
+
+
+def test_a_new_column_is_never_there_without_its_sync_trigger(legacy_db: str) -> None:
+    """The new application may write as soon as a new column exists. Here `migrate run` is held at
+    the shops column (a transaction reads shops): users.address_id exists, and a write to it already
+    reaches the legacy house number. Then the run goes on, and verify passes."""
+    import subprocess
+    import sys
+    import time
+
+    from tests.helpers import ROOT, cli_env, run_cli
+    from tests.migration.messy import load_messy
+
+    load_messy(legacy_db)
+    with psycopg.connect(legacy_db) as reader, psycopg.connect(legacy_db, autocommit=True) as app:
+        reader.execute("SELECT 1 FROM shops LIMIT 1")  # ACCESS SHARE until the transaction ends
+        run = subprocess.Popen([sys.executable, "-m", "villager_shop", "migrate", "run"], env=cli_env(legacy_db),
+                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            while not one(app, "SELECT count(*) FROM information_schema.columns WHERE table_name = 'users'"
+                               " AND column_name = 'address_id'") and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert one(app, "SELECT count(*) FROM information_schema.columns WHERE table_name = 'shops'"
+                            " AND column_name = 'address_id'") == 0  # held there
+            aid = one(app, "INSERT INTO addresses (house_number) VALUES ('Z9') ON CONFLICT (house_number)"
+                           " DO UPDATE SET house_number = EXCLUDED.house_number RETURNING id")
+            ex(app, "UPDATE users SET address_id = %s WHERE id = %s", aid, BALA)
+            assert one(app, "SELECT house_number FROM users WHERE id = %s", BALA) == "Z9"
+        finally:
+            reader.rollback()
+            _, err = run.communicate(timeout=600)
+    assert run.returncode == 0, err[-2000:]
+    assert run_cli("migrate", "verify", database_url=legacy_db).returncode == 0

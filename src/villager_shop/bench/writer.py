@@ -170,8 +170,9 @@ _ADOPTED = ("users", "shops", "products", "orders")
 
 
 def _normalized_ready(conn: psycopg.Connection[Any]) -> bool:
+    """Every new table and column exists: the addresses' rename trigger comes with the last of them."""
     row = conn.execute(
-        "SELECT count(*) FROM pg_trigger WHERE tgname = 'villager_sync_variant_after'").fetchone()
+        "SELECT count(*) FROM pg_trigger WHERE tgname = 'villager_sync_address_after'").fetchone()
     return bool(row and row[0])
 
 

@@ -21,7 +21,7 @@ from villager_shop.migration.steps.lookups import SeedLookup
 from villager_shop.migration.steps.monitoring import MonitoringViews
 from villager_shop.migration.steps.rebuild import RebuildTable
 from villager_shop.migration.steps.schema_objects import CreateTable, Rules, StateSchema
-from villager_shop.migration.steps.sync_triggers import SyncTriggers
+from villager_shop.migration.steps.sync_triggers import SyncFunctions, SyncTriggers, table_triggers_sql
 from villager_shop.migration.steps.vacuum import Vacuum
 
 ORDER_VIOLATIONS = ("SELECT count(*) FROM public.orders"
@@ -79,6 +79,7 @@ def build_plan() -> list[Step]:
         CreateIndex("idx_order_items_product_id", "order_items", "(product_id)",
                     why="used by the sync triggers and by foreign-key checks", phase="expand"),
         Rules(),
+        SyncFunctions(),
         CreateTable("addresses"),
         CreateTable("product_categories"),
         # Before the triggers, so that they only look lookup rows up (steps/lookups.py); and before
@@ -91,14 +92,19 @@ def build_plan() -> list[Step]:
         # foreign key would cost every backfilled row a lookup.
         *[AddConstraint(t, n, d, referenced=r, guard=GUARDS.get(n), violations_sql=VIOLATIONS.get(n))
           for t, n, d, r in CONSTRAINTS if r is None and n in GUARDS],
-        # From here to the sync triggers: catalog-only steps (milliseconds each), the only window in
-        # which a write through the new structures would not reach the legacy columns.
-        CreateTable("product_variants", locks="SHARE ROW EXCLUSIVE on products (foreign key; milliseconds)"),
-        AddColumn("users", "address_id", "uuid"),
-        AddColumn("shops", "address_id", "uuid"),
-        AddColumn("products", "category_id", "uuid"),
-        AddColumn("products", "base_price", "numeric(10, 2)"),
-        AddColumn("order_items", "variant_id", "uuid"),
+        # Each new column or table comes with its sync triggers, in one transaction: no write through
+        # it can come first. In dependency order: a trigger function runs against the columns and
+        # tables it names (the products trigger links order items; the addresses and categories
+        # triggers carry renames to the rows that point at them).
+        CreateTable("product_variants", "SHARE ROW EXCLUSIVE on products (foreign key; milliseconds)",
+                    then=(table_triggers_sql("product_variants"),)),
+        AddColumn("order_items", "variant_id", "uuid", then=(table_triggers_sql("order_items"),)),
+        AddColumn("products", "category_id", "uuid", more=(("base_price", "numeric(10, 2)"),),
+                  then=(table_triggers_sql("products"), table_triggers_sql("product_categories")),
+                  then_locks="SHARE ROW EXCLUSIVE on product_categories"),
+        AddColumn("users", "address_id", "uuid", then=(table_triggers_sql("users"),)),
+        AddColumn("shops", "address_id", "uuid", then=(table_triggers_sql("shops"), table_triggers_sql("addresses")),
+                  then_locks="SHARE ROW EXCLUSIVE on addresses"),
         *[AddConstraint(t, n, d, referenced=r) for t, n, d, r in CONSTRAINTS if r is None and n not in GUARDS],
         SyncTriggers(),
         MonitoringViews(),

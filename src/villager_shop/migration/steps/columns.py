@@ -8,18 +8,29 @@ from villager_shop.migration.steps.base import Context, Step, column_exists
 
 
 class AddColumn(Step):
-    def __init__(self, table: str, column: str, coltype: str) -> None:
+    """`more`: further columns added in the same statement. `then`: SQL run in the same transaction
+    (the table's sync triggers, which must exist the moment the column does)."""
+
+    def __init__(self, table: str, column: str, coltype: str, *, more: tuple[tuple[str, str], ...] = (),
+                 then: tuple[str, ...] = (), then_locks: str = "") -> None:
         self.table, self.column, self.coltype = table, column, coltype
+        self.columns = ((column, coltype), *more)
+        self.then, self.then_locks = then, then_locks
         self.name = f"column_{table}_{column}"
-        self.title = f"add {table}.{column} {coltype} (nullable, no default: catalog only)"
+        added = ", ".join(f"{table}.{c} {t}" for c, t in self.columns)
+        self.title = (f"add {added} (nullable, no default: catalog only)"
+                      + (" with the table's sync triggers" if then else ""))
 
     def ddl(self, utf8: bool = True) -> list[Ddl]:
-        return [Ddl(f"ALTER TABLE public.{self.table} ADD COLUMN IF NOT EXISTS {self.column} {self.coltype}",
-                    f"ACCESS EXCLUSIVE on {self.table} (catalog only, milliseconds)")]
+        adds = ", ".join(f"ADD COLUMN IF NOT EXISTS {c} {t}" for c, t in self.columns)
+        sql = ";\n".join([f"ALTER TABLE public.{self.table} {adds}", *(t.rstrip().rstrip(";") for t in self.then)])
+        locks = f"ACCESS EXCLUSIVE on {self.table} (catalog only, milliseconds)"
+        return [Ddl(sql, locks + (f"; {self.then_locks}" if self.then_locks else ""))]
 
     def undo_ddl(self) -> list[Ddl]:
-        return [Ddl(f"ALTER TABLE public.{self.table} DROP COLUMN IF EXISTS {self.column}",
+        drops = ", ".join(f"DROP COLUMN IF EXISTS {c}" for c, _ in self.columns)
+        return [Ddl(f"ALTER TABLE public.{self.table} {drops}",
                     f"ACCESS EXCLUSIVE on {self.table} (catalog only, milliseconds)")]
 
     def check(self, ctx: Context) -> bool:
-        return column_exists(ctx, self.table, self.column)
+        return all(column_exists(ctx, self.table, c) for c, _ in self.columns)

@@ -57,14 +57,16 @@ class Rules(Step):
 class CreateTable(Step):
     """A new table of the normalized schema, created empty (its own indexes are instant)."""
 
-    def __init__(self, table: str, locks: str = "none on application tables") -> None:
+    def __init__(self, table: str, locks: str = "none on application tables", *, then: tuple[str, ...] = ()) -> None:
         self.table = table
         self.name = f"table_{table}"
-        self.title = f"create table {table}"
+        self.title = f"create table {table}" + (" with its sync triggers" if then else "")
         self._locks = locks
+        self.then = then  # run in the same transaction (see AddColumn)
 
     def ddl(self, utf8: bool = True) -> list[Ddl]:
-        return [Ddl(section("expand.sql", self.table), self._locks)]
+        parts = [section("expand.sql", self.table), *self.then]
+        return [Ddl(";\n".join(p.rstrip().rstrip(";") for p in parts), self._locks)]
 
     def undo_ddl(self) -> list[Ddl]:
         # Rollback keeps the rows: the table moves to an archive schema (see rollback.py).

@@ -7,9 +7,11 @@ fires the trigger."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from villager_shop.migration.ddl import Ddl
 from villager_shop.migration.sqlfiles import sections
-from villager_shop.migration.steps.base import Context, Step
+from villager_shop.migration.steps.base import Context, Step, function_exists
 
 NOT_IN_BACKFILL = "WHEN (current_setting('villager.backfill', true) IS DISTINCT FROM 'on')"
 
@@ -56,31 +58,73 @@ def trigger_sql(name: str, table: str, events: str, level: str, function: str) -
             f"    FOR EACH ROW {NOT_IN_BACKFILL}\n    EXECUTE FUNCTION villager_migration.{function}()")
 
 
+def table_triggers_sql(table: str) -> str:
+    """The sync triggers of one table, (re)created. The steps that add a new column or table run
+    this in their own transaction, so that no write through the new structure can come before the
+    trigger that carries it to the legacy columns."""
+    stmts = []
+    for name, tbl, events, level, fn in TRIGGERS:
+        if tbl == table:
+            stmts.append(f"DROP TRIGGER IF EXISTS {name} ON public.{tbl};")
+            stmts.append(trigger_sql(name, tbl, events, level, fn) + ";")
+    return "\n".join(stmts)
+
+
+def _functions() -> dict[str, str]:
+    return {key: body for key, body in sections("sync.sql").items()
+            if key.startswith("fn_") and key != "fn_notify_catalog"}
+
+
+class SyncFunctions(Step):
+    """The trigger functions, before any new column exists (PL/pgSQL resolves the tables and
+    columns it names when it runs, not when it is created)."""
+
+    name = "sync_functions"
+    title = "install the two-way sync functions (their triggers come with the new columns)"
+    phase = "expand"
+
+    def ddl(self, utf8: bool = True) -> list[Ddl]:
+        return [Ddl("\n\n".join(_functions().values()), "none on application tables", gentle=True)]
+
+    def check(self, ctx: Context) -> bool:
+        return all(function_exists(ctx, f"villager_migration.{key[3:]}") for key in _functions())
+
+
 class SyncTriggers(Step):
+    """Every sync trigger, (re)created: most came with their table's new columns already; the
+    others (orders) need nothing new. After this step every table is in sync."""
+
     name = "sync_triggers"
     title = "install the two-way sync triggers (legacy columns <-> normalized tables)"
     phase = "sync"
 
     def ddl(self, utf8: bool = True) -> list[Ddl]:
-        functions = "\n\n".join(body for key, body in sections("sync.sql").items()
-                                  if key.startswith("fn_") and key != "fn_notify_catalog")
-        out = [Ddl(functions, "none on application tables")]
+        return [Ddl(table_triggers_sql(table), f"SHARE ROW EXCLUSIVE on {table} (waits for in-flight writes)")
+                for table in dict.fromkeys(t[1] for t in TRIGGERS)]
+
+    def apply(self, ctx: Context) -> dict[str, Any]:
+        # Triggers installed with their table's columns are left as they are (no lock taken again).
+        have = self._installed(ctx)
+        done = 0
         for table in dict.fromkeys(t[1] for t in TRIGGERS):
-            stmts = []
-            for name, tbl, events, level, fn in TRIGGERS:
-                if tbl == table:
-                    stmts.append(f"DROP TRIGGER IF EXISTS {name} ON public.{tbl};")
-                    stmts.append(trigger_sql(name, tbl, events, level, fn) + ";")
-            out.append(Ddl("\n".join(stmts), f"SHARE ROW EXCLUSIVE on {table} (waits for in-flight writes)"))
-        return out
+            if {(n, t) for n, t, *_ in TRIGGERS if t == table} <= have:
+                continue
+            ctx.run(Ddl(table_triggers_sql(table), f"SHARE ROW EXCLUSIVE on {table} (waits for in-flight writes)"),
+                    self.name)
+            done += 1
+        return {"tables": done}
 
     def undo_ddl(self) -> list[Ddl]:
         return [Ddl(f"DROP TRIGGER IF EXISTS {name} ON public.{table}", f"SHARE ROW EXCLUSIVE on {table}")
                 for name, table, *_ in TRIGGERS]
 
-    def check(self, ctx: Context) -> bool:
-        have = ctx.conn.execute(
+    @staticmethod
+    def _installed(ctx: Context) -> set[tuple[str, str]]:
+        rows = ctx.conn.execute(
             "SELECT tgname, c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
             " WHERE tgname LIKE 'villager_%%' AND NOT tgisinternal"
             " AND c.relnamespace = 'public'::regnamespace").fetchall()
-        return {(n, t) for n, t, *_ in TRIGGERS} <= {(r[0], r[1]) for r in have}
+        return {(r[0], r[1]) for r in rows}
+
+    def check(self, ctx: Context) -> bool:
+        return {(n, t) for n, t, *_ in TRIGGERS} <= self._installed(ctx)
