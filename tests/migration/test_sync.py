@@ -249,3 +249,20 @@ def test_a_new_column_is_never_there_without_its_sync_trigger(legacy_db: str) ->
             _, err = run.communicate(timeout=600)
     assert run.returncode == 0, err[-2000:]
     assert run_cli("migrate", "verify", database_url=legacy_db).returncode == 0
+
+
+def test_the_sync_step_installs_only_the_triggers_that_are_missing(migrated_messy: str) -> None:
+    from tests.helpers import settings_for
+    from villager_shop.migration.runner import make_context
+    from villager_shop.migration.steps.sync_triggers import SyncTriggers
+
+    with psycopg.connect(migrated_messy, autocommit=True) as c:
+        c.execute("DROP TRIGGER villager_sync_order ON orders")
+    ctx = make_context(migrated_messy, settings_for(migrated_messy))
+    try:
+        step = SyncTriggers()
+        assert not step.check(ctx)
+        assert step.apply(ctx) == {"tables": 1}  # orders only: the others are left as they are
+        assert step.check(ctx)
+    finally:
+        ctx.conn.close()

@@ -98,20 +98,20 @@ class SyncTriggers(Step):
     title = "install the two-way sync triggers (legacy columns <-> normalized tables)"
     phase = "sync"
 
+    TABLES = tuple(dict.fromkeys(t[1] for t in TRIGGERS))
+
     def ddl(self, utf8: bool = True) -> list[Ddl]:
         return [Ddl(table_triggers_sql(table), f"SHARE ROW EXCLUSIVE on {table} (waits for in-flight writes)")
-                for table in dict.fromkeys(t[1] for t in TRIGGERS)]
+                for table in self.TABLES]
 
     def apply(self, ctx: Context) -> dict[str, Any]:
         # Triggers installed with their table's columns are left as they are (no lock taken again).
         have = self._installed(ctx)
         done = 0
-        for table in dict.fromkeys(t[1] for t in TRIGGERS):
-            if {(n, t) for n, t, *_ in TRIGGERS if t == table} <= have:
-                continue
-            ctx.run(Ddl(table_triggers_sql(table), f"SHARE ROW EXCLUSIVE on {table} (waits for in-flight writes)"),
-                    self.name)
-            done += 1
+        for table, ddl in zip(self.TABLES, self.ddl(ctx.utf8), strict=True):
+            if not {(n, t) for n, t, *_ in TRIGGERS if t == table} <= have:
+                ctx.run(ddl, self.name)
+                done += 1
         return {"tables": done}
 
     def undo_ddl(self) -> list[Ddl]:
