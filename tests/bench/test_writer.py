@@ -19,8 +19,8 @@ def test_an_open_loop_writer_keeps_its_rate_and_deletes_only_unordered_products(
     assert check_expected(url, closed) == []
     with LiveWriter(url, legacy_threads=2, new_threads=0, rate=20.0, seed=11) as paced:
         time.sleep(2.0)
-    # About 40 writes are due in 2 s; a loose bound, for a shared machine, far below the closed loop.
-    assert 20 <= paced.stats.ops <= 60, paced.stats.ops
+    # About 40 writes are due in 2 s: never more (the schedule), and at least some on a busy machine.
+    assert 10 <= paced.stats.ops <= 45, paced.stats.ops
     assert closed.stats.ops > 3 * paced.stats.ops, (closed.stats.ops, paced.stats.ops)
     for stats in (closed.stats, paced.stats):
         # A plain DELETE of a product with order items would fail on the legacy foreign key.

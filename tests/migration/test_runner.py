@@ -83,21 +83,22 @@ def test_a_failing_step_stops_the_group_and_is_marked_failed(probe_db: str) -> N
     assert "c3" not in log, log  # nothing new started after the failure
 
 
-def test_between_the_first_new_column_and_the_sync_triggers_only_catalog_steps_run() -> None:
-    """The new application may write as soon as a new column exists; until the sync triggers are
-    installed such a write would not reach the legacy columns. Seeds (table scans) come before."""
+def test_every_new_column_and_table_is_created_with_its_sync_triggers() -> None:
+    """The new application may write the moment a new column exists: the step that creates it also
+    creates its table's sync triggers, in the same statement batch (one transaction). The behaviour
+    is tested in test_sync (test_a_new_column_is_never_there_without_its_sync_trigger)."""
     from villager_shop.migration.plan import build_plan
     from villager_shop.migration.steps.columns import AddColumn
-    from villager_shop.migration.steps.constraints import AddConstraint
     from villager_shop.migration.steps.schema_objects import CreateTable
-    from villager_shop.migration.steps.sync_triggers import SyncTriggers
+    from villager_shop.migration.steps.sync_triggers import TRIGGERS
 
-    steps = build_plan()
-    first = next(i for i, s in enumerate(steps) if isinstance(s, AddColumn | CreateTable)
-                 and s.name in {"table_product_variants", "column_users_address_id"})
-    sync = next(i for i, s in enumerate(steps) if isinstance(s, SyncTriggers))
-    window = steps[first:sync]
-    assert window and all(isinstance(s, AddColumn | AddConstraint | CreateTable) for s in window), \
-        [s.name for s in window]
-    assert not any(isinstance(s, AddConstraint) and s.guard for s in window)
-    assert {s.name for s in steps[:first]} >= {"seed_addresses", "seed_product_categories"}
+    # The lookup tables' own triggers only carry renames to rows that point at them: they come with
+    # the columns that do (shops, products). product_variants carries prices and stock: its own.
+    steps = [s for s in build_plan() if isinstance(s, AddColumn)
+             or (isinstance(s, CreateTable) and s.table == "product_variants")]
+    assert {s.table for s in steps} == {"users", "shops", "products", "order_items", "product_variants"}
+    for step in steps:
+        (ddl,) = step.ddl()
+        for name, table, *_ in TRIGGERS:
+            if table == step.table:
+                assert f"CREATE TRIGGER {name} " in ddl.sql, (step.name, name)

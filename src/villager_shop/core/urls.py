@@ -6,17 +6,17 @@ from urllib.parse import quote
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from villager_shop.core.errors import ConfigError
+
 
 def checked_postgres_url(url: str, variable: str = "DATABASE_URL") -> str:
     """`url` when libpq can parse it; else a configuration error that names the expected form
     (libpq's own message quotes the string, which may hold a password)."""
-    from villager_shop.core.errors import ConfigError
-
     try:
         conninfo_to_dict(url)
     except Exception:
-        raise ConfigError(f"{variable} is not a PostgreSQL connection URL: expected"
-                          " postgresql://USER@HOST:PORT/DBNAME (a password, if any, after USER and a colon) or libpq key=value pairs") from None
+        raise ConfigError(f"{variable} is not a PostgreSQL connection URL: expected postgresql://USER@HOST:PORT/DBNAME"
+                          " (a password, if any, after USER and a colon) or libpq key=value pairs") from None
     return url
 
 

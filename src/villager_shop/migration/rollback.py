@@ -54,13 +54,12 @@ def refuse_if_impossible(phase: str) -> None:
 def refuse_early(ctx: Context) -> None:
     """The refusals that need no lock (an unfinished `complete` is settled under the lock)."""
     phase = state.phase(ctx.conn)
-    if phase in ("completed", "not_started"):
+    if phase != "completing":
         refuse_if_impossible(phase)
 
 
 def rollback(ctx: Context) -> dict[str, Any]:
-    if not state.schema_exists(ctx.conn):
-        raise RefusedError("nothing to roll back: no migration has run on this database")
+    refuse_early(ctx)
     with exclusive(ctx, "roll back"):
         phase = state.settled_phase(ctx.conn)
         refuse_if_impossible(phase)
