@@ -30,6 +30,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
 warnings.filterwarnings("ignore", module="platformdirs")
 
 from tests.helpers import TEST_DATA_ROOT  # noqa: E402
+from tests.pgbouncer import PgBouncer, pgbouncer_binary  # noqa: E402
 from villager_shop.core.db import create_database, drop_database  # noqa: E402
 from villager_shop.embedded.postgres import EmbeddedPostgres  # noqa: E402
 from villager_shop.embedded.redis import EmbeddedRedis  # noqa: E402
@@ -64,6 +65,19 @@ def redis_url() -> str:
     if url:
         return url
     return EmbeddedRedis(TEST_DATA_ROOT).start()
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(pg_admin_url: str) -> Iterator[PgBouncer]:
+    """A real PgBouncer in transaction mode in front of the server under test (skipped where the
+    Debian package is not installed: `.ci/run` installs it)."""
+    if pgbouncer_binary() is None:
+        pytest.skip("pgbouncer is not installed (apt-get install pgbouncer)")
+    bouncer = PgBouncer(pg_admin_url).start()
+    try:
+        yield bouncer
+    finally:
+        bouncer.stop()
 
 
 @pytest.fixture(scope="session")

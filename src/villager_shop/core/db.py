@@ -11,6 +11,7 @@ import psycopg
 from psycopg import sql
 
 from villager_shop.core.errors import ServerUnavailable
+from villager_shop.core.pooler import known_shared
 from villager_shop.core.urls import dbname_of, mask_url, with_dbname
 
 APP_NAME = "villager-shop"
@@ -24,7 +25,11 @@ def connect(
     connect_timeout: int = 5,
     **kwargs: Any,
 ) -> psycopg.Connection[Any]:
-    """Open a connection, turning 'cannot connect' into a one-line ServerUnavailable."""
+    """Open a connection, turning 'cannot connect' into a one-line ServerUnavailable. Through a
+    transaction pooler, psycopg never prepares a named statement (the pooler would hand it to the
+    next client, and this client's next transaction may run where it does not exist)."""
+    if known_shared(url):
+        kwargs["prepare_threshold"] = None
     try:
         return psycopg.connect(
             url,

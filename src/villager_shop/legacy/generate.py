@@ -835,9 +835,10 @@ def generate(
     seconds: dict[str, float] = {}
     with connection(url) as conn:
         require_legacy_schema(conn)
-        conn.execute("SET client_encoding = 'UTF8'")
-        conn.execute("SET lock_timeout = '5s'")
-        conn.execute("SET synchronous_commit = off")
+        # Transaction-local (the connection may be a pooler's): gone at the commit below.
+        conn.execute("SET LOCAL client_encoding = 'UTF8'")
+        conn.execute("SET LOCAL lock_timeout = '5s'")
+        conn.execute("SET LOCAL synchronous_commit = off")
         # writers wait until we commit; readers keep reading
         conn.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(
             sql.SQL(", ").join(sql.Identifier(t) for t in LEGACY_TABLES)))

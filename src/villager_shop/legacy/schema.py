@@ -42,7 +42,7 @@ def init(url: str, *, force: bool = False) -> None:
                 f"database is not empty ({len(objects)} objects: {shown}); use --force to drop them"
             )
         if objects:
-            conn.execute("SET lock_timeout = '5s'")
+            conn.execute("SET LOCAL lock_timeout = '5s'")
             conn.execute("DROP VIEW IF EXISTS slow_queries, db_performance_summary CASCADE")
             conn.execute(
                 "DROP TABLE IF EXISTS order_items, orders, product_variants, products, product_categories,"

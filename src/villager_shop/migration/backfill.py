@@ -25,7 +25,8 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -215,14 +216,14 @@ def _run_parts(ctx: Context, step: str, table: str, actions: list[str], busy: li
         conn = connect(ctx.url, application_name=f"villager-shop backfill {table} #{k}")
         try:
             stop_work_when_client_dies(conn)
-            _skip_triggers(conn)
-            _session_settings(conn, ctx)
+            begin = walk_settings(conn, ctx)
             on_batch = lambda done, total, n: report(k, done, total, n)  # noqa: E731
             if walk == "physical":
-                results[k] = _walk_pages(ctx, conn, f"{step}#{k}", table, actions, busy, on_batch, only, locking)
+                results[k] = _walk_pages(ctx, conn, begin, f"{step}#{k}", table, actions, busy, on_batch, only,
+                                         locking)
             else:
-                results[k] = _walk_keys(ctx, conn, f"{step}#{k}", table, actions, busy, ranges[k], on_batch, only,
-                                        locking)
+                results[k] = _walk_keys(ctx, conn, begin, f"{step}#{k}", table, actions, busy, ranges[k], on_batch,
+                                        only, locking)
         except BaseException as exc:
             results[k] = exc
         finally:
@@ -270,7 +271,7 @@ class _Pace:
         time.sleep(min(2.0, 0.02 * 2 ** min(self.failures, 6)))
 
 
-def _walk_pages(ctx: Context, conn: psycopg.Connection[Any], step: str, table: str, actions: list[str],
+def _walk_pages(ctx: Context, conn: psycopg.Connection[Any], begin: bytes, step: str, table: str, actions: list[str],
                 busy: list[str], report: Callable[[int, int, int], None], only: str | None,
                 locking: bool = True) -> BackfillResult:
     row = conn.execute(
@@ -321,7 +322,7 @@ def _walk_pages(ctx: Context, conn: psycopg.Connection[Any], step: str, table: s
                                   "xid_from": xid_from}
         t0 = time.perf_counter()
         try:
-            with conn.transaction():
+            with _batch(conn, begin):
                 n, needed, node, *rows = conn.execute(locked, params).fetchone()  # type: ignore[misc]
                 if node != filenode:
                     raise TableRewritten(table)
@@ -345,7 +346,7 @@ def _walk_pages(ctx: Context, conn: psycopg.Connection[Any], step: str, table: s
         if n:
             per_page = max(1.0, 0.7 * per_page + 0.3 * n / (upto - page))
         page = upto
-    return _finish(ctx, conn, step, table, actions, tally)
+    return _finish(ctx, conn, begin, step, table, actions, tally)
 
 
 def _record_batch(conn: psycopg.Connection[Any], step: str, cursor_column: str, cursor: Any, rows: int,
@@ -377,16 +378,16 @@ class _Tally:
             time.sleep(self.ctx.batch_pause_ms / 1000)
 
 
-def _finish(ctx: Context, conn: psycopg.Connection[Any], step: str, table: str, actions: list[str],
+def _finish(ctx: Context, conn: psycopg.Connection[Any], begin: bytes, step: str, table: str, actions: list[str],
             tally: _Tally) -> BackfillResult:
-    retried = _retry_skipped(ctx, conn, step, table, actions)
+    retried = _retry_skipped(conn, begin, step, table, actions)
     with conn.transaction():
         conn.execute("UPDATE villager_migration.backfill SET finished_at = now(), updated_at = now(),"
                      " rows_total = greatest(rows_total, rows_done) WHERE step = %s", (step,))
     return BackfillResult(tally.rows, tally.batches, time.perf_counter() - tally.started, retried, tally.max_batch_ms)
 
 
-def _walk_keys(ctx: Context, conn: psycopg.Connection[Any], step: str, table: str, actions: list[str],
+def _walk_keys(ctx: Context, conn: psycopg.Connection[Any], begin: bytes, step: str, table: str, actions: list[str],
                busy: list[str], key_range: tuple[str, str], report: Callable[[int, int, int], None],
                only: str | None = None, locking: bool = True) -> BackfillResult:
     lo, hi = key_range
@@ -414,7 +415,7 @@ def _walk_keys(ctx: Context, conn: psycopg.Connection[Any], step: str, table: st
         size = pace.size
         t0 = time.perf_counter()
         try:
-            with conn.transaction():
+            with _batch(conn, begin):
                 upper, n = conn.execute(pick.format(op=op), {"last": last_id or lo, "n": size, "hi": hi}
                                         ).fetchone() or (None, 0)
                 if not n:
@@ -435,7 +436,7 @@ def _walk_keys(ctx: Context, conn: psycopg.Connection[Any], step: str, table: st
         pace.after(dt)
         tally.batch_done(n, dt)
         last_id = upper
-    return _finish(ctx, conn, step, table, actions, tally)
+    return _finish(ctx, conn, begin, step, table, actions, tally)
 
 
 def _without_busy(conn: psycopg.Connection[Any], busy: list[str], batch: _Locked) -> _Locked:
@@ -465,31 +466,37 @@ def _total(conn: psycopg.Connection[Any], step: str) -> int:
     return int(row[0]) if row else 0
 
 
-def _skip_triggers(conn: psycopg.Connection[Any]) -> None:
-    """Fire no triggers (nor rules) for the backfill's own writes, where the role may (superuser, or
-    granted SET on session_replication_role). Our sync triggers already skip them (NOT_IN_BACKFILL); what this
-    saves is the foreign-key check of every default variant we insert, which costs as much as the
-    insert itself. The check is redundant: the batch holds a row lock on each of its products, so
-    none can be deleted before we commit. Set once per connection: every change of the setting
-    throws away the connection's cached plans. Without the privilege, the checks simply run."""
-    try:
-        conn.execute("SET session_replication_role = replica")
-        conn.commit()
-    except errors.InsufficientPrivilege:
-        conn.rollback()
-
-
-def _session_settings(conn: psycopg.Connection[Any], ctx: Context) -> None:
-    """For the walk's own connection, once (it runs nothing else): our own writes skip the sync
-    triggers; no durability is needed per batch (a crash may lose the last few batches' commits,
-    and their cursor moves with them, so the resumed run redoes exactly those batches); row-level
-    waits are bounded by the batch target, not the DDL lock_timeout (an application write queued
-    behind us must never wait longer than a batch)."""
+def walk_settings(conn: psycopg.Connection[Any], ctx: Context) -> bytes:
+    """What each of the walk's transactions sets for itself, transaction-local (SET LOCAL: nothing
+    outlives the transaction, so a connection handed on by a pooler carries none of it):
+    - `villager.backfill`: our own writes skip the sync triggers;
+    - `synchronous_commit` off: a crash may lose the last few batches' commits, and their cursor
+      moves with them, so the resumed run redoes exactly those batches;
+    - `lock_timeout` of one batch target, not the DDL's (an application write queued behind us
+      must never wait longer than a batch), and a 60 s statement bound;
+    - `session_replication_role = replica` where the role may (superuser, or granted SET on it):
+      no triggers nor rules fire for our writes. Our sync triggers skip them already; what this
+      saves is the foreign-key check of every default variant we insert, as costly as the insert.
+      The check is redundant: the batch holds a row lock on each of its products, so none can be
+      deleted before we commit. Without the privilege, the checks simply run."""
     lock_ms = int(min(ctx.policy.lock_timeout_ms, max(10, ctx.target_batch_ms)))
-    conn.execute("SELECT set_config('villager.backfill', 'on', false), set_config('synchronous_commit', 'off', false),"
-                 " set_config('lock_timeout', %s, false), set_config('statement_timeout', '60s', false)",
-                 (f"{lock_ms}ms",))
-    conn.commit()
+    sets = ["set_config('villager.backfill', 'on', true)", "set_config('synchronous_commit', 'off', true)",
+            f"set_config('lock_timeout', '{lock_ms}ms', true)", "set_config('statement_timeout', '60s', true)"]
+    try:
+        with conn.transaction():
+            conn.execute("SELECT set_config('session_replication_role', 'replica', true)")
+        sets.append("set_config('session_replication_role', 'replica', true)")
+    except errors.InsufficientPrivilege:
+        pass
+    return f"SELECT {', '.join(sets)}".encode()
+
+
+@contextmanager
+def _batch(conn: psycopg.Connection[Any], begin: bytes) -> Iterator[None]:
+    """One transaction of the walk, with the walk's settings (`walk_settings`)."""
+    with conn.transaction():
+        conn.execute(begin)
+        yield
 
 
 def _unbounded(conn: psycopg.Connection[Any]) -> None:
@@ -499,13 +506,13 @@ def _unbounded(conn: psycopg.Connection[Any]) -> None:
     conn.execute("SELECT set_config('lock_timeout', '0', true), set_config('statement_timeout', '0', true)")
 
 
-def _retry_skipped(ctx: Context, conn: psycopg.Connection[Any], step: str, table: str, actions: list[str]) -> int:
+def _retry_skipped(conn: psycopg.Connection[Any], begin: bytes, step: str, table: str, actions: list[str]) -> int:
     """Rows that were locked by the application when their batch ran: take them now, waiting for
-    their lock at most lock_timeout each time."""
+    their lock at most the walk's lock_timeout each time."""
     retried = 0
     for attempt in range(1, 1000):
         try:
-            with conn.transaction():
+            with _batch(conn, begin):
                 batch = _Locked(*conn.execute(  # type: ignore[misc]
                     f"WITH l AS MATERIALIZED (SELECT t.id, t.ctid FROM public.{table} t"
                     " JOIN villager_migration.backfill_retry r ON r.row_id = t.id AND r.step = %s"

@@ -69,12 +69,21 @@ def execute(conn: psycopg.Connection[Any], ddl: Ddl, policy: RetryPolicy,
     attempt, waited_ms = 1, 0
     while True:
         try:
-            conn.execute(f"SET lock_timeout = {int(slice_ms)}")
-            conn.execute(f"SET statement_timeout = {int(stmt_ms)}")
             if ddl.concurrent:
-                conn.execute(ddl.sql.encode())
+                # Outside a transaction block, so session settings, reset right after (this is a
+                # direct connection of our own: no other client ever sees them).
+                conn.execute(f"SET lock_timeout = {int(slice_ms)}")
+                conn.execute(f"SET statement_timeout = {int(stmt_ms)}")
+                try:
+                    conn.execute(ddl.sql.encode())
+                finally:
+                    if not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+                        conn.execute("RESET lock_timeout")
+                        conn.execute("RESET statement_timeout")
             else:
                 with conn.transaction():
+                    conn.execute("SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
+                                 (f"{int(slice_ms)}ms", f"{int(stmt_ms)}ms"))
                     conn.execute(ddl.sql.encode())
             return attempt
         except RETRYABLE as exc:
@@ -91,10 +100,6 @@ def execute(conn: psycopg.Connection[Any], ddl: Ddl, policy: RetryPolicy,
                 ) from exc
             time.sleep(policy.delay(attempt))
             attempt, waited_ms = attempt + 1, 0
-        finally:
-            if not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
-                conn.execute("RESET lock_timeout")
-                conn.execute("RESET statement_timeout")
 
 
 HOLDERS = """
