@@ -59,8 +59,10 @@ def _usual_ms(writer: LiveWriter, start: float, end: float) -> dict[str, float]:
     return {op: statistics.median(v) for op, v in by_op.items()}
 
 
-def _run_cli(url: str, strategy: str) -> dict[str, Any]:
-    env = {**os.environ, "DATABASE_URL": url}
+def _run_cli(url: str, strategy: str, pooled_url: str | None = None) -> dict[str, Any]:
+    """`migrate run` as a user runs it: DATABASE_URL the pooler where one is measured, the
+    migration itself on the direct URL."""
+    env = {**os.environ, "DATABASE_URL": pooled_url or url, "DATABASE_DIRECT_URL": url}
     res = subprocess.run([sys.executable, "-m", "villager_shop", "migrate", "run", "--strategy", strategy, "--json"],
                          env=env, capture_output=True, text=True, check=False)
     if res.returncode != 0:
@@ -104,14 +106,17 @@ def _checkpoint(admin_url: str) -> None:
 
 
 def _one_run(admin_url: str, template: str, name: str, strategy: str, writer_threads: int, writer_rate: float | None,
-             baseline_s: float, say: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """One strategy on a fresh copy of the template, under the live writer; the copy is dropped."""
+             baseline_s: float, say: Callable[[str], None], pooler_url: str | None = None
+             ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """One strategy on a fresh copy of the template, under the live writer; the copy is dropped.
+    With `pooler_url` (any database through the pooler), the writer writes through the pooler."""
     drop_database(admin_url, name)
     db = create_database(admin_url, name, template=template)
+    pooled = with_dbname(pooler_url, name) if pooler_url else None
     try:
         _checkpoint(admin_url)
         say(f"{strategy}: migrating with {writer_threads} legacy writers (+1 new-app writer) …")
-        writer = LiveWriter(db, legacy_threads=writer_threads, new_threads=1, pause_s=0.003, rate=writer_rate).start()
+        writer = LiveWriter(pooled or db, legacy_threads=writer_threads, new_threads=1, pause_s=0.003, rate=writer_rate).start()
         try:
             # A few seconds of the same workload before the migration: some legacy writes are slow
             # on the legacy schema itself (a product delete scans order_items, which has no index
@@ -119,7 +124,7 @@ def _one_run(admin_url: str, template: str, name: str, strategy: str, writer_thr
             before = time.time()
             time.sleep(baseline_s)
             start = time.time()
-            summary = _run_cli(db, strategy)
+            summary = _run_cli(db, strategy, pooled)
             end = time.time()
             time.sleep(0.3)
         finally:
@@ -149,14 +154,16 @@ def _one_run(admin_url: str, template: str, name: str, strategy: str, writer_thr
 
 def bench_migration(admin_url: str, *, scale: float, seed: int = 42, writer_threads: int = 3,
                     writer_rate: float | None = WRITER_RATE, baseline_s: float = 3.0, rounds: int = 1,
-                    say: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
+                    pooler_url: str | None = None, say: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
     """`rounds` > 1 runs the guide and ours alternately that many times, each on a fresh copy: on a
     shared machine whose speed drifts over minutes, each round's ratio compares runs made side by
-    side, and the median round is reported (every round's figures under `rounds`)."""
+    side, and the median round is reported (every round's figures under `rounds`). `pooler_url`: the
+    writers write through that pooler (in front of `admin_url`'s server)."""
     tag = f"vbench_{os.getpid()}"
     template = f"{tag}_legacy"
     out: dict[str, Any] = {"scale": scale, "seed": seed, "writer_threads": writer_threads,
-                           "writer_rate_ops_per_s": writer_rate or "closed loop"}
+                           "writer_rate_ops_per_s": writer_rate or "closed loop",
+                           "writer_through": "pooler" if pooler_url else "direct"}
     try:
         drop_database(admin_url, template)
         url = create_database(admin_url, template)
@@ -172,7 +179,7 @@ def bench_migration(admin_url: str, *, scale: float, seed: int = 42, writer_thre
             one: dict[str, Any] = {}
             for strategy in STRATEGIES:
                 one[strategy], floor = _one_run(admin_url, template, f"{tag}_{strategy}", strategy, writer_threads,
-                                                writer_rate, baseline_s, say)
+                                                writer_rate, baseline_s, say, pooler_url)
                 if floor is not None:
                     one["order_items_floor"] = floor
             one["total_ratio_online_vs_guide"] = (round(one["online"]["total_s"] / one["guide"]["total_s"], 3)

@@ -9,7 +9,7 @@ from rich.console import Console
 
 from villager_shop.bench.migration import WRITER_RATE
 from villager_shop.core.config import get_settings
-from villager_shop.embedded import database_url
+from villager_shop.embedded import database_url, direct_database_url
 
 app = typer.Typer(help="Benchmarks (JSON output; each compares with a reference measured in the same run).",
                   no_args_is_help=True)
@@ -31,9 +31,12 @@ def migration(
     """The guide's migration vs ours on the same data, each under a live writer."""
     from villager_shop.bench.migration import admin_url_for, bench_migration
 
-    url = database_url(get_settings())
-    result = bench_migration(admin_url_for(url), scale=scale, seed=seed, writer_threads=writer_threads,
-                             writer_rate=writer_rate or None, rounds=rounds, say=(lambda m: None) if as_json else (lambda m: err.print(m, markup=False)))
+    settings = get_settings()
+    url, direct = database_url(settings), direct_database_url(settings)
+    # DATABASE_URL a pooler and DATABASE_DIRECT_URL the server: the writers go through the pooler.
+    pooler = url if direct != url else None
+    result = bench_migration(admin_url_for(direct), scale=scale, seed=seed, writer_threads=writer_threads,
+                             writer_rate=writer_rate or None, rounds=rounds, pooler_url=pooler, say=(lambda m: None) if as_json else (lambda m: err.print(m, markup=False)))
     typer.echo(json.dumps(result, indent=None if as_json else 2))
 
 

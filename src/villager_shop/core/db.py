@@ -11,7 +11,6 @@ import psycopg
 from psycopg import sql
 
 from villager_shop.core.errors import ServerUnavailable
-from villager_shop.core.pooler import known_shared
 from villager_shop.core.urls import dbname_of, mask_url, with_dbname
 
 APP_NAME = "villager-shop"
@@ -25,11 +24,11 @@ def connect(
     connect_timeout: int = 5,
     **kwargs: Any,
 ) -> psycopg.Connection[Any]:
-    """Open a connection, turning 'cannot connect' into a one-line ServerUnavailable. Through a
-    transaction pooler, psycopg never prepares a named statement (the pooler would hand it to the
-    next client, and this client's next transaction may run where it does not exist)."""
-    if known_shared(url):
-        kwargs["prepare_threshold"] = None
+    """Open a connection, turning 'cannot connect' into a one-line ServerUnavailable. psycopg
+    never prepares a named statement on it: the URL may be a transaction pooler's, which would hand
+    the statement on to the next client while this client's next transaction runs where it does
+    not exist. (Our statements are few and large: planning each again costs nothing measurable.)"""
+    kwargs.setdefault("prepare_threshold", None)
     try:
         return psycopg.connect(
             url,
