@@ -13,7 +13,7 @@ from rich.progress import DownloadColumn, Progress, SpinnerColumn, TextColumn, T
 from rich.table import Table
 
 from villager_shop.core.config import get_settings
-from villager_shop.embedded import database_url
+from villager_shop.embedded import session_database_url
 from villager_shop.safety import backup as backups
 from villager_shop.safety.manifest import BackupEntry
 
@@ -41,7 +41,7 @@ def _entry_json(e: BackupEntry, backup_dir: Any) -> dict[str, Any]:
 def create(as_json: bool = typer.Option(False, "--json", help="print the manifest entry as JSON")) -> None:
     """Dump the shop database (pg_dump --format=custom, one consistent snapshot) into the backups folder."""
     s = get_settings()
-    url = database_url(s)
+    url = session_database_url(s, "backup create")
     show = err.is_terminal and not as_json
     progress = Progress(SpinnerColumn(), TextColumn("pg_dump"), DownloadColumn(), TransferSpeedColumn(),
                         TimeElapsedColumn(), console=err, transient=True)
@@ -91,7 +91,7 @@ def verify(
     """Prove a backup restores: sha256, pg_restore --list, and a real restore into a scratch database
     (dropped afterwards) whose per-table row counts must equal the manifest's. Exit 5 otherwise."""
     s = get_settings()
-    url = database_url(s)
+    url = session_database_url(s, "backup verify")
     say = (lambda m: None) if as_json else (lambda m: out.print(m, markup=False))
     report = backups.verify_backup(url, s.backup_dir, backup_id, say=say)
     if as_json:

@@ -19,7 +19,7 @@ from villager_shop.core.config import get_settings
 from villager_shop.core.db import connect, create_database, drop_database
 from villager_shop.core.errors import VerificationFailed
 from villager_shop.core.urls import mask_url, with_dbname
-from villager_shop.embedded import database_url, redis_url
+from villager_shop.embedded import redis_url, session_database_url
 from villager_shop.legacy import schema
 from villager_shop.migration import runner
 from villager_shop.migration.status import status as migration_status
@@ -43,7 +43,7 @@ def demo(
     """Legacy data → verified backup → rehearsal on staging → online migration under a live writer →
     verify → status → the shop service on the migrated database."""
     s = get_settings()
-    admin = database_url(s)
+    admin = session_database_url(s, "demo")
     cache = redis_url(s)
     console.print(f"postgres: {mask_url(admin)}\nredis:    {mask_url(cache)}")
     drop_database(admin, DEMO_DB)

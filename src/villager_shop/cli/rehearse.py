@@ -18,7 +18,7 @@ from rich.table import Table
 from villager_shop.cli.migrate import RichReporter
 from villager_shop.core.config import get_settings
 from villager_shop.core.errors import VerificationFailed
-from villager_shop.embedded import database_url
+from villager_shop.embedded import session_database_url
 from villager_shop.migration.steps.base import SilentReporter
 from villager_shop.safety.rehearse import EXIT_NO_GO, RehearsalOptions, RehearsalReport
 from villager_shop.safety.rehearse import rehearse as run_rehearsal
@@ -85,7 +85,7 @@ def rehearse(
     the production duration, and say GO (exit 0) or NO-GO (exit 5, with every reason). The staging
     database is dropped afterwards unless --keep; production is only read."""
     s = get_settings()
-    url = database_url(s)
+    url = session_database_url(s, "rehearse")
     opts = RehearsalOptions(backup_id=backup, writer_threads=scale_writer, keep=keep, report_dir=report_dir,
                             max_latency_ms=max_latency_ms, max_quarantine_pct=max_quarantine_pct)
     quiet = as_json

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from villager_shop.core.config import get_settings
 from villager_shop.core.errors import RefusedError
-from villager_shop.embedded import database_url
+from villager_shop.embedded import session_database_url
 from villager_shop.safety.restore import RestorePlan, execute_restore, plan_restore
 
 # Piped output (logs, CI) gets wide tables instead of 80-column truncation.
@@ -66,7 +66,7 @@ def restore(
     nothing and is preferable while the migration can still be rolled back.
     """
     s = get_settings()
-    plan = plan_restore(database_url(s), s.backup_dir, backup_id)
+    plan = plan_restore(session_database_url(s, "restore"), s.backup_dir, backup_id)
     _render(plan)
     if not yes:
         if not sys.stdin.isatty():
