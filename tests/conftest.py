@@ -31,6 +31,7 @@ warnings.filterwarnings("ignore", module="platformdirs")
 
 from tests.helpers import TEST_DATA_ROOT  # noqa: E402
 from tests.pgbouncer import PgBouncer, pgbouncer_binary  # noqa: E402
+from tests.replica import StreamingPair, bindir_of  # noqa: E402
 from villager_shop.core.db import create_database, drop_database  # noqa: E402
 from villager_shop.embedded.postgres import EmbeddedPostgres  # noqa: E402
 from villager_shop.embedded.redis import EmbeddedRedis  # noqa: E402
@@ -78,6 +79,41 @@ def pgbouncer(pg_admin_url: str) -> Iterator[PgBouncer]:
         yield bouncer
     finally:
         bouncer.stop()
+
+
+@pytest.fixture(scope="session")
+def streaming_pair(pg_admin_url: str) -> Iterator[StreamingPair]:
+    """A primary and a streaming standby of the version under test (its own binaries)."""
+    bindir = bindir_of(pg_admin_url)
+    if bindir is None:
+        pytest.skip("the binaries of the server under test (pg_basebackup, initdb) were not found")
+    pair = StreamingPair(bindir).start()
+    try:
+        yield pair
+    finally:
+        pair.stop()
+
+
+@pytest.fixture
+def replicated_legacy_db(streaming_pair: StreamingPair) -> Iterator[Any]:
+    """Factory: a database on the pair's primary with generated legacy data at `scale`."""
+    from villager_shop.legacy.generate import generate
+
+    admin = streaming_pair.primary_url()
+    made: list[str] = []
+
+    def make(scale: float = 0.1, seed: int = 1) -> str:
+        name, url = _new_db(admin)
+        made.append(name)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(schema_sql().encode())
+        generate(url, scale=scale, seed=seed)
+        streaming_pair.wait_caught_up()
+        return url
+
+    yield make
+    for name in made:
+        drop_database(admin, name)
 
 
 @pytest.fixture(scope="session")

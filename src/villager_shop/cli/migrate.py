@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sys
 from typing import Any
@@ -16,6 +17,7 @@ from villager_shop.core.db import connect
 from villager_shop.core.errors import RefusedError, VerificationFailed
 from villager_shop.embedded import database_url, session_database_url
 from villager_shop.migration import complete as complete_mod
+from villager_shop.migration import control as control_mod
 from villager_shop.migration import guide, runner
 from villager_shop.migration import rollback as rollback_mod
 from villager_shop.migration import verify as verify_mod
@@ -134,6 +136,18 @@ def status(as_json: bool = typer.Option(False, "--json", help="machine-readable 
     else:
         running = "  [yellow](a run is in progress)[/]" if st["running"] else ""
         console.print(f"phase: [bold]{st['phase']}[/]  steps {st['steps_done']}/{st['steps_total']}{running}")
+        if st.get("paused"):
+            p = st["paused"]
+            console.print(f"[yellow]paused[/] by {p.get('by')} at {_when(p.get('at'))}"
+                          + (f": {p['reason']}" if p.get("reason") else ""))
+        th = st.get("throttle") or {}
+        if th.get("throttled"):
+            console.print(f"[yellow]throttled[/] by {th.get('signal')}: {th.get('value')} over {th.get('limit')}"
+                          f" {th.get('detail') or ''} (held {th.get('held_s')} s)")
+        if th.get("total_throttled_s"):
+            console.print(f"time throttled in all: {th['total_throttled_s']} s")
+        for sb in th.get("standbys") or []:
+            console.print(f"standby {sb['name']}: {sb['state']}, {sb['lag_ms']} ms / {sb['lag_bytes']:,} bytes behind")
         if st["backfill"]:
             t = Table("table", "rows", "%", "rows/s", "ETA", "batches", "max batch ms", "walk", title="backfill")
             for b in st["backfill"]:
@@ -242,3 +256,48 @@ def complete(
         console.print(f"completed: dropped {', '.join(result['dropped_columns'])}; "
                       f"{result['quarantined_rows_kept']} quarantined rows keep their legacy values in "
                       "villager_migration.quarantine")
+
+
+def _when(epoch: Any) -> str:
+    return dt.datetime.fromtimestamp(float(epoch), dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if epoch else "?"
+
+
+def _control_conn() -> Any:
+    return connect(database_url(get_settings()), autocommit=True, application_name="villager-shop migrate control")
+
+
+@app.command()
+def pause(reason: str = typer.Option("", "--reason", help="why, shown by `migrate status`")) -> None:
+    """Hold a running migration's backfill within one batch (both representations stay in sync)."""
+    with _control_conn() as conn:
+        control = control_mod.pause(conn, reason)
+    paused = control["paused"] or {}
+    console.print(f"paused by {paused.get('by')}; `villager-shop migrate resume` lets it go on")
+
+
+@app.command()
+def resume() -> None:
+    """Let a paused migration go on (within one batch)."""
+    with _control_conn() as conn:
+        control_mod.resume(conn)
+    console.print("resumed")
+
+
+@app.command()
+def throttle(
+    batch_ms: int = typer.Option(None, "--batch-ms", min=0, max=10_000, help="batch time target (0 = configured)"),
+    max_replica_lag_ms: int = typer.Option(None, "--max-replica-lag-ms", min=0, max=3_600_000,
+                                           help="hold while a standby is this far behind (0 = configured)"),
+    pause_ms: int = typer.Option(None, "--pause-ms", min=0, max=60_000, help="sleep between batches (0 = none)"),
+    reset: bool = typer.Option(False, "--reset", help="back to the configured values"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """Change a running migration's pace from any machine (picked up within one batch)."""
+    with _control_conn() as conn:
+        control = control_mod.throttle(conn, batch_ms=batch_ms, max_replica_lag_ms=max_replica_lag_ms,
+                                       pause_ms=pause_ms, reset=reset)
+    if as_json:
+        typer.echo(json.dumps(control, indent=2))
+    else:
+        shown = {k: v for k, v in control.items() if k != "paused" and v is not None}
+        console.print("throttle: " + (", ".join(f"{k} {v}" for k, v in shown.items()) or "configured values"))

@@ -39,6 +39,19 @@ class Settings(BaseSettings):
         default="auto", description="backfill walk: physical (page order, PostgreSQL 14+), key (primary key), "
                                     "auto = by key for users, shops, products, physical for the rest where "
                                     "the server supports it")
+    villager_max_replica_lag_ms: int = Field(default=1000, ge=10, le=3_600_000,
+                                             description="hold the backfill while a standby replays this far behind")
+    villager_max_replica_lag_mb: float | None = Field(default=None, gt=0, le=1_000_000,
+                                                      description="also hold it while a standby is this many MB behind")
+    villager_max_wal_mb_per_s: float | None = Field(default=None, gt=0, le=100_000,
+                                                    description="hold the backfill while WAL is written faster")
+    villager_max_archive_pending: int = Field(default=64, ge=1, le=1_000_000,
+                                              description="hold it while this many WAL segments wait to be archived")
+    villager_throttle_autovacuum: Literal["any", "wraparound", "off"] = Field(
+        default="any", description="hold the backfill of a table while autovacuum works on it (any), only an"
+                                   " anti-wraparound one (wraparound), or never (off)")
+    villager_standby_timeout_s: float = Field(default=60, ge=0, le=86_400,
+                                              description="a standby gone this long is no longer waited for")
     villager_jwt_secret: SecretStr | None = Field(default=None, description="JWT signing key (generated if unset)")
 
     @property

@@ -249,10 +249,16 @@ class _Pace:
     """The adaptive batch size: shrink when a batch is slower than the target, grow when there is room."""
 
     def __init__(self, ctx: Context, size: int, smallest: int, largest: int) -> None:
-        self.target_s = ctx.target_batch_ms / 1000
+        self.ctx = ctx
         self.smallest, self.largest = smallest, max(smallest, largest)
         self.size = max(self.smallest, min(self.largest, size))
         self.failures = 0
+
+    @property
+    def target_s(self) -> float:
+        """The batch time target: the configured one, or what `migrate throttle --batch-ms` set since."""
+        ms = self.ctx.throttle.batch_target_ms(self.ctx.target_batch_ms) if self.ctx.throttle else self.ctx.target_batch_ms
+        return ms / 1000
 
     def after(self, seconds: float) -> None:
         self.failures = 0
@@ -315,6 +321,8 @@ def _walk_pages(ctx: Context, conn: psycopg.Connection[Any], begin: bytes, step:
     pace = _Pace(ctx, int(saved or 8), 1, MAX_PAGES)
     tally = _Tally(ctx, report, done, total)
     while page < last:
+        if ctx.throttle:
+            ctx.throttle.before_batch(table)
         # Keep the batch within the row cap too (VILLAGER_BATCH_SIZE) at the table's density.
         size = max(1, min(pace.size, int(rows_cap / per_page)))
         upto = min(last, page + size)
@@ -411,6 +419,8 @@ def _walk_keys(ctx: Context, conn: psycopg.Connection[Any], begin: bytes, step: 
                 f" SELECT %(step)s, id FROM public.{table} t WHERE id {{op}} %(last)s::uuid AND id <= %(upper)s::uuid"
                 f" AND id <> ALL(%(ids)s::uuid[]){where_only} ON CONFLICT DO NOTHING")
     while True:
+        if ctx.throttle:
+            ctx.throttle.before_batch(table)
         op = ">" if last_id is not None else ">="
         size = pace.size
         t0 = time.perf_counter()

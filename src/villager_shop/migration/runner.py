@@ -21,6 +21,7 @@ from villager_shop.migration.ddl import RetryPolicy, side_by_side
 from villager_shop.migration.plan import build_plan
 from villager_shop.migration.steps.base import Context, Reporter, SilentReporter, Step
 from villager_shop.migration.steps.monitoring import ensure_pg_stat_statements
+from villager_shop.migration.throttle import Limits, Throttle
 
 ADVISORY_KEY = (742300, 1)
 PHASE_OF_STEP = {"expand": "expanding", "sync": "expanding", "backfill": "backfilling",
@@ -44,6 +45,13 @@ def make_context(url: str, settings: Settings, reporter: Reporter | None = None,
         backfill_workers=settings.villager_backfill_workers,
         backfill_order=settings.villager_backfill_order,
         reporter=reporter or SilentReporter(),
+        throttle=Throttle(url, Limits(
+            max_replica_lag_ms=settings.villager_max_replica_lag_ms,
+            max_replica_lag_mb=settings.villager_max_replica_lag_mb,
+            max_wal_mb_per_s=settings.villager_max_wal_mb_per_s,
+            max_archive_pending=settings.villager_max_archive_pending,
+            autovacuum=settings.villager_throttle_autovacuum,
+            standby_timeout_s=settings.villager_standby_timeout_s), (reporter or SilentReporter()).note),
     )
 
 
@@ -109,6 +117,8 @@ def run(ctx: Context, *, steps: list[Step] | None = None) -> dict[str, Any]:
                 j = i + 1
                 summary.update(_run_step(ctx, plan[i], done))
             i = j
+        if ctx.throttle:
+            ctx.throttle.close()
         state.put(ctx.conn, "run_finished_at", time.time())
         state.set_phase(ctx.conn, "migrated")
         # The backfill's own writes notified nobody: one notification for all of them.
@@ -123,6 +133,8 @@ def _run_step(ctx: Context, step: Step, done: set[str]) -> dict[str, Any]:
         state.set_phase(ctx.conn, phase)
     if step.name in done and (step.check(ctx) or step.phase == "analyze"):
         return {step.name: {"skipped": "already done"}}
+    if ctx.throttle:  # a paused run, or a standby far behind, waits here too (index builds write WAL)
+        ctx.throttle.before_batch(None)
     ctx.reporter.step_started(step.name, step.title)
     state.mark(ctx.conn, step.name, "running")
     t0 = time.perf_counter()

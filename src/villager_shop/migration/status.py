@@ -8,6 +8,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from villager_shop.migration import state
+from villager_shop.migration.control import runtime
 from villager_shop.migration.plan import build_plan
 from villager_shop.migration.runner import ADVISORY_KEY
 from villager_shop.migration.steps.rebuild import RebuildTable
@@ -73,6 +74,10 @@ def status(conn: psycopg.Connection[Any]) -> dict[str, Any]:
         for step in steps:
             if step["status"] == "running":
                 step["status"] = "interrupted"
+    live = runtime(conn)
+    throttle = live["throttle"]
+    if not running and throttle.get("throttled"):  # written by a run that is gone
+        throttle = {**throttle, "throttled": False, "signal": None}
     legacy_writes = conn.execute("SELECT last_value, is_called FROM villager_migration.legacy_writes").fetchone()
     return {
         "phase": state.phase(conn),
@@ -82,5 +87,8 @@ def status(conn: psycopg.Connection[Any]) -> dict[str, Any]:
         "steps": steps,
         "backfill": backfill,
         "quarantine": quarantine,
+        "paused": live["control"]["paused"],
+        "control": live["control"],
+        "throttle": throttle,
         "legacy_writes_seen": int(legacy_writes[0]) if legacy_writes and legacy_writes[1] else 0,
     }

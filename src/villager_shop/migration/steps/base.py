@@ -10,6 +10,7 @@ from typing import Any, Protocol
 import psycopg
 
 from villager_shop.migration.ddl import Ddl, RetryPolicy, execute, holders
+from villager_shop.migration.throttle import Throttle
 
 
 class Reporter(Protocol):
@@ -45,6 +46,7 @@ class Context:
     backfill_workers: int = 2
     backfill_order: str = "auto"  # physical | key | auto (the step's preference, else physical on 14+)
     reporter: Reporter = field(default_factory=SilentReporter)
+    throttle: Throttle | None = None  # holds the backfill while production hurts or the operator paused it
 
     def run(self, ddl: Ddl, step: str = "") -> int:
         def on_retry(attempt: int, exc: BaseException) -> None:
