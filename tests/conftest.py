@@ -31,10 +31,10 @@ warnings.filterwarnings("ignore", module="platformdirs")
 
 from tests.helpers import TEST_DATA_ROOT  # noqa: E402
 from tests.pgbouncer import PgBouncer, pgbouncer_binary  # noqa: E402
-from tests.replica import StreamingPair, bindir_of  # noqa: E402
 from villager_shop.core.db import create_database, drop_database  # noqa: E402
 from villager_shop.embedded.postgres import EmbeddedPostgres  # noqa: E402
 from villager_shop.embedded.redis import EmbeddedRedis  # noqa: E402
+from villager_shop.embedded.replica import StreamingPair, bindir_of  # noqa: E402
 from villager_shop.legacy.schema import schema_sql  # noqa: E402
 
 

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from tests.helpers import ROOT, cli_env, run_cli
-from tests.replica import StreamingPair
+from villager_shop.embedded.replica import StreamingPair
 
 pytestmark = pytest.mark.slow
 

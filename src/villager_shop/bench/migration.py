@@ -17,6 +17,7 @@ from typing import Any
 
 import psycopg
 
+from villager_shop.bench.replica_lag import LagProbe
 from villager_shop.bench.writer import LiveWriter
 from villager_shop.core.db import connect, create_database, drop_database
 from villager_shop.core.errors import VillagerError
@@ -59,10 +60,11 @@ def _usual_ms(writer: LiveWriter, start: float, end: float) -> dict[str, float]:
     return {op: statistics.median(v) for op, v in by_op.items()}
 
 
-def _run_cli(url: str, strategy: str, pooled_url: str | None = None) -> dict[str, Any]:
+def _run_cli(url: str, strategy: str, pooled_url: str | None = None, extra_env: dict[str, str] | None = None
+             ) -> dict[str, Any]:
     """`migrate run` as a user runs it: DATABASE_URL the pooler where one is measured, the
     migration itself on the direct URL."""
-    env = {**os.environ, "DATABASE_URL": pooled_url or url, "DATABASE_DIRECT_URL": url}
+    env = {**os.environ, "DATABASE_URL": pooled_url or url, "DATABASE_DIRECT_URL": url, **(extra_env or {})}
     res = subprocess.run([sys.executable, "-m", "villager_shop", "migrate", "run", "--strategy", strategy, "--json"],
                          env=env, capture_output=True, text=True, check=False)
     if res.returncode != 0:
@@ -106,10 +108,14 @@ def _checkpoint(admin_url: str) -> None:
 
 
 def _one_run(admin_url: str, template: str, name: str, strategy: str, writer_threads: int, writer_rate: float | None,
-             baseline_s: float, say: Callable[[str], None], pooler_url: str | None = None
-             ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+             baseline_s: float, say: Callable[[str], None], pooler_url: str | None = None,
+             lag: LagProbe | None = None) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """One strategy on a fresh copy of the template, under the live writer; the copy is dropped.
-    With `pooler_url` (any database through the pooler), the writer writes through the pooler."""
+    With `pooler_url` (any database through the pooler), the writer writes through the pooler;
+    with `lag`, the standby's replay lag during the run is reported. `online_unthrottled` is ours
+    with the replica-lag limit out of reach."""
+    extra_env = {"VILLAGER_MAX_REPLICA_LAG_MS": "3600000"} if strategy == "online_unthrottled" else {}
+    cli_strategy = "online" if strategy == "online_unthrottled" else strategy
     drop_database(admin_url, name)
     db = create_database(admin_url, name, template=template)
     pooled = with_dbname(pooler_url, name) if pooler_url else None
@@ -124,12 +130,12 @@ def _one_run(admin_url: str, template: str, name: str, strategy: str, writer_thr
             before = time.time()
             time.sleep(baseline_s)
             start = time.time()
-            summary = _run_cli(db, strategy, pooled)
+            summary = _run_cli(db, cli_strategy, pooled, extra_env)
             end = time.time()
             time.sleep(0.3)
         finally:
             writer.stop()
-        rows, rate = _backfill_rate(db, strategy, summary)
+        rows, rate = _backfill_rate(db, cli_strategy, summary)
         floor = None
         if strategy == "guide":
             # What the guide leaves out, done the cheapest way there is (one statement, no triggers,
@@ -145,7 +151,8 @@ def _one_run(admin_url: str, template: str, name: str, strategy: str, writer_thr
                                                                        _usual_ms(writer, before, start)),
                   "writer_baseline_p99_ms": baseline["writer_p99_ms"],
                   "writer_baseline_max_ms": baseline["writer_max_ms"],
-                  "slowest_writes": _slowest(writer, db, start, end)}
+                  "slowest_writes": _slowest(writer, db, start, end),
+                  **(lag.window(start, end) if lag else {})}
         say(f"{strategy}: {json.dumps(result)}")
         return result, floor
     finally:
@@ -154,11 +161,16 @@ def _one_run(admin_url: str, template: str, name: str, strategy: str, writer_thr
 
 def bench_migration(admin_url: str, *, scale: float, seed: int = 42, writer_threads: int = 3,
                     writer_rate: float | None = WRITER_RATE, baseline_s: float = 3.0, rounds: int = 1,
-                    pooler_url: str | None = None, say: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
+                    pooler_url: str | None = None, standby_url: str | None = None,
+                    say: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
     """`rounds` > 1 runs the guide and ours alternately that many times, each on a fresh copy: on a
     shared machine whose speed drifts over minutes, each round's ratio compares runs made side by
     side, and the median round is reported (every round's figures under `rounds`). `pooler_url`: the
-    writers write through that pooler (in front of `admin_url`'s server)."""
+    writers write through that pooler (in front of `admin_url`'s server). `standby_url`: a streaming
+    standby of `admin_url`'s server; its replay lag is measured in every run, and ours runs twice:
+    with the throttle (`online`) and with the replica-lag limit out of reach (`online_unthrottled`)."""
+    strategies = (*STRATEGIES, "online_unthrottled") if standby_url else STRATEGIES
+    lag = LagProbe(admin_url, standby_url).start() if standby_url else None
     tag = f"vbench_{os.getpid()}"
     template = f"{tag}_legacy"
     out: dict[str, Any] = {"scale": scale, "seed": seed, "writer_threads": writer_threads,
@@ -177,9 +189,9 @@ def bench_migration(admin_url: str, *, scale: float, seed: int = 42, writer_thre
         runs: list[dict[str, Any]] = []
         for r in range(max(1, rounds)):
             one: dict[str, Any] = {}
-            for strategy in STRATEGIES:
+            for strategy in strategies:
                 one[strategy], floor = _one_run(admin_url, template, f"{tag}_{strategy}", strategy, writer_threads,
-                                                writer_rate, baseline_s, say, pooler_url)
+                                                writer_rate, baseline_s, say, pooler_url, lag)
                 if floor is not None:
                     one["order_items_floor"] = floor
             one["total_ratio_online_vs_guide"] = (round(one["online"]["total_s"] / one["guide"]["total_s"], 3)
@@ -211,8 +223,23 @@ def bench_migration(admin_url: str, *, scale: float, seed: int = 42, writer_thre
                         "max_write_stall_lt_100ms": worst_stall < 100,
                         "max_write_latency_lt_100ms": worst_write < 100,
                         "no_writer_errors": errors == 0}
+        if standby_url:
+            out["online_unthrottled"] = mid["online_unthrottled"]
+            off = out["online_unthrottled"]
+            out["replica"] = {name: {k: one_run[k] for k in ("total_s", "replica_lag_max_ms", "replica_lag_p99_ms",
+                                                             "replica_lag_max_mb")}
+                              for name, one_run in (("guide", g), ("online_throttled", o), ("online_unthrottled", off))}
+            out["replica"]["throttled_vs_unthrottled_time"] = (round(o["total_s"] / off["total_s"], 3)
+                                                               if off["total_s"] else None)
+            worst_lag = max(one["online"]["replica_lag_max_ms"] for one in runs)
+            out["goals"]["replica_max_lag_lt_1s_throttled"] = worst_lag < 1000
+            out["goals"]["throttled_le_1_3x_unthrottled"] = bool(
+                out["replica"]["throttled_vs_unthrottled_time"] is not None
+                and out["replica"]["throttled_vs_unthrottled_time"] <= 1.3)
         return out
     finally:
+        if lag:
+            lag.stop()
         drop_database(admin_url, template)
 
 

