@@ -3,7 +3,7 @@
 
     python3 run.py demo   # set up .venv, start embedded servers, run the whole demo
     python3 run.py test   # set up .venv, run the test suite (embedded servers unless DATABASE_URL/REDIS_URL)
-    python3 run.py lint   # ruff + mypy + squawk on the migration DDL
+    python3 run.py lint   # ruff + mypy
 """
 
 from __future__ import annotations
