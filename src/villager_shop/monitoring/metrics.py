@@ -86,6 +86,23 @@ MIGRATION_ROWS_TOTAL = Gauge("villager_migration_backfill_rows_total", "rows to 
                              multiprocess_mode=_RECENT)
 MIGRATION_ROWS_RATE = Gauge("villager_migration_backfill_rows_per_second", "backfill rate", ["step", "table"],
                             multiprocess_mode=_RECENT)
+MIGRATION_PAUSED = Gauge("villager_migration_paused", "1 while an operator has paused the migration",
+                         multiprocess_mode=_RECENT)
+MIGRATION_THROTTLED = Gauge("villager_migration_throttled", "1 for the signal holding the backfill now (operator_pause,"
+                            " replica_lag_ms, replica_lag_mb, wal_mb_per_s, archive_pending_segments, autovacuum,"
+                            " standby_gone_s)", ["signal"], multiprocess_mode=_RECENT)
+MIGRATION_THROTTLE_VALUE = Gauge("villager_migration_throttle_value", "the holding signal's value", ["signal"],
+                                 multiprocess_mode=_RECENT)
+MIGRATION_THROTTLE_LIMIT = Gauge("villager_migration_throttle_limit", "the holding signal's limit", ["signal"],
+                                 multiprocess_mode=_RECENT)
+MIGRATION_THROTTLED_SECONDS = Gauge("villager_migration_throttled_seconds", "time the run has been held in all",
+                                    multiprocess_mode=_RECENT)
+MIGRATION_REPLICA_LAG_MS = Gauge("villager_migration_replica_lag_ms", "each standby's replay lag as the throttle"
+                                 " measured it", ["standby"], multiprocess_mode=_RECENT)
+MIGRATION_REPLICA_LAG_BYTES = Gauge("villager_migration_replica_lag_bytes", "each standby's replay lag in bytes",
+                                    ["standby"], multiprocess_mode=_RECENT)
+THROTTLE_SIGNALS = ("operator_pause", "replica_lag_ms", "replica_lag_mb", "wal_mb_per_s", "archive_pending_segments",
+                    "autovacuum", "standby_gone_s")
 
 # The sampler itself.
 MONITOR_SAMPLES = Counter("villager_monitoring_samples_total", "samples of the database views and migration state")
