@@ -63,3 +63,41 @@ def test_a_password_the_driver_cannot_parse_is_not_quoted() -> None:
         res = run_cli(*cmd, database_url=f"postgresql://shopper:my s3cret@127.0.0.1:{_free_port()}/villager")
         _assert_one_line_error(res)
         assert "s3cret" not in res.stderr + res.stdout, res.stderr
+
+
+def test_an_invalid_setting_names_its_variable_and_what_it_accepts() -> None:
+    """Checked where the settings are read, so every command says the same (no internal error)."""
+    cases = [
+        (("migrate", "plan"), "VILLAGER_LOCK_TIMEOUT_MS", "abc", "an integer from 10 to 60000 (got 'abc')"),
+        (("migrate", "plan"), "VILLAGER_LOCK_TIMEOUT_MS", "5", "an integer from 10 to 60000 (got '5')"),
+        (("backup", "list"), "VILLAGER_BATCH_SIZE", "0", "an integer from 10 to 1000000 (got '0')"),
+        (("config",), "VILLAGER_BACKFILL_WORKERS", "99", "an integer from 1 to 16 (got '99')"),
+        (("migrate", "status"), "VILLAGER_BACKFILL_ORDER", "sideways", "one of auto, physical, key (got 'sideways')"),
+        (("serve",), "VILLAGER_CACHE_TTL_S", "-1", "an integer from 1 to 86400 (got '-1')"),
+        (("serve",), "VILLAGER_DELIVERY_FEE", "1.234", "a decimal number from 0 to 10000 with at most 2 decimal places (got '1.234')"),
+        (("serve",), "VILLAGER_MONITORING_ACCESS", "all", "one of admin_or_local, admin, local, public (got 'all')"),
+    ]
+    for cmd, variable, value, accepted in cases:
+        res = run_cli(*cmd, database_url="postgresql://nobody@127.0.0.1:1/none", **{variable: value})
+        _assert_one_line_error(res, 2)
+        assert f"error: {variable} must be {accepted}" in res.stderr, (cmd, res.stderr)
+
+
+def test_a_blank_or_bare_postgres_url_is_refused_instead_of_reaching_the_local_defaults() -> None:
+    for variable in ("DATABASE_URL", "DATABASE_DIRECT_URL"):
+        for url, said in ((" ", "is set but empty"), ("", "is set but empty"),
+                          ("postgresql://", "names no server, database or user"),
+                          ("postgresql:///", "names no server, database or user")):
+            env = {"DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none", variable: url}
+            res = run_cli("migrate", "run", **env)
+            _assert_one_line_error(res, 2)
+            assert f"error: {variable} {said}" in res.stderr and "postgresql://USER@HOST:PORT/DBNAME" in res.stderr, \
+                res.stderr
+
+
+def test_a_url_naming_only_a_database_is_accepted() -> None:
+    """libpq's local socket with a database name is a real setup: it is tried, not refused (exit 3 here:
+    no server listens on that socket directory)."""
+    res = run_cli("migrate", "status", database_url="postgresql:///villager?host=/nonexistent")
+    _assert_one_line_error(res, 3)
+

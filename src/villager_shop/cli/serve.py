@@ -23,13 +23,13 @@ def serve(
     """Serve the shop API (DATABASE_URL/REDIS_URL, or the embedded servers when unset)."""
     import uvicorn
 
-    from villager_shop.api.config import ServiceConfig, ServiceSettings
+    from villager_shop.api.config import ServiceConfig, service_settings
     from villager_shop.api.main import create_app, prepare_database
     from villager_shop.embedded import database_url
 
     settings = get_settings()
     per_worker = max(2, db_connections // workers)
-    service = ServiceSettings(db_pool_max=per_worker, db_pool_min=min(2, per_worker))
+    service = service_settings(db_pool_max=per_worker, db_pool_min=min(2, per_worker))
     # PostgreSQL first: one-line error and non-zero exit when it is unreachable (before any Redis)
     prepare_database(database_url(settings), service.db_connect_timeout_s)
     config = ServiceConfig.from_env(settings, service)
