@@ -101,3 +101,25 @@ def test_a_url_naming_only_a_database_is_accepted() -> None:
     res = run_cli("migrate", "status", database_url="postgresql:///villager?host=/nonexistent")
     _assert_one_line_error(res, 3)
 
+
+def test_serve_checks_its_settings_address_and_servers_before_starting(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Each failure is one line with its exit code, never uvicorn's traceback."""
+    down = "postgresql://nobody:s3cretpw@127.0.0.1:1/none"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = str(taken.getsockname()[1])
+        cases = [
+            ({"REDIS_URL": "notredis"}, [], 2, "REDIS_URL is not a Redis URL: expected redis://HOST:PORT/DB"),
+            ({"REDIS_URL": "redis://:r3dispw@cache:port/0"}, [], 2, "REDIS_URL is not a Redis URL"),
+            ({"VILLAGER_REDIS_TIMEOUT_MS": "1"}, [], 2, "VILLAGER_REDIS_TIMEOUT_MS must be an integer from 5 to 5000"),
+            ({"VILLAGER_JWT_SECRET": "short-s3cret"}, [], 2, "VILLAGER_JWT_SECRET must be at least 32 characters"),
+            ({}, ["--port", busy], 2, f"cannot listen on 127.0.0.1:{busy}"),
+            ({}, ["--port", "70000"], 2, "Invalid value for '--port'"),
+            ({}, ["--port", str(_free_port())], 3, "cannot connect to postgresql://nobody:***@127.0.0.1:1/none"),
+        ]
+        for env, args, code, said in cases:
+            res = run_cli("serve", *args, database_url=down, VILLAGER_DATA_DIR=str(tmp_path), timeout=60, **env)
+            _assert_one_line_error(res, code)
+            assert said in res.stderr, (env, args, res.stderr)
+            assert "s3cret" not in res.stderr and "r3dispw" not in res.stderr
