@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import socket
 
-from tests.helpers import run_cli
+from tests.helpers import ROOT, run_cli
 
 
 def _free_port() -> int:
@@ -123,3 +124,16 @@ def test_serve_checks_its_settings_address_and_servers_before_starting(tmp_path)
             _assert_one_line_error(res, code)
             assert said in res.stderr, (env, args, res.stderr)
             assert "s3cret" not in res.stderr and "r3dispw" not in res.stderr
+
+
+def test_the_readme_documents_each_exit_code_the_tool_uses_and_no_other() -> None:
+    from villager_shop.core import errors
+
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("| exit | meaning |"):].split("\n\n", 1)[0]
+    documented = {int(m) for m in re.findall(r"^\| (\d+) \|", table, re.MULTILINE)}
+    used = {0, 1, 2}  # success, a plain VillagerError, a usage error
+    used |= {cls.exit_code for cls in vars(errors).values()
+             if isinstance(cls, type) and issubclass(cls, errors.VillagerError)}
+    used |= {errors.describe(exc)[1] for exc in (RuntimeError("x"), KeyboardInterrupt(), OSError("x"))}
+    assert documented == used, (documented, used)
