@@ -48,6 +48,11 @@ class Settings(BaseSettings):
                                     "auto = by key for users, shops, products, physical for the rest where "
                                     "the server supports it")
     villager_jwt_secret: SecretStr | None = Field(default=None, description="JWT signing key (generated if unset)")
+    villager_scratch_url: SecretStr | None = Field(
+        default=None, description="where `backup verify` and `rehearse` restore a backup when the role may not"
+                                  " create databases on the shop's server: a server where this URL's role may"
+                                  " (a database is created there and dropped), else the empty database it"
+                                  " names (emptied again afterwards); unset = a new database next to the shop's")
 
     @property
     def data_dir(self) -> Path:
