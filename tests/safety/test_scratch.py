@@ -104,6 +104,17 @@ def test_a_scratch_url_whose_role_may_create_databases_gets_a_new_database_there
     assert databases_like(owner.admin_url, owner.shop) == [owner.shop]
 
 
+def test_restore_without_createdb_says_which_privileges_it_needs(owner: Owner, tmp_path: Path) -> None:
+    env = {"VILLAGER_BACKUP_DIR": str(tmp_path / "backups")}
+    shop = owner.url(owner.shop)
+    backup_id = json.loads(run_cli("backup", "create", "--json", database_url=shop, **env).stdout)["id"]
+    refused = run_cli("restore", backup_id, "--yes", database_url=shop, VILLAGER_SCRATCH_URL=owner.url(owner.scratch),
+                      **env)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert f"error: restore needs role {owner.role} to have CREATEDB" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+
+
 def test_rehearse_without_createdb_runs_in_the_scratch_database_and_empties_it(owner: Owner, tmp_path: Path) -> None:
     shop, scratch = owner.url(owner.shop), owner.url(owner.scratch)
     env = {"VILLAGER_BACKUP_DIR": str(tmp_path / "backups")}
