@@ -52,7 +52,8 @@ def _command_path(args: list[str]) -> tuple[list[str], list[str]]:
 
 
 def _bounded(lookup: Callable[[], str | None]) -> str | None:
-    """`lookup()` in a daemon thread, given up after LOOKUP_TIMEOUT_S (None on any failure)."""
+    """`lookup()`, or None when it fails or takes longer than LOOKUP_TIMEOUT_S: in a daemon thread,
+    since a connect or a query may hang on a server in trouble and the process must still end."""
     found: list[str | None] = []
 
     def run() -> None:

@@ -65,7 +65,8 @@ def serve(
 
 
 def check_listen(host: str, port: int) -> None:
-    """Refuse (exit 2) an address this process cannot listen on, as uvicorn would bind it (SO_REUSEADDR)."""
+    """Refuse (exit 2) an address this process cannot listen on, bound as uvicorn binds it
+    (SO_REUSEADDR): uvicorn finds out only after starting the app, and says it in several log lines."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
         family, kind, proto, _, address = infos[0]

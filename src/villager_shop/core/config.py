@@ -100,7 +100,8 @@ def _types(annotation: Any) -> list[Any]:
 
 
 def accepted(info: FieldInfo) -> str:
-    """What a setting accepts, in words: `an integer from 10 to 1000000`, `one of auto, physical, key`."""
+    """What a setting accepts, in words (`an integer from 10 to 1000000`, `one of auto, physical, key`),
+    read from the field's own constraints so that the error line cannot drift from the check."""
     kinds = [t for t in _types(info.annotation) if t is not type(None)]
     kind = kinds[0] if kinds else str
     if typing.get_origin(kind) is Literal:

@@ -90,7 +90,8 @@ def may_create_databases(conn: psycopg.Connection[Any]) -> bool:
 
 
 def contents(conn: psycopg.Connection[Any]) -> list[str]:
-    """What the database holds besides an empty `public` schema and plpgsql, in words."""
+    """What the database holds besides empty schemas and plpgsql, in words: anything listed would be
+    lost when the database is emptied after use."""
     found = [f"{kind.lower()} {ident}" for kind, ident in conn.execute(OBJECTS).fetchall()]
     found += [f"extension {name}" for (name,) in conn.execute(EXTENSIONS).fetchall()]
     return found
@@ -159,7 +160,8 @@ def scratch_database(plan: ScratchPlan, name: str, like: str | None, *, keep: bo
 
 def empty_database(url: str, schemas: set[str], extensions: set[str], app: str = "villager-shop") -> list[str]:
     """Drop what was added to the database at `url` since it held only `schemas` (empty) and
-    `extensions`; returns what is left (empty when all went)."""
+    `extensions`; returns what is left (empty when all went). Object by object rather than
+    `DROP OWNED`, which would also revoke the role's privileges elsewhere (its CONNECT to the shop)."""
     with connection(url, autocommit=True, application_name=app) as conn:
         for (name,) in conn.execute(EXTENSIONS).fetchall():
             if name not in extensions:
