@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import socket
 
-from tests.helpers import run_cli
+from tests.helpers import ROOT, run_cli
 
 
 def _free_port() -> int:
@@ -63,3 +64,76 @@ def test_a_password_the_driver_cannot_parse_is_not_quoted() -> None:
         res = run_cli(*cmd, database_url=f"postgresql://shopper:my s3cret@127.0.0.1:{_free_port()}/villager")
         _assert_one_line_error(res)
         assert "s3cret" not in res.stderr + res.stdout, res.stderr
+
+
+def test_an_invalid_setting_names_its_variable_and_what_it_accepts() -> None:
+    """Checked where the settings are read, so every command says the same (no internal error)."""
+    cases = [
+        (("migrate", "plan"), "VILLAGER_LOCK_TIMEOUT_MS", "abc", "an integer from 10 to 60000 (got 'abc')"),
+        (("migrate", "plan"), "VILLAGER_LOCK_TIMEOUT_MS", "5", "an integer from 10 to 60000 (got '5')"),
+        (("backup", "list"), "VILLAGER_BATCH_SIZE", "0", "an integer from 10 to 1000000 (got '0')"),
+        (("config",), "VILLAGER_BACKFILL_WORKERS", "99", "an integer from 1 to 16 (got '99')"),
+        (("migrate", "status"), "VILLAGER_BACKFILL_ORDER", "sideways", "one of auto, physical, key (got 'sideways')"),
+        (("serve",), "VILLAGER_CACHE_TTL_S", "-1", "an integer from 1 to 86400 (got '-1')"),
+        (("serve",), "VILLAGER_DELIVERY_FEE", "1.234", "a decimal number from 0 to 10000 with at most 2 decimal places (got '1.234')"),
+        (("serve",), "VILLAGER_MONITORING_ACCESS", "all", "one of admin_or_local, admin, local, public (got 'all')"),
+    ]
+    for cmd, variable, value, accepted in cases:
+        res = run_cli(*cmd, database_url="postgresql://nobody@127.0.0.1:1/none", **{variable: value})
+        _assert_one_line_error(res, 2)
+        assert f"error: {variable} must be {accepted}" in res.stderr, (cmd, res.stderr)
+
+
+def test_a_blank_or_bare_postgres_url_is_refused_instead_of_reaching_the_local_defaults() -> None:
+    for variable in ("DATABASE_URL", "DATABASE_DIRECT_URL"):
+        for url, said in ((" ", "is set but empty"), ("", "is set but empty"),
+                          ("postgresql://", "names no server, database or user"),
+                          ("postgresql:///", "names no server, database or user")):
+            env = {"DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none", variable: url}
+            res = run_cli("migrate", "run", **env)
+            _assert_one_line_error(res, 2)
+            assert f"error: {variable} {said}" in res.stderr and "postgresql://USER@HOST:PORT/DBNAME" in res.stderr, \
+                res.stderr
+
+
+def test_a_url_naming_only_a_database_is_accepted() -> None:
+    """libpq's local socket with a database name is a real setup: it is tried, not refused (exit 3 here:
+    no server listens on that socket directory)."""
+    res = run_cli("migrate", "status", database_url="postgresql:///villager?host=/nonexistent")
+    _assert_one_line_error(res, 3)
+
+
+def test_serve_checks_its_settings_address_and_servers_before_starting(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Each failure is one line with its exit code, never uvicorn's traceback."""
+    down = "postgresql://nobody:s3cretpw@127.0.0.1:1/none"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = str(taken.getsockname()[1])
+        cases = [
+            ({"REDIS_URL": "notredis"}, [], 2, "REDIS_URL is not a Redis URL: expected redis://HOST:PORT/DB"),
+            ({"REDIS_URL": "redis://:r3dispw@cache:port/0"}, [], 2, "REDIS_URL is not a Redis URL"),
+            ({"VILLAGER_REDIS_TIMEOUT_MS": "1"}, [], 2, "VILLAGER_REDIS_TIMEOUT_MS must be an integer from 5 to 5000"),
+            ({"VILLAGER_JWT_SECRET": "short-s3cret"}, [], 2, "VILLAGER_JWT_SECRET must be at least 32 characters"),
+            ({}, ["--port", busy], 2, f"cannot listen on 127.0.0.1:{busy}"),
+            ({}, ["--port", "70000"], 2, "Invalid value for '--port'"),
+            ({}, ["--port", str(_free_port())], 3, "cannot connect to postgresql://nobody:***@127.0.0.1:1/none"),
+        ]
+        for env, args, code, said in cases:
+            res = run_cli("serve", *args, database_url=down, VILLAGER_DATA_DIR=str(tmp_path), timeout=60, **env)
+            _assert_one_line_error(res, code)
+            assert said in res.stderr, (env, args, res.stderr)
+            assert "s3cret" not in res.stderr and "r3dispw" not in res.stderr
+
+
+def test_the_readme_documents_each_exit_code_the_tool_uses_and_no_other() -> None:
+    from villager_shop.core import errors
+
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("| exit | meaning |"):].split("\n\n", 1)[0]
+    documented = {int(m) for m in re.findall(r"^\| (\d+) \|", table, re.MULTILINE)}
+    used = {0, 1, 2}  # success, a plain VillagerError, a usage error
+    used |= {cls.exit_code for cls in vars(errors).values()
+             if isinstance(cls, type) and issubclass(cls, errors.VillagerError)}
+    used |= {errors.describe(exc)[1] for exc in (RuntimeError("x"), KeyboardInterrupt(), OSError("x"))}
+    assert documented == used, (documented, used)

@@ -10,12 +10,12 @@ import secrets
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from villager_shop.core.config import Settings
+from villager_shop.core.config import Settings, load_settings
 from villager_shop.core.errors import ConfigError
 
 MonitoringAccess = Literal["admin_or_local", "admin", "local", "public"]
@@ -53,6 +53,11 @@ class ServiceSettings(BaseSettings):
                                            " aggregates (orders per hour, revenue per day)")
 
 
+def service_settings(**values: Any) -> ServiceSettings:
+    """ServiceSettings from the environment (`values` win); an invalid value is a ConfigError naming its variable."""
+    return load_settings(ServiceSettings, **values)
+
+
 @dataclass(frozen=True)
 class ServiceConfig:
     """Everything an app instance needs, resolved."""
@@ -84,8 +89,8 @@ class ServiceConfig:
         """Resolve from the environment: DATABASE_URL/REDIS_URL or the embedded servers."""
         from villager_shop.embedded import database_url, redis_url
 
-        settings = settings or Settings()
-        service = service or ServiceSettings()
+        settings = settings or load_settings(Settings)
+        service = service or service_settings()
         return cls(
             database_url=database_url(settings),
             redis_url=redis_url(settings) if service.cache_enabled else None,

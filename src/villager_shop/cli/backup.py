@@ -89,11 +89,13 @@ def verify(
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """Prove a backup restores: sha256, pg_restore --list, and a real restore into a scratch database
-    (dropped afterwards) whose per-table row counts must equal the manifest's. Exit 5 otherwise."""
+    (dropped afterwards) whose per-table row counts must equal the manifest's. Exit 5 otherwise.
+    A role without CREATEDB: VILLAGER_SCRATCH_URL names an empty database to use (emptied afterwards)."""
     s = get_settings()
     url = session_database_url(s, "backup verify")
     say = (lambda m: None) if as_json else (lambda m: out.print(m, markup=False))
-    report = backups.verify_backup(url, s.backup_dir, backup_id, say=say)
+    scratch = s.villager_scratch_url.get_secret_value() if s.villager_scratch_url is not None else None
+    report = backups.verify_backup(url, s.backup_dir, backup_id, scratch_url=scratch, say=say)
     if as_json:
         typer.echo(json.dumps({"id": report.entry.id, "ok": True, "toc_entries": report.toc_entries,
                                "tables": report.tables, "rows": report.rows,
@@ -101,4 +103,5 @@ def verify(
         return
     out.print(f"backup {report.entry.id} OK: sha256 matches, {report.toc_entries} archive entries, "
               f"{report.rows} rows in {report.tables} tables restored and counted "
-              f"({report.seconds:.1f}s, scratch database {report.scratch_database} dropped)", markup=False)
+              f"({report.seconds:.1f}s, scratch database {report.scratch_database} {report.scratch_afterwards})",
+              markup=False)

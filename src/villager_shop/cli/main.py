@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import threading
 import warnings
+from typing import Any
 
 import typer
 from rich.console import Console
 
-from villager_shop.core.errors import debug_enabled, describe
+from villager_shop.core.errors import debug_enabled, describe, describe_interrupt
 
 warnings.filterwarnings("ignore", module="platformdirs")
 
@@ -61,13 +65,61 @@ _register()
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app, and turn every failure into one line on stderr and an exit code."""
     command = typer.main.get_command(app)
+    _notice_interrupts()
     try:
         result = command.main(args=argv, prog_name="villager-shop", standalone_mode=False)
     except SystemExit:
         raise
     except BaseException as exc:
-        sys.exit(_report(exc))
+        if not isinstance(exc, KeyboardInterrupt):
+            sys.exit(_report(exc))
+        _interrupt_seen.set()
+        result = INTERRUPTED
+    if result == INTERRUPTED and _interrupt_seen.is_set():
+        code = _report_interrupt(sys.argv[1:] if argv is None else argv)
+        _exit_now_if_threads_remain(code)
+        sys.exit(code)
     sys.exit(result if isinstance(result, int) else 0)
+
+
+INTERRUPTED = 130  # what typer returns for a KeyboardInterrupt it caught (it says nothing)
+_interrupt_seen = threading.Event()
+
+
+def _notice_interrupts() -> None:
+    """Remember that Ctrl-C was pressed, then raise KeyboardInterrupt as Python does: typer turns
+    it into a bare exit code, which a command could also return for another reason."""
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        return  # ignored (a background job) or handled by someone else
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        _interrupt_seen.set()
+        signal.default_int_handler(signum, frame)
+
+    signal.signal(signal.SIGINT, on_sigint)
+
+
+def _report_interrupt(args: list[str]) -> int:
+    from villager_shop.cli.interrupt import where_stopped
+
+    try:
+        where = where_stopped(args)
+    except BaseException:  # a second Ctrl-C, or anything else: the plain line
+        where = ""
+    message, code = describe_interrupt(where)
+    err_console.print(message, markup=False)
+    return code
+
+
+def _exit_now_if_threads_remain(code: int) -> None:
+    """A worker thread (an index build, a validation, the rehearsal's writer) would keep the
+    process alive until its statement ends; an operator who pressed Ctrl-C wants it to stop.
+    Ending the process ends its connections, and the server rolls back what they had under way:
+    every step of the tool resumes after that as after `kill -9`."""
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def _report(exc: BaseException) -> int:

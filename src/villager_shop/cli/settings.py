@@ -24,6 +24,8 @@ def show_config(as_json: bool = typer.Option(False, "--json", help="machine-read
         "VILLAGER_BATCH_SIZE": str(s.villager_batch_size),
         "VILLAGER_BATCH_PAUSE_MS": str(s.villager_batch_pause_ms),
         "VILLAGER_JWT_SECRET": "***" if s.villager_jwt_secret else "(generated, stored in data dir)",
+        "VILLAGER_SCRATCH_URL": (mask_url(s.villager_scratch_url.get_secret_value()) if s.villager_scratch_url
+                                 else "(a new database next to the shop's)"),
     }
     if as_json:
         typer.echo(json.dumps(rows, indent=2))

@@ -5,12 +5,20 @@ Secrets are `SecretStr` so that printing a Settings object can never leak a pass
 
 from __future__ import annotations
 
+import types
+import typing
+from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from villager_shop.core.errors import ConfigError
+
+S = TypeVar("S", bound=BaseSettings)
 
 
 class Settings(BaseSettings):
@@ -53,6 +61,11 @@ class Settings(BaseSettings):
     villager_standby_timeout_s: float = Field(default=60, ge=0, le=86_400,
                                               description="a standby gone this long is no longer waited for")
     villager_jwt_secret: SecretStr | None = Field(default=None, description="JWT signing key (generated if unset)")
+    villager_scratch_url: SecretStr | None = Field(
+        default=None, description="where `backup verify` and `rehearse` restore a backup when the role may not"
+                                  " create databases on the shop's server: a server where this URL's role may"
+                                  " (a database is created there and dropped), else the empty database it"
+                                  " names (emptied again afterwards); unset = a new database next to the shop's")
 
     @property
     def data_dir(self) -> Path:
@@ -65,4 +78,78 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    return load_settings(Settings)
+
+
+def load_settings(model: type[S], **values: Any) -> S:
+    """`model` from the environment, an invalid value being a configuration error that names its
+    variable and what it accepts: pydantic's own report names the field, not the variable the
+    operator set, and quotes the value, which may be a secret."""
+    try:
+        return model(**values)
+    except ValidationError as exc:
+        problems = [_problem(model, err) for err in exc.errors()]
+        raise ConfigError("; ".join(dict.fromkeys(problems))) from None
+
+
+def _problem(model: type[BaseSettings], err: Any) -> str:
+    field = str(err["loc"][0]) if err.get("loc") else ""
+    info = model.model_fields.get(field)
+    variable = (str(model.model_config.get("env_prefix") or "") + field).upper()
+    if info is None:
+        return f"{variable or 'a setting'} is invalid: {err.get('msg', 'rejected')}"
+    got = "" if _secret(field, info) else f" (got {str(err.get('input', ''))[:60]!r})"
+    return f"{variable} must be {accepted(info)}{got}"
+
+
+def _secret(field: str, info: FieldInfo) -> bool:
+    return SecretStr in _types(info.annotation) or any(w in field for w in ("url", "secret", "password"))
+
+
+def _types(annotation: Any) -> list[Any]:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return [t for arg in typing.get_args(annotation) for t in _types(arg)]
+    return [annotation]
+
+
+def accepted(info: FieldInfo) -> str:
+    """What a setting accepts, in words (`an integer from 10 to 1000000`, `one of auto, physical, key`),
+    read from the field's own constraints so that the error line cannot drift from the check."""
+    kinds = [t for t in _types(info.annotation) if t is not type(None)]
+    kind = kinds[0] if kinds else str
+    if typing.get_origin(kind) is Literal:
+        return "one of " + ", ".join(str(v) for v in typing.get_args(kind))
+    limits: dict[str, Any] = {}
+    for item in info.metadata:
+        for name in ("ge", "gt", "le", "lt", "min_length", "max_length", "decimal_places"):
+            if getattr(item, name, None) is not None:
+                limits[name] = getattr(item, name)
+    if kind is bool:
+        return "true or false"
+    if kind is str:
+        low, high = limits.get("min_length"), limits.get("max_length")
+        if low is not None and high is not None:
+            return f"text of {low} to {high} characters"
+        return "text"
+    if kind is Path:
+        return "a folder path"
+    if kind not in (int, float, Decimal):
+        return "valid"
+    noun = {int: "an integer", float: "a number", Decimal: "a decimal number"}[kind]
+    low = limits.get("ge", limits.get("gt"))
+    high = limits.get("le", limits.get("lt"))
+    text = noun
+    if low is not None and high is not None and "gt" not in limits and "lt" not in limits:
+        text += f" from {_num(low)} to {_num(high)}"
+    else:
+        if low is not None:
+            text += f" {'greater than' if 'gt' in limits else 'of at least'} {_num(low)}"
+        if high is not None:
+            text += f"{' and' if low is not None else ''} {'less than' if 'lt' in limits else 'at most'} {_num(high)}"
+    if "decimal_places" in limits:
+        text += f" with at most {limits['decimal_places']} decimal places"
+    return text
+
+
+def _num(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)

@@ -96,3 +96,9 @@ def _one_line(message: str) -> str:
 
 def debug_enabled() -> bool:
     return os.environ.get("VILLAGER_DEBUG", "") not in ("", "0", "false")
+
+
+def describe_interrupt(where: str) -> tuple[str, int]:
+    """The line for Ctrl-C, `interrupted` followed by where the command stopped (` during …` or
+    `: …`), and its exit code; apart from `describe` because it is not an error line."""
+    return _one_line(f"interrupted{where}"), describe(KeyboardInterrupt())[1]

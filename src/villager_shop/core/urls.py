@@ -2,21 +2,58 @@
 
 from __future__ import annotations
 
-from urllib.parse import quote
+import os
+from urllib.parse import quote, urlsplit
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from villager_shop.core.errors import ConfigError
 
+POSTGRES_FORM = ("postgresql://USER@HOST:PORT/DBNAME (a password, if any, after USER and a colon;"
+                 " a Unix socket: postgresql://USER@/DBNAME?host=/SOCKET/DIR) or libpq key=value pairs")
+REDIS_FORM = ("redis://HOST:PORT/DB (redis://:PASSWORD@HOST:PORT/DB with a password, rediss:// for TLS,"
+              " unix:///PATH/TO/redis.sock for a socket)")
+# What libpq falls back to when a URL names nothing: an operator who set them did name a server.
+_LIBPQ_TARGET_ENV = ("PGHOST", "PGHOSTADDR", "PGDATABASE", "PGUSER", "PGSERVICE")
+
 
 def checked_postgres_url(url: str, variable: str = "DATABASE_URL") -> str:
-    """`url` when libpq can parse it; else a configuration error that names the expected form
-    (libpq's own message quotes the string, which may hold a password)."""
+    """`url` (without surrounding blanks) when it is a connection string that names a server, a
+    database or a user. libpq connects a blank or bare string (`postgresql://`) to its defaults, a
+    local socket as the OS user: a variable set by mistake would silently reach another database.
+    A string libpq cannot parse is refused without quoting it (it may hold a password)."""
+    url = url.strip()
+    if not url:
+        raise ConfigError(f"{variable} is set but empty: set it to postgresql://USER@HOST:PORT/DBNAME, or unset it")
     try:
-        conninfo_to_dict(url)
+        params = conninfo_to_dict(url)
     except Exception:
-        raise ConfigError(f"{variable} is not a PostgreSQL connection URL: expected postgresql://USER@HOST:PORT/DBNAME"
-                          " (a password, if any, after USER and a colon) or libpq key=value pairs") from None
+        raise ConfigError(f"{variable} is not a PostgreSQL connection URL: expected {POSTGRES_FORM}") from None
+    named = any(params.get(key) for key in ("host", "hostaddr", "dbname", "user", "service"))
+    if not named and not any(os.environ.get(name) for name in _LIBPQ_TARGET_ENV):
+        raise ConfigError(f"{variable} names no server, database or user (libpq would pick its defaults):"
+                          f" expected {POSTGRES_FORM}")
+    return url
+
+
+def checked_redis_url(url: str, variable: str = "REDIS_URL") -> str:
+    """`url` (without surrounding blanks) when it has the form redis-py accepts and names a server;
+    else a configuration error naming the expected form (never the value, which may hold a password)."""
+    url = url.strip()
+    if not url:
+        raise ConfigError(f"{variable} is set but empty: set it to redis://HOST:PORT/DB, or unset it")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number in range
+    except ValueError:
+        parts = None
+    if parts is not None and parts.scheme in ("redis", "rediss"):
+        db = parts.path.lstrip("/")
+        ok = bool(parts.hostname) and (not db or db.isdigit())
+    else:
+        ok = parts is not None and parts.scheme == "unix" and bool(parts.path)
+    if not ok:
+        raise ConfigError(f"{variable} is not a Redis URL: expected {REDIS_FORM}")
     return url
 
 

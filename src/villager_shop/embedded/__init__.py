@@ -5,7 +5,7 @@ from __future__ import annotations
 from villager_shop.core.config import Settings
 from villager_shop.core.errors import ConfigError
 from villager_shop.core.pooler import shares_server_connections
-from villager_shop.core.urls import checked_postgres_url
+from villager_shop.core.urls import checked_postgres_url, checked_redis_url
 from villager_shop.embedded.postgres import EmbeddedPostgres
 from villager_shop.embedded.redis import EmbeddedRedis
 
@@ -55,5 +55,5 @@ def session_database_url(settings: Settings, what: str, dbname: str = "villager_
 
 def redis_url(settings: Settings) -> str:
     if settings.redis_url is not None:
-        return settings.redis_url.get_secret_value()
+        return checked_redis_url(settings.redis_url.get_secret_value())
     return embedded_redis(settings).start()

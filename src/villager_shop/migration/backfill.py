@@ -47,6 +47,10 @@ class TableRewritten(Exception):
     """The table got a new relation file while the physical walk ran (tuple ids changed)."""
 
 
+class _Stopped(Exception):
+    """Ends a part's walk between two batches when the run is interrupted."""
+
+
 @dataclass
 class BackfillResult:
     rows: int
@@ -203,6 +207,8 @@ def _run_parts(ctx: Context, step: str, table: str, actions: list[str], busy: li
     started = time.perf_counter()
 
     def report(k: int, done: int, total: int, new_rows: int) -> None:
+        if stopping.is_set():  # the batch just reported is committed: the part stops after it
+            raise _Stopped(step)
         with lock:
             progress[k] = (done, total)
             moved[0] += new_rows
@@ -230,10 +236,19 @@ def _run_parts(ctx: Context, step: str, table: str, actions: list[str], busy: li
             conn.close()
 
     threads = [threading.Thread(target=work, args=(k,), name=f"backfill-{table}-{k}") for k in range(parts)]
+    stopping = threading.Event()
     for t in threads:
         t.start()
-    for t in threads:
-        t.join()
+    try:
+        for t in threads:
+            t.join()
+    except BaseException:
+        # Ctrl-C reaches this thread only: each part ends after its current batch, so the step
+        # stops within a batch's time instead of walking on to the end of its range.
+        stopping.set()
+        for t in threads:
+            t.join()
+        raise
     for r in results:
         if isinstance(r, TableRewritten):
             raise r

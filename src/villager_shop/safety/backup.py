@@ -25,11 +25,12 @@ from typing import Any
 
 import psycopg
 
-from villager_shop.core.db import connect, connection
+from villager_shop.core.db import connect
 from villager_shop.core.errors import VillagerError
 from villager_shop.core.urls import dbname_of, mask_url, with_dbname
 from villager_shop.safety import dbops, manifest, pgtools
 from villager_shop.safety.manifest import BackupEntry
+from villager_shop.safety.scratch import plan_scratch, scratch_database
 
 Progress = Callable[[int], None]  # called with the dump file's current size in bytes
 Say = Callable[[str], None]
@@ -180,38 +181,44 @@ class VerifyReport:
     scratch_database: str
     seconds: float
     tolerated_errors: int
+    scratch_afterwards: str = "dropped"
 
 
 def restore_into_new_database(
     entry: BackupEntry, archive: Path, admin: psycopg.Connection[Any], admin_url: str, new: str, say: Say,
 ) -> int:
-    """pg_restore the archive into the (new, empty) database `new` and prove its row counts equal the
-    manifest's. Returns how many errors were tolerated (see pgtools: SETs unknown to an older server).
+    """pg_restore the archive into the (new, empty) database `new` on the server of `admin`; see `restore_into`."""
+    return restore_into(entry, archive, with_dbname(admin_url, new), int(admin.info.server_version) // 10000, say)
+
+
+def restore_into(entry: BackupEntry, archive: Path, target_url: str, server_major: int, say: Say, *,
+                 no_owner: bool = False) -> int:
+    """pg_restore the archive into the (empty) database at `target_url` and prove its row counts equal
+    the manifest's. Returns how many errors were tolerated (see pgtools: SETs unknown to an older server).
     """
-    new_url = with_dbname(admin_url, new)
-    server_major = int(admin.info.server_version) // 10000
-    say(f"restoring into new database {new} (pg_restore --jobs 2)")
-    res = pgtools.pg_restore(archive, new_url, required_major=entry.pg_dump_version, server_major=server_major)
+    target = dbname_of(target_url)
+    say(f"restoring into database {target} (pg_restore --jobs 2)")
+    res = pgtools.pg_restore(archive, target_url, required_major=entry.pg_dump_version, server_major=server_major,
+                             no_owner=no_owner)
     say(f"checking row counts of {len(entry.row_counts)} tables against the manifest")
-    dbops.check_counts(entry.row_counts, new_url, f"backup {entry.id} restored into {new}")
+    dbops.check_counts(entry.row_counts, target_url, f"backup {entry.id} restored into {target}")
     return len(res.tolerated)
 
 
-def verify_backup(url: str, backup_dir: Path, backup_id: str, *, say: Say = _quiet) -> VerifyReport:
-    """Checksum, table of contents, and a real restore into a scratch database that is dropped afterwards."""
+def verify_backup(url: str, backup_dir: Path, backup_id: str, *, scratch_url: str | None = None,
+                  say: Say = _quiet) -> VerifyReport:
+    """Checksum, table of contents, and a real restore into a scratch database (see safety.scratch),
+    dropped or emptied afterwards."""
     t0 = time.monotonic()
     entry = manifest.find(backup_dir, backup_id)
+    where = plan_scratch(url, scratch_url, "backup verify")
     say(f"checking sha256 of {entry.file}")
     archive = manifest.check_file(backup_dir, entry)
     toc = pgtools.pg_restore_list(archive, required_major=entry.pg_dump_version)
     live = dbname_of(url)
     stamp = _utc_now().strftime("%Y%m%d_%H%M%S")
-    scratch = dbops.derived_name(live, f"_verify_{stamp}_{secrets.token_hex(2)}")
-    with connection(url, autocommit=True, application_name="villager-shop backup verify") as admin:
-        dbops.create_database_like(admin, scratch, live)
-        try:
-            tolerated = restore_into_new_database(entry, archive, admin, url, scratch, say)
-        finally:
-            dbops.drop_database_force(admin, scratch)
-    return VerifyReport(entry, toc, len(entry.row_counts), sum(entry.row_counts.values()), scratch,
-                        time.monotonic() - t0, tolerated)
+    name = dbops.derived_name(live, f"_verify_{stamp}_{secrets.token_hex(2)}")
+    with scratch_database(where, name, live, what="backup verify") as scratch:
+        tolerated = restore_into(entry, archive, scratch.url, scratch.server_major, say, no_owner=where.provided)
+    return VerifyReport(entry, toc, len(entry.row_counts), sum(entry.row_counts.values()), scratch.name,
+                        time.monotonic() - t0, tolerated, scratch.afterwards)

@@ -115,11 +115,15 @@ def run_tool(args: list[str], env: dict[str, str] | None = None, timeout: float 
         return ToolResult(proc.returncode, scrub(err.read()), [])
 
 
-def pg_restore(archive: Path, target_url: str, *, required_major: int, server_major: int, jobs: int = 2) -> ToolResult:
-    """Restore a custom-format archive into an (empty) database; raise on any real error."""
+def pg_restore(archive: Path, target_url: str, *, required_major: int, server_major: int, jobs: int = 2,
+               no_owner: bool = False) -> ToolResult:
+    """Restore a custom-format archive into an (empty) database; raise on any real error.
+    `no_owner`: every object owned by the connecting role, no grants (a database of another role)."""
     exe = choose_binary("pg_restore", required_major)
     conninfo, env = libpq_target(target_url)
     args = [str(exe), "--no-password", f"--jobs={jobs}", "--dbname", conninfo, str(archive)]
+    if no_owner:
+        args[2:2] = ["--no-owner", "--no-privileges"]
     # --exit-on-error only when the server understands every SET that this pg_restore sends.
     if server_major >= tool_major(str(exe)):
         args.insert(2, "--exit-on-error")

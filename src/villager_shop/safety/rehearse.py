@@ -5,7 +5,8 @@ Why this shape (the guide's "Test migration on staging environment" is `createdb
 backup_*.sql` and then nothing measured): here the rehearsal
 1. restores a manifest backup (checksum proven, row counts checked) into `<db>_staging_<ts>` on the
    same server - a name that is checked to differ from the live database and to carry the staging
-   suffix, because that database is dropped WITH (FORCE) at the end;
+   suffix, because that database is dropped WITH (FORCE) at the end - or where VILLAGER_SCRATCH_URL
+   says when the role may not create databases (safety.scratch);
 2. runs exactly what production will run (`runner.run`) while the LiveWriter plays the old and the
    new application against staging, recording every write's latency;
 3. verifies (row-by-row equivalence, every write of the writer present), compares performance
@@ -37,7 +38,7 @@ from villager_shop.bench.writer import LiveWriter, check_expected
 from villager_shop.core.config import Settings
 from villager_shop.core.db import connection
 from villager_shop.core.errors import RefusedError, VillagerError, describe
-from villager_shop.core.urls import dbname_of, mask_url, with_dbname
+from villager_shop.core.urls import dbname_of, mask_url
 from villager_shop.legacy.schema import LEGACY_TABLES
 from villager_shop.migration import runner, state
 from villager_shop.migration import status as status_mod
@@ -45,9 +46,10 @@ from villager_shop.migration import verify as verify_mod
 from villager_shop.migration.plan import build_plan, plan_sql
 from villager_shop.migration.steps.base import Reporter, SilentReporter
 from villager_shop.safety import baseline, dbops, manifest
-from villager_shop.safety.backup import create_backup, restore_into_new_database
+from villager_shop.safety.backup import create_backup, restore_into
 from villager_shop.safety.manifest import BackupEntry
 from villager_shop.safety.restore import PROTECTED
+from villager_shop.safety.scratch import VARIABLE, plan_scratch, scratch_database
 
 Say = Callable[[str], None]
 
@@ -253,32 +255,25 @@ def rehearse(url: str, settings: Settings, opts: RehearsalOptions, *, say: Say =
                            " runs the migration on a copy of a database it has not reached (`migrate status`"
                            " shows where it stands)")
 
+    given = settings.villager_scratch_url
+    where = plan_scratch(url, given.get_secret_value() if given is not None else None, "rehearse")
+
     phases: list[Span] = []
     with _phase(phases, "backup", say):
         entry, created = choose_backup(url, settings.backup_dir, opts.backup_id, live, say)
         archive = manifest.check_file(settings.backup_dir, entry)
     with connection(url, autocommit=True, application_name="villager-shop rehearse") as admin:
-        if dbops.database_exists(admin, staging):
-            raise RefusedError(f"database {staging} already exists; retry in a second")
         production = production_rows(admin)
         server = mask_url(url)
-    staging_url = with_dbname(url, staging)
-    made = False
-    try:
+    # Created under the checked staging name (and dropped) or, with VILLAGER_SCRATCH_URL naming an
+    # empty database, that database (emptied).
+    with scratch_database(where, staging, live, keep=opts.keep, what="staging", say=say) as target:
+        staging = target.name
         with _phase(phases, "restore into staging", say):
-            with connection(url, autocommit=True, application_name="villager-shop rehearse") as admin:
-                dbops.create_database_like(admin, staging, live)
-                made = True
-                restore_into_new_database(entry, archive, admin, url, staging, say)
-            with connection(staging_url, autocommit=True) as conn:
+            restore_into(entry, archive, target.url, target.server_major, say, no_owner=where.provided)
+            with connection(target.url, autocommit=True) as conn:
                 conn.execute("ANALYZE")
-        body = _on_staging(staging_url, settings, opts, phases, say, reporter or SilentReporter())
-    finally:
-        if made and not opts.keep:
-            check_staging_name(live, staging)
-            with connection(url, autocommit=True, application_name="villager-shop rehearse") as admin:
-                dbops.drop_database_force(admin, staging)
-            say(f"staging database {staging} dropped")
+        body = _on_staging(target.url, settings, opts, phases, say, reporter or SilentReporter())
     report = RehearsalReport(
         verdict="GO", reasons=[], started_at=_iso(started), finished_at=_iso(datetime.now(UTC)),
         seconds=round(time.time() - t0, 2), live_database=live, staging_database=staging,
@@ -295,9 +290,12 @@ def rehearse(url: str, settings: Settings, opts: RehearsalOptions, *, say: Say =
         report.projection["note"] = "incomplete: the run failed on staging, so only the steps that ran are counted"
     report.reasons = decide(report, opts)
     report.verdict = "NO-GO" if report.reasons else "GO"
-    if opts.keep:
+    if opts.keep and where.create:
         report.notes.append(f"staging database {staging} kept (--keep): drop it with "
                             f'DROP DATABASE "{staging}" WITH (FORCE)')
+    elif opts.keep:
+        report.notes.append(f"staging database {staging} ({VARIABLE}) kept (--keep): empty it before it serves"
+                            " again")
     from villager_shop.safety.report import write_report
 
     report.report_dir = str(report_dir)

@@ -25,7 +25,7 @@ from psycopg import errors as pg_errors
 from psycopg import sql
 
 from villager_shop.core.db import connection
-from villager_shop.core.errors import RefusedError, VerificationFailed, VillagerError
+from villager_shop.core.errors import ConfigError, RefusedError, VerificationFailed, VillagerError
 from villager_shop.core.urls import dbname_of, with_dbname
 from villager_shop.safety import dbops, manifest
 from villager_shop.safety.backup import restore_into_new_database
@@ -125,6 +125,7 @@ def plan_restore(url: str, backup_dir: Path, backup_id: str) -> RestorePlan:
     )
     with connection(admin_url, autocommit=True, application_name="villager-shop restore") as admin:
         plan.live_exists = dbops.database_exists(admin, live)
+        check_privileges(admin, live)
         for name in (plan.restore_name, plan.before_name):
             if dbops.database_exists(admin, name):
                 raise RefusedError(f"database {name} already exists; retry in a second")
@@ -138,6 +139,23 @@ def plan_restore(url: str, backup_dir: Path, backup_id: str) -> RestorePlan:
             _measure_loss(conn, plan)
             plan.migration = migration_state(conn)
     return plan
+
+
+def check_privileges(admin: psycopg.Connection[Any], live: str) -> None:
+    """Refuse up front (exit 2) a role that could restore but not swap: the restored database must end
+    up on this server under the live name, so no scratch database elsewhere can stand in for CREATEDB."""
+    role, may_create, owns = admin.execute(
+        "SELECT current_user, rolcreatedb OR rolsuper,"
+        " coalesce((SELECT pg_has_role(datdba, 'MEMBER') FROM pg_database WHERE datname = %s), true)"
+        " FROM pg_roles WHERE rolname = current_user", (live,)).fetchone()  # type: ignore[misc]
+    if not may_create:
+        raise ConfigError(
+            f"restore needs role {role} to have CREATEDB: it restores into a new database next to {live} and"
+            f" swaps it in by renaming (VILLAGER_SCRATCH_URL cannot stand in: the restored database must end up"
+            f" on this server as {live}); ALTER ROLE {role} CREATEDB, or run it as a role that has it")
+    if not owns:
+        raise ConfigError(f"restore needs role {role} to own database {live} (it renames it aside, keeping it):"
+                          " run it as the owner, or a member of the owning role")
 
 
 def _timestamp_columns(conn: psycopg.Connection[Any]) -> dict[str, set[str]]:
