@@ -246,6 +246,8 @@ def _run_parts(ctx: Context, step: str, table: str, actions: list[str], busy: li
         # Ctrl-C reaches this thread only: each part ends after its current batch, so the step
         # stops within a batch's time instead of walking on to the end of its range.
         stopping.set()
+        if ctx.throttle:
+            ctx.throttle.interrupt()
         for t in threads:
             t.join()
         raise

@@ -120,12 +120,13 @@ class Throttle:
         self._written = 0.0
         self._events = 0
         self._unavailable = False
+        self._stopping = threading.Event()
 
     # --- what the walkers call ----------------------------------------------------------------------
 
     def before_batch(self, table: str | None = None) -> None:
         """Return when the run may write its next batch (at once, usually)."""
-        while True:
+        while not self._stopping.is_set():
             reading, control = self._check(table)
             held = control.paused is not None or reading.signal is not None
             if not held:
@@ -134,7 +135,11 @@ class Throttle:
                     time.sleep(control.pause_ms / 1000)
                 return
             self._hold(reading, control)
-            time.sleep(HOLD_POLL_S)
+            self._stopping.wait(HOLD_POLL_S)
+
+    def interrupt(self) -> None:
+        """Ctrl-C: let every held walker go, so it can stop after its next batch."""
+        self._stopping.set()
 
     def batch_target_ms(self, configured: int) -> int:
         return int(self._control.batch_ms or configured)
