@@ -17,7 +17,7 @@ import pytest
 
 from tests.helpers import ROOT, cli_env, run_cli
 from tests.pgbouncer import PgBouncer
-from villager_shop.bench.writer import LiveWriter, check_expected
+from villager_shop.workload.writer import LiveWriter, check_expected
 
 pytestmark = pytest.mark.slow
 

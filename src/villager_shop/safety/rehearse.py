@@ -33,7 +33,6 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from villager_shop.bench.writer import LiveWriter, check_expected
 from villager_shop.core.config import Settings
 from villager_shop.core.db import connection
 from villager_shop.core.errors import RefusedError, VillagerError, describe
@@ -48,6 +47,7 @@ from villager_shop.safety import baseline, dbops, manifest
 from villager_shop.safety.backup import create_backup, restore_into_new_database
 from villager_shop.safety.manifest import BackupEntry
 from villager_shop.safety.restore import PROTECTED
+from villager_shop.workload.writer import LiveWriter, check_expected
 
 Say = Callable[[str], None]
 
