@@ -11,13 +11,11 @@ from datetime import UTC, datetime
 from html import escape
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from villager_shop.core.units import format_bytes
+from villager_shop.safety.report.model import RehearsalReport
 from villager_shop.safety.report.svg import Bar, timeline_svg
-
-if TYPE_CHECKING:
-    from villager_shop.safety.rehearse import RehearsalReport
 
 
 @dataclass
