@@ -30,8 +30,13 @@ def read_query(package: str, *path: str) -> str:
     return without_leading_comments(_read(package, path))
 
 
+def sections_of(text: str) -> dict[str, str]:
+    """The `-- name: X` sections of a file's text (text before the first is ignored)."""
+    parts = _SECTION.split(text)
+    return {name: without_leading_comments(body) for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+
+
 @cache
 def read_sections(package: str, *path: str) -> dict[str, str]:
-    """The `-- name: X` sections of the file `path` of `package` (text before the first is ignored)."""
-    parts = _SECTION.split(_read(package, path))
-    return {name: without_leading_comments(body) for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+    """The `-- name: X` sections of the file `path` of `package`."""
+    return sections_of(_read(package, path))
