@@ -1,6 +1,6 @@
 """Zero loss, checked against a control database rather than against our own bookkeeping.
 
-An old application (written here, independently of bench/writer.py) replays a fixed, messy stream
+An old application (written here, independently of workload/) replays a fixed, messy stream
 of legacy writes into database A while `migrate run`, `verify` and `rollback` run there, then the
 same stream into B, a copy of the same data that is never migrated. Each thread owns its own rows,
 so the order between threads does not change the outcome. Afterwards A's legacy tables must equal

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from tests.helpers import ROOT, cli_env, run_cli
-from villager_shop.bench.writer import LiveWriter, check_expected
+from villager_shop.workload.writer import LiveWriter, check_expected
 
 pytestmark = pytest.mark.slow
 

@@ -20,12 +20,11 @@ from villager_shop.core.errors import RefusedError
 from villager_shop.migration.plan import build_plan
 from villager_shop.safety.rehearse import (
     RehearsalOptions,
-    RehearsalReport,
-    StepResult,
     check_staging_name,
     decide,
     staging_name,
 )
+from villager_shop.safety.report.model import RehearsalReport, StepResult
 from villager_shop.safety.report.svg import Bar, timeline_svg
 
 

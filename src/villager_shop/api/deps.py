@@ -45,17 +45,27 @@ Services = Annotated[AppServices, Depends(get_services)]
 bearer = OAuth2PasswordBearer(tokenUrl="/api/auth/token", auto_error=False)
 
 
-async def current_user(svc: Services, token: Annotated[str | None, Depends(bearer)]) -> User:
+async def user_of_token(svc: AppServices, token: str | None, *, missing: str | None = None) -> User:
     """401 without a valid token (missing, forged, expired, or issued before a password change)."""
     if not token:
-        raise Unauthorized()
+        raise Unauthorized(missing) if missing else Unauthorized()
     claims = security.decode_token(token, svc.config.jwt_secret)
-    if claims is None:
-        raise Unauthorized("invalid or expired token")
-    user = await accounts.user_for_token(svc.pool, claims.user_id, claims.version)
+    user = await accounts.user_for_token(svc.pool, claims.user_id, claims.version) if claims else None
     if user is None:
         raise Unauthorized("invalid or expired token")
     return user
+
+
+async def admin_of_token(svc: AppServices, token: str | None, *, missing: str, denied: str) -> User:
+    """An admin's valid token, or 401 (`missing` when there is none) / 403 (`denied`) for anyone else."""
+    user = await user_of_token(svc, token, missing=missing)
+    if not user.is_admin:
+        raise Forbidden(denied)
+    return user
+
+
+async def current_user(svc: Services, token: Annotated[str | None, Depends(bearer)]) -> User:
+    return await user_of_token(svc, token)
 
 
 CurrentUser = Annotated[User, Depends(current_user)]

@@ -18,12 +18,12 @@ from typing import Any
 import psycopg
 
 from villager_shop.bench.replica_lag import LagProbe
-from villager_shop.bench.writer import LiveWriter
 from villager_shop.core.db import connect, create_database, drop_database
 from villager_shop.core.errors import VillagerError
 from villager_shop.core.urls import with_dbname
 from villager_shop.legacy.generate import generate
 from villager_shop.legacy.schema import schema_sql
+from villager_shop.workload.writer import LiveWriter
 
 STRATEGIES = ("guide", "online")
 WRITER_RATE = 200.0

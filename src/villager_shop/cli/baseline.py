@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from villager_shop.core.config import get_settings
+from villager_shop.core.units import format_bytes
 from villager_shop.embedded import database_url
 from villager_shop.safety import baseline as baselines
 
@@ -19,16 +20,6 @@ app = typer.Typer(help="Performance baselines (table/index statistics, sizes, pg
 
 # Piped output (logs, CI) gets wide tables instead of 80-column truncation.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
-
-
-def _bytes(n: int) -> str:
-    sign = "-" if n < 0 else ""
-    v = float(abs(n))
-    for unit in ("B", "kB", "MB", "GB"):
-        if v < 1024 or unit == "GB":
-            return f"{sign}{v:.0f} {unit}" if unit == "B" else f"{sign}{v:.1f} {unit}"
-        v /= 1024
-    return f"{sign}{v:.1f} TB"
 
 
 def _signed(n: int) -> str:
@@ -87,8 +78,8 @@ def diff_(
         name = escape(c.table) + (" (new)" if c.new else "") + (" (reset)" if c.reset else "")
         t.add_row(name, _signed(c.seq_scan), _signed(c.idx_scan), _signed(c.seq_tup_read),
                   f"{c.n_tup_ins}/{c.n_tup_upd}/{c.n_tup_del}",
-                  f"{_bytes(c.table_bytes_after)} ({_bytes(c.table_bytes_after - c.table_bytes_before)})",
-                  f"{_bytes(c.index_bytes_after)} ({_bytes(c.index_bytes_after - c.index_bytes_before)})")
+                  f"{format_bytes(c.table_bytes_after)} ({format_bytes(c.table_bytes_after - c.table_bytes_before)})",
+                  f"{format_bytes(c.index_bytes_after)} ({format_bytes(c.index_bytes_after - c.index_bytes_before)})")
     out.print(t)
     if d.seq_to_index:
         out.print("sequential scans turned into index scans: " + ", ".join(d.seq_to_index), markup=False)
@@ -97,7 +88,7 @@ def diff_(
         if i.status == "kept" and i.idx_scan == 0 and i.bytes_after == i.bytes_before:
             continue
         it.add_row(escape(i.index), escape(i.table), i.status, str(i.idx_scan),
-                   f"{_bytes(i.bytes_after)} ({_bytes(i.bytes_after - i.bytes_before)})")
+                   f"{format_bytes(i.bytes_after)} ({format_bytes(i.bytes_after - i.bytes_before)})")
     out.print(it)
     for label, stmts in (("before", d.statements_before), ("after", d.statements_after)):
         if stmts is None:

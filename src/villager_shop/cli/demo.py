@@ -11,7 +11,6 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from villager_shop.bench.writer import LiveWriter, check_expected
 from villager_shop.cli.generate import load_with_progress, render_report
 from villager_shop.cli.migrate import RichReporter
 from villager_shop.cli.rehearse import render as render_rehearsal
@@ -27,6 +26,7 @@ from villager_shop.migration.verify import verify
 from villager_shop.safety.backup import create_backup
 from villager_shop.safety.rehearse import RehearsalOptions
 from villager_shop.safety.rehearse import rehearse as run_rehearsal
+from villager_shop.workload.writer import LiveWriter, check_expected
 
 DEMO_DB = "villager_demo"
 console = Console(highlight=False)

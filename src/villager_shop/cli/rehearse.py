@@ -20,8 +20,9 @@ from villager_shop.core.config import get_settings
 from villager_shop.core.errors import VerificationFailed
 from villager_shop.embedded import session_database_url
 from villager_shop.migration.steps.base import SilentReporter
-from villager_shop.safety.rehearse import EXIT_NO_GO, RehearsalOptions, RehearsalReport
+from villager_shop.safety.rehearse import EXIT_NO_GO, RehearsalOptions
 from villager_shop.safety.rehearse import rehearse as run_rehearsal
+from villager_shop.safety.report.model import RehearsalReport
 
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False, soft_wrap=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from villager_shop.core.config import Settings
+from villager_shop.core.db import create_database, database_exists
 from villager_shop.core.errors import ConfigError
 from villager_shop.core.pooler import shares_server_connections
 from villager_shop.core.urls import checked_postgres_url, checked_redis_url
@@ -24,8 +25,6 @@ def database_url(settings: Settings, dbname: str = "villager_shop") -> str:
         url = checked_postgres_url(settings.database_url.get_secret_value())
         shares_server_connections(url)  # known from now on: connections to it prepare no statement
         return url
-    from villager_shop.core.db import create_database, database_exists
-
     server = embedded_postgres(settings)
     admin = server.start()
     if not database_exists(admin, dbname):

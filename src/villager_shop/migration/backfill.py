@@ -34,6 +34,7 @@ import psycopg
 from psycopg import errors
 
 from villager_shop.core.db import connect, stop_work_when_client_dies
+from villager_shop.core.errors import VillagerError
 from villager_shop.migration.steps.base import Context
 
 RETRYABLE = (errors.LockNotAvailable, errors.DeadlockDetected, errors.SerializationFailure,
@@ -110,8 +111,6 @@ def choose_walk(conn: psycopg.Connection[Any], step: str, wanted: str, prefer: s
             return prefer
         return "physical" if conn.info.server_version >= 140000 else "key"
     if wanted == "physical" and conn.info.server_version < 140000:
-        from villager_shop.core.errors import VillagerError
-
         raise VillagerError("VILLAGER_BACKFILL_ORDER=physical needs PostgreSQL 14 or later (TID range scans); "
                             "use key or auto")
     return wanted

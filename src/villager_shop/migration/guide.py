@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from villager_shop.core.errors import RefusedError, VillagerError
 from villager_shop.migration import state
 from villager_shop.migration.plan import CONSTRAINTS, INDEXES
 from villager_shop.migration.runner import exclusive, missing_legacy_tables
@@ -62,15 +63,11 @@ FOR KEY SHARE OF p;
 def run_guide(ctx: Context) -> dict[str, Any]:
     missing = missing_legacy_tables(ctx)
     if missing:
-        from villager_shop.core.errors import VillagerError
-
         raise VillagerError(f"not a villager_shop database: tables {', '.join(missing)} are missing")
     t0 = time.perf_counter()
     c = ctx.conn
     with exclusive(ctx, "run the guide's migration"):
         if state.schema_exists(c) and state.phase(c) != "not_started":
-            from villager_shop.core.errors import RefusedError
-
             raise RefusedError("--strategy guide is a benchmark reference for an untouched legacy database; "
                                f"this one is already in phase {state.phase(c)!r}")
         c.execute(section("state.sql", "state").encode())

@@ -2,25 +2,11 @@
 
 from __future__ import annotations
 
-import re
-from functools import cache
-from importlib import resources
-
-_SECTION = re.compile(r"^-- name: (\S+)\s*$", re.MULTILINE)
+from villager_shop.core.sqlfiles import read_sections
 
 
-@cache
 def sections(filename: str) -> dict[str, str]:
-    text = resources.files("villager_shop.migration").joinpath("sql", filename).read_text(encoding="utf-8")
-    parts = _SECTION.split(text)
-    out: dict[str, str] = {}
-    for name, body in zip(parts[1::2], parts[2::2], strict=True):
-        lines = body.strip().splitlines()
-        # Drop the leading comment lines that explain the section; keep the SQL.
-        while lines and lines[0].startswith("--"):
-            lines.pop(0)
-        out[name] = "\n".join(lines).strip()
-    return out
+    return read_sections("villager_shop.migration", "sql", filename)
 
 
 def section(filename: str, name: str) -> str:

@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,6 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from villager_shop.bench.writer import LiveWriter, check_expected
 from villager_shop.core.config import Settings
 from villager_shop.core.db import connection
 from villager_shop.core.errors import RefusedError, VillagerError, describe
@@ -48,8 +47,11 @@ from villager_shop.migration.steps.base import Reporter, SilentReporter
 from villager_shop.safety import baseline, dbops, manifest
 from villager_shop.safety.backup import create_backup, restore_into
 from villager_shop.safety.manifest import BackupEntry
+from villager_shop.safety.report import write_report
+from villager_shop.safety.report.model import RehearsalReport, Span, StepResult
 from villager_shop.safety.restore import PROTECTED
 from villager_shop.safety.scratch import VARIABLE, plan_scratch, scratch_database
+from villager_shop.workload.writer import LiveWriter, check_expected
 
 Say = Callable[[str], None]
 
@@ -85,7 +87,7 @@ def check_staging_name(live: str, staging: str) -> None:
                            "_staging_<YYYYMMDD_HHMMSS>")
 
 
-# --- options and report -----------------------------------------------------------------------------
+# --- options ----------------------------------------------------------------------------------------
 
 @dataclass
 class RehearsalOptions:
@@ -97,72 +99,6 @@ class RehearsalOptions:
     max_latency_ms: float = 100.0
     max_quarantine_pct: float = 5.0
     catalog_rounds: int = 5
-
-
-@dataclass
-class Span:
-    name: str
-    start: float  # epoch seconds
-    end: float
-    status: str = "done"  # done | failed | skipped
-
-    @property
-    def seconds(self) -> float:
-        return max(0.0, self.end - self.start)
-
-
-@dataclass
-class StepResult:
-    name: str
-    title: str
-    phase: str
-    status: str
-    seconds: float | None
-    start: float | None  # epoch seconds, when the step ran in this rehearsal
-    end: float | None
-    attempts: int
-    lock_retries: int
-    error: str | None
-    detail: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class RehearsalReport:
-    verdict: str  # GO | NO-GO
-    reasons: list[str]
-    started_at: str
-    finished_at: str
-    seconds: float
-    live_database: str
-    staging_database: str
-    staging_kept: bool
-    server: str
-    backup: dict[str, Any]
-    thresholds: dict[str, Any]
-    phases: list[Span]
-    steps: list[StepResult]
-    run_error: str | None
-    backfill: list[dict[str, Any]]
-    locks: dict[str, Any]
-    writer: dict[str, Any]
-    latency_series: list[dict[str, float]]
-    lost_writes: dict[str, Any]
-    verify: dict[str, Any]
-    quarantine: dict[str, Any]
-    squawk: dict[str, Any]
-    baseline: dict[str, Any]
-    query_plans: list[dict[str, Any]]
-    projection: dict[str, Any]
-    notes: list[str] = field(default_factory=list)
-    report_dir: str = ""
-    files: list[str] = field(default_factory=list)
-
-    @property
-    def go(self) -> bool:
-        return self.verdict == "GO"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 # --- progress bookkeeping ---------------------------------------------------------------------------
@@ -296,8 +232,6 @@ def rehearse(url: str, settings: Settings, opts: RehearsalOptions, *, say: Say =
     elif opts.keep:
         report.notes.append(f"staging database {staging} ({VARIABLE}) kept (--keep): empty it before it serves"
                             " again")
-    from villager_shop.safety.report import write_report
-
     report.report_dir = str(report_dir)
     report.files = [str(p) for p in write_report(report, report_dir)]
     return report

@@ -11,16 +11,14 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 from importlib import resources
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from villager_shop.api import security
-from villager_shop.api.deps import Services, bearer
-from villager_shop.api.errors import ApiError, Forbidden, Unauthorized
-from villager_shop.api.services import accounts
+from villager_shop.api.deps import AppServices, Services, admin_of_token, bearer
+from villager_shop.api.errors import ApiError, Forbidden
 from villager_shop.monitoring import metrics
 from villager_shop.monitoring.sampler import update_pool_gauges
 
@@ -48,15 +46,9 @@ def is_local(request: Request) -> bool:
     return ip.is_loopback and not any(h in request.headers for h in FORWARDED)
 
 
-async def _admin(svc: Any, token: str | None) -> None:
-    if not token:
-        raise Unauthorized("the dashboard needs an admin's token (or a local client)")
-    claims = security.decode_token(token, svc.config.jwt_secret)
-    user = await accounts.user_for_token(svc.pool, claims.user_id, claims.version) if claims else None
-    if user is None:
-        raise Unauthorized("invalid or expired token")
-    if not user.is_admin:
-        raise Forbidden("the dashboard is for admins")
+async def _admin(svc: AppServices, token: str | None) -> None:
+    await admin_of_token(svc, token, missing="the dashboard needs an admin's token (or a local client)",
+                         denied="the dashboard is for admins")
 
 
 async def monitoring_access(request: Request, svc: Services,

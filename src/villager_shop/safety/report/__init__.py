@@ -11,12 +11,11 @@ from datetime import UTC, datetime
 from html import escape
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from villager_shop.core.units import format_bytes
+from villager_shop.safety.report.model import RehearsalReport
 from villager_shop.safety.report.svg import Bar, timeline_svg
-
-if TYPE_CHECKING:
-    from villager_shop.safety.rehearse import RehearsalReport
 
 
 @dataclass
@@ -110,7 +109,7 @@ def sections(r: RehearsalReport) -> list[Section]:
         "New indexes not used yet: " + (", ".join(bl.get("new_indexes_unused") or []) or "none"),
     ], ["table", "Δ seq_scan", "Δ idx_scan", "Δ seq_tup_read", "size before", "size after"], [
         [t["table"] + (" (new)" if t["new"] else ""), _n(t["seq_scan"]), _n(t["idx_scan"]), _n(t["seq_tup_read"]),
-         _bytes(t["bytes_before"]), _bytes(t["bytes_after"])] for t in bl.get("tables", [])])
+         format_bytes(t["bytes_before"]), format_bytes(t["bytes_after"])] for t in bl.get("tables", [])])
     b.text += [f"note: {n}" for n in bl.get("notes", [])]
     out.append(b)
 
@@ -136,15 +135,6 @@ def sections(r: RehearsalReport) -> list[Section]:
 def _detail(d: dict[str, Any]) -> str:
     keep = {k: v for k, v in d.items() if k not in ("seconds", "attempts", "statements")}
     return ", ".join(f"{k}={v}" for k, v in keep.items())[:160]
-
-
-def _bytes(n: int) -> str:
-    v = float(n)
-    for unit in ("B", "kB", "MB", "GB"):
-        if v < 1024 or unit == "GB":
-            return f"{v:.0f} {unit}" if unit == "B" else f"{v:.1f} {unit}"
-        v /= 1024
-    return f"{v:.1f} TB"
 
 
 # --- markdown ---------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from typing import Any
 
 import psycopg
 
-from villager_shop.bench.writer import LiveWriter, check_expected
+from villager_shop.workload.writer import LiveWriter, check_expected
 
 
 def test_an_open_loop_writer_keeps_its_rate_and_deletes_only_unordered_products(make_legacy_db: Any) -> None:
