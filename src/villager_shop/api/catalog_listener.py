@@ -22,9 +22,8 @@ import logging
 from typing import Any
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool
 
-from villager_shop.api.database import APP_NAME
+from villager_shop.api.database import APP_NAME, ShopPool
 from villager_shop.cache import Cache
 from villager_shop.migration.steps.catalog_notify import CHANNEL, SELF_INVALIDATED
 
@@ -51,10 +50,11 @@ async def caused_by_the_service(conn: psycopg.AsyncConnection[Any], pids: set[in
 MISSED = "missed-invalidation"
 
 
-async def tell_other_instances(pool: AsyncConnectionPool[Any]) -> None:
+async def tell_other_instances(pool: ShopPool) -> None:
     """`Cache.on_missed`: the service's own writes do not notify (they invalidate in Redis
     themselves), so when Redis did not take an invalidation the other instances, whose Redis may
-    be fine, would serve the change stale until the TTL: notify them through PostgreSQL."""
+    be fine, would serve the change stale until the TTL: notify them through PostgreSQL (a
+    NOTIFY is sent at commit, so a transaction pooler passes it on as well)."""
     async with pool.connection(timeout=1.0) as conn:
         await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, MISSED))
 

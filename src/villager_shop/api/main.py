@@ -37,6 +37,7 @@ from villager_shop.api.services.orders import Orders
 from villager_shop.api.services.products import Products
 from villager_shop.cache import Cache
 from villager_shop.core.db import connection
+from villager_shop.core.pooler import shares_server_connections
 from villager_shop.monitoring import metrics
 from villager_shop.monitoring.event_loop import watch_event_loop
 from villager_shop.monitoring.middleware import MetricsMiddleware
@@ -82,7 +83,9 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         cfg = config if config is not None else await asyncio.to_thread(ServiceConfig.from_env)
         await asyncio.to_thread(prepare_database, cfg.database_url, cfg.db_connect_timeout_s)
-        pool = make_pool(cfg)
+        pooled = await asyncio.to_thread(shares_server_connections, cfg.database_url,
+                                         connect_timeout=cfg.db_connect_timeout_s)
+        pool = make_pool(cfg, through_pooler=pooled)
         await pool.open(wait=True, timeout=cfg.db_connect_timeout_s + 2)
         cache = Cache(cfg.redis_url if cfg.cache_enabled else None, prefix=cfg.cache_prefix, ttl_s=cfg.cache_ttl_s,
                       timeout_ms=cfg.redis_timeout_ms, breaker_s=cfg.redis_breaker_s, lease_ms=cfg.cache_lease_ms)
@@ -91,28 +94,29 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
         sampler = Sampler(cfg.database_url, interval_s=cfg.monitoring_interval_s,
                           orders_ttl_s=cfg.monitoring_orders_ttl_s, connect_timeout_s=cfg.db_connect_timeout_s)
         monitor = Monitor(sampler, pool)
+        listener_ready = asyncio.Event()
         app.state.services = AppServices(
             config=cfg, pool=pool, cache=cache, catalog=Catalog(pool, cache), products=Products(pool, cache),
-            orders=Orders(pool, cache, cfg.delivery_fee), health=Health(pool, cache, cfg.health_metrics_ttl_s),
-            monitor=monitor)
+            orders=Orders(pool, cache, cfg.delivery_fee),
+            health=Health(pool, cache, cfg.health_metrics_ttl_s), monitor=monitor)
         sampling = asyncio.create_task(monitor.run(), name="monitoring sampler")
-        listener_ready = asyncio.Event()
-        listening = asyncio.create_task(
+        background = [sampling]
+        background.append(asyncio.create_task(
             listen_for_catalog_changes(cfg.database_url, cache, connect_timeout_s=cfg.db_connect_timeout_s,
                                        listening=listener_ready),
-            name="catalog change listener")
+            name="catalog change listener"))
         # Serve once the listener hears changes and has dropped what a previous run cached (it may
         # have missed changes meanwhile); bounded, so an unreachable database does not block startup.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(listener_ready.wait(), cfg.db_connect_timeout_s)
-        watching = asyncio.create_task(watch_event_loop(), name="event loop lag")
+        background.append(asyncio.create_task(watch_event_loop(), name="event loop lag"))
         try:
             yield
         finally:
             # Every shutdown step is bounded: one stuck component must not keep the process alive.
-            for task in (sampling, listening, watching):
+            for task in background:
                 task.cancel()
-            await _bounded(asyncio.gather(sampling, listening, watching, return_exceptions=True), "background tasks")
+            await _bounded(asyncio.gather(*background, return_exceptions=True), "background tasks")
             await _bounded(sampler.close(), "monitoring sampler")
             await _bounded(cache.close(), "cache")
             await _bounded(pool.close(timeout=3), "database pool")

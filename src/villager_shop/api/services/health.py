@@ -12,8 +12,8 @@ from decimal import Decimal
 from typing import Any
 
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
 
+from villager_shop.api.database import ShopPool
 from villager_shop.cache import Cache
 from villager_shop.monitoring.metrics import DB_QUERIES
 
@@ -25,7 +25,7 @@ SCHEMA_PRESENT = ("SELECT to_regclass('public.product_variants') IS NOT NULL"
 
 
 class Health:
-    def __init__(self, pool: AsyncConnectionPool[Any], cache: Cache, metrics_ttl_s: float = 5.0) -> None:
+    def __init__(self, pool: ShopPool, cache: Cache, metrics_ttl_s: float = 5.0) -> None:
         self.pool = pool
         self.cache = cache
         self.metrics_ttl_s = metrics_ttl_s
