@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -62,10 +63,26 @@ async def tell_other_instances(pool: ShopPool) -> None:
 log = logging.getLogger("villager_shop.catalog_listener")
 
 
+@dataclass
+class ListenerState:
+    """The listener as /health/ready shows it: `off` says why none runs; else whether it listens
+    now or is (re)connecting."""
+
+    off: str | None = None
+    listening: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def describe(self) -> str:
+        if self.off is not None:
+            return f"off: {self.off}"
+        return "listening" if self.listening.is_set() else "connecting"
+
+
 async def listen_for_catalog_changes(database_url: str, cache: Cache, *, connect_timeout_s: float = 3.0,
                                      listening: asyncio.Event | None = None) -> None:
     """Run until cancelled; reconnects with backoff when PostgreSQL goes away. `listening` is set
-    once the first LISTEN is in place and the catalog invalidated (the service waits for it)."""
+    while a LISTEN is in place (the catalog invalidated after each connect; the service waits for
+    the first), cleared while the connection is lost. `database_url` must be the server itself
+    (or a session pooler), never a transaction pooler."""
     delay = 0.5
     while True:
         try:
@@ -109,5 +126,7 @@ async def listen_for_catalog_changes(database_url: str, cache: Cache, *, connect
         except psycopg.Error as exc:
             log.warning("catalog listener lost its connection (%s); reconnecting", type(exc).__name__)
         finally:
+            if listening is not None:
+                listening.clear()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(conn.close()), timeout=2.0)

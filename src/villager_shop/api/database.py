@@ -6,6 +6,7 @@ from __future__ import annotations
 import select
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -13,6 +14,8 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from villager_shop.api.config import ServiceConfig
+from villager_shop.core.errors import ConfigError
+from villager_shop.core.pooler import shares_server_connections
 from villager_shop.migration.steps.catalog_notify import SELF_INVALIDATING_SESSION
 
 APP_NAME = "villager-shop serve"
@@ -109,3 +112,41 @@ def make_pool(config: ServiceConfig, *, through_pooler: bool) -> ShopPool:
         check=check_connection,
         kwargs=kwargs,
     )
+
+
+@dataclass(frozen=True)
+class Connections:
+    """How the service reaches PostgreSQL, found at start."""
+
+    through_pooler: bool  # DATABASE_URL is a transaction pooler
+    listen_url: str | None  # where the catalog listener LISTENs; None: no listener
+    listener_off: str | None = None  # why there is none
+
+    def invalidation_off_warning(self, cache_ttl_s: int) -> str | None:
+        if self.listener_off is None:
+            return None
+        return (f"warning: catalog changes by other programs are not invalidated ({self.listener_off}): they are"
+                f" served stale for up to the cache TTL ({cache_ttl_s} s); set DATABASE_DIRECT_URL to the server"
+                " itself for the service to listen for them")
+
+
+POOLER_ONLY = "DATABASE_URL is a transaction pooler and DATABASE_DIRECT_URL is unset"
+
+
+def find_connections(config: ServiceConfig) -> Connections:
+    """Probe the URLs (once per process each). LISTEN needs a session of its own, which a
+    transaction pooler does not give: a notification would reach whichever client holds the
+    server connection at that moment, or nobody. So the listener uses the direct URL; with only a
+    pooler given the service runs without it (ready, changes by other programs stale up to the
+    TTL). A DATABASE_DIRECT_URL that is itself a transaction pooler is refused."""
+    timeout = config.db_connect_timeout_s
+    pooled = shares_server_connections(config.database_url, connect_timeout=timeout)
+    direct = config.database_direct_url
+    if direct is not None:
+        if shares_server_connections(direct, connect_timeout=timeout):
+            raise ConfigError("DATABASE_DIRECT_URL is a transaction pooler (its server connections are shared"
+                              " between clients): set it to the server itself, or a session-mode pool")
+        return Connections(pooled, direct)
+    if pooled:
+        return Connections(True, None, POOLER_ONLY)
+    return Connections(False, config.database_url)
