@@ -19,12 +19,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool
 
-from villager_shop.api.database import APP_NAME
+from villager_shop.api.database import APP_NAME, ShopPool
 from villager_shop.cache import Cache
 from villager_shop.migration.steps.catalog_notify import CHANNEL, SELF_INVALIDATED
 
@@ -51,10 +51,11 @@ async def caused_by_the_service(conn: psycopg.AsyncConnection[Any], pids: set[in
 MISSED = "missed-invalidation"
 
 
-async def tell_other_instances(pool: AsyncConnectionPool[Any]) -> None:
+async def tell_other_instances(pool: ShopPool) -> None:
     """`Cache.on_missed`: the service's own writes do not notify (they invalidate in Redis
     themselves), so when Redis did not take an invalidation the other instances, whose Redis may
-    be fine, would serve the change stale until the TTL: notify them through PostgreSQL."""
+    be fine, would serve the change stale until the TTL: notify them through PostgreSQL (a
+    NOTIFY is sent at commit, so a transaction pooler passes it on as well)."""
     async with pool.connection(timeout=1.0) as conn:
         await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, MISSED))
 
@@ -62,10 +63,26 @@ async def tell_other_instances(pool: AsyncConnectionPool[Any]) -> None:
 log = logging.getLogger("villager_shop.catalog_listener")
 
 
+@dataclass
+class ListenerState:
+    """The listener as /health/ready shows it: `off` says why none runs; else whether it listens
+    now or is (re)connecting."""
+
+    off: str | None = None
+    listening: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def describe(self) -> str:
+        if self.off is not None:
+            return f"off: {self.off}"
+        return "listening" if self.listening.is_set() else "connecting"
+
+
 async def listen_for_catalog_changes(database_url: str, cache: Cache, *, connect_timeout_s: float = 3.0,
                                      listening: asyncio.Event | None = None) -> None:
     """Run until cancelled; reconnects with backoff when PostgreSQL goes away. `listening` is set
-    once the first LISTEN is in place and the catalog invalidated (the service waits for it)."""
+    while a LISTEN is in place (the catalog invalidated after each connect; the service waits for
+    the first), cleared while the connection is lost. `database_url` must be the server itself
+    (or a session pooler), never a transaction pooler."""
     delay = 0.5
     while True:
         try:
@@ -109,5 +126,7 @@ async def listen_for_catalog_changes(database_url: str, cache: Cache, *, connect
         except psycopg.Error as exc:
             log.warning("catalog listener lost its connection (%s); reconnecting", type(exc).__name__)
         finally:
+            if listening is not None:
+                listening.clear()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(conn.close()), timeout=2.0)

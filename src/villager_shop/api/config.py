@@ -65,6 +65,8 @@ class ServiceConfig:
     database_url: str
     redis_url: str | None
     jwt_secret: str
+    # the server itself, for the catalog listener's LISTEN; None: database_url (unless a pooler)
+    database_direct_url: str | None = None
     cache_prefix: str = "villager"
     cache_ttl_s: int = 300
     cache_enabled: bool = True
@@ -86,13 +88,14 @@ class ServiceConfig:
 
     @classmethod
     def from_env(cls, settings: Settings | None = None, service: ServiceSettings | None = None) -> ServiceConfig:
-        """Resolve from the environment: DATABASE_URL/REDIS_URL or the embedded servers."""
-        from villager_shop.embedded import database_url, redis_url
+        """Resolve from the environment: DATABASE_URL (DATABASE_DIRECT_URL)/REDIS_URL or the embedded servers."""
+        from villager_shop.embedded import database_url, direct_database_url, redis_url
 
         settings = settings or load_settings(Settings)
         service = service or service_settings()
         return cls(
             database_url=database_url(settings),
+            database_direct_url=direct_database_url(settings) if settings.database_direct_url is not None else None,
             redis_url=redis_url(settings) if service.cache_enabled else None,
             jwt_secret=jwt_secret(settings),
             **service.model_dump(),

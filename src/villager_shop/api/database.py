@@ -1,8 +1,12 @@
-"""The async connection pool of the service: timeouts on connect and on every statement."""
+"""The async connection pool of the service: timeouts on connect and on every statement, on the
+server itself or through a transaction pooler (PgBouncer in transaction mode and the like)."""
 
 from __future__ import annotations
 
 import select
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -10,6 +14,8 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from villager_shop.api.config import ServiceConfig
+from villager_shop.core.errors import ConfigError
+from villager_shop.core.pooler import shares_server_connections
 from villager_shop.migration.steps.catalog_notify import SELF_INVALIDATING_SESSION
 
 APP_NAME = "villager-shop serve"
@@ -28,14 +34,68 @@ async def check_connection(conn: AsyncConnection[Any]) -> None:
         await AsyncConnectionPool.check_connection(conn)
 
 
-def make_pool(config: ServiceConfig) -> AsyncConnectionPool[Any]:
-    options = (f"-c statement_timeout={config.statement_timeout_ms}"
-               f" -c idle_in_transaction_session_timeout={max(config.statement_timeout_ms * 2, 10_000)}"
-               f" -c lock_timeout={config.statement_timeout_ms}"
-               # its product and variant writes invalidate the cache themselves: no catalog NOTIFY
-               f" -c {SELF_INVALIDATING_SESSION}=on")
-    return AsyncConnectionPool(
+def session_settings(config: ServiceConfig) -> dict[str, str]:
+    """What every statement of the service runs under. Its product and variant writes invalidate
+    the cache themselves, so the catalog triggers send no NOTIFY for them (SELF_INVALIDATING_SESSION)."""
+    ms = config.statement_timeout_ms
+    return {"statement_timeout": str(ms), "idle_in_transaction_session_timeout": str(max(ms * 2, 10_000)),
+            "lock_timeout": str(ms), SELF_INVALIDATING_SESSION: "on"}
+
+
+def begin_with_settings(settings: dict[str, str]) -> bytes:
+    """One simple-protocol query that opens a transaction and sets `settings` for it alone: through
+    a transaction pooler it costs no round trip more than the BEGIN it replaces."""
+    calls = ", ".join(f"set_config('{name}', '{value}', true)" for name, value in settings.items())
+    return f"BEGIN; SELECT {calls}".encode()
+
+
+class ShopPool(AsyncConnectionPool[AsyncConnection[Any]]):
+    """The service's pool. On the server itself its connections carry the settings from the start
+    (`options`, no round trip per request). Through a transaction pooler a connection's
+    consecutive transactions run on different server connections, shared with other clients: a
+    session setting would be lost, or worse, reach them. So each transaction opens with its own
+    settings, local to it (autocommit connections, `begin_with_settings`, committed or rolled back
+    when `connection()` ends), and psycopg prepares no named statement."""
+
+    def __init__(self, conninfo: str, *, begin: bytes | None, **kwargs: Any) -> None:
+        super().__init__(conninfo, **kwargs)
+        self.begin = begin
+
+    @property
+    def through_pooler(self) -> bool:
+        return self.begin is not None
+
+    @asynccontextmanager
+    async def connection(self, timeout: float | None = None) -> AsyncIterator[AsyncConnection[Any]]:
+        """A connection whose statements until the end of the block run under the service's
+        settings: committed at the end, rolled back on an exception."""
+        async with super().connection(timeout) as conn:
+            if self.begin is not None:
+                await conn.execute(self.begin)
+            yield conn
+
+    @asynccontextmanager
+    async def transaction(self, timeout: float | None = None) -> AsyncIterator[AsyncConnection[Any]]:
+        """`connection()` whose block is one transaction. Through a pooler it already is one
+        (`conn.transaction()` there would only add a savepoint and two round trips)."""
+        async with self.connection(timeout) as conn:
+            if self.begin is not None:
+                yield conn
+            else:
+                async with conn.transaction():
+                    yield conn
+
+
+def make_pool(config: ServiceConfig, *, through_pooler: bool) -> ShopPool:
+    settings = session_settings(config)
+    kwargs: dict[str, Any] = {"connect_timeout": config.db_connect_timeout_s, "application_name": APP_NAME}
+    if through_pooler:
+        kwargs.update(autocommit=True, prepare_threshold=None)
+    else:
+        kwargs["options"] = " ".join(f"-c {name}={value}" for name, value in settings.items())
+    return ShopPool(
         config.database_url,
+        begin=begin_with_settings(settings) if through_pooler else None,
         min_size=min(config.db_pool_min, config.db_pool_max),
         max_size=config.db_pool_max,
         timeout=config.db_pool_timeout_s,
@@ -50,5 +110,43 @@ def make_pool(config: ServiceConfig) -> AsyncConnectionPool[Any]:
         # A connection the server ended (a `restore` swapping the database in, a restart, an idle
         # timeout) is replaced instead of failing a request with 503.
         check=check_connection,
-        kwargs={"connect_timeout": config.db_connect_timeout_s, "application_name": APP_NAME, "options": options},
+        kwargs=kwargs,
     )
+
+
+@dataclass(frozen=True)
+class Connections:
+    """How the service reaches PostgreSQL, found at start."""
+
+    through_pooler: bool  # DATABASE_URL is a transaction pooler
+    listen_url: str | None  # where the catalog listener LISTENs; None: no listener
+    listener_off: str | None = None  # why there is none
+
+    def invalidation_off_warning(self, cache_ttl_s: int) -> str | None:
+        if self.listener_off is None:
+            return None
+        return (f"warning: catalog changes by other programs are not invalidated ({self.listener_off}): they are"
+                f" served stale for up to the cache TTL ({cache_ttl_s} s); set DATABASE_DIRECT_URL to the server"
+                " itself for the service to listen for them")
+
+
+POOLER_ONLY = "DATABASE_URL is a transaction pooler and DATABASE_DIRECT_URL is unset"
+
+
+def find_connections(config: ServiceConfig) -> Connections:
+    """Probe the URLs (once per process each). LISTEN needs a session of its own, which a
+    transaction pooler does not give: a notification would reach whichever client holds the
+    server connection at that moment, or nobody. So the listener uses the direct URL; with only a
+    pooler given the service runs without it (ready, changes by other programs stale up to the
+    TTL). A DATABASE_DIRECT_URL that is itself a transaction pooler is refused."""
+    timeout = config.db_connect_timeout_s
+    pooled = shares_server_connections(config.database_url, connect_timeout=timeout)
+    direct = config.database_direct_url
+    if direct is not None:
+        if shares_server_connections(direct, connect_timeout=timeout):
+            raise ConfigError("DATABASE_DIRECT_URL is a transaction pooler (its server connections are shared"
+                              " between clients): set it to the server itself, or a session-mode pool")
+        return Connections(pooled, direct)
+    if pooled:
+        return Connections(True, None, POOLER_ONLY)
+    return Connections(False, config.database_url)

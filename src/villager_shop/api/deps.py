@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
-from psycopg_pool import AsyncConnectionPool
 
 from villager_shop.api import security
 from villager_shop.api.config import ServiceConfig
+from villager_shop.api.database import ShopPool
 from villager_shop.api.errors import Forbidden, Unauthorized
 from villager_shop.api.services import accounts
 from villager_shop.api.services.accounts import User
@@ -25,7 +25,7 @@ from villager_shop.monitoring.sampler import Monitor
 @dataclass
 class AppServices:
     config: ServiceConfig
-    pool: AsyncConnectionPool[Any]
+    pool: ShopPool
     cache: Cache
     catalog: Catalog
     products: Products

@@ -23,9 +23,9 @@ from fastapi.responses import JSONResponse, Response
 from psycopg_pool import PoolTimeout
 from starlette.types import Receive, Scope, Send
 
-from villager_shop.api.catalog_listener import listen_for_catalog_changes, tell_other_instances
+from villager_shop.api.catalog_listener import ListenerState, listen_for_catalog_changes, tell_other_instances
 from villager_shop.api.config import ServiceConfig
-from villager_shop.api.database import make_pool
+from villager_shop.api.database import find_connections, make_pool
 from villager_shop.api.deps import AppServices
 from villager_shop.api.errors import ApiError
 from villager_shop.api.fast_listing import FastListing
@@ -82,7 +82,8 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         cfg = config if config is not None else await asyncio.to_thread(ServiceConfig.from_env)
         await asyncio.to_thread(prepare_database, cfg.database_url, cfg.db_connect_timeout_s)
-        pool = make_pool(cfg)
+        found = await asyncio.to_thread(find_connections, cfg)
+        pool = make_pool(cfg, through_pooler=found.through_pooler)
         await pool.open(wait=True, timeout=cfg.db_connect_timeout_s + 2)
         cache = Cache(cfg.redis_url if cfg.cache_enabled else None, prefix=cfg.cache_prefix, ttl_s=cfg.cache_ttl_s,
                       timeout_ms=cfg.redis_timeout_ms, breaker_s=cfg.redis_breaker_s, lease_ms=cfg.cache_lease_ms)
@@ -91,28 +92,30 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
         sampler = Sampler(cfg.database_url, interval_s=cfg.monitoring_interval_s,
                           orders_ttl_s=cfg.monitoring_orders_ttl_s, connect_timeout_s=cfg.db_connect_timeout_s)
         monitor = Monitor(sampler, pool)
+        listener = ListenerState(off=found.listener_off)
         app.state.services = AppServices(
             config=cfg, pool=pool, cache=cache, catalog=Catalog(pool, cache), products=Products(pool, cache),
-            orders=Orders(pool, cache, cfg.delivery_fee), health=Health(pool, cache, cfg.health_metrics_ttl_s),
-            monitor=monitor)
+            orders=Orders(pool, cache, cfg.delivery_fee),
+            health=Health(pool, cache, cfg.health_metrics_ttl_s, listener), monitor=monitor)
         sampling = asyncio.create_task(monitor.run(), name="monitoring sampler")
-        listener_ready = asyncio.Event()
-        listening = asyncio.create_task(
-            listen_for_catalog_changes(cfg.database_url, cache, connect_timeout_s=cfg.db_connect_timeout_s,
-                                       listening=listener_ready),
-            name="catalog change listener")
-        # Serve once the listener hears changes and has dropped what a previous run cached (it may
-        # have missed changes meanwhile); bounded, so an unreachable database does not block startup.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(listener_ready.wait(), cfg.db_connect_timeout_s)
-        watching = asyncio.create_task(watch_event_loop(), name="event loop lag")
+        background = [sampling]
+        if found.listen_url is not None:
+            background.append(asyncio.create_task(
+                listen_for_catalog_changes(found.listen_url, cache, connect_timeout_s=cfg.db_connect_timeout_s,
+                                           listening=listener.listening),
+                name="catalog change listener"))
+            # Serve once the listener hears changes and has dropped what a previous run cached (it may
+            # have missed changes meanwhile); bounded, so an unreachable database does not block startup.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(listener.listening.wait(), cfg.db_connect_timeout_s)
+        background.append(asyncio.create_task(watch_event_loop(), name="event loop lag"))
         try:
             yield
         finally:
             # Every shutdown step is bounded: one stuck component must not keep the process alive.
-            for task in (sampling, listening, watching):
+            for task in background:
                 task.cancel()
-            await _bounded(asyncio.gather(sampling, listening, watching, return_exceptions=True), "background tasks")
+            await _bounded(asyncio.gather(*background, return_exceptions=True), "background tasks")
             await _bounded(sampler.close(), "monitoring sampler")
             await _bounded(cache.close(), "cache")
             await _bounded(pool.close(timeout=3), "database pool")

@@ -36,6 +36,7 @@ from typing import Any
 from villager_shop.core.config import Settings
 from villager_shop.core.db import connect, create_database, drop_database
 from villager_shop.core.errors import VillagerError
+from villager_shop.core.urls import with_dbname
 from villager_shop.legacy.generate import generate
 from villager_shop.legacy.schema import schema_sql
 from villager_shop.monitoring.sampler import quantile
@@ -574,12 +575,13 @@ def bench_api(admin_url: str, redis_url: str, *, scale: float, seed: int = 42, u
               duration_s: int = 60, workers: int = 2, db_connections: int = 20, spawn_rate: float | None = None,
               locust_processes: int = 1, guide_requests: int = 1000, cached_requests: int = 20000,
               cached_concurrency: int = 50, customers: int = 10, mix: dict[str, int] | None = None,
-              keep: bool = False,
+              keep: bool = False, pooler_url: str | None = None,
               say: Say = lambda _m: None) -> dict[str, Any]:
     tag = f"vbench_api_{os.getpid()}"
     prefix = f"{tag}_{secrets.token_hex(3)}"
     rate = spawn_rate or users / min(10.0, max(0.5, duration_s / 4))  # ramp: 10 s, or a quarter of a short run
     out: dict[str, Any] = {"scale": scale, "seed": seed, "workers": workers, "db_connections": db_connections,
+                           "database": "through a transaction pooler" if pooler_url else "direct",
                            "cpus": os.cpu_count(), "load_generator": "same machine"}
     workdir = Path(tempfile.mkdtemp(prefix="villager-bench-api-"))
     try:
@@ -592,7 +594,11 @@ def bench_api(admin_url: str, redis_url: str, *, scale: float, seed: int = 42, u
                 out["kept_database"] = tag
             prom = workdir / "prometheus"
             prom.mkdir()
-            env = {**os.environ, "DATABASE_URL": url, "REDIS_URL": redis_url, "VILLAGER_CACHE_PREFIX": prefix,
+            # The service's DATABASE_URL: the scratch database, through the pooler if one is given;
+            # its listener's (and any DATABASE_DIRECT_URL of the environment replaced): the server's.
+            served = with_dbname(pooler_url, tag) if pooler_url else url
+            env = {**os.environ, "DATABASE_URL": served, "DATABASE_DIRECT_URL": url, "REDIS_URL": redis_url,
+                   "VILLAGER_CACHE_PREFIX": prefix,
                    "VILLAGER_JWT_SECRET": secrets.token_urlsafe(48), "PROMETHEUS_MULTIPROC_DIR": str(prom)}
             port = free_port()
             service = Server("villager-shop serve", [

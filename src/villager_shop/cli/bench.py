@@ -81,17 +81,22 @@ def api(
     keep: bool = typer.Option(False, "--keep", help="keep the scratch database"),
     as_json: bool = typer.Option(False, "--json", help="print only the JSON result"),
 ) -> None:
-    """The shop API under locust's shop mix, the guide's ab run, and cached-listing vs bare-ASGI throughput."""
+    """The shop API under locust's shop mix, the guide's ab run, and cached-listing vs bare-ASGI throughput.
+    With DATABASE_URL a transaction pooler and DATABASE_DIRECT_URL the server, the scratch database is
+    made on the server and the service reaches it through the pooler (which must serve any database)."""
     from villager_shop.bench.api import bench_api, parse_mix
     from villager_shop.bench.migration import admin_url_for
-    from villager_shop.embedded import redis_url
+    from villager_shop.core.pooler import shares_server_connections
+    from villager_shop.embedded import redis_url, session_database_url
 
     settings = get_settings()
-    url = database_url(settings)
+    url = session_database_url(settings, "bench api (it creates and migrates a scratch database)")
+    pooler = database_url(settings) if settings.database_direct_url is not None else None
+    through = admin_url_for(pooler) if pooler is not None and shares_server_connections(pooler) else None
     result = bench_api(admin_url_for(url), redis_url(settings), scale=scale, seed=seed, users=users,
                        duration_s=duration, workers=workers, db_connections=db_connections,
                        spawn_rate=spawn_rate or None, locust_processes=locust_processes,
                        guide_requests=guide_requests, cached_requests=cached_requests,
-                       cached_concurrency=cached_concurrency, mix=parse_mix(mix), keep=keep,
+                       cached_concurrency=cached_concurrency, mix=parse_mix(mix), keep=keep, pooler_url=through,
                        say=(lambda m: None) if as_json else (lambda m: err.print(m, markup=False)))
     typer.echo(json.dumps(result, indent=None if as_json else 2))

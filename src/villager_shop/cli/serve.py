@@ -26,6 +26,7 @@ def serve(
     import uvicorn
 
     from villager_shop.api.config import ServiceConfig, jwt_secret, service_settings
+    from villager_shop.api.database import find_connections
     from villager_shop.api.main import create_app, prepare_database
     from villager_shop.embedded import database_url
 
@@ -40,9 +41,14 @@ def serve(
     check_listen(host, port)
     prepare_database(database_url(settings), service.db_connect_timeout_s)
     config = ServiceConfig.from_env(settings, service)
+    found = find_connections(config)  # a DATABASE_DIRECT_URL that is a pooler: refused here (exit 2)
     typer.echo(f"serving http://{host}:{port} with {workers} worker(s), {per_worker} connection(s) each;"
-               f" database {mask_url(config.database_url)}, cache "
+               f" database {mask_url(config.database_url)}"
+               f"{' (a transaction pooler)' if found.through_pooler else ''}, cache "
                f"{mask_url(config.redis_url) if config.redis_url else 'off'}", err=True)
+    warning = found.invalidation_off_warning(config.cache_ttl_s) if config.cache_enabled else None
+    if warning:
+        typer.echo(warning, err=True)
     # uvicorn[standard]'s C parser and event loop, named so that a missing one fails loudly instead
     # of silently falling back to h11/asyncio (bench.api runs its ceiling with the same).
     if workers == 1:
@@ -51,6 +57,8 @@ def serve(
         return
     # Workers are fresh processes: hand them the resolved servers and the pool size by environment.
     os.environ["DATABASE_URL"] = config.database_url
+    if config.database_direct_url:
+        os.environ["DATABASE_DIRECT_URL"] = config.database_direct_url
     if config.redis_url:
         os.environ["REDIS_URL"] = config.redis_url
     os.environ["VILLAGER_DB_POOL_MAX"] = str(service.db_pool_max)

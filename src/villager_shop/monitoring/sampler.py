@@ -3,11 +3,12 @@ aggregates, read at most every `interval_s` (one sampler per process, cached), p
 history (ring buffer, the last hour) for the dashboard.
 
 * `Sampler.snapshot()` answers the cached snapshot while it is younger than `interval_s`; otherwise
-  one caller (single-flight lock) refreshes it in a thread on a dedicated connection (short
-  statement_timeout, application_name `villager-shop monitor`): the views `db_performance_summary`
-  and `slow_queries`, `migration.status.status()`, and every `orders_ttl_s` two aggregates over
-  the recent orders (through the per-shop index `idx_orders_shop_created_desc`). Scrapes, probes and
-  dashboard requests never run a query of their own.
+  one caller (single-flight lock) refreshes it in a thread on a dedicated connection, in one
+  transaction (short statement_timeout, application_name `villager-shop monitor`): the views
+  `db_performance_summary` and `slow_queries`, `migration.status.status()`, and every
+  `orders_ttl_s` two aggregates over the recent orders (through the per-shop index
+  `idx_orders_shop_created_desc`). Scrapes, probes and dashboard requests never run a query of
+  their own.
 * `Monitor.run()` (started in the app's lifespan) refreshes the snapshot, sets the pool gauges and
   appends a point to the history every `interval_s`: connections, PostgreSQL and Redis cache hit
   ratios, and the p95 latency, error rate and request rate of the last interval, computed from the
@@ -31,6 +32,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from villager_shop.core.db import connect
 from villager_shop.monitoring import metrics as m
 
 log = logging.getLogger("villager_shop.monitoring")
@@ -143,11 +145,17 @@ class Sampler:
     # --- in the worker thread, under the lock -------------------------------------------------
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(
-                self.database_url, autocommit=True, connect_timeout=self.connect_timeout_s,
-                application_name=APP_NAME,
-                options=f"-c statement_timeout={self.statement_timeout_ms} -c lock_timeout=500 -c timezone=UTC")
+            # core.db.connect: no named prepared statement when the URL is a transaction pooler
+            self._conn = connect(self.database_url, autocommit=True, connect_timeout=self.connect_timeout_s,
+                                 application_name=APP_NAME)
         return self._conn
+
+    def _settings(self) -> bytes:
+        """The sample's settings, local to its transaction: the same on the server itself and
+        through a transaction pooler, where a session setting would reach other clients (one
+        round trip per sample, every few seconds)."""
+        return (f"SELECT set_config('statement_timeout', '{int(self.statement_timeout_ms)}', true),"
+                " set_config('lock_timeout', '500', true), set_config('TimeZone', 'UTC', true)").encode()
 
     def _drop_connection(self) -> None:
         if self._conn is not None:
@@ -156,9 +164,14 @@ class Sampler:
             self._conn = None
 
     def _collect(self, seq: int) -> Snapshot:
+        conn = self._connection()
+        with conn.transaction():
+            conn.execute(self._settings())
+            return self._collect_in(conn, seq)
+
+    def _collect_in(self, conn: psycopg.Connection[Any], seq: int) -> Snapshot:
         from villager_shop.migration.status import status
 
-        conn = self._connection()
         snap = Snapshot(seq, time.time())
         with conn.cursor(row_factory=dict_row) as cur:
             present = cur.execute(_VIEWS).fetchone()

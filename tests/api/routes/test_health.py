@@ -21,7 +21,8 @@ async def test_health_shape_and_metrics_cached(shop_db: ShopDb, redis_url: str) 
     async for api in start_api(make_config(shop_db.url, redis_url, health_metrics_ttl_s=60)):
         assert (await api.client.get("/health/live")).json() == {"status": "alive"}
         ready = await api.client.get("/health/ready")
-        assert ready.status_code == 200 and ready.json() == {"status": "ready", "database": "ok", "cache": "ok"}
+        assert ready.status_code == 200 and ready.json() == {
+            "status": "ready", "database": "ok", "cache": "ok", "catalog_invalidation": "listening"}
         before = summary_queries()
         for _ in range(5):
             r = await api.client.get("/api/health")

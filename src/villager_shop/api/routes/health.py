@@ -19,7 +19,9 @@ async def live() -> dict[str, str]:
 
 @router.get("/health/ready")
 async def ready(svc: Services) -> JSONResponse:
-    """200 when PostgreSQL answers (cache 'degraded' when Redis does not); 503 otherwise."""
+    """200 when PostgreSQL answers (cache "degraded" when Redis does not); 503 otherwise.
+    catalog_invalidation: "listening", "connecting", or "off: why" (changes by other programs then
+    served stale up to the cache TTL)."""
     status, body = await svc.health.ready()
     return JSONResponse(body, status_code=status)
 

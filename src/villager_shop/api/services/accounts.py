@@ -9,9 +9,9 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import tuple_row
-from psycopg_pool import AsyncConnectionPool
 
 from villager_shop.api import security
+from villager_shop.api.database import ShopPool
 from villager_shop.api.queries import load
 from villager_shop.core.errors import ConfigError, RefusedError, VillagerError
 
@@ -82,7 +82,7 @@ def set_password(conn: psycopg.Connection[Any], login: str, password: str, role:
     return user_id
 
 
-async def credentials_for_login(pool: AsyncConnectionPool[Any], login: str) -> tuple[uuid.UUID, str, int] | None:
+async def credentials_for_login(pool: ShopPool, login: str) -> tuple[uuid.UUID, str, int] | None:
     """(user id, password hash, token version) of the user whose email or phone is `login`."""
     async with pool.connection() as conn:
         cur = conn.cursor(row_factory=tuple_row)
@@ -97,7 +97,7 @@ async def credentials_for_login(pool: AsyncConnectionPool[Any], login: str) -> t
     return rows[0][0], rows[0][1], rows[0][2]
 
 
-async def user_for_token(pool: AsyncConnectionPool[Any], user_id: uuid.UUID, version: int) -> User | None:
+async def user_for_token(pool: ShopPool, user_id: uuid.UUID, version: int) -> User | None:
     async with pool.connection() as conn:
         cur = conn.cursor(row_factory=tuple_row)
         await cur.execute(

@@ -14,8 +14,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from psycopg.rows import tuple_row
-from psycopg_pool import AsyncConnectionPool
 
+from villager_shop.api.database import ShopPool
 from villager_shop.api.errors import BadRequest, clean_text
 from villager_shop.api.queries import load, sections
 from villager_shop.cache import CATALOG, Cache, params_digest
@@ -129,7 +129,7 @@ def listing_key(category: str | None, shop: uuid.UUID | None, q: str | None, lim
 
 
 class Catalog:
-    def __init__(self, pool: AsyncConnectionPool[Any], cache: Cache) -> None:
+    def __init__(self, pool: ShopPool, cache: Cache) -> None:
         self.pool = pool
         self.cache = cache
 

@@ -12,8 +12,9 @@ from decimal import Decimal
 from typing import Any
 
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
 
+from villager_shop.api.catalog_listener import ListenerState
+from villager_shop.api.database import ShopPool
 from villager_shop.cache import Cache
 from villager_shop.monitoring.metrics import DB_QUERIES
 
@@ -25,9 +26,11 @@ SCHEMA_PRESENT = ("SELECT to_regclass('public.product_variants') IS NOT NULL"
 
 
 class Health:
-    def __init__(self, pool: AsyncConnectionPool[Any], cache: Cache, metrics_ttl_s: float = 5.0) -> None:
+    def __init__(self, pool: ShopPool, cache: Cache, metrics_ttl_s: float = 5.0,
+                 listener: ListenerState | None = None) -> None:
         self.pool = pool
         self.cache = cache
+        self.listener = listener or ListenerState()
         self.metrics_ttl_s = metrics_ttl_s
         self._metrics: list[dict[str, Any]] | None = None
         self._metrics_at = 0.0
@@ -47,8 +50,11 @@ class Health:
     async def ready(self) -> tuple[int, dict[str, Any]]:
         db_state, cache_state = await asyncio.gather(self.database(), self.cache.ping())
         db_ok = db_state == "ok"
+        # The invalidation of other programs' writes does not decide readiness: without it the
+        # service answers correctly, only up to the cache TTL late for those writes.
         body = {"status": "ready" if db_ok else "not_ready", "database": db_state,
-                "cache": "ok" if cache_state == "connected" else cache_state}
+                "cache": "ok" if cache_state == "connected" else cache_state,
+                "catalog_invalidation": self.listener.describe()}
         return (200 if db_ok else 503), body
 
     async def metrics(self) -> list[dict[str, Any]]:

@@ -21,8 +21,8 @@ from typing import Any
 import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import tuple_row
-from psycopg_pool import AsyncConnectionPool
 
+from villager_shop.api.database import ShopPool
 from villager_shop.api.errors import BadRequest, Conflict, Forbidden, Invalid, NotFound
 from villager_shop.api.queries import sections
 from villager_shop.api.services.accounts import User
@@ -100,7 +100,7 @@ def _touched(rows: dict[uuid.UUID, tuple[Any, ...]]) -> set[uuid.UUID]:
 
 
 class Orders:
-    def __init__(self, pool: AsyncConnectionPool[Any], cache: Cache, delivery_fee: Decimal) -> None:
+    def __init__(self, pool: ShopPool, cache: Cache, delivery_fee: Decimal) -> None:
         self.pool = pool
         self.cache = cache
         self.delivery_fee = delivery_fee
@@ -125,7 +125,7 @@ class Orders:
     async def _place_once(self, user: User, items: dict[uuid.UUID, int],
                           idempotency_key: str | None) -> tuple[bytes, bool]:
         digest = request_hash(items)
-        async with self.pool.connection() as conn, conn.transaction():
+        async with self.pool.transaction() as conn:
             cur = conn.cursor(row_factory=tuple_row)
             if idempotency_key is not None:
                 # A concurrent request with the same key waits here until the first commits
@@ -233,7 +233,7 @@ class Orders:
     async def _set_status_once(self, user: User, order_id: uuid.UUID, status: str) -> bytes:
         restocked = cancelled = False
         touched: set[uuid.UUID] = set()
-        async with self.pool.connection() as conn, conn.transaction():
+        async with self.pool.transaction() as conn:
             cur = conn.cursor(row_factory=tuple_row)
             await cur.execute(
                 """SELECT o.status, s.owner_id, o.total FROM public.orders o JOIN public.shops s ON s.id = o.shop_id

@@ -11,8 +11,8 @@ from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg.rows import tuple_row
-from psycopg_pool import AsyncConnectionPool
 
+from villager_shop.api.database import ShopPool
 from villager_shop.api.errors import Conflict, Forbidden, Invalid, NotFound
 from villager_shop.api.services.accounts import User
 from villager_shop.api.services.catalog import catalog_parts, shown_changed, shown_parts
@@ -85,14 +85,14 @@ async def _lock_product(conn: AsyncConnection[Any], user: User, product_id: uuid
 
 
 class Products:
-    def __init__(self, pool: AsyncConnectionPool[Any], cache: Cache) -> None:
+    def __init__(self, pool: ShopPool, cache: Cache) -> None:
         self.pool = pool
         self.cache = cache
 
     async def create(self, user: User, *, shop_id: uuid.UUID, name: str, description: str | None,
                      category: str | None, price: Decimal, stock: int, is_available: bool,
                      variant_name: str = "Default") -> uuid.UUID:
-        async with self.pool.connection() as conn, conn.transaction():
+        async with self.pool.transaction() as conn:
             owner = await _shop_owner(conn, shop_id)
             if owner is None:
                 raise Invalid("no such shop")
@@ -114,7 +114,7 @@ class Products:
         return product_id
 
     async def update(self, user: User, product_id: uuid.UUID, changes: dict[str, Any]) -> None:
-        async with self.pool.connection() as conn, conn.transaction():
+        async with self.pool.transaction() as conn:
             slugs = {await _lock_product(conn, user, product_id)}
             sets: list[str] = []
             params: dict[str, Any] = {"id": product_id}
@@ -139,7 +139,7 @@ class Products:
         valid price and is quarantined) gets this one as its default: its price becomes the
         product's, on both sides. A product whose default variant exists but has no valid price
         takes no extra variant: that would sell it while the old application sees it unpriced."""
-        async with self.pool.connection() as conn, conn.transaction():
+        async with self.pool.transaction() as conn:
             slug = await _lock_product(conn, user, product_id)
             cur = conn.cursor(row_factory=tuple_row)
             await cur.execute(
@@ -176,7 +176,7 @@ class Products:
     async def update_variant(self, user: User, variant_id: uuid.UUID, changes: dict[str, Any]) -> uuid.UUID:
         """Change price/stock/is_active/name/sort_order; returns the product id. A default variant's
         price is also the product's base_price."""
-        async with self.pool.connection() as conn, conn.transaction():
+        async with self.pool.transaction() as conn:
             cur = conn.cursor(row_factory=tuple_row)
             await cur.execute("SELECT product_id FROM public.product_variants WHERE id = %s", (variant_id,))
             row = await cur.fetchone()
