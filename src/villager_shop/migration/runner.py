@@ -36,7 +36,8 @@ def make_context(url: str, settings: Settings, reporter: Reporter | None = None,
         url=url,
         conn=conn,
         policy=RetryPolicy(lock_timeout_ms=settings.villager_lock_timeout_ms,
-                           lock_slice_ms=settings.villager_lock_slice_ms),
+                           lock_slice_ms=settings.villager_lock_slice_ms,
+                           snapshot_wait_s=settings.villager_snapshot_wait_s),
         utf8=bool(enc and str(enc[0]).upper() in ("UTF8", "UTF-8")),
         batch_size=settings.villager_batch_size,
         batch_pause_ms=settings.villager_batch_pause_ms,
@@ -121,7 +122,7 @@ def _run_step(ctx: Context, step: Step, done: set[str]) -> dict[str, Any]:
     phase = PHASE_OF_STEP.get(step.phase, "expanding")
     if state.phase(ctx.conn) != phase:
         state.set_phase(ctx.conn, phase)
-    if step.name in done and (step.check(ctx) or step.phase == "analyze"):
+    if step.name in done and (step.advisory or step.check(ctx)):
         return {step.name: {"skipped": "already done"}}
     ctx.reporter.step_started(step.name, step.title)
     state.mark(ctx.conn, step.name, "running")
@@ -133,6 +134,13 @@ def _run_step(ctx: Context, step: Step, done: set[str]) -> dict[str, Any]:
             state.mark(ctx.conn, step.name, "failed", error=str(exc).splitlines()[0][:500] if str(exc) else
                        type(exc).__name__)
         raise
+    if not step.advisory and not step.check(ctx):
+        # An apply that returns is not proof: a statement can end without its effect (a concurrent
+        # index build that gave up leaves an INVALID index, or none).
+        why = (f"step {step.name} ran but its effect is not in place afterwards ({step.title}); it is"
+               " not recorded as done: see `villager-shop migrate status`, then run again")
+        state.mark(ctx.conn, step.name, "failed", error=why)
+        raise RefusedError(why)
     detail = {**detail, "seconds": round(time.perf_counter() - t0, 3)}
     state.mark(ctx.conn, step.name, "done", detail=detail)
     state.event(ctx.conn, step.name, "done", step.title, detail)
