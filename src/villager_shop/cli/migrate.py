@@ -14,12 +14,13 @@ from rich.table import Table
 from villager_shop.core.config import get_settings
 from villager_shop.core.db import connect
 from villager_shop.core.errors import RefusedError, VerificationFailed
-from villager_shop.embedded import database_url, session_database_url
+from villager_shop.embedded import database_url, direct_database_url, session_database_url
 from villager_shop.migration import complete as complete_mod
 from villager_shop.migration import guide, runner
 from villager_shop.migration import rollback as rollback_mod
 from villager_shop.migration import verify as verify_mod
 from villager_shop.migration.plan import build_plan, plan_sql
+from villager_shop.migration.preflight import refuse_row_security
 from villager_shop.migration.status import status as status_fn
 from villager_shop.migration.steps.base import Context
 
@@ -82,6 +83,9 @@ def plan(
     if sql:
         typer.echo(plan_sql(s.villager_lock_timeout_ms, steps))
         return
+    # The role that will migrate (the direct URL's), reading the catalog only.
+    with connect(direct_database_url(s), autocommit=True, application_name="villager-shop migrate plan") as conn:
+        refuse_row_security(conn)
     rows: list[dict[str, Any]] = [{"position": i, "name": st.name, "phase": st.phase, "title": st.title, "locks": st.locks(),
              "max_hold": HOLD.get(st.phase, ""), "reversible": st.reversible} for i, st in enumerate(steps, 1)]
     if as_json:

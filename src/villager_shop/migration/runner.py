@@ -19,6 +19,7 @@ from villager_shop.legacy.schema import LEGACY_TABLES
 from villager_shop.migration import state
 from villager_shop.migration.ddl import RetryPolicy, side_by_side
 from villager_shop.migration.plan import build_plan
+from villager_shop.migration.preflight import refuse_row_security
 from villager_shop.migration.steps.base import Context, Reporter, SilentReporter, Step
 from villager_shop.migration.steps.monitoring import ensure_pg_stat_statements
 
@@ -83,6 +84,7 @@ def run(ctx: Context, *, steps: list[Step] | None = None) -> dict[str, Any]:
     if missing:
         raise VillagerError(f"not a villager_shop database: tables {', '.join(missing)} are missing"
                             " (create them with `villager-shop legacy init`)")
+    refuse_row_security(ctx.conn)
     plan = steps or build_plan()
     summary: dict[str, Any] = {}
     with exclusive(ctx, "run the migration"):
@@ -96,6 +98,8 @@ def run(ctx: Context, *, steps: list[Step] | None = None) -> dict[str, Any]:
             reset(ctx)
         state.register_steps(ctx.conn, [s.name for s in plan])
         if state.get(ctx.conn, "run_started_at") is None:
+            # What rollback must give back: a table swap re-creates foreign keys and checks.
+            state.record_constraints(ctx.conn, LEGACY_TABLES)
             state.put(ctx.conn, "run_started_at", time.time())
         ensure_pg_stat_statements(ctx)
         done = {r.name for r in state.steps(ctx.conn) if r.status == "done"}
@@ -172,6 +176,7 @@ def reset(ctx: Context) -> None:
         ctx.conn.execute("DELETE FROM villager_migration.backfill")
         ctx.conn.execute("DELETE FROM villager_migration.backfill_retry")
         ctx.conn.execute("DELETE FROM villager_migration.quarantine")
-        ctx.conn.execute("DELETE FROM villager_migration.state WHERE key IN ('run_started_at', 'run_finished_at')")
+        ctx.conn.execute("DELETE FROM villager_migration.state WHERE key IN ('run_started_at', 'run_finished_at',"
+                         " %s)", (state.CONSTRAINTS_FOUND,))
         ctx.conn.execute("DELETE FROM villager_migration.state WHERE key LIKE 'rebuild:%'")
         state.event(ctx.conn, None, "reset", "new run after a rollback")

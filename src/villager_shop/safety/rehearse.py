@@ -43,6 +43,7 @@ from villager_shop.migration import runner, state
 from villager_shop.migration import status as status_mod
 from villager_shop.migration import verify as verify_mod
 from villager_shop.migration.plan import build_plan, plan_sql
+from villager_shop.migration.preflight import refuse_row_security
 from villager_shop.migration.steps.base import Reporter, SilentReporter
 from villager_shop.safety import baseline, dbops, manifest
 from villager_shop.safety.backup import create_backup, restore_into_new_database
@@ -248,6 +249,7 @@ def rehearse(url: str, settings: Settings, opts: RehearsalOptions, *, say: Say =
 
     with connection(url, autocommit=True, application_name="villager-shop rehearse") as conn:
         phase = state.phase(conn) if state.schema_exists(conn) else "not_started"  # read only
+        refuse_row_security(conn)  # the run would refuse it on staging, after the backup and restore
     if phase in ("migrated", "completing", "completed"):
         raise RefusedError(f"nothing to rehearse: this database is already migrated (phase {phase}); a rehearsal"
                            " runs the migration on a copy of a database it has not reached (`migrate status`"
