@@ -12,6 +12,7 @@ from typing import Any
 
 import psycopg
 
+from villager_shop.core.db import own_timeouts
 from villager_shop.core.errors import RefusedError
 from villager_shop.migration import state
 from villager_shop.migration.cutover import run_cut
@@ -81,8 +82,9 @@ def _after_cut(ctx: Context, summary: dict[str, Any]) -> dict[str, Any]:
 
     for d in Analyze().ddl():
         ctx.run(d, "complete")
-    state.put(ctx.conn, "completed_at", time.time())
-    state.set_phase(ctx.conn, "completed")
-    quarantined = int(ctx.scalar("SELECT count(*) FROM villager_migration.quarantine"))
+    with own_timeouts(ctx.conn):
+        state.put(ctx.conn, "completed_at", time.time())
+        state.set_phase(ctx.conn, "completed")
+        quarantined = int(ctx.scalar("SELECT count(*) FROM villager_migration.quarantine"))
     return {"phase": "completed", **summary, "dropped_columns": [f"{t}.{c}" for t, c in LEGACY_COLUMNS],
             "quarantined_rows_kept": quarantined}

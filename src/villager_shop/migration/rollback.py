@@ -16,6 +16,7 @@ from typing import Any
 
 from psycopg import sql
 
+from villager_shop.core.db import own_timeouts
 from villager_shop.core.errors import RefusedError
 from villager_shop.migration import state
 from villager_shop.migration.cutover import run_cut
@@ -34,13 +35,14 @@ SERVICE_SCHEMA = "villager_service"
 def new_only_rows(ctx: Context) -> dict[str, int]:
     """What exists only in the new structures (kept in the archive schema)."""
     out: dict[str, int] = {}
-    if ctx.scalar("SELECT to_regclass('public.product_variants') IS NOT NULL"):
-        out["non_default_variants"] = int(
-            ctx.scalar("SELECT count(*) FROM public.product_variants WHERE NOT is_default"))
-    if ctx.scalar("SELECT to_regclass('public.product_categories') IS NOT NULL"):
-        out["unused_categories"] = int(ctx.scalar(
-            "SELECT count(*) FROM public.product_categories c WHERE NOT EXISTS"
-            " (SELECT 1 FROM public.products p WHERE p.category_id = c.id)"))
+    with own_timeouts(ctx.conn):  # counting is not bound by the database's statement_timeout
+        if ctx.scalar("SELECT to_regclass('public.product_variants') IS NOT NULL"):
+            out["non_default_variants"] = int(
+                ctx.scalar("SELECT count(*) FROM public.product_variants WHERE NOT is_default"))
+        if ctx.scalar("SELECT to_regclass('public.product_categories') IS NOT NULL"):
+            out["unused_categories"] = int(ctx.scalar(
+                "SELECT count(*) FROM public.product_categories c WHERE NOT EXISTS"
+                " (SELECT 1 FROM public.products p WHERE p.category_id = c.id)"))
     return out
 
 
@@ -89,7 +91,7 @@ def rollback(ctx: Context) -> dict[str, Any]:
         for d in concurrent:
             ctx.run(d, "rollback")
         revalidated = _revalidate(ctx)
-        with ctx.conn.transaction():
+        with own_timeouts(ctx.conn):
             for step in plan:
                 if step.undo_ddl():
                     state.mark(ctx.conn, step.name, "undone")
@@ -97,8 +99,9 @@ def rollback(ctx: Context) -> dict[str, Any]:
             state.put(ctx.conn, "archive_schema", archive)
             state.put(ctx.conn, "created_pg_stat_statements", False)
             state.set_phase(ctx.conn, "rolled_back")
-        archived = {t: int(ctx.scalar(f"SELECT count(*) FROM {archive}.{t}"))
-                    for t in ARCHIVED if ctx.scalar("SELECT to_regclass(%s) IS NOT NULL", (f"{archive}.{t}",))}
+        with own_timeouts(ctx.conn):
+            archived = {t: int(ctx.scalar(f"SELECT count(*) FROM {archive}.{t}")) for t in ARCHIVED
+                        if ctx.scalar("SELECT to_regclass(%s) IS NOT NULL", (f"{archive}.{t}",))}
         return {"phase": "rolled_back", "archive_schema": archive, "archived_rows": archived,
                 "new_only_rows": kept, "cut": cut, "indexes_dropped": len(concurrent), "revalidated": revalidated}
 
