@@ -86,10 +86,12 @@ def plan(
     # The role that will migrate (the direct URL's), reading the catalog only.
     with connect(direct_database_url(s), autocommit=True, application_name="villager-shop migrate plan") as conn:
         refuse_row_security(conn)
+        found = complete_mod.legacy_column_dependents(conn)
     rows: list[dict[str, Any]] = [{"position": i, "name": st.name, "phase": st.phase, "title": st.title, "locks": st.locks(),
              "max_hold": HOLD.get(st.phase, ""), "reversible": st.reversible} for i, st in enumerate(steps, 1)]
     if as_json:
-        typer.echo(json.dumps({"lock_timeout_ms": s.villager_lock_timeout_ms, "steps": rows}, indent=2))
+        typer.echo(json.dumps({"lock_timeout_ms": s.villager_lock_timeout_ms, "steps": rows,
+                               "legacy_column_dependents": [d.to_dict() for d in found]}, indent=2))
         return
     table = Table("#", "step", "what", "locks", "at most", title="villager-shop migration plan")
     for r in rows:
@@ -97,6 +99,12 @@ def plan(
     console.print(table)
     console.print(f"lock_timeout {s.villager_lock_timeout_ms} ms on every blocking DDL, retried with backoff; "
                   "`migrate rollback` undoes every step until `migrate complete`.")
+    if found:
+        t = Table("object", "uses", title="objects that use legacy columns: `migrate complete` refuses until they are"
+                                          " dropped or changed")
+        for d in found:
+            t.add_row(d.object, ", ".join(d.columns))
+        console.print(t)
 
 
 @app.command()
