@@ -112,6 +112,8 @@ def run_once(conn: psycopg.Connection[Any], ddl: Ddl, lock_ms: int, stmt_ms: int
             conn.execute(ddl.sql.encode())
 
 
+# The snapshot budget is spread over this many builds, so that the operator hears who is in the
+# way (at each retry) well before the run gives up; with the defaults, one build per minute.
 SNAPSHOT_WAITS = 5
 
 
@@ -139,9 +141,10 @@ def build_concurrently(conn: psycopg.Connection[Any], build: Ddl, drop: Ddl, val
                              int((time.monotonic() - t0) * 1000))
             who = "; ".join(w for w in (snapshot_holders(conn, since), holders(conn)) if w)
             if waited_ms >= budget_ms or attempt >= policy.max_attempts:
-                if valid() is False:
+                if valid() is False:  # one short try: the next run drops it before building anyway
                     with contextlib.suppress(psycopg.Error, LockRetriesExhausted):
-                        execute(conn, drop, replace(policy, max_attempts=1))
+                        execute(conn, drop, replace(policy, max_attempts=1,
+                                                    gentle_lock_timeout_ms=min(policy.gentle_lock_timeout_ms, 5000)))
                 raise LockRetriesExhausted(
                     f"gave up on {first_line(build.sql)} after waiting {waited_ms / 1000:.0f} s for older"
                     f" transactions to end; {who or 'a long transaction may be in the way'}; end them (or let"
