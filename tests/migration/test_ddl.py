@@ -61,6 +61,7 @@ def test_a_ddl_that_gives_up_names_the_transaction_in_its_way(legacy_db: str) ->
         with pytest.raises(LockRetriesExhausted) as info:
             execute(ddl_conn, Ddl("ALTER TABLE users ADD COLUMN probe integer", "ACCESS EXCLUSIVE on users"), policy)
         assert f"pid {pid} (idle in transaction" in str(info.value) and "users" in str(info.value), str(info.value)
+        assert info.value.exit_code == 4  # gave up rather than go on unsafely
     finally:
         holder.close()
         ddl_conn.close()

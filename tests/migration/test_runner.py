@@ -10,6 +10,7 @@ import psycopg
 import pytest
 
 from tests.helpers import settings_for
+from villager_shop.core.errors import RefusedError
 from villager_shop.migration.runner import make_context, run
 from villager_shop.migration.steps.base import Context, Step
 from villager_shop.migration.steps.schema_objects import StateSchema
@@ -29,6 +30,21 @@ class Probe(Step):
             raise RuntimeError(f"{self.name} failed on purpose")
         ctx.conn.execute("UPDATE probe_log SET ended = clock_timestamp() WHERE name = %s", (self.name,))
         return {}
+
+    def check(self, ctx: Context) -> bool:
+        return bool(ctx.scalar("SELECT ended IS NOT NULL FROM probe_log WHERE name = %s", (self.name,)))
+
+
+class Hollow(Step):
+    """Runs without an error and leaves nothing behind (a build that was dropped, say)."""
+
+    name, title = "hollow", "a step whose effect never appears"
+
+    def apply(self, ctx: Context) -> dict[str, Any]:
+        return {}
+
+    def check(self, ctx: Context) -> bool:
+        return False
 
 
 def _run(url: str, steps: list[Step], workers: int = 2) -> None:
@@ -81,6 +97,17 @@ def test_a_failing_step_stops_the_group_and_is_marked_failed(probe_db: str) -> N
     assert status["b1"] == "failed" and "b2" not in log, (status, log)
     assert log["a1"][1] is not None and status["a1"] == "done", (status, log)  # the running step ended
     assert "c3" not in log, log  # nothing new started after the failure
+
+
+def test_a_step_whose_check_fails_after_it_ran_is_marked_failed_and_the_run_refuses(probe_db: str) -> None:
+    with pytest.raises(RefusedError, match="hollow") as info:
+        _run(probe_db, [Probe("a1", "a", 0.01), Hollow(), Probe("b1", "b", 0.01)])
+    assert info.value.exit_code == 4
+    with psycopg.connect(probe_db) as c:
+        status = dict(c.execute("SELECT name, status FROM villager_migration.steps").fetchall())
+        phase = c.execute("SELECT value #>> '{}' FROM villager_migration.state WHERE key = 'phase'").fetchone()
+    assert status["a1"] == "done" and status["hollow"] == "failed" and status["b1"] == "pending", status
+    assert phase != ("migrated",), phase
 
 
 def test_every_new_column_and_table_is_created_with_its_sync_triggers() -> None:

@@ -137,10 +137,12 @@ def test_quarantine_over_threshold_is_no_go_and_keep_keeps_staging(shop: Any, pg
 
 def test_a_name_clash_in_the_live_database_is_no_go(shop: Any, pg_admin_url: str, tmp_path: Path) -> None:
     """A table named like one the migration creates (someone's old `addresses`): the migration cannot
-    take it over; the rehearsal finds it before production does."""
+    take it over; the rehearsal finds it before production does. It also lists the operator's view
+    on a legacy column, which `complete` would refuse to break."""
     url = shop(0.05)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("CREATE TABLE public.addresses (id serial PRIMARY KEY, street text NOT NULL)")
+        conn.execute("CREATE VIEW public.v_categories AS SELECT DISTINCT category FROM products")
     res = _rehearse(url, tmp_path)
     assert res.returncode == 5
     err_lines = [ln for ln in res.stderr.splitlines() if ln.startswith("error: ")]
@@ -151,6 +153,9 @@ def test_a_name_clash_in_the_live_database_is_no_go(shop: Any, pg_admin_url: str
     assert any(r.startswith("verify failed") for r in report["reasons"])
     assert "table_addresses" in res.stdout
     assert not report["projection"]["complete"]
+    assert report["legacy_column_dependents"] == [{"object": "view public.v_categories",
+                                                   "columns": ["products.category"]}]
+    assert any("view public.v_categories (products.category)" in n for n in report["notes"]), report["notes"]
     html = (tmp_path / "report" / "report.html").read_text()
     assert 'data-name="table_addresses" data-status="failed"' in html
     name = name_of(url)

@@ -107,7 +107,7 @@ def _running_step(conn: psycopg.Connection[Any]) -> str | None:
     from villager_shop.migration import state
     from villager_shop.migration.status import status
 
-    rows = [r for r in state.steps(conn) if r.status in ("running", "failed") and r.started_at is not None]
+    rows = [r for r in state.steps(conn) if r.status in ("running", "interrupted", "failed") and r.started_at is not None]
     if not rows:
         return None
     latest = max(r.started_at for r in rows if r.started_at is not None)

@@ -15,13 +15,14 @@ from rich.table import Table
 from villager_shop.core.config import get_settings
 from villager_shop.core.db import connect
 from villager_shop.core.errors import RefusedError, VerificationFailed
-from villager_shop.embedded import database_url, session_database_url
+from villager_shop.embedded import database_url, direct_database_url, session_database_url
 from villager_shop.migration import complete as complete_mod
 from villager_shop.migration import control as control_mod
 from villager_shop.migration import guide, runner
 from villager_shop.migration import rollback as rollback_mod
 from villager_shop.migration import verify as verify_mod
 from villager_shop.migration.plan import build_plan, plan_sql
+from villager_shop.migration.preflight import refuse_row_security
 from villager_shop.migration.status import status as status_fn
 from villager_shop.migration.steps.base import Context
 
@@ -84,10 +85,15 @@ def plan(
     if sql:
         typer.echo(plan_sql(s.villager_lock_timeout_ms, steps))
         return
+    # The role that will migrate (the direct URL's), reading the catalog only.
+    with connect(direct_database_url(s), autocommit=True, application_name="villager-shop migrate plan") as conn:
+        refuse_row_security(conn)
+        found = complete_mod.legacy_column_dependents(conn)
     rows: list[dict[str, Any]] = [{"position": i, "name": st.name, "phase": st.phase, "title": st.title, "locks": st.locks(),
              "max_hold": HOLD.get(st.phase, ""), "reversible": st.reversible} for i, st in enumerate(steps, 1)]
     if as_json:
-        typer.echo(json.dumps({"lock_timeout_ms": s.villager_lock_timeout_ms, "steps": rows}, indent=2))
+        typer.echo(json.dumps({"lock_timeout_ms": s.villager_lock_timeout_ms, "steps": rows,
+                               "legacy_column_dependents": [d.to_dict() for d in found]}, indent=2))
         return
     table = Table("#", "step", "what", "locks", "at most", title="villager-shop migration plan")
     for r in rows:
@@ -95,6 +101,12 @@ def plan(
     console.print(table)
     console.print(f"lock_timeout {s.villager_lock_timeout_ms} ms on every blocking DDL, retried with backoff; "
                   "`migrate rollback` undoes every step until `migrate complete`.")
+    if found:
+        t = Table("object", "uses", title="objects that use legacy columns: `migrate complete` refuses until they are"
+                                          " dropped or changed")
+        for d in found:
+            t.add_row(d.object, ", ".join(d.columns))
+        console.print(t)
 
 
 @app.command()

@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     villager_lock_timeout_ms: int = Field(default=500, ge=10, le=60_000, description="lock_timeout for every DDL")
     villager_lock_slice_ms: int = Field(default=50, ge=1, le=60_000,
                                         description="a DDL waits for its lock in slices this long")
+    villager_snapshot_wait_s: float = Field(
+        default=300, ge=0.1, le=86_400,
+        description="how long, in all, a concurrent index build may wait for older transactions to end before "
+                    "the run gives up naming them")
     villager_batch_size: int = Field(default=2000, ge=10, le=1_000_000, description="backfill batch rows (max)")
     villager_target_batch_ms: int = Field(default=50, ge=5, le=10_000, description="adaptive batch target")
     villager_backfill_workers: int = Field(default=2, ge=1, le=16, description="parallel parts per table")

@@ -60,6 +60,25 @@ def connection(url: str, **kwargs: Any) -> Iterator[psycopg.Connection[Any]]:
         conn.close()
 
 
+# Through pg_settings, so that a setting this server does not have (transaction_timeout before 17) is skipped.
+OWN_TIMEOUTS = """
+SELECT set_config(name, CASE name WHEN 'statement_timeout' THEN %s WHEN 'lock_timeout' THEN %s ELSE '0' END, true)
+  FROM pg_settings
+ WHERE name IN ('statement_timeout', 'lock_timeout', 'idle_in_transaction_session_timeout', 'transaction_timeout')
+"""
+
+
+@contextmanager
+def own_timeouts(conn: psycopg.Connection[Any], *, statement_ms: int = 0, lock_ms: int = 0) -> Iterator[None]:
+    """A transaction (a savepoint inside one) whose statements run under the caller's timeouts, not
+    under a statement_timeout, lock_timeout, idle_in_transaction_session_timeout or (PostgreSQL 17+)
+    transaction_timeout that the database or role sets for applications. Transaction-local (set_config(..., true)): nothing outlives it,
+    so it is safe on a pooler's shared connection too."""
+    with conn.transaction():
+        conn.execute(OWN_TIMEOUTS, (f"{int(statement_ms)}ms", f"{int(lock_ms)}ms"))
+        yield
+
+
 def server_version_num(conn: psycopg.Connection[Any]) -> int:
     return int(conn.info.server_version)
 

@@ -76,6 +76,14 @@ def describe(exc: BaseException) -> tuple[str, int]:
     """Return (one-line message, exit code) for any exception."""
     if isinstance(exc, VillagerError):
         return _one_line(str(exc)), exc.exit_code
+    # Subclasses of OperationalError, yet the server is up: a timeout of the database's or role's
+    # (or an operator's pg_cancel_backend) ended one statement or transaction.
+    if isinstance(exc, psycopg.errors.QueryCanceled):
+        return _one_line(f"a statement was cancelled (statement_timeout, or cancelled by an operator): {exc}"), 1
+    if isinstance(exc, psycopg.errors.LockNotAvailable):
+        return _one_line(f"a lock was not granted in time (lock_timeout): {exc}"), 1
+    if isinstance(exc, psycopg.errors.IdleInTransactionSessionTimeout):
+        return _one_line(f"the server ended an idle transaction (idle_in_transaction_session_timeout): {exc}"), 1
     if isinstance(exc, psycopg.OperationalError):
         return _one_line(f"database unavailable: {exc}"), ServerUnavailable.exit_code
     if isinstance(exc, psycopg.Error):

@@ -499,7 +499,8 @@ def walk_settings(conn: psycopg.Connection[Any], ctx: Context) -> bytes:
     - `synchronous_commit` off: a crash may lose the last few batches' commits, and their cursor
       moves with them, so the resumed run redoes exactly those batches;
     - `lock_timeout` of one batch target, not the DDL's (an application write queued behind us
-      must never wait longer than a batch), and a 60 s statement bound;
+      must never wait longer than a batch), and a 60 s statement bound (not the database's or
+      role's, nor its idle_in_transaction_session_timeout);
     - `session_replication_role = replica` where the role may (superuser, or granted SET on it):
       no triggers nor rules fire for our writes. Our sync triggers skip them already; what this
       saves is the foreign-key check of every default variant we insert, as costly as the insert.
@@ -507,7 +508,8 @@ def walk_settings(conn: psycopg.Connection[Any], ctx: Context) -> bytes:
       deleted before we commit. Without the privilege, the checks simply run."""
     lock_ms = int(min(ctx.policy.lock_timeout_ms, max(10, ctx.target_batch_ms)))
     sets = ["set_config('villager.backfill', 'on', true)", "set_config('synchronous_commit', 'off', true)",
-            f"set_config('lock_timeout', '{lock_ms}ms', true)", "set_config('statement_timeout', '60s', true)"]
+            f"set_config('lock_timeout', '{lock_ms}ms', true)", "set_config('statement_timeout', '60s', true)",
+            "set_config('idle_in_transaction_session_timeout', '0', true)"]
     try:
         with conn.transaction():
             conn.execute("SELECT set_config('session_replication_role', 'replica', true)")

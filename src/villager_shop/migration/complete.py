@@ -1,6 +1,7 @@
 """The contract step (the guide's post-migration cleanup), done only when it is safe (SPEC
-defect 11): verification passes now, and no old application instance is still writing the legacy
-columns (the sync triggers count such writes in a sequence; we watch it for a quiet period).
+defect 11): no object of the operator's uses a legacy column (dependents.py), verification passes
+now, and no old application instance is still writing the legacy columns (the sync triggers count
+such writes in a sequence; we watch it for a quiet period).
 Then one short transaction drops the sync triggers and the legacy columns; autovacuum settings
 and ANALYZE follow. Afterwards rollback is refused."""
 
@@ -12,8 +13,9 @@ from typing import Any
 
 import psycopg
 
+from villager_shop.core.db import own_timeouts
 from villager_shop.core.errors import RefusedError
-from villager_shop.migration import state
+from villager_shop.migration import dependents, state
 from villager_shop.migration.cutover import run_cut
 from villager_shop.migration.ddl import Ddl
 from villager_shop.migration.runner import exclusive
@@ -24,6 +26,11 @@ from villager_shop.migration.verify import verify
 
 LEGACY_COLUMNS = (("users", "house_number"), ("shops", "house_number"), ("products", "category"),
                   ("products", "price"), ("products", "stock"))
+
+
+def legacy_column_dependents(conn: psycopg.Connection[Any]) -> list[dependents.Dependent]:
+    """The operator's objects that would block the drop of the legacy columns, or vanish with them."""
+    return dependents.find(conn, LEGACY_COLUMNS)
 
 
 def legacy_writes(ctx: Context) -> int:
@@ -43,6 +50,10 @@ def complete(ctx: Context, *, quiet_seconds: float = 5.0) -> dict[str, Any]:
         if phase != "migrated":
             raise RefusedError(f"complete refused: the migration is in phase {phase!r}; "
                                "`villager-shop migrate run` must finish first")
+        found = legacy_column_dependents(ctx.conn)
+        if found:
+            raise RefusedError(dependents.summary(found, "complete") + "; drop or change them first (`migrate plan`"
+                               " lists them); nothing was changed")
         report = verify(ctx.conn)
         if not report.ok:
             bad = "; ".join(f"{c.name} ({c.detail or c.count})" for c in report.failures()[:4])
@@ -81,8 +92,9 @@ def _after_cut(ctx: Context, summary: dict[str, Any]) -> dict[str, Any]:
 
     for d in Analyze().ddl():
         ctx.run(d, "complete")
-    state.put(ctx.conn, "completed_at", time.time())
-    state.set_phase(ctx.conn, "completed")
-    quarantined = int(ctx.scalar("SELECT count(*) FROM villager_migration.quarantine"))
+    with own_timeouts(ctx.conn):
+        state.put(ctx.conn, "completed_at", time.time())
+        state.set_phase(ctx.conn, "completed")
+        quarantined = int(ctx.scalar("SELECT count(*) FROM villager_migration.quarantine"))
     return {"phase": "completed", **summary, "dropped_columns": [f"{t}.{c}" for t, c in LEGACY_COLUMNS],
             "quarantined_rows_kept": quarantined}

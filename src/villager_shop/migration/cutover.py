@@ -12,6 +12,7 @@ from typing import Any
 
 from psycopg import errors, sql
 
+from villager_shop.core.db import OWN_TIMEOUTS
 from villager_shop.migration.ddl import RETRYABLE, LockRetriesExhausted
 from villager_shop.migration.steps.base import Context
 
@@ -35,8 +36,7 @@ def run_cut(ctx: Context, statements: list[str], what: str) -> dict[str, Any]:
         try:
             with ctx.conn.transaction():
                 # Wait for the locks in slices (see ddl.RetryPolicy.lock_slice_ms).
-                ctx.conn.execute(f"SET LOCAL lock_timeout = {int(slice_ms)}")
-                ctx.conn.execute(f"SET LOCAL statement_timeout = {int(policy.statement_timeout_ms)}")
+                ctx.conn.execute(OWN_TIMEOUTS, (f"{int(policy.statement_timeout_ms)}ms", f"{int(slice_ms)}ms"))
                 tables = existing(ctx)
                 ctx.conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(
                     sql.SQL(", ").join(sql.Identifier("public", t) for t in tables)))

@@ -9,25 +9,26 @@ application query, and restarting them throws work away.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 import time
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import psycopg
 from psycopg import errors
 
-from villager_shop.core.errors import VillagerError
+from villager_shop.core.errors import RefusedError
 
 T = TypeVar("T")
 
 RETRYABLE = (errors.LockNotAvailable, errors.DeadlockDetected, errors.SerializationFailure)
 
 
-class LockRetriesExhausted(VillagerError):
-    exit_code = 6
+class LockRetriesExhausted(RefusedError):
+    """Gave up waiting rather than go on unsafely (queueing for good in front of the application)."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,9 @@ class RetryPolicy:
     # application queries queued behind it are held for one slice at most, not the whole lock_timeout.
     lock_slice_ms: int = 50
     gentle_lock_timeout_ms: int = 60_000
+    # How long a concurrent index build may wait, in all, for older transactions (and their
+    # snapshots) to end: each failed wait throws the build away, so it must end somewhere.
+    snapshot_wait_s: float = 300.0
     statement_timeout_ms: int = 60_000
     max_attempts: int = 60
     base_delay_s: float = 0.05
@@ -69,22 +73,7 @@ def execute(conn: psycopg.Connection[Any], ddl: Ddl, policy: RetryPolicy,
     attempt, waited_ms = 1, 0
     while True:
         try:
-            if ddl.concurrent:
-                # Outside a transaction block, so session settings, reset right after (this is a
-                # direct connection of our own: no other client ever sees them).
-                conn.execute(f"SET lock_timeout = {int(slice_ms)}")
-                conn.execute(f"SET statement_timeout = {int(stmt_ms)}")
-                try:
-                    conn.execute(ddl.sql.encode())
-                finally:
-                    if not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
-                        conn.execute("RESET lock_timeout")
-                        conn.execute("RESET statement_timeout")
-            else:
-                with conn.transaction():
-                    conn.execute("SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
-                                 (f"{int(slice_ms)}ms", f"{int(stmt_ms)}ms"))
-                    conn.execute(ddl.sql.encode())
+            run_once(conn, ddl, slice_ms, stmt_ms)
             return attempt
         except RETRYABLE as exc:
             waited_ms += slice_ms
@@ -100,6 +89,103 @@ def execute(conn: psycopg.Connection[Any], ddl: Ddl, policy: RetryPolicy,
                 ) from exc
             time.sleep(policy.delay(attempt))
             attempt, waited_ms = attempt + 1, 0
+
+
+def run_once(conn: psycopg.Connection[Any], ddl: Ddl, lock_ms: int, stmt_ms: int) -> None:
+    """One attempt of `ddl` under these timeouts (0: none), whatever the database or role sets."""
+    if ddl.concurrent:
+        # Outside a transaction block, so session settings, reset right after (this is a
+        # direct connection of our own: no other client ever sees them).
+        conn.execute(f"SET lock_timeout = {int(lock_ms)}")
+        conn.execute(f"SET statement_timeout = {int(stmt_ms)}")
+        try:
+            conn.execute(ddl.sql.encode())
+        finally:
+            if not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+                conn.execute("RESET lock_timeout")
+                conn.execute("RESET statement_timeout")
+    else:
+        with conn.transaction():
+            conn.execute("SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true),"
+                         " set_config('idle_in_transaction_session_timeout', '0', true)",
+                         (f"{int(lock_ms)}ms", f"{int(stmt_ms)}ms"))
+            conn.execute(ddl.sql.encode())
+
+
+# The snapshot budget is spread over this many builds, so that the operator hears who is in the
+# way (at each retry) well before the run gives up; with the defaults, one build per minute.
+SNAPSHOT_WAITS = 5
+
+
+def build_concurrently(conn: psycopg.Connection[Any], build: Ddl, drop: Ddl, valid: Callable[[], bool | None],
+                       policy: RetryPolicy, on_retry: Callable[[int, BaseException, str], None] | None = None) -> int:
+    """Build an index CONCURRENTLY until it is valid; returns the number of builds.
+
+    The build ends by waiting for every transaction whose snapshot is older than it, and a wait
+    that times out leaves an INVALID index behind (which IF NOT EXISTS would then accept). So an
+    INVALID index is dropped CONCURRENTLY before each build; the waits add up to at most
+    `snapshot_wait_s` (in up to SNAPSHOT_WAITS builds, each retry naming who is in the way), and
+    then the build gives up saying who."""
+    budget_ms = max(1, int(policy.snapshot_wait_s * 1000))
+    waited_ms, attempt = 0, 1
+    while True:
+        if valid() is False:
+            execute(conn, drop, policy)
+        since = conn.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
+        lock_ms = max(1, min(policy.gentle_lock_timeout_ms, -(-budget_ms // SNAPSHOT_WAITS), budget_ms - waited_ms))
+        t0 = time.monotonic()
+        try:
+            run_once(conn, build, lock_ms, 0)
+        except RETRYABLE as exc:
+            waited_ms += max(lock_ms if isinstance(exc, errors.LockNotAvailable) else 0,
+                             int((time.monotonic() - t0) * 1000))
+            who = "; ".join(w for w in (snapshot_holders(conn, since), holders(conn)) if w)
+            if waited_ms >= budget_ms or attempt >= policy.max_attempts:
+                if valid() is False:  # one short try: the next run drops it before building anyway
+                    with contextlib.suppress(psycopg.Error, LockRetriesExhausted):
+                        execute(conn, drop, replace(policy, max_attempts=1,
+                                                    gentle_lock_timeout_ms=min(policy.gentle_lock_timeout_ms, 5000)))
+                raise LockRetriesExhausted(
+                    f"gave up on {first_line(build.sql)} after waiting {waited_ms / 1000:.0f} s for older"
+                    f" transactions to end; {who or 'a long transaction may be in the way'}; end them (or let"
+                    " them finish) and run again") from exc
+            if on_retry:
+                on_retry(attempt, exc, who)
+            time.sleep(policy.delay(attempt))
+            attempt += 1
+            continue
+        if valid() is True:
+            return attempt
+        attempt += 1  # a build that ended without a valid index (an IF NOT EXISTS that met an INVALID one)
+        if attempt > policy.max_attempts:
+            raise LockRetriesExhausted(f"{first_line(build.sql)} did not leave a valid index after"
+                                       f" {policy.max_attempts} builds")
+
+
+# Sessions of this database whose transaction (and snapshot) began before `since`: what a
+# concurrent index build started then waits for before it may end. Autovacuum is never waited for.
+SNAPSHOT_HOLDERS = """
+SELECT a.pid, coalesce(nullif(a.application_name, ''), '?'), coalesce(a.state, '?'),
+       round(extract(epoch FROM now() - a.xact_start))::bigint, a.query_start
+  FROM pg_stat_activity a
+ WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
+   AND a.xact_start < %s AND (a.backend_xmin IS NOT NULL OR a.backend_xid IS NOT NULL)
+   AND a.backend_type NOT IN ('autovacuum worker', 'autovacuum launcher')
+ ORDER BY a.xact_start
+ LIMIT 3"""
+
+
+def snapshot_holders(conn: psycopg.Connection[Any], since: Any) -> str:
+    """The oldest transactions that began before `since` and still hold a snapshot or a
+    transaction id; empty when none or not visible to this role."""
+    try:
+        rows = conn.execute(SNAPSHOT_HOLDERS, (since,)).fetchall()
+    except psycopg.Error:
+        return ""
+    return "; ".join(f"pid {pid} ({app!r}, {state}, transaction open {age} s, last query started"
+                     f" {started:%H:%M:%S}) holds an older snapshot" if started else
+                     f"pid {pid} ({app!r}, {state}, transaction open {age} s) holds an older snapshot"
+                     for pid, app, state, age, started in rows)
 
 
 HOLDERS = """

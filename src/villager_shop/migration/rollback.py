@@ -5,7 +5,8 @@ Order (SPEC defect 12): 1) one short transaction drops the sync triggers, the ne
 new columns and moves the new tables into an archive schema (nothing the new application wrote is
 deleted: rows that have no legacy form, such as extra variants, stay there for inspection); the
 old application never sees a half-state. 2) then the remaining new indexes on legacy tables are
-dropped CONCURRENTLY (outside any transaction). After `complete` there is no rollback: the legacy
+dropped CONCURRENTLY (outside any transaction), and every legacy constraint that was validated
+before the run and is not now is validated again. After `complete` there is no rollback: the legacy
 columns are gone, and only a restore from backup (which loses later writes) could go back."""
 
 from __future__ import annotations
@@ -13,9 +14,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from psycopg import sql
+
+from villager_shop.core.db import own_timeouts
 from villager_shop.core.errors import RefusedError
 from villager_shop.migration import state
 from villager_shop.migration.cutover import run_cut
+from villager_shop.migration.ddl import Ddl
 from villager_shop.migration.plan import build_plan
 from villager_shop.migration.runner import exclusive
 from villager_shop.migration.steps.base import Context
@@ -30,13 +35,14 @@ SERVICE_SCHEMA = "villager_service"
 def new_only_rows(ctx: Context) -> dict[str, int]:
     """What exists only in the new structures (kept in the archive schema)."""
     out: dict[str, int] = {}
-    if ctx.scalar("SELECT to_regclass('public.product_variants') IS NOT NULL"):
-        out["non_default_variants"] = int(
-            ctx.scalar("SELECT count(*) FROM public.product_variants WHERE NOT is_default"))
-    if ctx.scalar("SELECT to_regclass('public.product_categories') IS NOT NULL"):
-        out["unused_categories"] = int(ctx.scalar(
-            "SELECT count(*) FROM public.product_categories c WHERE NOT EXISTS"
-            " (SELECT 1 FROM public.products p WHERE p.category_id = c.id)"))
+    with own_timeouts(ctx.conn):  # counting is not bound by the database's statement_timeout
+        if ctx.scalar("SELECT to_regclass('public.product_variants') IS NOT NULL"):
+            out["non_default_variants"] = int(
+                ctx.scalar("SELECT count(*) FROM public.product_variants WHERE NOT is_default"))
+        if ctx.scalar("SELECT to_regclass('public.product_categories') IS NOT NULL"):
+            out["unused_categories"] = int(ctx.scalar(
+                "SELECT count(*) FROM public.product_categories c WHERE NOT EXISTS"
+                " (SELECT 1 FROM public.products p WHERE p.category_id = c.id)"))
     return out
 
 
@@ -84,7 +90,8 @@ def rollback(ctx: Context) -> dict[str, Any]:
         cut = run_cut(ctx, statements, "rollback")
         for d in concurrent:
             ctx.run(d, "rollback")
-        with ctx.conn.transaction():
+        revalidated = _revalidate(ctx)
+        with own_timeouts(ctx.conn):
             for step in plan:
                 if step.undo_ddl():
                     state.mark(ctx.conn, step.name, "undone")
@@ -92,10 +99,35 @@ def rollback(ctx: Context) -> dict[str, Any]:
             state.put(ctx.conn, "archive_schema", archive)
             state.put(ctx.conn, "created_pg_stat_statements", False)
             state.set_phase(ctx.conn, "rolled_back")
-        archived = {t: int(ctx.scalar(f"SELECT count(*) FROM {archive}.{t}"))
-                    for t in ARCHIVED if ctx.scalar("SELECT to_regclass(%s) IS NOT NULL", (f"{archive}.{t}",))}
+        with own_timeouts(ctx.conn):
+            archived = {t: int(ctx.scalar(f"SELECT count(*) FROM {archive}.{t}")) for t in ARCHIVED
+                        if ctx.scalar("SELECT to_regclass(%s) IS NOT NULL", (f"{archive}.{t}",))}
         return {"phase": "rolled_back", "archive_schema": archive, "archived_rows": archived,
-                "new_only_rows": kept, "cut": cut, "indexes_dropped": len(concurrent)}
+                "new_only_rows": kept, "cut": cut, "indexes_dropped": len(concurrent), "revalidated": revalidated}
+
+
+def _revalidate(ctx: Context) -> list[str]:
+    """Every legacy constraint that was validated when the run started, and is NOT VALID now, is
+    validated again: a table swap re-creates foreign keys and checks NOT VALID and validates them
+    right after, so a run that stopped in between leaves them unvalidated (the planner then ignores
+    them, and a later dump restores them NOT VALID). VALIDATE takes SHARE UPDATE EXCLUSIVE: reads
+    and writes go on."""
+    wanted = {(t, n) for t, n, valid in state.recorded_constraints(ctx.conn) if valid}
+    for key in ctx.conn.execute("SELECT key, value -> 'validate' FROM villager_migration.state"
+                                " WHERE key LIKE 'rebuild:%'").fetchall():
+        wanted |= {(key[0].split(":", 1)[1], str(n)) for n in key[1] or []}
+    done = []
+    for table, name in sorted(wanted):
+        row = ctx.conn.execute("SELECT convalidated FROM pg_constraint WHERE conrelid = to_regclass(%s)"
+                               " AND conname = %s", (f"public.{table}", name)).fetchone()
+        if row is None or row[0]:
+            continue
+        stmt = sql.SQL("ALTER TABLE {} VALIDATE CONSTRAINT {}").format(sql.Identifier("public", table),
+                                                                       sql.Identifier(name))
+        ctx.run(Ddl(stmt.as_string(ctx.conn), f"SHARE UPDATE EXCLUSIVE on {table} (reads and writes go on)",
+                    gentle=True), "rollback")
+        done.append(f"{table}.{name}")
+    return done
 
 
 def _archive_schema(schema: str, archive: str) -> str:

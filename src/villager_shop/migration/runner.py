@@ -19,6 +19,7 @@ from villager_shop.legacy.schema import LEGACY_TABLES
 from villager_shop.migration import state
 from villager_shop.migration.ddl import RetryPolicy, side_by_side
 from villager_shop.migration.plan import build_plan
+from villager_shop.migration.preflight import refuse_row_security
 from villager_shop.migration.steps.base import Context, Reporter, SilentReporter, Step
 from villager_shop.migration.steps.monitoring import ensure_pg_stat_statements
 from villager_shop.migration.throttle import Limits, Throttle
@@ -37,7 +38,8 @@ def make_context(url: str, settings: Settings, reporter: Reporter | None = None,
         url=url,
         conn=conn,
         policy=RetryPolicy(lock_timeout_ms=settings.villager_lock_timeout_ms,
-                           lock_slice_ms=settings.villager_lock_slice_ms),
+                           lock_slice_ms=settings.villager_lock_slice_ms,
+                           snapshot_wait_s=settings.villager_snapshot_wait_s),
         utf8=bool(enc and str(enc[0]).upper() in ("UTF8", "UTF-8")),
         batch_size=settings.villager_batch_size,
         batch_pause_ms=settings.villager_batch_pause_ms,
@@ -90,6 +92,7 @@ def run(ctx: Context, *, steps: list[Step] | None = None) -> dict[str, Any]:
     if missing:
         raise VillagerError(f"not a villager_shop database: tables {', '.join(missing)} are missing"
                             " (create them with `villager-shop legacy init`)")
+    refuse_row_security(ctx.conn)
     plan = steps or build_plan()
     summary: dict[str, Any] = {}
     with exclusive(ctx, "run the migration"):
@@ -103,22 +106,26 @@ def run(ctx: Context, *, steps: list[Step] | None = None) -> dict[str, Any]:
             reset(ctx)
         state.register_steps(ctx.conn, [s.name for s in plan])
         if state.get(ctx.conn, "run_started_at") is None:
+            # What rollback must give back: a table swap re-creates foreign keys and checks.
+            state.record_constraints(ctx.conn, LEGACY_TABLES)
             state.put(ctx.conn, "run_started_at", time.time())
         ensure_pg_stat_statements(ctx)
         done = {r.name for r in state.steps(ctx.conn) if r.status == "done"}
-        i = 0
-        while i < len(plan):
-            j = i + 1
-            while plan[i].side_by_side and j < len(plan) and plan[j].side_by_side:
-                j += 1
-            if j - i > 1 and ctx.backfill_workers > 1:
-                summary.update(_run_side_by_side(ctx, plan[i:j], done))
-            else:
+        try:
+            i = 0
+            while i < len(plan):
                 j = i + 1
-                summary.update(_run_step(ctx, plan[i], done))
-            i = j
-        if ctx.throttle:
-            ctx.throttle.close()
+                while plan[i].side_by_side and j < len(plan) and plan[j].side_by_side:
+                    j += 1
+                if j - i > 1 and ctx.backfill_workers > 1:
+                    summary.update(_run_side_by_side(ctx, plan[i:j], done))
+                else:
+                    j = i + 1
+                    summary.update(_run_step(ctx, plan[i], done))
+                i = j
+        finally:
+            if ctx.throttle:  # what status shows of the throttle must not outlive the run
+                ctx.throttle.close()
         state.put(ctx.conn, "run_finished_at", time.time())
         state.set_phase(ctx.conn, "migrated")
         # The backfill's own writes notified nobody: one notification for all of them.
@@ -131,7 +138,7 @@ def _run_step(ctx: Context, step: Step, done: set[str]) -> dict[str, Any]:
     phase = PHASE_OF_STEP.get(step.phase, "expanding")
     if state.phase(ctx.conn) != phase:
         state.set_phase(ctx.conn, phase)
-    if step.name in done and (step.check(ctx) or step.phase == "analyze"):
+    if step.name in done and (step.advisory or step.check(ctx)):
         return {step.name: {"skipped": "already done"}}
     if ctx.throttle:  # a paused run, or a standby far behind, waits here too (index builds write WAL)
         ctx.throttle.before_batch(None)
@@ -140,11 +147,23 @@ def _run_step(ctx: Context, step: Step, done: set[str]) -> dict[str, Any]:
     t0 = time.perf_counter()
     try:
         detail = step.apply(ctx)
+    except KeyboardInterrupt:
+        # Stopped by the operator, not failed: the next run resumes it.
+        if not ctx.conn.closed and not ctx.conn.broken:
+            state.mark(ctx.conn, step.name, "interrupted")
+        raise
     except BaseException as exc:
         if not ctx.conn.closed and not ctx.conn.broken:
             state.mark(ctx.conn, step.name, "failed", error=str(exc).splitlines()[0][:500] if str(exc) else
                        type(exc).__name__)
         raise
+    if not step.advisory and not step.check(ctx):
+        # An apply that returns is not proof: a statement can end without its effect (a concurrent
+        # index build that gave up leaves an INVALID index, or none).
+        why = (f"step {step.name} ran but its effect is not in place afterwards ({step.title}); it is"
+               " not recorded as done: see `villager-shop migrate status`, then run again")
+        state.mark(ctx.conn, step.name, "failed", error=why)
+        raise RefusedError(why)
     detail = {**detail, "seconds": round(time.perf_counter() - t0, 3)}
     state.mark(ctx.conn, step.name, "done", detail=detail)
     state.event(ctx.conn, step.name, "done", step.title, detail)
@@ -176,6 +195,7 @@ def reset(ctx: Context) -> None:
         ctx.conn.execute("DELETE FROM villager_migration.backfill")
         ctx.conn.execute("DELETE FROM villager_migration.backfill_retry")
         ctx.conn.execute("DELETE FROM villager_migration.quarantine")
-        ctx.conn.execute("DELETE FROM villager_migration.state WHERE key IN ('run_started_at', 'run_finished_at')")
+        ctx.conn.execute("DELETE FROM villager_migration.state WHERE key IN ('run_started_at', 'run_finished_at',"
+                         " %s)", (state.CONSTRAINTS_FOUND,))
         ctx.conn.execute("DELETE FROM villager_migration.state WHERE key LIKE 'rebuild:%'")
         state.event(ctx.conn, None, "reset", "new run after a rollback")

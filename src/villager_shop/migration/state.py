@@ -13,6 +13,10 @@ from psycopg.types.json import Jsonb
 SCHEMA = "villager_migration"
 
 # Phases, in order. `completed` and `rolled_back` are final until a new `run`.
+# The validated state of every constraint on the legacy tables when the run started (rollback
+# gives it back): [[table, constraint, validated], ...].
+CONSTRAINTS_FOUND = "legacy_constraints"
+
 PHASES = ("not_started", "expanding", "backfilling", "validating", "migrated", "completing", "completed",
           "rolling_back", "rolled_back")
 
@@ -118,3 +122,15 @@ def mark(conn: psycopg.Connection[Any], name: str, status: str, *, error: str | 
         f"UPDATE villager_migration.steps SET {', '.join(sets)} WHERE name = %(name)s",
         {"status": status, "error": error, "detail": Jsonb(detail or {}), "name": name},
     )
+
+
+def record_constraints(conn: psycopg.Connection[Any], tables: tuple[str, ...]) -> None:
+    rows = conn.execute(
+        "SELECT c.relname, k.conname, k.convalidated FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid"
+        " WHERE c.relnamespace = 'public'::regnamespace AND c.relname = ANY(%s) AND k.contype IN ('c', 'f')"
+        " ORDER BY 1, 2", (list(tables),)).fetchall()
+    put(conn, CONSTRAINTS_FOUND, [[t, n, bool(v)] for t, n, v in rows])
+
+
+def recorded_constraints(conn: psycopg.Connection[Any]) -> list[tuple[str, str, bool]]:
+    return [(str(t), str(n), bool(v)) for t, n, v in get(conn, CONSTRAINTS_FOUND) or []]

@@ -7,6 +7,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from villager_shop.core.db import own_timeouts
 from villager_shop.migration import state
 from villager_shop.migration.control import runtime
 from villager_shop.migration.plan import build_plan
@@ -15,6 +16,12 @@ from villager_shop.migration.steps.rebuild import RebuildTable
 
 
 def status(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+    """One transaction under our own timeouts (see core.db.own_timeouts)."""
+    with own_timeouts(conn):
+        return _status(conn)
+
+
+def _status(conn: psycopg.Connection[Any]) -> dict[str, Any]:
     plan = build_plan()
     if not state.schema_exists(conn):
         return {"phase": "not_started", "running": False, "steps": [

@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 
+from villager_shop.core.db import own_timeouts
 from villager_shop.legacy.schema import LEGACY_TABLES
 from villager_shop.migration import state
 from villager_shop.migration.plan import CONSTRAINTS, INDEXES, VIOLATIONS
@@ -43,7 +44,13 @@ class Report:
 
 
 def verify(conn: psycopg.Connection[Any], examples: int = EXAMPLES) -> Report:
-    """`examples`: how many differing rows each failed data check lists (0: every one)."""
+    """`examples`: how many differing rows each failed data check lists (0: every one). One
+    transaction with no statement_timeout of the database's: comparing every row takes long."""
+    with own_timeouts(conn):
+        return _verify(conn, examples)
+
+
+def _verify(conn: psycopg.Connection[Any], examples: int) -> Report:
     phase = state.phase(conn)
     checks: list[Check] = []
     if phase in ("not_started", "rolled_back", "rolling_back") or not state.schema_exists(conn):

@@ -42,7 +42,10 @@ from villager_shop.legacy.schema import LEGACY_TABLES
 from villager_shop.migration import runner, state
 from villager_shop.migration import status as status_mod
 from villager_shop.migration import verify as verify_mod
+from villager_shop.migration.complete import legacy_column_dependents
+from villager_shop.migration.dependents import summary
 from villager_shop.migration.plan import build_plan, plan_sql
+from villager_shop.migration.preflight import refuse_row_security
 from villager_shop.migration.steps.base import Reporter, SilentReporter
 from villager_shop.safety import baseline, dbops, manifest
 from villager_shop.safety.backup import create_backup, restore_into
@@ -186,6 +189,8 @@ def rehearse(url: str, settings: Settings, opts: RehearsalOptions, *, say: Say =
 
     with connection(url, autocommit=True, application_name="villager-shop rehearse") as conn:
         phase = state.phase(conn) if state.schema_exists(conn) else "not_started"  # read only
+        refuse_row_security(conn)  # the run would refuse it on staging, after the backup and restore
+        dependents = legacy_column_dependents(conn)
     if phase in ("migrated", "completing", "completed"):
         raise RefusedError(f"nothing to rehearse: this database is already migrated (phase {phase}); a rehearsal"
                            " runs the migration on a copy of a database it has not reached (`migrate status`"
@@ -226,6 +231,9 @@ def rehearse(url: str, settings: Settings, opts: RehearsalOptions, *, say: Say =
         report.projection["note"] = "incomplete: the run failed on staging, so only the steps that ran are counted"
     report.reasons = decide(report, opts)
     report.verdict = "NO-GO" if report.reasons else "GO"
+    report.legacy_column_dependents = [d.to_dict() for d in dependents]
+    if dependents:
+        report.notes.append(summary(dependents, "`migrate complete`") + "; drop or change them before completing")
     if opts.keep and where.create:
         report.notes.append(f"staging database {staging} kept (--keep): drop it with "
                             f'DROP DATABASE "{staging}" WITH (FORCE)')

@@ -273,6 +273,7 @@ class Analyze(Step):
     name = "analyze"
     title = "ANALYZE the new and changed tables so the planner uses the new indexes"
     phase = "analyze"
+    advisory = True
     TABLES = ("users", "addresses", "product_categories", "shops", "products", "product_variants", "orders",
               "order_items")
 

@@ -4,12 +4,14 @@ The runner, not the step, owns timeouts, retries and state bookkeeping."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import psycopg
+from psycopg.errors import LockNotAvailable
 
-from villager_shop.migration.ddl import Ddl, RetryPolicy, execute, holders
+from villager_shop.migration.ddl import Ddl, RetryPolicy, build_concurrently, execute, holders
 from villager_shop.migration.throttle import Throttle
 
 
@@ -57,6 +59,16 @@ class Context:
 
         return execute(self.conn, ddl, self.policy, on_retry)
 
+    def build(self, ddl: Ddl, drop: Ddl, valid: Callable[[], bool | None], step: str = "") -> int:
+        """A concurrent index build (see ddl.build_concurrently); every retry says who it waits for."""
+        def on_retry(attempt: int, exc: BaseException, who: str) -> None:
+            why = "timed out" if isinstance(exc, LockNotAvailable) else type(exc).__name__
+            self.reporter.note(f"{step}: the build's wait for older transactions {why} (attempt {attempt});"
+                               " dropping the unfinished index and building again; "
+                               + (who or "no older transaction is visible to this role"))
+
+        return build_concurrently(self.conn, ddl, drop, valid, self.policy, on_retry)
+
     def scalar(self, sql: str, params: Any = None) -> Any:
         row = self.conn.execute(sql, params).fetchone()
         return None if row is None else row[0]
@@ -74,6 +86,10 @@ class Step:
     # steps whose locks let reads and writes go on, and that wait for no other transaction, set it
     # (validations; not a concurrent index build, which waits for every older transaction to end).
     side_by_side: bool = False
+    # An optimisation whose absence makes nothing wrong (VACUUM, ANALYZE): done once it ran. Its
+    # effect shows only in statistics views, which lag behind on PostgreSQL < 15, and it may be
+    # skipped on purpose (a table autovacuum holds).
+    advisory: bool = False
 
     def ddl(self, utf8: bool = True) -> list[Ddl]:
         """The statements `apply` runs, as `migrate plan --sql` shows them."""

@@ -1,5 +1,6 @@
-"""Indexes built CONCURRENTLY. A build killed half-way leaves an INVALID index that
-`IF NOT EXISTS` would silently accept, so apply() detects it, drops it concurrently and rebuilds."""
+"""Indexes built CONCURRENTLY. A build killed half-way (or one whose wait for older transactions
+timed out) leaves an INVALID index that `IF NOT EXISTS` would silently accept: it is dropped
+concurrently and built again, and only a valid index counts as done."""
 
 from __future__ import annotations
 
@@ -40,24 +41,12 @@ class CreateIndex(Step):
         return self._valid(ctx) is True
 
     def apply(self, ctx: Context) -> dict[str, Any]:
-        state = self._valid(ctx)
-        rebuilt = False
-        if state is True:
+        found = self._valid(ctx)
+        if found is True:
             return {"already": True}
-        if state is False:
+        left = found is False
+        if left:
             ctx.reporter.note(f"{self.index}: INVALID index left by an interrupted build; dropping and rebuilding")
-            for d in self.undo_ddl():
-                ctx.run(d, self.name)
-            rebuilt = True
-        attempts = 0
-        for _ in range(5):
-            for d in self.ddl(ctx.utf8):
-                attempts += ctx.run(d, self.name)
-            if self._valid(ctx) is True:
-                break
-            # A concurrent build that failed (lock timeout, deadlock, cancel) leaves an INVALID index
-            # that the retry's IF NOT EXISTS accepted: drop it and build again.
-            for d in self.undo_ddl():
-                ctx.run(d, self.name)
-            rebuilt = True
-        return {"rebuilt_invalid": rebuilt, "attempts": attempts}
+        (build,), (drop,) = self.ddl(ctx.utf8), self.undo_ddl()
+        builds = ctx.build(build, drop, lambda: self._valid(ctx), self.name)
+        return {"rebuilt_invalid": left or builds > 1, "attempts": builds}

@@ -13,6 +13,7 @@ from villager_shop.migration.steps.base import Context, Step
 
 class Vacuum(Step):
     phase = "backfill"
+    advisory = True
 
     def __init__(self, table: str, why: str) -> None:
         self.table = table
