@@ -21,6 +21,7 @@ from villager_shop.migration import control as control_mod
 from villager_shop.migration import guide, runner
 from villager_shop.migration import rollback as rollback_mod
 from villager_shop.migration import verify as verify_mod
+from villager_shop.migration import withdraw as withdraw_mod
 from villager_shop.migration.plan import build_plan, plan_sql
 from villager_shop.migration.preflight import refuse_row_security
 from villager_shop.migration.status import status as status_fn
@@ -111,12 +112,18 @@ def plan(
 
 @app.command()
 def run(
-    strategy: str = typer.Option("online", help="online (ours) or guide (the guide's Phase 1+2, for comparison)"),
+    strategy: str = typer.Option("online", help="online (the safe way, resumable) or guide (the guide's Phase 1+2"
+                                 " in one transaction, for comparison only)"),
+    reinstate: list[str] = typer.Option([], "--reinstate", metavar="STEP",
+                                        help="put back a step withdrawn with `migrate rollback --step` (repeatable)"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
 ) -> None:
     """Expand, install sync, backfill, validate, index, analyze. Re-runnable; resumes after a crash."""
     if strategy not in ("online", "guide"):
         raise typer.BadParameter("strategy must be 'online' or 'guide'")
+    if reinstate:
+        with _control_conn() as conn:
+            err.print(f"reinstated: {', '.join(withdraw_mod.reinstate(conn, reinstate))}")
     progress = Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=err,
                         disable=as_json or (not err.is_terminal and False))
@@ -170,7 +177,11 @@ def status(as_json: bool = typer.Option(False, "--json", help="machine-readable 
         pending = [x for x in st["steps"] if x["status"] != "done"]
         for x in pending[:12]:
             stage = f"  ({x['method']}: {x['stage']})" if x.get("stage") else ""
-            console.print(f"  {x['status']:<8} {x['name']}{stage}" + (f"  [red]{x['error']}[/]" if x.get("error") else ""))
+            by = x.get("withdrawn")
+            note = (f"  by {by.get('by')} at {_when(by.get('at'))}" + (f": {by['reason']}" if by.get("reason") else "")
+                    if by else "")
+            console.print(f"  {x['status']:<8} {x['name']}{stage}{note}"
+                          + (f"  [red]{x['error']}[/]" if x.get("error") else ""))
         if st["quarantine"]:
             q = ", ".join(f"{t}: " + ", ".join(f"{r} {n}" for r, n in rs.items()) for t, rs in st["quarantine"].items())
             console.print(f"quarantine: {q}")
@@ -225,9 +236,25 @@ def _confirm(yes: bool, question: str) -> None:
 @app.command()
 def rollback(
     yes: bool = typer.Option(False, "--yes", help="do not ask for confirmation"),
+    step: str = typer.Option(None, "--step", metavar="STEP", help="take back only this step (an index or a new"
+                             " constraint), leaving the rest in place; `migrate run --reinstate STEP` puts it back"),
+    reason: str = typer.Option("", "--reason", help="with --step: why, shown by `status` and `verify`"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """Before `complete`: remove the new structures; legacy columns hold every write. Lossless, seconds."""
+    if step:
+        ctx = _ctx("migrate rollback --step")
+        try:
+            _confirm(yes, f"Take back step {step} alone (the rest of the migration stays)?")
+            result = withdraw_mod.withdraw(ctx, step, reason)
+        finally:
+            ctx.conn.close()
+        if as_json:
+            typer.echo(json.dumps(result, indent=2, default=str))
+        else:
+            console.print(f"withdrawn: {', '.join(result['withdrawn'])} in {result['seconds']} s; `migrate run"
+                          f" --reinstate {step}` puts it back")
+        return
     ctx = _ctx("migrate rollback")
     try:
         if not yes:  # a rollback that cannot run says why before it asks for a confirmation

@@ -50,6 +50,11 @@ def complete(ctx: Context, *, quiet_seconds: float = 5.0) -> dict[str, Any]:
         if phase != "migrated":
             raise RefusedError(f"complete refused: the migration is in phase {phase!r}; "
                                "`villager-shop migrate run` must finish first")
+        held_back = state.withdrawn(ctx.conn)
+        if held_back:
+            raise RefusedError(f"complete refused: steps withdrawn by the operator would be missing for good:"
+                               f" {', '.join(sorted(held_back))}; put them back with `villager-shop migrate run"
+                               " --reinstate NAME` first; nothing was changed")
         found = legacy_column_dependents(ctx.conn)
         if found:
             raise RefusedError(dependents.summary(found, "complete") + "; drop or change them first (`migrate plan`"

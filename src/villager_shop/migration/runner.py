@@ -111,6 +111,12 @@ def run(ctx: Context, *, steps: list[Step] | None = None) -> dict[str, Any]:
             state.put(ctx.conn, "run_started_at", time.time())
         ensure_pg_stat_statements(ctx)
         done = {r.name for r in state.steps(ctx.conn) if r.status == "done"}
+        # Steps the operator withdrew (`migrate rollback --step`) stay out until reinstated.
+        held_back = {r.name for r in state.steps(ctx.conn) if r.status == "withdrawn"}
+        if held_back:
+            ctx.reporter.note(f"left out, withdrawn by the operator: {', '.join(sorted(held_back))}"
+                              " (`migrate run --reinstate NAME` puts one back)")
+            plan = [s for s in plan if s.name not in held_back]
         try:
             i = 0
             while i < len(plan):

@@ -124,6 +124,16 @@ def mark(conn: psycopg.Connection[Any], name: str, status: str, *, error: str | 
     )
 
 
+WITHDRAWN = "withdrawn"  # a step the operator took back alone (`migrate rollback --step`)
+
+
+def withdrawn(conn: psycopg.Connection[Any]) -> dict[str, dict[str, Any]]:
+    """Withdrawn steps, with who withdrew them, when and why."""
+    if not schema_exists(conn):
+        return {}
+    return {r.name: dict(r.detail.get("withdrawn") or {}) for r in steps(conn) if r.status == WITHDRAWN}
+
+
 def record_constraints(conn: psycopg.Connection[Any], tables: tuple[str, ...]) -> None:
     rows = conn.execute(
         "SELECT c.relname, k.conname, k.convalidated FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid"

@@ -37,6 +37,8 @@ def _status(conn: psycopg.Connection[Any]) -> dict[str, Any]:
         steps.append({"name": s.name, "title": s.title, "phase": s.phase, "status": r.status if r else "pending",
                       "attempts": r.attempts if r else 0, "seconds": seconds,
                       "error": r.last_error if r else None})
+        if r and r.status == state.WITHDRAWN:
+            steps[-1]["withdrawn"] = r.detail.get("withdrawn")
         if isinstance(s, RebuildTable):  # how the table is backfilled, and where the rebuild stands
             rebuild = state.get(conn, s.key) or {}
             steps[-1].update({"method": rebuild.get("method"), "stage": rebuild.get("stage")})

@@ -5,6 +5,7 @@ database function check_data_integrity() lists every disagreement; verify adds t
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -60,8 +61,9 @@ def _verify(conn: psycopg.Connection[Any], examples: int) -> Report:
     if not all(c.ok for c in checks):
         return Report(False, phase, checks, {})
     checks += _integrity(conn, examples)
-    checks += _constraints(conn, completed=phase == "completed")
-    checks += _indexes(conn)
+    held_back = state.withdrawn(conn)
+    checks += _constraints(conn, completed=phase == "completed", withdrawn=held_back)
+    checks += _indexes(conn, held_back)
     if phase not in ("migrated", "completed"):
         checks.append(Check("run_finished", False, detail=f"migrate run has not finished (phase {phase})"))
     counts = _counts(conn)
@@ -86,9 +88,20 @@ def _integrity(conn: psycopg.Connection[Any], examples: int) -> list[Check]:
     return [Check(f"{kind}:{table}", False, int(n), f"{n} rows", list(ex)) for kind, table, n, ex in rows]
 
 
-def _constraints(conn: psycopg.Connection[Any], *, completed: bool) -> list[Check]:
+def _by_operator(mark: dict[str, Any]) -> str:
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(mark["at"]))) if mark.get("at") else "?"
+    return f"withdrawn by the operator ({mark.get('by', '?')}, {when}" + (
+        f": {mark['reason']})" if mark.get("reason") else ")")
+
+
+def _constraints(conn: psycopg.Connection[Any], *, completed: bool,
+                 withdrawn: dict[str, dict[str, Any]] | None = None) -> list[Check]:
     out = []
     for table, name, _, _ in CONSTRAINTS:
+        mark = (withdrawn or {}).get(f"constraint_{name}")
+        if mark is not None:
+            out.append(Check(f"constraint:{name}", True, detail=_by_operator(mark)))
+            continue
         row = conn.execute("SELECT contype::text, convalidated FROM pg_constraint WHERE conname = %s"
                            " AND conrelid = to_regclass(%s)", (name, f"public.{table}")).fetchone()
         if row is None:
@@ -107,13 +120,17 @@ def _constraints(conn: psycopg.Connection[Any], *, completed: bool) -> list[Chec
     return out
 
 
-def _indexes(conn: psycopg.Connection[Any]) -> list[Check]:
+def _indexes(conn: psycopg.Connection[Any], withdrawn: dict[str, dict[str, Any]] | None = None) -> list[Check]:
     names = ["idx_order_items_product_id", *[i[0] for i in INDEXES]]
+    out = [Check(f"index:{n}", True, detail=_by_operator(mark)) for n in names
+           if (mark := (withdrawn or {}).get(f"index_{n}")) is not None]
+    names = [n for n in names if f"index_{n}" not in (withdrawn or {})]
     rows = dict(conn.execute(
         "SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
         " WHERE c.relname = ANY(%s)", (names,)).fetchall())
     bad = [n for n in names if rows.get(n) is not True]
-    return [Check("indexes_valid", not bad, len(bad), "missing or INVALID: " + ", ".join(bad) if bad else "all valid")]
+    return [*out, Check("indexes_valid", not bad, len(bad),
+                        "missing or INVALID: " + ", ".join(bad) if bad else "all valid")]
 
 
 def _counts(conn: psycopg.Connection[Any]) -> dict[str, dict[str, int]]:
