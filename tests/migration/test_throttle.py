@@ -4,6 +4,7 @@ given from another process while it runs."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -17,6 +18,8 @@ import pytest
 
 from tests.helpers import ROOT, cli_env, run_cli
 from villager_shop.embedded.replica import StreamingPair
+from villager_shop.monitoring import metrics
+from villager_shop.monitoring.sampler import Sampler
 
 pytestmark = pytest.mark.slow
 
@@ -105,6 +108,16 @@ def test_pause_resume_and_throttle_change_a_running_backfill(make_legacy_db: Any
         st = wait_for(lambda: (s := status(url))["throttle"].get("throttled") and s)
         assert st["paused"]["reason"] == "peak hour" and "@" in st["paused"]["by"], st["paused"]
         assert st["throttle"]["signal"] == "operator_pause"
+        # /metrics exports the same (the service's sampler reads the migration's state).
+        sampler = Sampler(url, interval_s=0.1)
+        try:
+            snap = asyncio.run(sampler.snapshot())
+        finally:
+            asyncio.run(sampler.close())
+        assert snap.error is None, snap.error
+        assert metrics.sample("villager_migration_paused") == 1
+        assert metrics.sample("villager_migration_throttled", {"signal": "operator_pause"}) == 1
+        assert metrics.sample("villager_migration_throttled", {"signal": "replica_lag_ms"}) == 0
         first = rows_done(url)
         # While paused the old application's writes still reach the new columns (sync triggers).
         with psycopg.connect(url, autocommit=True) as c:

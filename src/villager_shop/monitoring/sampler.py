@@ -199,7 +199,8 @@ class Sampler:
                 slow["note"] = "view slow_queries not installed (run the migration)"
             snap.slow = slow
         st = status(conn)
-        snap.migration = {k: st[k] for k in ("phase", "running", "steps_done", "steps_total", "backfill")}
+        snap.migration = {k: st.get(k) for k in ("phase", "running", "steps_done", "steps_total", "backfill",
+                                                  "paused", "throttle")}
         if time.monotonic() - self._orders_at >= self.orders_ttl_s:
             self._orders = self._collect_orders(conn, bool(present["orders_index"]))
             self._orders_at = time.monotonic()
@@ -266,6 +267,21 @@ def _publish(snap: Snapshot) -> None:
         m.MIGRATION_ROWS_DONE.labels(*labels).set(b["rows_done"])
         m.MIGRATION_ROWS_TOTAL.labels(*labels).set(b["rows_total"])
         m.MIGRATION_ROWS_RATE.labels(*labels).set(0 if b["finished"] else b["rows_per_s"])
+    set_throttle_gauges(snap.migration.get("paused"), snap.migration.get("throttle") or {})
+
+
+def set_throttle_gauges(paused: Any, throttle: dict[str, Any]) -> None:
+    """What holds the migration now (`migrate status` shows the same)."""
+    m.MIGRATION_PAUSED.set(1 if paused else 0)
+    holding = throttle.get("signal") if throttle.get("throttled") else None
+    for signal in m.THROTTLE_SIGNALS:
+        m.MIGRATION_THROTTLED.labels(signal).set(1 if signal == holding else 0)
+        m.MIGRATION_THROTTLE_VALUE.labels(signal).set(float(throttle.get("value") or 0) if signal == holding else 0)
+        m.MIGRATION_THROTTLE_LIMIT.labels(signal).set(float(throttle.get("limit") or 0) if signal == holding else 0)
+    m.MIGRATION_THROTTLED_SECONDS.set(float(throttle.get("total_throttled_s") or 0))
+    for sb in throttle.get("standbys") or []:
+        m.MIGRATION_REPLICA_LAG_MS.labels(sb["name"]).set(sb["lag_ms"])
+        m.MIGRATION_REPLICA_LAG_BYTES.labels(sb["name"]).set(sb["lag_bytes"])
 
 
 def update_pool_gauges(pool: AsyncConnectionPool[Any]) -> dict[str, int]:
