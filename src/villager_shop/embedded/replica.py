@@ -37,9 +37,15 @@ def bindir_of(server_url: str) -> Path | None:
     candidates: list[Path] = []
     with contextlib.suppress(psycopg.Error), psycopg.connect(server_url) as conn:
         major = conn.info.server_version // 10000
-        row = conn.execute("SELECT setting FROM pg_config WHERE name = 'BINDIR'").fetchone()
-        if row:
-            candidates.append(Path(row[0]))
+        # A server on this machine: the executable its backend runs (relocated builds report a
+        # BINDIR of the machine they were built on).
+        pid = conn.execute("SELECT pg_backend_pid()").fetchone()
+        with contextlib.suppress(OSError, TypeError):
+            candidates.append(Path(os.path.realpath(f"/proc/{pid[0]}/exe")).parent)  # type: ignore[index]
+        with contextlib.suppress(psycopg.Error), conn.transaction():
+            row = conn.execute("SELECT setting FROM pg_config WHERE name = 'BINDIR'").fetchone()
+            if row:
+                candidates.append(Path(row[0]))
         candidates.append(Path(f"/usr/lib/postgresql/{major}/bin"))
         with contextlib.suppress(ImportError):
             candidates.append(embedded_bin_dir())
