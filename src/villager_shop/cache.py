@@ -12,6 +12,9 @@ Rules (SPEC defect 9, the guide's Phase 4 without its bugs):
   never reused; finer generations expire (2 x TTL). Old entries are never deleted: they expire
   (TTL), no SCAN/DEL. An INCR that fails (Redis down) is kept and retried until it succeeds, and
   cached reads go to PostgreSQL until then.
+* **Standbys**: every invalidation also records the primary's WAL position after its write
+  (`{prefix}:wal:{scope}`, the highest kept), read with the generations; a rebuild reads from a
+  standby only if it has replayed past it, else from the primary (`_rebuild`, core.wal).
 * **Stampede protection**: one rebuild per key. In a worker, concurrent requests for a missing key
   share one task (single-flight); across workers, the rebuilder holds `SET key:lock NX PX`, the
   others poll the key while the rebuild lock is held, then fall back to PostgreSQL.
