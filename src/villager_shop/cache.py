@@ -12,6 +12,9 @@ Rules (SPEC defect 9, the guide's Phase 4 without its bugs):
   never reused; finer generations expire (2 x TTL). Old entries are never deleted: they expire
   (TTL), no SCAN/DEL. An INCR that fails (Redis down) is kept and retried until it succeeds, and
   cached reads go to PostgreSQL until then.
+* **Standbys**: every invalidation also records the primary's WAL position after its write
+  (`{prefix}:wal:{scope}`, the highest kept), read with the generations; a rebuild reads from a
+  standby only if it has replayed past it, else from the primary (`_rebuild`, core.wal).
 * **Stampede protection**: one rebuild per key. In a worker, concurrent requests for a missing key
   share one task (single-flight); across workers, the rebuilder holds `SET key:lock NX PX`, the
   others poll the key while the rebuild lock is held, then fall back to PostgreSQL.
@@ -43,6 +46,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MaxConnectionsError, RedisError, ResponseError
 
 from villager_shop.cache_lease import BROADCAST, Lease
+from villager_shop.core.wal import UNREACHABLE, current_floor, floor_at_least
 from villager_shop.monitoring.metrics import (
     CACHE_BYPASSES,
     CACHE_ERRORS,
@@ -88,13 +92,14 @@ local function shown_init(h)
   end
 end
 """
-# KEYS: the generation keys of a value (the scope's, then its finer ones), then the shown hash;
-# ARGV: key prefix, key suffix, TTL of the finer generation keys. Returns {generation, value, its
-# PTTL, shown epoch, shown seq}, generation being the generations joined by '.', value false when
-# missing or no longer valid. A missing generation (never set, expired or evicted) starts from the
+# KEYS: the generation keys of a value (the scope's, then its finer ones), then the shown hash, then
+# the scope's invalidation WAL position; ARGV: key prefix, key suffix, TTL of the finer generation
+# keys. Returns {generation, value, its PTTL, shown epoch, shown seq, WAL position (false: none
+# recorded)}, generation being the generations joined by '.', value false when missing or no
+# longer valid. A missing generation (never set, expired or evicted) starts from the
 # server clock in microseconds, so it can never fall back onto a number that older entries still carry.
 _READ = _SHOWN_OK + r"""
-local n = #KEYS - 1
+local n = #KEYS - 2
 local gens = {}
 for i = 1, n do
   local k = KEYS[i]
@@ -116,7 +121,7 @@ local ttl = -2
 if v then
   if shown_ok(v, h) then ttl = redis.call('PTTL', vk) else v = false end
 end
-return {gen, v, ttl, redis.call('HGET', h, '_epoch'), redis.call('HGET', h, '_seq')}
+return {gen, v, ttl, redis.call('HGET', h, '_epoch'), redis.call('HGET', h, '_seq'), redis.call('GET', KEYS[n + 2])}
 """
 # KEYS: generation keys, then the shown hash; ARGV: fields of that hash. The per-request check of a
 # worker's own copies: {generation values..., shown epoch, field values...} (false: missing).
@@ -152,11 +157,13 @@ local header = table.concat(parts, ' ')
 redis.call('SET', KEYS[1], '\0' .. header .. '\n' .. ARGV[4], 'EX', ARGV[1])
 return {1, seq, header}
 """
-# KEYS: generation keys to bump, then (with products) the shown hash, then the lease registry and
-# the invalidation channel (cache_lease); ARGV[1]: TTL of those keys in seconds ('0': none, the
-# scope's own key); ARGV[2]: how many generation keys; ARGV[3]: the message to broadcast ('': none);
-# ARGV[4...]: products whose shown data changed (each gets a new number from `_seq`). Returns
-# cache_lease.BROADCAST's reply (the Redis clock, then the running leases).
+# KEYS: generation keys to bump, then (with products) the shown hash, then the scope's invalidation
+# WAL position, the lease registry and the invalidation channel (cache_lease); ARGV[1]: TTL of
+# those keys in seconds ('0': none, the scope's own key); ARGV[2]: how many generation keys;
+# ARGV[3]: the message to broadcast ('': none); ARGV[4]: the primary's WAL position after the
+# write (16 hex digits, so that text order is number order; '': unknown); ARGV[5...]: products
+# whose shown data changed (each gets a new number from `_seq`). The position kept is the highest
+# given. Returns cache_lease.BROADCAST's reply (the Redis clock, then the running leases).
 _BUMP = _SHOWN_OK + BROADCAST + r"""
 local n = tonumber(ARGV[2])
 for i = 1, n do
@@ -169,10 +176,15 @@ for i = 1, n do
   end
   if ARGV[1] ~= '0' then redis.call('EXPIRE', k, ARGV[1]) end
 end
-if #ARGV > 3 then
+if ARGV[4] ~= '' then
+  local w = KEYS[#KEYS - 2]
+  local was = redis.call('GET', w)
+  if not was or was < ARGV[4] then redis.call('SET', w, ARGV[4]) end
+end
+if #ARGV > 4 then
   local h = KEYS[n + 1]
   shown_init(h)
-  for j = 4, #ARGV do
+  for j = 5, #ARGV do
     redis.call('HSET', h, ARGV[j], redis.call('HINCRBY', h, '_seq', 1))
   end
 end
@@ -221,6 +233,7 @@ class _Fresh:
     previous: asyncio.Task[bytes] | None  # the read of the same key it waits for
     task: asyncio.Task[bytes] | None = None
     started: bool = False  # from then on, a request arriving does not join it
+    floor: int = 0  # the highest WAL floor of the requests that joined it (core.wal)
 
 
 def _dependencies(copy: _Copy) -> list[Dependency]:
@@ -252,6 +265,11 @@ def connection_failed(exc: BaseException) -> bool:
     if isinstance(exc, RedisConnectionError) and isinstance(exc.__cause__, asyncio.TimeoutError):
         return False  # BlockingConnectionPool: "No connection available."
     return isinstance(exc, CONNECTION_ERRORS)
+
+
+def _wal_arg(lsn: int | None) -> str:
+    """A WAL position as the bump script takes it: 16 hex digits (text order is number order)."""
+    return "" if lsn is None else f"{lsn:016X}"
 
 
 def params_digest(*parts: object) -> str:
@@ -304,6 +322,8 @@ class Cache:
         self._fresh: dict[str, _Fresh] = {}
         self._local_generation: dict[str, int] = {}
         self._pending: set[tuple[str, int, str]] = set()  # (key, TTL, '') or (shown hash, 0, product)
+        # The highest WAL position of this worker's own invalidations (see `invalidate`).
+        self._invalidated_lsn = 0
         self._probe_redis: aioredis.Redis | None = None
         self._probe_task: asyncio.Task[None] | None = None
         self._flushing: asyncio.Task[None] | None = None
@@ -451,6 +471,10 @@ class Cache:
         """The hash of the products' shown-data numbers of `scope` (see _SHOWN_OK)."""
         return f"{self.prefix}:shown:{scope}"
 
+    def wal_key(self, scope: str) -> str:
+        """The primary's highest WAL position recorded by an invalidation of `scope` (see `invalidate`)."""
+        return f"{self.prefix}:wal:{scope}"
+
     def _local_key(self, scope: str, keys: Sequence[str], name: str) -> str:
         gens = ".".join(str(self._local_generation.get(k, 0)) for k in [*keys, self.shown_key(scope)])
         return f"local:{scope}:{gens}:{name}"
@@ -487,7 +511,8 @@ class Cache:
         if isinstance(built, _Built):
             if built.until is not None and state[1] > built.until:
                 # A shown product changed after that rebuild read the database: not for this request.
-                return await loader()
+                with floor_at_least(state[2]):
+                    return await loader()
             return built.body
         return built
 
@@ -508,8 +533,9 @@ class Cache:
         return value
 
     async def _lookup(self, scope: str, name: str, keys: list[str],
-                      stamp: int) -> tuple[str, bytes | None, tuple[bytes, int]]:
-        """(generation, value or None, (shown epoch, shown seq)) of `name` as Redis has them now.
+                      stamp: int) -> tuple[str, bytes | None, tuple[bytes, int, int]]:
+        """(generation, value or None, (shown epoch, shown seq, WAL floor)) of `name` as Redis has
+        them now; the floor is what a rebuild must read (see `invalidate`).
         A trusted copy of the worker's own is answered as it is while the lease runs: every
         invalidation that completed before this call reached the worker before (cache_lease).
         Otherwise what a value depends on is read from Redis, by a read sent after this call began
@@ -521,7 +547,7 @@ class Cache:
         copy = self._local_get(local)
         if copy is not None:
             if local in self._trusted and self._lease.valid() and not self._pending and copy.keys == tuple(keys):
-                return b".".join(copy.gens).decode(), copy.body, (b"", 0)
+                return b".".join(copy.gens).decode(), copy.body, (b"", 0, UNREACHABLE)
             shown = self.shown_key(scope)
             now = await self._check(keys, shown, copy.field_keys)
             if tuple(map(now.__getitem__, keys)) == copy.gens \
@@ -529,12 +555,14 @@ class Cache:
                                                 and tuple(map(now.__getitem__, copy.field_keys)) == copy.field_values)):
                 if stamp == self._lease.stamp and self._local.get(local) is copy:
                     self._trusted.add(local)  # read after the call began, nothing invalidated since
-                return b".".join(copy.gens).decode(), copy.body, (b"", 0)
-        raw_generation, raw, ttl_ms, epoch, seq = await self._call(
-            "get", self._read(keys=[*keys, self.shown_key(scope)],
+                return b".".join(copy.gens).decode(), copy.body, (b"", 0, UNREACHABLE)
+        raw_generation, raw, ttl_ms, epoch, seq, wal = await self._call(
+            "get", self._read(keys=[*keys, self.shown_key(scope), self.wal_key(scope)],
                               args=[f"{self.prefix}:{scope}:", f":{name}", self.part_ttl_s]))
         generation = raw_generation.decode()
-        state = (bytes(epoch), int(seq))
+        # No position recorded (a Redis that lost its keys): nothing tells which standby is recent
+        # enough, so a rebuild reads the primary until the next invalidation records one.
+        state = (bytes(epoch), int(seq), UNREACHABLE if wal is None else int(wal, 16))
         if raw is None:
             return generation, None, state
         body, value_epoch, value_fields = _split(bytes(raw))
@@ -653,13 +681,16 @@ class Cache:
         """A PostgreSQL read while Redis is skipped. Nothing then tells this worker about another
         worker's write, so a request shares only a read that has not begun (its answer is read
         after the request arrived: no stale read); requests arriving while a read runs share the
-        next one, which begins when that one ends. At most one read of a key runs at a time."""
+        next one, which begins when that one ends. At most one read of a key runs at a time.
+        The read includes the WAL floor of every request that joined it (their own writes, this
+        worker's invalidations: core.wal)."""
         flight = self._fresh.get(key)
         if flight is None or flight.started:
             flight = _Fresh(flight.task if flight is not None else None)
             flight.task = asyncio.create_task(self._fresh_read(flight, load))
             self._fresh[key] = flight
             flight.task.add_done_callback(functools.partial(self._fresh_done, key, flight))
+        flight.floor = max(flight.floor, current_floor(), self._invalidated_lsn)
         assert flight.task is not None
         return await asyncio.shield(flight.task)  # a client going away does not cancel the others' read
 
@@ -668,7 +699,8 @@ class Cache:
         if flight.previous is not None:
             await asyncio.wait([flight.previous])  # its outcome is its own requests' business
         flight.started = True
-        return await load()
+        with floor_at_least(flight.floor):
+            return await load()
 
     def _fresh_done(self, key: str, flight: _Fresh, task: asyncio.Task[bytes]) -> None:
         if self._fresh.get(key) is flight:
@@ -683,9 +715,37 @@ class Cache:
             task.exception()  # retrieved here so that an unawaited failure is not logged as lost
 
     async def _rebuild(self, scope: str, name: str, key: str, keys: Sequence[str], generation: str, loader: Loader,
-                       shows: Shows | None, state: tuple[bytes, int], stamp: int) -> _Built:
+                       shows: Shows | None, state: tuple[bytes, int, int], stamp: int) -> _Built:
         """Rebuild one key in this worker; other workers wait on the Redis lock. `state`: the shown
-        epoch and seq read before (by the lookup that missed); `stamp`: the lease's, before that."""
+        epoch and seq and the WAL floor read before (by the lookup that missed); `stamp`: the
+        lease's, before that.
+
+        The loader's reads include the WAL floor (core.wal): a standby serves them only once it has
+        replayed that far, else the primary does. This is what keeps a standby's old data out of
+        the cache. Every invalidation records the primary's WAL position after its write committed
+        (`invalidate(lsn=...)`), in the same Lua call that bumps the generations, and the lookup
+        reads the highest position recorded in the same Lua call that reads the generations. So
+        for an invalidation I and this rebuild, in Redis's order of calls:
+
+        * I's bump came before our lookup: the floor we read is at least I's position, which
+          follows I's commit; a standby that replayed past it (or the primary) shows I's write.
+        * I's bump came after our lookup: our value may predate I's write (wherever it was read,
+          the primary included), but it is stored under the generations we read, which I has
+          since changed if the value depends on what I touched, so no later lookup finds it; a
+          value that shows a product I changed is refused by _STORE (its seq moved); and our own
+          copy is not trusted (the lease's stamp moved when I's message arrived), so it is
+          checked against Redis before it is answered. This is the same argument as for a rebuild
+          from the primary racing a write.
+
+        Requests that join this rebuild (same key, so same generations) looked up a floor at least
+        ours; what it adds comes from invalidations that did not touch this value, or from one
+        that changed a product it shows, for which `get_or_load` reads again itself."""
+        with floor_at_least(state[2]):
+            return await self._rebuild_at_floor(scope, name, key, keys, generation, loader, shows, state, stamp)
+
+    async def _rebuild_at_floor(self, scope: str, name: str, key: str, keys: Sequence[str], generation: str,
+                                loader: Loader, shows: Shows | None, state: tuple[bytes, int, int],
+                                stamp: int) -> _Built:
         assert self._redis is not None
         token = secrets.token_hex(8)
         lock = key + ":lock"
@@ -756,13 +816,15 @@ class Cache:
     # -- writes -------------------------------------------------------------------------------
 
     async def invalidate(self, scope: str = CATALOG, parts: Iterable[str] | None = None,
-                         shown: Iterable[str] = (), *, tell_others: bool = True) -> None:
+                         shown: Iterable[str] = (), *, tell_others: bool = True, lsn: int | None = None) -> None:
         """Call AFTER the write committed: later reads miss and rebuild from the new data.
         Without `parts`, every value of the scope; with them, only the values that depend on one
         of those parts. `shown`: products whose shown data changed (values that list them —
-        `get_or_load(shows=...)` — are rebuilt, whatever their parts). When Redis does not take
-        it, `on_missed` (if set, and `tell_others`) tells the other instances another way: one
-        whose Redis is down or unreachable must not leave the others serving its change stale."""
+        `get_or_load(shows=...)` — are rebuilt, whatever their parts). `lsn`: the primary's WAL
+        position taken after the write committed; rebuilds read only from standbys that have
+        replayed past it (see `_rebuild`). When Redis does not take it, `on_missed` (if set, and
+        `tell_others`) tells the other instances another way: one whose Redis is down or
+        unreachable must not leave the others serving its change stale."""
         if parts is None:
             keys, ttl = [self.generation_key(scope)], 0
         else:
@@ -773,6 +835,8 @@ class Cache:
         hash_key = self.shown_key(scope)
         for k in [*keys, hash_key] if products else keys:
             self._local_generation[k] = self._local_generation.get(k, 0) + 1
+        if lsn is not None:
+            self._invalidated_lsn = max(self._invalidated_lsn, lsn)
         CACHE_INVALIDATIONS.labels(scope).inc()
         if self._redis is None:
             return
@@ -780,8 +844,9 @@ class Cache:
         seq, message = self._lease.message(keys, fields)
         try:
             reply = await self._call("invalidate", self._bump(
-                keys=[*keys, *([hash_key] if products else []), self._lease.registry, self._lease.channel],
-                args=[ttl, len(keys), message, *products]))
+                keys=[*keys, *([hash_key] if products else []), self.wal_key(scope), self._lease.registry,
+                      self._lease.channel],
+                args=[ttl, len(keys), message, _wal_arg(lsn), *products]))
         except BaseException as exc:  # Redis failed, or we were cancelled: it may not have landed
             self._drop(set(keys), fields)
             self._lease.forget(seq)
@@ -814,16 +879,19 @@ class Cache:
         await asyncio.shield(self._flushing)
 
     async def _flush_pending_once(self) -> None:
-        """Each replay is broadcast too (no one waits for it: its write has returned)."""
-        lease = [self._lease.registry, self._lease.channel]
+        """Each replay is broadcast too (no one waits for it: its write has returned), with the
+        highest WAL position of this worker's invalidations (at least that of the missed one)."""
         for key, ttl, product in sorted(self._pending):
             seq, message = self._lease.message([] if product else [key], [(key, product)] if product else [])
             self._lease.forget(seq)
+            scope = key.removeprefix(f"{self.prefix}:").split(":")[1]
+            lease = [self.wal_key(scope), self._lease.registry, self._lease.channel]
+            wal = _wal_arg(self._invalidated_lsn or None)
             try:
                 if product:
-                    await self._call("invalidate", self._bump(keys=[key, *lease], args=[0, 0, message, product]))
+                    await self._call("invalidate", self._bump(keys=[key, *lease], args=[0, 0, message, wal, product]))
                 else:
-                    await self._call("invalidate", self._bump(keys=[key, *lease], args=[ttl, 1, message]))
+                    await self._call("invalidate", self._bump(keys=[key, *lease], args=[ttl, 1, message, wal]))
             except REDIS_ERRORS:
                 return
             self._pending.discard((key, ttl, product))

@@ -61,15 +61,21 @@ def migrating_template(pg_admin_url: str) -> Iterator[str]:
     name = "vt_tpl_" + uuid.uuid4().hex[:8]
     url = create_database(pg_admin_url, name)
     try:
-        build_migrated(url)
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(SPREAD)
-            for login, role in ((ASHA, "shopkeeper"), (FARID, "shopkeeper"), (BALA, "customer"),
-                                (CHITRA, "customer"), (GITA, "admin")):
-                set_password(conn, login, PASSWORD, role)
+        build_shop(url)
         yield name
     finally:
         drop_database(pg_admin_url, name)
+
+
+def build_shop(url: str) -> None:
+    """Into an empty database: messy + bulk legacy data after `migrate run`, ratings spread,
+    passwords set for five users."""
+    build_migrated(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(SPREAD)
+        for login, role in ((ASHA, "shopkeeper"), (FARID, "shopkeeper"), (BALA, "customer"),
+                            (CHITRA, "customer"), (GITA, "admin")):
+            set_password(conn, login, PASSWORD, role)
 
 
 @pytest.fixture(scope="session")

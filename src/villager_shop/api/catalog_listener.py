@@ -24,7 +24,7 @@ from typing import Any
 
 import psycopg
 
-from villager_shop.api.database import APP_NAME, ShopPool
+from villager_shop.api.database import APP_NAME, ShopPool, wal_position
 from villager_shop.cache import Cache
 from villager_shop.migration.steps.catalog_notify import CHANNEL, SELF_INVALIDATED
 
@@ -99,7 +99,7 @@ async def listen_for_catalog_changes(database_url: str, cache: Cache, *, connect
             await conn.execute(f"LISTEN {CHANNEL}")
             # Whatever changed while no connection listened (a restart, an outage, a `restore` that
             # swapped the database in) sent notifications nobody heard: the whole catalog may be stale.
-            await cache.invalidate(tell_others=False)
+            await cache.invalidate(tell_others=False, lsn=await wal_position(conn))
             if listening is not None:
                 listening.set()
             while True:
@@ -117,7 +117,9 @@ async def listen_for_catalog_changes(database_url: str, cache: Cache, *, connect
                     # more invalidation, so a stream of writes costs at most 200 of them a second.
                     if not await caused_by_the_service(conn, pids, tables):
                         # Not told on: the sender, or a write this instance saw, told everyone already.
-                        await cache.invalidate(tell_others=False)
+                        # A notification arrives after its transaction committed: the position now
+                        # is past that commit (cache.Cache._rebuild reads no standby behind it).
+                        await cache.invalidate(tell_others=False, lsn=await wal_position(conn))
                     pids, tables = set(), set()
                     async with contextlib.aclosing(conn.notifies(timeout=0.005)) as burst:
                         async for n in burst:

@@ -12,11 +12,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
+from psycopg.conninfo import conninfo_to_dict
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from villager_shop.core.config import Settings, load_settings
 from villager_shop.core.errors import ConfigError
+from villager_shop.core.urls import checked_postgres_url
 
 MonitoringAccess = Literal["admin_or_local", "admin", "local", "public"]
 
@@ -39,6 +41,9 @@ class ServiceSettings(BaseSettings):
     db_pool_timeout_s: float = Field(default=5.0, ge=0.1, le=120, description="wait for a free connection")
     db_connect_timeout_s: int = Field(default=3, ge=1, le=60, description="connect_timeout of each connection")
     statement_timeout_ms: int = Field(default=5_000, ge=100, le=600_000, description="statement_timeout")
+    replica_max_lag_ms: int = Field(default=1000, ge=100, le=600_000,
+                                    description="catalog reads go to a standby (DATABASE_REPLICA_URLS) only while it"
+                                                " has replayed what the primary had written this long ago")
     health_metrics_ttl_s: float = Field(default=5.0, ge=0, le=300, description="cache of /api/health metrics")
     delivery_fee: Decimal = Field(default=Decimal("10.00"), ge=0, le=10_000, decimal_places=2,
                                   description="flat delivery fee added to each order")
@@ -78,6 +83,9 @@ class ServiceConfig:
     db_pool_timeout_s: float = 5.0
     db_connect_timeout_s: int = 3
     statement_timeout_ms: int = 5_000
+    # streaming standbys the catalog reads may go to (DATABASE_REPLICA_URLS), and how far behind
+    replica_urls: tuple[str, ...] = ()
+    replica_max_lag_ms: int = 1000
     health_metrics_ttl_s: float = 5.0
     delivery_fee: Decimal = Decimal("10.00")
     jwt_ttl_s: int = 3600
@@ -98,8 +106,32 @@ class ServiceConfig:
             database_direct_url=direct_database_url(settings) if settings.database_direct_url is not None else None,
             redis_url=redis_url(settings) if service.cache_enabled else None,
             jwt_secret=jwt_secret(settings),
+            replica_urls=replica_urls(settings),
             **service.model_dump(),
         )
+
+
+def replica_urls(settings: Settings) -> tuple[str, ...]:
+    """DATABASE_REPLICA_URLS split at its commas, each a PostgreSQL URL naming one server (a
+    multi-host URL would not say which host a lag was measured on). Never quoted back: it may hold
+    a password."""
+    if settings.database_replica_urls is None:
+        return ()
+    raw = settings.database_replica_urls.get_secret_value()
+    if not raw.strip():
+        return ()
+    urls: list[str] = []
+    for n, part in enumerate(raw.split(","), start=1):
+        what = f"DATABASE_REPLICA_URLS (URL {n})"
+        if not part.strip():
+            raise ConfigError(f"{what} is empty: separate the URLs with single commas")
+        url = checked_postgres_url(part, what)
+        if "," in str(conninfo_to_dict(url).get("host") or ""):
+            raise ConfigError(f"{what} names several hosts: give each standby a URL of its own")
+        if url in urls:
+            raise ConfigError(f"{what} is given twice")
+        urls.append(url)
+    return tuple(urls)
 
 
 SECRET_FILE = "jwt-secret"

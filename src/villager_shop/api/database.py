@@ -16,6 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 from villager_shop.api.config import ServiceConfig
 from villager_shop.core.errors import ConfigError
 from villager_shop.core.pooler import shares_server_connections
+from villager_shop.core.wal import wrote
 from villager_shop.migration.steps.catalog_notify import SELF_INVALIDATING_SESSION
 
 APP_NAME = "villager-shop serve"
@@ -86,21 +87,24 @@ class ShopPool(AsyncConnectionPool[AsyncConnection[Any]]):
                     yield conn
 
 
-def make_pool(config: ServiceConfig, *, through_pooler: bool) -> ShopPool:
+def make_pool(config: ServiceConfig, *, through_pooler: bool, url: str | None = None, name: str = "villager-shop",
+              max_size: int | None = None, min_size: int | None = None, timeout_s: float | None = None) -> ShopPool:
+    """The pool of DATABASE_URL, or (`url`...) of a standby: the same settings and timeouts."""
     settings = session_settings(config)
     kwargs: dict[str, Any] = {"connect_timeout": config.db_connect_timeout_s, "application_name": APP_NAME}
     if through_pooler:
         kwargs.update(autocommit=True, prepare_threshold=None)
     else:
         kwargs["options"] = " ".join(f"-c {name}={value}" for name, value in settings.items())
+    max_size = config.db_pool_max if max_size is None else max_size
     return ShopPool(
-        config.database_url,
+        config.database_url if url is None else url,
         begin=begin_with_settings(settings) if through_pooler else None,
-        min_size=min(config.db_pool_min, config.db_pool_max),
-        max_size=config.db_pool_max,
-        timeout=config.db_pool_timeout_s,
+        min_size=min(config.db_pool_min if min_size is None else min_size, max_size),
+        max_size=max_size,
+        timeout=config.db_pool_timeout_s if timeout_s is None else timeout_s,
         open=False,
-        name="villager-shop",
+        name=name,
         # A connection attempt that keeps failing is retried with a doubling delay (1, 2, 4 s ...) and
         # given up after this long; demand then starts a fresh one at once. At 60 s, a slot lost in a
         # 35 s outage was still sleeping up to 16 s after the server came back: requests that waited
@@ -112,6 +116,29 @@ def make_pool(config: ServiceConfig, *, through_pooler: bool) -> ShopPool:
         check=check_connection,
         kwargs=kwargs,
     )
+
+
+# The insert position, not pg_current_wal_lsn() (what was written out): with synchronous_commit
+# off a commit returns before its record is written, and only the insert position is then past it.
+WAL_POSITION = "SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn"
+
+
+async def wal_position(conn: AsyncConnection[Any]) -> int:
+    """The primary's WAL position (as a number: core.wal): taken after a commit, every commit so
+    far ends at or before it."""
+    cur = await conn.execute(WAL_POSITION)
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def committed(pool: ShopPool) -> int:
+    """After a write transaction committed: the WAL position that includes it, recorded as the
+    request's read-your-writes token (core.wal.wrote) and handed to the cache's invalidation."""
+    async with pool.connection() as conn:
+        lsn = await wal_position(conn)
+    wrote(lsn)
+    return lsn
 
 
 @dataclass(frozen=True)

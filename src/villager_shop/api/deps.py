@@ -12,6 +12,7 @@ from villager_shop.api import security
 from villager_shop.api.config import ServiceConfig
 from villager_shop.api.database import ShopPool
 from villager_shop.api.errors import Forbidden, Unauthorized
+from villager_shop.api.replicas import Reads
 from villager_shop.api.services import accounts
 from villager_shop.api.services.accounts import User
 from villager_shop.api.services.catalog import Catalog
@@ -32,6 +33,7 @@ class AppServices:
     orders: Orders
     health: Health
     monitor: Monitor
+    reads: Reads
 
 
 async def get_services(request: Request) -> AppServices:

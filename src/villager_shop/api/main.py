@@ -29,6 +29,8 @@ from villager_shop.api.database import find_connections, make_pool
 from villager_shop.api.deps import AppServices
 from villager_shop.api.errors import ApiError
 from villager_shop.api.fast_listing import FastListing
+from villager_shop.api.read_your_writes import ReadYourWrites
+from villager_shop.api.replicas import Reads
 from villager_shop.api.routes import auth, health, monitoring, orders, products, shops
 from villager_shop.api.services.accounts import ensure_service_schema
 from villager_shop.api.services.catalog import Catalog
@@ -67,7 +69,7 @@ class ShopApp(FastAPI):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._front = MetricsMiddleware(FastListing(super().__call__))
+        self._front = MetricsMiddleware(ReadYourWrites(FastListing(super().__call__)))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -93,12 +95,16 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
                           orders_ttl_s=cfg.monitoring_orders_ttl_s, connect_timeout_s=cfg.db_connect_timeout_s)
         monitor = Monitor(sampler, pool)
         listener = ListenerState(off=found.listener_off)
+        reads = Reads(pool, cfg)
         app.state.services = AppServices(
-            config=cfg, pool=pool, cache=cache, catalog=Catalog(pool, cache), products=Products(pool, cache),
+            config=cfg, pool=pool, cache=cache, catalog=Catalog(reads, cache), products=Products(pool, cache),
             orders=Orders(pool, cache, cfg.delivery_fee),
-            health=Health(pool, cache, cfg.health_metrics_ttl_s, listener), monitor=monitor)
+            health=Health(pool, cache, cfg.health_metrics_ttl_s, listener, reads), monitor=monitor, reads=reads)
         sampling = asyncio.create_task(monitor.run(), name="monitoring sampler")
         background = [sampling]
+        if reads.configured:
+            await reads.check()  # standbys found recent enough are read from the first request on
+            background.append(asyncio.create_task(reads.run(), name="replica check"))
         if found.listen_url is not None:
             background.append(asyncio.create_task(
                 listen_for_catalog_changes(found.listen_url, cache, connect_timeout_s=cfg.db_connect_timeout_s,
@@ -118,6 +124,7 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
             await _bounded(asyncio.gather(*background, return_exceptions=True), "background tasks")
             await _bounded(sampler.close(), "monitoring sampler")
             await _bounded(cache.close(), "cache")
+            await _bounded(reads.close(), "standby pools")
             await _bounded(pool.close(timeout=3), "database pool")
             metrics.mark_process_dead()
 

@@ -488,6 +488,9 @@ def cache_counters(prom_dir: Path) -> dict[str, float]:
             elif sample.name == "villager_cache_lease_wait_seconds_sum":  # in ms: the delta is an int
                 out["villager_cache_lease_wait_ms_sum"] = out.get("villager_cache_lease_wait_ms_sum", 0.0) \
                     + sample.value * 1000
+            elif sample.name == "villager_catalog_reads_total":
+                name = f"villager_catalog_reads_{sample.labels.get('target', '')}_total"
+                out[name] = out.get(name, 0.0) + sample.value
             elif sample.name in ("villager_cache_errors_total", "villager_cache_lease_waits_total"):
                 label = sample.labels.get("operation") or sample.labels.get("outcome", "")
                 name = f"{sample.name.removesuffix('_total')}_{label}_total"

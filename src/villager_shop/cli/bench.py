@@ -79,6 +79,10 @@ def api(
     mix: str = typer.Option("", "--mix", help="override shares of the locust mix, e.g. 'order=1,product_page=28'"
                             " (category_listing, whole_catalog, product_page, categories, order)"),
     keep: bool = typer.Option(False, "--keep", help="keep the scratch database"),
+    replica: bool = typer.Option(False, "--replica", help="on a throwaway primary + streaming standby of the"
+                                 " server's version: the locust mix with catalog reads spread over primary and"
+                                 " standby, then against the primary alone, side by side (on one machine: the"
+                                 " cost of the routing, not a speed-up)"),
     as_json: bool = typer.Option(False, "--json", help="print only the JSON result"),
 ) -> None:
     """The shop API under locust's shop mix, the guide's ab run, and cached-listing vs bare-ASGI throughput.
@@ -90,6 +94,20 @@ def api(
     from villager_shop.embedded import redis_url, session_database_url
 
     settings = get_settings()
+    say = (lambda m: None) if as_json else (lambda m: err.print(m, markup=False))
+    if replica:
+        from villager_shop.bench.api_replica import bench_api_replica
+
+        bindir = bindir_of(direct_database_url(settings))
+        if bindir is None:
+            raise ConfigError("--replica needs the server's binaries (initdb, pg_basebackup): read as a superuser"
+                              " from pg_config, or installed under /usr/lib/postgresql/MAJOR/bin")
+        result = bench_api_replica(bindir, redis_url(settings), scale=scale, seed=seed, users=users,
+                                   duration_s=duration, workers=workers, db_connections=db_connections,
+                                   spawn_rate=spawn_rate or None, locust_processes=locust_processes,
+                                   mix=parse_mix(mix), say=say)
+        typer.echo(json.dumps(result, indent=None if as_json else 2))
+        return
     url = session_database_url(settings, "bench api (it creates and migrates a scratch database)")
     pooler = database_url(settings) if settings.database_direct_url is not None else None
     through = admin_url_for(pooler) if pooler is not None and shares_server_connections(pooler) else None

@@ -46,6 +46,9 @@ def serve(
                f" database {mask_url(config.database_url)}"
                f"{' (a transaction pooler)' if found.through_pooler else ''}, cache "
                f"{mask_url(config.redis_url) if config.redis_url else 'off'}", err=True)
+    if config.replica_urls:
+        typer.echo(f"catalog reads from standbys at most {config.replica_max_lag_ms} ms behind: "
+                   + ", ".join(mask_url(u) for u in config.replica_urls), err=True)
     warning = found.invalidation_off_warning(config.cache_ttl_s) if config.cache_enabled else None
     if warning:
         typer.echo(warning, err=True)
@@ -61,6 +64,8 @@ def serve(
         os.environ["DATABASE_DIRECT_URL"] = config.database_direct_url
     if config.redis_url:
         os.environ["REDIS_URL"] = config.redis_url
+    if config.replica_urls:
+        os.environ["DATABASE_REPLICA_URLS"] = ",".join(config.replica_urls)
     os.environ["VILLAGER_DB_POOL_MAX"] = str(service.db_pool_max)
     os.environ["VILLAGER_DB_POOL_MIN"] = str(service.db_pool_min)
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

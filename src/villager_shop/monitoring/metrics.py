@@ -28,6 +28,9 @@ CACHE_LEASE_WAIT = Histogram("villager_cache_lease_wait_seconds",
                              "how long a write waited for the other workers to drop their copies",
                              buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5))
 DB_QUERIES = Counter("villager_db_queries_total", "hot-path queries sent to PostgreSQL", ["query"])
+CATALOG_READS = Counter("villager_catalog_reads_total",
+                        "catalog reads sent to PostgreSQL, by where they were answered: replica (a standby recent"
+                        " enough), primary (none was), primary_fallback (a standby failed the read)", ["target"])
 
 # HTTP (monitoring.middleware): `route` is the route template (`/api/products/{product_id}`), never the
 # raw path; requests that match no route are counted under `<unmatched>`.

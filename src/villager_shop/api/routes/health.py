@@ -21,7 +21,9 @@ async def live() -> dict[str, str]:
 async def ready(svc: Services) -> JSONResponse:
     """200 when PostgreSQL answers (cache "degraded" when Redis does not); 503 otherwise.
     catalog_invalidation: "listening", "connecting", or "off: why" (changes by other programs then
-    served stale up to the cache TTL)."""
+    served stale up to the cache TTL). With DATABASE_REPLICA_URLS, replicas: each standby's url
+    (masked), state (ok, lagging, down: then its problem), lag_ms and lag_bytes; a standby down
+    leaves the service ready (the primary answers its reads)."""
     status, body = await svc.health.ready()
     return JSONResponse(body, status_code=status)
 

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from psycopg import AsyncConnection
 from psycopg.rows import tuple_row
 
-from villager_shop.api.database import ShopPool
 from villager_shop.api.errors import BadRequest, clean_text
 from villager_shop.api.queries import load, sections
+from villager_shop.api.replicas import Reads
 from villager_shop.cache import CATALOG, Cache, params_digest
 from villager_shop.monitoring.metrics import DB_QUERIES
 
@@ -129,16 +130,22 @@ def listing_key(category: str | None, shop: uuid.UUID | None, q: str | None, lim
 
 
 class Catalog:
-    def __init__(self, pool: ShopPool, cache: Cache) -> None:
-        self.pool = pool
+    """The catalog's reads run where `reads` sends them: a recent enough standby, or the primary
+    (api.replicas); what the cache rebuilds after an invalidation includes it (cache.Cache._rebuild)."""
+
+    def __init__(self, reads: Reads, cache: Cache) -> None:
+        self.reads = reads
         self.cache = cache
 
     async def _json(self, query_name: str, sql: str, params: dict[str, Any]) -> bytes | None:
         DB_QUERIES.labels(query_name).inc()
-        async with self.pool.connection() as conn:
+
+        async def query(conn: AsyncConnection[Any]) -> tuple[Any, ...] | None:
             cur = conn.cursor(row_factory=tuple_row)
             await cur.execute(sql.encode(), params)
-            row = await cur.fetchone()
+            return await cur.fetchone()
+
+        row = await self.reads.read(query)
         if row is None or row[0] is None:
             return None
         return str(row[0]).encode()

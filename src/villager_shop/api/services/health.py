@@ -15,6 +15,7 @@ from psycopg.rows import dict_row
 
 from villager_shop.api.catalog_listener import ListenerState
 from villager_shop.api.database import ShopPool
+from villager_shop.api.replicas import Reads
 from villager_shop.cache import Cache
 from villager_shop.monitoring.metrics import DB_QUERIES
 
@@ -27,8 +28,9 @@ SCHEMA_PRESENT = ("SELECT to_regclass('public.product_variants') IS NOT NULL"
 
 class Health:
     def __init__(self, pool: ShopPool, cache: Cache, metrics_ttl_s: float = 5.0,
-                 listener: ListenerState | None = None) -> None:
+                 listener: ListenerState | None = None, reads: Reads | None = None) -> None:
         self.pool = pool
+        self.reads = reads
         self.cache = cache
         self.listener = listener or ListenerState()
         self.metrics_ttl_s = metrics_ttl_s
@@ -52,9 +54,12 @@ class Health:
         db_ok = db_state == "ok"
         # The invalidation of other programs' writes does not decide readiness: without it the
         # service answers correctly, only up to the cache TTL late for those writes.
-        body = {"status": "ready" if db_ok else "not_ready", "database": db_state,
-                "cache": "ok" if cache_state == "connected" else cache_state,
-                "catalog_invalidation": self.listener.describe()}
+        body: dict[str, Any] = {"status": "ready" if db_ok else "not_ready", "database": db_state,
+                                "cache": "ok" if cache_state == "connected" else cache_state,
+                                "catalog_invalidation": self.listener.describe()}
+        if self.reads is not None and self.reads.configured:
+            # Standbys do not decide readiness either: without them the primary answers every read.
+            body["replicas"] = self.reads.describe()
         return (200 if db_ok else 503), body
 
     async def metrics(self) -> list[dict[str, Any]]:

@@ -22,7 +22,7 @@ import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import tuple_row
 
-from villager_shop.api.database import ShopPool
+from villager_shop.api.database import ShopPool, committed
 from villager_shop.api.errors import BadRequest, Conflict, Forbidden, Invalid, NotFound
 from villager_shop.api.queries import sections
 from villager_shop.api.services.accounts import User
@@ -116,7 +116,10 @@ class Orders:
             merged[variant_id] = merged.get(variant_id, 0) + quantity
         for attempt in range(DEADLOCK_RETRIES):
             try:
-                return await self._place_once(user, merged, idempotency_key)
+                body, replayed = await self._place_once(user, merged, idempotency_key)
+                if replayed:  # committed by the first request, whose answer this client may have lost
+                    await committed(self.pool)
+                return body, replayed
             except psycopg.errors.DeadlockDetected:
                 if attempt == DEADLOCK_RETRIES - 1:
                     raise
@@ -175,8 +178,9 @@ class Orders:
         ORDERS.labels("created").inc()  # committed (a replay returned above and is not counted)
         REVENUE.labels("created").inc(float(subtotal + self.delivery_fee))
         # stock changed: after the commit, the listings and pages of those products only
+        lsn = await committed(self.pool)
         touched = _touched(rows)
-        await self.cache.invalidate(CATALOG, shown_parts(touched), shown=shown_changed(touched))
+        await self.cache.invalidate(CATALOG, shown_parts(touched), shown=shown_changed(touched), lsn=lsn)
         return body, False
 
     async def get(self, user: User, order_id: uuid.UUID) -> bytes:
@@ -231,7 +235,7 @@ class Orders:
         raise AssertionError("unreachable")
 
     async def _set_status_once(self, user: User, order_id: uuid.UUID, status: str) -> bytes:
-        restocked = cancelled = False
+        restocked = cancelled = changed = False
         touched: set[uuid.UUID] = set()
         async with self.pool.transaction() as conn:
             cur = conn.cursor(row_factory=tuple_row)
@@ -265,11 +269,13 @@ class Orders:
                 await cur.execute("UPDATE public.orders SET status = %s, updated_at = now() WHERE id = %s",
                                   (status, order_id))
                 cancelled = status == "cancelled"
+                changed = True
             body = await _order_json(conn, order_id)
             assert body is not None
         if cancelled:  # committed
             ORDERS.labels("cancelled").inc()
             REVENUE.labels("cancelled").inc(float(total))
+        lsn = await committed(self.pool) if changed else None
         if restocked:
-            await self.cache.invalidate(CATALOG, shown_parts(touched), shown=shown_changed(touched))
+            await self.cache.invalidate(CATALOG, shown_parts(touched), shown=shown_changed(touched), lsn=lsn)
         return body

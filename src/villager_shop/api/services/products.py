@@ -12,7 +12,7 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg.rows import tuple_row
 
-from villager_shop.api.database import ShopPool
+from villager_shop.api.database import ShopPool, committed
 from villager_shop.api.errors import Conflict, Forbidden, Invalid, NotFound
 from villager_shop.api.services.accounts import User
 from villager_shop.api.services.catalog import catalog_parts, shown_changed, shown_parts
@@ -110,7 +110,9 @@ class Products:
             await conn.execute(UPSERT_DEFAULT_VARIANT.encode(), {
                 "product_id": product_id, "sku": f"{product_id}-default", "name": variant_name,
                 "price": price, "stock": stock})
-        await self.cache.invalidate(CATALOG, catalog_parts({product_id: {category}}), shown=shown_changed([product_id]))
+        lsn = await committed(self.pool)
+        await self.cache.invalidate(CATALOG, catalog_parts({product_id: {category}}), shown=shown_changed([product_id]),
+                                    lsn=lsn)
         return product_id
 
     async def update(self, user: User, product_id: uuid.UUID, changes: dict[str, Any]) -> None:
@@ -131,7 +133,8 @@ class Products:
                 await conn.execute(
                     f"UPDATE public.products SET {', '.join(sets)}, updated_at = now() WHERE id = %(id)s".encode(),
                     params)
-        await self.cache.invalidate(CATALOG, catalog_parts({product_id: slugs}), shown=shown_changed([product_id]))
+        lsn = await committed(self.pool)
+        await self.cache.invalidate(CATALOG, catalog_parts({product_id: slugs}), shown=shown_changed([product_id]), lsn=lsn)
 
     async def add_variant(self, user: User, product_id: uuid.UUID, *, name: str, price: Decimal, stock: int,
                           sku: str | None, sort_order: int, is_active: bool) -> uuid.UUID:
@@ -170,7 +173,8 @@ class Products:
                     """UPDATE public.products SET base_price = %s, updated_at = now()
                         WHERE id = %s AND base_price IS DISTINCT FROM %s""", (price, product_id, price))
                 await conn.execute(LINK_WAITING_ITEMS, {"variant": variant_id, "product": product_id})
-        await self.cache.invalidate(CATALOG, catalog_parts({product_id: {slug}}), shown=shown_changed([product_id]))
+        lsn = await committed(self.pool)
+        await self.cache.invalidate(CATALOG, catalog_parts({product_id: {slug}}), shown=shown_changed([product_id]), lsn=lsn)
         return variant_id
 
     async def update_variant(self, user: User, variant_id: uuid.UUID, changes: dict[str, Any]) -> uuid.UUID:
@@ -199,8 +203,10 @@ class Products:
                         """UPDATE public.products SET base_price = %s, updated_at = now()
                             WHERE id = %s AND base_price IS DISTINCT FROM %s""",
                         (updated[1], product_id, updated[1]))
+        lsn = await committed(self.pool)
         if "is_active" in changes:  # may change which products a listing holds
-            await self.cache.invalidate(CATALOG, catalog_parts({product_id: {slug}}), shown=shown_changed([product_id]))
+            await self.cache.invalidate(CATALOG, catalog_parts({product_id: {slug}}), shown=shown_changed([product_id]),
+                                        lsn=lsn)
         else:  # price, stock, name, sort order: only what is shown of the product
-            await self.cache.invalidate(CATALOG, shown_parts([product_id]), shown=shown_changed([product_id]))
+            await self.cache.invalidate(CATALOG, shown_parts([product_id]), shown=shown_changed([product_id]), lsn=lsn)
         return product_id
