@@ -3,26 +3,28 @@
 from __future__ import annotations
 
 import json
-import sys
 from contextlib import nullcontext
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.progress import DownloadColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TransferSpeedColumn
 from rich.table import Table
 
+from villager_shop.cli import render
 from villager_shop.core.config import get_settings
 from villager_shop.embedded import session_database_url
 from villager_shop.safety import backup as backups
 from villager_shop.safety.manifest import BackupEntry
 
-app = typer.Typer(help="Backups recorded in a manifest (file, sha256, snapshot time, LSN, row counts).",
-                  no_args_is_help=True)
+EXAMPLES = """Examples:
+  villager-shop backup create                      then: villager-shop backup verify ID
+  villager-shop backup list --json"""
 
-# Piped output (logs, CI) gets wide tables instead of 80-column truncation.
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+app = typer.Typer(help="Backups recorded in a manifest (file, sha256, snapshot time, LSN, row counts).",
+                  epilog=EXAMPLES, no_args_is_help=True)
+
+out = render.console()
+err = render.console(stderr=True)
 
 
 def _size(n: float) -> str:
@@ -105,3 +107,4 @@ def verify(
               f"{report.rows} rows in {report.tables} tables restored and counted "
               f"({report.seconds:.1f}s, scratch database {report.scratch_database} {report.scratch_afterwards})",
               markup=False)
+

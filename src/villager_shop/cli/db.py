@@ -12,7 +12,13 @@ from villager_shop.core.urls import mask_url
 from villager_shop.embedded import database_url, embedded_postgres, embedded_redis, redis_url
 from villager_shop.embedded.postgres import binary
 
-app = typer.Typer(help="Start, stop and inspect the embedded PostgreSQL and Redis.", no_args_is_help=True)
+EXAMPLES = """Examples:
+  villager-shop db status          running or stopped (either is fine: they start on demand)
+  villager-shop db stop            after a demo, to free the memory they hold
+  villager-shop db psql -c 'SELECT count(*) FROM users'"""
+
+app = typer.Typer(help="Start, stop and inspect the embedded PostgreSQL and Redis.", epilog=EXAMPLES,
+                  no_args_is_help=True)
 
 
 @app.command()
@@ -81,7 +87,9 @@ def url(
     typer.echo(value if show_password else mask_url(value))
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+# -h is psql's (its host option): only --help shows this command's help.
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+                               "help_option_names": ["--help"]})
 def psql(ctx: typer.Context) -> None:
     """Open psql on the shop database (extra arguments go to psql)."""
     target = database_url(get_settings())

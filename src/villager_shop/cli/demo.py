@@ -8,12 +8,8 @@ import os
 import time
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from villager_shop.cli.generate import load_with_progress, render_report
-from villager_shop.cli.migrate import RichReporter
-from villager_shop.cli.rehearse import render as render_rehearsal
+from villager_shop.cli import render
 from villager_shop.core.config import get_settings
 from villager_shop.core.db import connect, create_database, drop_database
 from villager_shop.core.errors import VerificationFailed
@@ -29,7 +25,11 @@ from villager_shop.safety.rehearse import rehearse as run_rehearsal
 from villager_shop.workload.writer import LiveWriter, check_expected
 
 DEMO_DB = "villager_demo"
-console = Console(highlight=False)
+
+EXAMPLES = """Examples:
+  villager-shop demo                               the whole story, then the API on port 8000 (Ctrl-C stops it)
+  villager-shop demo --scale 0.1 --no-serve        smaller and quicker, without the service"""
+console = render.console()
 
 
 def demo(
@@ -51,30 +51,29 @@ def demo(
     url = with_dbname(admin, DEMO_DB)
     schema.init(url)
 
-    console.rule("1. the legacy database")
+    render.rule(console, "1. the legacy database")
     console.print(f"legacy schema created in {mask_url(url)}; generating data (scale {scale:g}, seed {seed})")
-    render_report(load_with_progress(url, scale=scale, seed=seed), console)
+    render.generator_report(render.load_with_progress(url, scale=scale, seed=seed), console)
 
-    console.rule("2. a verified backup before anything changes")
+    render.rule(console, "2. a verified backup before anything changes")
     entry = create_backup(url, s.backup_dir)
     console.print(f"backup {entry.id}: {entry.size:,} bytes, sha256 {entry.sha256[:16]}…, LSN {entry.lsn}")
 
-    console.rule("3. a rehearsal on a staging copy of that backup")
+    render.rule(console, "3. a rehearsal on a staging copy of that backup")
     rehearsal = run_rehearsal(url, s, RehearsalOptions(backup_id=entry.id, writer_threads=min(writers, 2)),
                               say=lambda m: console.print(f"[cyan]▸[/] {m}"))
-    render_rehearsal(rehearsal)
+    render.rehearsal_verdict(rehearsal, console)
     if not rehearsal.go:
         console.print("[yellow]the rehearsal said NO-GO; the demo goes on so you can see the rest — an operator "
                       "would stop here and read the report[/]")
 
-    console.rule("4. the online migration, while the old and the new application write")
+    render.rule(console, "4. the online migration, while the old and the new application write")
     writer = LiveWriter(url, legacy_threads=writers, new_threads=1 if writers else 0).start()
-    progress = Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=console)
+    progress = render.migration_progress(console)
     t0 = time.perf_counter()
     try:
         with progress:
-            ctx = runner.make_context(url, s, RichReporter(progress))
+            ctx = runner.make_context(url, s, render.MigrationReporter(progress))
             try:
                 runner.run(ctx)
             finally:
@@ -89,7 +88,7 @@ def demo(
     missing = check_expected(url, writer)
     console.print(f"every write present in both representations: {'yes' if not missing else missing[:3]}")
 
-    console.rule("5. verify")
+    render.rule(console, "5. verify")
     with connect(url, autocommit=True) as conn:
         report = verify(conn)
         st = migration_status(conn)
@@ -99,7 +98,7 @@ def demo(
                           f" + {c['quarantined']:>6,} quarantined")
     console.print("verify: [green]OK[/]" if report.ok else "verify: [red]FAILED[/]")
 
-    console.rule("6. status")
+    render.rule(console, "6. status")
     console.print(f"phase {st['phase']}, steps {st['steps_done']}/{st['steps_total']}")
     for b in st["backfill"]:
         console.print(f"  backfill {b['table']:<12} {b['rows_done']:>9,} rows at {b['rows_per_s']:>7,} rows/s,"
@@ -110,7 +109,7 @@ def demo(
         raise VerificationFailed("demo: the migration did not verify (see above)")
     if not serve_after:
         return
-    console.rule("7. the shop service on the migrated database")
+    render.rule(console, "7. the shop service on the migrated database")
     console.print(f"API      http://{host}:{port}/api/products   (OpenAPI: http://{host}:{port}/docs)\n"
                   f"health   http://{host}:{port}/api/health\n"
                   f"metrics  http://{host}:{port}/metrics\n"
