@@ -41,7 +41,7 @@ def test_help_texts_flow_instead_of_keeping_the_docstrings_line_breaks() -> None
 
 
 def test_main_commands_end_with_examples() -> None:
-    for command in ([], ["demo"], ["db"], ["backup"], ["rehearse"], ["restore"], ["generate"]):
+    for command in ([], ["demo"], ["db"], ["backup"], ["rehearse"], ["restore"], ["generate"], ["serve"], ["users"]):
         text = _help(*command, "-h")
         assert "Examples:" in text, (command, text)
         assert "villager-shop " in text.split("Examples:", 1)[1], (command, text)
