@@ -8,8 +8,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 import venv
@@ -39,7 +41,38 @@ def ensure_venv() -> None:
 
 
 def run(cmd: list[str]) -> int:
-    return subprocess.run(cmd, cwd=ROOT, check=False).returncode
+    """Run `cmd` and return its exit code, waiting for it however it is stopped.
+
+    Ctrl-C in a terminal reaches the command as well as run.py (one process group): the command
+    shuts down on its own and run.py waits for it, printing nothing. A SIGINT or SIGTERM sent to
+    run.py alone (`kill`, a supervisor) is passed on once. A command ended by a signal exits
+    128 + its number, as a shell reports it."""
+    proc = subprocess.Popen(cmd, cwd=ROOT)
+
+    def pass_on(signum: int, _frame: object) -> None:
+        if signum == signal.SIGINT and _terminal_interrupts_us():
+            return  # the terminal sent it to the command too
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, pass_on) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 128 - code if code < 0 else code
+
+
+def _terminal_interrupts_us() -> bool:
+    """Whether run.py's process group is the foreground of its terminal, where Ctrl-C goes to all."""
+    for stream in (sys.stdin, sys.stdout, sys.stderr):
+        try:
+            if stream is not None and stream.isatty():
+                return os.tcgetpgrp(stream.fileno()) == os.getpgrp()
+        except (OSError, ValueError):
+            continue
+    return False
 
 
 def main(argv: list[str]) -> int:
@@ -65,4 +98,8 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except KeyboardInterrupt:  # Ctrl-C while setting up .venv: one line, as the CLI says it
+        print("interrupted: run.py stopped before the command started; run it again", file=sys.stderr)
+        sys.exit(130)

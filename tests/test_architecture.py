@@ -142,6 +142,23 @@ def test_the_packages_stand_in_no_more_layers_than_measured() -> None:
     assert len(chain) <= MAX_LAYERS, chain
 
 
+# Imports of one command module by another, each with the reason it stays. Renderers shared by several
+# commands live in cli.render; a command never imports another command's.
+CLI_IMPORTS_ALLOWED = {
+    ("villager_shop.cli.main", "*"): "the entry point registers every command group",
+    ("villager_shop.cli.interrupt", "villager_shop.cli.main"): "reads the command tree to name the interrupted command",
+    ("villager_shop.cli.demo", "villager_shop.cli.serve"): "the demo ends by running `serve`",
+    ("villager_shop.cli.demo", "villager_shop.cli.interrupt"): "the demo says what Ctrl-C interrupted",
+}
+
+
+def test_a_command_module_imports_no_other_command_module_but_shared_renderers() -> None:
+    found = {(m, t) for m, targets in module_graph().items() if m.startswith("villager_shop.cli.")
+             for t in targets if t.startswith("villager_shop.cli.") and t != m and t != "villager_shop.cli.render"}
+    unexplained = {(m, t) for m, t in found if (m, t) not in CLI_IMPORTS_ALLOWED and (m, "*") not in CLI_IMPORTS_ALLOWED}
+    assert unexplained == set(), sorted(unexplained)
+
+
 def test_the_helpers_see_cycles_and_layers() -> None:
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None

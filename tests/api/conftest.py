@@ -189,3 +189,16 @@ async def api(any_shop_db: ShopDb, redis_url: str) -> AsyncIterator[Api]:
 async def api_migrating(shop_db: ShopDb, redis_url: str) -> AsyncIterator[Api]:
     async for a in start_api(make_config(shop_db.url, redis_url)):
         yield a
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Give each operation schemathesis fuzzes an id of its own. Its items are named
+    `test[GET /api/products]`, but under pytest 9.2 their id is built from the bare test name, so every
+    operation shares one id: pytest's progress counts them as a single test (a whole run ended at
+    93 %), and --durations, -rA or a failure could not tell one operation from another."""
+    for item in items:
+        label = getattr(item, "operation_label", None)
+        node_id = getattr(item, "_id", None)
+        if label and node_id is not None and getattr(node_id, "params", "") is None:
+            item._id = node_id.with_params(label)

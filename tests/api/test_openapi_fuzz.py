@@ -6,7 +6,10 @@ and app instance (behind a delegating ASGI callable, since the schema is loaded 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -65,3 +68,15 @@ def test_no_input_makes_the_server_fail(case: schemathesis.Case, fuzz_headers: d
     case.call_and_validate(headers=fuzz_headers, checks=[
         not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
         negative_data_rejection])
+
+
+def test_each_fuzzed_operation_is_reported_as_a_test_of_its_own() -> None:
+    """pytest's progress and its reports count tests by id: one id per operation, or they undercount."""
+    res = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                          f"{__file__}::test_no_input_makes_the_server_fail"],
+                         capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[2])
+    ids = [ln for ln in res.stdout.splitlines() if "::test_no_input_makes_the_server_fail" in ln]
+    operations = [op.ok().label for op in schema.get_all_operations()]
+    assert len(operations) > 10, operations
+    assert sorted(ids) == sorted(f"tests/api/test_openapi_fuzz.py::test_no_input_makes_the_server_fail[{op}]"
+                                 for op in operations), res.stdout[-2000:] + res.stderr[-2000:]

@@ -31,7 +31,7 @@ from villager_shop.api.errors import ApiError
 from villager_shop.api.fast_listing import FastListing
 from villager_shop.api.read_your_writes import ReadYourWrites
 from villager_shop.api.replicas import Reads
-from villager_shop.api.routes import auth, health, monitoring, orders, products, shops
+from villager_shop.api.routes import auth, docs, health, monitoring, orders, products, shops
 from villager_shop.api.services.accounts import ensure_service_schema
 from villager_shop.api.services.catalog import Catalog
 from villager_shop.api.services.health import NOT_MIGRATED, Health
@@ -128,11 +128,12 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
             await _bounded(pool.close(timeout=3), "database pool")
             metrics.mark_process_dead()
 
-    app = ShopApp(title="Villager Shop", version="1.0", lifespan=lifespan,
+    app = ShopApp(title="Villager Shop", version="1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="The marketplace API on the normalized schema (see README, 'Shop service').")
-    for module in (products, shops, orders, auth, health, monitoring):
+    for module in (products, shops, orders, auth, health, monitoring, docs):
         app.include_router(module.router)
     app.mount("/dashboard/static", monitoring.static_files(), name="dashboard-static")
+    app.mount(docs.STATIC_PATH, docs.static_files(), name="docs-static")
     _install_error_handlers(app)
     return app
 

@@ -1,28 +1,32 @@
-"""`villager-shop backup`: create, list and verify manifest backups."""
+"""`villager-shop backup`: create, list, verify and prune manifest backups."""
 
 from __future__ import annotations
 
 import json
-import sys
 from contextlib import nullcontext
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.progress import DownloadColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TransferSpeedColumn
 from rich.table import Table
 
+from villager_shop.cli import render
 from villager_shop.core.config import get_settings
 from villager_shop.embedded import session_database_url
 from villager_shop.safety import backup as backups
+from villager_shop.safety import prune as pruning
 from villager_shop.safety.manifest import BackupEntry
 
-app = typer.Typer(help="Backups recorded in a manifest (file, sha256, snapshot time, LSN, row counts).",
-                  no_args_is_help=True)
+EXAMPLES = """Examples:
+  villager-shop backup create                      then: villager-shop backup verify ID
+  villager-shop backup list --json
+  villager-shop backup prune --keep 3 --dry-run    what would be removed; without --dry-run, remove it"""
 
-# Piped output (logs, CI) gets wide tables instead of 80-column truncation.
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+app = typer.Typer(help="Backups recorded in a manifest (file, sha256, snapshot time, LSN, row counts).",
+                  epilog=EXAMPLES, no_args_is_help=True)
+
+out = render.console()
+err = render.console(stderr=True)
 
 
 def _size(n: float) -> str:
@@ -75,11 +79,12 @@ def list_(as_json: bool = typer.Option(False, "--json", help="machine-readable o
     if not entries:
         out.print(f"no backups in {s.backup_dir}", markup=False)
         return
-    table = Table("id", "database", "created (UTC)", "size", "rows", "lsn", "file present",
+    table = Table("id", "database", "created (UTC)", "size", "rows", "lsn", "verified (UTC)", "file present",
                   title=f"backups in {s.backup_dir}")
     for e in entries:
         present = "yes" if (s.backup_dir / e.file).is_file() else "MISSING"
-        table.add_row(e.id, e.database, e.created_at, _size(e.size), str(sum(e.row_counts.values())), e.lsn, present)
+        table.add_row(e.id, e.database, e.created_at, _size(e.size), str(sum(e.row_counts.values())), e.lsn,
+                      e.verified_at or "-", present)
     out.print(table)
 
 
@@ -105,3 +110,35 @@ def verify(
               f"{report.rows} rows in {report.tables} tables restored and counted "
               f"({report.seconds:.1f}s, scratch database {report.scratch_database} {report.scratch_afterwards})",
               markup=False)
+
+
+@app.command()
+def prune(
+    keep: int = typer.Option(pruning.DEFAULT_KEEP, "--keep", min=0, metavar="N",
+                             help="backups to keep per database, the newest"),
+    older_than: float | None = typer.Option(None, "--older-than", min=0, metavar="DAYS",
+                                            help="remove only backups older than this"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="list what would be removed; remove nothing"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """Remove old backups from the manifest and the disk: per database, all but the newest N, and
+    never the newest one `backup verify` proved (it is the one known to restore)."""
+    s = get_settings()
+    plan = pruning.prune_backups(s.backup_dir, keep=keep, older_than_days=older_than, dry_run=dry_run)
+    if as_json:
+        typer.echo(json.dumps({"dry_run": dry_run, "freed_bytes": plan.freed_bytes,
+                               "removed": [_entry_json(e, s.backup_dir) for e in plan.remove],
+                               "kept": [{"id": e.id, "database": e.database, "why": why} for e, why in plan.keep]},
+                              indent=2))
+        return
+    if not plan.remove:
+        out.print(f"nothing to remove in {s.backup_dir}: {len(plan.keep)} backup(s), all kept", markup=False)
+        return
+    verb = "would remove" if dry_run else "removed"
+    table = Table("id", "database", "created (UTC)", "size", "verified (UTC)",
+                  title=f"{verb} from {s.backup_dir}")
+    for e in plan.remove:
+        table.add_row(e.id, e.database, e.created_at, _size(e.size), e.verified_at or "-")
+    out.print(table)
+    out.print(f"{verb} {len(plan.remove)} backup(s), {_size(plan.freed_bytes)}; kept {len(plan.keep)}"
+              + (" (run without --dry-run to remove them)" if dry_run else ""), markup=False)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from villager_shop.cli import render
 from villager_shop.core.config import get_settings
 from villager_shop.core.units import format_bytes
 from villager_shop.embedded import database_url
@@ -18,8 +17,7 @@ from villager_shop.safety import baseline as baselines
 app = typer.Typer(help="Performance baselines (table/index statistics, sizes, pg_stat_statements) and their diff.",
                   no_args_is_help=True)
 
-# Piped output (logs, CI) gets wide tables instead of 80-column truncation.
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+out = render.console()
 
 
 def _signed(n: int) -> str:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import typer
-from rich.console import Console
 
 from villager_shop.bench.migration import WRITER_RATE
+from villager_shop.cli import render
 from villager_shop.core.config import get_settings
 from villager_shop.core.errors import ConfigError
 from villager_shop.embedded import database_url, direct_database_url
@@ -15,7 +15,7 @@ from villager_shop.embedded.replica import StreamingPair, bindir_of
 
 app = typer.Typer(help="Benchmarks (JSON output; each compares with a reference measured in the same run).",
                   no_args_is_help=True)
-err = Console(stderr=True, highlight=False)
+err = render.console(stderr=True)
 
 
 @app.command()

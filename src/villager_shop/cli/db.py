@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import typer
 
@@ -12,7 +13,13 @@ from villager_shop.core.urls import mask_url
 from villager_shop.embedded import database_url, embedded_postgres, embedded_redis, redis_url
 from villager_shop.embedded.postgres import binary
 
-app = typer.Typer(help="Start, stop and inspect the embedded PostgreSQL and Redis.", no_args_is_help=True)
+EXAMPLES = """Examples:
+  villager-shop db status          running or stopped (either is fine: they start on demand)
+  villager-shop db stop            after a demo, to free the memory they hold
+  villager-shop db psql -c 'SELECT count(*) FROM users'"""
+
+app = typer.Typer(help="Start, stop and inspect the embedded PostgreSQL and Redis.", epilog=EXAMPLES,
+                  no_args_is_help=True)
 
 
 @app.command()
@@ -41,32 +48,53 @@ def stop() -> None:
         typer.echo("redis:    external server (REDIS_URL), not managed here")
 
 
+# What `db status` says of an embedded server, and whether that is a fault (exit 3). Stopped is not:
+# the servers start on demand, and `db stop` stops them on purpose.
+RUNNING, STOPPED, CRASHED, NOT_ANSWERING = "running", "stopped", "crashed", "not answering"
+FAULTS = {CRASHED, NOT_ANSWERING}
+
+
+def server_state(pid: int | None, answers: bool, pidfile: Path) -> str:
+    """running; stopped (no process, no pid file: stopped cleanly or never started); crashed (no
+    process, but the pid file a clean stop removes is still there); not answering (a process that
+    does not answer)."""
+    if pid is not None:
+        return RUNNING if answers else NOT_ANSWERING
+    return CRASHED if pidfile.exists() else STOPPED
+
+
 @app.command()
 def status(as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
-    """Say whether each server runs; exit 3 when one that should run does not."""
+    """Say whether each server runs. Stopped is fine (exit 0: they start on demand); exit 3 when one
+    crashed (its pid file left behind) or runs but does not answer."""
     s = get_settings()
     pg = embedded_postgres(s)
     rd = embedded_redis(s)
+    pg_pid = None if s.database_url else pg.pid()
+    rd_pid = None if s.redis_url else rd.pid()
     info = {
         "postgres": {
             "mode": "external" if s.database_url else "embedded",
-            "running": True if s.database_url else pg.is_ready(),
-            "pid": None if s.database_url else pg.pid(),
+            "state": RUNNING if s.database_url else server_state(pg_pid, pg_pid is not None and pg.is_ready(),
+                                                                  pg.pgdata / "postmaster.pid"),
+            "pid": pg_pid,
             "data_dir": None if s.database_url else str(pg.pgdata),
         },
         "redis": {
             "mode": "external" if s.redis_url else "embedded",
-            "running": True if s.redis_url else rd.ping(),
-            "pid": None if s.redis_url else rd.pid(),
+            "state": RUNNING if s.redis_url else server_state(rd_pid, rd_pid is not None and rd.ping(), rd.pidfile),
+            "pid": rd_pid,
         },
     }
+    for d in info.values():
+        d["running"] = d["state"] == RUNNING
     if as_json:
         typer.echo(json.dumps(info, indent=2))
     else:
         for name, d in info.items():
-            state = "running" if d["running"] else "stopped"
-            typer.echo(f"{name}: {d['mode']}, {state}" + (f", pid {d['pid']}" if d.get("pid") else ""))
-    if not all(d["running"] for d in info.values()):
+            hint = " (starts on demand)" if d["state"] == STOPPED else ""
+            typer.echo(f"{name}: {d['mode']}, {d['state']}{hint}" + (f", pid {d['pid']}" if d.get("pid") else ""))
+    if any(d["state"] in FAULTS for d in info.values()):
         raise typer.Exit(3)
 
 
@@ -81,7 +109,9 @@ def url(
     typer.echo(value if show_password else mask_url(value))
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+# -h is psql's (its host option): only --help shows this command's help.
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+                               "help_option_names": ["--help"]})
 def psql(ctx: typer.Context) -> None:
     """Open psql on the shop database (extra arguments go to psql)."""
     target = database_url(get_settings())

@@ -26,8 +26,19 @@ ROLLBACK = "`villager-shop migrate rollback --yes`"
 COMPLETE = "`villager-shop migrate complete --yes`"
 
 
+_told: list[str] = []
+
+
+def tell(where: str) -> None:
+    """What Ctrl-C interrupted, said by a command that knows it best (the demo: at which stage, and
+    what it removed on the way out): ` during …` or `: …`, used instead of the hints below."""
+    _told[:] = [where]
+
+
 def where_stopped(args: list[str]) -> str:
     """The text after `interrupted` for the command line `args`: ` during …` or `: …`."""
+    if _told:
+        return _told[-1]
     path, rest = _command_path(args)
     hint = _HINTS.get(" ".join(path[:2])) or _HINTS.get(" ".join(path[:1]))
     if hint is None:
@@ -222,6 +233,10 @@ def _generate(_rest: list[str]) -> str:
     return ": nothing was written (the load is one transaction); run `villager-shop generate` again"
 
 
+def _demo(_rest: list[str]) -> str:
+    return ": `villager-shop demo` starts over from a new villager_demo database when run again"
+
+
 _HINTS: dict[str, Callable[[list[str]], str]] = {
     "migrate run": _migrate(_after_run, f": the migration keeps its progress in the database, nothing is lost; run"
                                         f" {RUN} to resume (`villager-shop migrate status` shows where it stopped),"
@@ -236,4 +251,5 @@ _HINTS: dict[str, Callable[[list[str]], str]] = {
     "restore": _restore,
     "rehearse": _rehearse,
     "generate": _generate,
+    "demo": _demo,
 }

@@ -10,21 +10,29 @@ import warnings
 from typing import Any
 
 import typer
-from rich.console import Console
 
+from villager_shop.cli import render
 from villager_shop.core.errors import debug_enabled, describe, describe_interrupt
 
 warnings.filterwarnings("ignore", module="platformdirs")
 
+EXAMPLES = """Examples:
+  villager-shop demo                      the whole story on a throwaway database, then the API
+  villager-shop migrate plan              what the migration would run and lock (read-only)
+  villager-shop backup create && villager-shop backup list
+  villager-shop db stop                   stop the embedded PostgreSQL and Redis"""
+
 app = typer.Typer(
     name="villager-shop",
     help="Move the villager_shop database to a normalized schema with zero downtime, and serve it.",
+    epilog=EXAMPLES,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    context_settings={"help_option_names": render.HELP_OPTION_NAMES},
 )
 
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+err_console = render.console(stderr=True)
 
 
 def _register() -> None:
@@ -33,7 +41,7 @@ def _register() -> None:
     app.add_typer(db.app, name="db")
     app.add_typer(legacy.app, name="legacy")
     app.command("config")(settings.show_config)
-    app.command("demo")(demo.demo)
+    app.command("demo", epilog=demo.EXAMPLES)(demo.demo)
     for module_name, attr, name in _OPTIONAL:
         try:
             module = __import__(f"villager_shop.cli.{module_name}", fromlist=[attr])
@@ -43,7 +51,7 @@ def _register() -> None:
         if isinstance(obj, typer.Typer):
             app.add_typer(obj, name=name)
         else:
-            app.command(name)(obj)
+            app.command(name, epilog=getattr(module, "EXAMPLES", None))(obj)
 
 
 # Command groups owned by later features: registered when their module exists.
@@ -65,6 +73,7 @@ _register()
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app, and turn every failure into one line on stderr and an exit code."""
     command = typer.main.get_command(app)
+    render.tidy_help(command)
     _notice_interrupts()
     try:
         result = command.main(args=argv, prog_name="villager-shop", standalone_mode=False)

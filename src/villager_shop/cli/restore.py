@@ -5,17 +5,21 @@ from __future__ import annotations
 import sys
 
 import typer
-from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
+from villager_shop.cli import render
 from villager_shop.core.config import get_settings
 from villager_shop.core.errors import RefusedError
 from villager_shop.embedded import session_database_url
 from villager_shop.safety.restore import RestorePlan, execute_restore, plan_restore
 
-# Piped output (logs, CI) gets wide tables instead of 80-column truncation.
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+EXAMPLES = """Examples:
+  villager-shop backup list                 the ids
+  villager-shop restore ID                  says what would be lost, then asks
+  villager-shop restore ID --yes            without asking (scripts)"""
+
+out = render.console()
 
 
 def _render(plan: RestorePlan) -> None:
@@ -27,7 +31,7 @@ def _render(plan: RestorePlan) -> None:
             "A migration is in progress (" + plan.migration.detail + ").\n"
             "`villager-shop migrate rollback` returns to the legacy schema WITHOUT losing any write: the "
             "migration keeps the legacy columns in sync until `migrate complete`. Prefer it to a restore.",
-            title="use migrate rollback instead", border_style="bold red"), markup=False)
+            title="use migrate rollback instead", border_style="bold red", expand=False), markup=False)
     else:
         out.print("note: `villager-shop migrate rollback` is preferable whenever it is still possible "
                   "(before `migrate complete`): it loses no write.", markup=False)

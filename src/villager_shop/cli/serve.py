@@ -12,6 +12,10 @@ from villager_shop.core.config import get_settings
 from villager_shop.core.errors import ConfigError
 from villager_shop.core.urls import checked_redis_url, mask_url
 
+EXAMPLES = """Examples:
+  villager-shop serve                                       http://127.0.0.1:8000/docs
+  villager-shop serve --host 0.0.0.0 --port 8000 --workers 2 --db-connections 20"""
+
 
 def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="interface to listen on"),

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from villager_shop.cli import render
 from villager_shop.core.config import get_settings
 from villager_shop.core.urls import mask_url
 
@@ -35,4 +35,4 @@ def show_config(as_json: bool = typer.Option(False, "--json", help="machine-read
     table = Table("setting", "value", title="villager-shop configuration")
     for key, value in rows.items():
         table.add_row(key, value)
-    Console().print(table)
+    render.console().print(table)

@@ -11,7 +11,11 @@ from villager_shop.core.db import connection
 from villager_shop.core.errors import ConfigError
 from villager_shop.embedded import database_url
 
-app = typer.Typer(help="Service users: set passwords and roles.", no_args_is_help=True)
+EXAMPLES = """Examples:
+  echo 'a-long-password' | villager-shop users set-password asha@v.in --password-stdin --role shopkeeper
+  villager-shop users set-password asha@v.in                 asks for the password twice"""
+
+app = typer.Typer(help="Service users: set passwords and roles.", epilog=EXAMPLES, no_args_is_help=True)
 
 
 @app.command("set-password")

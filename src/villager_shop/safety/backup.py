@@ -220,5 +220,6 @@ def verify_backup(url: str, backup_dir: Path, backup_id: str, *, scratch_url: st
     name = dbops.derived_name(live, f"_verify_{stamp}_{secrets.token_hex(2)}")
     with scratch_database(where, name, live, what="backup verify") as scratch:
         tolerated = restore_into(entry, archive, scratch.url, scratch.server_major, say, no_owner=where.provided)
+    entry = manifest.mark_verified(backup_dir, entry.id, _iso(_utc_now()))
     return VerifyReport(entry, toc, len(entry.row_counts), sum(entry.row_counts.values()), scratch.name,
                         time.monotonic() - t0, tolerated, scratch.afterwards)

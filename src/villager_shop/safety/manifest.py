@@ -47,6 +47,9 @@ class BackupEntry:
     database_size: int
     row_counts: dict[str, int] = field(default_factory=dict)
     format: str = "custom"
+    # When `backup verify` last proved it restores (None: never). Pruning keeps the newest verified
+    # backup of each database whatever else it removes: it is the one known to work.
+    verified_at: str | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BackupEntry:
@@ -114,6 +117,32 @@ def add(backup_dir: Path, entry: BackupEntry) -> None:
         if any(e.id == entry.id for e in entries):
             raise VillagerError(f"backup id {entry.id} is already in the manifest")
         _write(backup_dir, [*entries, entry])
+
+
+def mark_verified(backup_dir: Path, backup_id: str, when: str) -> BackupEntry:
+    """Record that the backup `backup_id` was proven to restore at `when`; returns the updated entry."""
+    with locked(backup_dir):
+        entries = load(backup_dir)
+        found = [e for e in entries if e.id == backup_id]
+        if not found:
+            raise VillagerError(f"backup {backup_id} left the manifest while it was being verified")
+        found[0].verified_at = when
+        _write(backup_dir, entries)
+        return found[0]
+
+
+def remove(backup_dir: Path, backup_ids: set[str]) -> list[BackupEntry]:
+    """Take these backups out of the manifest, then delete their files; returns the entries removed
+    (ids no longer in the manifest are skipped). The manifest goes first: a crash in between leaves a
+    file nobody points to, never an entry whose file is gone."""
+    with locked(backup_dir):
+        entries = load(backup_dir)
+        gone = [e for e in entries if e.id in backup_ids]
+        if gone:
+            _write(backup_dir, [e for e in entries if e.id not in backup_ids])
+        for e in gone:
+            (backup_dir / e.file).unlink(missing_ok=True)
+    return gone
 
 
 def find(backup_dir: Path, backup_id: str) -> BackupEntry:

@@ -16,7 +16,7 @@ router = APIRouter(prefix="/api", tags=["catalog"])
 
 @router.get("/categories", response_model=list[CategoryOut])
 async def list_categories(svc: Services) -> Response:
-    """Active categories, by name."""
+    """Active categories: names with a letter first, by name ignoring case, then names without one."""
     return raw_json(await svc.catalog.categories())
 
 
