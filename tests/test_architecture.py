@@ -17,9 +17,10 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src"
 TOP = "villager_shop"
 
-# The target is 7 layers. This is the count measured now, so a change that adds a layer fails here;
+# The packages stand in 7 layers (__main__ → cli → bench → api → migration → legacy → core); a change
+# that adds one fails here;
 # lower it whenever a change removes one.
-MAX_LAYERS = 10
+MAX_LAYERS = 7
 
 # Imports of the benchmarks from outside them, each with the reason it stays. A stale entry fails too,
 # so the list only shrinks.

@@ -85,7 +85,7 @@ def test_a_frozen_worker_holds_up_no_one_and_serves_the_change_once_thawed(
     (SIGSTOP) and can acknowledge nothing: a change by the old application (SQL; the workers
     invalidate on its notification) is still served by the live worker within seconds. Thawed, the
     frozen worker answers the new price too. (That its lease ran out meanwhile is asserted in
-    tests/api/test_cache_lease.py, where the order of events can be controlled.)"""
+    tests/api/cache/test_lease.py, where the order of events can be controlled.)"""
     import os
     import signal
 

@@ -17,9 +17,9 @@ import psycopg
 import pytest
 
 from tests.helpers import ROOT, cli_env, run_cli
+from villager_shop.api.services.monitoring import Sampler
 from villager_shop.embedded.replica import StreamingPair
 from villager_shop.monitoring import metrics
-from villager_shop.monitoring.sampler import Sampler
 
 pytestmark = pytest.mark.slow
 

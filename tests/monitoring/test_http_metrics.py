@@ -8,8 +8,8 @@ import uuid
 import pytest
 
 from tests.api.conftest import ASHA, BALA, RADIO, Api, ShopDb, make_config, start_api
+from villager_shop.api.services.monitoring import quantile
 from villager_shop.monitoring.metrics import sample
-from villager_shop.monitoring.sampler import quantile
 
 pytestmark = pytest.mark.anyio
 

@@ -24,8 +24,8 @@ from typing import Any
 
 import psycopg
 
+from villager_shop.api.cache.store import Cache
 from villager_shop.api.database import APP_NAME, ShopPool, wal_position
-from villager_shop.cache import Cache
 from villager_shop.migration.steps.catalog_notify import CHANNEL, SELF_INVALIDATED
 
 # The tables the service writes itself (and invalidates finely for): the triggers' contract.

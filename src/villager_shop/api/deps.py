@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 
 from villager_shop.api import security
+from villager_shop.api.cache.store import Cache
 from villager_shop.api.config import ServiceConfig
 from villager_shop.api.database import ShopPool
 from villager_shop.api.errors import Forbidden, Unauthorized
@@ -17,10 +18,9 @@ from villager_shop.api.services import accounts
 from villager_shop.api.services.accounts import User
 from villager_shop.api.services.catalog import Catalog
 from villager_shop.api.services.health import Health
+from villager_shop.api.services.monitoring import Monitor
 from villager_shop.api.services.orders import Orders
 from villager_shop.api.services.products import Products
-from villager_shop.cache import Cache
-from villager_shop.monitoring.sampler import Monitor
 
 
 @dataclass

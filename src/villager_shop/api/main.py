@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse, Response
 from psycopg_pool import PoolTimeout
 from starlette.types import Receive, Scope, Send
 
+from villager_shop.api.cache.store import Cache
 from villager_shop.api.catalog_listener import ListenerState, listen_for_catalog_changes, tell_other_instances
 from villager_shop.api.config import ServiceConfig
 from villager_shop.api.database import find_connections, make_pool
@@ -35,14 +36,13 @@ from villager_shop.api.routes import auth, docs, health, monitoring, orders, pro
 from villager_shop.api.services.accounts import ensure_service_schema
 from villager_shop.api.services.catalog import Catalog
 from villager_shop.api.services.health import NOT_MIGRATED, Health
+from villager_shop.api.services.monitoring import Monitor, Sampler
 from villager_shop.api.services.orders import Orders
 from villager_shop.api.services.products import Products
-from villager_shop.cache import Cache
 from villager_shop.core.db import connection
 from villager_shop.monitoring import metrics
 from villager_shop.monitoring.event_loop import watch_event_loop
 from villager_shop.monitoring.middleware import MetricsMiddleware
-from villager_shop.monitoring.sampler import Monitor, Sampler
 
 log = logging.getLogger("villager_shop.api")
 

@@ -33,13 +33,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from villager_shop.api.services.monitoring import quantile
 from villager_shop.core.config import Settings
 from villager_shop.core.db import connect, create_database, drop_database
 from villager_shop.core.errors import VillagerError
 from villager_shop.core.urls import with_dbname
 from villager_shop.legacy.generate import generate
 from villager_shop.legacy.schema import schema_sql
-from villager_shop.monitoring.sampler import quantile
 
 Say = Callable[[str], None]
 PASSWORD = "bench-shopper-pass"

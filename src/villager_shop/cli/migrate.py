@@ -8,10 +8,11 @@ import sys
 from typing import Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from villager_shop.cli import render
+from villager_shop.cli.render import MigrationReporter
 from villager_shop.core.config import get_settings
 from villager_shop.core.db import connect
 from villager_shop.core.errors import RefusedError, VerificationFailed
@@ -29,44 +30,13 @@ from villager_shop.migration.steps.base import Context
 
 app = typer.Typer(help="Move the live database to the normalized schema, online and reversibly.",
                   no_args_is_help=True)
-console = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+console = render.console()
+err = render.console(stderr=True)
 
 HOLD = {"expand": "waits <= lock_timeout, holds milliseconds", "sync": "waits <= lock_timeout, holds milliseconds",
         "backfill": "row locks of one batch (~50 ms), never a table lock",
         "validate": "no lock that blocks reads or writes", "index": "no lock that blocks reads or writes",
         "analyze": "no lock that blocks reads or writes"}
-
-
-class RichReporter:
-    """Progress bars with rows/s for the backfill, a line per finished step."""
-
-    def __init__(self, progress: Progress) -> None:
-        self.bar = progress
-        self.tasks: dict[str, TaskID] = {}
-
-    def step_started(self, name: str, title: str) -> None:
-        if name.startswith("backfill_"):
-            self.bar.start()  # with the first bar: a run refused up front prints its one error line only
-            self.tasks[name] = self.bar.add_task(name, total=None, rate="")
-
-    def step_finished(self, name: str, detail: dict[str, Any]) -> None:
-        if name in self.tasks:
-            t = self.tasks[name]
-            self.bar.update(t, total=detail.get("rows", 0) or 1, completed=detail.get("rows", 0) or 1,
-                                 rate=f"{detail.get('rows_per_s', 0):,} rows/s")
-            return
-        extra = ""
-        if detail.get("validated") is False:
-            extra = f" (NOT VALID: {detail.get('violating_rows')} quarantined rows violate it)"
-        self.bar.console.print(f"[green]✓[/] {name} [dim]{detail.get('seconds', 0):.2f}s{extra}[/]")
-
-    def progress(self, name: str, done: int, total: int | None, rate: float) -> None:
-        if name in self.tasks:
-            self.bar.update(self.tasks[name], completed=done, total=total, rate=f"{rate:,.0f} rows/s")
-
-    def note(self, message: str) -> None:
-        self.bar.console.print(f"[yellow]•[/] {message}")
 
 
 def _ctx(what: str, reporter: Any = None) -> Context:
@@ -128,7 +98,7 @@ def run(
                         TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=err,
                         disable=as_json or (not err.is_terminal and False))
     try:
-        ctx = _ctx("migrate run", RichReporter(progress))
+        ctx = _ctx("migrate run", MigrationReporter(progress))
         try:
             summary = guide.run_guide(ctx) if strategy == "guide" else runner.run(ctx)
         finally:

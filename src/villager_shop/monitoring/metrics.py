@@ -60,7 +60,7 @@ DB_POOL_WAITING = Gauge("villager_db_pool_waiting", "requests waiting for a pool
                         multiprocess_mode="livesum")
 
 # Database-side figures from the views db_performance_summary / slow_queries, sampled every few
-# seconds by each worker (monitoring.sampler); the most recent sample of any live worker wins.
+# seconds by each worker (api/services/monitoring.py); the most recent sample of any live worker wins.
 _RECENT: Final = "livemostrecent"
 DB_CONNECTIONS = Gauge("villager_db_connections", "client connections to the server (db_performance_summary)",
                        multiprocess_mode=_RECENT)

@@ -19,8 +19,8 @@ from fastapi.staticfiles import StaticFiles
 
 from villager_shop.api.deps import AppServices, Services, admin_of_token, bearer
 from villager_shop.api.errors import ApiError, Forbidden
+from villager_shop.api.services.monitoring import update_pool_gauges
 from villager_shop.monitoring import metrics
-from villager_shop.monitoring.sampler import update_pool_gauges
 
 router = APIRouter(tags=["monitoring"])
 

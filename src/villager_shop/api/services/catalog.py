@@ -16,10 +16,10 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg.rows import tuple_row
 
+from villager_shop.api.cache.store import CATALOG, Cache, params_digest
 from villager_shop.api.errors import BadRequest, clean_text
 from villager_shop.api.queries import load, sections
 from villager_shop.api.replicas import Reads
-from villager_shop.cache import CATALOG, Cache, params_digest
 from villager_shop.monitoring.metrics import DB_QUERIES
 
 MAX_LIMIT = 100

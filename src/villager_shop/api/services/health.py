@@ -13,10 +13,10 @@ from typing import Any
 
 from psycopg.rows import dict_row
 
+from villager_shop.api.cache.store import Cache
 from villager_shop.api.catalog_listener import ListenerState
 from villager_shop.api.database import ShopPool
 from villager_shop.api.replicas import Reads
-from villager_shop.cache import Cache
 from villager_shop.monitoring.metrics import DB_QUERIES
 
 PROBE_TIMEOUT_S = 1.0

@@ -22,12 +22,12 @@ import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import tuple_row
 
+from villager_shop.api.cache.store import CATALOG, Cache
 from villager_shop.api.database import ShopPool, committed
 from villager_shop.api.errors import BadRequest, Conflict, Forbidden, Invalid, NotFound
 from villager_shop.api.queries import sections
 from villager_shop.api.services.accounts import User
 from villager_shop.api.services.catalog import shown_changed, shown_parts
-from villager_shop.cache import CATALOG, Cache
 from villager_shop.monitoring.metrics import ORDERS, REVENUE
 
 STATUSES = ("pending", "confirmed", "delivered", "cancelled")

@@ -12,11 +12,11 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg.rows import tuple_row
 
+from villager_shop.api.cache.store import CATALOG, Cache
 from villager_shop.api.database import ShopPool, committed
 from villager_shop.api.errors import Conflict, Forbidden, Invalid, NotFound
 from villager_shop.api.services.accounts import User
 from villager_shop.api.services.catalog import catalog_parts, shown_changed, shown_parts
-from villager_shop.cache import CATALOG, Cache
 
 UPSERT_DEFAULT_VARIANT = """
 INSERT INTO public.product_variants AS v (product_id, sku, name, price, stock, is_default, is_active, sort_order)

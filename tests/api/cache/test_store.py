@@ -110,7 +110,7 @@ async def test_without_redis_a_request_does_not_share_a_read_that_began_before_i
     joined a read already running could get what the database held before that write; so a request
     arriving while a read runs waits for the next read (one read of a key at a time), which the
     requests arriving meanwhile share."""
-    from villager_shop.cache import CATALOG, Cache
+    from villager_shop.api.cache.store import CATALOG, Cache
 
     cache = Cache(None, prefix=f"vtest:{uuid.uuid4().hex[:10]}")
     await cache.start()
@@ -350,7 +350,7 @@ async def test_the_breaker_opens_on_a_refused_connection_or_when_a_probe_confirm
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import MaxConnectionsError
 
-    from villager_shop.cache import Cache
+    from villager_shop.api.cache.store import Cache
 
     cache = Cache(redis_url, prefix=f"vtest:{uuid.uuid4().hex[:10]}", breaker_s=5.0)
     await cache.start()
@@ -436,8 +436,8 @@ def ok_listings() -> float:
 
 async def test_the_catalog_listener_stops_promptly_when_cancelled(shop_db: ShopDb) -> None:
     """Shutdown must never hang on the listener (it waits inside psycopg's notifies())."""
+    from villager_shop.api.cache.store import Cache
     from villager_shop.api.catalog_listener import listen_for_catalog_changes
-    from villager_shop.cache import Cache
 
     cache = Cache(None, prefix=f"vtest:{uuid.uuid4().hex[:8]}")
     await cache.start()
@@ -567,7 +567,7 @@ async def test_a_listing_read_before_a_change_to_a_product_it_shows_is_not_kept(
     began before such a change (committed and invalidated while it ran) answers its own request
     but is not kept, in Redis or in the worker: the next read, here or in another worker, rebuilds.
     A change to a product it does not show keeps it."""
-    from villager_shop.cache import CATALOG, Cache
+    from villager_shop.api.cache.store import CATALOG, Cache
 
     prefix = f"vtest:{uuid.uuid4().hex[:10]}"
     a, b = Cache(redis_url, prefix=prefix), Cache(redis_url, prefix=prefix)

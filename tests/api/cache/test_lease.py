@@ -1,4 +1,4 @@
-"""The workers' leases (villager_shop.cache_lease): hits answered without Redis, and still no stale
+"""The workers' leases (villager_shop.api.cache.lease): hits answered without Redis, and still no stale
 read. Real Redis; each test uses its own key prefix."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import redis as redis_sync
 
-from villager_shop.cache import CATALOG, Cache
+from villager_shop.api.cache.store import CATALOG, Cache
 from villager_shop.embedded.redis import EmbeddedRedis
 
 pytestmark = pytest.mark.anyio

@@ -45,7 +45,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MaxConnectionsError, RedisError, ResponseError
 
-from villager_shop.cache_lease import BROADCAST, Lease
+from villager_shop.api.cache.lease import BROADCAST, Lease
 from villager_shop.core.wal import UNREACHABLE, current_floor, floor_at_least
 from villager_shop.monitoring.metrics import (
     CACHE_BYPASSES,
@@ -55,7 +55,7 @@ from villager_shop.monitoring.metrics import (
     CACHE_MISSES,
 )
 
-log = logging.getLogger("villager_shop.cache")
+log = logging.getLogger("villager_shop.api.cache.store")
 
 CATALOG = "catalog"
 REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, asyncio.TimeoutError)
@@ -158,12 +158,12 @@ redis.call('SET', KEYS[1], '\0' .. header .. '\n' .. ARGV[4], 'EX', ARGV[1])
 return {1, seq, header}
 """
 # KEYS: generation keys to bump, then (with products) the shown hash, then the scope's invalidation
-# WAL position, the lease registry and the invalidation channel (cache_lease); ARGV[1]: TTL of
+# WAL position, the lease registry and the invalidation channel (lease.py); ARGV[1]: TTL of
 # those keys in seconds ('0': none, the scope's own key); ARGV[2]: how many generation keys;
 # ARGV[3]: the message to broadcast ('': none); ARGV[4]: the primary's WAL position after the
 # write (16 hex digits, so that text order is number order; '': unknown); ARGV[5...]: products
 # whose shown data changed (each gets a new number from `_seq`). The position kept is the highest
-# given. Returns cache_lease.BROADCAST's reply (the Redis clock, then the running leases).
+# given. Returns lease.BROADCAST's reply (the Redis clock, then the running leases).
 _BUMP = _SHOWN_OK + BROADCAST + r"""
 local n = tonumber(ARGV[2])
 for i = 1, n do
@@ -428,7 +428,7 @@ class Cache:
         self._open_until = time.monotonic() + self.breaker_s
 
     def _lease_error(self, operation: str, exc: BaseException) -> None:
-        """The lease ended (cache_lease): count it; a failed heartbeat is a failed Redis call."""
+        """The lease ended (lease.py): count it; a failed heartbeat is a failed Redis call."""
         if operation == "subscribe":
             CACHE_ERRORS.labels(operation).inc()
             log.warning("redis invalidation channel lost (%s: %s); checking copies in Redis until it is back",
@@ -537,7 +537,7 @@ class Cache:
         """(generation, value or None, (shown epoch, shown seq, WAL floor)) of `name` as Redis has
         them now; the floor is what a rebuild must read (see `invalidate`).
         A trusted copy of the worker's own is answered as it is while the lease runs: every
-        invalidation that completed before this call reached the worker before (cache_lease).
+        invalidation that completed before this call reached the worker before (lease.py).
         Otherwise what a value depends on is read from Redis, by a read sent after this call began
         (so after any invalidation that completed before it: no stale read). The value itself
         comes from the worker's own copy when that copy is still valid, else from Redis (one Lua
