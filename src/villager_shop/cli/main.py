@@ -11,7 +11,22 @@ from typing import Any
 
 import typer
 
-from villager_shop.cli import render
+from villager_shop.cli import (
+    backup,
+    baseline,
+    bench,
+    db,
+    demo,
+    generate,
+    legacy,
+    migrate,
+    rehearse,
+    render,
+    restore,
+    serve,
+    settings,
+    users,
+)
 from villager_shop.core.errors import debug_enabled, describe, describe_interrupt
 
 warnings.filterwarnings("ignore", module="platformdirs")
@@ -36,36 +51,22 @@ err_console = render.console(stderr=True)
 
 
 def _register() -> None:
-    from villager_shop.cli import db, demo, legacy, settings
-
+    """Every command group, named here: a module that cannot be imported is an error, never a
+    command that silently goes missing."""
     app.add_typer(db.app, name="db")
     app.add_typer(legacy.app, name="legacy")
     app.command("config")(settings.show_config)
     app.command("demo", epilog=demo.EXAMPLES)(demo.demo)
-    for module_name, attr, name in _OPTIONAL:
-        try:
-            module = __import__(f"villager_shop.cli.{module_name}", fromlist=[attr])
-        except ModuleNotFoundError:
-            continue
-        obj = getattr(module, attr)
-        if isinstance(obj, typer.Typer):
-            app.add_typer(obj, name=name)
-        else:
-            app.command(name, epilog=getattr(module, "EXAMPLES", None))(obj)
+    app.command("generate", epilog=getattr(generate, "EXAMPLES", None))(generate.generate)
+    app.add_typer(migrate.app, name="migrate")
+    app.add_typer(backup.app, name="backup")
+    app.command("restore", epilog=getattr(restore, "EXAMPLES", None))(restore.restore)
+    app.command("rehearse", epilog=getattr(rehearse, "EXAMPLES", None))(rehearse.rehearse)
+    app.add_typer(baseline.app, name="baseline")
+    app.add_typer(users.app, name="users")
+    app.command("serve", epilog=getattr(serve, "EXAMPLES", None))(serve.serve)
+    app.add_typer(bench.app, name="bench")
 
-
-# Command groups owned by later features: registered when their module exists.
-_OPTIONAL: list[tuple[str, str, str]] = [
-    ("generate", "generate", "generate"),
-    ("migrate", "app", "migrate"),
-    ("backup", "app", "backup"),
-    ("restore", "restore", "restore"),
-    ("rehearse", "rehearse", "rehearse"),
-    ("baseline", "app", "baseline"),
-    ("users", "app", "users"),
-    ("serve", "serve", "serve"),
-    ("bench", "app", "bench"),
-]
 
 _register()
 
