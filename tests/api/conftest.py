@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -138,7 +138,7 @@ def make_config(db_url: str, redis: str | None, **overrides: Any) -> ServiceConf
     config = ServiceConfig(database_url=db_url, redis_url=redis, jwt_secret="t" * 48,
                            cache_prefix=f"vtest:{uuid.uuid4().hex[:10]}", db_pool_min=1, db_pool_max=8,
                            redis_timeout_ms=100, redis_breaker_s=2.0)
-    return replace(config, **overrides)
+    return config.model_copy(update=overrides)
 
 
 @dataclass

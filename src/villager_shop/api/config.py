@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import os
 import secrets
-from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
 from psycopg.conninfo import conninfo_to_dict
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from villager_shop.core.config import Settings, load_settings
@@ -23,9 +22,9 @@ from villager_shop.core.urls import checked_postgres_url
 MonitoringAccess = Literal["admin_or_local", "admin", "local", "public"]
 
 
-class ServiceSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="VILLAGER_", env_file=".env", env_file_encoding="utf-8",
-                                      extra="ignore")
+class ServiceOptions(BaseModel):
+    """The service's knobs, declared once: read from the environment by ServiceSettings, carried
+    resolved by ServiceConfig."""
 
     cache_prefix: str = Field(default="villager", min_length=1, max_length=64, description="Redis key prefix")
     cache_ttl_s: int = Field(default=300, ge=1, le=86_400, description="TTL of cached listings and pages")
@@ -58,41 +57,29 @@ class ServiceSettings(BaseSettings):
                                            " aggregates (orders per hour, revenue per day)")
 
 
+class ServiceSettings(BaseSettings, ServiceOptions):
+    model_config = SettingsConfigDict(env_prefix="VILLAGER_", env_file=".env", env_file_encoding="utf-8",
+                                      extra="ignore")
+
+
 def service_settings(**values: Any) -> ServiceSettings:
     """ServiceSettings from the environment (`values` win); an invalid value is a ConfigError naming its variable."""
     return load_settings(ServiceSettings, **values)
 
 
-@dataclass(frozen=True)
-class ServiceConfig:
-    """Everything an app instance needs, resolved."""
+class ServiceConfig(ServiceOptions):
+    """Everything an app instance needs, resolved (URLs known, JWT secret loaded)."""
+
+    model_config = ConfigDict(frozen=True)
 
     database_url: str
     redis_url: str | None
     jwt_secret: str
     # the server itself, for the catalog listener's LISTEN; None: database_url (unless a pooler)
     database_direct_url: str | None = None
-    cache_prefix: str = "villager"
-    cache_ttl_s: int = 300
-    cache_enabled: bool = True
-    redis_timeout_ms: int = 100
-    redis_breaker_s: float = 3.0
-    cache_lease_ms: int = 1000
-    db_pool_min: int = 2
-    db_pool_max: int = 10
-    db_pool_timeout_s: float = 5.0
-    db_connect_timeout_s: int = 3
-    statement_timeout_ms: int = 5_000
-    # streaming standbys the catalog reads may go to (DATABASE_REPLICA_URLS), and how far behind
+    # streaming standbys the catalog reads may go to (DATABASE_REPLICA_URLS)
     replica_urls: tuple[str, ...] = ()
-    replica_max_lag_ms: int = 1000
-    health_metrics_ttl_s: float = 5.0
-    delivery_fee: Decimal = Decimal("10.00")
-    jwt_ttl_s: int = 3600
-    monitoring_access: MonitoringAccess = "admin_or_local"
-    monitoring_interval_s: float = 5.0
-    monitoring_orders_ttl_s: float = 60.0
-    extra: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, str] = Field(default_factory=dict)
 
     @classmethod
     def from_env(cls, settings: Settings | None = None, service: ServiceSettings | None = None) -> ServiceConfig:
