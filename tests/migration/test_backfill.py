@@ -11,9 +11,9 @@ import pytest
 
 from tests.helpers import settings_for
 from villager_shop.migration.backfill import _plan_pages
+from villager_shop.migration.context import SilentReporter
 from villager_shop.migration.plan import build_plan
 from villager_shop.migration.runner import make_context, run
-from villager_shop.migration.steps.base import SilentReporter
 from villager_shop.migration.verify import verify
 
 

@@ -35,7 +35,7 @@ from psycopg import errors
 
 from villager_shop.core.db import connect, stop_work_when_client_dies
 from villager_shop.core.errors import VillagerError
-from villager_shop.migration.steps.base import Context
+from villager_shop.migration.context import Context
 
 RETRYABLE = (errors.LockNotAvailable, errors.DeadlockDetected, errors.SerializationFailure,
              errors.QueryCanceled)

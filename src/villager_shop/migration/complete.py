@@ -16,11 +16,11 @@ import psycopg
 from villager_shop.core.db import own_timeouts
 from villager_shop.core.errors import RefusedError
 from villager_shop.migration import dependents, state
+from villager_shop.migration.context import Context
 from villager_shop.migration.cutover import run_cut
 from villager_shop.migration.ddl import Ddl
 from villager_shop.migration.runner import exclusive
 from villager_shop.migration.sqlfiles import section
-from villager_shop.migration.steps.base import Context
 from villager_shop.migration.steps.sync_triggers import SyncTriggers
 from villager_shop.migration.verify import verify
 

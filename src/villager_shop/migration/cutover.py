@@ -13,8 +13,8 @@ from typing import Any
 from psycopg import errors, sql
 
 from villager_shop.core.db import OWN_TIMEOUTS
+from villager_shop.migration.context import Context
 from villager_shop.migration.ddl import RETRYABLE, LockRetriesExhausted
-from villager_shop.migration.steps.base import Context
 
 LOCK_ORDER = ("users", "shops", "products", "orders", "order_items", "addresses", "product_categories",
               "product_variants")

@@ -19,11 +19,11 @@ from psycopg import sql
 from villager_shop.core.db import own_timeouts
 from villager_shop.core.errors import RefusedError
 from villager_shop.migration import state
+from villager_shop.migration.context import Context
 from villager_shop.migration.cutover import run_cut
 from villager_shop.migration.ddl import Ddl
 from villager_shop.migration.plan import build_plan
 from villager_shop.migration.runner import exclusive
-from villager_shop.migration.steps.base import Context
 
 ARCHIVED = ("addresses", "product_categories", "product_variants", "credentials", "idempotency_keys")
 # The shop service's own tables (passwords, idempotency keys) reference users and orders: they go

@@ -17,10 +17,11 @@ from villager_shop.core.db import connect, stop_work_when_client_dies
 from villager_shop.core.errors import RefusedError, VillagerError
 from villager_shop.legacy.schema import LEGACY_TABLES
 from villager_shop.migration import state
+from villager_shop.migration.context import Context, Reporter, SilentReporter
 from villager_shop.migration.ddl import RetryPolicy, side_by_side
 from villager_shop.migration.plan import build_plan
 from villager_shop.migration.preflight import refuse_row_security
-from villager_shop.migration.steps.base import Context, Reporter, SilentReporter, Step
+from villager_shop.migration.steps.base import Step
 from villager_shop.migration.steps.monitoring import ensure_pg_stat_statements
 from villager_shop.migration.throttle import Limits, Throttle
 

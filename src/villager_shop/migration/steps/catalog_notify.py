@@ -8,9 +8,10 @@ stay after `complete`: any writer keeps invalidating the cache."""
 
 from __future__ import annotations
 
+from villager_shop.migration.context import Context
 from villager_shop.migration.ddl import Ddl
 from villager_shop.migration.sqlfiles import section
-from villager_shop.migration.steps.base import Context, Step
+from villager_shop.migration.steps.base import Step
 
 CHANNEL = "villager_catalog"
 TABLES = ("products", "product_variants", "product_categories", "shops")

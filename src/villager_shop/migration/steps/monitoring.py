@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import psycopg
 
+from villager_shop.migration.context import Context
 from villager_shop.migration.ddl import Ddl
 from villager_shop.migration.sqlfiles import section
-from villager_shop.migration.steps.base import Context, Step, function_exists, relation_exists
+from villager_shop.migration.steps.base import Step, function_exists, relation_exists
 
 
 class MonitoringViews(Step):

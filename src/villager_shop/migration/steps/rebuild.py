@@ -34,10 +34,11 @@ import psycopg
 from psycopg import errors
 
 from villager_shop.migration import state
+from villager_shop.migration.context import Context
 from villager_shop.migration.ddl import Ddl, execute_all
 from villager_shop.migration.sqlfiles import section
 from villager_shop.migration.steps.backfill import Backfill, batch, quarantine_ctes
-from villager_shop.migration.steps.base import Context, Step
+from villager_shop.migration.steps.base import Step
 
 V = "villager_migration"
 LOG_TRIGGER = "villager_rebuild_log"

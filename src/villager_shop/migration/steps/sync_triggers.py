@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from villager_shop.migration.context import Context
 from villager_shop.migration.ddl import Ddl
 from villager_shop.migration.sqlfiles import sections
-from villager_shop.migration.steps.base import Context, Step, function_exists
+from villager_shop.migration.steps.base import Step, function_exists
 
 NOT_IN_BACKFILL = "WHEN (current_setting('villager.backfill', true) IS DISTINCT FROM 'on')"
 
