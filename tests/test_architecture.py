@@ -113,7 +113,7 @@ def longest_path(graph: dict[str, set[str]]) -> list[str]:
 def test_the_source_is_parsed_whole() -> None:
     graph = package_graph()
     assert {"core", "legacy", "workload", "migration", "api", "bench", "cli", "__main__"} <= set(graph)
-    assert "villager_shop.core.db" in module_graph()["villager_shop.migration.backfill"]
+    assert "villager_shop.core.db" in module_graph()["villager_shop.migration.walker"]
 
 
 def test_product_code_never_imports_the_benchmarks() -> None:

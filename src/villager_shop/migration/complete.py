@@ -21,6 +21,7 @@ from villager_shop.migration.cutover import run_cut
 from villager_shop.migration.ddl import Ddl
 from villager_shop.migration.runner import exclusive
 from villager_shop.migration.sqlfiles import section
+from villager_shop.migration.steps.analyze import Analyze
 from villager_shop.migration.steps.sync_triggers import SyncTriggers
 from villager_shop.migration.verify import verify
 
@@ -93,8 +94,6 @@ def _after_cut(ctx: Context, summary: dict[str, Any]) -> dict[str, Any]:
     ctx.run(Ddl("ALTER TABLE public.product_variants SET (autovacuum_vacuum_scale_factor = 0.1,"
                 " autovacuum_analyze_scale_factor = 0.05)", "SHARE UPDATE EXCLUSIVE on product_variants",
                 gentle=True), "complete")
-    from villager_shop.migration.steps.backfill import Analyze
-
     for d in Analyze().ddl():
         ctx.run(d, "complete")
     with own_timeouts(ctx.conn):

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import errors
 
+from villager_shop.core.db import connect, stop_work_when_client_dies
 from villager_shop.core.errors import RefusedError
 
 T = TypeVar("T")
@@ -227,8 +228,6 @@ def side_by_side(url: str, items: list[T], workers: int, name: str,
     first pending item whose `key` no other connection is working on and no earlier pending item
     shares, so items with one key run one at a time, in order (no key: any order). The first
     failure stops new items from starting and is raised once the running ones end."""
-    from villager_shop.core.db import connect, stop_work_when_client_dies
-
     pending = [(key(item) if key else n, item) for n, item in enumerate(items)]
     busy: set[Hashable] = set()
     failures: list[BaseException] = []

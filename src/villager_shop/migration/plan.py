@@ -3,8 +3,8 @@ column names. `migrate plan` prints it; `migrate run` executes it; rollback undo
 
 from __future__ import annotations
 
+from villager_shop.migration.steps.analyze import Analyze
 from villager_shop.migration.steps.backfill import (
-    Analyze,
     Backfill,
     DefaultVariantReference,
     ExtractCategory,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import psycopg
 
+from villager_shop.migration import state
 from villager_shop.migration.context import Context
 from villager_shop.migration.ddl import Ddl
 from villager_shop.migration.sqlfiles import section
@@ -45,8 +46,6 @@ def ensure_pg_stat_statements(ctx: Context) -> bool:
             existed = bool(ctx.scalar("SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'"))
             ctx.conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
             if not existed:
-                from villager_shop.migration import state
-
                 state.put(ctx.conn, "created_pg_stat_statements", True)
         except Exception as exc:  # e.g. no privilege: the view degrades, the migration goes on
             ctx.reporter.note(f"pg_stat_statements not created: {str(exc).splitlines()[0]}")

@@ -39,6 +39,7 @@ from villager_shop.migration.ddl import Ddl, execute_all
 from villager_shop.migration.sqlfiles import section
 from villager_shop.migration.steps.backfill import Backfill, batch, quarantine_ctes
 from villager_shop.migration.steps.base import Step
+from villager_shop.migration.walker import run_backfill
 
 V = "villager_migration"
 LOG_TRIGGER = "villager_rebuild_log"
@@ -202,8 +203,6 @@ class RebuildTable(Step):
         return bool(st.get("swapped")) and not self._unvalidated(ctx, st)
 
     def apply(self, ctx: Context) -> dict[str, Any]:
-        from villager_shop.migration.backfill import run_backfill
-
         st = self._state(ctx)
         if not st.get("method"):
             why = self.ineligible(ctx)
