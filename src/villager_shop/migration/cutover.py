@@ -14,7 +14,7 @@ from psycopg import errors, sql
 
 from villager_shop.core.db import OWN_TIMEOUTS
 from villager_shop.migration.context import Context
-from villager_shop.migration.ddl import RETRYABLE, LockRetriesExhausted
+from villager_shop.migration.ddl import LOCK_RETRYABLE, LockRetriesExhausted
 
 LOCK_ORDER = ("users", "shops", "products", "orders", "order_items", "addresses", "product_categories",
               "product_variants")
@@ -45,7 +45,7 @@ def run_cut(ctx: Context, statements: list[str], what: str) -> dict[str, Any]:
             held_ms = (time.perf_counter() - t0) * 1000
             return {"attempts": attempt, "locks_held_ms": round(held_ms, 1),
                     "seconds": round(time.perf_counter() - t_start, 3)}
-        except RETRYABLE as exc:
+        except LOCK_RETRYABLE as exc:
             waited_ms += slice_ms
             if isinstance(exc, errors.LockNotAvailable) and waited_ms < policy.lock_timeout_ms:
                 time.sleep(0.002)

@@ -25,7 +25,9 @@ from villager_shop.core.errors import RefusedError
 
 T = TypeVar("T")
 
-RETRYABLE = (errors.LockNotAvailable, errors.DeadlockDetected, errors.SerializationFailure)
+# A statement that gave way to another transaction's locks: the same statement, tried again later,
+# usually succeeds.
+LOCK_RETRYABLE = (errors.LockNotAvailable, errors.DeadlockDetected, errors.SerializationFailure)
 
 
 class LockRetriesExhausted(RefusedError):
@@ -76,7 +78,7 @@ def execute(conn: psycopg.Connection[Any], ddl: Ddl, policy: RetryPolicy,
         try:
             run_once(conn, ddl, slice_ms, stmt_ms)
             return attempt
-        except RETRYABLE as exc:
+        except LOCK_RETRYABLE as exc:
             waited_ms += slice_ms
             if isinstance(exc, errors.LockNotAvailable) and waited_ms < lock_ms:
                 time.sleep(0.002)  # let the queue behind us through, then queue again
@@ -137,7 +139,7 @@ def build_concurrently(conn: psycopg.Connection[Any], build: Ddl, drop: Ddl, val
         t0 = time.monotonic()
         try:
             run_once(conn, build, lock_ms, 0)
-        except RETRYABLE as exc:
+        except LOCK_RETRYABLE as exc:
             waited_ms += max(lock_ms if isinstance(exc, errors.LockNotAvailable) else 0,
                              int((time.monotonic() - t0) * 1000))
             who = "; ".join(w for w in (snapshot_holders(conn, since), holders(conn)) if w)
