@@ -13,6 +13,7 @@ from villager_shop.core.db import (
     database_exists_on,
     drop_database,
     drop_database_on,
+    relation_exists,
 )
 from villager_shop.core.urls import with_dbname
 
@@ -44,3 +45,12 @@ def test_a_database_takes_the_encoding_and_locale_of_another_from_template0(pg_a
         assert not database_exists_on(admin, name)
         create_database_on(admin, name, template="template0", locale_of="vt_no_such_database")  # server's own
         drop_database_on(admin, name)
+
+
+def test_a_relation_is_found_by_name_and_a_missing_one_or_schema_is_not(fresh_db: str) -> None:
+    with psycopg.connect(fresh_db) as conn:
+        conn.execute("CREATE TABLE public.t (id int PRIMARY KEY); CREATE VIEW public.v AS SELECT 1 AS one")
+        assert relation_exists(conn, "public.t") and relation_exists(conn, "v") and relation_exists(conn, "t_pkey")
+        assert not relation_exists(conn, "public.missing")
+        assert not relation_exists(conn, "no_such_schema.t")
+        assert conn.execute("SELECT 1").fetchone() == (1,)  # the transaction is still usable

@@ -12,7 +12,7 @@ from typing import Any
 
 from psycopg import errors, sql
 
-from villager_shop.core.db import OWN_TIMEOUTS
+from villager_shop.core.db import OWN_TIMEOUTS, relation_exists
 from villager_shop.migration.context import Context
 from villager_shop.migration.ddl import LOCK_RETRYABLE, LockRetriesExhausted
 
@@ -21,7 +21,7 @@ LOCK_ORDER = ("users", "shops", "products", "orders", "order_items", "addresses"
 
 
 def existing(ctx: Context, tables: tuple[str, ...] = LOCK_ORDER) -> list[str]:
-    return [t for t in tables if ctx.scalar("SELECT to_regclass(%s) IS NOT NULL", (f"public.{t}",))]
+    return [t for t in tables if relation_exists(ctx.conn, f"public.{t}")]
 
 
 def run_cut(ctx: Context, statements: list[str], what: str) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 
 from villager_shop.core.config import Settings
-from villager_shop.core.db import connect, stop_work_when_client_dies
+from villager_shop.core.db import connect, relation_exists, stop_work_when_client_dies
 from villager_shop.core.errors import RefusedError, VillagerError
 from villager_shop.legacy.schema import LEGACY_TABLES
 from villager_shop.migration import state
@@ -84,7 +84,7 @@ def exclusive(ctx: Context, what: str, wait_s: float = 10.0) -> Iterator[None]:
 
 
 def missing_legacy_tables(ctx: Context) -> list[str]:
-    return [t for t in LEGACY_TABLES if not ctx.scalar("SELECT to_regclass(%s) IS NOT NULL", (f"public.{t}",))]
+    return [t for t in LEGACY_TABLES if not relation_exists(ctx.conn, f"public.{t}")]
 
 
 def run(ctx: Context, *, steps: list[Step] | None = None) -> dict[str, Any]:

@@ -55,10 +55,6 @@ class Step:
         return "; ".join(seen) or "none on application tables"
 
 
-def relation_exists(ctx: Context, name: str) -> bool:
-    return bool(ctx.scalar("SELECT to_regclass(%s) IS NOT NULL", (name,)))
-
-
 def column_exists(ctx: Context, table: str, column: str) -> bool:
     return bool(ctx.scalar(
         "SELECT EXISTS (SELECT 1 FROM information_schema.columns"

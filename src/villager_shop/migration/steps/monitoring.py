@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import psycopg
 
+from villager_shop.core.db import relation_exists
 from villager_shop.migration import state
 from villager_shop.migration.context import Context
 from villager_shop.migration.ddl import Ddl
 from villager_shop.migration.sqlfiles import section
-from villager_shop.migration.steps.base import Step, function_exists, relation_exists
+from villager_shop.migration.steps.base import Step, function_exists
 
 
 class MonitoringViews(Step):
@@ -29,7 +30,8 @@ class MonitoringViews(Step):
                 Ddl("DROP FUNCTION IF EXISTS villager_migration.normalized_violations()", "none")]
 
     def check(self, ctx: Context) -> bool:
-        return (relation_exists(ctx, "public.db_performance_summary") and relation_exists(ctx, "public.slow_queries")
+        return (relation_exists(ctx.conn, "public.db_performance_summary")
+                and relation_exists(ctx.conn, "public.slow_queries")
                 and function_exists(ctx, "public.check_data_integrity"))
 
 
