@@ -12,6 +12,7 @@ from typing import Any
 
 import psycopg
 
+from villager_shop.core.channels import CATALOG_CHANNEL
 from villager_shop.core.config import Settings
 from villager_shop.core.db import connect, relation_exists, stop_work_when_client_dies
 from villager_shop.core.errors import RefusedError, VillagerError
@@ -136,7 +137,7 @@ def run(ctx: Context, *, steps: list[Step] | None = None) -> dict[str, Any]:
         state.put(ctx.conn, "run_finished_at", time.time())
         state.set_phase(ctx.conn, "migrated")
         # The backfill's own writes notified nobody: one notification for all of them.
-        ctx.conn.execute("SELECT pg_notify('villager_catalog', 'migrate run')")
+        ctx.conn.execute("SELECT pg_notify(%s, 'migrate run')", (CATALOG_CHANNEL,))
     return summary
 
 
