@@ -228,11 +228,12 @@ class Backfill(Step):
     phase = "backfill"
 
     def __init__(self, table: str, ops: list[Any], title: str, only: str | None = None,
-                 walk: str | None = None) -> None:
+                 walk: str | None = None, replaces: tuple[str, ...] = ()) -> None:
         self.table = table
         self.ops = ops
         self.only = only  # rows needing the actions (others are neither locked nor touched)
         self.walk = walk  # the walk `auto` takes for this table (None: physical on PostgreSQL 14+)
+        self.replaces = replaces  # the legacy columns of `table` whose values the ops carry over
         self.name = f"backfill_{table}"
         self.title = title
 
@@ -260,6 +261,13 @@ class Backfill(Step):
         return {"rows": res.rows, "batches": res.batches, "seconds": round(res.seconds, 3),
                 "rows_per_s": round(res.rows_per_s), "retried_rows": res.retried_rows,
                 "max_batch_ms": round(res.max_batch_ms, 1)}
+
+    def contracts(self) -> list[tuple[str, str]]:
+        return [(self.table, column) for column in self.replaces]
+
+    def complete_ddl(self) -> list[Ddl]:
+        return [Ddl(f"ALTER TABLE public.{t} DROP COLUMN IF EXISTS {c}",
+                    f"ACCESS EXCLUSIVE on {t} (catalog only, milliseconds)") for t, c in self.contracts()]
 
     def check(self, ctx: Context) -> bool:
         return bool(ctx.scalar(

@@ -37,6 +37,24 @@ class Step:
         steps in one short transaction, then the concurrent ones)."""
         return []
 
+    def complete_ddl(self) -> list[Ddl]:
+        """What contracting this step means (pgroll's Complete): `complete` runs every step's part,
+        in plan order, in one short transaction, so the application meets either both
+        representations or the new one alone. The sync triggers come before the backfills in the
+        plan, so they go before the legacy columns whose values the backfills carried over."""
+        return []
+
+    def complete_last_ddl(self) -> list[Ddl]:
+        """What the same transaction runs after every step's complete part, once the legacy columns
+        are gone: an object of the step's that compared them is replaced by one that does not."""
+        return []
+
+    def contracts(self) -> list[tuple[str, str]]:
+        """The legacy columns (table, column) whose values this step carries into the new structure:
+        its complete part drops them, and `complete` refuses while an object of the operator's
+        uses one of them (migration/dependents.py)."""
+        return []
+
     def apply(self, ctx: Context) -> dict[str, Any]:
         attempts = 0
         for d in self.ddl(ctx.utf8):
