@@ -142,6 +142,22 @@ def test_the_packages_stand_in_no_more_layers_than_measured() -> None:
     assert len(chain) <= MAX_LAYERS, chain
 
 
+def test_the_migration_engine_needs_nothing_above_it() -> None:
+    """Inside migration/, the modules import one another without a cycle, and what a step is given
+    (context.py) and the backfill engine (walker.py) reach no step, plan or runner."""
+    graph = {m: {t for t in ts if package_of(t) == "migration"} for m, ts in module_graph().items()
+             if package_of(m) == "migration"}
+    assert find_cycle(graph) is None
+    above = tuple(f"{TOP}.migration.{m}" for m in ("steps", "plan", "runner", "verify", "rollback", "complete"))
+    for low in (f"{TOP}.migration.context", f"{TOP}.migration.walker"):
+        reached, todo = set(), [low]
+        while todo:
+            for nxt in graph[todo.pop()] - reached:
+                reached.add(nxt)
+                todo.append(nxt)
+        assert not [m for m in reached if m.startswith(above)], (low, sorted(reached))
+
+
 def test_the_helpers_see_cycles_and_layers() -> None:
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
