@@ -114,7 +114,7 @@ def longest_path(graph: dict[str, set[str]]) -> list[str]:
 def test_the_source_is_parsed_whole() -> None:
     graph = package_graph()
     assert {"core", "legacy", "workload", "migration", "api", "bench", "cli", "__main__"} <= set(graph)
-    assert "villager_shop.core.db" in module_graph()["villager_shop.migration.backfill"]
+    assert "villager_shop.core.db" in module_graph()["villager_shop.migration.walker"]
 
 
 def test_product_code_never_imports_the_benchmarks() -> None:
@@ -158,6 +158,22 @@ def test_a_command_module_imports_no_other_command_module_but_shared_renderers()
              for t in targets if t.startswith("villager_shop.cli.") and t != m and t != "villager_shop.cli.render"}
     unexplained = {(m, t) for m, t in found if (m, t) not in CLI_IMPORTS_ALLOWED and (m, "*") not in CLI_IMPORTS_ALLOWED}
     assert unexplained == set(), sorted(unexplained)
+
+
+def test_the_migration_engine_needs_nothing_above_it() -> None:
+    """Inside migration/, the modules import one another without a cycle, and what a step is given
+    (context.py) and the backfill engine (walker.py) reach no step, plan or runner."""
+    graph = {m: {t for t in ts if package_of(t) == "migration"} for m, ts in module_graph().items()
+             if package_of(m) == "migration"}
+    assert find_cycle(graph) is None
+    above = tuple(f"{TOP}.migration.{m}" for m in ("steps", "plan", "runner", "verify", "rollback", "complete"))
+    for low in (f"{TOP}.migration.context", f"{TOP}.migration.walker"):
+        reached, todo = set(), [low]
+        while todo:
+            for nxt in graph[todo.pop()] - reached:
+                reached.add(nxt)
+                todo.append(nxt)
+        assert not [m for m in reached if m.startswith(above)], (low, sorted(reached))
 
 
 def test_the_helpers_see_cycles_and_layers() -> None:

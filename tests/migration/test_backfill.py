@@ -10,11 +10,11 @@ import psycopg
 import pytest
 
 from tests.helpers import settings_for
-from villager_shop.migration.backfill import _plan_pages
+from villager_shop.migration.context import SilentReporter
 from villager_shop.migration.plan import build_plan
 from villager_shop.migration.runner import make_context, run
-from villager_shop.migration.steps.base import SilentReporter
 from villager_shop.migration.verify import verify
+from villager_shop.migration.walker import _plan_pages
 
 
 class Notes(SilentReporter):

@@ -15,11 +15,11 @@ from tests.helpers import run_cli, settings_for
 from tests.migration.messy import load_messy
 from tests.migration.test_lifecycle import LEGACY_PROJECTION, legacy_checksums, schema_fingerprint
 from villager_shop.migration import state
-from villager_shop.migration.backfill import run_backfill
 from villager_shop.migration.ddl import LockRetriesExhausted
 from villager_shop.migration.plan import build_plan
 from villager_shop.migration.runner import make_context, run
 from villager_shop.migration.steps.rebuild import RebuildTable, V
+from villager_shop.migration.walker import run_backfill
 
 ORDER = "30000000-0000-0000-0000-000000000001"
 RADIO = "20000000-0000-0000-0000-000000000001"

@@ -15,8 +15,8 @@ from tests.helpers import run_cli, settings_for
 from tests.migration.messy import load_messy
 from villager_shop.core.db import drop_database
 from villager_shop.legacy.schema import LEGACY_TABLES, schema_sql
+from villager_shop.migration.context import SilentReporter
 from villager_shop.migration.runner import make_context, run
-from villager_shop.migration.steps.base import SilentReporter
 
 
 @pytest.fixture

@@ -11,8 +11,9 @@ import pytest
 
 from tests.helpers import settings_for
 from villager_shop.core.errors import RefusedError
+from villager_shop.migration.context import Context
 from villager_shop.migration.runner import make_context, run
-from villager_shop.migration.steps.base import Context, Step
+from villager_shop.migration.steps.base import Step
 from villager_shop.migration.steps.schema_objects import StateSchema
 
 

@@ -26,7 +26,7 @@ import psycopg
 
 from villager_shop.api.cache.store import Cache
 from villager_shop.api.database import APP_NAME, ShopPool, wal_position
-from villager_shop.migration.steps.catalog_notify import CHANNEL, SELF_INVALIDATED
+from villager_shop.core.channels import CATALOG_CHANNEL, SELF_INVALIDATED
 
 # The tables the service writes itself (and invalidates finely for): the triggers' contract.
 SERVICE_WRITTEN = frozenset(SELF_INVALIDATED)
@@ -57,7 +57,7 @@ async def tell_other_instances(pool: ShopPool) -> None:
     be fine, would serve the change stale until the TTL: notify them through PostgreSQL (a
     NOTIFY is sent at commit, so a transaction pooler passes it on as well)."""
     async with pool.connection(timeout=1.0) as conn:
-        await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, MISSED))
+        await conn.execute("SELECT pg_notify(%s, %s)", (CATALOG_CHANNEL, MISSED))
 
 
 log = logging.getLogger("villager_shop.catalog_listener")
@@ -96,7 +96,7 @@ async def listen_for_catalog_changes(database_url: str, cache: Cache, *, connect
             continue
         delay = 0.5
         try:
-            await conn.execute(f"LISTEN {CHANNEL}")
+            await conn.execute(f"LISTEN {CATALOG_CHANNEL}")
             # Whatever changed while no connection listened (a restart, an outage, a `restore` that
             # swapped the database in) sent notifications nobody heard: the whole catalog may be stale.
             await cache.invalidate(tell_others=False, lsn=await wal_position(conn))

@@ -14,10 +14,10 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from villager_shop.api.config import ServiceConfig
+from villager_shop.core.channels import SELF_INVALIDATING_SESSION
 from villager_shop.core.errors import ConfigError
 from villager_shop.core.pooler import shares_server_connections
 from villager_shop.core.wal import wrote
-from villager_shop.migration.steps.catalog_notify import SELF_INVALIDATING_SESSION
 
 APP_NAME = "villager-shop serve"
 

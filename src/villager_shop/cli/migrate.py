@@ -23,10 +23,10 @@ from villager_shop.migration import guide, runner
 from villager_shop.migration import rollback as rollback_mod
 from villager_shop.migration import verify as verify_mod
 from villager_shop.migration import withdraw as withdraw_mod
+from villager_shop.migration.context import Context
 from villager_shop.migration.plan import build_plan, plan_sql
 from villager_shop.migration.preflight import refuse_row_security
 from villager_shop.migration.status import status as status_fn
-from villager_shop.migration.steps.base import Context
 
 app = typer.Typer(help="Move the live database to the normalized schema, online and reversibly.",
                   no_args_is_help=True)

@@ -15,7 +15,7 @@ from villager_shop.cli import render
 from villager_shop.core.config import get_settings
 from villager_shop.core.errors import VerificationFailed
 from villager_shop.embedded import session_database_url
-from villager_shop.migration.steps.base import SilentReporter
+from villager_shop.migration.context import SilentReporter
 from villager_shop.safety.rehearse import EXIT_NO_GO, RehearsalOptions
 from villager_shop.safety.rehearse import rehearse as run_rehearsal
 

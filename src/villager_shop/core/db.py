@@ -95,20 +95,76 @@ def stop_work_when_client_dies(conn: psycopg.Connection[Any], interval_ms: int =
         conn.commit()
 
 
+def relation_exists(conn: psycopg.Connection[Any], name: str) -> bool:
+    """Whether `name` (schema-qualified, else looked up on the search path) is a table, view, index
+    or sequence. to_regclass answers NULL for a missing relation or schema, where a cast to regclass
+    raises and would abort the caller's transaction."""
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()
+    return bool(row and row[0])
+
+
+# Databases on a server, through an autocommit connection to it (CREATE and DROP DATABASE cannot run
+# in a transaction block). The `_on` forms use the caller's connection, which may go on to do more
+# there; the others open one to `admin_url` for the single operation.
+
+
+def database_exists_on(admin: psycopg.Connection[Any], dbname: str) -> bool:
+    return admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone() is not None
+
+
+def create_database_on(admin: psycopg.Connection[Any], dbname: str, *, template: str | None = None,
+                       locale_of: str | None = None) -> None:
+    """`locale_of`: a database whose encoding, collation and locale provider the new one takes when
+    that database exists (a copy of a shop must sort and compare text as the shop does). A template
+    other than template0 accepts only its own."""
+    parts: list[sql.Composable] = [sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname))]
+    if template:
+        parts.append(sql.SQL("TEMPLATE {}").format(sql.Identifier(template)))
+    if locale_of is not None:
+        row = admin.execute(
+            "SELECT pg_encoding_to_char(encoding), datcollate, datctype FROM pg_database WHERE datname = %s",
+            (locale_of,),
+        ).fetchone()
+        if row is not None:
+            parts.append(sql.SQL("ENCODING {} LC_COLLATE {} LC_CTYPE {}").format(
+                sql.Literal(row[0]), sql.Literal(row[1]), sql.Literal(row[2])))
+            parts.extend(_locale_provider(admin, locale_of))
+    admin.execute(sql.SQL(" ").join(parts))
+
+
+def _locale_provider(admin: psycopg.Connection[Any], like: str) -> list[sql.Composable]:
+    version = int(admin.info.server_version)
+    if version < 150000:
+        return []
+    column = "datlocale" if version >= 170000 else "daticulocale"
+    row = admin.execute(
+        sql.SQL("SELECT datlocprovider::text, {} FROM pg_database WHERE datname = %s").format(sql.Identifier(column)),
+        (like,),
+    ).fetchone()
+    if row is None:
+        return []
+    provider, locale = row
+    if provider == "i" and locale:
+        return [sql.SQL("LOCALE_PROVIDER icu ICU_LOCALE {}").format(sql.Literal(locale))]
+    if provider == "b" and locale:
+        return [sql.SQL("LOCALE_PROVIDER builtin BUILTIN_LOCALE {}").format(sql.Literal(locale))]
+    return [sql.SQL("LOCALE_PROVIDER libc")]
+
+
+def drop_database_on(admin: psycopg.Connection[Any], dbname: str) -> None:
+    """Sessions still connected to it are terminated (WITH FORCE)."""
+    admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+
+
 def database_exists(admin_url: str, dbname: str) -> bool:
     with connection(admin_url, autocommit=True) as conn:
-        return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone() is not None
+        return database_exists_on(conn, dbname)
 
 
 def create_database(admin_url: str, dbname: str, *, template: str | None = None) -> str:
     """Create a database on the same server; return its URL."""
     with connection(admin_url, autocommit=True) as conn:
-        stmt = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname))
-        if template:
-            stmt = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                sql.Identifier(dbname), sql.Identifier(template)
-            )
-        conn.execute(stmt)
+        create_database_on(conn, dbname, template=template)
     return with_dbname(admin_url, dbname)
 
 
@@ -116,4 +172,4 @@ def drop_database(admin_url: str, dbname: str) -> None:
     if dbname == dbname_of(admin_url):
         raise ValueError("refusing to drop the database we are connected to")
     with connection(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+        drop_database_on(conn, dbname)

@@ -2,8 +2,8 @@
 defect 11): no object of the operator's uses a legacy column (dependents.py), verification passes
 now, and no old application instance is still writing the legacy columns (the sync triggers count
 such writes in a sequence; we watch it for a quiet period).
-Then one short transaction drops the sync triggers and the legacy columns; autovacuum settings
-and ANALYZE follow. Afterwards rollback is refused."""
+Then one short transaction runs the complete part of every step of the plan (the sync triggers go,
+then the legacy columns); autovacuum settings and ANALYZE follow. Afterwards rollback is refused."""
 
 from __future__ import annotations
 
@@ -16,21 +16,31 @@ import psycopg
 from villager_shop.core.db import own_timeouts
 from villager_shop.core.errors import RefusedError
 from villager_shop.migration import dependents, state
+from villager_shop.migration.context import Context
 from villager_shop.migration.cutover import run_cut
 from villager_shop.migration.ddl import Ddl
+from villager_shop.migration.plan import build_plan
 from villager_shop.migration.runner import exclusive
-from villager_shop.migration.sqlfiles import section
-from villager_shop.migration.steps.base import Context
-from villager_shop.migration.steps.sync_triggers import SyncTriggers
+from villager_shop.migration.steps.analyze import Analyze
+from villager_shop.migration.steps.base import Step
 from villager_shop.migration.verify import verify
 
-LEGACY_COLUMNS = (("users", "house_number"), ("shops", "house_number"), ("products", "category"),
-                  ("products", "price"), ("products", "stock"))
+
+def legacy_columns() -> tuple[tuple[str, str], ...]:
+    """The legacy columns (table, column) complete drops: those the plan's steps contract."""
+    return tuple(column for step in build_plan() for column in step.contracts())
 
 
 def legacy_column_dependents(conn: psycopg.Connection[Any]) -> list[dependents.Dependent]:
     """The operator's objects that would block the drop of the legacy columns, or vanish with them."""
-    return dependents.find(conn, LEGACY_COLUMNS)
+    return dependents.find(conn, legacy_columns())
+
+
+def cut_statements(plan: list[Step]) -> list[str]:
+    """The one transaction of complete: every step's complete part in plan order, then what
+    replaces the objects that compared the legacy columns (Step.complete_ddl, complete_last_ddl)."""
+    return [*[d.sql for step in plan for d in step.complete_ddl()],
+            *[d.sql for step in plan for d in step.complete_last_ddl()]]
 
 
 def legacy_writes(ctx: Context) -> int:
@@ -71,14 +81,7 @@ def complete(ctx: Context, *, quiet_seconds: float = 5.0) -> dict[str, Any]:
                 f"complete refused: an old application is still writing the legacy tables ({after - before} writes "
                 f"in the last {quiet_seconds:g} s); stop every old instance first")
         state.set_phase(ctx.conn, "completing")
-        statements = [
-            # Quarantined rows keep their full legacy form (price, stock, category) in the quarantine.
-            "UPDATE villager_migration.quarantine q SET detail = to_jsonb(p) FROM public.products p"
-            " WHERE q.table_name = 'products' AND q.row_id = p.id",
-            *[d.sql for d in SyncTriggers().undo_ddl()],
-            *[f"ALTER TABLE public.{t} DROP COLUMN IF EXISTS {c}" for t, c in LEGACY_COLUMNS],
-            section("monitoring.sql", "check_data_integrity_completed"),
-        ]
+        statements = cut_statements(build_plan())
         try:
             cut = run_cut(ctx, statements, "complete")
         except BaseException:
@@ -93,13 +96,11 @@ def _after_cut(ctx: Context, summary: dict[str, Any]) -> dict[str, Any]:
     ctx.run(Ddl("ALTER TABLE public.product_variants SET (autovacuum_vacuum_scale_factor = 0.1,"
                 " autovacuum_analyze_scale_factor = 0.05)", "SHARE UPDATE EXCLUSIVE on product_variants",
                 gentle=True), "complete")
-    from villager_shop.migration.steps.backfill import Analyze
-
     for d in Analyze().ddl():
         ctx.run(d, "complete")
     with own_timeouts(ctx.conn):
         state.put(ctx.conn, "completed_at", time.time())
         state.set_phase(ctx.conn, "completed")
         quarantined = int(ctx.scalar("SELECT count(*) FROM villager_migration.quarantine"))
-    return {"phase": "completed", **summary, "dropped_columns": [f"{t}.{c}" for t, c in LEGACY_COLUMNS],
+    return {"phase": "completed", **summary, "dropped_columns": [f"{t}.{c}" for t, c in legacy_columns()],
             "quarantined_rows_kept": quarantined}

@@ -12,16 +12,16 @@ from typing import Any
 
 from psycopg import errors, sql
 
-from villager_shop.core.db import OWN_TIMEOUTS
-from villager_shop.migration.ddl import RETRYABLE, LockRetriesExhausted
-from villager_shop.migration.steps.base import Context
+from villager_shop.core.db import OWN_TIMEOUTS, relation_exists
+from villager_shop.migration.context import Context
+from villager_shop.migration.ddl import LOCK_RETRYABLE, LockRetriesExhausted
 
 LOCK_ORDER = ("users", "shops", "products", "orders", "order_items", "addresses", "product_categories",
               "product_variants")
 
 
 def existing(ctx: Context, tables: tuple[str, ...] = LOCK_ORDER) -> list[str]:
-    return [t for t in tables if ctx.scalar("SELECT to_regclass(%s) IS NOT NULL", (f"public.{t}",))]
+    return [t for t in tables if relation_exists(ctx.conn, f"public.{t}")]
 
 
 def run_cut(ctx: Context, statements: list[str], what: str) -> dict[str, Any]:
@@ -45,7 +45,7 @@ def run_cut(ctx: Context, statements: list[str], what: str) -> dict[str, Any]:
             held_ms = (time.perf_counter() - t0) * 1000
             return {"attempts": attempt, "locks_held_ms": round(held_ms, 1),
                     "seconds": round(time.perf_counter() - t_start, 3)}
-        except RETRYABLE as exc:
+        except LOCK_RETRYABLE as exc:
             waited_ms += slice_ms
             if isinstance(exc, errors.LockNotAvailable) and waited_ms < policy.lock_timeout_ms:
                 time.sleep(0.002)

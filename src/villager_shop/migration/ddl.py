@@ -20,11 +20,14 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import errors
 
+from villager_shop.core.db import connect, stop_work_when_client_dies
 from villager_shop.core.errors import RefusedError
 
 T = TypeVar("T")
 
-RETRYABLE = (errors.LockNotAvailable, errors.DeadlockDetected, errors.SerializationFailure)
+# A statement that gave way to another transaction's locks: the same statement, tried again later,
+# usually succeeds.
+LOCK_RETRYABLE = (errors.LockNotAvailable, errors.DeadlockDetected, errors.SerializationFailure)
 
 
 class LockRetriesExhausted(RefusedError):
@@ -75,7 +78,7 @@ def execute(conn: psycopg.Connection[Any], ddl: Ddl, policy: RetryPolicy,
         try:
             run_once(conn, ddl, slice_ms, stmt_ms)
             return attempt
-        except RETRYABLE as exc:
+        except LOCK_RETRYABLE as exc:
             waited_ms += slice_ms
             if isinstance(exc, errors.LockNotAvailable) and waited_ms < lock_ms:
                 time.sleep(0.002)  # let the queue behind us through, then queue again
@@ -136,7 +139,7 @@ def build_concurrently(conn: psycopg.Connection[Any], build: Ddl, drop: Ddl, val
         t0 = time.monotonic()
         try:
             run_once(conn, build, lock_ms, 0)
-        except RETRYABLE as exc:
+        except LOCK_RETRYABLE as exc:
             waited_ms += max(lock_ms if isinstance(exc, errors.LockNotAvailable) else 0,
                              int((time.monotonic() - t0) * 1000))
             who = "; ".join(w for w in (snapshot_holders(conn, since), holders(conn)) if w)
@@ -227,8 +230,6 @@ def side_by_side(url: str, items: list[T], workers: int, name: str,
     first pending item whose `key` no other connection is working on and no earlier pending item
     shares, so items with one key run one at a time, in order (no key: any order). The first
     failure stops new items from starting and is raised once the running ones end."""
-    from villager_shop.core.db import connect, stop_work_when_client_dies
-
     pending = [(key(item) if key else n, item) for n, item in enumerate(items)]
     busy: set[Hashable] = set()
     failures: list[BaseException] = []

@@ -23,10 +23,10 @@ from typing import Any
 
 from villager_shop.core.errors import RefusedError, VillagerError
 from villager_shop.migration import state
+from villager_shop.migration.context import Context
 from villager_shop.migration.plan import CONSTRAINTS, INDEXES
 from villager_shop.migration.runner import exclusive, missing_legacy_tables
 from villager_shop.migration.sqlfiles import section
-from villager_shop.migration.steps.base import Context
 from villager_shop.migration.steps.schema_objects import rules_sql
 
 PHASE2 = """

@@ -3,8 +3,8 @@ column names. `migrate plan` prints it; `migrate run` executes it; rollback undo
 
 from __future__ import annotations
 
+from villager_shop.migration.steps.analyze import Analyze
 from villager_shop.migration.steps.backfill import (
-    Analyze,
     Backfill,
     DefaultVariantReference,
     ExtractCategory,
@@ -117,13 +117,14 @@ def build_plan() -> list[Step]:
         # (the order_items copy, orders) are twice as fast by page.
         Backfill("users", [ExtractLookup("users", "house_number", "address_id", "addresses", "house_number",
                                          "canonical_house_number", "ensure_address")],
-                 "backfill users.address_id from house_number", walk="key"),
+                 "backfill users.address_id from house_number", walk="key", replaces=("house_number",)),
         Backfill("shops", [ExtractLookup("shops", "house_number", "address_id", "addresses", "house_number",
                                          "canonical_house_number", "ensure_address")],
-                 "backfill shops.address_id from house_number", walk="key"),
+                 "backfill shops.address_id from house_number", walk="key", replaces=("house_number",)),
         # The variant split reads the products; the category extraction updates them, so it comes last.
         Backfill("products", [SplitDefaultVariant(), ExtractCategory()],
-                 "backfill categories, category_id, base_price and default variants", walk="key"),
+                 "backfill categories, category_id, base_price and default variants", walk="key",
+                 replaces=("category", "price", "stock")),
         Vacuum("product_variants", "so that the order_items copy finds default variants by index alone"),
         # Rebuilt by copy and swapped in: updating every row in place costs three times as much
         # (steps/rebuild.py). Tables a rebuild cannot carry faithfully are updated in place.

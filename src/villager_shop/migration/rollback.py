@@ -16,14 +16,14 @@ from typing import Any
 
 from psycopg import sql
 
-from villager_shop.core.db import own_timeouts
+from villager_shop.core.db import own_timeouts, relation_exists
 from villager_shop.core.errors import RefusedError
 from villager_shop.migration import state
+from villager_shop.migration.context import Context
 from villager_shop.migration.cutover import run_cut
 from villager_shop.migration.ddl import Ddl
 from villager_shop.migration.plan import build_plan
 from villager_shop.migration.runner import exclusive
-from villager_shop.migration.steps.base import Context
 
 ARCHIVED = ("addresses", "product_categories", "product_variants", "credentials", "idempotency_keys")
 # The shop service's own tables (passwords, idempotency keys) reference users and orders: they go
@@ -36,10 +36,10 @@ def new_only_rows(ctx: Context) -> dict[str, int]:
     """What exists only in the new structures (kept in the archive schema)."""
     out: dict[str, int] = {}
     with own_timeouts(ctx.conn):  # counting is not bound by the database's statement_timeout
-        if ctx.scalar("SELECT to_regclass('public.product_variants') IS NOT NULL"):
+        if relation_exists(ctx.conn, "public.product_variants"):
             out["non_default_variants"] = int(
                 ctx.scalar("SELECT count(*) FROM public.product_variants WHERE NOT is_default"))
-        if ctx.scalar("SELECT to_regclass('public.product_categories') IS NOT NULL"):
+        if relation_exists(ctx.conn, "public.product_categories"):
             out["unused_categories"] = int(ctx.scalar(
                 "SELECT count(*) FROM public.product_categories c WHERE NOT EXISTS"
                 " (SELECT 1 FROM public.products p WHERE p.category_id = c.id)"))
@@ -101,7 +101,7 @@ def rollback(ctx: Context) -> dict[str, Any]:
             state.set_phase(ctx.conn, "rolled_back")
         with own_timeouts(ctx.conn):
             archived = {t: int(ctx.scalar(f"SELECT count(*) FROM {archive}.{t}")) for t in ARCHIVED
-                        if ctx.scalar("SELECT to_regclass(%s) IS NOT NULL", (f"{archive}.{t}",))}
+                        if relation_exists(ctx.conn, f"{archive}.{t}")}
         return {"phase": "rolled_back", "archive_schema": archive, "archived_rows": archived,
                 "new_only_rows": kept, "cut": cut, "indexes_dropped": len(concurrent), "revalidated": revalidated}
 

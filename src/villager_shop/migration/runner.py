@@ -12,15 +12,17 @@ from typing import Any
 
 import psycopg
 
+from villager_shop.core.channels import CATALOG_CHANNEL
 from villager_shop.core.config import Settings
-from villager_shop.core.db import connect, stop_work_when_client_dies
+from villager_shop.core.db import connect, relation_exists, stop_work_when_client_dies
 from villager_shop.core.errors import RefusedError, VillagerError
 from villager_shop.legacy.schema import LEGACY_TABLES
 from villager_shop.migration import state
+from villager_shop.migration.context import Context, Reporter, SilentReporter
 from villager_shop.migration.ddl import RetryPolicy, side_by_side
 from villager_shop.migration.plan import build_plan
 from villager_shop.migration.preflight import refuse_row_security
-from villager_shop.migration.steps.base import Context, Reporter, SilentReporter, Step
+from villager_shop.migration.steps.base import Step
 from villager_shop.migration.steps.monitoring import ensure_pg_stat_statements
 from villager_shop.migration.throttle import Limits, Throttle
 
@@ -83,7 +85,7 @@ def exclusive(ctx: Context, what: str, wait_s: float = 10.0) -> Iterator[None]:
 
 
 def missing_legacy_tables(ctx: Context) -> list[str]:
-    return [t for t in LEGACY_TABLES if not ctx.scalar("SELECT to_regclass(%s) IS NOT NULL", (f"public.{t}",))]
+    return [t for t in LEGACY_TABLES if not relation_exists(ctx.conn, f"public.{t}")]
 
 
 def run(ctx: Context, *, steps: list[Step] | None = None) -> dict[str, Any]:
@@ -135,7 +137,7 @@ def run(ctx: Context, *, steps: list[Step] | None = None) -> dict[str, Any]:
         state.put(ctx.conn, "run_finished_at", time.time())
         state.set_phase(ctx.conn, "migrated")
         # The backfill's own writes notified nobody: one notification for all of them.
-        ctx.conn.execute("SELECT pg_notify('villager_catalog', 'migrate run')")
+        ctx.conn.execute("SELECT pg_notify(%s, 'migrate run')", (CATALOG_CHANNEL,))
     return summary
 
 

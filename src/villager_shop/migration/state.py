@@ -10,6 +10,8 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from villager_shop.core.db import relation_exists
+
 SCHEMA = "villager_migration"
 
 # Phases, in order. `completed` and `rolled_back` are final until a new `run`.
@@ -22,8 +24,7 @@ PHASES = ("not_started", "expanding", "backfilling", "validating", "migrated", "
 
 
 def schema_exists(conn: psycopg.Connection[Any]) -> bool:
-    row = conn.execute("SELECT to_regclass('villager_migration.state') IS NOT NULL").fetchone()
-    return bool(row and row[0])
+    return relation_exists(conn, "villager_migration.state")
 
 
 def get(conn: psycopg.Connection[Any], key: str, default: Any = None) -> Any:

@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 
-from villager_shop.core.db import own_timeouts
+from villager_shop.core.db import own_timeouts, relation_exists
 from villager_shop.legacy.schema import LEGACY_TABLES
 from villager_shop.migration import state
 from villager_shop.migration.plan import CONSTRAINTS, INDEXES, VIOLATIONS
@@ -72,7 +72,7 @@ def _verify(conn: psycopg.Connection[Any], examples: int) -> Report:
 
 def _objects(conn: psycopg.Connection[Any]) -> list[Check]:
     missing = [t for t in (*NEW_TABLES, "db_performance_summary", "slow_queries")
-               if not conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"public.{t}",)).fetchone()[0]]  # type: ignore[index]
+               if not relation_exists(conn, f"public.{t}")]
     if not conn.execute("SELECT to_regproc('public.check_data_integrity') IS NOT NULL").fetchone()[0]:  # type: ignore[index]
         missing.append("check_data_integrity()")
     return [Check("objects_present", not missing, len(missing), "missing: " + ", ".join(missing) if missing else "all present")]

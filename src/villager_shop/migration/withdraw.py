@@ -13,9 +13,10 @@ import psycopg
 
 from villager_shop.core.errors import RefusedError
 from villager_shop.migration import state
+from villager_shop.migration.context import Context
 from villager_shop.migration.plan import build_plan
 from villager_shop.migration.runner import exclusive
-from villager_shop.migration.steps.base import Context, Step
+from villager_shop.migration.steps.base import Step
 from villager_shop.migration.steps.constraints import AddConstraint, ValidateConstraint
 from villager_shop.migration.steps.indexes import CreateIndex
 from villager_shop.migration.throttle import who

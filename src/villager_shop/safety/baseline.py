@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from villager_shop.core.db import connection
+from villager_shop.core.db import connection, relation_exists
 from villager_shop.core.errors import RefusedError, VillagerError
 
 SCHEMA = "villager_baseline"
@@ -155,7 +155,7 @@ def capture(url: str, name: str, *, replace: bool = False, top: int = TOP_STATEM
 
 
 def _schema_exists(conn: psycopg.Connection[Any]) -> bool:
-    return conn.execute("SELECT to_regclass(%s)", (f"{SCHEMA}.snapshots",)).fetchone()[0] is not None  # type: ignore[index]
+    return relation_exists(conn, f"{SCHEMA}.snapshots")
 
 
 def list_snapshots(url: str) -> list[Snapshot]:

@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from villager_shop.core.db import connection
+from villager_shop.core.db import connection, create_database_on
 from villager_shop.core.errors import VerificationFailed
 
 MAX_IDENTIFIER = 63  # NAMEDATALEN - 1, in bytes
@@ -90,48 +90,7 @@ def check_counts(expected: dict[str, int], url: str, what: str) -> None:
         raise VerificationFailed(f"{what} differs from the manifest: {shown}")
 
 
-def create_database_like(admin: psycopg.Connection[Any], new: str, like: str | None) -> None:
-    """Create an empty database (from template0) with the encoding and locale of `like` when it exists.
-
-    template0, because objects someone added to template1 would collide with the restore; the same
-    encoding and collation, because a restored shop must sort and compare text as the live one did.
-    """
-    parts: list[sql.Composable] = [sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(new))]
-    row = None
-    if like is not None:
-        row = admin.execute(
-            "SELECT pg_encoding_to_char(encoding), datcollate, datctype FROM pg_database WHERE datname = %s",
-            (like,),
-        ).fetchone()
-    if row is not None:
-        parts.append(sql.SQL("ENCODING {} LC_COLLATE {} LC_CTYPE {}").format(
-            sql.Literal(row[0]), sql.Literal(row[1]), sql.Literal(row[2])))
-        parts.extend(_locale_provider(admin, like))  # type: ignore[arg-type]
-    admin.execute(sql.SQL(" ").join(parts))
-
-
-def _locale_provider(admin: psycopg.Connection[Any], like: str) -> list[sql.Composable]:
-    version = int(admin.info.server_version)
-    if version < 150000:
-        return []
-    column = "datlocale" if version >= 170000 else "daticulocale"
-    row = admin.execute(
-        sql.SQL("SELECT datlocprovider::text, {} FROM pg_database WHERE datname = %s").format(sql.Identifier(column)),
-        (like,),
-    ).fetchone()
-    if row is None:
-        return []
-    provider, locale = row
-    if provider == "i" and locale:
-        return [sql.SQL("LOCALE_PROVIDER icu ICU_LOCALE {}").format(sql.Literal(locale))]
-    if provider == "b" and locale:
-        return [sql.SQL("LOCALE_PROVIDER builtin BUILTIN_LOCALE {}").format(sql.Literal(locale))]
-    return [sql.SQL("LOCALE_PROVIDER libc")]
-
-
-def drop_database_force(admin: psycopg.Connection[Any], name: str) -> None:
-    admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
-def database_exists(admin: psycopg.Connection[Any], name: str) -> bool:
-    return admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
+def create_restore_target(admin: psycopg.Connection[Any], name: str, like: str | None) -> None:
+    """An empty database to restore an archive into, with the encoding and locale of `like` when that
+    database exists. From template0: objects someone added to template1 would collide with the restore."""
+    create_database_on(admin, name, template="template0", locale_of=like)

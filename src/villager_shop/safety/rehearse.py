@@ -43,10 +43,10 @@ from villager_shop.migration import runner, state
 from villager_shop.migration import status as status_mod
 from villager_shop.migration import verify as verify_mod
 from villager_shop.migration.complete import legacy_column_dependents
+from villager_shop.migration.context import Reporter, SilentReporter
 from villager_shop.migration.dependents import summary
 from villager_shop.migration.plan import build_plan, plan_sql
 from villager_shop.migration.preflight import refuse_row_security
-from villager_shop.migration.steps.base import Reporter, SilentReporter
 from villager_shop.safety import baseline, dbops, manifest
 from villager_shop.safety.backup import create_backup, restore_into
 from villager_shop.safety.manifest import BackupEntry

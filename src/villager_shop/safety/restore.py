@@ -24,7 +24,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
 
-from villager_shop.core.db import connection
+from villager_shop.core.db import connection, database_exists_on, drop_database_on
 from villager_shop.core.errors import ConfigError, RefusedError, VerificationFailed, VillagerError
 from villager_shop.core.urls import dbname_of, with_dbname
 from villager_shop.safety import dbops, manifest
@@ -124,10 +124,10 @@ def plan_restore(url: str, backup_dir: Path, backup_id: str) -> RestorePlan:
         before_name=dbops.derived_name(live, f"_before_restore_{stamp}"),
     )
     with connection(admin_url, autocommit=True, application_name="villager-shop restore") as admin:
-        plan.live_exists = dbops.database_exists(admin, live)
+        plan.live_exists = database_exists_on(admin, live)
         check_privileges(admin, live)
         for name in (plan.restore_name, plan.before_name):
-            if dbops.database_exists(admin, name):
+            if database_exists_on(admin, name):
                 raise RefusedError(f"database {name} already exists; retry in a second")
         if plan.live_exists:
             plan.sessions = int(admin.execute(
@@ -227,7 +227,7 @@ def execute_restore(plan: RestorePlan, *, say: Say = _quiet) -> RestoreResult:
     warnings: list[str] = []
     entry, live, new = plan.entry, plan.live_db, plan.restore_name
     with connection(plan.admin_url, autocommit=True, application_name="villager-shop restore") as admin:
-        dbops.create_database_like(admin, new, live if plan.live_exists else None)
+        dbops.create_restore_target(admin, new, live if plan.live_exists else None)
         try:
             tolerated = restore_into_new_database(entry, plan.archive, admin, plan.admin_url, new, say)
             say(f"ANALYZE {new} (a restored database has no planner statistics)")
@@ -235,7 +235,7 @@ def execute_restore(plan: RestorePlan, *, say: Say = _quiet) -> RestoreResult:
                 conn.execute("ANALYZE")
         except BaseException:
             say(f"dropping the unverified copy {new}; {live} was not touched")
-            dbops.drop_database_force(admin, new)
+            drop_database_on(admin, new)
             raise
         if not plan.live_exists:
             admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(new), sql.Identifier(live)))

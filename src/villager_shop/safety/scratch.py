@@ -26,7 +26,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from villager_shop.core.db import connection
+from villager_shop.core.db import connection, database_exists_on, drop_database_on
 from villager_shop.core.errors import ConfigError, RefusedError
 from villager_shop.core.urls import checked_postgres_url, dbname_of, mask_url, with_dbname
 from villager_shop.safety import dbops
@@ -129,17 +129,17 @@ def scratch_database(plan: ScratchPlan, name: str, like: str | None, *, keep: bo
     app = f"villager-shop {what}"
     if plan.create:
         with connection(plan.url, autocommit=True, application_name=app) as admin:
-            if dbops.database_exists(admin, name):
+            if database_exists_on(admin, name):
                 raise RefusedError(f"database {name} already exists; retry in a second")
             major = int(admin.info.server_version) // 10000
-            dbops.create_database_like(admin, name, like)
+            dbops.create_restore_target(admin, name, like)
         # Created just now by this command: the only database it drops.
         try:
             yield Scratch(with_dbname(plan.url, name), name, major, "kept" if keep else "dropped")
         finally:
             if not keep:
                 with connection(plan.url, autocommit=True, application_name=app) as admin:
-                    dbops.drop_database_force(admin, name)
+                    drop_database_on(admin, name)
                 say(f"{what} database {name} dropped")
         return
     with connection(plan.url, autocommit=True, application_name=app) as conn:

@@ -291,7 +291,7 @@ async def test_a_change_nobody_heard_is_not_served_once_the_listener_reconnects(
     old values until the TTL, 300 s)."""
     import psycopg
 
-    from villager_shop.migration.steps.catalog_notify import SELF_INVALIDATING_SESSION
+    from villager_shop.core.channels import SELF_INVALIDATING_SESSION
 
     api = api_migrating
     await electronics(api)  # cached now

@@ -365,7 +365,7 @@ $fn$;
 CREATE OR REPLACE FUNCTION villager_migration.notify_catalog() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 BEGIN
-    PERFORM pg_notify('villager_catalog', TG_TABLE_NAME);
+    PERFORM pg_notify('{catalog_channel}', TG_TABLE_NAME);
     RETURN NULL;
 END
 $fn$;

@@ -6,14 +6,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from villager_shop.migration.context import Context
 from villager_shop.migration.ddl import Ddl
-from villager_shop.migration.steps.base import Context, Step
+from villager_shop.migration.steps.base import Step
+from villager_shop.migration.walker import bind, run_backfill
 
 V = "villager_migration"
 
 
 def batch(alias: str) -> str:
-    """Where an action names the batch's locked rows. The walker binds it (backfill.bind): to their
+    """Where an action names the batch's locked rows. The walker binds it (walker.bind): to their
     tuple ids on the physical walk, to their keys on the key walk. Actions must be no-ops on rows
     that are already migrated (the physical walk can meet a row twice), and an action that updates
     the table must come last (it moves the rows, so their tuple ids change)."""
@@ -226,11 +228,12 @@ class Backfill(Step):
     phase = "backfill"
 
     def __init__(self, table: str, ops: list[Any], title: str, only: str | None = None,
-                 walk: str | None = None) -> None:
+                 walk: str | None = None, replaces: tuple[str, ...] = ()) -> None:
         self.table = table
         self.ops = ops
         self.only = only  # rows needing the actions (others are neither locked nor touched)
         self.walk = walk  # the walk `auto` takes for this table (None: physical on PostgreSQL 14+)
+        self.replaces = replaces  # the legacy columns of `table` whose values the ops carry over
         self.name = f"backfill_{table}"
         self.title = title
 
@@ -247,8 +250,6 @@ class Backfill(Step):
 
     def ddl(self, utf8: bool = True) -> list[Ddl]:
         locks = f"row locks (FOR NO KEY UPDATE SKIP LOCKED) on one batch of {self.table} at a time"
-        from villager_shop.migration.backfill import bind
-
         return [Ddl(bind(a, "physical").replace("%(plo)s", "$1").replace("%(phi)s", "$2").replace("%(tids)s", "$3"),
                     locks) for a in self.actions()]
 
@@ -256,70 +257,19 @@ class Backfill(Step):
         return f"row locks on one batch of {self.table} at a time (adaptive, target ~50 ms), never a table lock"
 
     def apply(self, ctx: Context) -> dict[str, Any]:
-        from villager_shop.migration.backfill import run_backfill
-
         res = run_backfill(ctx, self.name, self.table, self.actions(), self.busy(), self.only, prefer=self.walk)
         return {"rows": res.rows, "batches": res.batches, "seconds": round(res.seconds, 3),
                 "rows_per_s": round(res.rows_per_s), "retried_rows": res.retried_rows,
                 "max_batch_ms": round(res.max_batch_ms, 1)}
 
+    def contracts(self) -> list[tuple[str, str]]:
+        return [(self.table, column) for column in self.replaces]
+
+    def complete_ddl(self) -> list[Ddl]:
+        return [Ddl(f"ALTER TABLE public.{t} DROP COLUMN IF EXISTS {c}",
+                    f"ACCESS EXCLUSIVE on {t} (catalog only, milliseconds)") for t, c in self.contracts()]
+
     def check(self, ctx: Context) -> bool:
         return bool(ctx.scalar(
             "SELECT count(*) > 0 AND bool_and(finished_at IS NOT NULL) FROM villager_migration.backfill"
             " WHERE step LIKE %s", (f"{self.name}#%",)))
-
-
-class Analyze(Step):
-    name = "analyze"
-    title = "ANALYZE the new and changed tables so the planner uses the new indexes"
-    phase = "analyze"
-    advisory = True
-    TABLES = ("users", "addresses", "product_categories", "shops", "products", "product_variants", "orders",
-              "order_items")
-
-    def ddl(self, utf8: bool = True) -> list[Ddl]:
-        return [Ddl(f"ANALYZE public.{t}", f"SHARE UPDATE EXCLUSIVE on {t} (reads and writes go on; only the"
-                    " columns without statistics, or skipped, when the others' are current)", gentle=True)
-                for t in self.TABLES]
-
-    # What each table needs. A table whose statistics are current is left alone: every column has
-    # statistics and few rows changed since they were gathered (a table the migration only read,
-    # orders; a rebuilt copy, analyzed before it was swapped in). A table where only some columns
-    # have none (the new columns of users, shops, products) gets those columns analyzed: the
-    # migration changed no value of the others (it moved rows, and autovacuum, which counts the
-    # changes, analyzes those later as usual; `complete` analyzes everything). ANALYZE of all of
-    # products' columns took 260 ms at scale 1, of its two new ones 75 ms. Any other table (new,
-    # never analyzed, or changed since) is analyzed whole.
-    NEEDS = """
-    SELECT t, (SELECT coalesce(array_agg(quote_ident(a.attname::text) ORDER BY a.attnum), '{}')
-                 FROM pg_attribute a
-                WHERE a.attrelid = ('public.' || t)::regclass AND a.attnum > 0 AND NOT a.attisdropped
-                  AND a.attstattarget IS DISTINCT FROM 0
-                  AND NOT EXISTS (SELECT 1 FROM pg_stats s WHERE s.schemaname = 'public' AND s.tablename = t
-                                     AND s.attname = a.attname AND NOT s.inherited)),
-           (SELECT count(*) FROM pg_stats s WHERE s.schemaname = 'public' AND s.tablename = t AND NOT s.inherited),
-           coalesce((SELECT n_mod_since_analyze FROM pg_stat_user_tables WHERE relid = ('public.' || t)::regclass), 0)
-             <= 0.1 * greatest((SELECT reltuples FROM pg_class WHERE oid = ('public.' || t)::regclass), 1)
-      FROM unnest(%s::text[]) t
-    """
-
-    def apply(self, ctx: Context) -> dict[str, Any]:
-        # One table per connection, two at a time: each ANALYZE is one backend's work.
-        from villager_shop.migration.ddl import execute_all
-
-        whole, columns, current = [], {}, []
-        for table, missing, have, few_changes in ctx.conn.execute(self.NEEDS, (list(self.TABLES),)):
-            if not missing and few_changes:
-                current.append(table)
-            elif missing and have:
-                columns[table] = list(missing)
-            else:
-                whole.append(table)
-        locks = "SHARE UPDATE EXCLUSIVE on {} (reads and writes go on)"
-        todo = [Ddl(f"ANALYZE public.{t}", locks.format(t), gentle=True) for t in whole]
-        todo += [Ddl(f"ANALYZE public.{t} ({', '.join(c)})", locks.format(t), gentle=True) for t, c in columns.items()]
-        execute_all(ctx.url, todo, ctx.policy, ctx.backfill_workers, "villager-shop analyze")
-        return {"analyzed": whole, "columns": columns, "current": current}
-
-    def check(self, ctx: Context) -> bool:
-        return False

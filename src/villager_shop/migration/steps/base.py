@@ -4,74 +4,10 @@ The runner, not the step, owns timeouts, retries and state bookkeeping."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-import psycopg
-from psycopg.errors import LockNotAvailable
-
-from villager_shop.migration.ddl import Ddl, RetryPolicy, build_concurrently, execute, holders
-from villager_shop.migration.throttle import Throttle
-
-
-class Reporter(Protocol):
-    def step_started(self, name: str, title: str) -> None: ...
-    def step_finished(self, name: str, detail: dict[str, Any]) -> None: ...
-    def progress(self, name: str, done: int, total: int | None, rate: float) -> None: ...
-    def note(self, message: str) -> None: ...
-
-
-class SilentReporter:
-    def step_started(self, name: str, title: str) -> None:
-        pass
-
-    def step_finished(self, name: str, detail: dict[str, Any]) -> None:
-        pass
-
-    def progress(self, name: str, done: int, total: int | None, rate: float) -> None:
-        pass
-
-    def note(self, message: str) -> None:
-        pass
-
-
-@dataclass
-class Context:
-    url: str
-    conn: psycopg.Connection[Any]  # autocommit; DDL and state
-    policy: RetryPolicy
-    utf8: bool = True
-    batch_size: int = 2000
-    batch_pause_ms: int = 0
-    target_batch_ms: int = 50
-    backfill_workers: int = 2
-    backfill_order: str = "auto"  # physical | key | auto (the step's preference, else physical on 14+)
-    reporter: Reporter = field(default_factory=SilentReporter)
-    throttle: Throttle | None = None  # holds the backfill while production hurts or the operator paused it
-
-    def run(self, ddl: Ddl, step: str = "") -> int:
-        def on_retry(attempt: int, exc: BaseException) -> None:
-            if attempt in (1, 5, 10) or attempt % 20 == 0:
-                who = holders(self.conn) if attempt >= 5 else ""
-                self.reporter.note(f"{step}: lock not granted within the timeout (attempt {attempt}), retrying"
-                                   + (f"; {who}" if who else ""))
-
-        return execute(self.conn, ddl, self.policy, on_retry)
-
-    def build(self, ddl: Ddl, drop: Ddl, valid: Callable[[], bool | None], step: str = "") -> int:
-        """A concurrent index build (see ddl.build_concurrently); every retry says who it waits for."""
-        def on_retry(attempt: int, exc: BaseException, who: str) -> None:
-            why = "timed out" if isinstance(exc, LockNotAvailable) else type(exc).__name__
-            self.reporter.note(f"{step}: the build's wait for older transactions {why} (attempt {attempt});"
-                               " dropping the unfinished index and building again; "
-                               + (who or "no older transaction is visible to this role"))
-
-        return build_concurrently(self.conn, ddl, drop, valid, self.policy, on_retry)
-
-    def scalar(self, sql: str, params: Any = None) -> Any:
-        row = self.conn.execute(sql, params).fetchone()
-        return None if row is None else row[0]
+from villager_shop.migration.context import Context
+from villager_shop.migration.ddl import Ddl
 
 
 class Step:
@@ -100,6 +36,24 @@ class Step:
         steps in one short transaction, then the concurrent ones)."""
         return []
 
+    def complete_ddl(self) -> list[Ddl]:
+        """What contracting this step means (pgroll's Complete): `complete` runs every step's part,
+        in plan order, in one short transaction, so the application meets either both
+        representations or the new one alone. The sync triggers come before the backfills in the
+        plan, so they go before the legacy columns whose values the backfills carried over."""
+        return []
+
+    def complete_last_ddl(self) -> list[Ddl]:
+        """What the same transaction runs after every step's complete part, once the legacy columns
+        are gone: an object of the step's that compared them is replaced by one that does not."""
+        return []
+
+    def contracts(self) -> list[tuple[str, str]]:
+        """The legacy columns (table, column) whose values this step carries into the new structure:
+        its complete part drops them, and `complete` refuses while an object of the operator's
+        uses one of them (migration/dependents.py)."""
+        return []
+
     def apply(self, ctx: Context) -> dict[str, Any]:
         attempts = 0
         for d in self.ddl(ctx.utf8):
@@ -116,10 +70,6 @@ class Step:
             if d.locks not in seen:
                 seen.append(d.locks)
         return "; ".join(seen) or "none on application tables"
-
-
-def relation_exists(ctx: Context, name: str) -> bool:
-    return bool(ctx.scalar("SELECT to_regclass(%s) IS NOT NULL", (name,)))
 
 
 def column_exists(ctx: Context, table: str, column: str) -> bool:

@@ -8,17 +8,14 @@ stay after `complete`: any writer keeps invalidating the cache."""
 
 from __future__ import annotations
 
+from villager_shop.core.channels import CATALOG_CHANNEL, SELF_INVALIDATED, SELF_INVALIDATING_SESSION
+from villager_shop.migration.context import Context
 from villager_shop.migration.ddl import Ddl
 from villager_shop.migration.sqlfiles import section
-from villager_shop.migration.steps.base import Context, Step
+from villager_shop.migration.steps.base import Step
 
-CHANNEL = "villager_catalog"
 TABLES = ("products", "product_variants", "product_categories", "shops")
 TRIGGER = "villager_catalog_changed"
-# The tables the shop service writes and invalidates finely for itself, and the setting its
-# sessions turn on (api.database, api.catalog_listener).
-SELF_INVALIDATED = ("products", "product_variants")
-SELF_INVALIDATING_SESSION = "villager.invalidates_cache"
 
 
 def _when(table: str) -> str:
@@ -30,11 +27,12 @@ def _when(table: str) -> str:
 
 class CatalogNotify(Step):
     name = "catalog_notify"
-    title = f"notify channel {CHANNEL} on every catalog change (cache invalidation for any writer)"
+    title = f"notify channel {CATALOG_CHANNEL} on every catalog change (cache invalidation for any writer)"
     phase = "sync"
 
     def ddl(self, utf8: bool = True) -> list[Ddl]:
-        out = [Ddl(section("sync.sql", "fn_notify_catalog"), "none on application tables")]
+        function = section("sync.sql", "fn_notify_catalog").replace("{catalog_channel}", CATALOG_CHANNEL)
+        out = [Ddl(function, "none on application tables")]
         for t in TABLES:
             out.append(Ddl(
                 f"DROP TRIGGER IF EXISTS {TRIGGER} ON public.{t};\n"

@@ -3,8 +3,9 @@ ACCESS EXCLUSIVE for an instant, so it runs under the short lock_timeout with re
 
 from __future__ import annotations
 
+from villager_shop.migration.context import Context
 from villager_shop.migration.ddl import Ddl
-from villager_shop.migration.steps.base import Context, Step, column_exists
+from villager_shop.migration.steps.base import Step, column_exists
 
 
 class AddColumn(Step):

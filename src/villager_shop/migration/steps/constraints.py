@@ -13,8 +13,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from villager_shop.migration.context import Context
 from villager_shop.migration.ddl import Ddl
-from villager_shop.migration.steps.base import Context, Step
+from villager_shop.migration.steps.base import Step
 
 Guard = tuple[tuple[str, ...], str]  # (checked columns, rule over the row's columns)
 

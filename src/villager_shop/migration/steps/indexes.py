@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from villager_shop.migration.context import Context
 from villager_shop.migration.ddl import Ddl
-from villager_shop.migration.steps.base import Context, Step
+from villager_shop.migration.steps.base import Step
 
 
 class CreateIndex(Step):

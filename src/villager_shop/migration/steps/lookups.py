@@ -11,9 +11,10 @@ application writes for the first time is created on the way."""
 
 from __future__ import annotations
 
+from villager_shop.migration.context import Context
 from villager_shop.migration.ddl import Ddl
 from villager_shop.migration.sqlfiles import section
-from villager_shop.migration.steps.base import Context, Step
+from villager_shop.migration.steps.base import Step
 
 
 class SeedLookup(Step):

@@ -33,11 +33,14 @@ from typing import Any
 import psycopg
 from psycopg import errors
 
+from villager_shop.core.db import relation_exists
 from villager_shop.migration import state
+from villager_shop.migration.context import Context
 from villager_shop.migration.ddl import Ddl, execute_all
 from villager_shop.migration.sqlfiles import section
 from villager_shop.migration.steps.backfill import Backfill, batch, quarantine_ctes
-from villager_shop.migration.steps.base import Context, Step
+from villager_shop.migration.steps.base import Step
+from villager_shop.migration.walker import run_backfill
 
 V = "villager_migration"
 LOG_TRIGGER = "villager_rebuild_log"
@@ -201,8 +204,6 @@ class RebuildTable(Step):
         return bool(st.get("swapped")) and not self._unvalidated(ctx, st)
 
     def apply(self, ctx: Context) -> dict[str, Any]:
-        from villager_shop.migration.backfill import run_backfill
-
         st = self._state(ctx)
         if not st.get("method"):
             why = self.ineligible(ctx)
@@ -306,7 +307,7 @@ class RebuildTable(Step):
             # (it notices its client is gone only at its next check): build what is missing.
             removed += self._deduplicate(conn)
             missing = [d for (name, _, _, _), d in zip(todo, ddls, strict=True)
-                       if not ctx.scalar("SELECT to_regclass(%s) IS NOT NULL", (f"{V}.{name}",))]
+                       if not relation_exists(ctx.conn, f"{V}.{name}")]
             execute_all(ctx.url, missing, ctx.policy, ctx.backfill_workers, f"villager-shop rebuild {t}")
         has_pkey = ctx.scalar("SELECT count(*) > 0 FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'p'",
                               (f"{V}.{t}",))

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from villager_shop.core.db import relation_exists
 from villager_shop.core.errors import RefusedError
+from villager_shop.migration.context import Context
 from villager_shop.migration.ddl import Ddl
 from villager_shop.migration.sqlfiles import section
-from villager_shop.migration.steps.base import Context, Step, function_exists, relation_exists
+from villager_shop.migration.steps.base import Step, function_exists
 
 
 class StateSchema(Step):
@@ -19,7 +21,7 @@ class StateSchema(Step):
         return [Ddl(section("state.sql", "state"), "none on application tables")]
 
     def check(self, ctx: Context) -> bool:
-        return relation_exists(ctx, "villager_migration.quarantine")
+        return relation_exists(ctx.conn, "villager_migration.quarantine")
 
 
 RULES = ("canonical_house_number", "category_name", "category_key", "slugify", "order_problem",
@@ -74,7 +76,7 @@ class CreateTable(Step):
                     f"ACCESS EXCLUSIVE on {self.table}")]
 
     def check(self, ctx: Context) -> bool:
-        return relation_exists(ctx, f"public.{self.table}")
+        return relation_exists(ctx.conn, f"public.{self.table}")
 
     def expected_columns(self) -> set[str]:
         body = section("expand.sql", self.table)

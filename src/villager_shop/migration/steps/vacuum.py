@@ -7,8 +7,9 @@ random; at scale 20 (1 M variants, a heap larger than shared_buffers) the copy's
 
 from __future__ import annotations
 
+from villager_shop.migration.context import Context
 from villager_shop.migration.ddl import Ddl
-from villager_shop.migration.steps.base import Context, Step
+from villager_shop.migration.steps.base import Step
 
 
 class Vacuum(Step):

@@ -35,10 +35,13 @@ from psycopg import errors
 
 from villager_shop.core.db import connect, stop_work_when_client_dies
 from villager_shop.core.errors import VillagerError
-from villager_shop.migration.steps.base import Context
+from villager_shop.migration.context import Context
+from villager_shop.migration.ddl import LOCK_RETRYABLE
 
-RETRYABLE = (errors.LockNotAvailable, errors.DeadlockDetected, errors.SerializationFailure,
-             errors.QueryCanceled)
+# A batch also retries a cancelled statement (its own 60 s statement_timeout, or pg_cancel_backend):
+# the batch committed nothing and is tried again (the walks halve it first). A DDL statement is not
+# retried on a cancel: the same statement would hold its locks as long again.
+BATCH_RETRYABLE = (*LOCK_RETRYABLE, errors.QueryCanceled)
 MIN_BATCH = 50
 MAX_PAGES = 4096
 BATCH_MARK = re.compile(r"/\*BATCH (\w+)\*/")
@@ -361,7 +364,7 @@ def _walk_pages(ctx: Context, conn: psycopg.Connection[Any], begin: bytes, step:
                 if batch.count:
                     _apply(conn, bound, batch, params)
                 _record_batch(conn, step, "next_page", upto, n, size, time.perf_counter() - t0)
-        except RETRYABLE as exc:
+        except BATCH_RETRYABLE as exc:
             pace.gave_way(ctx, step, exc)
             continue
         dt = time.perf_counter() - t0
@@ -455,7 +458,7 @@ def _walk_keys(ctx: Context, conn: psycopg.Connection[Any], begin: bytes, step: 
                 if batch.count:
                     _apply(conn, bound, batch)
                 _record_batch(conn, step, "last_id", upper, n, size, time.perf_counter() - t0)
-        except RETRYABLE as exc:
+        except BATCH_RETRYABLE as exc:
             pace.gave_way(ctx, step, exc)
             continue
         dt = time.perf_counter() - t0
@@ -553,6 +556,6 @@ def _retry_skipped(conn: psycopg.Connection[Any], begin: bytes, step: str, table
                 retried += batch.count
                 if not batch.count:
                     return retried
-        except RETRYABLE:
+        except BATCH_RETRYABLE:
             time.sleep(min(2.0, 0.05 * attempt))
     return retried
