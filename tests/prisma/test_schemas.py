@@ -110,3 +110,16 @@ def test_prisma_validates_the_three_schemas_and_refuses_a_broken_one(prisma_proj
     assert res.returncode != 0 and "nope" in res.stdout + res.stderr, res.stdout + res.stderr
     for name in node.SCHEMAS:  # the session's generate made each client
         assert (prisma_project / "generated" / name / "client.ts").exists()
+
+
+def test_the_prisma_commands_the_switch_guide_gives_exist_with_their_flags(prisma_project: Path) -> None:
+    """docs/application-switch.md's `prisma migrate ...` lines use Prisma 7's flags (6's were renamed)."""
+    doc = (node.ROOT / "docs" / "application-switch.md").read_text()
+    commands: dict[str, set[str]] = {}
+    for line in re.findall(r"npx prisma migrate (\w+)([^\n]*(?:\\\n[^\n]*)*)", doc):
+        commands.setdefault(line[0], set()).update(re.findall(r"(--[a-z-]+)", line[1]))
+    assert {"diff", "resolve"} <= set(commands), commands
+    for command, flags in commands.items():
+        res = node.prisma("migrate", command, "--help")
+        for flag in flags:
+            assert re.search(rf"(^|\s){re.escape(flag)}(\s|$)", res.stdout + res.stderr, re.M), (command, flag)

@@ -263,7 +263,7 @@ def refuse_if_read(evidence: Evidence | None, seconds: float) -> None:
     if evidence is None or not evidence.blocking:
         return
     raise RefusedError(f"complete refused: the legacy columns were read in the last {seconds:g} s: "
-                       f"{evidence.describe()}; switch or stop those instances first,"
+                       f"{evidence.describe()}; switch or stop those instances first (docs/application-switch.md),"
                        " or, if they read nothing that complete drops, pass --no-reader-check")
 
 
