@@ -26,7 +26,11 @@ def missing() -> str | None:
     """Why the Prisma tests cannot run here, or None."""
     for tool in ("node", "npm"):
         if shutil.which(tool) is None:
-            return f"{tool} is not installed (the Prisma tests need Node.js 20+ and npm)"
+            return f"{tool} is not installed (the Prisma tests need Node.js 20.19+ and npm)"
+    version = subprocess.run(["node", "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
+    major, minor = (int(x) for x in version.lstrip("v").split(".")[:2])
+    if (major, minor) < (20, 19):
+        return f"Node.js {version} is older than Prisma 7 needs (20.19)"
     return None
 
 
