@@ -228,7 +228,7 @@ def _complete_while_the_old_application_runs(url: str, sql: str) -> Any:
     t = threading.Thread(target=old_app)
     t.start()
     try:
-        return run_cli("migrate", "complete", "--yes", "--quiet-seconds", "1", database_url=url)
+        return run_cli("migrate", "complete", "--yes", "--quiet-seconds", "1", "--no-reader-check", database_url=url)
     finally:
         stop.set()
         t.join()
@@ -245,7 +245,8 @@ def test_complete_then_rollback_is_refused(legacy_db: str) -> None:
     assert run_cli("migrate", "run", database_url=legacy_db).returncode == 0
     res = run_cli("migrate", "complete", database_url=legacy_db)
     assert res.returncode == 4 and "--yes" in res.stderr
-    res = run_cli("migrate", "complete", "--yes", "--quiet-seconds", "0.2", "--json", database_url=legacy_db)
+    res = run_cli("migrate", "complete", "--yes", "--quiet-seconds", "0.2", "--no-reader-check", "--json",
+                  database_url=legacy_db)
     assert res.returncode == 0, res.stderr
     with psycopg.connect(legacy_db) as c:
         assert c.execute("SELECT count(*) FROM information_schema.columns WHERE table_schema = 'public' AND"
@@ -372,7 +373,7 @@ def test_the_whole_lifecycle_runs_as_a_database_owner_who_is_not_superuser(pg_ad
             c.execute(schema_sql().encode())
         load_messy(url)
         for args in (("migrate", "run"), ("migrate", "verify"), ("migrate", "rollback", "--yes"), ("migrate", "run"),
-                     ("migrate", "complete", "--yes"), ("migrate", "verify")):
+                     ("migrate", "complete", "--yes", "--no-reader-check"), ("migrate", "verify")):
             res = run_cli(*args, database_url=url)
             assert res.returncode == 0, (args, res.stderr[-1500:])
         with psycopg.connect(url) as c:
@@ -417,7 +418,7 @@ def test_a_complete_that_never_cut_leaves_the_migration_where_it_was(legacy_db: 
     with psycopg.connect(legacy_db, autocommit=True) as c:
         c.execute("UPDATE villager_migration.state SET value = to_jsonb('completing'::text) WHERE key = 'phase'")
     args = {"rollback": ("migrate", "rollback", "--yes"), "complete": ("migrate", "complete", "--yes", "--quiet-seconds",
-                                                                       "0"), "run": ("migrate", "run")}[then]
+                                                                       "0", "--no-reader-check"), "run": ("migrate", "run")}[then]
     res = run_cli(*args, database_url=legacy_db)
     assert res.returncode == 0, res.stderr
     expected = {"rollback": "rolled_back", "complete": "completed", "run": "migrated"}[then]

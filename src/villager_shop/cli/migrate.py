@@ -114,11 +114,17 @@ def run(
 
 
 @app.command()
-def status(as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
-    """Phase, per-step progress, rows done/total, rate, ETA. Exit 1 when a step has failed."""
+def status(
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+    readers_window: float = typer.Option(1.0, "--readers-window", min=0.0, max=600.0,
+                                         help="once migrated, watch this many seconds for statements reading the"
+                                              " legacy columns (0: do not)"),
+) -> None:
+    """Phase, per-step progress, rows done/total, rate, ETA; once migrated, who still reads the legacy
+    columns. Exit 1 when a step has failed."""
     s = get_settings()
     with connect(database_url(s), autocommit=True) as conn:
-        st = status_fn(conn)
+        st = status_fn(conn, readers_window_s=readers_window)
     failed = [x for x in st["steps"] if x["status"] == "failed"]
     if as_json:
         typer.echo(json.dumps(st, indent=2, default=str))
@@ -152,6 +158,8 @@ def status(as_json: bool = typer.Option(False, "--json", help="machine-readable 
                     if by else "")
             console.print(f"  {x['status']:<8} {x['name']}{stage}{note}"
                           + (f"  [red]{x['error']}[/]" if x.get("error") else ""))
+        if "readers" in st:
+            _print_readers(st["readers"])
         if st["quarantine"]:
             q = ", ".join(f"{t}: " + ", ".join(f"{r} {n}" for r, n in rs.items()) for t, rs in st["quarantine"].items())
             console.print(f"quarantine: {q}")
@@ -246,15 +254,18 @@ def rollback(
 @app.command()
 def complete(
     yes: bool = typer.Option(False, "--yes", help="confirm: drop the legacy columns (no rollback afterwards)"),
-    quiet_seconds: float = typer.Option(5.0, help="how long no legacy write may be seen before dropping"),
+    quiet_seconds: float = typer.Option(5.0, help="how long no legacy write or read may be seen before dropping"),
+    no_reader_check: bool = typer.Option(False, "--no-reader-check",
+                                         help="go on without looking for readers of the legacy columns (needed where"
+                                              " pg_stat_statements cannot be read)"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
-    """The contract step: refuses unless verify passes now and no old application still writes."""
+    """The contract step: refuses unless verify passes now and no old application still writes or reads."""
     if not yes:
         raise RefusedError("complete drops the legacy columns and ends the way back; confirm with --yes")
     ctx = _ctx("migrate complete")
     try:
-        result = complete_mod.complete(ctx, quiet_seconds=quiet_seconds)
+        result = complete_mod.complete(ctx, quiet_seconds=quiet_seconds, reader_check=not no_reader_check)
     finally:
         ctx.conn.close()
     if as_json:
@@ -265,6 +276,25 @@ def complete(
         console.print(f"completed: dropped {', '.join(result['dropped_columns'])}; "
                       f"{result['quarantined_rows_kept']} quarantined rows keep their legacy values in "
                       "villager_migration.quarantine")
+
+
+def _print_readers(r: dict[str, Any]) -> None:
+    if not r["visible"]:
+        console.print(f"[yellow]readers of the legacy columns cannot be seen[/]: {r['why']}")
+        return
+    if not r["statements"] and not r["hidden"]:
+        console.print(f"readers of the legacy columns: none in the last {r['window_s']:.1f} s")
+        return
+    console.print(f"[yellow]readers of the legacy columns in the last {r['window_s']:.1f} s[/] (`complete` refuses"
+                  " while they run):")
+    for st in r["statements"]:
+        who = ", ".join(f"{x['application_name'] or '?'} ({x['usename']}@{x['client_addr'] or 'local socket'},"
+                        f" pid {x['pid']})" for x in st["sessions"]) or "no connected session seen"
+        console.print(f"  {', '.join(st['reads'])}: {st['calls']} calls by {who}", markup=False)
+        console.print(f"    {' '.join(st['query'].split())[:200]}", markup=False)
+    for role, calls in r["hidden"].items():
+        console.print(f"  {calls} calls of role {role} whose text this role may not read (pg_read_all_stats)",
+                      markup=False)
 
 
 def _when(epoch: Any) -> str:

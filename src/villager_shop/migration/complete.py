@@ -1,7 +1,8 @@
 """The contract step (the guide's post-migration cleanup), done only when it is safe (SPEC
 defect 11): no object of the operator's uses a legacy column (dependents.py), verification passes
 now, and no old application instance is still writing the legacy columns (the sync triggers count
-such writes in a sequence; we watch it for a quiet period).
+such writes in a sequence; we watch it for a quiet period) or reading them (the statements the
+server counted in that period, readers.py).
 Then one short transaction runs the complete part of every step of the plan (the sync triggers go,
 then the legacy columns); autovacuum settings and ANALYZE follow. Afterwards rollback is refused."""
 
@@ -15,20 +16,15 @@ import psycopg
 
 from villager_shop.core.db import own_timeouts
 from villager_shop.core.errors import RefusedError
-from villager_shop.migration import dependents, state
+from villager_shop.migration import dependents, readers, state
 from villager_shop.migration.context import Context
 from villager_shop.migration.cutover import run_cut
 from villager_shop.migration.ddl import Ddl
-from villager_shop.migration.plan import build_plan
+from villager_shop.migration.plan import build_plan, legacy_columns
 from villager_shop.migration.runner import exclusive
 from villager_shop.migration.steps.analyze import Analyze
 from villager_shop.migration.steps.base import Step
 from villager_shop.migration.verify import verify
-
-
-def legacy_columns() -> tuple[tuple[str, str], ...]:
-    """The legacy columns (table, column) complete drops: those the plan's steps contract."""
-    return tuple(column for step in build_plan() for column in step.contracts())
 
 
 def legacy_column_dependents(conn: psycopg.Connection[Any]) -> list[dependents.Dependent]:
@@ -48,7 +44,7 @@ def legacy_writes(ctx: Context) -> int:
     return int(row[0]) if row and row[1] else 0
 
 
-def complete(ctx: Context, *, quiet_seconds: float = 5.0) -> dict[str, Any]:
+def complete(ctx: Context, *, quiet_seconds: float = 5.0, reader_check: bool = True) -> dict[str, Any]:
     if not state.schema_exists(ctx.conn):
         raise RefusedError("complete refused: no migration has run on this database")
     with exclusive(ctx, "complete the migration"):
@@ -73,13 +69,17 @@ def complete(ctx: Context, *, quiet_seconds: float = 5.0) -> dict[str, Any]:
         if not report.ok:
             bad = "; ".join(f"{c.name} ({c.detail or c.count})" for c in report.failures()[:4])
             raise RefusedError(f"complete refused: verify fails now: {bad}")
+        if reader_check:
+            readers.require_visible(ctx.conn)
         before = legacy_writes(ctx)
-        time.sleep(max(0.0, quiet_seconds))
+        seen = readers.watch(ctx.conn, legacy_columns(), quiet_seconds) if reader_check else readers.wait(quiet_seconds)
         after = legacy_writes(ctx)
         if after > before:
+            by = f"; seen: {seen.describe()}" if seen and seen.blocking else ""
             raise RefusedError(
                 f"complete refused: an old application is still writing the legacy tables ({after - before} writes "
-                f"in the last {quiet_seconds:g} s); stop every old instance first")
+                f"in the last {quiet_seconds:g} s){by}; stop every old instance first")
+        readers.refuse_if_read(seen, quiet_seconds)
         state.set_phase(ctx.conn, "completing")
         statements = cut_statements(build_plan())
         try:
@@ -88,7 +88,7 @@ def complete(ctx: Context, *, quiet_seconds: float = 5.0) -> dict[str, Any]:
             with contextlib.suppress(psycopg.Error):
                 state.settled_phase(ctx.conn)  # the cut is one transaction: nothing was dropped
             raise
-        return _after_cut(ctx, {"cut": cut, "legacy_writes_total": after})
+        return _after_cut(ctx, {"cut": cut, "legacy_writes_total": after, "reader_check": reader_check})
 
 
 def _after_cut(ctx: Context, summary: dict[str, Any]) -> dict[str, Any]:

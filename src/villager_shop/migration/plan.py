@@ -174,3 +174,8 @@ def plan_sql(lock_timeout_ms: int, steps: list[Step] | None = None) -> str:
                 out += ["BEGIN;", body, "COMMIT;"]
         out.append("")
     return "\n".join(out)
+
+
+def legacy_columns() -> tuple[tuple[str, str], ...]:
+    """The legacy columns (table, column) `complete` drops: those the plan's steps contract."""
+    return tuple(column for step in build_plan() for column in step.contracts())

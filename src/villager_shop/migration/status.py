@@ -1,4 +1,5 @@
-"""Where the migration stands: phase, each step, backfill progress with rate and ETA, quarantine."""
+"""Where the migration stands: phase, each step, backfill progress with rate and ETA, quarantine;
+and, once migrated, who still reads the legacy columns (readers.py), before anyone runs complete."""
 
 from __future__ import annotations
 
@@ -8,17 +9,22 @@ import psycopg
 from psycopg.rows import dict_row
 
 from villager_shop.core.db import own_timeouts
-from villager_shop.migration import state
+from villager_shop.migration import readers, state
 from villager_shop.migration.control import runtime
-from villager_shop.migration.plan import build_plan
+from villager_shop.migration.plan import build_plan, legacy_columns
 from villager_shop.migration.runner import ADVISORY_KEY
 from villager_shop.migration.steps.rebuild import RebuildTable
 
 
-def status(conn: psycopg.Connection[Any]) -> dict[str, Any]:
-    """One transaction under our own timeouts (see core.db.own_timeouts)."""
+def status(conn: psycopg.Connection[Any], *, readers_window_s: float = 0.0) -> dict[str, Any]:
+    """One transaction under our own timeouts (see core.db.own_timeouts). With `readers_window_s`
+    (an autocommit `conn`), a migrated database is also watched that long for statements reading
+    the legacy columns: the evidence `complete` would refuse on."""
     with own_timeouts(conn):
-        return _status(conn)
+        st = _status(conn)
+    if readers_window_s > 0 and st["phase"] == "migrated":
+        st["readers"] = readers.watch(conn, legacy_columns(), readers_window_s).to_dict()
+    return st
 
 
 def _status(conn: psycopg.Connection[Any]) -> dict[str, Any]:
