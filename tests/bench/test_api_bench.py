@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from tests.helpers import run_cli
-from villager_shop.bench.api import service_latency
+from villager_shop.bench.api_metrics import service_latency
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -118,7 +118,7 @@ async def listen_for_catalog_changes(database_url: str, cache: Cache, *, connect
                     if not await caused_by_the_service(conn, pids, tables):
                         # Not told on: the sender, or a write this instance saw, told everyone already.
                         # A notification arrives after its transaction committed: the position now
-                        # is past that commit (cache.Cache._rebuild reads no standby behind it).
+                        # is past that commit (api.cache.rebuild reads no standby behind it).
                         await cache.invalidate(tell_others=False, lsn=await wal_position(conn))
                     pids, tables = set(), set()
                     async with contextlib.aclosing(conn.notifies(timeout=0.005)) as burst:

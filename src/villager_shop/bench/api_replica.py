@@ -21,24 +21,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from villager_shop.bench.api import (
-    MIX,
-    ListingProbe,
-    Say,
-    Server,
-    _delta,
-    _drop_redis_keys,
-    _scratch,
-    _Snapshot,
-    cache_counters,
-    free_port,
-    login,
-    prepare_database,
-    run_locust,
-    service_histograms,
-    service_latency,
-    warm_catalog,
-)
+from villager_shop.bench.api_clients import ListingProbe, login, warm_catalog
+from villager_shop.bench.api_data import Say, drop_redis_keys, dropped_after, prepare_database
+from villager_shop.bench.api_locust import MIX, run_locust
+from villager_shop.bench.api_metrics import Snapshot, cache_counters, counter_delta, service_histograms, service_latency
+from villager_shop.bench.api_server import Server, free_port
 from villager_shop.embedded.replica import StreamingPair
 
 MEASURES = ("the cost of routing catalog reads to a standby (lag checks, standby pools, read-your-writes"
@@ -79,20 +66,20 @@ def _one_run(name: str, url: str, standby: str | None, redis_url: str, data: dic
             warm = warm_catalog(service.base, run_data)
             ramp_end = min(users / rate, duration_s / 2)
             probe_paths = [f"/api/products?category={urllib.parse.quote(data['hot_slug'])}", "/api/products"]
-            at_ramp_end = _Snapshot(prom, ramp_end)
+            at_ramp_end = Snapshot(prom, ramp_end)
             with at_ramp_end, ListingProbe(service.base, probe_paths, start_after_s=ramp_end) as probe:
                 out = run_locust(service.base, data_file=data_file, users=users, spawn_rate=rate,
                                  duration_s=duration_s, processes=locust_processes, workdir=run_dir)
             out["warm_up"] = warm
             out["listing_probe"] = probe.result()
-            out["service_counters"] = _delta(at_ramp_end.counters, cache_counters(prom))
+            out["service_counters"] = counter_delta(at_ramp_end.counters, cache_counters(prom))
             out["service_latency"] = service_latency(at_ramp_end.timed, service_histograms(prom))
             if standby is not None:
                 out["replicas_at_end"] = _ready(service.base).get("replicas")
         out["service_log_warnings"] = service.warnings()
         return out
     finally:
-        _drop_redis_keys(redis_url, prefix)
+        drop_redis_keys(redis_url, prefix)
 
 
 def _summary(run: dict[str, Any]) -> dict[str, Any]:
@@ -120,7 +107,7 @@ def bench_api_replica(bindir: Path, redis_url: str, *, scale: float, seed: int =
     pair = StreamingPair(bindir, durable=True).start()
     try:
         admin = pair.primary_url()
-        with _scratch(admin, tag, keep=False):
+        with dropped_after(admin, tag, keep=False):
             t0 = time.perf_counter()
             url, data = prepare_database(admin, tag, scale=scale, seed=seed, customers=customers, say=say)
             pair.wait_caught_up(timeout_s=300)

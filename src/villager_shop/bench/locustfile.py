@@ -35,7 +35,7 @@ ORDER_409 = "POST /api/orders [409 out of stock]"
 
 
 # Shares of the mix in percent (bench api --mix overrides them through the data file).
-WEIGHTS = {"category_listing": 55, "whole_catalog": 8, "product_page": 25, "categories": 8, "order": 4,  # bench.api.MIX
+WEIGHTS = {"category_listing": 55, "whole_catalog": 8, "product_page": 25, "categories": 8, "order": 4,  # bench.api_locust.MIX
            **DATA.get("weights", {})}
 
 

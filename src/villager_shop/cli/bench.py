@@ -88,7 +88,8 @@ def api(
     """The shop API under locust's shop mix, the guide's ab run, and cached-listing vs bare-ASGI throughput.
     With DATABASE_URL a transaction pooler and DATABASE_DIRECT_URL the server, the scratch database is
     made on the server and the service reaches it through the pooler (which must serve any database)."""
-    from villager_shop.bench.api import bench_api, parse_mix
+    from villager_shop.bench.api import bench_api
+    from villager_shop.bench.api_locust import parse_mix
     from villager_shop.bench.migration import admin_url_for
     from villager_shop.core.pooler import shares_server_connections
     from villager_shop.embedded import redis_url, session_database_url

@@ -31,8 +31,8 @@ from villager_shop.migration.status import status as migration_status
 from villager_shop.migration.verify import verify
 from villager_shop.safety import manifest
 from villager_shop.safety.backup import create_backup
-from villager_shop.safety.rehearse import RehearsalOptions
-from villager_shop.safety.rehearse import rehearse as run_rehearsal
+from villager_shop.safety.rehearsal.options import RehearsalOptions
+from villager_shop.safety.rehearsal.run import rehearse as run_rehearsal
 from villager_shop.workload.writer import LiveWriter, check_expected
 
 DEMO_DB = "villager_demo"

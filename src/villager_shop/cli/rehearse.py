@@ -16,8 +16,9 @@ from villager_shop.core.config import get_settings
 from villager_shop.core.errors import VerificationFailed
 from villager_shop.embedded import session_database_url
 from villager_shop.migration.context import SilentReporter
-from villager_shop.safety.rehearse import EXIT_NO_GO, RehearsalOptions
-from villager_shop.safety.rehearse import rehearse as run_rehearsal
+from villager_shop.safety.rehearsal.judge import EXIT_NO_GO
+from villager_shop.safety.rehearsal.options import RehearsalOptions
+from villager_shop.safety.rehearsal.run import rehearse as run_rehearsal
 
 EXAMPLES = """Examples:
   villager-shop backup create && villager-shop rehearse          the newest backup, on a staging copy

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 import redis as redis_sync
 
-from villager_shop.api.cache.store import CATALOG, Cache
+from villager_shop.api.cache.keys import CATALOG
+from villager_shop.api.cache.store import Cache
 from villager_shop.embedded.redis import EmbeddedRedis
 
 pytestmark = pytest.mark.anyio
@@ -280,7 +281,7 @@ async def test_what_a_worker_read_before_its_subscription_was_live_is_not_truste
         loads = Loads(b"old")
         assert await a.get_or_load(CATALOG, "page", loads, ("c1",)) == b"old"
         with redis_sync.Redis.from_url(redis_url) as r:
-            r.incr(a.generation_key(CATALOG, "c1"))
+            r.incr(a.keys.generation(CATALOG, "c1"))
         loads.value = b"new"
         await eventually(a._lease.valid)
         assert await a.get_or_load(CATALOG, "page", loads, ("c1",)) == b"new"

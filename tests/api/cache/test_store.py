@@ -110,7 +110,8 @@ async def test_without_redis_a_request_does_not_share_a_read_that_began_before_i
     joined a read already running could get what the database held before that write; so a request
     arriving while a read runs waits for the next read (one read of a key at a time), which the
     requests arriving meanwhile share."""
-    from villager_shop.api.cache.store import CATALOG, Cache
+    from villager_shop.api.cache.keys import CATALOG
+    from villager_shop.api.cache.store import Cache
 
     cache = Cache(None, prefix=f"vtest:{uuid.uuid4().hex[:10]}")
     await cache.start()
@@ -356,17 +357,17 @@ async def test_the_breaker_opens_on_a_refused_connection_or_when_a_probe_confirm
     await cache.start()
     try:
         for _ in range(5):
-            cache._trip("get", TimeoutError())
-        assert cache._probe_task is not None
-        await cache._probe_task  # Redis answers the probe: stays closed
+            cache._breaker.trip("get", TimeoutError())
+        assert cache._breaker.probe_task is not None
+        await cache._breaker.probe_task  # Redis answers the probe: stays closed
         assert cache.available()
         busy = RedisConnectionError("No connection available.")
         busy.__cause__ = TimeoutError()
         for exc in (MaxConnectionsError("Too many connections"), busy):  # our own pool is busy
-            cache._trip("get", exc)
-            await cache._probe_task
+            cache._breaker.trip("get", exc)
+            await cache._breaker.probe_task
             assert cache.available()
-        cache._trip("get", RedisConnectionError("refused"))  # Redis down: at once
+        cache._breaker.trip("get", RedisConnectionError("refused"))  # Redis down: at once
         assert not cache.available()
     finally:
         await cache.close()
@@ -380,10 +381,10 @@ async def test_the_breaker_opens_on_a_refused_connection_or_when_a_probe_confirm
     cache = Cache(f"redis://127.0.0.1:{port}/0", breaker_s=5.0, probe_ms=200)
     await cache.start()
     try:
-        cache._trip("get", TimeoutError())
+        cache._breaker.trip("get", TimeoutError())
         assert cache.available()
-        assert cache._probe_task is not None
-        await cache._probe_task
+        assert cache._breaker.probe_task is not None
+        await cache._breaker.probe_task
         assert not cache.available()
     finally:
         await cache.close()
@@ -543,19 +544,19 @@ async def test_concurrent_reads_share_one_generation_read(shop_db: ShopDb, redis
         for _ in range(2):
             await electronics(api)
         sent: list[int] = []
-        check = cache._check_script
+        check = cache._scripts.check
 
         def counting_check(*, keys: list[str], args: list[str]) -> Any:
             sent.append(len(keys))
             return check(keys=keys, args=args)
 
-        cache._check_script = counting_check
+        cache._scripts.check = counting_check
         try:
             responses = await asyncio.gather(*(api.client.get("/api/products", params={"category": "electronics",
                                                                                         "limit": 50})
                                                for _ in range(40)))
         finally:
-            cache._check_script = check
+            cache._scripts.check = check
         assert {r.status_code for r in responses} == {200} and len({r.content for r in responses}) == 1
         assert 1 <= len(sent) < 40
     finally:
@@ -567,7 +568,8 @@ async def test_a_listing_read_before_a_change_to_a_product_it_shows_is_not_kept(
     began before such a change (committed and invalidated while it ran) answers its own request
     but is not kept, in Redis or in the worker: the next read, here or in another worker, rebuilds.
     A change to a product it does not show keeps it."""
-    from villager_shop.api.cache.store import CATALOG, Cache
+    from villager_shop.api.cache.keys import CATALOG
+    from villager_shop.api.cache.store import Cache
 
     prefix = f"vtest:{uuid.uuid4().hex[:10]}"
     a, b = Cache(redis_url, prefix=prefix), Cache(redis_url, prefix=prefix)

@@ -6,7 +6,7 @@ request batch; on 2 vCPUs that halved the cached-listing throughput (3.8k vs 6.5
 can skip that check only if every write that could change it reaches the worker *before the
 write's response is sent*. So:
 
-* Every invalidation (cache.Cache.invalidate) bumps its generations in Redis and, in the same
+* Every invalidation (store.Cache.invalidate) bumps its generations in Redis and, in the same
   Lua call, PUBLISHes what it bumped on `{prefix}:lease:inval` and reads the registry of leases.
   The writer then waits until every worker whose lease is still running has acknowledged the
   message (each worker drops the copies it touches, then answers on `{prefix}:lease:ack:{writer}`),
@@ -55,7 +55,7 @@ redis.call('PUBLISH', KEYS[2], ARGV[3])
 return 1
 """
 
-# Appended to the bump script (cache._BUMP): KEYS[#KEYS - 1] the registry hash, KEYS[#KEYS] the
+# Appended to the bump script (scripts.BUMP): KEYS[#KEYS - 1] the registry hash, KEYS[#KEYS] the
 # broadcast channel; `message` the JSON to publish ('' = none). Returns {now µs, member, lease, ...}
 # of the leases still running, and forgets those that ended more than ten minutes ago.
 BROADCAST = r"""
@@ -78,7 +78,7 @@ local function broadcast(registry, channel, message)
 end
 """
 
-# cache.Cache._drop: forget the copies that depend on these generation keys / (shown hash, product).
+# store.Cache._drop: forget the copies that depend on these generation keys / (shown hash, product).
 Drop = Callable[[set[str], set[tuple[str, str]]], None]
 
 

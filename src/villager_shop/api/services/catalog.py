@@ -16,7 +16,8 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg.rows import tuple_row
 
-from villager_shop.api.cache.store import CATALOG, Cache, params_digest
+from villager_shop.api.cache.keys import CATALOG, params_digest
+from villager_shop.api.cache.store import Cache
 from villager_shop.api.errors import BadRequest, clean_text
 from villager_shop.api.queries import load, sections
 from villager_shop.api.replicas import Reads
@@ -131,7 +132,7 @@ def listing_key(category: str | None, shop: uuid.UUID | None, q: str | None, lim
 
 class Catalog:
     """The catalog's reads run where `reads` sends them: a recent enough standby, or the primary
-    (api.replicas); what the cache rebuilds after an invalidation includes it (cache.Cache._rebuild)."""
+    (api.replicas); what the cache rebuilds after an invalidation includes it (api.cache.rebuild)."""
 
     def __init__(self, reads: Reads, cache: Cache) -> None:
         self.reads = reads

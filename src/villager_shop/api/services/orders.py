@@ -22,7 +22,8 @@ import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import tuple_row
 
-from villager_shop.api.cache.store import CATALOG, Cache
+from villager_shop.api.cache.keys import CATALOG
+from villager_shop.api.cache.store import Cache
 from villager_shop.api.database import ShopPool, committed
 from villager_shop.api.errors import BadRequest, Conflict, Forbidden, Invalid, NotFound
 from villager_shop.api.queries import sections

@@ -12,7 +12,8 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg.rows import tuple_row
 
-from villager_shop.api.cache.store import CATALOG, Cache
+from villager_shop.api.cache.keys import CATALOG
+from villager_shop.api.cache.store import Cache
 from villager_shop.api.database import ShopPool, committed
 from villager_shop.api.errors import Conflict, Forbidden, Invalid, NotFound
 from villager_shop.api.services.accounts import User
