@@ -1,4 +1,4 @@
-"""The realistic shop mix of `villager-shop bench api` (run by it; see README, "Benchmarks").
+"""The realistic shop mix of `villager-shop bench api` (run by it; see docs/benchmarks.md).
 
 Each simulated shopper waits 1 s between requests and mostly browses category listings (sometimes
 the next page, via `next_cursor`), sometimes the whole catalog, opens product pages, looks at the
