@@ -19,6 +19,8 @@ from typing import Any
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from tests.helpers import stop_process
+
 
 def pgbouncer_binary() -> str | None:
     return shutil.which("pgbouncer") or next(
@@ -123,10 +125,5 @@ admin_users = {sorted(self.users)[0]}
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            stop_process(self.proc)
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -1,14 +1,42 @@
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from tests.helpers import settings_for
 from tests.migration.messy import load_messy
+from villager_shop.core.db import drop_database
+from villager_shop.legacy.schema import schema_sql
 from villager_shop.migration.runner import make_context, run
+
+
+@contextmanager
+def owned_legacy_db(pg_admin_url: str, prefix: str, role_options: str = "") -> Iterator[str]:
+    """A legacy database (messy data) owned by a LOGIN role that is not superuser, as on a managed
+    server; the URL connects as that role. Database and role are dropped afterwards."""
+    if conninfo_to_dict(pg_admin_url).get("password"):
+        pytest.skip("the server wants passwords; this test creates a role without one")
+    tag = uuid.uuid4().hex[:10]
+    role = db = f"{prefix}_{tag}"
+    with psycopg.connect(pg_admin_url, autocommit=True) as c:
+        c.execute(f"CREATE ROLE {role} LOGIN NOSUPERUSER {role_options}")
+        c.execute(f"CREATE DATABASE {db} OWNER {role}")
+    url = make_conninfo(pg_admin_url, user=role, dbname=db)
+    try:
+        with psycopg.connect(url, autocommit=True) as c:
+            c.execute(schema_sql().encode())
+        load_messy(url)
+        yield url
+    finally:
+        drop_database(pg_admin_url, db)
+        with psycopg.connect(pg_admin_url, autocommit=True) as c:
+            c.execute(f"DROP ROLE IF EXISTS {role}")
 
 
 def migrate(url: str) -> dict[str, Any]:

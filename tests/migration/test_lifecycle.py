@@ -16,6 +16,7 @@ import psycopg
 import pytest
 
 from tests.helpers import run_cli
+from tests.migration.conftest import owned_legacy_db
 from tests.migration.messy import load_messy
 from villager_shop.api.services.accounts import ensure_service_schema, set_password
 
@@ -355,23 +356,7 @@ def test_slow_queries_explains_an_extension_whose_library_is_not_loaded(legacy_d
 
 def test_the_whole_lifecycle_runs_as_a_database_owner_who_is_not_superuser(pg_admin_url: str) -> None:
     """A managed server gives the shop's owner role no superuser and no pg_read_all_settings."""
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    from villager_shop.core.db import drop_database
-    from villager_shop.legacy.schema import schema_sql
-
-    if conninfo_to_dict(pg_admin_url).get("password"):
-        pytest.skip("the server wants passwords; this test creates a role without one")
-    tag = uuid.uuid4().hex[:10]
-    role, db = f"vt_owner_{tag}", f"vt_owned_{tag}"
-    with psycopg.connect(pg_admin_url, autocommit=True) as c:
-        c.execute(f"CREATE ROLE {role} LOGIN NOSUPERUSER")
-        c.execute(f"CREATE DATABASE {db} OWNER {role}")
-    url = make_conninfo(pg_admin_url, user=role, dbname=db)
-    try:
-        with psycopg.connect(url, autocommit=True) as c:
-            c.execute(schema_sql().encode())
-        load_messy(url)
+    with owned_legacy_db(pg_admin_url, "vt_owner") as url:
         for args in (("migrate", "run"), ("migrate", "verify"), ("migrate", "rollback", "--yes"), ("migrate", "run"),
                      ("migrate", "complete", "--yes", "--no-reader-check"), ("migrate", "verify")):
             res = run_cli(*args, database_url=url)
@@ -382,10 +367,6 @@ def test_the_whole_lifecycle_runs_as_a_database_owner_who_is_not_superuser(pg_ad
             rows = c.execute("SELECT * FROM slow_queries").fetchall()
             assert len(rows) == 1 and "pg_stat_statements" in rows[0][0] and rows[0][1] is None, rows
             assert c.execute("SELECT count(*) FROM check_data_integrity()").fetchone() == (0,)
-    finally:
-        drop_database(pg_admin_url, db)
-        with psycopg.connect(pg_admin_url, autocommit=True) as c:
-            c.execute(f"DROP ROLE IF EXISTS {role}")
 
 
 def test_a_second_concurrent_run_is_refused(legacy_db: str) -> None:

@@ -4,42 +4,24 @@ legacy constraint validated exactly as it was before the run."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import psycopg
 import pytest
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from tests.helpers import run_cli, settings_for
+from tests.migration.conftest import owned_legacy_db
 from tests.migration.messy import load_messy
-from villager_shop.core.db import drop_database
-from villager_shop.legacy.schema import LEGACY_TABLES, schema_sql
+from villager_shop.legacy.schema import LEGACY_TABLES
 from villager_shop.migration.context import SilentReporter
 from villager_shop.migration.runner import make_context, run
 
 
 @pytest.fixture
 def owned_db(pg_admin_url: str) -> Iterator[str]:
-    """A legacy database (messy data) owned by a role that is neither superuser nor BYPASSRLS, as
-    on a managed server; the URL connects as that role."""
-    if conninfo_to_dict(pg_admin_url).get("password"):
-        pytest.skip("the server wants passwords; this test creates a role without one")
-    tag = uuid.uuid4().hex[:10]
-    role, db = f"vt_rls_{tag}", f"vt_rls_{tag}"
-    with psycopg.connect(pg_admin_url, autocommit=True) as c:
-        c.execute(f"CREATE ROLE {role} LOGIN NOSUPERUSER NOBYPASSRLS")
-        c.execute(f"CREATE DATABASE {db} OWNER {role}")
-    url = make_conninfo(pg_admin_url, user=role, dbname=db)
-    try:
-        with psycopg.connect(url, autocommit=True) as c:
-            c.execute(schema_sql().encode())
-        load_messy(url)
+    """Owned by a role that is neither superuser nor BYPASSRLS."""
+    with owned_legacy_db(pg_admin_url, "vt_rls", "NOBYPASSRLS") as url:
         yield url
-    finally:
-        drop_database(pg_admin_url, db)
-        with psycopg.connect(pg_admin_url, autocommit=True) as c:
-            c.execute(f"DROP ROLE IF EXISTS {role}")
 
 
 def test_run_plan_and_rehearse_refuse_forced_row_security_before_changing_anything(owned_db: str) -> None:
