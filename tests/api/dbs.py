@@ -8,13 +8,10 @@ from tests.migration.messy import load_bulk, load_messy
 from villager_shop.core.config import Settings
 from villager_shop.core.urls import with_dbname
 from villager_shop.legacy.schema import schema_sql
+from villager_shop.migration.plan import legacy_columns
 from villager_shop.migration.runner import make_context, run
 from villager_shop.migration.sqlfiles import section
 from villager_shop.migration.steps.sync_triggers import TRIGGERS
-
-# The legacy columns `migrate complete` drops (the service must never use them).
-LEGACY_COLUMNS = [("users", "house_number"), ("shops", "house_number"), ("products", "category"),
-                  ("products", "price"), ("products", "stock")]
 
 BULK = {"users": 400, "shops": 25, "products": 1500, "orders": 300, "items": 600}
 
@@ -37,7 +34,7 @@ def simulate_complete(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         for name, table, *_ in TRIGGERS:
             conn.execute(f"DROP TRIGGER IF EXISTS {name} ON public.{table}")
-        for table, column in LEGACY_COLUMNS:
+        for table, column in legacy_columns():  # the columns `migrate complete` drops
             conn.execute(f"ALTER TABLE public.{table} DROP COLUMN {column}")
         conn.execute(section("monitoring.sql", "check_data_integrity_completed").encode())
         conn.execute("ANALYZE")

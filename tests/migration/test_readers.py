@@ -18,7 +18,7 @@ import pytest
 from tests.helpers import run_cli
 from villager_shop.api import queries as api_queries
 from villager_shop.core.sqlfiles import read_query, read_sections
-from villager_shop.migration.complete import LEGACY_COLUMNS
+from villager_shop.migration.plan import legacy_columns
 from villager_shop.migration.readers import analyze, shape, watch
 
 # Relations of schema public while migrated, with the columns the statements below use.
@@ -69,12 +69,12 @@ NOT_READS = [
 
 @pytest.mark.parametrize(("sql", "reads"), READS)
 def test_a_statement_naming_a_legacy_column_or_star_is_a_read(sql: str, reads: set[str]) -> None:
-    assert analyze(sql, LEGACY_COLUMNS, CATALOG) == reads
+    assert analyze(sql, legacy_columns(), CATALOG) == reads
 
 
 @pytest.mark.parametrize("sql", NOT_READS)
 def test_normalized_reads_output_names_and_constants_are_not_reads(sql: str) -> None:
-    assert analyze(sql, LEGACY_COLUMNS, CATALOG) == set()
+    assert analyze(sql, legacy_columns(), CATALOG) == set()
 
 
 def test_no_query_of_the_shop_service_reads_a_legacy_column() -> None:
@@ -86,7 +86,7 @@ def test_no_query_of_the_shop_service_reads_a_legacy_column() -> None:
         statements = list(read_sections(api_queries.__name__, f.name).values()) or [read_query(api_queries.__name__,
                                                                                                f.name)]
         for sql in statements:
-            assert analyze(sql, LEGACY_COLUMNS, CATALOG) == set(), (f.name, sql[:300])
+            assert analyze(sql, legacy_columns(), CATALOG) == set(), (f.name, sql[:300])
 
 
 def test_what_activity_shows_and_what_pg_stat_statements_keeps_have_one_shape() -> None:
@@ -188,7 +188,7 @@ def test_statements_of_other_roles_this_role_may_not_read_count_as_unknown_reade
     try:
         with psycopg.connect(url, autocommit=True, user=role) as mine, Reader(url, "old-shop-reader") as reader:
             owner = reader.conn.info.user
-            evidence = watch(mine, LEGACY_COLUMNS, 1.0)
+            evidence = watch(mine, legacy_columns(), 1.0)
         assert evidence.visible and reader.calls >= 5
         assert evidence.statements == [], evidence.statements  # their text is hidden from this role
         assert evidence.hidden.get(owner, 0) >= 5, evidence.hidden
