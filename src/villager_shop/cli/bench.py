@@ -10,7 +10,7 @@ from villager_shop.bench.migration import WRITER_RATE
 from villager_shop.cli import render
 from villager_shop.core.config import get_settings
 from villager_shop.core.errors import ConfigError
-from villager_shop.embedded import database_url, direct_database_url
+from villager_shop.embedded import database_url, direct_database_url, session_database_url
 from villager_shop.embedded.replica import StreamingPair, bindir_of
 
 app = typer.Typer(help="Benchmarks (JSON output; each compares with a reference measured in the same run).",
@@ -37,7 +37,7 @@ def migration(
     from villager_shop.bench.migration import admin_url_for, bench_migration
 
     settings = get_settings()
-    url, direct = database_url(settings), direct_database_url(settings)
+    url, direct = database_url(settings), session_database_url(settings, "bench migration")
     # DATABASE_URL a pooler and DATABASE_DIRECT_URL the server: the writers go through the pooler.
     pooler = url if direct != url else None
     say = (lambda m: None) if as_json else (lambda m: err.print(m, markup=False))

@@ -12,6 +12,7 @@ from villager_shop.core.config import get_settings
 from villager_shop.core.urls import mask_url
 from villager_shop.embedded import database_url, embedded_postgres, embedded_redis, redis_url
 from villager_shop.embedded.postgres import binary
+from villager_shop.safety.pgtools import libpq_target
 
 EXAMPLES = """Examples:
   villager-shop db status          running or stopped (either is fine: they start on demand)
@@ -114,6 +115,7 @@ def url(
                                "help_option_names": ["--help"]})
 def psql(ctx: typer.Context) -> None:
     """Open psql on the shop database (extra arguments go to psql)."""
-    target = database_url(get_settings())
+    # The password goes in psql's environment, never on its command line (visible in `ps`).
+    target, env = libpq_target(database_url(get_settings()))
     exe = str(binary("psql"))
-    os.execv(exe, [exe, target, *ctx.args])
+    os.execve(exe, [exe, target, *ctx.args], env)

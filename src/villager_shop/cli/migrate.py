@@ -91,15 +91,15 @@ def run(
     """Expand, install sync, backfill, validate, index, analyze. Re-runnable; resumes after a crash."""
     if strategy not in ("online", "guide"):
         raise typer.BadParameter("strategy must be 'online' or 'guide'")
-    if reinstate:
-        with _control_conn() as conn:
-            err.print(f"reinstated: {', '.join(withdraw_mod.reinstate(conn, reinstate))}")
     progress = Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=err,
                         disable=as_json or (not err.is_terminal and False))
     try:
         ctx = _ctx("migrate run", MigrationReporter(progress))
         try:
+            if reinstate:  # under the run lock: never beside a run that would finish without them
+                with runner.exclusive(ctx, "reinstate a withdrawn step"):
+                    err.print(f"reinstated: {', '.join(withdraw_mod.reinstate(ctx.conn, reinstate))}")
             summary = guide.run_guide(ctx) if strategy == "guide" else runner.run(ctx)
         finally:
             ctx.conn.close()

@@ -64,8 +64,11 @@ class Settings(BaseSettings):
     villager_max_archive_pending: int = Field(default=64, ge=1, le=1_000_000,
                                               description="hold it while this many WAL segments wait to be archived")
     villager_throttle_autovacuum: Literal["any", "wraparound", "off"] = Field(
-        default="any", description="hold the backfill of a table while autovacuum works on it (any), only an"
-                                   " anti-wraparound one (wraparound), or never (off)")
+        default="wraparound", description="hold the backfill of a table while an anti-wraparound autovacuum works on"
+                                          " it (wraparound), while any autovacuum does (any), or never (off)")
+    villager_throttle_ignore_standbys: str = Field(
+        default="", max_length=10_000, description="application names of standbys the throttle does not wait for,"
+                                                   " comma-separated (a delayed standby, say)")
     villager_standby_timeout_s: float = Field(default=60, ge=0, le=86_400,
                                               description="a standby gone this long is no longer waited for")
     villager_jwt_secret: SecretStr | None = Field(default=None, description="JWT signing key (generated if unset)")

@@ -83,16 +83,26 @@ def server_version_num(conn: psycopg.Connection[Any]) -> int:
     return int(conn.info.server_version)
 
 
-def stop_work_when_client_dies(conn: psycopg.Connection[Any], interval_ms: int = 1000) -> None:
-    """On PostgreSQL 14+, make the server abandon a running statement soon after this client dies
-    (kill -9), instead of finishing e.g. an index build nobody waits for."""
-    if conn.info.server_version < 140000:
-        return
-    # A restricted role or server: only an optimisation, go on without it.
-    with contextlib.suppress(psycopg.Error):
-        conn.execute(f"SET client_connection_check_interval = {int(interval_ms)}")
-    if not conn.autocommit:
-        conn.commit()
+def own_session(conn: psycopg.Connection[Any], interval_ms: int = 1000) -> None:
+    """For a session of our own on the server itself (the migration's lock holder, its walkers and
+    DDL connections; never a pooler's, see core.pooler), set once for its lifetime:
+    - `idle_session_timeout` 0 (14+): a database's or role's would end the session that holds the
+      run lock while it waits between steps or through a pause, and let a second run start;
+    - `transaction_timeout` 0 (17+): a concurrent index build runs outside any transaction block
+      but is bounded by it;
+    - `client_connection_check_interval` (14+): the server abandons a running statement soon after
+      this client dies (kill -9), instead of finishing e.g. an index build nobody waits for.
+    A restricted role or an older server: each is skipped, and the run goes on without it."""
+    version = conn.info.server_version
+    wanted = [("idle_session_timeout", "0", 140000), ("transaction_timeout", "0", 170000),
+              ("client_connection_check_interval", str(int(interval_ms)), 140000)]
+    for name, value, since in wanted:
+        if version < since:
+            continue
+        with contextlib.suppress(psycopg.Error):
+            conn.execute(f"SET {name} = {value}")
+        if not conn.autocommit:
+            conn.commit()
 
 
 def relation_exists(conn: psycopg.Connection[Any], name: str) -> bool:

@@ -99,7 +99,7 @@ def describe(exc: BaseException) -> tuple[str, int]:
 
 def _one_line(message: str) -> str:
     first = " ".join(part.strip() for part in message.strip().splitlines() if part.strip())
-    return scrub(first)[:500]
+    return scrub(first)[:2000]
 
 
 def debug_enabled() -> bool:

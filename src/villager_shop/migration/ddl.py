@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import errors
 
-from villager_shop.core.db import connect, stop_work_when_client_dies
+from villager_shop.core.db import connect, own_session
 from villager_shop.core.errors import RefusedError
 
 T = TypeVar("T")
@@ -250,7 +250,7 @@ def side_by_side(url: str, items: list[T], workers: int, name: str,
     def work(n: int) -> None:
         try:
             with connect(url, autocommit=True, application_name=f"{name} #{n}") as conn:
-                stop_work_when_client_dies(conn)
+                own_session(conn)
                 if setup:
                     setup(conn)
                 while True:

@@ -14,7 +14,7 @@ import psycopg
 
 from villager_shop.core.channels import CATALOG_CHANNEL
 from villager_shop.core.config import Settings
-from villager_shop.core.db import connect, relation_exists, stop_work_when_client_dies
+from villager_shop.core.db import connect, own_session, relation_exists
 from villager_shop.core.errors import RefusedError, VillagerError
 from villager_shop.legacy.schema import LEGACY_TABLES
 from villager_shop.migration import state
@@ -34,7 +34,7 @@ PHASE_OF_STEP = {"expand": "expanding", "sync": "expanding", "backfill": "backfi
 def make_context(url: str, settings: Settings, reporter: Reporter | None = None,
                  conn: psycopg.Connection[Any] | None = None) -> Context:
     conn = conn or connect(url, autocommit=True, application_name="villager-shop migrate")
-    stop_work_when_client_dies(conn)
+    own_session(conn)
     enc = conn.execute("SHOW server_encoding").fetchone()
     return Context(
         url=url,
@@ -55,7 +55,9 @@ def make_context(url: str, settings: Settings, reporter: Reporter | None = None,
             max_wal_mb_per_s=settings.villager_max_wal_mb_per_s,
             max_archive_pending=settings.villager_max_archive_pending,
             autovacuum=settings.villager_throttle_autovacuum,
-            standby_timeout_s=settings.villager_standby_timeout_s), (reporter or SilentReporter()).note),
+            standby_timeout_s=settings.villager_standby_timeout_s,
+            ignore_standbys=frozenset(n.strip() for n in settings.villager_throttle_ignore_standbys.split(",")
+                                      if n.strip())), (reporter or SilentReporter()).note),
     )
 
 

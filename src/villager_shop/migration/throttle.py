@@ -30,7 +30,18 @@ from typing import Any
 import psycopg
 
 from villager_shop.core.db import connect
+from villager_shop.core.errors import VillagerError
 from villager_shop.migration import state
+
+# Physical standbys only (a logical walsender is connected to a database), with what they replayed:
+# pg_receivewal and pg_basebackup stream WAL but replay nothing (replay_lsn NULL). A role without
+# pg_read_all_stats sees the rows with their columns NULL.
+STANDBYS = """
+SELECT coalesce(nullif(r.application_name, ''), 'pid ' || r.pid) || coalesce(' @' || host(r.client_addr), ''),
+       r.state, pg_wal_lsn_diff(r.replay_lsn, '0/0'), r.application_name
+  FROM pg_stat_replication r LEFT JOIN pg_stat_activity a ON a.pid = r.pid
+ WHERE (r.state IS NULL OR r.state IN ('streaming', 'catchup', 'startup')) AND a.datid IS NULL
+"""
 
 CONTROL_KEY = "control"
 STATUS_KEY = "throttle"
@@ -45,8 +56,9 @@ class Limits:
     max_replica_lag_mb: float | None = None
     max_wal_mb_per_s: float | None = None
     max_archive_pending: int = 64
-    autovacuum: str = "any"  # any | wraparound | off
+    autovacuum: str = "wraparound"  # any | wraparound | off
     standby_timeout_s: float = 60.0
+    ignore_standbys: frozenset[str] = frozenset()  # application names (a delayed standby, say)
 
 
 @dataclass
@@ -101,6 +113,10 @@ def who() -> str:
     return socket.gethostname()
 
 
+class Interrupted(Exception):
+    """The run is being stopped (Ctrl-C) while a walker waited for its next batch."""
+
+
 class Throttle:
     """Shared by every walker of a run (thread-safe): one of them samples, the others use its reading."""
 
@@ -121,12 +137,16 @@ class Throttle:
         self._events = 0
         self._unavailable = False
         self._stopping = threading.Event()
+        self._noted: set[str] = set()
 
     # --- what the walkers call ----------------------------------------------------------------------
 
     def before_batch(self, table: str | None = None) -> None:
-        """Return when the run may write its next batch (at once, usually)."""
-        while not self._stopping.is_set():
+        """Return when the run may write its next batch (at once, usually); raise Interrupted once
+        the run is being stopped (a held walker must not write one more batch on its way out)."""
+        while True:
+            if self._stopping.is_set():
+                raise Interrupted("the run is being stopped")
             reading, control = self._check(table)
             held = control.paused is not None or reading.signal is not None
             if not held:
@@ -147,11 +167,9 @@ class Throttle:
     def close(self) -> None:
         with self._lock:
             self._release_locked()
-            self._write_status(force=True)
-            if self._conn is not None:
-                with contextlib.suppress(Exception):
-                    self._conn.close()
-                self._conn = None
+            with contextlib.suppress(psycopg.Error, VillagerError):  # never in place of what ended the run
+                self._write_status(force=True)
+            self._drop_connection()
 
     # --- sampling -----------------------------------------------------------------------------------
 
@@ -165,7 +183,7 @@ class Throttle:
                     self._control = Control.from_json(state.get(conn, CONTROL_KEY))
                     self._reading = self._read(conn, table, now)
                     self._unavailable = False
-                except psycopg.Error as exc:
+                except (psycopg.Error, VillagerError) as exc:
                     # The signals cannot be read (a restricted role, a restart): go on unthrottled
                     # rather than stop the migration, and say so once.
                     if not self._unavailable:
@@ -192,10 +210,13 @@ class Throttle:
         self._lsn_samples.append((now, current))
         rate = self._wal_rate(now)
         reading = Reading(wal_mb_per_s=rate)
-        for name, sb_state, replay in conn.execute(
-                "SELECT coalesce(nullif(application_name, ''), 'pid ' || pid) || coalesce(' @' || host(client_addr), ''),"
-                " state, pg_wal_lsn_diff(replay_lsn, '0/0') FROM pg_stat_replication"
-                " WHERE state IN ('streaming', 'catchup', 'startup')").fetchall():
+        rows = conn.execute(STANDBYS).fetchall()
+        if any(r[1] is None for r in rows):
+            self._note_once("standbys", "throttle: this role cannot see the standbys' replay positions (grant it"
+                                        " pg_monitor, or pg_read_all_stats): replica lag is not watched")
+        for name, sb_state, replay, app in rows:
+            if sb_state is None or replay is None or str(app or "") in self.limits.ignore_standbys:
+                continue
             behind = max(0, current - int(replay or 0))
             reading.standbys.append(Standby(str(name), str(sb_state), self._lag_ms(int(replay or 0), now) if behind else 0.0,
                                             behind))
@@ -221,7 +242,9 @@ class Throttle:
                 self._event(conn, f"standby {name} gone for {gone_s:.0f} s: going on without it")
         if self.limits.max_wal_mb_per_s is not None and rate is not None and rate > self.limits.max_wal_mb_per_s:
             signals.append(("wal_mb_per_s", rate, self.limits.max_wal_mb_per_s, ""))
-        pending = _archive_pending(conn)
+        pending = _archive_pending(conn, lambda: self._note_once(
+            "archive", "throttle: this role cannot list the WAL archive status (pg_monitor): the archiver's"
+                       " backlog is not watched"))
         if pending is not None and pending > self.limits.max_archive_pending:
             signals.append(("archive_pending_segments", float(pending), float(self.limits.max_archive_pending), ""))
         if table and self.limits.autovacuum != "off":
@@ -231,6 +254,11 @@ class Throttle:
         if signals:
             reading.signal, reading.value, reading.limit, reading.detail = signals[0]
         return reading
+
+    def _note_once(self, key: str, message: str) -> None:
+        if key not in self._noted:
+            self._noted.add(key)
+            self.note(message)
 
     def _lag_ms(self, replay: int, now: float) -> float:
         """How long ago the primary was first past the standby's replay position (at least)."""
@@ -305,7 +333,7 @@ class Throttle:
             state.event(conn, None, "throttle", message)
 
 
-def _archive_pending(conn: psycopg.Connection[Any]) -> int | None:
+def _archive_pending(conn: psycopg.Connection[Any], hidden: Any) -> int | None:
     """WAL segments waiting for the archiver (None: no archiving, or not visible to this role)."""
     mode = conn.execute("SELECT current_setting('archive_mode')").fetchone()
     if not mode or mode[0] == "off":
@@ -314,6 +342,7 @@ def _archive_pending(conn: psycopg.Connection[Any]) -> int | None:
         with conn.transaction():
             row = conn.execute("SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%%.ready'").fetchone()
     except psycopg.Error:
+        hidden()
         return None
     return int(row[0]) if row else None
 

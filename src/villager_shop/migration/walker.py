@@ -33,8 +33,8 @@ from typing import Any
 import psycopg
 from psycopg import errors
 
-from villager_shop.core.db import connect, stop_work_when_client_dies
-from villager_shop.core.errors import VillagerError
+from villager_shop.core.db import connect, own_session
+from villager_shop.core.errors import RefusedError, VillagerError
 from villager_shop.migration.context import Context
 from villager_shop.migration.ddl import LOCK_RETRYABLE
 
@@ -223,7 +223,7 @@ def _run_parts(ctx: Context, step: str, table: str, actions: list[str], busy: li
     def work(k: int) -> None:
         conn = connect(ctx.url, application_name=f"villager-shop backfill {table} #{k}")
         try:
-            stop_work_when_client_dies(conn)
+            own_session(conn)
             begin = walk_settings(conn, ctx)
             on_batch = lambda done, total, n: report(k, done, total, n)  # noqa: E731
             if walk == "physical":
@@ -558,4 +558,9 @@ def _retry_skipped(conn: psycopg.Connection[Any], begin: bytes, step: str, table
                     return retried
         except BATCH_RETRYABLE:
             time.sleep(min(2.0, 0.05 * attempt))
-    return retried
+    # Not done: the step must not count as finished with rows left behind (its check looks here).
+    held = conn.execute("SELECT count(*) FROM villager_migration.backfill_retry WHERE step = %s", (step,)).fetchone()
+    conn.commit()
+    raise RefusedError(f"{step}: {held[0] if held else '?'} rows of {table} stayed locked by the application through"
+                       " every retry (a transaction left open?); end it, then run `villager-shop migrate run` again:"
+                       " it resumes with those rows")

@@ -270,6 +270,8 @@ class Backfill(Step):
                     f"ACCESS EXCLUSIVE on {t} (catalog only, milliseconds)") for t, c in self.contracts()]
 
     def check(self, ctx: Context) -> bool:
+        """Every part walked, and no row left to retry (one the application held locked)."""
         return bool(ctx.scalar(
             "SELECT count(*) > 0 AND bool_and(finished_at IS NOT NULL) FROM villager_migration.backfill"
-            " WHERE step LIKE %s", (f"{self.name}#%",)))
+            " WHERE step LIKE %s", (f"{self.name}#%",))) and not ctx.scalar(
+            "SELECT EXISTS (SELECT 1 FROM villager_migration.backfill_retry WHERE step LIKE %s)", (f"{self.name}#%",))
