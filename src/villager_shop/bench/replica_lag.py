@@ -1,20 +1,19 @@
 """How far a standby is behind, sampled from both sides while a benchmark runs.
 
-Time lag at an instant: how long ago the primary first wrote past the position the standby has
-replayed (from samples of the primary's WAL position). Read this way it keeps growing while the
-standby is stuck, where `pg_stat_replication.replay_lag` stays frozen."""
+The standby's time lag is read as core.wal.WalHistory reads it (it keeps growing while replay is
+stuck, where `pg_stat_replication.replay_lag` stays frozen)."""
 
 from __future__ import annotations
 
 import contextlib
 import threading
 import time
-from collections import deque
 from typing import Any
 
 import psycopg
 
 from villager_shop.core.db import connect
+from villager_shop.core.wal import WalHistory
 
 EVERY_S = 0.05
 
@@ -35,18 +34,17 @@ class LagProbe:
         self._thread.join(timeout=10)
 
     def _loop(self) -> None:
-        written: deque[tuple[float, int]] = deque(maxlen=100_000)
+        written = WalHistory(keep=100_000)
         with connect(self.primary_url, autocommit=True, application_name="villager-shop bench lag") as p, \
                 connect(self.standby_url, autocommit=True, application_name="villager-shop bench lag") as s:
             while not self._stop.is_set():
                 with contextlib.suppress(psycopg.Error):
                     now = time.time()
                     lsn = int(p.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')").fetchone()[0])  # type: ignore[index]
-                    written.append((now, lsn))
+                    written.add(now, lsn)
                     replayed = int(s.execute("SELECT pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')"
                                              ).fetchone()[0])  # type: ignore[index]
-                    first = next((t for t, w in written if w > replayed), None)
-                    self.samples.append((now, (now - first) * 1000 if first is not None else 0.0,
+                    self.samples.append((now, written.lag_s(replayed, now) * 1000,
                                          max(0, lsn - replayed)))
                 self._stop.wait(EVERY_S)
 

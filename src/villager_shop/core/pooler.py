@@ -38,12 +38,6 @@ def shares_server_connections(url: str, *, connect_timeout: int = 5) -> bool:
     return shared
 
 
-def known_shared(url: str) -> bool:
-    """What the probe found for `url`, without probing (False when it never ran for it)."""
-    with _guard:
-        return _known.get(url, False)
-
-
 def _probe(url: str, connect_timeout: int) -> bool:
     # prepare_threshold=None: never a named prepared statement, which a pooler would hand on.
     kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": connect_timeout, "prepare_threshold": None,

@@ -9,6 +9,7 @@ its own) raises it for its reads without touching the request's."""
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -83,3 +84,26 @@ def floor_at_least(lsn: int) -> Iterator[ReadFloor]:
         yield floor
     finally:
         FLOOR.reset(token)
+
+
+class WalHistory:
+    """The primary's WAL position sampled over time, to tell how far behind a standby is in time:
+    it lags at least since the primary first wrote past the position it has replayed. Read this
+    way the lag keeps growing while replay is stuck, where `pg_stat_replication.replay_lag` (only
+    refreshed when a standby replays past a sampled position) stays frozen."""
+
+    def __init__(self, keep: int = 4096) -> None:
+        self.samples: deque[tuple[float, int]] = deque(maxlen=keep)
+
+    def add(self, at: float, position: int) -> None:
+        self.samples.append((at, position))
+
+    def lag_s(self, replayed: int, now: float) -> float:
+        return next((now - t for t, written in self.samples if written > replayed), 0.0)
+
+    def rate_per_s(self, now: float, window_s: float = 5.0) -> float | None:
+        """Bytes written per second over the last `window_s` (None before half a second of samples)."""
+        recent = [(t, w) for t, w in self.samples if now - t <= window_s]
+        if len(recent) < 2 or recent[-1][0] - recent[0][0] < 0.5:
+            return None
+        return (recent[-1][1] - recent[0][1]) / (recent[-1][0] - recent[0][0])

@@ -22,9 +22,7 @@ def embedded_redis(settings: Settings) -> EmbeddedRedis:
 def database_url(settings: Settings, dbname: str = "villager_shop") -> str:
     """The URL of the shop database: DATABASE_URL, or the embedded server's `villager_shop` db."""
     if settings.database_url is not None:
-        url = checked_postgres_url(settings.database_url.get_secret_value())
-        shares_server_connections(url)  # known from now on: connections to it prepare no statement
-        return url
+        return checked_postgres_url(settings.database_url.get_secret_value())
     server = embedded_postgres(settings)
     admin = server.start()
     if not database_exists(admin, dbname):

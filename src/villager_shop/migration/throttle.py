@@ -23,7 +23,6 @@ import contextlib
 import socket
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +30,7 @@ import psycopg
 
 from villager_shop.core.db import connect
 from villager_shop.core.errors import VillagerError
+from villager_shop.core.wal import WalHistory
 from villager_shop.migration import state
 
 # Physical standbys only (a logical walsender is connected to a database), with what they replayed:
@@ -128,13 +128,12 @@ class Throttle:
         self._checked = 0.0
         self._reading = Reading()
         self._control = Control()
-        self._lsn_samples: deque[tuple[float, int]] = deque(maxlen=4096)
+        self._wal = WalHistory()
         self._seen: dict[str, float] = {}  # standby name -> when last seen
         self._gone_noted: set[str] = set()
         self._since: float | None = None
         self._total_s = 0.0
         self._written = 0.0
-        self._events = 0
         self._unavailable = False
         self._stopping = threading.Event()
         self._noted: set[str] = set()
@@ -207,8 +206,9 @@ class Throttle:
     def _read(self, conn: psycopg.Connection[Any], table: str | None, now: float) -> Reading:
         limit_ms = float(self._control.max_replica_lag_ms or self.limits.max_replica_lag_ms)
         current = int(conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')").fetchone()[0])  # type: ignore[index]
-        self._lsn_samples.append((now, current))
-        rate = self._wal_rate(now)
+        self._wal.add(now, current)
+        per_s = self._wal.rate_per_s(now)
+        rate = None if per_s is None else per_s / 1e6
         reading = Reading(wal_mb_per_s=rate)
         rows = conn.execute(STANDBYS).fetchall()
         if any(r[1] is None for r in rows):
@@ -218,7 +218,7 @@ class Throttle:
             if sb_state is None or replay is None or str(app or "") in self.limits.ignore_standbys:
                 continue
             behind = max(0, current - int(replay or 0))
-            reading.standbys.append(Standby(str(name), str(sb_state), self._lag_ms(int(replay or 0), now) if behind else 0.0,
+            reading.standbys.append(Standby(str(name), str(sb_state), self._wal.lag_s(int(replay or 0), now) * 1000 if behind else 0.0,
                                             behind))
             self._seen[str(name)] = now
             self._gone_noted.discard(str(name))
@@ -259,19 +259,6 @@ class Throttle:
         if key not in self._noted:
             self._noted.add(key)
             self.note(message)
-
-    def _lag_ms(self, replay: int, now: float) -> float:
-        """How long ago the primary was first past the standby's replay position (at least)."""
-        for t, lsn in self._lsn_samples:
-            if lsn > replay:
-                return (now - t) * 1000
-        return 0.0
-
-    def _wal_rate(self, now: float) -> float | None:
-        old = [(t, lsn) for t, lsn in self._lsn_samples if now - t <= 5.0]
-        if len(old) < 2 or old[-1][0] - old[0][0] < 0.5:
-            return None
-        return (old[-1][1] - old[0][1]) / (old[-1][0] - old[0][0]) / 1e6
 
     # --- holding and releasing ----------------------------------------------------------------------
 
