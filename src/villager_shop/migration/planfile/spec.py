@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -331,7 +332,7 @@ def _index(r: _Reader, line: int) -> CreateIndex:
                        r.idents("include", False), line=line)
 
 
-READERS = {"extract_lookup": _extract_lookup, "split_child": _split_child, "link_child_reference": _link,
+READERS: dict[str, Callable[[_Reader, int], Operation]] = {"extract_lookup": _extract_lookup, "split_child": _split_child, "link_child_reference": _link,
            "quarantine_rule": _quarantine, "add_check": _check, "add_foreign_key": _foreign_key,
            "create_index": _index}
 
