@@ -15,8 +15,9 @@ from villager_shop.cli import render
 from villager_shop.cli.render import MigrationReporter
 from villager_shop.core.config import get_settings
 from villager_shop.core.db import connect
-from villager_shop.core.errors import RefusedError, VerificationFailed
+from villager_shop.core.errors import ConfigError, RefusedError, VerificationFailed
 from villager_shop.embedded import database_url, direct_database_url, session_database_url
+from villager_shop.legacy.schema import LEGACY_TABLES
 from villager_shop.migration import complete as complete_mod
 from villager_shop.migration import control as control_mod
 from villager_shop.migration import guide, runner
@@ -24,7 +25,13 @@ from villager_shop.migration import rollback as rollback_mod
 from villager_shop.migration import verify as verify_mod
 from villager_shop.migration import withdraw as withdraw_mod
 from villager_shop.migration.context import Context
-from villager_shop.migration.plan import build_plan, plan_sql
+from villager_shop.migration.plan import build_plan, legacy_columns, plan_sql
+from villager_shop.migration.planfile import catalog as planfile_catalog
+from villager_shop.migration.planfile import check as planfile_check
+from villager_shop.migration.planfile import record
+from villager_shop.migration.planfile import spec as planfile_spec
+from villager_shop.migration.planfile.assemble import FilePlan, assemble
+from villager_shop.migration.planfile.verify import verify_database
 from villager_shop.migration.preflight import refuse_row_security
 from villager_shop.migration.status import status as status_fn
 
@@ -45,28 +52,55 @@ def _ctx(what: str, reporter: Any = None) -> Context:
     return runner.make_context(session_database_url(s, what), s, reporter)
 
 
+PLAN_OPTION = typer.Option(None, "--plan", metavar="FILE", help="a plan file of generic operations (TOML; see"
+                           " docs/plans.md); default: the plan the database is migrated with, else villager_shop's")
+
+
+def _load_plan(conn: Any, path: str | None) -> FilePlan | None:
+    """The plan file at `path`, checked against the database: every problem is printed with its
+    place in the file, then one line and exit 2, nothing touched."""
+    if path is None:
+        return None
+    try:
+        spec = planfile_spec.load(path)
+        problems = planfile_check.check(conn, spec)
+    except planfile_spec.PlanError as exc:
+        spec, problems = None, exc.problems
+    if problems:
+        for p in problems:
+            err.print(f"{path}: {p}", markup=False, highlight=False)
+        raise ConfigError(f"plan {path}: {len(problems)} problem{'s' if len(problems) != 1 else ''} (listed above);"
+                          " nothing was changed")
+    assert spec is not None
+    return assemble(spec, planfile_catalog.read(conn, spec.tables()))
+
+
 @app.command()
 def plan(
     sql: bool = typer.Option(False, "--sql", help="print the exact SQL, as one script squawk can lint"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+    plan_file: str = PLAN_OPTION,
 ) -> None:
-    """The ordered steps, what each locks and for how long at most; --sql for the exact SQL."""
+    """The ordered steps, what each locks and for how long at most; --sql for the exact SQL. With
+    --plan FILE, the file is first checked against the database (exit 2 listing every problem)."""
     s = get_settings()
-    steps = build_plan()
-    if sql:
-        typer.echo(plan_sql(s.villager_lock_timeout_ms, steps))
-        return
     # The role that will migrate (the direct URL's), reading the catalog only.
     with connect(direct_database_url(s), autocommit=True, application_name="villager-shop migrate plan") as conn:
-        refuse_row_security(conn)
-        found = complete_mod.legacy_column_dependents(conn)
+        fp = _load_plan(conn, plan_file) if plan_file else record.current(conn)
+        steps = fp.steps if fp else build_plan()
+        if sql:
+            typer.echo(plan_sql(s.villager_lock_timeout_ms, steps))
+            return
+        refuse_row_security(conn, fp.tables if fp else LEGACY_TABLES)
+        found = complete_mod.legacy_column_dependents(conn, fp.legacy_columns if fp else legacy_columns())
     rows: list[dict[str, Any]] = [{"position": i, "name": st.name, "phase": st.phase, "title": st.title, "locks": st.locks(),
              "max_hold": HOLD.get(st.phase, ""), "reversible": st.reversible} for i, st in enumerate(steps, 1)]
     if as_json:
-        typer.echo(json.dumps({"lock_timeout_ms": s.villager_lock_timeout_ms, "steps": rows,
+        typer.echo(json.dumps({"plan": fp.name if fp else "villager_shop", "lock_timeout_ms": s.villager_lock_timeout_ms,
+                               "steps": rows,
                                "legacy_column_dependents": [d.to_dict() for d in found]}, indent=2))
         return
-    table = Table("#", "step", "what", "locks", "at most", title="villager-shop migration plan")
+    table = Table("#", "step", "what", "locks", "at most", title=f"migration plan {fp.name if fp else 'villager_shop'}")
     for r in rows:
         table.add_row(str(r["position"]), r["name"], r["title"], r["locks"], r["max_hold"])
     console.print(table)
@@ -87,10 +121,14 @@ def run(
     reinstate: list[str] = typer.Option([], "--reinstate", metavar="STEP",
                                         help="put back a step withdrawn with `migrate rollback --step` (repeatable)"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
+    plan_file: str = PLAN_OPTION,
 ) -> None:
-    """Expand, install sync, backfill, validate, index, analyze. Re-runnable; resumes after a crash."""
+    """Expand, install sync, backfill, validate, index, analyze. Re-runnable; resumes after a crash
+    (a run of a plan file resumes with or without --plan: the database recorded it)."""
     if strategy not in ("online", "guide"):
         raise typer.BadParameter("strategy must be 'online' or 'guide'")
+    if strategy == "guide" and plan_file:
+        raise ConfigError("--strategy guide runs the guide's villager_shop script; it takes no --plan")
     progress = Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=err,
                         disable=as_json or (not err.is_terminal and False))
@@ -100,7 +138,11 @@ def run(
             if reinstate:  # under the run lock: never beside a run that would finish without them
                 with runner.exclusive(ctx, "reinstate a withdrawn step"):
                     err.print(f"reinstated: {', '.join(withdraw_mod.reinstate(ctx.conn, reinstate))}")
-            summary = guide.run_guide(ctx) if strategy == "guide" else runner.run(ctx)
+            if strategy == "guide":
+                summary = guide.run_guide(ctx)
+            else:
+                loaded = _load_plan(ctx.conn, plan_file)
+                summary = runner.run(ctx, file_plan=record.for_run(ctx.conn, loaded.spec if loaded else None))
         finally:
             ctx.conn.close()
     finally:
@@ -176,7 +218,7 @@ def verify(
     """Row-by-row equivalence of legacy and normalized data. Exit 0 only when everything holds (else 5)."""
     s = get_settings()
     with connect(database_url(s), autocommit=True) as conn:
-        report = verify_mod.verify(conn, examples)
+        report = verify_database(conn, examples)
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2, default=str))
     else:

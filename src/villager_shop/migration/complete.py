@@ -20,16 +20,18 @@ from villager_shop.migration import dependents, readers, state
 from villager_shop.migration.context import Context
 from villager_shop.migration.cutover import run_cut
 from villager_shop.migration.ddl import Ddl
-from villager_shop.migration.plan import build_plan, legacy_columns
+from villager_shop.migration.plan import legacy_columns
+from villager_shop.migration.planfile import record
+from villager_shop.migration.planfile.verify import verify_database
 from villager_shop.migration.runner import exclusive
 from villager_shop.migration.steps.analyze import Analyze
 from villager_shop.migration.steps.base import Step
-from villager_shop.migration.verify import verify
 
 
-def legacy_column_dependents(conn: psycopg.Connection[Any]) -> list[dependents.Dependent]:
+def legacy_column_dependents(conn: psycopg.Connection[Any],
+                             columns: tuple[tuple[str, str], ...] | None = None) -> list[dependents.Dependent]:
     """The operator's objects that would block the drop of the legacy columns, or vanish with them."""
-    return dependents.find(conn, legacy_columns())
+    return dependents.find(conn, columns if columns is not None else record.legacy_columns_of(conn))
 
 
 def cut_statements(plan: list[Step]) -> list[str]:
@@ -61,18 +63,19 @@ def complete(ctx: Context, *, quiet_seconds: float = 5.0, reader_check: bool = T
             raise RefusedError(f"complete refused: steps withdrawn by the operator would be missing for good:"
                                f" {', '.join(sorted(held_back))}; put them back with `villager-shop migrate run"
                                " --reinstate NAME` first; nothing was changed")
-        found = legacy_column_dependents(ctx.conn)
+        columns = record.legacy_columns_of(ctx.conn)
+        found = legacy_column_dependents(ctx.conn, columns)
         if found:
             raise RefusedError(dependents.summary(found, "complete") + "; drop or change them first (`migrate plan`"
                                " lists them); nothing was changed")
-        report = verify(ctx.conn)
+        report = verify_database(ctx.conn)
         if not report.ok:
             bad = "; ".join(f"{c.name} ({c.detail or c.count})" for c in report.failures()[:4])
             raise RefusedError(f"complete refused: verify fails now: {bad}")
         if reader_check:
             readers.require_visible(ctx.conn)
         before = legacy_writes(ctx)
-        seen = readers.watch(ctx.conn, legacy_columns(), quiet_seconds) if reader_check else readers.wait(quiet_seconds)
+        seen = readers.watch(ctx.conn, columns, quiet_seconds) if reader_check else readers.wait(quiet_seconds)
         after = legacy_writes(ctx)
         if after > before:
             by = f"; seen: {seen.describe()}" if seen and seen.blocking else ""
@@ -81,7 +84,7 @@ def complete(ctx: Context, *, quiet_seconds: float = 5.0, reader_check: bool = T
                 f"in the last {quiet_seconds:g} s){by}; stop every old instance first")
         readers.refuse_if_read(seen, quiet_seconds)
         state.set_phase(ctx.conn, "completing")
-        statements = cut_statements(build_plan())
+        statements = cut_statements(record.steps_of(ctx.conn))
         try:
             cut = run_cut(ctx, statements, "complete")
         except BaseException:
@@ -93,14 +96,20 @@ def complete(ctx: Context, *, quiet_seconds: float = 5.0, reader_check: bool = T
 
 def _after_cut(ctx: Context, summary: dict[str, Any]) -> dict[str, Any]:
     """Settings and statistics for the normalized tables; safe to run again."""
-    ctx.run(Ddl("ALTER TABLE public.product_variants SET (autovacuum_vacuum_scale_factor = 0.1,"
-                " autovacuum_analyze_scale_factor = 0.05)", "SHARE UPDATE EXCLUSIVE on product_variants",
-                gentle=True), "complete")
-    for d in Analyze().ddl():
+    file_plan = record.current(ctx.conn)
+    if file_plan is None:
+        ctx.run(Ddl("ALTER TABLE public.product_variants SET (autovacuum_vacuum_scale_factor = 0.1,"
+                    " autovacuum_analyze_scale_factor = 0.05)", "SHARE UPDATE EXCLUSIVE on product_variants",
+                    gentle=True), "complete")
+    analyze = Analyze(tuple(dict.fromkeys((*file_plan.tables, *file_plan.new_tables)))) if file_plan else Analyze()
+    for d in analyze.ddl():
         ctx.run(d, "complete")
     with own_timeouts(ctx.conn):
         state.put(ctx.conn, "completed_at", time.time())
         state.set_phase(ctx.conn, "completed")
         quarantined = int(ctx.scalar("SELECT count(*) FROM villager_migration.quarantine"))
-    return {"phase": "completed", **summary, "dropped_columns": [f"{t}.{c}" for t, c in legacy_columns()],
+        if file_plan is not None:
+            quarantined += int(ctx.scalar("SELECT count(*) FROM villager_migration.plan_quarantine"))
+    columns = file_plan.legacy_columns if file_plan else legacy_columns()
+    return {"phase": "completed", **summary, "dropped_columns": [f"{t}.{c}" for t, c in columns],
             "quarantined_rows_kept": quarantined}

@@ -35,12 +35,12 @@ def row_security_in_the_way(conn: psycopg.Connection[Any], tables: tuple[str, ..
             for name, why, n in conn.execute(ROW_SECURITY, (list(tables),)).fetchall()]
 
 
-def refuse_row_security(conn: psycopg.Connection[Any]) -> None:
-    tables = row_security_in_the_way(conn)
-    if tables:
+def refuse_row_security(conn: psycopg.Connection[Any], tables: tuple[str, ...] = LEGACY_TABLES) -> None:
+    found = row_security_in_the_way(conn, tables)
+    if found:
         role = conn.execute("SELECT current_user").fetchone()[0]  # type: ignore[index]
         raise RefusedError(
-            f"refusing to migrate: row-level security applies to role {role} on {', '.join(tables)}; the backfill,"
+            f"refusing to migrate: row-level security applies to role {role} on {', '.join(found)}; the backfill,"
             " the table copy and the checks would see only the rows its policies show. Migrate as a role with"
             " BYPASSRLS (or the owner, after ALTER TABLE ... NO FORCE ROW LEVEL SECURITY), or disable row-level"
             " security for the migration; nothing was changed")

@@ -23,6 +23,7 @@ from villager_shop.migration.context import Context
 from villager_shop.migration.cutover import run_cut
 from villager_shop.migration.ddl import Ddl
 from villager_shop.migration.plan import build_plan
+from villager_shop.migration.planfile import record
 from villager_shop.migration.runner import exclusive
 
 ARCHIVED = ("addresses", "product_categories", "product_variants", "credentials", "idempotency_keys")
@@ -32,7 +33,7 @@ ARCHIVED = ("addresses", "product_categories", "product_variants", "credentials"
 SERVICE_SCHEMA = "villager_service"
 
 
-def new_only_rows(ctx: Context) -> dict[str, int]:
+def new_only_rows(ctx: Context) -> dict[str, int]:  # of the built-in plan
     """What exists only in the new structures (kept in the archive schema)."""
     out: dict[str, int] = {}
     with own_timeouts(ctx.conn):  # counting is not bound by the database's statement_timeout
@@ -72,9 +73,10 @@ def rollback(ctx: Context) -> dict[str, Any]:
         if phase == "rolled_back":
             return {"already": True, "phase": phase}
         state.set_phase(ctx.conn, "rolling_back")
-        plan = build_plan()
+        file_plan = record.current(ctx.conn)
+        plan = file_plan.steps if file_plan else build_plan()
         archive = f"villager_archive_{time.strftime('%Y%m%d%H%M%S', time.gmtime())}"
-        kept = new_only_rows(ctx)
+        kept = new_only_rows(ctx) if file_plan is None else {}
         statements = [f"CREATE SCHEMA IF NOT EXISTS {archive}"]
         concurrent = []
         for step in reversed(plan):
@@ -83,7 +85,8 @@ def rollback(ctx: Context) -> dict[str, Any]:
                     concurrent.append(d)
                 else:
                     statements.append(d.sql.replace("{archive}", archive))
-        statements.append(_archive_schema(SERVICE_SCHEMA, archive))
+        if file_plan is None:  # the shop service's own tables go with the built-in plan's
+            statements.append(_archive_schema(SERVICE_SCHEMA, archive))
         statements.append(_drop_archived_foreign_keys(archive))
         if state.get(ctx.conn, "created_pg_stat_statements"):
             statements.append("DROP EXTENSION IF EXISTS pg_stat_statements")
@@ -100,7 +103,8 @@ def rollback(ctx: Context) -> dict[str, Any]:
             state.put(ctx.conn, "created_pg_stat_statements", False)
             state.set_phase(ctx.conn, "rolled_back")
         with own_timeouts(ctx.conn):
-            archived = {t: int(ctx.scalar(f"SELECT count(*) FROM {archive}.{t}")) for t in ARCHIVED
+            archived = {t: int(ctx.scalar(f"SELECT count(*) FROM {archive}.{t}"))
+                        for t in (file_plan.new_tables if file_plan else ARCHIVED)
                         if relation_exists(ctx.conn, f"{archive}.{t}")}
         return {"phase": "rolled_back", "archive_schema": archive, "archived_rows": archived,
                 "new_only_rows": kept, "cut": cut, "indexes_dropped": len(concurrent), "revalidated": revalidated}

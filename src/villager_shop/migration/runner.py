@@ -21,6 +21,8 @@ from villager_shop.migration import state
 from villager_shop.migration.context import Context, Reporter, SilentReporter
 from villager_shop.migration.ddl import RetryPolicy, side_by_side
 from villager_shop.migration.plan import build_plan
+from villager_shop.migration.planfile import record
+from villager_shop.migration.planfile.assemble import FilePlan
 from villager_shop.migration.preflight import refuse_row_security
 from villager_shop.migration.steps.base import Step
 from villager_shop.migration.steps.monitoring import ensure_pg_stat_statements
@@ -86,18 +88,23 @@ def exclusive(ctx: Context, what: str, wait_s: float = 10.0) -> Iterator[None]:
             ctx.scalar("SELECT pg_advisory_unlock(%s, %s)", ADVISORY_KEY)
 
 
-def missing_legacy_tables(ctx: Context) -> list[str]:
-    return [t for t in LEGACY_TABLES if not relation_exists(ctx.conn, f"public.{t}")]
+def missing_legacy_tables(ctx: Context, tables: tuple[str, ...] = LEGACY_TABLES) -> list[str]:
+    return [t for t in tables if not relation_exists(ctx.conn, f"public.{t}")]
 
 
-def run(ctx: Context, *, steps: list[Step] | None = None) -> dict[str, Any]:
-    """Run (or resume) the whole plan; returns a summary per step."""
-    missing = missing_legacy_tables(ctx)
+def run(ctx: Context, *, steps: list[Step] | None = None, file_plan: FilePlan | None = None) -> dict[str, Any]:
+    """Run (or resume) the whole plan - the built-in one, or `file_plan` (recorded in the
+    database, so that every later command uses it); returns a summary per step."""
+    tables = file_plan.tables if file_plan else LEGACY_TABLES
+    missing = missing_legacy_tables(ctx, tables)
     if missing:
+        if file_plan:
+            raise VillagerError(f"plan {file_plan.name!r} does not fit this database: tables {', '.join(missing)}"
+                                " are missing (`migrate plan --plan FILE` lists every problem)")
         raise VillagerError(f"not a villager_shop database: tables {', '.join(missing)} are missing"
                             " (create them with `villager-shop legacy init`)")
-    refuse_row_security(ctx.conn)
-    plan = steps or build_plan()
+    refuse_row_security(ctx.conn, tables)
+    plan = steps or (file_plan.steps if file_plan else build_plan())
     summary: dict[str, Any] = {}
     with exclusive(ctx, "run the migration"):
         current = state.settled_phase(ctx.conn) if state.schema_exists(ctx.conn) else "not_started"
@@ -108,10 +115,12 @@ def run(ctx: Context, *, steps: list[Step] | None = None) -> dict[str, Any]:
         plan[0].apply(ctx)  # the state schema itself
         if current == "rolled_back":
             reset(ctx)
+        if current in ("not_started", "rolled_back"):
+            record.record(ctx.conn, file_plan)
         state.register_steps(ctx.conn, [s.name for s in plan])
         if state.get(ctx.conn, "run_started_at") is None:
             # What rollback must give back: a table swap re-creates foreign keys and checks.
-            state.record_constraints(ctx.conn, LEGACY_TABLES)
+            state.record_constraints(ctx.conn, tables)
             state.put(ctx.conn, "run_started_at", time.time())
         ensure_pg_stat_statements(ctx)
         done = {r.name for r in state.steps(ctx.conn) if r.status == "done"}
@@ -205,6 +214,8 @@ def reset(ctx: Context) -> None:
         ctx.conn.execute("DELETE FROM villager_migration.backfill")
         ctx.conn.execute("DELETE FROM villager_migration.backfill_retry")
         ctx.conn.execute("DELETE FROM villager_migration.quarantine")
+        if relation_exists(ctx.conn, "villager_migration.plan_quarantine"):
+            ctx.conn.execute("DELETE FROM villager_migration.plan_quarantine")
         ctx.conn.execute("DELETE FROM villager_migration.state WHERE key IN ('run_started_at', 'run_finished_at',"
                          " %s)", (state.CONSTRAINTS_FOUND,))
         ctx.conn.execute("DELETE FROM villager_migration.state WHERE key LIKE 'rebuild:%'")

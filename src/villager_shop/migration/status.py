@@ -8,10 +8,10 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from villager_shop.core.db import own_timeouts
+from villager_shop.core.db import own_timeouts, relation_exists
 from villager_shop.migration import readers, state
 from villager_shop.migration.control import runtime
-from villager_shop.migration.plan import build_plan, legacy_columns
+from villager_shop.migration.planfile import record
 from villager_shop.migration.runner import ADVISORY_KEY
 from villager_shop.migration.steps.rebuild import RebuildTable
 
@@ -23,12 +23,12 @@ def status(conn: psycopg.Connection[Any], *, readers_window_s: float = 0.0) -> d
     with own_timeouts(conn):
         st = _status(conn)
     if readers_window_s > 0 and st["phase"] == "migrated":
-        st["readers"] = readers.watch(conn, legacy_columns(), readers_window_s).to_dict()
+        st["readers"] = readers.watch(conn, record.legacy_columns_of(conn), readers_window_s).to_dict()
     return st
 
 
 def _status(conn: psycopg.Connection[Any]) -> dict[str, Any]:
-    plan = build_plan()
+    plan = record.steps_of(conn)
     if not state.schema_exists(conn):
         return {"phase": "not_started", "running": False, "steps": [
             {"name": s.name, "title": s.title, "status": "pending"} for s in plan], "backfill": [],
@@ -79,7 +79,9 @@ def _status(conn: psycopg.Connection[Any]) -> dict[str, Any]:
         })
     quarantine: dict[str, dict[str, int]] = {}
     for table, reason, n in conn.execute(
-            "SELECT table_name, reason, count(*) FROM villager_migration.quarantine GROUP BY 1, 2 ORDER BY 1, 2"):
+            "SELECT table_name, reason, count(*) FROM villager_migration.quarantine GROUP BY 1, 2"
+            + (" UNION ALL SELECT table_name, reason, count(*) FROM villager_migration.plan_quarantine GROUP BY 1, 2"
+               if relation_exists(conn, "villager_migration.plan_quarantine") else "") + " ORDER BY 1, 2"):
         quarantine.setdefault(table, {})[reason] = int(n)
     running = bool(conn.execute(
         "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = %s AND objid = %s"

@@ -14,7 +14,7 @@ import psycopg
 from villager_shop.core.errors import RefusedError
 from villager_shop.migration import state
 from villager_shop.migration.context import Context
-from villager_shop.migration.plan import build_plan
+from villager_shop.migration.planfile import record
 from villager_shop.migration.runner import exclusive
 from villager_shop.migration.steps.base import Step
 from villager_shop.migration.steps.constraints import AddConstraint, ValidateConstraint
@@ -40,7 +40,7 @@ def withdrawable(plan: list[Step]) -> list[str]:
 
 
 def withdraw(ctx: Context, name: str, reason: str = "") -> dict[str, Any]:
-    plan = build_plan()
+    plan = record.steps_of(ctx.conn)
     by_name = {s.name: s for s in plan}
     if name not in by_name:
         raise RefusedError(f"no step named {name!r}; `villager-shop migrate status` lists them")
@@ -72,7 +72,7 @@ def withdraw(ctx: Context, name: str, reason: str = "") -> dict[str, Any]:
 
 def reinstate(conn: psycopg.Connection[Any], names: list[str]) -> list[str]:
     """Put withdrawn steps back in the plan: the next `migrate run` applies them again."""
-    plan = build_plan()
+    plan = record.steps_of(conn)
     by_name = {s.name: s for s in plan}
     out: list[str] = []
     current = state.withdrawn(conn)

@@ -15,8 +15,12 @@ class Analyze(Step):
     title = "ANALYZE the new and changed tables so the planner uses the new indexes"
     phase = "analyze"
     advisory = True
-    TABLES = ("users", "addresses", "product_categories", "shops", "products", "product_variants", "orders",
-              "order_items")
+    TABLES: tuple[str, ...] = ("users", "addresses", "product_categories", "shops", "products", "product_variants",
+                               "orders", "order_items")
+
+    def __init__(self, tables: tuple[str, ...] | None = None) -> None:
+        if tables is not None:
+            self.TABLES = tables
 
     def ddl(self, utf8: bool = True) -> list[Ddl]:
         return [Ddl(f"ANALYZE public.{t}", f"SHARE UPDATE EXCLUSIVE on {t} (reads and writes go on; only the"

@@ -1,0 +1,111 @@
+"""A plan file's operations, put in the engine's order: whatever the order of the file, every new
+table and function comes before the columns and triggers that use them, every backfill after all
+triggers exist, indexes before the foreign keys they serve, and validation and the plan's own
+indexes last. Operations keep their file order within each phase (a link_child_reference's
+backfill follows its split_child's)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from villager_shop.migration.planfile.catalog import Catalog
+from villager_shop.migration.planfile.operations import (
+    add_check,
+    add_foreign_key,
+    create_index,
+    extract_lookup,
+    link_child_reference,
+    quarantine_rule,
+    split_child,
+)
+from villager_shop.migration.planfile.operations.base import ConstraintInfo, Env, Parts
+from villager_shop.migration.planfile.spec import (
+    AddCheck,
+    AddForeignKey,
+    CreateIndex,
+    ExtractLookup,
+    LinkChildReference,
+    PlanSpec,
+    QuarantineRule,
+    SplitChild,
+)
+from villager_shop.migration.planfile.steps import QUARANTINE, PlanFunctions, PlanState, PlanTriggers
+from villager_shop.migration.steps.analyze import Analyze
+from villager_shop.migration.steps.base import Step
+from villager_shop.migration.steps.schema_objects import StateSchema
+
+
+@dataclass
+class FilePlan:
+    """Everything the commands need of a plan file: its steps and what verify, rollback and
+    complete look at."""
+
+    spec: PlanSpec
+    catalog: Catalog
+    steps: list[Step]
+    tables: tuple[str, ...]  # the existing tables it works on
+    new_tables: tuple[str, ...]
+    legacy_columns: tuple[tuple[str, str], ...]
+    constraints: list[ConstraintInfo] = field(default_factory=list)
+    index_names: list[str] = field(default_factory=list)
+    integrity: list[str] = field(default_factory=list)
+    integrity_completed: list[str] = field(default_factory=list)
+    quarantined_tables: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+def _parts(spec: PlanSpec, catalog: Catalog) -> list[Parts]:
+    links = tuple(op for op in spec.operations if isinstance(op, LinkChildReference))
+    out, quarantined = [], set()
+    for i, op in enumerate(spec.operations):
+        env = Env(catalog, spec.operations[:i], links)
+        if isinstance(op, ExtractLookup):
+            out.append(extract_lookup.expand(op, env))
+        elif isinstance(op, SplitChild):
+            out.append(split_child.expand(op, env))
+        elif isinstance(op, LinkChildReference):
+            out.append(link_child_reference.expand(op, env))
+        elif isinstance(op, QuarantineRule):
+            out.append(quarantine_rule.expand(op, env, op.table not in quarantined))
+            quarantined.add(op.table)
+        elif isinstance(op, AddCheck):
+            out.append(add_check.expand(op, env))
+        elif isinstance(op, AddForeignKey):
+            out.append(add_foreign_key.expand(op, env))
+        elif isinstance(op, CreateIndex):
+            out.append(create_index.expand(op, env))
+    return out
+
+
+def assemble(spec: PlanSpec, catalog: Catalog) -> FilePlan:
+    parts = _parts(spec, catalog)
+
+    def every(attr: str) -> list[Any]:
+        return [x for p in parts for x in getattr(p, attr)]
+
+    functions = list(dict(every("functions")).items())  # a function shared by operations, once
+    legacy = tuple(col for step in every("backfills") for col in step.contracts())
+    quarantined = tuple(dict.fromkeys(op.table for op in spec.operations if isinstance(op, QuarantineRule)))
+    keep = [f"UPDATE {QUARANTINE} q SET detail = to_jsonb(t) FROM public.{t} t WHERE q.table_name = '{t}'"
+            f" AND q.row_key = t.{catalog.table(t).key or 'id'}::text"
+            for t in quarantined if any(lt == t for lt, _ in legacy)]
+    triggers = list({(t.name, t.table): t for t in every("triggers")}.values())
+    tables = tuple(spec.tables())
+    new_tables = tuple(spec.new_tables())
+    steps: list[Step] = [
+        StateSchema(), PlanState(), PlanFunctions("", list(spec.functions), functions),
+        *every("tables"), *every("seeds"), *every("checks"), *every("columns"),
+        PlanTriggers(triggers, keep),
+        *every("backfills"), *every("fk_indexes"), *every("foreign_keys"), *every("validations"),
+        *every("indexes"), Analyze(tuple(dict.fromkeys((*tables, *new_tables)))),
+    ]
+    names = [s.name for s in steps]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"the plan makes steps of the same name: {', '.join(dupes)}")
+    return FilePlan(spec, catalog, steps, tables, new_tables, legacy, every("constraints"), every("index_names"),
+                    every("integrity"), every("integrity_completed"), quarantined)

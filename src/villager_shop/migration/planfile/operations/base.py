@@ -1,0 +1,91 @@
+"""What an operation of a plan file contributes, by phase: the assembler (assemble.py) puts the
+parts of all operations in the engine's order (functions, tables, seeds, columns with their
+triggers, backfills, indexes, constraints, validations), so that operations compose."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from villager_shop.migration.planfile.catalog import Catalog
+from villager_shop.migration.planfile.steps import Trigger
+from villager_shop.migration.steps.base import Step
+
+V = "villager_migration"
+
+
+@dataclass(frozen=True)
+class ConstraintInfo:
+    """A constraint the plan adds, as verify checks it: valid, or (a guard or NOT VALID) with every
+    violating row quarantined."""
+
+    table: str
+    name: str
+    violations_sql: str | None = None
+
+
+@dataclass
+class Parts:
+    functions: list[tuple[str, str]] = field(default_factory=list)  # (name in villager_migration, SQL)
+    tables: list[Step] = field(default_factory=list)
+    seeds: list[Step] = field(default_factory=list)
+    checks: list[Step] = field(default_factory=list)
+    columns: list[Step] = field(default_factory=list)
+    triggers: list[Trigger] = field(default_factory=list)
+    backfills: list[Step] = field(default_factory=list)
+    fk_indexes: list[Step] = field(default_factory=list)
+    foreign_keys: list[Step] = field(default_factory=list)
+    validations: list[Step] = field(default_factory=list)
+    indexes: list[Step] = field(default_factory=list)
+    # Data checks: SELECTs of (kind, table_name, row_key text, detail text), one row per disagreement.
+    integrity: list[str] = field(default_factory=list)
+    integrity_completed: list[str] = field(default_factory=list)
+    constraints: list[ConstraintInfo] = field(default_factory=list)
+    index_names: list[str] = field(default_factory=list)
+    keep_quarantine: list[str] = field(default_factory=list)  # complete: rows' last legacy form
+
+
+@dataclass(frozen=True)
+class Env:
+    """What an operation may look at while it is expanded: the catalog, and what earlier
+    operations of the plan created (a link_child_reference finds its split_child here)."""
+
+    catalog: Catalog
+    earlier: tuple[object, ...]
+    links: tuple[object, ...]  # every link_child_reference of the plan (the split_child links them)
+
+
+def quote_list(columns: list[str], prefix: str = "") -> str:
+    return ", ".join(f"{prefix}{c}" for c in columns)
+
+
+def row_tuple(columns: list[str], prefix: str) -> str:
+    """(a.x, a.y) - a one-column row is written ROW(...) so that IS DISTINCT FROM compares rows."""
+    inner = ", ".join(f"{prefix}{c}" for c in columns)
+    return f"ROW({inner})"
+
+
+@dataclass(frozen=True)
+class Actions:
+    """Set-based statements run on each batch of a walk (see steps/backfill.py: batch markers)."""
+
+    sqls: tuple[str, ...]
+    busy_sqls: tuple[str, ...] = ()
+
+    def actions(self) -> list[str]:
+        return list(self.sqls)
+
+    def busy(self) -> list[str]:
+        return list(self.busy_sqls)
+
+
+def backfill(table: str, name: str, actions: Actions, title: str, catalog: Catalog, *, only: str | None = None,
+             replaces: tuple[str, ...] = ()) -> Step:
+    """A walk of `table` by its own primary key (any single-column key)."""
+    from villager_shop.migration.steps.backfill import Backfill
+    from villager_shop.migration.walker import Key
+
+    info = catalog.table(table)
+    step = Backfill(table, [actions], title, only=only, replaces=replaces,
+                    key=Key(info.key or "id", info.key_type or "uuid"))
+    step.name = name
+    return step

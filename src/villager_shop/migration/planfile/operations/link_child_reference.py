@@ -1,0 +1,81 @@
+"""link_child_reference: a table that references a split parent (loans.isbn -> books) gets the
+id of the parent's default child (loans.edition_id), kept in step both ways: a legacy write of the
+reference sets the default child; a new write of the child id sets the reference to that child's
+parent (the new application may point at any child, not only the default). The reference itself
+stays (it is not a legacy column the plan replaces)."""
+
+from __future__ import annotations
+
+from villager_shop.migration.planfile.operations.base import Actions, ConstraintInfo, Env, Parts, V, backfill
+from villager_shop.migration.planfile.spec import LinkChildReference, SplitChild
+from villager_shop.migration.planfile.steps import Trigger, triggers_sql
+from villager_shop.migration.steps.backfill import batch
+from villager_shop.migration.steps.columns import AddColumn
+from villager_shop.migration.steps.constraints import AddConstraint, ValidateConstraint
+from villager_shop.migration.steps.indexes import CreateIndex
+
+BUMP = f"IF pg_trigger_depth() = 1 THEN PERFORM nextval('{V}.legacy_writes'); END IF;"
+
+
+def split_of(op: LinkChildReference, env: Env) -> SplitChild:
+    for earlier in env.earlier:
+        if isinstance(earlier, SplitChild) and earlier.child == op.child:
+            return earlier
+    raise ValueError(f"no split_child creates {op.child} before this operation")
+
+
+def expand(op: LinkChildReference, env: Env) -> Parts:
+    split = split_of(op, env)
+    table, ref, child, fk = op.table, op.reference, op.child, op.fk
+    cfk, flag = split.fk, split.default_flag
+    default = f"(SELECT c.id FROM public.{child} c WHERE c.{cfk} = NEW.{ref} AND c.{flag})"
+    fn = f"{table}_{fk}_sync"[:63]
+    parts = Parts()
+    parts.functions.append((fn, f"""CREATE OR REPLACE FUNCTION {V}.{fn}() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+-- {table}.{ref} <-> {table}.{fk}
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        IF NEW.{fk} IS NOT NULL THEN
+            SELECT c.{cfk} INTO NEW.{ref} FROM public.{child} c WHERE c.id = NEW.{fk};
+        ELSE
+            NEW.{fk} := {default};
+            {BUMP}
+        END IF;
+    ELSIF NEW.{ref} IS DISTINCT FROM OLD.{ref} THEN
+        NEW.{fk} := {default};
+        {BUMP}
+    ELSIF NEW.{fk} IS DISTINCT FROM OLD.{fk} AND NEW.{fk} IS NOT NULL THEN
+        SELECT c.{cfk} INTO NEW.{ref} FROM public.{child} c WHERE c.id = NEW.{fk};
+    ELSIF NEW.{fk} IS NULL AND NEW.{ref} IS NOT NULL THEN
+        NEW.{fk} := {default};
+    END IF;
+    RETURN NEW;
+END
+$fn$"""))
+    trig = Trigger(f"villager_{table}_{fk}"[:63], table, "BEFORE INSERT OR UPDATE", fn)
+    parts.triggers.append(trig)
+    parts.columns.append(AddColumn(table, fk, "uuid", then=(triggers_sql([trig]),),
+                                   then_locks=f"reads {child}"))
+    parts.backfills.append(backfill(
+        table, f"backfill_{table}_{fk}",
+        Actions((f"UPDATE public.{table} t SET {fk} = (SELECT c.id FROM public.{child} c"
+                 f" WHERE c.{cfk} = t.{ref} AND c.{flag})\n"
+                 f" WHERE {batch('t')} AND t.{fk} IS NULL AND t.{ref} IS NOT NULL",)),
+        f"backfill {table}.{fk}: the default {child} row of {table}.{ref}", env.catalog,
+        only=f"t.{fk} IS NULL AND t.{ref} IS NOT NULL"))
+    index = f"idx_{table}_{fk}"[:63]
+    parts.fk_indexes.append(CreateIndex(index, table, f"({fk})", why="foreign key"))
+    parts.index_names.append(index)
+    fk_name = f"fk_{table}_{fk}"[:63]
+    definition = f"FOREIGN KEY ({fk}) REFERENCES public.{child} (id)"
+    parts.foreign_keys.append(AddConstraint(table, fk_name, definition, referenced=child))
+    parts.validations.append(ValidateConstraint(table, fk_name, definition))
+    parts.constraints.append(ConstraintInfo(table, fk_name))
+    pk = env.catalog.table(table).key or "id"
+    parts.integrity.append(
+        f"SELECT 'reference_mismatch', '{table}', t.{pk}::text,\n"
+        f"       format('{ref} %s, {fk} %s (a {child} row of %s)', t.{ref}, t.{fk}, c.{cfk})\n"
+        f"  FROM public.{table} t LEFT JOIN public.{child} c ON c.id = t.{fk}\n"
+        f" WHERE t.{ref} IS DISTINCT FROM c.{cfk}")
+    return parts

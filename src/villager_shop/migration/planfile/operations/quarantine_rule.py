@@ -1,0 +1,76 @@
+"""quarantine_rule: rows for which a predicate holds are recorded, with a reason, in
+villager_migration.plan_quarantine instead of being silently carried over (books with a price
+that is not positive). The row itself stays as it is. A trigger keeps the record current on every
+write (a fixed row leaves the quarantine; a deleted or truncated one too); verify accepts a check
+that such rows violate only while each of them is quarantined."""
+
+from __future__ import annotations
+
+from villager_shop.migration.planfile.operations.base import Actions, Env, Parts, V, backfill
+from villager_shop.migration.planfile.spec import QuarantineRule
+from villager_shop.migration.planfile.steps import QUARANTINE, Trigger
+from villager_shop.migration.steps.backfill import batch
+
+
+def expand(op: QuarantineRule, env: Env, first_of_table: bool) -> Parts:
+    table, reason = op.table, op.reason
+    pk = env.catalog.table(table).key or "id"
+    fn = f"quarantine_{table}_{reason}"[:63]
+    parts = Parts()
+    parts.functions.append((fn, f"""CREATE OR REPLACE FUNCTION {V}.{fn}() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+-- {table}: rows where {op.when} are quarantined as '{reason}'.
+BEGIN
+    IF TG_OP = 'UPDATE' AND NEW.{pk} IS DISTINCT FROM OLD.{pk} THEN
+        DELETE FROM {QUARANTINE} WHERE table_name = '{table}' AND reason = '{reason}' AND row_key = OLD.{pk}::text;
+    END IF;
+    IF EXISTS (SELECT 1 FROM (SELECT NEW.*) AS {table} WHERE ({op.when})) THEN
+        INSERT INTO {QUARANTINE} (table_name, row_key, reason, detail)
+        VALUES ('{table}', NEW.{pk}::text, '{reason}', to_jsonb(NEW))
+        ON CONFLICT (table_name, row_key, reason) DO UPDATE SET detail = EXCLUDED.detail, quarantined_at = now();
+    ELSIF TG_OP = 'UPDATE' THEN
+        DELETE FROM {QUARANTINE} WHERE table_name = '{table}' AND reason = '{reason}' AND row_key = NEW.{pk}::text;
+    END IF;
+    RETURN NULL;
+END
+$fn$"""))
+    parts.triggers.append(Trigger(f"villager_q_{table}_{reason}"[:63], table, "AFTER INSERT OR UPDATE", fn))
+    if first_of_table:  # one pair per table, whatever its rules
+        forget, forget_all = f"forget_{table}_deleted"[:63], "plan_forget_truncated"
+        parts.functions.append((forget, f"""CREATE OR REPLACE FUNCTION {V}.{forget}() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    DELETE FROM {QUARANTINE} q USING old_rows o WHERE q.table_name = TG_TABLE_NAME AND q.row_key = o.{pk}::text;
+    RETURN NULL;
+END
+$fn$"""))
+        parts.functions.append((forget_all, f"""CREATE OR REPLACE FUNCTION {V}.{forget_all}() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    DELETE FROM {QUARANTINE} WHERE table_name = TG_TABLE_NAME;
+    RETURN NULL;
+END
+$fn$"""))
+        parts.triggers += [Trigger(f"villager_forget_{table}"[:63], table, "AFTER DELETE", forget, level="DELETE"),
+                           Trigger(f"villager_forget_all_{table}"[:63], table, "AFTER TRUNCATE", forget_all,
+                                   level="TRUNCATE")]
+    parts.backfills.append(backfill(table, f"quarantine_{table}_{reason}"[:63], Actions((
+        f"WITH src AS MATERIALIZED (SELECT t.* FROM public.{table} t WHERE {batch('t')}),\n"
+        f"q_add AS (\n"
+        f"  INSERT INTO {QUARANTINE} (table_name, row_key, reason, detail)\n"
+        f"  SELECT '{table}', {table}.{pk}::text, '{reason}', to_jsonb({table}) FROM src AS {table} WHERE ({op.when})\n"
+        f"  ON CONFLICT (table_name, row_key, reason) DO NOTHING),\n"
+        f"q_clear AS (\n"
+        f"  DELETE FROM {QUARANTINE} q WHERE q.table_name = '{table}' AND q.reason = '{reason}'\n"
+        f"     AND q.row_key = ANY(ARRAY(SELECT {table}.{pk}::text FROM src AS {table}"
+        f" WHERE NOT coalesce(({op.when}), false))))\n"
+        f"SELECT count(*) FROM src",)), f"quarantine the {table} rows where {op.when} ({reason})", env.catalog))
+    parts.integrity.append(
+        f"SELECT 'not_quarantined', '{table}', {table}.{pk}::text, 'matches {reason} but is not quarantined'\n"
+        f"  FROM public.{table} WHERE ({op.when}) AND NOT EXISTS (SELECT 1 FROM {QUARANTINE} q\n"
+        f"       WHERE q.table_name = '{table}' AND q.reason = '{reason}' AND q.row_key = {table}.{pk}::text)")
+    stale = (f"SELECT 'stale_quarantine', '{table}', q.row_key, 'quarantined as {reason}, but the row is fine or gone'\n"
+             f"  FROM {QUARANTINE} q WHERE q.table_name = '{table}' AND q.reason = '{reason}' AND NOT EXISTS (\n"
+             f"       SELECT 1 FROM public.{table} WHERE {table}.{pk}::text = q.row_key AND ({op.when}))")
+    parts.integrity.append(stale)
+    return parts

@@ -1,0 +1,148 @@
+"""split_child: columns of a parent move to a child table (1:N); each parent has one default
+child that carries them (books.price, books.copies -> editions with is_default).
+
+While both representations live: a write of the parent's columns reaches its default child (it is
+created with the parent), a write of the default child reaches the parent, and the default child
+cannot be deleted while its parent exists (it holds the parent's values; the parent's delete takes
+its children along). Further, non-default children belong to the new schema alone. The parent's
+legacy columns keep their constraints until `complete`: a new application that inserts a parent
+still writes them (or they have defaults)."""
+
+from __future__ import annotations
+
+from villager_shop.migration.planfile.operations.base import Actions, Env, Parts, V, backfill, row_tuple
+from villager_shop.migration.planfile.spec import LinkChildReference, SplitChild
+from villager_shop.migration.planfile.steps import PlanTable, Trigger, triggers_sql
+from villager_shop.migration.steps.backfill import batch
+
+BUMP = f"PERFORM nextval('{V}.legacy_writes');"
+
+
+def expand(op: SplitChild, env: Env) -> Parts:
+    parent, child, fk, flag = op.parent, op.child, op.fk, op.default_flag
+    info = env.catalog.table(parent)
+    pk, pk_type = info.key or "id", info.key_type or "uuid"
+    pcols = [c.parent for c in op.columns]
+    ccols = [c.child for c in op.columns]
+    parts = Parts()
+    col_defs = "".join(
+        f"    {c.child} {info.columns.get(c.parent, 'text')}{' NOT NULL' if c.parent in info.not_null else ''},\n"
+        for c in op.columns)
+    table_sql = (
+        f"CREATE TABLE IF NOT EXISTS public.{child} (\n"
+        f"    id uuid PRIMARY KEY DEFAULT gen_random_uuid(),\n"
+        f"    {fk} {pk_type} NOT NULL REFERENCES public.{parent} ({pk}) ON DELETE CASCADE ON UPDATE CASCADE,\n"
+        f"{col_defs}"
+        f"    {flag} boolean NOT NULL DEFAULT false,\n"
+        f"    created_at timestamptz NOT NULL DEFAULT now(),\n"
+        f"    updated_at timestamptz NOT NULL DEFAULT now()\n);\n"
+        f"CREATE UNIQUE INDEX IF NOT EXISTS {child}_one_default_idx ON public.{child} ({fk}) INCLUDE (id) WHERE {flag};\n"
+        f"CREATE INDEX IF NOT EXISTS {child}_{fk}_idx ON public.{child} ({fk})")
+    links: list[LinkChildReference] = [ln for ln in env.links if isinstance(ln, LinkChildReference)
+                                       and ln.child == child]
+    link_waiting = "\n".join(
+        f"            UPDATE public.{ln.table} SET {ln.fk} = child_id WHERE {ln.reference} = NEW.{pk}"
+        f" AND {ln.fk} IS NULL;" for ln in links)
+    new_row, old_row = row_tuple(pcols, "NEW."), row_tuple(pcols, "OLD.")
+    set_child = ", ".join(f"{c} = EXCLUDED.{c}" for c in ccols)
+    parent_fn, child_fn, keep_fn = (f"{child}_from_{parent}"[:63], f"{child}_to_{parent}"[:63],
+                                    f"{child}_keep_default"[:63])
+    parts.functions.append((parent_fn, f"""CREATE OR REPLACE FUNCTION {V}.{parent_fn}() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+-- {parent} -> its default {child} row: created with the parent, kept equal to its columns.
+DECLARE
+    child_id uuid;
+    created boolean;
+BEGIN
+    IF TG_OP = 'UPDATE' AND {new_row} IS NOT DISTINCT FROM {old_row}
+       AND EXISTS (SELECT 1 FROM public.{child} WHERE {fk} = NEW.{pk} AND {flag}) THEN
+        RETURN NULL;
+    END IF;
+    IF pg_trigger_depth() = 1 AND (TG_OP = 'UPDATE' OR {new_row} IS DISTINCT FROM ROW({', '.join('NULL' for _ in pcols)})) THEN
+        {BUMP}
+    END IF;
+    INSERT INTO public.{child} AS c ({fk}, {', '.join(ccols)}, {flag})
+    VALUES (NEW.{pk}, {', '.join(f'NEW.{c}' for c in pcols)}, true)
+    ON CONFLICT ({fk}) WHERE {flag} DO UPDATE SET {set_child}, updated_at = now()
+     WHERE {row_tuple(ccols, 'c.')} IS DISTINCT FROM {row_tuple(ccols, 'EXCLUDED.')}
+    RETURNING c.id, (c.xmax = 0) INTO child_id, created;
+    IF created THEN
+        NULL;  -- rows that reference the parent and waited for its default child get it
+{link_waiting}
+    END IF;
+    RETURN NULL;
+END
+$fn$"""))
+    set_parent = ", ".join(f"{p} = NEW.{c}" for p, c in zip(pcols, ccols, strict=True))
+    parts.functions.append((child_fn, f"""CREATE OR REPLACE FUNCTION {V}.{child_fn}() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+-- The default {child} row -> its {parent}'s legacy columns.
+BEGIN
+    IF NEW.{flag} THEN
+        UPDATE public.{parent} SET {set_parent}
+         WHERE {pk} = NEW.{fk} AND {row_tuple(pcols, '')} IS DISTINCT FROM {row_tuple(ccols, 'NEW.')};
+    END IF;
+    RETURN NULL;
+END
+$fn$"""))
+    parts.functions.append((keep_fn, f"""CREATE OR REPLACE FUNCTION {V}.{keep_fn}() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+-- While the legacy columns live, they are the default {child} row's: it cannot be deleted alone.
+BEGIN
+    IF OLD.{flag} AND EXISTS (SELECT 1 FROM public.{parent} WHERE {pk} = OLD.{fk}) THEN
+        RAISE EXCEPTION 'the default {child} row of {parent} % cannot be deleted while the legacy columns'
+                        ' are in use (until migrate complete)', OLD.{fk}
+              USING ERRCODE = 'restrict_violation',
+                    HINT = 'change its values, make another row the default first, or delete the {parent} row';
+    END IF;
+    RETURN OLD;
+END
+$fn$"""))
+    child_triggers = [Trigger(f"villager_{child}_to_{parent}"[:63], child, "AFTER INSERT OR UPDATE", child_fn),
+                      Trigger(f"villager_{child}_keep_default"[:63], child, "BEFORE DELETE", keep_fn)]
+    parent_trigger = Trigger(f"villager_{child}_from_{parent}"[:63], parent, "AFTER INSERT OR UPDATE", parent_fn)
+    parts.triggers += [*child_triggers, parent_trigger]
+    columns = ["id", fk, *ccols, flag, "created_at", "updated_at"]
+    # The child table comes with its own triggers; the parent's follows in the triggers step.
+    parts.tables.append(PlanTable(child, table_sql, columns,
+                                  f"SHARE ROW EXCLUSIVE on {parent} (foreign key; milliseconds)",
+                                  then=triggers_sql(child_triggers)))
+    parts.backfills.append(backfill(
+        parent, f"backfill_{parent}_{child}", Actions((_action(op, pk, pcols, ccols),), (_busy(op, pk, pk_type),)),
+        f"backfill {child}: the default row of every {parent} row", env.catalog, replaces=tuple(pcols)))
+    parts.integrity.append(
+        f"SELECT 'child_mismatch', '{parent}', p.{pk}::text,\n"
+        f"       CASE WHEN c.id IS NULL THEN 'no default {child} row'\n"
+        f"            ELSE format('{', '.join(f'{p} %s' for p in pcols)}; default {child} row:"
+        f" {', '.join(f'{c} %s' for c in ccols)}', {', '.join(f'p.{p}' for p in pcols)},"
+        f" {', '.join(f'c.{c}' for c in ccols)}) END\n"
+        f"  FROM public.{parent} p LEFT JOIN public.{child} c ON c.{fk} = p.{pk} AND c.{flag}\n"
+        f" WHERE c.id IS NULL OR {row_tuple(pcols, 'p.')} IS DISTINCT FROM {row_tuple(ccols, 'c.')}")
+    parts.integrity_completed.append(
+        f"SELECT 'missing_default_child', '{parent}', p.{pk}::text, 'no default {child} row'\n"
+        f"  FROM public.{parent} p\n"
+        f" WHERE NOT EXISTS (SELECT 1 FROM public.{child} c WHERE c.{fk} = p.{pk} AND c.{flag})")
+    return parts
+
+
+def _action(op: SplitChild, pk: str, pcols: list[str], ccols: list[str]) -> str:
+    return (f"WITH src AS MATERIALIZED (SELECT p.* FROM public.{op.parent} p WHERE {batch('p')}),\n"
+            f"children AS (\n"
+            f"  INSERT INTO public.{op.child} AS c ({op.fk}, {', '.join(ccols)}, {op.default_flag})\n"
+            f"  SELECT s.{pk}, {', '.join(f's.{p}' for p in pcols)}, true FROM src s\n"
+            f"  ON CONFLICT ({op.fk}) WHERE {op.default_flag} DO UPDATE\n"
+            f"     SET {', '.join(f'{c} = EXCLUDED.{c}' for c in ccols)}, updated_at = now()\n"
+            f"   WHERE {row_tuple(ccols, 'c.')} IS DISTINCT FROM {row_tuple(ccols, 'EXCLUDED.')})\n"
+            f"SELECT count(*) FROM src")
+
+
+def _busy(op: SplitChild, pk: str, pk_type: str) -> str:
+    """Parents whose default child another transaction holds: the new application's update of that
+    child waits for our parent lock (its trigger writes the parent), so waiting for the child's
+    lock would close a cycle. They are retried after the table."""
+    return (f"WITH have AS MATERIALIZED (SELECT c.id, c.{op.fk} AS k FROM public.{op.child} c\n"
+            f"               WHERE c.{op.fk} BETWEEN %(lo)s::{pk_type} AND %(hi)s::{pk_type}"
+            f" AND c.{op.fk} = ANY(%(ids)s::{pk_type}[]) AND c.{op.default_flag}),\n"
+            f"mine AS (SELECT c.id FROM public.{op.child} c WHERE c.id IN (SELECT id FROM have)\n"
+            f"            FOR NO KEY UPDATE OF c SKIP LOCKED)\n"
+            f"SELECT coalesce(array_agg(h.k), ARRAY[]::{pk_type}[]) FROM have h WHERE h.id NOT IN (SELECT id FROM mine)")

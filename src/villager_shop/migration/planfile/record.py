@@ -1,0 +1,75 @@
+"""The plan a database is being migrated with, recorded in its state by `migrate run --plan`: the
+file's text and the catalog facts read when the run began. Every later command (status, verify,
+rollback, complete, another run) takes the plan from here, not from a file that may have changed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from villager_shop.core.errors import RefusedError
+from villager_shop.migration import state
+from villager_shop.migration.plan import build_plan, legacy_columns
+from villager_shop.migration.planfile import catalog as catalog_mod
+from villager_shop.migration.planfile.assemble import FilePlan, assemble
+from villager_shop.migration.planfile.spec import PlanSpec, parse
+from villager_shop.migration.steps.base import Step
+
+KEY = "plan"
+
+
+def recorded(conn: psycopg.Connection[Any]) -> dict[str, Any] | None:
+    if not state.schema_exists(conn):
+        return None
+    value = state.get(conn, KEY)
+    return value if isinstance(value, dict) else None
+
+
+def current(conn: psycopg.Connection[Any]) -> FilePlan | None:
+    """The recorded plan file, or None for the built-in villager_shop plan."""
+    rec = recorded(conn)
+    if rec is None:
+        return None
+    spec = parse(str(rec["text"]), str(rec.get("path") or rec.get("name") or "recorded plan"))
+    return assemble(spec, catalog_mod.Catalog.from_json(rec.get("catalog") or {}))
+
+
+def for_run(conn: psycopg.Connection[Any], spec: PlanSpec | None) -> FilePlan | None:
+    """The plan `migrate run` executes: the one recorded (a resumed run), else `spec`. A different
+    plan than the one in progress is refused: one migration at a time."""
+    rec = recorded(conn)
+    phase = state.settled_phase(conn) if state.schema_exists(conn) else "not_started"
+    fresh = phase in ("not_started", "rolled_back")
+    if rec is not None and not fresh:
+        if spec is not None and spec.text != rec.get("text"):
+            raise RefusedError(f"the database is being migrated with plan {rec.get('name')!r} (phase {phase});"
+                               " finish it (`migrate complete`) or roll it back before running another plan")
+        return current(conn)
+    if rec is None and not fresh and spec is not None:
+        raise RefusedError(f"the database is being migrated with the built-in villager_shop plan (phase {phase});"
+                           " finish or roll it back before running a plan file")
+    if spec is None:
+        return None
+    cat = catalog_mod.read(conn, spec.tables())
+    return assemble(spec, cat)
+
+
+def record(conn: psycopg.Connection[Any], plan: FilePlan | None) -> None:
+    if plan is None:
+        if state.get(conn, KEY) is not None:
+            conn.execute(f"DELETE FROM villager_migration.state WHERE key = '{KEY}'")
+        return
+    state.put(conn, KEY, {"name": plan.spec.name, "path": plan.spec.path, "text": plan.spec.text,
+                          "catalog": plan.catalog.to_json()})
+
+
+def steps_of(conn: psycopg.Connection[Any]) -> list[Step]:
+    """The steps of the plan the database is migrated with (the built-in one unless a file's)."""
+    plan = current(conn)
+    return plan.steps if plan is not None else build_plan()
+
+
+def legacy_columns_of(conn: psycopg.Connection[Any]) -> tuple[tuple[str, str], ...]:
+    plan = current(conn)
+    return plan.legacy_columns if plan is not None else legacy_columns()
