@@ -29,7 +29,7 @@ def _phase_and_progress(url: str) -> tuple[str, dict[str, int], dict[str, Any]]:
         phase = c.execute("SELECT value #>> '{}' FROM villager_migration.state WHERE key = 'phase'").fetchone()
         rows = dict(c.execute("SELECT table_name, sum(rows_done) FROM villager_migration.backfill GROUP BY 1").fetchall())
         cursors = {step: (walk, page if walk == "physical" else key) for step, walk, page, key in c.execute(
-            "SELECT step, walk, next_page, last_id::text FROM villager_migration.backfill")}
+            "SELECT step, walk, next_page, coalesce(last_key, last_id::text) FROM villager_migration.backfill")}
     return (phase[0] if phase else "not_started"), rows, cursors
 
 

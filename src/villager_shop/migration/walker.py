@@ -17,6 +17,10 @@ again; the actions are no-ops on migrated rows, so that costs a read. A table re
 (VACUUM FULL, CLUSTER: new relation file, tuples moved) restarts the step's walk from its first
 page, which the same no-op property makes safe. The key walk (PostgreSQL 13, or
 VILLAGER_BACKFILL_ORDER=key) takes primary-key ranges.
+
+The key is any single-column primary key (`keys.Key`: the villager tables' `id uuid` unless told
+otherwise): the batch marker binds to its column and type, a part's cursor (`backfill.last_key`) and
+the rows to retry (`backfill_retry.row_id`) hold it as text, cast back with its type.
 """
 
 from __future__ import annotations
@@ -24,7 +28,6 @@ from __future__ import annotations
 import re
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,6 +40,7 @@ from villager_shop.core.db import connect, own_session
 from villager_shop.core.errors import RefusedError, VillagerError
 from villager_shop.migration.context import Context
 from villager_shop.migration.ddl import LOCK_RETRYABLE
+from villager_shop.migration.keys import VILLAGER_KEY, Key, KeyRange, key_bounds, key_ranges, uuid_ranges
 
 # A batch also retries a cancelled statement (its own 60 s statement_timeout, or pg_cancel_backend):
 # the batch committed nothing and is tried again (the walks halve it first). A DDL statement is not
@@ -68,15 +72,24 @@ class BackfillResult:
         return self.rows / self.seconds if self.seconds > 0 else 0.0
 
 
-# What a batch locked, from a CTE `l` (id, ctid): as array literals, plus their count and key range.
-LOCKED_ROWS = ("(SELECT count(*) FROM l), (SELECT coalesce(array_agg(id)::text, '{}') FROM l),"
-               " (SELECT coalesce(array_agg(ctid)::text, '{}') FROM l),"
-               " (SELECT min(id::text) FROM l), (SELECT max(id::text) FROM l)")
+def locked_rows(key: Key) -> str:
+    """What a batch locked, from a CTE `l` (key, ctid): as array literals, plus their count and key
+    range. The range is the key's own order (in the column's collation); uuid has no min() and its
+    text orders as it does."""
+    c = key.ident
+    if key.is_uuid:
+        lo, hi = f"(SELECT min({c}::text) FROM l)", f"(SELECT max({c}::text) FROM l)"
+    else:
+        lo, hi = (f"(SELECT {c} FROM l ORDER BY {c} LIMIT 1)::text",
+                  f"(SELECT {c} FROM l ORDER BY {c} DESC LIMIT 1)::text")
+    return (f"(SELECT count(*) FROM l), (SELECT coalesce(array_agg({c})::text, '{{}}') FROM l),"
+            f" (SELECT coalesce(array_agg(ctid)::text, '{{}}') FROM l), {lo}, {hi}")
+
 
 
 @dataclass(frozen=True)
 class _Locked:
-    """The rows a batch holds: `ids` and `tids` are PostgreSQL array literals (uuid[], tid[])."""
+    """The rows a batch holds: `ids` and `tids` are PostgreSQL array literals (key type[], tid[])."""
 
     count: int
     ids: str
@@ -88,17 +101,19 @@ class _Locked:
         return {"ids": self.ids, "tids": self.tids, "lo": self.lo, "hi": self.hi}
 
 
-def bind(sql: str, walk: str) -> str:
+def bind(sql: str, walk: str, key: Key = VILLAGER_KEY) -> str:
     """An action with its batch marker bound to the walk's parameters: %(tids)s within the page
     range %(plo)s..%(phi)s (physical: the range makes it a TID range scan of a few pages) or
     %(ids)s within %(lo)s..%(hi)s (key: the range lets the planner use the primary key; a bare
-    `id = ANY(...)` of thousands of ids can plan a sequential scan)."""
+    `id = ANY(...)` of thousands of ids can plan a sequential scan), cast with the key's type."""
     if walk == "physical":
         return BATCH_MARK.sub(r"\1.ctid >= %(plo)s::tid AND \1.ctid < %(phi)s::tid AND \1.ctid = ANY(%(tids)s::tid[])",
                               sql)
     if walk == "pages":  # every row of the page range (a walk that locks nothing)
         return BATCH_MARK.sub(r"\1.ctid >= %(plo)s::tid AND \1.ctid < %(phi)s::tid", sql)
-    return BATCH_MARK.sub(r"\1.id BETWEEN %(lo)s::uuid AND %(hi)s::uuid AND \1.id = ANY(%(ids)s::uuid[])", sql)
+    c, t = key.ident, key.sqltype
+    return BATCH_MARK.sub(lambda m: f"{m[1]}.{c} BETWEEN %(lo)s::{t} AND %(hi)s::{t} AND {m[1]}.{c} = ANY(%(ids)s::{t}[])",
+                          sql)
 
 
 def choose_walk(conn: psycopg.Connection[Any], step: str, wanted: str, prefer: str | None = None) -> str:
@@ -119,28 +134,49 @@ def choose_walk(conn: psycopg.Connection[Any], step: str, wanted: str, prefer: s
     return wanted
 
 
-def _init_progress(conn: psycopg.Connection[Any], step: str, table: str, key_range: tuple[str, str]
+def _init_progress(conn: psycopg.Connection[Any], step: str, table: str, key_range: KeyRange, key: Key
                    ) -> tuple[str | None, int, int]:
+    """The part's cursor (the last key done; a row of an older version has it in `last_id`), rows
+    done and saved batch size; the part's rows counted on its first run."""
     with conn.transaction():
         _unbounded(conn)
         row = conn.execute(
-            "SELECT last_id::text, rows_done, batch_size FROM villager_migration.backfill WHERE step = %s",
-            (step,)).fetchone()
-        if row is None:
-            total = conn.execute(f"SELECT count(*) FROM public.{table} WHERE id BETWEEN %s AND %s",
-                                 key_range).fetchone()
-            conn.execute(
-                "INSERT INTO villager_migration.backfill (step, table_name, rows_total, started_at, updated_at)"
-                " VALUES (%s, %s, %s, now(), now())", (step, table, total[0] if total else 0))
-            return None, 0, 0
+            "SELECT coalesce(last_key, last_id::text), rows_done, batch_size, rows_total IS NULL"
+            " FROM villager_migration.backfill WHERE step = %s", (step,)).fetchone()
+        if row is None or row[3]:
+            lower = None if key_range.lo is None else ">=" if key_range.lo_inclusive else ">"
+            where = key_bounds(key, lower, key_range.hi is not None)
+            total = conn.execute(f"SELECT count(*) FROM public.{table} WHERE {where}",
+                                 {"lo": key_range.lo, "hi": key_range.hi}).fetchone()
+            if row is None:
+                conn.execute(
+                    "INSERT INTO villager_migration.backfill (step, table_name, rows_total, started_at, updated_at)"
+                    " VALUES (%s, %s, %s, now(), now())", (step, table, total[0] if total else 0))
+                return None, 0, 0
+            conn.execute("UPDATE villager_migration.backfill SET rows_total = %s WHERE step = %s",
+                         (total[0] if total else 0, step))
     return row[0], int(row[1]), int(row[2] or 0)
 
 
-def key_ranges(parts: int) -> list[tuple[str, str]]:
-    """Split the uuid key space into `parts` contiguous ranges (random v4 keys spread evenly)."""
-    top = 1 << 128
-    bounds = [top * k // parts for k in range(parts + 1)]
-    return [(str(uuid.UUID(int=bounds[k])), str(uuid.UUID(int=bounds[k + 1] - 1))) for k in range(parts)]
+def _plan_keys(conn: psycopg.Connection[Any], step: str, table: str, key: Key, parts: int) -> list[KeyRange]:
+    """The key ranges of the parts. uuid: the key space split evenly, the same every time, so
+    nothing is recorded (each part records itself when it starts). Any other key is split at the
+    table's keys as they are now: the split is recorded, every part in one transaction, and a
+    resumed run takes it as it is (the table's keys have moved since)."""
+    if key.is_uuid:
+        return uuid_ranges(parts)
+    with conn.transaction():
+        rows = conn.execute("SELECT step, key_lo, key_hi FROM villager_migration.backfill WHERE step LIKE %s",
+                            (f"{step}#%",)).fetchall()
+        if rows:
+            return [KeyRange(r[1], r[2]) for r in sorted(rows, key=lambda r: int(str(r[0]).rsplit("#", 1)[1]))]
+        _unbounded(conn)
+        ranges = key_ranges(conn, table, key, parts)
+        for k, r in enumerate(ranges):
+            conn.execute(
+                "INSERT INTO villager_migration.backfill (step, table_name, walk, key_lo, key_hi, started_at, updated_at)"
+                " VALUES (%s, %s, 'key', %s, %s, now(), now())", (f"{step}#{k}", table, r.lo, r.hi))
+    return ranges
 
 
 def part_names(conn: psycopg.Connection[Any], step: str, workers: int) -> int:
@@ -152,15 +188,16 @@ def part_names(conn: psycopg.Connection[Any], step: str, workers: int) -> int:
 
 def run_backfill(ctx: Context, step: str, table: str, actions: list[str], busy: list[str] | None = None,
                  only: str | None = None, *, locking: bool = True, on_rewrite: str | None = None,
-                 prefer: str | None = None) -> BackfillResult:
+                 prefer: str | None = None, key: Key = VILLAGER_KEY) -> BackfillResult:
     """Backfill `table` with `ctx.backfill_workers` connections, each walking its own part.
+    `key`: the table's single-column primary key (keys.primary_key reads it from the catalog).
     `locking=False` is for actions that only read the table (a copy whose changes are logged
     meanwhile): no row locks, nothing skipped, and batches bounded by time rather than rows.
     `on_rewrite`: SQL that undoes what the walk did so far, run in the transaction that restarts a
     walk over a rewritten table (needed when the actions are not no-ops on a second visit)."""
     for attempt in range(1, 4):
         try:
-            return _run_parts(ctx, step, table, actions, busy or [], only, locking, prefer)
+            return _run_parts(ctx, step, table, actions, busy or [], only, locking, prefer, key)
         except TableRewritten:
             ctx.reporter.note(f"{step}: {table} was rewritten (VACUUM FULL or CLUSTER?) while the backfill ran;"
                               f" walking it again from the start (attempt {attempt + 1})")
@@ -168,7 +205,7 @@ def run_backfill(ctx: Context, step: str, table: str, actions: list[str], busy: 
                 if on_rewrite:
                     conn.execute(on_rewrite.encode())
                 conn.execute("DELETE FROM villager_migration.backfill WHERE step LIKE %s", (f"{step}#%",))
-    return _run_parts(ctx, step, table, actions, busy or [], only, locking)
+    return _run_parts(ctx, step, table, actions, busy or [], only, locking, key=key)
 
 
 def _plan_pages(conn: psycopg.Connection[Any], step: str, table: str, parts: int) -> None:
@@ -193,16 +230,20 @@ def _plan_pages(conn: psycopg.Connection[Any], step: str, table: str, parts: int
 
 
 def _run_parts(ctx: Context, step: str, table: str, actions: list[str], busy: list[str],
-               only: str | None, locking: bool = True, prefer: str | None = None) -> BackfillResult:
+               only: str | None, locking: bool = True, prefer: str | None = None,
+               key: Key = VILLAGER_KEY) -> BackfillResult:
     probe = connect(ctx.url, application_name=f"villager-shop backfill {table}")
     try:
         parts = part_names(probe, step, max(1, ctx.backfill_workers))
         walk = choose_walk(probe, step, ctx.backfill_order, prefer)
+        ranges: list[KeyRange] = []
         if walk == "physical":
             _plan_pages(probe, step, table, parts)
+        else:
+            ranges = _plan_keys(probe, step, table, key, parts)
+            parts = len(ranges)
     finally:
         probe.close()
-    ranges = key_ranges(parts)
     results: list[BackfillResult | BaseException] = [BaseException("not run")] * parts
     progress = [(0, 0)] * parts
     lock = threading.Lock()
@@ -228,10 +269,10 @@ def _run_parts(ctx: Context, step: str, table: str, actions: list[str], busy: li
             on_batch = lambda done, total, n: report(k, done, total, n)  # noqa: E731
             if walk == "physical":
                 results[k] = _walk_pages(ctx, conn, begin, f"{step}#{k}", table, actions, busy, on_batch, only,
-                                         locking)
+                                         locking, key)
             else:
                 results[k] = _walk_keys(ctx, conn, begin, f"{step}#{k}", table, actions, busy, ranges[k], on_batch,
-                                        only, locking)
+                                        only, locking, key)
         except BaseException as exc:
             results[k] = exc
         finally:
@@ -298,7 +339,7 @@ class _Pace:
 
 def _walk_pages(ctx: Context, conn: psycopg.Connection[Any], begin: bytes, step: str, table: str, actions: list[str],
                 busy: list[str], report: Callable[[int, int, int], None], only: str | None,
-                locking: bool = True) -> BackfillResult:
+                locking: bool = True, key: Key = VILLAGER_KEY) -> BackfillResult:
     row = conn.execute(
         "SELECT page_from, page_to, next_page, filenode, rows_done, rows_total, batch_size, xid_from"
         " FROM villager_migration.backfill WHERE step = %s", (step,)).fetchone()
@@ -328,14 +369,15 @@ def _walk_pages(ctx: Context, conn: psycopg.Connection[Any], begin: bytes, step:
     # One statement counts the page range and locks what needs the actions (one snapshot for
     # both). The locked rows come back as array literals, passed to the actions as they are:
     # turning thousands of ids into Python objects and back cost more than the round trips.
-    locked = (f"WITH l AS MATERIALIZED (SELECT id, ctid FROM public.{table} t WHERE {rng}{where_only}"
+    c = key.ident
+    locked = (f"WITH l AS MATERIALIZED (SELECT {c}, ctid FROM public.{table} t WHERE {rng}{where_only}"
               f"{' FOR NO KEY UPDATE SKIP LOCKED' if locking else ' AND false'})"
-              f" SELECT c.n, c.needed, c.node, {LOCKED_ROWS} FROM"
+              f" SELECT c.n, c.needed, c.node, {locked_rows(key)} FROM"
               f" (SELECT count(*) FILTER (WHERE {older}) AS n, count(*) FILTER (WHERE true{where_only}) AS needed,"
               f" pg_relation_filenode(%(rel)s::regclass) AS node FROM {now}, public.{table} t WHERE {rng}) c")
     remember = (f"INSERT INTO villager_migration.backfill_retry (step, row_id)"
-                f" SELECT %(step)s, id FROM public.{table} t WHERE {rng}{where_only} AND id <> ALL(%(ids)s::uuid[])"
-                f" ON CONFLICT DO NOTHING")
+                f" SELECT %(step)s, {c}::text FROM public.{table} t WHERE {rng}{where_only}"
+                f" AND {c} <> ALL(%(ids)s::{key.sqltype}[]) ON CONFLICT DO NOTHING")
     per_page = max(1.0, total / max(1, last - first))
     pace = _Pace(ctx, int(saved or 8), 1, MAX_PAGES)
     tally = _Tally(ctx, report, done, total)
@@ -355,7 +397,7 @@ def _walk_pages(ctx: Context, conn: psycopg.Connection[Any], begin: bytes, step:
                     raise TableRewritten(table)
                 batch = _Locked(*rows)
                 if batch.count and busy:
-                    batch = _without_busy(conn, busy, batch)
+                    batch = _without_busy(conn, busy, batch, key)
                 if not locking:
                     for action in bound:
                         conn.execute(action, params)
@@ -373,12 +415,12 @@ def _walk_pages(ctx: Context, conn: psycopg.Connection[Any], begin: bytes, step:
         if n:
             per_page = max(1.0, 0.7 * per_page + 0.3 * n / (upto - page))
         page = upto
-    return _finish(ctx, conn, begin, step, table, actions, tally)
+    return _finish(ctx, conn, begin, step, table, actions, tally, key)
 
 
 def _record_batch(conn: psycopg.Connection[Any], step: str, cursor_column: str, cursor: Any, rows: int,
                   size: int, elapsed: float) -> None:
-    """Move the part's cursor (`next_page` or `last_id`) inside the batch's own transaction."""
+    """Move the part's cursor (`next_page` or `last_key`) inside the batch's own transaction."""
     conn.execute(
         f"UPDATE villager_migration.backfill SET {cursor_column} = %s, rows_done = rows_done + %s,"
         " batches = batches + 1, batch_size = %s, elapsed_s = elapsed_s + %s,"
@@ -406,8 +448,8 @@ class _Tally:
 
 
 def _finish(ctx: Context, conn: psycopg.Connection[Any], begin: bytes, step: str, table: str, actions: list[str],
-            tally: _Tally) -> BackfillResult:
-    retried = _retry_skipped(conn, begin, step, table, actions)
+            tally: _Tally, key: Key) -> BackfillResult:
+    retried = _retry_skipped(conn, begin, step, table, actions, key)
     with conn.transaction():
         conn.execute("UPDATE villager_migration.backfill SET finished_at = now(), updated_at = now(),"
                      " rows_total = greatest(rows_total, rows_done) WHERE step = %s", (step,))
@@ -415,49 +457,60 @@ def _finish(ctx: Context, conn: psycopg.Connection[Any], begin: bytes, step: str
 
 
 def _walk_keys(ctx: Context, conn: psycopg.Connection[Any], begin: bytes, step: str, table: str, actions: list[str],
-               busy: list[str], key_range: tuple[str, str], report: Callable[[int, int, int], None],
-               only: str | None = None, locking: bool = True) -> BackfillResult:
-    lo, hi = key_range
-    last_id, done, saved_size = _init_progress(conn, step, table, key_range)
+               busy: list[str], key_range: KeyRange, report: Callable[[int, int, int], None],
+               only: str | None = None, locking: bool = True, key: Key = VILLAGER_KEY) -> BackfillResult:
+    lo = key_range.lo
+    last_id, done, saved_size = _init_progress(conn, step, table, key_range, key)
+    if last_id is None and not key_range.lo_inclusive:
+        last_id = lo  # the part starts above its lower bound, as if a batch had ended there
     max_size = max(MIN_BATCH, ctx.batch_size)
     # Start small: the first batches of a table also warm caches and plans.
     pace = _Pace(ctx, min(max_size, saved_size or min(max_size, 500)), MIN_BATCH, max_size)
-    bound = [bind(a, "key") for a in actions]
+    bound = [bind(a, "key", key) for a in actions]
     tally = _Tally(ctx, report, done, _total(conn, step))
-    pick = (f"WITH r AS (SELECT id FROM public.{table} WHERE id {{op}} %(last)s::uuid AND id <= %(hi)s::uuid"
-            f" ORDER BY id LIMIT %(n)s)"
-            " SELECT (SELECT id FROM r ORDER BY id DESC LIMIT 1)::text, (SELECT count(*) FROM r)")
+    c = key.ident
     # `only`: a predicate over the row; when given, only the rows matching it need the actions, so
     # only they are locked (a scan that quarantines a few rows writes nothing to the others).
     where_only = f" AND ({only})" if only else ""
     row_lock = " FOR NO KEY UPDATE SKIP LOCKED" if locking else ""
-    lock = (f"WITH l AS MATERIALIZED (SELECT id, ctid FROM public.{table} t"
-            f" WHERE id {{op}} %(last)s::uuid AND id <= %(upper)s::uuid{where_only}{row_lock})"
-            " SELECT " + LOCKED_ROWS.replace("{", "{{").replace("}", "}}"))
-    remember = (f"INSERT INTO villager_migration.backfill_retry (step, row_id)"
-                f" SELECT %(step)s, id FROM public.{table} t WHERE id {{op}} %(last)s::uuid AND id <= %(upper)s::uuid"
-                f" AND id <> ALL(%(ids)s::uuid[]){where_only} ON CONFLICT DO NOTHING")
+    hi = key_range.hi is not None
+
+    def statements(lower: str | None) -> tuple[str, str, str]:
+        """Pick the next batch's keys, lock its rows, remember the rows skipped: above the cursor
+        (`>`), from the part's first key (`>=`), or from the table's first key (None)."""
+        batch_rows = key_bounds(key, lower, True, "last", "upper")
+        pick = (f"WITH r AS (SELECT {c} FROM public.{table} WHERE {key_bounds(key, lower, hi, 'last', 'hi')}"
+                f" ORDER BY {c} LIMIT %(n)s)"
+                f" SELECT (SELECT {c} FROM r ORDER BY {c} DESC LIMIT 1)::text, (SELECT count(*) FROM r)")
+        lock = (f"WITH l AS MATERIALIZED (SELECT {c}, ctid FROM public.{table} t"
+                f" WHERE {batch_rows}{where_only}{row_lock}) SELECT {locked_rows(key)}")
+        remember = (f"INSERT INTO villager_migration.backfill_retry (step, row_id)"
+                    f" SELECT %(step)s, {c}::text FROM public.{table} t WHERE {batch_rows}"
+                    f" AND {c} <> ALL(%(ids)s::{key.sqltype}[]){where_only} ON CONFLICT DO NOTHING")
+        return pick, lock, remember
+
+    sql = {lower: statements(lower) for lower in (">", ">=", None)}
     while True:
         if ctx.throttle:
             ctx.throttle.before_batch(table)
-        op = ">" if last_id is not None else ">="
+        pick, lock, remember = sql[">" if last_id is not None else ">=" if lo is not None else None]
         size = pace.size
         t0 = time.perf_counter()
         try:
             with _batch(conn, begin):
-                upper, n = conn.execute(pick.format(op=op), {"last": last_id or lo, "n": size, "hi": hi}
-                                        ).fetchone() or (None, 0)
+                start = last_id if last_id is not None else lo
+                upper, n = conn.execute(pick, {"last": start, "n": size, "hi": key_range.hi}).fetchone() or (None, 0)
                 if not n:
                     break
-                params = {"last": last_id or lo, "upper": upper, "step": step}
-                batch = _Locked(*conn.execute(lock.format(op=op), params).fetchone())  # type: ignore[misc]
+                params = {"last": start, "upper": upper, "step": step}
+                batch = _Locked(*conn.execute(lock, params).fetchone())  # type: ignore[misc]
                 if batch.count and busy:
-                    batch = _without_busy(conn, busy, batch)
+                    batch = _without_busy(conn, busy, batch, key)
                 if batch.count < n or only:
-                    conn.execute(remember.format(op=op), {**params, "ids": batch.ids})
+                    conn.execute(remember, {**params, "ids": batch.ids})
                 if batch.count:
                     _apply(conn, bound, batch)
-                _record_batch(conn, step, "last_id", upper, n, size, time.perf_counter() - t0)
+                _record_batch(conn, step, "last_key", upper, n, size, time.perf_counter() - t0)
         except BATCH_RETRYABLE as exc:
             pace.gave_way(ctx, step, exc)
             continue
@@ -465,10 +518,11 @@ def _walk_keys(ctx: Context, conn: psycopg.Connection[Any], begin: bytes, step: 
         pace.after(dt)
         tally.batch_done(n, dt)
         last_id = upper
-    return _finish(ctx, conn, begin, step, table, actions, tally)
+    return _finish(ctx, conn, begin, step, table, actions, tally, key)
 
 
-def _without_busy(conn: psycopg.Connection[Any], busy: list[str], batch: _Locked) -> _Locked:
+def _without_busy(conn: psycopg.Connection[Any], busy: list[str], batch: _Locked, key: Key = VILLAGER_KEY
+                  ) -> _Locked:
     """The batch without the rows the busy checks name (usually none: then nothing more is sent)."""
     skip: list[Any] = []
     for sql in busy:
@@ -476,9 +530,15 @@ def _without_busy(conn: psycopg.Connection[Any], busy: list[str], batch: _Locked
         skip += row[0] if row else []
     if not skip:
         return batch
-    return _Locked(*conn.execute(  # type: ignore[misc]
-        "WITH l AS MATERIALIZED (SELECT id, ctid FROM unnest(%(ids)s::uuid[], %(tids)s::tid[]) u(id, ctid)"
-        f" WHERE id <> ALL(%(skip)s::uuid[])) SELECT {LOCKED_ROWS}", {**batch.params(), "skip": skip}).fetchone())
+    c, t = key.ident, key.sqltype
+    left = _Locked(*conn.execute(  # type: ignore[misc]
+        f"WITH l AS MATERIALIZED (SELECT {c}, ctid FROM unnest(%(ids)s::{t}[], %(tids)s::tid[]) u({c}, ctid)"
+        f" WHERE {c} <> ALL(%(skip)s::{t}[])) SELECT {locked_rows(key)}", {**batch.params(), "skip": skip}).fetchone())
+    if key.is_uuid:
+        return left
+    # Keys out of the table's column order in the type's default collation, not the column's: the
+    # batch's own range still bounds what is left.
+    return _Locked(left.count, left.ids, left.tids, batch.lo, batch.hi)
 
 
 def _apply(conn: psycopg.Connection[Any], actions: list[str], batch: _Locked, extra: dict[str, Any] | None = None
@@ -537,22 +597,25 @@ def _unbounded(conn: psycopg.Connection[Any]) -> None:
     conn.execute("SELECT set_config('lock_timeout', '0', true), set_config('statement_timeout', '0', true)")
 
 
-def _retry_skipped(conn: psycopg.Connection[Any], begin: bytes, step: str, table: str, actions: list[str]) -> int:
+def _retry_skipped(conn: psycopg.Connection[Any], begin: bytes, step: str, table: str, actions: list[str],
+                   key: Key = VILLAGER_KEY) -> int:
     """Rows that were locked by the application when their batch ran: take them now, waiting for
-    their lock at most the walk's lock_timeout each time."""
+    their lock at most the walk's lock_timeout each time. The retry rows hold keys as text: cast to
+    the key's type, so each one is an index probe of the table."""
     retried = 0
+    c, typ = key.ident, key.sqltype
     for attempt in range(1, 1000):
         try:
             with _batch(conn, begin):
                 batch = _Locked(*conn.execute(  # type: ignore[misc]
-                    f"WITH l AS MATERIALIZED (SELECT t.id, t.ctid FROM public.{table} t"
-                    " JOIN villager_migration.backfill_retry r ON r.row_id = t.id AND r.step = %s"
-                    f" ORDER BY t.id LIMIT 500 FOR NO KEY UPDATE OF t) SELECT {LOCKED_ROWS}", (step,)).fetchone())
+                    f"WITH l AS MATERIALIZED (SELECT t.{c}, t.ctid FROM public.{table} t"
+                    f" JOIN villager_migration.backfill_retry r ON t.{c} = r.row_id::{typ} AND r.step = %s"
+                    f" ORDER BY t.{c} LIMIT 500 FOR NO KEY UPDATE OF t) SELECT {locked_rows(key)}", (step,)).fetchone())
                 if batch.count:
-                    _apply(conn, [bind(a, "key") for a in actions], batch)
-                conn.execute("DELETE FROM villager_migration.backfill_retry WHERE step = %s AND"
-                             " (row_id = ANY(%s::uuid[]) OR NOT EXISTS (SELECT 1 FROM public." + table +
-                             " t WHERE t.id = row_id))", (step, batch.ids))
+                    _apply(conn, [bind(a, "key", key) for a in actions], batch)
+                conn.execute(f"DELETE FROM villager_migration.backfill_retry r WHERE r.step = %s AND"
+                             f" (r.row_id::{typ} = ANY(%s::{typ}[]) OR NOT EXISTS (SELECT 1 FROM public.{table} t"
+                             f" WHERE t.{c} = r.row_id::{typ}))", (step, batch.ids))
                 retried += batch.count
                 if not batch.count:
                     return retried

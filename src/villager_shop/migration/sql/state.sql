@@ -36,13 +36,29 @@ ALTER TABLE villager_migration.backfill ADD COLUMN IF NOT EXISTS next_page bigin
 ALTER TABLE villager_migration.backfill ADD COLUMN IF NOT EXISTS filenode oid;
 -- The first transaction id that is not older than the walk (row versions from it on are complete).
 ALTER TABLE villager_migration.backfill ADD COLUMN IF NOT EXISTS xid_from bigint;
+-- The key walk over any single-column primary key: the cursor as text, cast back with the key's
+-- type (every row with key <= last_key is done; last_id is read only from rows of older
+-- versions), and a part's key range (key_lo excluded, key_hi included; NULL: unbounded), recorded
+-- for keys other than uuid, whose split depends on the table's keys.
+ALTER TABLE villager_migration.backfill ADD COLUMN IF NOT EXISTS last_key text;
+ALTER TABLE villager_migration.backfill ADD COLUMN IF NOT EXISTS key_lo text;
+ALTER TABLE villager_migration.backfill ADD COLUMN IF NOT EXISTS key_hi text;
 
--- Rows the backfill skipped because the application held their lock; retried at the end.
+-- Rows the backfill skipped because the application held their lock; retried at the end. The
+-- key is kept as text (any key type); a table made by an older version has uuid.
 CREATE TABLE IF NOT EXISTS villager_migration.backfill_retry (
     step   text NOT NULL,
-    row_id uuid NOT NULL,
+    row_id text NOT NULL,
     PRIMARY KEY (step, row_id)
 );
+DO $$
+BEGIN
+    IF (SELECT atttypid FROM pg_attribute WHERE attrelid = 'villager_migration.backfill_retry'::regclass
+          AND attname = 'row_id') = 'uuid'::regtype THEN
+        ALTER TABLE villager_migration.backfill_retry ALTER COLUMN row_id TYPE text USING row_id::text;
+    END IF;
+END
+$$;
 
 -- One row per legacy row that cannot be migrated as is (kept untouched, with the reason).
 CREATE TABLE IF NOT EXISTS villager_migration.quarantine (

@@ -8,6 +8,7 @@ from typing import Any
 
 from villager_shop.migration.context import Context
 from villager_shop.migration.ddl import Ddl
+from villager_shop.migration.keys import VILLAGER_KEY, Key
 from villager_shop.migration.steps.base import Step
 from villager_shop.migration.walker import bind, run_backfill
 
@@ -228,12 +229,13 @@ class Backfill(Step):
     phase = "backfill"
 
     def __init__(self, table: str, ops: list[Any], title: str, only: str | None = None,
-                 walk: str | None = None, replaces: tuple[str, ...] = ()) -> None:
+                 walk: str | None = None, replaces: tuple[str, ...] = (), key: Key | None = None) -> None:
         self.table = table
         self.ops = ops
         self.only = only  # rows needing the actions (others are neither locked nor touched)
         self.walk = walk  # the walk `auto` takes for this table (None: physical on PostgreSQL 14+)
         self.replaces = replaces  # the legacy columns of `table` whose values the ops carry over
+        self.key = key or VILLAGER_KEY  # the table's single-column primary key (keys.primary_key)
         self.name = f"backfill_{table}"
         self.title = title
 
@@ -257,7 +259,8 @@ class Backfill(Step):
         return f"row locks on one batch of {self.table} at a time (adaptive, target ~50 ms), never a table lock"
 
     def apply(self, ctx: Context) -> dict[str, Any]:
-        res = run_backfill(ctx, self.name, self.table, self.actions(), self.busy(), self.only, prefer=self.walk)
+        res = run_backfill(ctx, self.name, self.table, self.actions(), self.busy(), self.only, prefer=self.walk,
+                           key=self.key)
         return {"rows": res.rows, "batches": res.batches, "seconds": round(res.seconds, 3),
                 "rows_per_s": round(res.rows_per_s), "retried_rows": res.retried_rows,
                 "max_batch_ms": round(res.max_batch_ms, 1)}
