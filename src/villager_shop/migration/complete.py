@@ -18,7 +18,7 @@ from villager_shop.core.db import own_timeouts
 from villager_shop.core.errors import RefusedError
 from villager_shop.migration import dependents, readers, state
 from villager_shop.migration.context import Context
-from villager_shop.migration.cutover import run_cut
+from villager_shop.migration.cutover import LOCK_ORDER, run_cut
 from villager_shop.migration.ddl import Ddl
 from villager_shop.migration.plan import legacy_columns
 from villager_shop.migration.planfile import record
@@ -86,7 +86,9 @@ def complete(ctx: Context, *, quiet_seconds: float = 5.0, reader_check: bool = T
         state.set_phase(ctx.conn, "completing")
         statements = cut_statements(record.steps_of(ctx.conn))
         try:
-            cut = run_cut(ctx, statements, "complete")
+            file_plan = record.current(ctx.conn)
+            cut = run_cut(ctx, statements, "complete",
+                          (*file_plan.tables, *file_plan.new_tables) if file_plan else LOCK_ORDER)
         except BaseException:
             with contextlib.suppress(psycopg.Error):
                 state.settled_phase(ctx.conn)  # the cut is one transaction: nothing was dropped

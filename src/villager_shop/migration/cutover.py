@@ -24,9 +24,11 @@ def existing(ctx: Context, tables: tuple[str, ...] = LOCK_ORDER) -> list[str]:
     return [t for t in tables if relation_exists(ctx.conn, f"public.{t}")]
 
 
-def run_cut(ctx: Context, statements: list[str], what: str) -> dict[str, Any]:
-    """Run `statements` in one transaction under ACCESS EXCLUSIVE locks taken with lock_timeout,
-    retrying with backoff when an application transaction holds a lock."""
+def run_cut(ctx: Context, statements: list[str], what: str, lock_order: tuple[str, ...] = LOCK_ORDER
+            ) -> dict[str, Any]:
+    """Run `statements` in one transaction under ACCESS EXCLUSIVE locks on `lock_order`'s tables
+    (always in that order) taken with lock_timeout, retrying with backoff when an application
+    transaction holds a lock."""
     policy = ctx.policy
     t_start = time.perf_counter()
     slice_ms = max(1, min(policy.lock_timeout_ms, policy.lock_slice_ms))
@@ -37,7 +39,7 @@ def run_cut(ctx: Context, statements: list[str], what: str) -> dict[str, Any]:
             with ctx.conn.transaction():
                 # Wait for the locks in slices (see ddl.RetryPolicy.lock_slice_ms).
                 ctx.conn.execute(OWN_TIMEOUTS, (f"{int(policy.statement_timeout_ms)}ms", f"{int(slice_ms)}ms"))
-                tables = existing(ctx)
+                tables = existing(ctx, lock_order)
                 ctx.conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(
                     sql.SQL(", ").join(sql.Identifier("public", t) for t in tables)))
                 for stmt in statements:

@@ -20,7 +20,7 @@ from villager_shop.core.db import own_timeouts, relation_exists
 from villager_shop.core.errors import RefusedError
 from villager_shop.migration import state
 from villager_shop.migration.context import Context
-from villager_shop.migration.cutover import run_cut
+from villager_shop.migration.cutover import LOCK_ORDER, run_cut
 from villager_shop.migration.ddl import Ddl
 from villager_shop.migration.plan import build_plan
 from villager_shop.migration.planfile import record
@@ -90,7 +90,8 @@ def rollback(ctx: Context) -> dict[str, Any]:
         statements.append(_drop_archived_foreign_keys(archive))
         if state.get(ctx.conn, "created_pg_stat_statements"):
             statements.append("DROP EXTENSION IF EXISTS pg_stat_statements")
-        cut = run_cut(ctx, statements, "rollback")
+        cut = run_cut(ctx, statements, "rollback",
+                      (*file_plan.tables, *file_plan.new_tables) if file_plan else LOCK_ORDER)
         for d in concurrent:
             ctx.run(d, "rollback")
         revalidated = _revalidate(ctx)

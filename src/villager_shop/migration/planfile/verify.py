@@ -82,8 +82,9 @@ def _data(conn: psycopg.Connection[Any], queries: list[str], examples: int) -> l
     for q in queries:
         rows = conn.execute(
             "SELECT kind, table_name, count(*), (array_agg(json_build_object('row_id', row_key, 'detail', detail)"
-            f" ORDER BY row_key))[1:%s] FROM ({q}) x(kind, table_name, row_key, detail) GROUP BY 1, 2"
-            " ORDER BY 1, 2", (limit,)).fetchall()
+            f" ORDER BY row_key))[1:{int(limit)}] FROM ({q}) x(kind, table_name, row_key, detail) GROUP BY 1, 2"
+            " ORDER BY 1, 2").fetchall()  # no parameters: the checks' format() strings hold '%'
+
         out += [Check(f"{kind}:{table}", False, int(n), f"{n} rows", list(ex)) for kind, table, n, ex in rows]
     return out or [Check("data_equivalence", True, 0, "every legacy row matches its normalized form or is quarantined")]
 

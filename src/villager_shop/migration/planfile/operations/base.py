@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from villager_shop.migration.keys import Key
 from villager_shop.migration.planfile.catalog import Catalog
 from villager_shop.migration.planfile.steps import Trigger
+from villager_shop.migration.steps.backfill import Backfill
 from villager_shop.migration.steps.base import Step
 
 V = "villager_migration"
@@ -81,9 +83,6 @@ class Actions:
 def backfill(table: str, name: str, actions: Actions, title: str, catalog: Catalog, *, only: str | None = None,
              replaces: tuple[str, ...] = ()) -> Step:
     """A walk of `table` by its own primary key (any single-column key)."""
-    from villager_shop.migration.steps.backfill import Backfill
-    from villager_shop.migration.walker import Key
-
     info = catalog.table(table)
     step = Backfill(table, [actions], title, only=only, replaces=replaces,
                     key=Key(info.key or "id", info.key_type or "uuid"))
