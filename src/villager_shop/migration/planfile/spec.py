@@ -18,6 +18,15 @@ IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 OPERATIONS = ("extract_lookup", "split_child", "link_child_reference", "quarantine_rule", "add_check",
               "add_foreign_key", "create_index")
 NORMALIZERS = ("trim", "canonical", "casefold", "upper")
+# PostgreSQL's reserved and type/function-name keywords (pg_get_keywords() catcode R and T): the
+# generated SQL writes names unquoted, so a plan may not use them.
+RESERVED = frozenset("""all analyse analyze and any array as asc asymmetric authorization binary both case cast check
+collate collation column concurrently constraint create cross current_catalog current_date current_role
+current_schema current_time current_timestamp current_user default deferrable desc distinct do else end except
+false fetch for foreign freeze from full grant group having ilike in initially inner intersect into is isnull join
+lateral leading left like limit localtime localtimestamp natural not notnull null offset on only or order outer
+overlaps placing primary references returning right select session_user similar some symmetric system_user table
+tablesample then to trailing true union unique user using variadic verbose when where window with""".split())
 
 
 @dataclass(frozen=True)
@@ -199,6 +208,9 @@ class _Reader:
         if not isinstance(value, str) or not IDENT.match(value):
             self.bad(key, f"{value!r} is not a plain lower-case SQL name (letters, digits, _; at most 63)")
             return default or ""
+        if value in RESERVED:
+            self.bad(key, f"{value!r} is a reserved SQL word: the generated SQL cannot use it unquoted")
+            return default or ""
         return value
 
     def idents(self, key: str, required: bool = True) -> tuple[str, ...]:
@@ -207,8 +219,9 @@ class _Reader:
             return ()
         if isinstance(value, str):
             value = [value]
-        if not isinstance(value, list) or not value or not all(isinstance(v, str) and IDENT.match(v) for v in value):
-            self.bad(key, f"{value!r} is not a list of plain lower-case SQL names")
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) and IDENT.match(v)
+                                                               and v not in RESERVED for v in value):
+            self.bad(key, f"{value!r} is not a list of plain lower-case SQL names (reserved words excluded)")
             return ()
         return tuple(value)
 
@@ -324,7 +337,8 @@ def _index(r: _Reader, line: int) -> CreateIndex:
     columns: tuple[str, ...] = ()
     if isinstance(raw, str):
         raw = [raw]
-    if isinstance(raw, list) and raw and all(isinstance(c, str) and INDEX_ITEM.match(c.strip()) for c in raw):
+    if isinstance(raw, list) and raw and all(isinstance(c, str) and INDEX_ITEM.match(c.strip())
+                                                    and c.split()[0] not in RESERVED for c in raw):
         columns = tuple(c.strip() for c in raw)
     elif raw is not None:
         r.bad("columns", "a list of column names, each optionally followed by ASC/DESC and NULLS FIRST/LAST")

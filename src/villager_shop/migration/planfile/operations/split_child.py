@@ -26,7 +26,7 @@ def expand(op: SplitChild, env: Env) -> Parts:
     ccols = [c.child for c in op.columns]
     parts = Parts()
     col_defs = "".join(
-        f"    {c.child} {info.columns.get(c.parent, 'text')}{' NOT NULL' if c.parent in info.not_null else ''},\n"
+        f"    {c.child} {_wider(info.columns.get(c.parent, 'text'))}{' NOT NULL' if c.parent in info.not_null else ''},\n"
         for c in op.columns)
     table_sql = (
         f"CREATE TABLE IF NOT EXISTS public.{child} (\n"
@@ -123,6 +123,12 @@ $fn$"""))
         f"  FROM public.{parent} p\n"
         f" WHERE NOT EXISTS (SELECT 1 FROM public.{child} c WHERE c.{fk} = p.{pk} AND c.{flag})")
     return parts
+
+
+def _wider(sqltype: str) -> str:
+    """The child's type of a parent column: 32- and 16-bit integers become bigint (the new schema
+    should not inherit a limit; while the legacy column lives, it still bounds the default child)."""
+    return "bigint" if sqltype in ("integer", "smallint") else sqltype
 
 
 def _action(op: SplitChild, pk: str, pcols: list[str], ccols: list[str]) -> str:
