@@ -26,7 +26,7 @@ current_schema current_time current_timestamp current_user default deferrable de
 false fetch for foreign freeze from full grant group having ilike in initially inner intersect into is isnull join
 lateral leading left like limit localtime localtimestamp natural not notnull null offset on only or order outer
 overlaps placing primary references returning right select session_user similar some symmetric system_user table
-tablesample then to trailing true union unique user using variadic verbose when where window with""".split())
+tablesample then to trailing true union unique user using variadic verbose when where window with""".split())  # noqa: SIM905
 
 
 @dataclass(frozen=True)
