@@ -1,0 +1,548 @@
+"""A plan checked against the live database before it runs: every problem, each placed in the file.
+
+spec.py reads the shape of a plan; this module asks the database whether the plan can run on it:
+the tables it works on exist in schema public as ordinary tables with a single-column primary key,
+the columns exist with a type that fits, the names the plan creates are free (or are what this very
+plan created on an earlier, interrupted run), the operations come in an order that can run, the
+functions it names exist, its SQL expressions parse and use only the table's columns, and no
+row-level security hides rows from the migrating role.
+
+The plan is walked in order over a model of the schema: the database's tables, plus what each
+operation creates, so that an operation may use a table or column an earlier one created and not
+one that only a later one does. Everything runs in one read-only transaction that is rolled back:
+catalog queries, and an `EXPLAIN` of every expression (in a savepoint of its own, so that one bad
+expression does not hide the next)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from villager_shop.migration import state
+from villager_shop.migration.planfile.spec import (
+    AddCheck,
+    AddForeignKey,
+    CreateIndex,
+    ExtractLookup,
+    LinkChildReference,
+    Operation,
+    PlanSpec,
+    Problem,
+    QuarantineRule,
+    SplitChild,
+    place,
+)
+from villager_shop.migration.preflight import ROW_SECURITY
+
+RELKINDS = {"r": "table", "p": "partitioned table", "v": "view", "m": "materialized view", "f": "foreign table",
+            "i": "index", "I": "partitioned index", "S": "sequence", "c": "composite type", "t": "TOAST table"}
+
+# How long one EXPLAIN may wait for a lock on its table (an ALTER TABLE in progress) or run.
+LOCK_TIMEOUT = "2s"
+STATEMENT_TIMEOUT = "10s"
+
+
+@dataclass(frozen=True)
+class Col:
+    type: str  # format_type(), usable in a cast: 'numeric(8,2)'
+    base: int  # the type's oid, a domain's base type's
+    category: str  # pg_type.typcategory of the base type: 'S' string, 'N' numeric, 'U' user (uuid), ...
+
+
+UUID = Col("uuid", 2950, "U")
+TEXT = Col("text", 25, "S")
+BOOLEAN = Col("boolean", 16, "B")
+
+
+@dataclass
+class Table:
+    name: str
+    columns: dict[str, Col]
+    pk: tuple[str, ...] = ()
+    unique: list[frozenset[str]] = field(default_factory=list)  # column sets of unique indexes (with the pk)
+    created_by: int = 0  # the operation that creates it; 0: it exists in the database
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """What the checks need of the database, read at once."""
+
+    relations: dict[str, str]  # name -> relkind, for every relation of schema public
+    tables: dict[str, Table]  # tables, views, ... of schema public with their columns
+    constraints: dict[str, set[str]]  # table -> its constraints' names
+    references: dict[tuple[str, str], tuple[str, tuple[str, ...]]]  # (table, column) -> (table, columns) it references
+    recorded_plan: str | None  # the plan recorded in villager_migration.state (key 'plan'), if any
+
+
+_RELATIONS = """
+SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE n.nspname = 'public'
+"""
+
+_COLUMNS = """
+SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), bt.oid::int, bt.typcategory
+  FROM pg_attribute a
+  JOIN pg_class c ON c.oid = a.attrelid
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+  JOIN pg_type t ON t.oid = a.atttypid
+  JOIN pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+ WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND a.attnum > 0 AND NOT a.attisdropped
+ ORDER BY c.relname, a.attnum
+"""
+
+_UNIQUE = """
+SELECT c.relname, i.indisprimary,
+       array(SELECT a.attname FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(num, ord)
+               JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.num
+              WHERE k.ord <= i.indnkeyatts ORDER BY k.ord)
+  FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE n.nspname = 'public' AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL
+"""
+
+_CONSTRAINTS = """
+SELECT c.relname, con.conname FROM pg_constraint con
+  JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE n.nspname = 'public'
+"""
+
+_FOREIGN_KEYS = """
+SELECT c.relname, a.attname, CASE WHEN rn.nspname = 'public' THEN '' ELSE rn.nspname || '.' END || rc.relname,
+       array(SELECT ra.attname FROM unnest(con.confkey) WITH ORDINALITY k(num, ord)
+               JOIN pg_attribute ra ON ra.attrelid = con.confrelid AND ra.attnum = k.num ORDER BY k.ord)
+  FROM pg_constraint con
+  JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+  JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = con.conkey[1]
+  JOIN pg_class rc ON rc.oid = con.confrelid JOIN pg_namespace rn ON rn.oid = rc.relnamespace
+ WHERE n.nspname = 'public' AND con.contype = 'f' AND cardinality(con.conkey) = 1
+"""
+
+_FUNCTIONS = """
+SELECT p.oid::regprocedure::text, format_type(p.prorettype, NULL),
+       p.prokind = 'f' AND p.pronargs - p.pronargdefaults <= 1 AND p.pronargs >= 1
+       AND p.proargtypes[0] = 'text'::regtype AND p.prorettype = 'text'::regtype AND NOT p.proretset
+  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+ WHERE n.nspname = %s AND p.proname = %s
+ ORDER BY 1
+"""
+
+_SHIPPED = re.compile(r'CREATE\s+(?:OR\s+REPLACE\s+)?FUNCTION\s+"?([A-Za-z_][\w$]*)"?\s*\.\s*"?([A-Za-z_][\w$]*)"?\s*\(',
+                      re.IGNORECASE)
+_LITERAL = re.compile(r"'(?:[^']|'')*'")
+_WORD = re.compile(r'"([^"]+)"|([A-Za-z_][A-Za-z0-9_$]*)')
+
+
+def read_catalog(conn: psycopg.Connection[Any]) -> Catalog:
+    relations = {name: kind for name, kind in conn.execute(_RELATIONS).fetchall()}
+    tables: dict[str, Table] = {}
+    for rel, col, typ, base, category in conn.execute(_COLUMNS).fetchall():
+        tables.setdefault(rel, Table(rel, {})).columns[col] = Col(typ, base, category)
+    for rel, primary, cols in conn.execute(_UNIQUE).fetchall():
+        if rel in tables:
+            tables[rel].unique.append(frozenset(cols))
+            if primary:
+                tables[rel].pk = tuple(cols)
+    constraints: dict[str, set[str]] = {}
+    for rel, name in conn.execute(_CONSTRAINTS).fetchall():
+        constraints.setdefault(rel, set()).add(name)
+    references = {(rel, col): (target, tuple(cols)) for rel, col, target, cols in conn.execute(_FOREIGN_KEYS).fetchall()}
+    return Catalog(relations, tables, constraints, references, _recorded_plan(conn))
+
+
+def _recorded_plan(conn: psycopg.Connection[Any]) -> str | None:
+    """The name of the plan the database's migration state records (a string, or an object with 'name')."""
+    try:
+        with conn.transaction():
+            value = state.get(conn, "plan")
+    except psycopg.Error:  # a role that may not read the state: no resumed run can be recognised
+        return None
+    if isinstance(value, dict):
+        value = value.get("name")
+    return value if isinstance(value, str) else None
+
+
+def check(conn: psycopg.Connection[Any], spec: PlanSpec) -> list[Problem]:
+    """Every problem that keeps `spec` from running on the database of `conn`, in plan order.
+
+    Read-only: one transaction (a savepoint if `conn` is already in one), read-only and rolled back."""
+    with conn.transaction(force_rollback=True):
+        conn.execute("SET LOCAL transaction_read_only = on")
+        conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+        conn.execute(f"SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT}'")
+        return _Checker(conn, spec, read_catalog(conn)).run()
+
+
+def _a(noun: str) -> str:
+    return f"{'an' if noun[:1] in 'aeiou' else 'a'} {noun}"
+
+
+def _one_line(exc: psycopg.Error) -> str:
+    diag = exc.diag
+    text = diag.message_primary or str(exc).strip().splitlines()[0]
+    if diag.message_hint:
+        text += f" ({diag.message_hint.rstrip('.')})"
+    return " ".join(text.split())
+
+
+class _Checker:
+    def __init__(self, conn: psycopg.Connection[Any], spec: PlanSpec, cat: Catalog) -> None:
+        self.conn, self.spec, self.cat = conn, spec, cat
+        self.problems: list[Problem] = []
+        self.resumed = cat.recorded_plan is not None and cat.recorded_plan == spec.name
+        # What the plan creates, anywhere in it (to tell "created later" from "does not exist").
+        self.plan_tables: dict[str, int] = {}
+        self.plan_columns: dict[tuple[str, str], int] = {}
+        for i, op in enumerate(spec.operations, 1):
+            for t in self._tables_created(op):
+                self.plan_tables.setdefault(t, i)
+            for tc in self._columns_created(op):
+                self.plan_columns.setdefault(tc, i)
+        # The schema so far, as the walk reaches each operation.
+        self.model: dict[str, Table] = {}
+        self.children: dict[str, tuple[int, SplitChild]] = {}
+        self.created_relations: dict[str, tuple[int, str]] = {}  # name -> (operation, what)
+        self.created_columns: dict[tuple[str, str], str] = {}  # (table, column) -> where
+        self.created_constraints: dict[tuple[str, str], str] = {}
+        self.moved: dict[tuple[str, str], str] = {}  # columns an extract/split moves away (complete drops them)
+        self.first_use: dict[str, str] = {}  # existing table -> where the plan first names it
+        self.table_said: set[str] = set()
+        self.shipped = {f"{s}.{n}".lower() for text in spec.functions for s, n in _SHIPPED.findall(text)}
+
+    # --- what each operation creates -----------------------------------------------------------
+
+    @staticmethod
+    def _tables_created(op: Operation) -> list[str]:
+        if isinstance(op, ExtractLookup):
+            return [op.lookup]
+        if isinstance(op, SplitChild):
+            return [op.child]
+        return []
+
+    @staticmethod
+    def _columns_created(op: Operation) -> list[tuple[str, str]]:
+        if isinstance(op, ExtractLookup):
+            return [(s.table, s.fk) for s in op.sources]
+        if isinstance(op, LinkChildReference):
+            return [(op.table, op.fk)]
+        return []
+
+    # --- helpers ---------------------------------------------------------------------------------
+
+    def bad(self, where: str, message: str) -> None:
+        self.problems.append(Problem(where, message))
+
+    def _recorded(self) -> str:
+        if self.cat.recorded_plan and not self.resumed:
+            return f" (the database records plan {self.cat.recorded_plan!r}, not {self.spec.name!r})"
+        return ""
+
+    def table(self, i: int, where: str, name: str) -> Table | None:
+        """The table `name` as operation i sees it, or None (and a problem) when it cannot use it."""
+        if name in self.model:
+            return self.model[name]
+        if name in self.plan_tables and (self.resumed or name not in self.cat.relations):
+            self.bad(where, f"table {name} is created only by operation {self.plan_tables[name]}, which comes later")
+            return None
+        kind = self.cat.relations.get(name)
+        said = name in self.table_said
+        self.table_said.add(name)
+        if kind is None:
+            if not said:
+                self.bad(where, f"there is no table public.{name}")
+            return None
+        if kind != "r":
+            if not said:
+                self.bad(where, f"public.{name} is {_a(RELKINDS.get(kind, kind))}, not an ordinary table")
+            return None
+        found = self.cat.tables.get(name) or Table(name, {})
+        t = self.model[name] = Table(name, dict(found.columns), found.pk, list(found.unique))
+        self.first_use.setdefault(name, where)
+        if not said:
+            if not t.pk:
+                self.bad(where, f"table {name} has no primary key; the plan needs one of a single column")
+            elif len(t.pk) > 1:
+                self.bad(where, f"table {name} has a primary key of {len(t.pk)} columns ({', '.join(t.pk)});"
+                                " the plan needs one of a single column")
+        return t
+
+    def column(self, i: int, where: str, t: Table, name: str) -> Col | None:
+        if self._later(i, t, name):
+            k = self.plan_columns[(t.name, name)]
+            self.bad(where, f"column {t.name}.{name} is created only by operation {k}, which comes later")
+            return None
+        col = t.columns.get(name)
+        if col is None:
+            self.bad(where, f"table {t.name} has no column {name}")
+        return col
+
+    def _later(self, i: int, t: Table, name: str) -> bool:
+        """Whether column `name` of `t` is one that only an operation after operation i creates (a column
+        of the database's that a later operation would create again is its collision, said there)."""
+        k = self.plan_columns.get((t.name, name), 0)
+        if k < i or (t.name, name) in self.created_columns:
+            return False
+        return self.resumed or t.created_by > 0 or name not in self._db_columns(t)
+
+    def _db_columns(self, t: Table) -> dict[str, Col]:
+        found = self.cat.tables.get(t.name) if not t.created_by and self.cat.relations.get(t.name) == "r" else None
+        return found.columns if found is not None else {}
+
+    def move(self, where: str, table: str, column: str) -> None:
+        """An extract or split takes `column` away from `table` (complete drops it): only once."""
+        before = self.moved.get((table, column))
+        if before:
+            self.bad(where, f"{table}.{column} is already moved by {before}; complete drops it, so no operation"
+                            " can move it again")
+        else:
+            self.moved[(table, column)] = where
+
+    def creates_relation(self, i: int, where: str, name: str, what: str) -> bool:
+        """Whether the name is free for what operation i creates (else a problem says why not)."""
+        before = self.created_relations.get(name)
+        if before:
+            self.bad(where, f"operation {before[0]} creates {_a(before[1])} named {name} too")
+            return False
+        self.created_relations[name] = (i, what)
+        kind = self.cat.relations.get(name)
+        if kind is not None and not (self.resumed and kind == ("i" if what == "index" else "r")):
+            self.bad(where, f"public.{name} already exists ({_a(RELKINDS.get(kind, kind))}){self._recorded()}")
+            return False
+        return True
+
+    def creates_column(self, where: str, t: Table, name: str, col: Col) -> None:
+        before = self.created_columns.get((t.name, name))
+        if before:
+            self.bad(where, f"{before} adds a column {t.name}.{name} too")
+            return
+        self.created_columns[(t.name, name)] = where
+        found = self._db_columns(t).get(name)
+        if found is not None:
+            if not self.resumed:
+                self.bad(where, f"table {t.name} already has a column {name}{self._recorded()}")
+                return  # the column stays the database's
+            if found.base != col.base:
+                self.bad(where, f"{t.name}.{name} exists as {found.type}, not the {col.type} this plan creates")
+        t.columns[name] = col
+
+    def creates_constraint(self, where: str, t: Table, name: str) -> None:
+        before = self.created_constraints.get((t.name, name))
+        if before:
+            self.bad(where, f"{before} adds a constraint {name} to {t.name} too")
+            return
+        self.created_constraints[(t.name, name)] = where
+        if not t.created_by and name in self.cat.constraints.get(t.name, set()) and not self.resumed:
+            self.bad(where, f"table {t.name} already has a constraint {name}{self._recorded()}")
+
+    def new_table(self, i: int, p: str, key: str, name: str, columns: list[tuple[str, str, Col]],
+                  unique: list[str]) -> Table:
+        """A table operation i creates: `columns` as (key in the plan, name, type), the first its id."""
+        free = self.creates_relation(i, f"{p}, {key}", name, "table")
+        t = Table(name, {}, (columns[0][1],), [frozenset([c]) for c in [columns[0][1], *unique]], created_by=i)
+        seen: dict[str, str] = {}
+        for k, col, typ in columns:
+            if len(col) > 63:
+                self.bad(f"{p}, {k}", f"the column name {col} is longer than 63 characters")
+            if col in seen:
+                self.bad(f"{p}, {k}", f"the new table {name} would have two columns {col} ({seen[col]} and {k})")
+                continue
+            seen[col] = "its id" if k == "id" else k
+            t.columns[col] = typ
+        if free:  # else the name stays what it was: a table of the database's, or of an earlier operation
+            self.model[name] = t
+        return t
+
+    def function(self, where: str, name: str) -> None:
+        """A normalizer or key naming `schema.fn`: fn(text) RETURNS text, in the plan or the database."""
+        if "." not in name or name.lower() in self.shipped:
+            return
+        schema, fn = name.split(".", 1)
+        rows = self.conn.execute(_FUNCTIONS, (schema, fn)).fetchall()
+        if not rows:
+            self.bad(where, f"there is no function {name}, and the plan's functions do not create it")
+        elif not any(ok for _, _, ok in rows):
+            found = "; ".join(f"{sig} RETURNS {ret}" for sig, ret, _ in rows)
+            self.bad(where, f"{name} must take text and return text; the database has {found}")
+
+    def expression(self, i: int, where: str, t: Table | None, expr: str) -> None:
+        """`expr` parses as a condition on the rows of `t` and uses only its columns (EXPLAIN, rolled back)."""
+        if t is None or not expr:
+            return
+        plain = _LITERAL.sub("''", expr)
+        words = {(q or w.lower()) for q, w in _WORD.findall(plain)}
+        if "select" in words:
+            self.bad(where, "uses a subquery; the expression may use only the columns of its table")
+            return
+        later = sorted(w for w in words if self._later(i, t, w))
+        if later:
+            self.bad(where, f"uses {', '.join(later)}, created only by operation "
+                            f"{self.plan_columns[(t.name, later[0])]}, which comes later")
+            return
+        in_db = self.cat.tables.get(t.name) if not t.created_by and self.cat.relations.get(t.name) == "r" else None
+        extra = [(c, col) for c, col in t.columns.items() if in_db is None or c not in in_db.columns]
+        rel = sql.Identifier(t.name)
+        if in_db is not None and not extra:
+            source: sql.Composable = sql.SQL("public.{}").format(rel)
+        else:  # columns (or a table) an earlier operation creates: typed NULLs in their place
+            items: list[sql.Composable] = [sql.SQL("NULL::{} AS {}").format(sql.SQL(col.type), sql.Identifier(c)) for c, col in extra]
+            if in_db is not None:
+                items.insert(0, sql.SQL("t.*"))
+            source = sql.SQL("(SELECT {} {}) AS {}").format(
+                sql.SQL(", ").join(items), sql.SQL("FROM public.{} t").format(rel) if in_db is not None else sql.SQL(""),
+                rel)
+        query = sql.SQL("EXPLAIN SELECT 1 FROM {} WHERE ({})").format(source, sql.SQL(expr))
+        try:
+            with self.conn.transaction():
+                self.conn.execute(query)
+        except psycopg.Error as exc:
+            self.bad(where, f"does not run as a condition on {t.name}: {_one_line(exc)}")
+
+    # --- the walk --------------------------------------------------------------------------------
+
+    def run(self) -> list[Problem]:
+        for i, op in enumerate(self.spec.operations, 1):
+            p = place(op, i)
+            if isinstance(op, ExtractLookup):
+                self.extract_lookup(i, p, op)
+            elif isinstance(op, SplitChild):
+                self.split_child(i, p, op)
+            elif isinstance(op, LinkChildReference):
+                self.link(i, p, op)
+            elif isinstance(op, QuarantineRule):
+                self.expression(i, f"{p}, when", self.table(i, f"{p}, table", op.table), op.when)
+            elif isinstance(op, AddCheck):
+                self.add_check(i, p, op)
+            elif isinstance(op, AddForeignKey):
+                self.add_foreign_key(i, p, op)
+            elif isinstance(op, CreateIndex):
+                self.create_index(i, p, op)
+        self.row_security()
+        return self.problems
+
+    def extract_lookup(self, i: int, p: str, op: ExtractLookup) -> None:
+        sources: list[Table | None] = []
+        for j, s in enumerate(op.sources):
+            t = self.table(i, f"{p}, sources[{j}].table", s.table)
+            sources.append(t)
+            if t is None:
+                continue
+            where = f"{p}, sources[{j}].column"
+            col = self.column(i, where, t, s.column)
+            if col is not None and col.category != "S":
+                self.bad(where, f"{s.table}.{s.column} is {col.type}, not text, varchar or char")
+            if col is not None and s.column in t.pk:
+                self.bad(where, f"{s.column} is the primary key of {s.table}; it cannot move to a lookup table")
+            self.move(where, s.table, s.column)
+        columns = [("id", "id", UUID), ("column", op.column, TEXT)]
+        if op.key:
+            columns.append(("key", op.key_column, TEXT))
+        if op.slug:
+            columns.append(("slug", op.slug, TEXT))
+        self.new_table(i, p, "lookup", op.lookup, columns, [op.key_column] + ([op.slug] if op.slug else []))
+        for j, (s, t) in enumerate(zip(op.sources, sources, strict=True)):
+            if t is not None:
+                self.creates_column(f"{p}, sources[{j}].fk", t, s.fk, UUID)
+        self.function(f"{p}, normalizer", op.normalizer)
+        if op.key:
+            self.function(f"{p}, key", op.key)
+
+    def split_child(self, i: int, p: str, op: SplitChild) -> None:
+        parent = self.table(i, f"{p}, parent", op.parent)
+        types: list[Col] = []
+        for j, c in enumerate(op.columns):
+            where = f"{p}, columns[{j}]"
+            col = self.column(i, where, parent, c.parent) if parent is not None else None
+            types.append(col or TEXT)
+            if parent is not None and col is not None:
+                if c.parent in parent.pk:
+                    self.bad(where, f"{c.parent} is the primary key of {op.parent}; it stays with the parent")
+                self.move(where, op.parent, c.parent)
+        pk_type = parent.columns.get(parent.pk[0]) if parent is not None and len(parent.pk) == 1 else None
+        columns = [("id", "id", UUID), ("fk", op.fk, pk_type or UUID)]
+        columns += [(f"columns[{j}]", c.child, typ) for j, (c, typ) in enumerate(zip(op.columns, types, strict=True))]
+        columns.append(("default_flag", op.default_flag, BOOLEAN))
+        self.new_table(i, p, "child", op.child, columns, [])
+        self.children[op.child] = (i, op)
+
+    def link(self, i: int, p: str, op: LinkChildReference) -> None:
+        t = self.table(i, f"{p}, table", op.table)
+        split = self.children.get(op.child)
+        if split is None:
+            later = next((k for k, o in enumerate(self.spec.operations, 1)
+                          if isinstance(o, SplitChild) and o.child == op.child), None)
+            if later is not None:
+                self.bad(f"{p}, child", f"{op.child} is created only by operation {later} (split_child),"
+                                        " which comes later")
+            else:
+                self.bad(f"{p}, child", f"{op.child} is not the child table of an earlier split_child of this plan")
+        ref = self.column(i, f"{p}, reference", t, op.reference) if t is not None else None
+        parent = (self.model.get(split[1].parent) or self.cat.tables.get(split[1].parent)) if split else None
+        if ref is not None and split is not None and parent is not None and len(parent.pk) == 1:
+            pk = parent.columns.get(parent.pk[0])
+            if pk is not None and pk.base != ref.base:
+                self.bad(f"{p}, reference", f"{op.table}.{op.reference} is {ref.type}; the primary key of"
+                                            f" {parent.name} ({parent.pk[0]}) is {pk.type}")
+            target = self.cat.references.get((op.table, op.reference))
+            if target is not None and target != (parent.name, parent.pk):
+                self.bad(f"{p}, reference", f"{op.table}.{op.reference} references {target[0]}"
+                                            f" ({', '.join(target[1])}), not the primary key of {parent.name}")
+        if t is not None:
+            self.creates_column(f"{p}, fk", t, op.fk, UUID)
+
+    def add_check(self, i: int, p: str, op: AddCheck) -> None:
+        t = self.table(i, f"{p}, table", op.table)
+        if t is None:
+            return
+        for j, c in enumerate(op.columns):
+            self.column(i, f"{p}, columns[{j}]", t, c)
+        self.creates_constraint(f"{p}, name", t, op.name)
+        self.expression(i, f"{p}, check", t, op.check)
+
+    def add_foreign_key(self, i: int, p: str, op: AddForeignKey) -> None:
+        t = self.table(i, f"{p}, table", op.table)
+        cols = [self.column(i, f"{p}, columns[{j}]", t, c) if t is not None else None
+                for j, c in enumerate(op.columns)]
+        r = self.table(i, f"{p}, references", op.references)
+        if r is not None:
+            ref_cols = op.ref_columns or r.pk
+            key = "ref_columns" if op.ref_columns else "references"
+            if not ref_cols:
+                pass  # the table's missing primary key is already said
+            elif len(ref_cols) != len(op.columns):
+                self.bad(f"{p}, columns", f"{len(op.columns)} column(s) cannot reference the {len(ref_cols)}-column"
+                                          f" primary key of {op.references} ({', '.join(ref_cols)})")
+            else:
+                refs = [self.column(i, f"{p}, {key}[{j}]" if op.ref_columns else f"{p}, references", r, c)
+                        for j, c in enumerate(ref_cols)]
+                if all(refs) and frozenset(ref_cols) not in r.unique:
+                    self.bad(f"{p}, {key}", f"{op.references} ({', '.join(ref_cols)}) has no primary key or unique"
+                                            " index on exactly these columns; a foreign key needs one")
+                for j, (c, rc) in enumerate(zip(cols, refs, strict=True)):
+                    if c is not None and rc is not None and c.category != rc.category:
+                        self.bad(f"{p}, columns[{j}]", f"{op.table}.{op.columns[j]} is {c.type}; the referenced"
+                                                       f" {op.references}.{ref_cols[j]} is {rc.type}")
+        if t is not None:
+            self.creates_constraint(f"{p}, name", t, op.name)
+
+    def create_index(self, i: int, p: str, op: CreateIndex) -> None:
+        t = self.table(i, f"{p}, table", op.table)
+        if t is not None:
+            for j, item in enumerate(op.columns):
+                self.column(i, f"{p}, columns[{j}]", t, item.split()[0].lower())
+            for j, c in enumerate(op.include):
+                self.column(i, f"{p}, include[{j}]", t, c)
+        self.creates_relation(i, f"{p}, name", op.name, "index")
+        if op.where:
+            self.expression(i, f"{p}, where", t, op.where)
+
+    def row_security(self) -> None:
+        if not self.first_use:
+            return
+        for qualified, why, n in self.conn.execute(ROW_SECURITY, (list(self.first_use),)).fetchall():
+            name = qualified.removeprefix("public.")
+            self.bad(self.first_use.get(name, "file"),
+                     f"row-level security applies to this role on table {name} ({why}, {n} polic"
+                     f"{'y' if n == 1 else 'ies'}): the migration would see only the rows its policies show;"
+                     " migrate as a role with BYPASSRLS, or as the owner without FORCE ROW LEVEL SECURITY")
