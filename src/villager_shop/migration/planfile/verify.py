@@ -73,7 +73,12 @@ def verify(conn: psycopg.Connection[Any], plan: FilePlan, examples: int) -> Repo
                         "missing or INVALID: " + ", ".join(bad_ix) if bad_ix else "all valid"))
     if phase not in ("migrated", "completed"):
         checks.append(Check("run_finished", False, detail=f"migrate run has not finished (phase {phase})"))
-    return Report(all(c.ok for c in checks), phase, checks, _counts(conn, plan))
+    failing: dict[str, int] = {}
+    for c in checks:
+        if not c.ok and ":" in c.name and not c.name.startswith(("constraint:", "index:")):
+            table = c.name.split(":", 1)[1]
+            failing[table] = failing.get(table, 0) + c.count
+    return Report(all(c.ok for c in checks), phase, checks, _counts(conn, plan, failing))
 
 
 def _data(conn: psycopg.Connection[Any], queries: list[str], examples: int) -> list[Check]:
@@ -89,13 +94,15 @@ def _data(conn: psycopg.Connection[Any], queries: list[str], examples: int) -> l
     return out or [Check("data_equivalence", True, 0, "every legacy row matches its normalized form or is quarantined")]
 
 
-def _counts(conn: psycopg.Connection[Any], plan: FilePlan) -> dict[str, dict[str, int]]:
+def _counts(conn: psycopg.Connection[Any], plan: FilePlan, failing: dict[str, int]) -> dict[str, dict[str, int]]:
+    """Per table: rows, quarantined, violations (rows a data check names), migrated (the rest)."""
     out: dict[str, dict[str, int]] = {}
     for table in plan.tables:
         total = int(conn.execute(f"SELECT count(*) FROM public.{table}").fetchone()[0])  # type: ignore[index]
         q = int(conn.execute(f"SELECT count(DISTINCT row_key) FROM {QUARANTINE} WHERE table_name = %s",
                              (table,)).fetchone()[0])  # type: ignore[index]
-        out[table] = {"legacy_rows": total, "quarantined": q, "migrated": total - q}
+        v = failing.get(table, 0)
+        out[table] = {"legacy_rows": total, "quarantined": q, "violations": v, "migrated": max(0, total - q - v)}
     for table in plan.new_tables:
         out[table] = {"rows": int(conn.execute(f"SELECT count(*) FROM public.{table}").fetchone()[0])}  # type: ignore[index]
     return out
