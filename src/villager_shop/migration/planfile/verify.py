@@ -74,10 +74,10 @@ def verify(conn: psycopg.Connection[Any], plan: FilePlan, examples: int) -> Repo
     if phase not in ("migrated", "completed"):
         checks.append(Check("run_finished", False, detail=f"migrate run has not finished (phase {phase})"))
     failing: dict[str, int] = {}
-    for c in checks:
-        if not c.ok and ":" in c.name and not c.name.startswith(("constraint:", "index:")):
-            table = c.name.split(":", 1)[1]
-            failing[table] = failing.get(table, 0) + c.count
+    for ck in checks:
+        if not ck.ok and ":" in ck.name and not ck.name.startswith(("constraint:", "index:")):
+            table = ck.name.split(":", 1)[1]
+            failing[table] = failing.get(table, 0) + ck.count
     return Report(all(c.ok for c in checks), phase, checks, _counts(conn, plan, failing))
 
 
