@@ -187,7 +187,10 @@ def status(
             console.print(f"standby {sb['name']}: {sb['state']}, {sb['lag_ms']} ms / {sb['lag_bytes']:,} bytes behind")
         if st["backfill"]:
             t = Table("table", "rows", "%", "rows/s", "ETA", "batches", "max batch ms", "walk", title="backfill")
+            tables = [b["table"] for b in st["backfill"]]
             for b in st["backfill"]:
+                if tables.count(b["table"]) > 1:  # a plan walks this table more than once: say which walk
+                    b = {**b, "table": b["step"]}
                 eta = "done" if b["finished"] else (f"{b['eta_s']:.0f}s" if b["eta_s"] is not None else "?")
                 t.add_row(b["table"], f"{b['rows_done']:,}/{b['rows_total']:,}", f"{b['percent']:.1f}",
                           f"{b['rows_per_s']:,}", eta, str(b["batches"]), f"{b['max_batch_ms']:.0f}", b["walk"] or "")
