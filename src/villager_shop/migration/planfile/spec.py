@@ -18,6 +18,8 @@ IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 OPERATIONS = ("extract_lookup", "split_child", "link_child_reference", "quarantine_rule", "add_check",
               "add_foreign_key", "create_index")
 NORMALIZERS = ("trim", "canonical", "casefold", "upper")
+FUNCTION = re.compile(r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$")  # a normalizer the plan or the database has
+ON_DELETE = ("NO ACTION", "RESTRICT", "CASCADE", "SET NULL", "SET DEFAULT")
 
 
 @dataclass(frozen=True)
@@ -242,7 +244,7 @@ def _normalizer(r: _Reader, key: str, required: bool, default: str | None) -> st
     value = r._get(key, required)
     if value is None:
         return default
-    if isinstance(value, str) and (value in NORMALIZERS or re.match(r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$", value)):
+    if isinstance(value, str) and (value in NORMALIZERS or FUNCTION.match(value)):
         return value
     r.bad(key, f"{value!r}: one of {', '.join(NORMALIZERS)}, or a function schema.name(text) RETURNS text"
                " that the plan ships or the database has")
@@ -306,9 +308,8 @@ def _foreign_key(r: _Reader, line: int) -> AddForeignKey:
     columns, references = r.idents("columns"), r.ident("references")
     ref_columns = r.idents("ref_columns", False)
     on_delete = r._get("on_delete", False) or "NO ACTION"
-    if not isinstance(on_delete, str) or on_delete.upper() not in ("NO ACTION", "RESTRICT", "CASCADE",
-                                                                   "SET NULL", "SET DEFAULT"):
-        r.bad("on_delete", "one of NO ACTION, RESTRICT, CASCADE, SET NULL, SET DEFAULT")
+    if not isinstance(on_delete, str) or on_delete.upper() not in ON_DELETE:
+        r.bad("on_delete", f"one of {', '.join(ON_DELETE)}")
         on_delete = "NO ACTION"
     if ref_columns and columns and len(ref_columns) != len(columns):
         r.bad("ref_columns", f"{len(ref_columns)} columns for {len(columns)} referencing columns")
