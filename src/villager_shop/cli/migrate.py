@@ -31,6 +31,7 @@ from villager_shop.migration.planfile import check as planfile_check
 from villager_shop.migration.planfile import record
 from villager_shop.migration.planfile import spec as planfile_spec
 from villager_shop.migration.planfile.assemble import FilePlan, assemble
+from villager_shop.migration.planfile.schema import schema_text
 from villager_shop.migration.planfile.verify import verify_database
 from villager_shop.migration.preflight import refuse_row_security
 from villager_shop.migration.status import status as status_fn
@@ -80,9 +81,13 @@ def plan(
     sql: bool = typer.Option(False, "--sql", help="print the exact SQL, as one script squawk can lint"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
     plan_file: str = PLAN_OPTION,
+    schema: bool = typer.Option(False, "--schema", help="print the JSON Schema of plan files (for editors) and exit"),
 ) -> None:
     """The ordered steps, what each locks and for how long at most; --sql for the exact SQL. With
     --plan FILE, the file is first checked against the database (exit 2 listing every problem)."""
+    if schema:
+        typer.echo(schema_text(), nl=False)
+        return
     s = get_settings()
     # The role that will migrate (the direct URL's), reading the catalog only.
     with connect(direct_database_url(s), autocommit=True, application_name="villager-shop migrate plan") as conn:

@@ -27,6 +27,8 @@ false fetch for foreign freeze from full grant group having ilike in initially i
 lateral leading left like limit localtime localtimestamp natural not notnull null offset on only or order outer
 overlaps placing primary references returning right select session_user similar some symmetric system_user table
 tablesample then to trailing true union unique user using variadic verbose when where window with""".split())  # noqa: SIM905
+FUNCTION = re.compile(r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$")  # a normalizer the plan or the database has
+ON_DELETE = ("NO ACTION", "RESTRICT", "CASCADE", "SET NULL", "SET DEFAULT")
 
 
 @dataclass(frozen=True)
@@ -205,7 +207,7 @@ class _Reader:
         value = self._get(key, required)
         if value is None:
             return default or ""
-        if not isinstance(value, str) or not IDENT.match(value):
+        if not isinstance(value, str) or not IDENT.fullmatch(value):
             self.bad(key, f"{value!r} is not a plain lower-case SQL name (letters, digits, _; at most 63)")
             return default or ""
         if value in RESERVED:
@@ -219,7 +221,7 @@ class _Reader:
             return ()
         if isinstance(value, str):
             value = [value]
-        if not isinstance(value, list) or not value or not all(isinstance(v, str) and IDENT.match(v)
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) and IDENT.fullmatch(v)
                                                                and v not in RESERVED for v in value):
             self.bad(key, f"{value!r} is not a list of plain lower-case SQL names (reserved words excluded)")
             return ()
@@ -255,7 +257,7 @@ def _normalizer(r: _Reader, key: str, required: bool, default: str | None) -> st
     value = r._get(key, required)
     if value is None:
         return default
-    if isinstance(value, str) and (value in NORMALIZERS or re.match(r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$", value)):
+    if isinstance(value, str) and (value in NORMALIZERS or FUNCTION.fullmatch(value)):
         return value
     r.bad(key, f"{value!r}: one of {', '.join(NORMALIZERS)}, or a function schema.name(text) RETURNS text"
                " that the plan ships or the database has")
@@ -290,9 +292,9 @@ def _split_child(r: _Reader, line: int) -> SplitChild:
     parent, child = r.ident("parent"), r.ident("child")
     raw = r._get("columns", True)
     columns: list[ChildColumn] = []
-    if isinstance(raw, list) and raw and all(isinstance(c, str) and IDENT.match(c) for c in raw):
+    if isinstance(raw, list) and raw and all(isinstance(c, str) and IDENT.fullmatch(c) for c in raw):
         columns = [ChildColumn(c, c) for c in raw]
-    elif isinstance(raw, dict) and raw and all(IDENT.match(k) and isinstance(v, str) and IDENT.match(v)
+    elif isinstance(raw, dict) and raw and all(IDENT.fullmatch(k) and isinstance(v, str) and IDENT.fullmatch(v)
                                                for k, v in raw.items()):
         columns = [ChildColumn(k, v) for k, v in raw.items()]
     elif raw is not None:
@@ -319,9 +321,8 @@ def _foreign_key(r: _Reader, line: int) -> AddForeignKey:
     columns, references = r.idents("columns"), r.ident("references")
     ref_columns = r.idents("ref_columns", False)
     on_delete = r._get("on_delete", False) or "NO ACTION"
-    if not isinstance(on_delete, str) or on_delete.upper() not in ("NO ACTION", "RESTRICT", "CASCADE",
-                                                                   "SET NULL", "SET DEFAULT"):
-        r.bad("on_delete", "one of NO ACTION, RESTRICT, CASCADE, SET NULL, SET DEFAULT")
+    if not isinstance(on_delete, str) or on_delete.upper() not in ON_DELETE:
+        r.bad("on_delete", f"one of {', '.join(ON_DELETE)}")
         on_delete = "NO ACTION"
     if ref_columns and columns and len(ref_columns) != len(columns):
         r.bad("ref_columns", f"{len(ref_columns)} columns for {len(columns)} referencing columns")
@@ -337,7 +338,7 @@ def _index(r: _Reader, line: int) -> CreateIndex:
     columns: tuple[str, ...] = ()
     if isinstance(raw, str):
         raw = [raw]
-    if isinstance(raw, list) and raw and all(isinstance(c, str) and INDEX_ITEM.match(c.strip())
+    if isinstance(raw, list) and raw and all(isinstance(c, str) and INDEX_ITEM.fullmatch(c.strip())
                                                     and c.split()[0] not in RESERVED for c in raw):
         columns = tuple(c.strip() for c in raw)
     elif raw is not None:
@@ -366,7 +367,7 @@ def parse(text: str, path: str = "<plan>") -> PlanSpec:
     top.used = set()
     name = top.ident("name", False, Path(path).stem if path else "plan") or "plan"
     version = top._get("version", False)
-    if version not in (None, 1):
+    if version is not None and (type(version) is not int or version != 1):
         top.bad("version", f"{version!r}: this tool reads plan files of version 1")
     functions = top._get("functions", False) or []
     if isinstance(functions, str):

@@ -1,0 +1,267 @@
+"""The JSON Schema of a plan file (draft 2020-12), for editors: completion, checking and a description of
+every key while a plan is written (taplo / Even Better TOML read it through the plan's first line,
+`#:schema ./plan.schema.json`).
+
+spec.py stays the one source of truth of what a plan may say: which operations there are, and which
+keys each one reads and requires, are taken from its readers (each reader is run on an empty
+operation, and every key it asks for is recorded); the patterns and lists (names, normalizers,
+on_delete) are spec.py's own. This module adds only what a reader cannot tell: the shape of each
+value, a description and an example; `json_schema()` refuses to build a schema in which a key spec.py
+reads has none, or one it describes is not read any more. plans/plan.schema.json is its output
+(`villager-shop migrate plan --schema > plans/plan.schema.json`); a test keeps the
+two equal."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from villager_shop.migration.planfile import spec
+
+ID = "https://github.com/villager-shop/villager-shop/plans/plan.schema.json"
+
+
+@dataclass(frozen=True)
+class Key:
+    value: dict[str, Any]  # the JSON Schema of its value
+    description: str
+    example: Any
+
+
+NAME: dict[str, Any] = {"$ref": "#/$defs/name"}
+NAMES: dict[str, Any] = {"$ref": "#/$defs/names"}
+EXPRESSION: dict[str, Any] = {"$ref": "#/$defs/expression"}
+NORMALIZER: dict[str, Any] = {"$ref": "#/$defs/normalizer"}
+
+
+def _anycase(pattern: str) -> str:
+    """`pattern` matching letters of either case (JSON Schema patterns take no flags): a literal letter x
+    becomes [xX], and a-z in a character class a-zA-Z; escapes (\\s) are kept."""
+    out: list[str] = []
+    i = 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\":
+            out.append(pattern[i:i + 2])
+            i += 2
+        elif ch == "[":
+            end = pattern.index("]", i + 1)
+            out.append(pattern[i:end + 1].replace("a-z", "a-zA-Z"))
+            i = end + 1
+        else:
+            out.append(f"[{ch.lower()}{ch.upper()}]" if ch.isalpha() else ch)
+            i += 1
+    return "".join(out)
+
+
+OPERATION_DOCS = {
+    "extract_lookup": "Free-text columns (of one or several tables) become rows of a new lookup table, referenced"
+                      " by id from a new uuid column of each table.",
+    "split_child": "Columns of a parent move to a new child table (1:N); one default child per parent carries them.",
+    "link_child_reference": "A table that references the split parent gets a uuid column referencing the parent's"
+                            " default child.",
+    "quarantine_rule": "Rows for which `when` holds are recorded (with `reason`) rather than migrated.",
+    "add_check": "A CHECK constraint, added NOT VALID and then validated.",
+    "add_foreign_key": "A foreign key, added NOT VALID and then validated.",
+    "create_index": "An index, built CONCURRENTLY.",
+}
+
+
+TOP: dict[str, Key] = {
+    "version": Key({"const": 1}, "The version of the plan file format: 1 (the default).", 1),
+    "name": Key(NAME, "The plan's name (default: the file's name without .toml). The database records it: a run"
+                      " resumed later must name the same plan.", "blog"),
+    "functions": Key({"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+                     "SQL the plan ships and runs before its operations: CREATE FUNCTION schema.name(text) RETURNS"
+                     " text … of the normalizers and keys its operations name.",
+                     ["CREATE OR REPLACE FUNCTION blog.fold(v text) RETURNS text IMMUTABLE LANGUAGE sql"
+                      " AS $$ SELECT lower(v) $$"]),
+    "operation": Key({"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/operation"}},
+                     "The operations, in the order they run: [[operation]] tables, each with a `type`.",
+                     [{"type": "quarantine_rule", "table": "books", "reason": "non_positive_price", "when": "price <= 0"}]),
+}
+
+SOURCE: dict[str, Key] = {
+    "table": Key(NAME, "An existing table (schema public) with a free-text column to extract.", "posts"),
+    "column": Key(NAME, "Its text, varchar or char column; `complete` drops it.", "author_name"),
+    "fk": Key(NAME, "The new uuid column of the table that references the lookup row (default: <lookup>_id).",
+              "author_id"),
+}
+
+KEYS: dict[str, dict[str, Key]] = {
+    "extract_lookup": {
+        "lookup": Key(NAME, "The new lookup table: id uuid, the value column, and the key and slug columns if"
+                            " named.", "authors"),
+        "column": Key(NAME, "The lookup table's value column (default: name).", "name"),
+        "sources": Key({"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/source"}},
+                       "The free-text columns whose values become lookup rows: { table, column, fk } each.",
+                       [{"table": "posts", "column": "author_name", "fk": "author_id"}]),
+        "normalizer": Key(NORMALIZER, "What is stored as the value (default: canonical): trim; canonical"
+                                      " (zero-width characters out, NFKC, whitespace runs to one space, trimmed);"
+                                      " casefold; upper; or schema.function(text) RETURNS text.", "canonical"),
+        "key": Key(NORMALIZER, "What makes two values one lookup row (default: the normalizer). When it differs"
+                               " from the normalizer, a unique generated column <column>_key holds it and the row"
+                               " is named after the first spelling met.", "casefold"),
+        "slug": Key(NAME, "A unique, URL-safe column of the lookup table derived from the value.", "slug"),
+    },
+    "split_child": {
+        "parent": Key(NAME, "An existing table (schema public, single-column primary key) whose columns move to"
+                            " the child.", "books"),
+        "child": Key(NAME, "The new child table: id uuid, the fk to the parent, the moved columns and the default"
+                           " flag.", "editions"),
+        "columns": Key({"anyOf": [{"type": "array", "minItems": 1, "items": NAME},
+                                  {"type": "object", "minProperties": 1, "propertyNames": NAME,
+                                   "additionalProperties": NAME}]},
+                       "The parent's columns that move to the child (of the same types): a list of names, or a table"
+                       " { parent_column = \"child_column\" } to rename them; `complete` drops them from the parent.",
+                       ["price", "copies"]),
+        "fk": Key(NAME, "The child's column referencing the parent's primary key, of its type (default:"
+                        " <parent>_id).", "book_isbn"),
+        "default_flag": Key(NAME, "The child's boolean column marking each parent's one default child (default:"
+                                  " is_default).", "is_default"),
+    },
+    "link_child_reference": {
+        "table": Key(NAME, "An existing table that references the split parent.", "loans"),
+        "reference": Key(NAME, "Its column holding the parent's primary key (same type, ideally with a foreign key"
+                               " to it).", "isbn"),
+        "child": Key(NAME, "The child table of an earlier split_child.", "editions"),
+        "fk": Key(NAME, "The new uuid column referencing the parent's default child.", "edition_id"),
+    },
+    "quarantine_rule": {
+        "table": Key(NAME, "An existing table (schema public).", "books"),
+        "reason": Key(NAME, "The reason recorded for every row the rule sets aside.", "non_positive_price"),
+        "when": Key(EXPRESSION, "An SQL condition on the table's columns: the rows for which it holds are recorded"
+                                " (with the reason) rather than migrated.", "price <= 0"),
+    },
+    "add_check": {
+        "table": Key(NAME, "The table (existing, or created by an earlier operation).", "posts"),
+        "name": Key(NAME, "The constraint's name.", "chk_posts_title_not_blank"),
+        "check": Key(EXPRESSION, "The SQL condition every row must meet; added NOT VALID, then validated.",
+                     "btrim(title) <> ''"),
+        "columns": Key(NAMES, "The checked columns (default: the names used in `check`).", ["title"]),
+    },
+    "add_foreign_key": {
+        "table": Key(NAME, "The referencing table (existing, or created by an earlier operation).", "posts"),
+        "name": Key(NAME, "The constraint's name.", "fk_posts_tag"),
+        "columns": Key(NAMES, "The referencing columns.", ["tag_id"]),
+        "references": Key(NAME, "The referenced table.", "tags"),
+        "ref_columns": Key(NAMES, "The referenced columns, as many as `columns`, with a primary key or unique"
+                                  " index (default: the referenced table's primary key).", ["id"]),
+        "on_delete": Key({"anyOf": [{"enum": list(spec.ON_DELETE)},
+                                    {"type": "string", "pattern": _anycase("^(" + "|".join(spec.ON_DELETE) + ")$")}]},
+                         "What deleting a referenced row does (default: NO ACTION); any letter case.", "CASCADE"),
+    },
+    "create_index": {
+        "table": Key(NAME, "The table (existing, or created by an earlier operation).", "posts"),
+        "name": Key(NAME, "The index's name; built CONCURRENTLY.", "idx_posts_tag_published"),
+        "columns": Key({"anyOf": [{"$ref": "#/$defs/index_item"},
+                                  {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/index_item"}}]},
+                       "The indexed columns, each optionally followed by ASC or DESC and NULLS FIRST or LAST.",
+                       ["tag_id", "published_at DESC"]),
+        "unique": Key({"type": "boolean"}, "A unique index (default: false).", False),
+        "where": Key(EXPRESSION, "A partial index's SQL condition on the table's columns.",
+                     "published_at IS NOT NULL"),
+        "include": Key(NAMES, "Columns stored in the index without being indexed (INCLUDE).", ["title"]),
+    },
+}
+
+
+class _Asked(dict[str, Any]):
+    """An operation's table that records every key a reader asks for, in order."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.asked: list[str] = []
+
+    def __contains__(self, key: object) -> bool:
+        if isinstance(key, str) and key not in self.asked:
+            self.asked.append(key)
+        return super().__contains__(key)
+
+
+def keys_read(kind: str) -> tuple[list[str], set[str], dict[str, tuple[list[str], set[str]]]]:
+    """The keys spec.py's reader of `kind` reads, those it requires, and for a key holding a list of
+    tables (extract_lookup's sources) the keys read and required of each table."""
+    def read(data: _Asked) -> set[str]:
+        problems: list[spec.Problem] = []
+        spec.READERS[kind](spec._Reader(problems, "op", data), 0)
+        return {p.place.removeprefix("op, ") for p in problems if p.message == "missing"}
+
+    bare = _Asked({"type": kind})
+    missing = read(bare)
+    inner = _Asked()
+    nested: dict[str, tuple[list[str], set[str]]] = {}
+    if "sources" in bare.asked:  # a list of tables, read by a reader of its own
+        inner_missing = read(_Asked({"type": kind, "sources": [inner]}))
+        nested["sources"] = (inner.asked, {k.removeprefix("sources[0], ") for k in inner_missing
+                                          if k.startswith("sources[0], ")})
+    return [k for k in bare.asked if k != "type"], missing, nested
+
+
+def _object(title: str, description: str, keys: dict[str, Key], required: list[str],
+            const_type: str | None = None) -> dict[str, Any]:
+    props: dict[str, Any] = {}
+    if const_type:
+        props["type"] = {"const": const_type, "description": f"The operation: {const_type}."}
+    for name, key in keys.items():
+        props[name] = {**key.value, "description": key.description, "examples": [key.example]}
+    return {"type": "object", "title": title, "description": description, "properties": props,
+            "required": (["type"] if const_type else []) + required, "additionalProperties": False}
+
+
+def _checked(where: str, described: dict[str, Key], read: list[str], required: set[str]) -> list[str]:
+    if list(described) != read:
+        raise RuntimeError(f"plan schema out of step with spec.py: {where} reads {read}, the schema describes"
+                           f" {list(described)}")
+    return [k for k in read if k in required]
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of a plan file as JSON (TOML's tables and arrays), built from spec.py's readers."""
+    if not list(KEYS) == list(OPERATION_DOCS) == list(spec.OPERATIONS) or set(spec.READERS) != set(spec.OPERATIONS):
+        raise RuntimeError(f"plan schema out of step with spec.py: operations {list(spec.OPERATIONS)},"
+                           f" readers {sorted(spec.READERS)}, described {list(KEYS)}")
+    defs: dict[str, Any] = {
+        "name": {"type": "string", "pattern": spec.IDENT.pattern,
+                 "description": "A plain lower-case SQL name: a letter or _, then letters, digits or _; at most 63."},
+        "names": {"anyOf": [NAME, {"type": "array", "minItems": 1, "items": NAME}],
+                  "description": "A name, or a list of names."},
+        "expression": {"type": "string", "pattern": r"^(?![\s\S]*(;|--|/\*))[\s\S]*\S",
+                       "description": "One SQL expression on the table's columns: no ';', no comments."},
+        "normalizer": {"anyOf": [{"enum": list(spec.NORMALIZERS)}, {"type": "string", "pattern": spec.FUNCTION.pattern}],
+                       "description": f"One of {', '.join(spec.NORMALIZERS)}, or schema.function(text) RETURNS text"
+                                      " that the plan ships (functions) or the database has."},
+        "index_item": {"type": "string", "pattern": r"^\s*" + _anycase(spec.INDEX_ITEM.pattern.strip("^$")) + r"\s*$",
+                       "description": "A column name, optionally followed by ASC or DESC and NULLS FIRST or LAST."},
+    }
+    branches = []
+    for kind in spec.OPERATIONS:
+        read, required, nested = keys_read(kind)
+        req = _checked(kind, KEYS[kind], read, required)
+        defs[kind] = _object(kind, OPERATION_DOCS[kind], KEYS[kind], req, kind)
+        branches.append({"$ref": f"#/$defs/{kind}"})
+        if "sources" in nested:
+            sub_read, sub_required = nested["sources"]
+            sub_req = _checked(f"{kind}.sources", SOURCE, sub_read, sub_required)
+            defs["source"] = _object("source", "A free-text column to extract, and the column that will reference"
+                                     " the lookup row.", SOURCE, sub_req)
+    defs["operation"] = {
+        "type": "object", "required": ["type"],
+        "properties": {"type": {"enum": list(spec.OPERATIONS), "description": "What the operation does."}},
+        "oneOf": branches,
+    }
+    top = _object("villager-shop migration plan", "A plan of generic operations that `villager-shop migrate run"
+                  " --plan FILE` carries out online, in order; `migrate plan --plan FILE` checks it against the"
+                  " database first.", TOP, ["operation"])
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": ID, **top, "$defs": defs}
+
+
+def schema_text() -> str:
+    """plans/plan.schema.json, as it must read."""
+    return json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(schema_text())
