@@ -24,6 +24,8 @@ from psycopg import sql
 
 from villager_shop.migration import state
 from villager_shop.migration.planfile.spec import (
+    IDENT,
+    RESERVED,
     AddCheck,
     AddForeignKey,
     CreateIndex,
@@ -266,6 +268,9 @@ class _Checker:
             elif len(t.pk) > 1:
                 self.bad(where, f"table {name} has a primary key of {len(t.pk)} columns ({', '.join(t.pk)});"
                                 " the plan needs one of a single column")
+            elif not IDENT.fullmatch(t.pk[0]) or t.pk[0] in RESERVED:
+                self.bad(where, f"table {name}'s primary key {t.pk[0]!r} is not a plain lower-case SQL name;"
+                                " the generated SQL writes it unquoted")
         return t
 
     def column(self, i: int, where: str, t: Table, name: str) -> Col | None:
