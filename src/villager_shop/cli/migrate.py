@@ -325,7 +325,7 @@ def complete(
     else:
         console.print(f"completed: dropped {', '.join(result['dropped_columns'])}; "
                       f"{result['quarantined_rows_kept']} quarantined rows keep their legacy values in "
-                      "villager_migration.quarantine")
+                      f"{result['quarantine_table']}")
 
 
 def _print_readers(r: dict[str, Any]) -> None:

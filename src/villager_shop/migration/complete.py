@@ -114,4 +114,5 @@ def _after_cut(ctx: Context, summary: dict[str, Any]) -> dict[str, Any]:
             quarantined += int(ctx.scalar("SELECT count(*) FROM villager_migration.plan_quarantine"))
     columns = file_plan.legacy_columns if file_plan else legacy_columns()
     return {"phase": "completed", **summary, "dropped_columns": [f"{t}.{c}" for t, c in columns],
-            "quarantined_rows_kept": quarantined}
+            "quarantined_rows_kept": quarantined,
+            "quarantine_table": "villager_migration.plan_quarantine" if file_plan else "villager_migration.quarantine"}

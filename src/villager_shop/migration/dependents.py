@@ -23,7 +23,8 @@ OURS = "villager_migration"
 
 # One row per object: what it is, and the columns it uses ("table.column", sorted). The migration's
 # own objects (its schema, its trigger functions) are left out, and so is what belongs to the
-# column itself: its default and, on PostgreSQL 18, its NOT NULL constraint.
+# columns themselves: a default, a NOT NULL constraint (PostgreSQL 18), a CHECK that reads only
+# columns being dropped (it goes with them; a plan's split_child carries it to the child).
 DEPENDENTS = """
 WITH cols AS (
   SELECT c.oid AS relid, a.attnum, c.relname || '.' || a.attname AS col
@@ -81,6 +82,8 @@ WITH cols AS (
         FROM pg_constraint k JOIN rels kr ON kr.oid = k.conrelid
        WHERE d.classid = 'pg_constraint'::regclass AND k.oid = d.objid
          AND NOT (k.contype = 'n' AND k.conrelid = d.relid AND k.conkey = ARRAY[d.attnum]::int2[])
+         AND NOT (k.contype = 'c' AND k.conrelid = d.relid
+                  AND k.conkey <@ ARRAY(SELECT c2.attnum FROM cols c2 WHERE c2.relid = k.conrelid)::int2[])
       UNION ALL
       SELECT 'policy ' || quote_ident(p.polname) || ' on ' || pr.name, false
         FROM pg_policy p JOIN rels pr ON pr.oid = p.polrelid

@@ -16,6 +16,9 @@ class TableInfo:
     key_type: str
     columns: dict[str, str] = field(default_factory=dict)  # name -> format_type
     not_null: frozenset[str] = frozenset()
+    defaults: dict[str, str] = field(default_factory=dict)  # column -> its default expression
+    # Validated CHECK constraints: (name, definition as pg_get_constraintdef prints it, columns used).
+    checks: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -26,13 +29,16 @@ class Catalog:
         return self.tables.get(name) or TableInfo(None, "")
 
     def to_json(self) -> dict[str, Any]:
-        return {t: {"key": i.key, "key_type": i.key_type, "columns": i.columns, "not_null": sorted(i.not_null)}
+        return {t: {"key": i.key, "key_type": i.key_type, "columns": i.columns, "not_null": sorted(i.not_null),
+                    "defaults": i.defaults, "checks": [[n, d, list(c)] for n, d, c in i.checks]}
                 for t, i in self.tables.items()}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Catalog:
         return cls({t: TableInfo(v.get("key"), v.get("key_type", ""), dict(v.get("columns", {})),
-                                 frozenset(v.get("not_null", []))) for t, v in (data or {}).items()})
+                                 frozenset(v.get("not_null", [])), dict(v.get("defaults", {})),
+                                 tuple((str(n), str(d), tuple(c)) for n, d, c in v.get("checks", [])))
+                    for t, v in (data or {}).items()})
 
 
 def read(conn: psycopg.Connection[Any], tables: list[str]) -> Catalog:
@@ -50,6 +56,18 @@ def read(conn: psycopg.Connection[Any], tables: list[str]) -> Catalog:
             " WHERE i.indrelid = to_regclass(%s) AND i.indisprimary", (f"public.{table}",)).fetchone()
         names = list(pk[0] or []) if pk else []
         key, key_type = (str(names[0]), str(pk[1])) if pk and len(names) == 1 else (None, "")
+        defaults = conn.execute(
+            "SELECT a.attname, pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d"
+            " JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum"
+            " WHERE d.adrelid = to_regclass(%s) AND a.attgenerated = ''", (f"public.{table}",)).fetchall()
+        checks = conn.execute(
+            "SELECT k.conname, pg_get_constraintdef(k.oid),"
+            "       array(SELECT a.attname FROM pg_attribute a WHERE a.attrelid = k.conrelid"
+            "              AND a.attnum = ANY(k.conkey) ORDER BY a.attnum)"
+            "  FROM pg_constraint k WHERE k.conrelid = to_regclass(%s) AND k.contype = 'c' AND k.convalidated"
+            " ORDER BY k.conname", (f"public.{table}",)).fetchall()
         out[table] = TableInfo(key, key_type, {str(c): str(t) for c, t, _ in cols},
-                               frozenset(str(c) for c, _, nn in cols if nn))
+                               frozenset(str(c) for c, _, nn in cols if nn),
+                               {str(c): str(e) for c, e in defaults},
+                               tuple((str(n), str(d), tuple(str(c) for c in cs)) for n, d, cs in checks))
     return Catalog(out)

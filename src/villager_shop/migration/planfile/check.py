@@ -53,6 +53,7 @@ class Col:
     type: str  # format_type(), usable in a cast: 'numeric(8,2)'
     base: int  # the type's oid, a domain's base type's
     category: str  # pg_type.typcategory of the base type: 'S' string, 'N' numeric, 'U' user (uuid), ...
+    generated: bool = False  # a generated column: computed from others, so it cannot move
 
 
 UUID = Col("uuid", 2950, "U")
@@ -86,7 +87,8 @@ SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.rel
 """
 
 _COLUMNS = """
-SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), bt.oid::int, bt.typcategory
+SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), bt.oid::int, bt.typcategory,
+       a.attgenerated <> ''
   FROM pg_attribute a
   JOIN pg_class c ON c.oid = a.attrelid
   JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -140,8 +142,8 @@ _WORD = re.compile(r'"([^"]+)"|([A-Za-z_][A-Za-z0-9_$]*)')
 def read_catalog(conn: psycopg.Connection[Any]) -> Catalog:
     relations = {name: kind for name, kind in conn.execute(_RELATIONS).fetchall()}
     tables: dict[str, Table] = {}
-    for rel, col, typ, base, category in conn.execute(_COLUMNS).fetchall():
-        tables.setdefault(rel, Table(rel, {})).columns[col] = Col(typ, base, category)
+    for rel, col, typ, base, category, generated in conn.execute(_COLUMNS).fetchall():
+        tables.setdefault(rel, Table(rel, {})).columns[col] = Col(typ, base, category, bool(generated))
     for rel, primary, cols in conn.execute(_UNIQUE).fetchall():
         if rel in tables:
             tables[rel].unique.append(frozenset(cols))
@@ -439,6 +441,8 @@ class _Checker:
                 self.bad(where, f"{s.table}.{s.column} is {col.type}, not text, varchar or char")
             if col is not None and s.column in t.pk:
                 self.bad(where, f"{s.column} is the primary key of {s.table}; it cannot move to a lookup table")
+            if col is not None and col.generated:
+                self.bad(where, f"{s.table}.{s.column} is a generated column; it cannot move")
             self.move(where, s.table, s.column)
         columns = [("id", "id", UUID), ("column", op.column, TEXT)]
         if op.key:
@@ -463,6 +467,8 @@ class _Checker:
             if parent is not None and col is not None:
                 if c.parent in parent.pk:
                     self.bad(where, f"{c.parent} is the primary key of {op.parent}; it stays with the parent")
+                if col.generated:
+                    self.bad(where, f"{op.parent}.{c.parent} is a generated column; it cannot move")
                 self.move(where, op.parent, c.parent)
         pk_type = parent.columns.get(parent.pk[0]) if parent is not None and len(parent.pk) == 1 else None
         columns = [("id", "id", UUID), ("fk", op.fk, pk_type or UUID)]

@@ -28,6 +28,7 @@ def expand(op: LinkChildReference, env: Env) -> Parts:
     split = split_of(op, env)
     table, ref, child, fk = op.table, op.reference, op.child, op.fk
     cfk, flag = split.fk, split.default_flag
+    ppk = env.catalog.table(split.parent).key or "id"
     default = f"(SELECT c.id FROM public.{child} c WHERE c.{cfk} = NEW.{ref} AND c.{flag})"
     fn = f"{table}_{fk}_sync"[:63]
     parts = Parts()
@@ -43,7 +44,13 @@ BEGIN
             {BUMP}
         END IF;
     ELSIF NEW.{ref} IS DISTINCT FROM OLD.{ref} THEN
-        NEW.{fk} := {default};
+        IF NEW.{fk} IS NOT DISTINCT FROM OLD.{fk} AND OLD.{fk} IS NOT NULL AND NEW.{ref} IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM public.{split.parent} p WHERE p.{ppk} = OLD.{ref})
+           AND EXISTS (SELECT 1 FROM public.{child} c WHERE c.id = OLD.{fk} AND c.{cfk} IN (OLD.{ref}, NEW.{ref})) THEN
+            NULL;  -- the parent's key was renamed (ON UPDATE CASCADE): the same {child} row, before or after its own cascade
+        ELSE
+            NEW.{fk} := {default};
+        END IF;
         {BUMP}
     ELSIF NEW.{fk} IS DISTINCT FROM OLD.{fk} AND NEW.{fk} IS NOT NULL THEN
         SELECT c.{cfk} INTO NEW.{ref} FROM public.{child} c WHERE c.id = NEW.{fk};

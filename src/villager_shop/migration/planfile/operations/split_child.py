@@ -10,6 +10,8 @@ still writes them (or they have defaults)."""
 
 from __future__ import annotations
 
+import re
+
 from villager_shop.migration.planfile.operations.base import Actions, Env, Parts, V, backfill, row_tuple
 from villager_shop.migration.planfile.spec import LinkChildReference, SplitChild
 from villager_shop.migration.planfile.steps import PlanTable, Trigger, triggers_sql
@@ -26,8 +28,11 @@ def expand(op: SplitChild, env: Env) -> Parts:
     ccols = [c.child for c in op.columns]
     parts = Parts()
     col_defs = "".join(
-        f"    {c.child} {_wider(info.columns.get(c.parent, 'text'))}{' NOT NULL' if c.parent in info.not_null else ''},\n"
+        f"    {c.child} {_wider(info.columns.get(c.parent, 'text'))}"
+        f"{f' DEFAULT {info.defaults[c.parent]}' if c.parent in info.defaults else ''}"
+        f"{' NOT NULL' if c.parent in info.not_null else ''},\n"
         for c in op.columns)
+    col_defs += "".join(f"    CONSTRAINT {name} {definition},\n" for name, definition in carried_checks(op, env))
     table_sql = (
         f"CREATE TABLE IF NOT EXISTS public.{child} (\n"
         f"    id uuid PRIMARY KEY DEFAULT gen_random_uuid(),\n"
@@ -123,6 +128,32 @@ $fn$"""))
         f"  FROM public.{parent} p\n"
         f" WHERE NOT EXISTS (SELECT 1 FROM public.{child} c WHERE c.{fk} = p.{pk} AND c.{flag})")
     return parts
+
+
+def carried_checks(op: SplitChild, env: Env) -> list[tuple[str, str]]:
+    """The parent's validated CHECK constraints over moved columns only, for the child (renamed): the
+    rule outlives `complete`, which drops the parent's with its columns. A check that also reads a
+    column staying with the parent cannot move; `complete` names it as an object it would break."""
+    renamed = {c.parent: c.child for c in op.columns}
+    out = []
+    for name, definition, columns in env.catalog.table(op.parent).checks:
+        if columns and set(columns) <= renamed.keys():
+            base = name[len(op.parent) + 1:] if name.startswith(f"{op.parent}_") else name
+            out.append((f"{op.child}_{base}"[:63], _rename(definition, renamed)))
+    return out
+
+
+_TOKEN = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|[A-Za-z_][A-Za-z0-9_$]*|.", re.DOTALL)
+
+
+def _rename(definition: str, renamed: dict[str, str]) -> str:
+    """Column names in an expression replaced; string literals, quoted names and function names kept."""
+    tokens = _TOKEN.findall(definition)
+    out = []
+    for i, tok in enumerate(tokens):
+        following = next((t for t in tokens[i + 1:] if not t.isspace()), "")
+        out.append(renamed.get(tok, tok) if following != "(" else tok)
+    return "".join(out)
 
 
 def _wider(sqltype: str) -> str:
