@@ -23,8 +23,9 @@ OURS = "villager_migration"
 
 # One row per object: what it is, and the columns it uses ("table.column", sorted). The migration's
 # own objects (its schema, its trigger functions) are left out, and so is what belongs to the
-# columns themselves: a default, a NOT NULL constraint (PostgreSQL 18), a CHECK that reads only
-# columns being dropped (it goes with them; a plan's split_child carries it to the child).
+# columns themselves: a default, a NOT NULL constraint (PostgreSQL 18), and a CHECK, UNIQUE or
+# index that reads only columns being dropped (it goes with them, and nothing else loses it; a
+# plan's split_child carries a CHECK to the child). One that also reads a column that stays is named.
 DEPENDENTS = """
 WITH cols AS (
   SELECT c.oid AS relid, a.attnum, c.relname || '.' || a.attname AS col
@@ -77,12 +78,16 @@ WITH cols AS (
         FROM rels c LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = d.objsubid
        WHERE d.classid = 'pg_class'::regclass AND c.oid = d.objid
          AND NOT (d.objid = d.relid AND d.objsubid = d.attnum)
+         AND NOT (c.relkind = 'i' AND NOT EXISTS (
+                  SELECT 1 FROM pg_depend u WHERE u.classid = 'pg_class'::regclass AND u.objid = c.oid
+                     AND u.refclassid = 'pg_class'::regclass AND u.refobjsubid > 0
+                     AND (u.refobjid, u.refobjsubid) NOT IN (SELECT c2.relid, c2.attnum FROM cols c2)))
       UNION ALL
       SELECT 'constraint ' || quote_ident(k.conname) || ' on ' || kr.name, kr.nspname = %(ours)s
         FROM pg_constraint k JOIN rels kr ON kr.oid = k.conrelid
        WHERE d.classid = 'pg_constraint'::regclass AND k.oid = d.objid
          AND NOT (k.contype = 'n' AND k.conrelid = d.relid AND k.conkey = ARRAY[d.attnum]::int2[])
-         AND NOT (k.contype = 'c' AND k.conrelid = d.relid
+         AND NOT (k.contype IN ('c', 'u') AND k.conrelid = d.relid
                   AND k.conkey <@ ARRAY(SELECT c2.attnum FROM cols c2 WHERE c2.relid = k.conrelid)::int2[])
       UNION ALL
       SELECT 'policy ' || quote_ident(p.polname) || ' on ' || pr.name, false

@@ -2,7 +2,8 @@
 text, bigserial and uuid; foreign keys that cascade key renames; CHECK constraints and defaults on
 moved columns; a generated column. Old and new applications write through the run, which is killed
 with SIGKILL mid-way and resumed; verify holds, an independent SQL check agrees, rollback gives the
-legacy tables back unchanged, and complete keeps the moved columns' rules on the child."""
+legacy tables back unchanged, and complete keeps the moved columns' rules on the child and refuses
+only for what a dropped column would take from the columns that stay."""
 
 from __future__ import annotations
 
@@ -31,6 +32,8 @@ CREATE TABLE products (sku text PRIMARY KEY, title text NOT NULL, unit_price num
 CREATE TABLE deals (id bigserial PRIMARY KEY, contact_id integer REFERENCES contacts (id) ON DELETE SET NULL,
   sku text REFERENCES products (sku) ON UPDATE CASCADE, quantity int NOT NULL CHECK (quantity > 0), stage text);
 CREATE TABLE notes (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), contact_id integer, body text);
+CREATE INDEX companies_country_idx ON companies (country);
+CREATE INDEX companies_industry_name_idx ON companies (industry, name);
 INSERT INTO companies SELECT 'C' || i, 'Company ' || i,
   (ARRAY['Retail', ' retail', 'RETAIL ', 'Farming', '', NULL, 'Fin' || chr(8203) || 'tech'])[1 + i % 7],
   (ARRAY['France', 'france ', ' FRANCE', 'Deutschland', NULL, '', 'Côte d''Ivoire', '  '])[1 + i % 8]
@@ -286,6 +289,13 @@ def test_every_operation_on_an_unseen_schema_under_writers(fresh_db: str, tmp_pa
 
     # Again, to the end: complete drops the moved columns (their CHECK goes with them, kept on offers).
     assert run_cli("migrate", "run", "--plan", str(plan), database_url=fresh_db).returncode == 0
+    # An index of the operator's over a dropped column and one that stays: complete refuses, naming
+    # that one alone (the index on the dropped column only goes with it).
+    res = run_cli("migrate", "complete", "--yes", "--no-reader-check", database_url=fresh_db)
+    assert res.returncode == 4 and "companies_industry_name_idx" in res.stderr, res.stderr
+    assert "companies_country_idx" not in res.stderr and "in_stock_check" not in res.stderr, res.stderr
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        c.execute("DROP INDEX companies_industry_name_idx")
     res = run_cli("migrate", "complete", "--yes", "--no-reader-check", "--json", database_url=fresh_db)
     assert res.returncode == 0, res.stderr
     done = json.loads(res.stdout)
