@@ -14,8 +14,15 @@ import psycopg
 import pytest
 
 from tests.helpers import run_cli
-from tests.samples.scenario import SAMPLES, SLOW_BACKFILL, Sample, backfill_progress, create, run_killed_mid_backfill, \
-    same_in_both_forms
+from tests.samples.scenario import (
+    SAMPLES,
+    SLOW_BACKFILL,
+    Sample,
+    backfill_progress,
+    create,
+    run_killed_mid_backfill,
+    same_in_both_forms,
+)
 from villager_shop.samples.compare import fingerprint, tables_fingerprint
 from villager_shop.samples.live import LiveWriter
 

@@ -9,7 +9,8 @@ import typer
 
 from villager_shop.core.config import get_settings
 from villager_shop.embedded import database_url
-from villager_shop.samples.create import SAMPLES, create as create_sample
+from villager_shop.samples.create import SAMPLES
+from villager_shop.samples.create import create as create_sample
 
 EXAMPLES = """Examples:
   villager-shop sample create library --rows 20000

@@ -67,7 +67,7 @@ Op = Callable[[psycopg.Connection[Any], random.Random, Ledger], str]
 class App:
     name: str
     ops: tuple[tuple[Op, int], ...]  # each write with its weight
-    ready: Callable[[psycopg.Connection[Any]], bool] = lambda conn: True  # noqa: E731
+    ready: Callable[[psycopg.Connection[Any]], bool] = lambda conn: True
 
 
 @dataclass

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -17,7 +17,7 @@ from villager_shop.samples.mess import BLANKS, messy, variant
 
 TABLES = {"posts": "id", "comments": "id"}  # table -> key, in load order
 COMMENTS_PER_POST = 2
-START = datetime(2024, 1, 1, tzinfo=timezone.utc)
+START = datetime(2024, 1, 1, tzinfo=UTC)
 FIRST = ("Ann", "Ben", "Carl", "Dana", "Émile", "Zoë", "José", "Åsa", "Li", "Noor", "Olga", "Priya", "Quinn",
          "Rafael", "Søren", "Tomás", "Uma", "Yusuf")
 LAST = ("Lee", "Okafor", "García", "Nguyễn", "Müller", "Smith", "Kowalski", "O'Brien", "Tanaka", "Dubois")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -18,7 +18,7 @@ from villager_shop.samples.mess import messy, variant
 
 TABLES = {"books": "isbn", "loans": "id"}  # table -> key, in load order
 LOANS_PER_BOOK = 2
-START = datetime(2023, 1, 1, tzinfo=timezone.utc)
+START = datetime(2023, 1, 1, tzinfo=UTC)
 PUBLISHERS = ("Penguin", "HarperCollins", "Gallimard", "Suhrkamp", "Éditions du Seuil", "Random House",
               "Oxford University Press", "O'Reilly Media", "No Starch Press", "Faber & Faber", "Kodansha",
               "Shūeisha", "Companhia das Letras", "Anagrama", "Verso", "Bloomsbury", "Pan Macmillan",
