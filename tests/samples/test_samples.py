@@ -26,7 +26,7 @@ from tests.samples.scenario import (
 from villager_shop.samples.compare import fingerprint, tables_fingerprint
 from villager_shop.samples.live import LiveWriter
 
-ROWS = 4000
+ROWS = 3000
 
 
 def _flip(c: psycopg.Connection[Any], sample: Sample) -> tuple[str, str]:
@@ -53,7 +53,7 @@ def test_killed_mid_backfill_resumes_verify_finds_one_change_and_rollback_is_los
         before = tables_fingerprint(c, sample.generate.TABLES)
     phase, done, total = run_killed_mid_backfill(fresh_db, sample)
     assert phase == "backfilling" and 0 < done < total, (phase, done, total)
-    res = run_cli("migrate", "run", database_url=fresh_db, **SLOW_BACKFILL)  # resumes the recorded plan
+    res = run_cli("migrate", "run", database_url=fresh_db)  # resumes the recorded plan, at full speed
     assert res.returncode == 0, res.stderr[-3000:]
     with psycopg.connect(fresh_db) as c:
         phase, done, total = backfill_progress(c)
@@ -95,6 +95,7 @@ def test_both_applications_write_through_the_run_then_complete_keeps_the_data(fr
         res = run_cli("migrate", "run", "--plan", sample.plan, database_url=fresh_db, **SLOW_BACKFILL)
         time.sleep(1.0)  # and both after it
     summary = writer.summary()
+    print(name, summary)
     assert res.returncode == 0, res.stderr[-3000:]
     assert summary["old"]["errors"] == 0 and summary["new"]["errors"] == 0, summary
     assert summary["old"]["ops"] > 100 and summary["new"]["ops"] > 20, summary
