@@ -113,7 +113,7 @@ def longest_path(graph: dict[str, set[str]]) -> list[str]:
 
 def test_the_source_is_parsed_whole() -> None:
     graph = package_graph()
-    assert {"core", "legacy", "workload", "migration", "api", "bench", "cli", "__main__"} <= set(graph)
+    assert {"core", "legacy", "workload", "samples", "migration", "api", "bench", "cli", "__main__"} <= set(graph)
     assert "villager_shop.core.db" in module_graph()["villager_shop.migration.walker"]
 
 
@@ -174,6 +174,14 @@ def test_the_migration_engine_needs_nothing_above_it() -> None:
                 reached.add(nxt)
                 todo.append(nxt)
         assert not [m for m in reached if m.startswith(above)], (low, sorted(reached))
+
+
+def test_the_samples_stand_on_core_alone() -> None:
+    """The sample schemas are what a user of the plan files brings: they know nothing of the engine
+    they are migrated by, nor of the shop, and only the command line reaches them."""
+    graph = package_graph()
+    assert graph["samples"] <= {"core"}, graph["samples"]
+    assert {p for p, targets in graph.items() if "samples" in targets} <= {"cli"}
 
 
 def test_the_helpers_see_cycles_and_layers() -> None:

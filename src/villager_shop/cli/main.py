@@ -23,6 +23,7 @@ from villager_shop.cli import (
     rehearse,
     render,
     restore,
+    sample,
     serve,
     settings,
     users,
@@ -66,6 +67,7 @@ def _register() -> None:
     app.add_typer(users.app, name="users")
     app.command("serve", epilog=getattr(serve, "EXAMPLES", None))(serve.serve)
     app.add_typer(bench.app, name="bench")
+    app.add_typer(sample.app, name="sample")
 
 
 _register()

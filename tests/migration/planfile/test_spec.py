@@ -97,3 +97,16 @@ def test_blog_plan_assembles() -> None:
     assert ("comments", "author_name") in plan.legacy_columns and ("posts", "tag") in plan.legacy_columns
     assert {c.name for c in plan.constraints} >= {"fk_posts_author_id", "fk_comments_author_id",
                                                    "chk_posts_title_not_blank"}
+
+
+def test_an_operation_on_a_table_the_plan_creates_does_not_make_it_an_existing_table() -> None:
+    """A check on a split's child names a table that does not exist before the run: the run would
+    refuse it as missing."""
+    spec = parse('version = 1\nname = "x"\n'
+                 '[[operation]]\ntype = "split_child"\nparent = "books"\nchild = "editions"\ncolumns = ["copies"]\n'
+                 '[[operation]]\ntype = "add_check"\ntable = "editions"\nname = "chk_copies"\ncheck = "copies >= 0"\n'
+                 '[[operation]]\ntype = "create_index"\ntable = "editions"\nname = "idx_copies"\ncolumns = ["copies"]\n')
+    assert spec.tables() == ["books"] and spec.new_tables() == ["editions"]
+    plan = assemble(spec, LIBRARY)
+    assert plan.tables == ("books",)
+    assert {"constraint_chk_copies", "validate_chk_copies", "index_idx_copies"} <= {s.name for s in plan.steps}

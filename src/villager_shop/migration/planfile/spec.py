@@ -164,11 +164,13 @@ class PlanSpec:
     functions: tuple[str, ...] = ()  # SQL the plan ships (CREATE FUNCTION ... of its normalizers)
 
     def tables(self) -> list[str]:
-        """The existing tables the plan works on, in first-use order."""
+        """The existing tables the plan works on, in first-use order: not those it creates, which
+        a later operation may also name (a check on a split's child)."""
+        created = set(self.new_tables())
         out: list[str] = []
         for op in self.operations:
             for t in _tables_of(op):
-                if t not in out:
+                if t not in out and t not in created:
                     out.append(t)
         return out
 
