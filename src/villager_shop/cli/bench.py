@@ -64,6 +64,22 @@ def migration(
 
 
 @app.command()
+def verify(
+    scale: float = typer.Option(1.0, min=0.01, max=100, help="legacy data scale to generate"),
+    seed: int = typer.Option(42, help="generator seed"),
+    as_json: bool = typer.Option(False, "--json", help="print only the JSON result"),
+) -> None:
+    """`migrate verify` against `migrate run` on the same fresh data, no writer (goal: verify <= 20 % of run)."""
+    from villager_shop.bench.migration import admin_url_for
+    from villager_shop.bench.verify import bench_verify
+
+    direct = session_database_url(get_settings(), "bench verify")
+    say = (lambda m: None) if as_json else (lambda m: err.print(m, markup=False))
+    result = bench_verify(admin_url_for(direct), scale=scale, seed=seed, say=say)
+    typer.echo(json.dumps(result, indent=None if as_json else 2))
+
+
+@app.command()
 def api(
     scale: float = typer.Option(1.0, min=0.01, max=100, help="legacy data scale to generate and migrate"),
     seed: int = typer.Option(42, help="generator seed"),
