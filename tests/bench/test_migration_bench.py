@@ -65,6 +65,8 @@ def test_bench_migration_at_two_scales_reports_steps_memory_and_growth(pg_admin_
             # The migrator's own process: tens of MB, not the parent's writers and generator.
             assert 20 < o["migrator_peak_rss_mb"] < 500, o
             assert 0 <= o["writer_max_stall_after_first_index_ms"] <= o["writer_max_stall_ms"], o
+            worst = o["worst_stalls_after_first_index"]
+            assert worst and abs(worst[0]["stall_ms"] - o["writer_max_stall_after_first_index_ms"]) <= 0.1, o
             assert o["writer_errors"] == 0, o
         grew = out["growth"]
         assert grew["scale_ratio"] == 2 and grew["time_ratio_limit"] == 2.1 and grew["rss_ratio_limit"] == 1.2, grew

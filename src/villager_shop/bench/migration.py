@@ -107,6 +107,16 @@ def _slowest(writer: LiveWriter, steps: list[tuple[str, float, float]], start: f
              "during": [name for name, a, b in steps if a - 0.05 <= t <= b + 0.05]} for t, ms, op in slow]
 
 
+def _worst_stalls(writer: LiveWriter, steps: list[tuple[str, float, float]], usual_ms: dict[str, float],
+                  start: float, end: float, n: int = 5) -> list[dict[str, Any]]:
+    """The writes that took longest beyond their operation's usual time in [start, end], with the
+    step running then: what to look at when the stall goal is missed."""
+    worst = sorted(((t, ms - usual_ms.get(op, 0.0), ms, op) for t, ms, op in writer.stats.samples
+                    if start <= t <= end), key=lambda w: -w[1])[:n]
+    return [{"op": op, "stall_ms": round(stall, 1), "ms": round(ms, 1),
+             "during": [name for name, a, b in steps if a - 0.05 <= t <= b + 0.05]} for t, stall, ms, op in worst]
+
+
 def _checkpoint(admin_url: str) -> None:
     """Start each run with no checkpoint pending: copying the template wrote the whole database to
     the WAL (PostgreSQL 15+), and the checkpoint that volume triggers would otherwise land in the
@@ -170,6 +180,7 @@ def _one_run(admin_url: str, template: str, name: str, strategy: str, writer_thr
             first_index = next((b for name, _a, b in steps if name == FIRST_INDEX_STEP), start)
             result["writer_max_stall_after_first_index_ms"] = _writer_window(
                 writer, first_index, end, usual)["writer_max_stall_ms"]
+            result["worst_stalls_after_first_index"] = _worst_stalls(writer, steps, usual, first_index, end)
             result["steps_s"] = {name: round(b - a, 3) for name, a, b in steps}
             result["slowest_steps"] = sorted(result["steps_s"], key=lambda k: -result["steps_s"][k])[:3]
             result["rebuild_stages_s"] = _rebuild_stages(db)
