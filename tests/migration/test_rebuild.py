@@ -18,7 +18,7 @@ from villager_shop.migration import state
 from villager_shop.migration.ddl import LockRetriesExhausted
 from villager_shop.migration.plan import build_plan
 from villager_shop.migration.runner import make_context, run
-from villager_shop.migration.steps.rebuild import RebuildTable, V
+from villager_shop.migration.steps.rebuild import RETIRED, RebuildTable, V
 from villager_shop.migration.walker import run_backfill
 
 ORDER = "30000000-0000-0000-0000-000000000001"
@@ -157,6 +157,32 @@ def test_the_swap_waits_for_a_transaction_holding_an_older_snapshot(legacy_db: s
     finally:
         reader.close()
         ctx.conn.close()
+
+
+def test_the_swap_moves_the_old_table_aside_and_the_step_drops_it_after(legacy_db: str,
+                                                                        copied: tuple[Any, RebuildTable]) -> None:
+    """A DROP inside the swap would remove the old table's files and buffers at commit, with the
+    ACCESS EXCLUSIVE locks still held: the swap moves it aside without its foreign keys, and the step
+    drops it once the swap has committed - also when the run died in between."""
+    ctx, step = copied
+    columns = step._live_columns(ctx)
+    step._build_indexes(ctx)
+    step._catch_up(ctx, columns)
+    ctx.run(step._swap_ddl(columns, ["orders", "products"]), step.name)  # a run killed right after its swap
+    with psycopg.connect(legacy_db, autocommit=True) as c:
+        live = c.execute("SELECT count(*) FROM order_items").fetchone()
+        assert c.execute(f"SELECT count(*) FROM {RETIRED}.order_items").fetchone() == live
+        assert c.execute(f"SELECT count(*) FROM pg_constraint WHERE conrelid = '{RETIRED}.order_items'::regclass"
+                         " AND contype = 'f'").fetchone() == (0,)
+        # Its rows no longer hold anything: an order whose items are gone from the live table goes.
+        c.execute("DELETE FROM order_items WHERE order_id = %s", (ORDER,))
+        assert c.execute("DELETE FROM orders WHERE id = %s", (ORDER,)).rowcount == 1
+    out = step.apply(ctx)
+    assert out["drop_old_s"] >= 0 and step.check(ctx), out
+    with psycopg.connect(legacy_db) as c:
+        assert c.execute(f"SELECT to_regnamespace('{RETIRED}')").fetchone() == (None,)
+        assert c.execute("SELECT count(*) FROM pg_constraint WHERE conrelid = 'order_items'::regclass"
+                         " AND contype = 'f' AND convalidated").fetchone() == (2,)
 
 
 def test_duplicate_rows_in_the_copy_are_dropped_before_its_unique_index(legacy_db: str,

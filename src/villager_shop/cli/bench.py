@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import typer
 
@@ -31,11 +32,28 @@ def migration(
     replica: bool = typer.Option(False, "--replica", help="run on a throwaway primary + streaming standby of the"
                                  " server's version, measure the standby's lag, and run ours with and without"
                                  " the throttle"),
+    scales: str = typer.Option("", "--scales", help="comma-separated scales (e.g. 2,20): run at each, then report"
+                               " how ours grew from the first to the last against the goals (--scale is ignored)"),
+    guide: bool = typer.Option(True, "--guide/--no-guide", help="also run the guide's migration (the reference)"),
+    reuse_data: bool = typer.Option(False, "--reuse-data", help="keep the generated legacy data for the next run,"
+                                    " and use data a previous run kept (database PREFIX_legacy_sSCALE_seedSEED)"),
+    db_prefix: str = typer.Option("vbench", "--db-prefix", help="prefix of the databases the benchmark creates"),
     as_json: bool = typer.Option(False, "--json", help="print only the JSON result"),
 ) -> None:
-    """The guide's migration vs ours on the same data, each under a live writer."""
+    """The guide's migration vs ours on the same data, each under a live writer; ours taken apart by
+    step, with the migrator's peak memory."""
     from villager_shop.bench.migration import admin_url_for, bench_migration
 
+    if not db_prefix.replace("_", "").isalnum() or not db_prefix[0].isalpha():
+        raise ConfigError("--db-prefix: letters, digits and underscores, starting with a letter")
+    try:
+        scale_list = [float(x) for x in scales.split(",") if x.strip()]
+    except ValueError as exc:
+        raise ConfigError(f"--scales: expected numbers separated by commas, got {scales!r}") from exc
+    if scales and (len(scale_list) < 2 or any(not 0.01 <= x <= 100 for x in scale_list)):
+        raise ConfigError("--scales: at least two scales, each between 0.01 and 100")
+    options: dict[str, Any] = {"seed": seed, "writer_threads": writer_threads, "writer_rate": writer_rate or None, "rounds": rounds,
+               "guide": guide, "reuse_data": reuse_data, "db_prefix": db_prefix}
     settings = get_settings()
     url, direct = database_url(settings), session_database_url(settings, "bench migration")
     # DATABASE_URL a pooler and DATABASE_DIRECT_URL the server: the writers go through the pooler.
@@ -48,18 +66,23 @@ def migration(
                               " from pg_config, or installed under /usr/lib/postgresql/MAJOR/bin")
         if pooler:
             raise ConfigError("--replica runs on a pair of its own: unset DATABASE_DIRECT_URL (no pooler in front)")
+        if scale_list:
+            raise ConfigError("--replica runs one scale: use --scale")
         say(f"starting a primary and a streaming standby ({bindir}) …")
         pair = StreamingPair(bindir, durable=True).start()
         try:
-            result = bench_migration(pair.primary_url(), scale=scale, seed=seed, writer_threads=writer_threads,
-                                     writer_rate=writer_rate or None, rounds=rounds, standby_url=pair.standby_url(),
-                                     say=say)
+            result = bench_migration(pair.primary_url(), scale=scale, standby_url=pair.standby_url(), say=say,
+                                     **options)
         finally:
             pair.stop()
         typer.echo(json.dumps(result, indent=None if as_json else 2))
         return
-    result = bench_migration(admin_url_for(direct), scale=scale, seed=seed, writer_threads=writer_threads,
-                             writer_rate=writer_rate or None, rounds=rounds, pooler_url=pooler, say=(lambda m: None) if as_json else (lambda m: err.print(m, markup=False)))
+    if scale_list:
+        from villager_shop.bench.migration_scales import bench_scales
+
+        result = bench_scales(admin_url_for(direct), scale_list, pooler_url=pooler, say=say, **options)
+    else:
+        result = bench_migration(admin_url_for(direct), scale=scale, pooler_url=pooler, say=say, **options)
     typer.echo(json.dumps(result, indent=None if as_json else 2))
 
 

@@ -66,7 +66,8 @@ $fn$;
 -- carried besides rows and indexes (foreign keys and checks, triggers and their enabled state,
 -- owner, grants, storage options, comment). Foreign keys and checks come back NOT VALID (adding
 -- them validated would scan the table under these locks); the returned names were valid before
--- and are validated right after, without blocking anyone.
+-- and are validated right after, without blocking anyone. The old table is left in
+-- villager_migration_retired, without foreign keys, for the caller to drop once the locks are gone.
 CREATE OR REPLACE FUNCTION villager_migration.rebuild_swap(tbl text, copy_sql text)
 RETURNS text[]
 LANGUAGE plpgsql AS $fn$
@@ -118,7 +119,16 @@ BEGIN
     SELECT quote_ident(o.rolname), c.reloptions, obj_description(c.oid, 'pg_class')
       INTO owner_name, options, descr
       FROM pg_class c JOIN pg_roles o ON o.oid = c.relowner WHERE c.oid = old_rel;
-    EXECUTE format('DROP TABLE public.%I', tbl);
+    -- The old table is moved aside, not dropped: a DROP removes its files and its shared buffers at
+    -- commit, still under these locks (hundreds of milliseconds for gigabytes). Its foreign keys
+    -- go now (their triggers on the referenced tables would check its rows); the table itself is
+    -- dropped after this transaction, by then locking nobody (steps/rebuild.py).
+    FOR r IN SELECT c.conname FROM pg_constraint c WHERE c.conrelid = old_rel AND c.contype = 'f' LOOP
+        EXECUTE format('ALTER TABLE public.%I DROP CONSTRAINT %I', tbl, r.conname);
+    END LOOP;
+    CREATE SCHEMA IF NOT EXISTS villager_migration_retired;
+    EXECUTE format('DROP TABLE IF EXISTS villager_migration_retired.%I', tbl);
+    EXECUTE format('ALTER TABLE public.%I SET SCHEMA villager_migration_retired', tbl);
     EXECUTE format('ALTER TABLE villager_migration.%I SET SCHEMA public', tbl);
     EXECUTE format('ALTER TABLE public.%I OWNER TO %s', tbl, owner_name);
     IF options IS NOT NULL THEN

@@ -17,7 +17,9 @@ How, without stopping the application (pg_repack's scheme):
    now) until what remains is small.
 5. swap: one transaction, under ACCESS EXCLUSIVE locks taken with lock_timeout and retried like
    all DDL, replays the rest and puts the copy in place of the table, with its foreign keys,
-   checks, triggers, owner and grants (rebuild.sql). Milliseconds.
+   checks, triggers, owner and grants (rebuild.sql). Milliseconds: the old table is moved aside
+   and dropped only after the swap commits (dropping a large table's files and buffers at commit
+   would keep the locks held meanwhile).
 6. validate: the foreign keys and checks that were valid are validated again (no lock against
    reads or writes).
 Rollback before the swap drops the copy and the log trigger; after it, the table is the legacy
@@ -43,6 +45,7 @@ from villager_shop.migration.steps.base import Step
 from villager_shop.migration.walker import run_backfill
 
 V = "villager_migration"
+RETIRED = "villager_migration_retired"  # where the swap leaves the old table, dropped after it
 LOG_TRIGGER = "villager_rebuild_log"
 CATCH_UP_ROWS = 5000
 # The catch-up stops when a round finds fewer changes than this: the swap replays the rest under
@@ -175,14 +178,23 @@ class RebuildTable(Step):
         return [self._start_ddl(), copy, *index,
                 Ddl(f"SELECT {V}.rebuild_replay('{t}', $copy${self.replay_sql(self.columns)}$copy$, {CATCH_UP_ROWS})",
                     f"none on {t} (replays logged changes onto the copy, until few are left)"),
-                self._swap_ddl(self.columns, ["orders", "products"])]
+                self._swap_ddl(self.columns, ["orders", "products"]), self._drop_retired_ddl()]
 
     def undo_ddl(self) -> list[Ddl]:
         t = self.table
         return [Ddl(f"DROP TRIGGER IF EXISTS {LOG_TRIGGER} ON public.{t}", f"ACCESS EXCLUSIVE on {t}"),
                 Ddl(f"DROP TRIGGER IF EXISTS {LOG_TRIGGER}_truncate ON public.{t}", f"ACCESS EXCLUSIVE on {t}"),
                 Ddl(f"DROP TABLE IF EXISTS {V}.{t}", "none on application tables"),
+                self._drop_retired_ddl(),
                 Ddl(f"DROP TABLE IF EXISTS {V}.rebuild_log", "none on application tables")]
+
+    def _drop_retired_ddl(self) -> Ddl:
+        return Ddl("-- squawk-ignore ban-drop-table\n"
+                   f"DROP TABLE IF EXISTS {RETIRED}.{self.table};\n"
+                   f"DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                   f" WHERE n.nspname = '{RETIRED}') THEN DROP SCHEMA IF EXISTS {RETIRED}; END IF; END $$",
+                   f"ACCESS EXCLUSIVE on {RETIRED}.{self.table} (the old table, moved aside by the swap; nobody"
+                   " uses it)")
 
     def locks(self) -> str:
         return (f"no row locks while copying {self.table}; a SHARE ROW EXCLUSIVE to add the"
@@ -242,6 +254,9 @@ class RebuildTable(Step):
             out["swap_s"] = round(time.perf_counter() - t0, 3)
             ctx.reporter.note(f"{self.table}: the rebuilt copy is in place")
             st = self._state(ctx)
+        t0 = time.perf_counter()
+        ctx.run(self._drop_retired_ddl(), self.name)  # also after a crash right after the swap
+        out["drop_old_s"] = round(time.perf_counter() - t0, 3)
         t0 = time.perf_counter()
         self._stage(ctx, st, "validating foreign keys")
         for name in self._unvalidated(ctx, st):
