@@ -74,12 +74,15 @@ def parse_locust(prefix: Path, log_text: str) -> dict[str, Any]:
 
 
 def run_locust(host: str, *, data_file: Path, users: int, spawn_rate: float, duration_s: int, processes: int,
-               workdir: Path) -> dict[str, Any]:
-    prefix = workdir / "locust"
-    log = workdir / "locust.log"
+               workdir: Path, reset_stats: bool = True, tag: str = "locust") -> dict[str, Any]:
+    """`reset_stats`: the figures cover the time after the ramp only (else the whole run)."""
+    prefix = workdir / tag
+    log = workdir / f"{tag}.log"
     argv = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", str(users),
             "-r", f"{spawn_rate:g}", "-t", f"{duration_s}s", "--host", host, "--csv", str(prefix),
-            "--only-summary", "--reset-stats", "--stop-timeout", "3", "--exit-code-on-error", "0"]
+            "--only-summary", "--stop-timeout", "3", "--exit-code-on-error", "0"]
+    if reset_stats:
+        argv.append("--reset-stats")
     if processes > 1:
         argv += ["--processes", str(processes)]
     env = {**os.environ, "VILLAGER_BENCH_DATA": str(data_file)}

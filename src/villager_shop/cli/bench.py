@@ -79,6 +79,12 @@ def api(
     mix: str = typer.Option("", "--mix", help="override shares of the locust mix, e.g. 'order=1,product_page=28'"
                             " (category_listing, whole_catalog, product_page, categories, order)"),
     keep: bool = typer.Option(False, "--keep", help="keep the scratch database"),
+    database: str = typer.Option("", "--database", help="build the data into this database on the first run"
+                                 " and reuse it on the next ones (never dropped: generating a large scale takes"
+                                 " minutes); refused if it exists without this command's mark for --scale/--seed"),
+    cold_start: int = typer.Option(0, "--cold-start", min=0, max=3600, help="then restart the service with an"
+                                   " empty cache and put all --users on it at once for this many seconds: time"
+                                   " until the listing p95 goal holds, slowest request, errors (0 = skip)"),
     replica: bool = typer.Option(False, "--replica", help="on a throwaway primary + streaming standby of the"
                                  " server's version: the locust mix with catalog reads spread over primary and"
                                  " standby, then against the primary alone, side by side (on one machine: the"
@@ -117,5 +123,6 @@ def api(
                        spawn_rate=spawn_rate or None, locust_processes=locust_processes,
                        guide_requests=guide_requests, cached_requests=cached_requests,
                        cached_concurrency=cached_concurrency, mix=parse_mix(mix), keep=keep, pooler_url=through,
+                       database=database or None, cold_start_s=cold_start,
                        say=(lambda m: None) if as_json else (lambda m: err.print(m, markup=False)))
     typer.echo(json.dumps(result, indent=None if as_json else 2))
