@@ -37,7 +37,7 @@ def bench_api(admin_url: str, redis_url: str, *, scale: float, seed: int = 42, u
               locust_processes: int = 1, guide_requests: int = 1000, cached_requests: int = 20000,
               cached_concurrency: int = 50, customers: int = 10, mix: dict[str, int] | None = None,
               keep: bool = False, pooler_url: str | None = None, database: str | None = None,
-              cold_start_s: int = 0, say: Say = lambda _m: None) -> dict[str, Any]:
+              cold_start_s: int = 0, locust_nice: int = 0, say: Say = lambda _m: None) -> dict[str, Any]:
     """`database`: a database of that name, built on the first run and reused (never dropped) by the
     next ones (api_data.reused_database). `cold_start_s`: then the cold-start section
     (api_cold_start), that long, after the other scenarios."""
@@ -99,7 +99,8 @@ def bench_api(admin_url: str, redis_url: str, *, scale: float, seed: int = 42, u
                 with at_ramp_end, ListingProbe(service.base, probe_paths, start_after_s=ramp_end) as probe:
                     scenarios["locust_mix"] = run_locust(service.base, data_file=data_file, users=users,
                                                          spawn_rate=rate, duration_s=duration_s,
-                                                         processes=locust_processes, workdir=workdir)
+                                                         processes=locust_processes, workdir=workdir,
+                                                         nice=locust_nice)
                 scenarios["listing_probe"] = probe.result()
                 mix_out = scenarios["locust_mix"]
                 mix_out["mix_percent"] = data["weights"]
@@ -132,7 +133,7 @@ def bench_api(admin_url: str, redis_url: str, *, scale: float, seed: int = 42, u
                         f" {cold_start_s}s …")
                     cold = run_cold_start(service, redis_url=redis_url, prefix=prefix, data_file=data_file,
                                           users=users, window_s=cold_start_s, prom_dir=prom,
-                                          probe_paths=probe_paths, workdir=workdir)
+                                          probe_paths=probe_paths, workdir=workdir, locust_nice=locust_nice)
                     cold["cache_warm_pages"] = env.get("VILLAGER_CACHE_WARM", "default")
             out["service_log_warnings"] = service.warnings()
             out["scenarios"] = scenarios

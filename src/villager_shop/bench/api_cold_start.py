@@ -98,7 +98,7 @@ def reached_at(windows: list[dict[str, Any]], goal_ms: float = GOAL_P95_MS) -> f
 
 
 def run_cold_start(service: Server, *, redis_url: str, prefix: str, data_file: Path, users: int, window_s: int,
-                   prom_dir: Path, probe_paths: list[str], workdir: Path) -> dict[str, Any]:
+                   prom_dir: Path, probe_paths: list[str], workdir: Path, locust_nice: int = 0) -> dict[str, Any]:
     """Stop the service, drop its cache, start it again, and put the whole mix on it as soon as it
     says ready (all users within a second), for `window_s` seconds."""
     service.stop()
@@ -109,7 +109,7 @@ def run_cold_start(service: Server, *, redis_url: str, prefix: str, data_file: P
     probe = ListingProbe(service.base, probe_paths, start_after_s=0)
     with HistogramSampler(prom_dir) as sampler, probe:
         mix = run_locust(service.base, data_file=data_file, users=users, spawn_rate=users, duration_s=window_s,
-                         processes=1, workdir=workdir, reset_stats=False, tag="cold")
+                         processes=1, workdir=workdir, reset_stats=False, tag="cold", nice=locust_nice)
     served = service_windows(sampler.points)
     probed = probe_windows(probe.samples)
     at_service, at_probe = reached_at(served), reached_at(probed)

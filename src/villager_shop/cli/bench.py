@@ -73,6 +73,10 @@ def api(
     db_connections: int = typer.Option(20, min=1, max=1000, help="PostgreSQL connections of all workers"),
     spawn_rate: float = typer.Option(0, min=0, help="users started per second (0 = all within 10 s, or a quarter of a shorter run)"),
     locust_processes: int = typer.Option(1, min=1, max=64, help="locust --processes (1 = a single process)"),
+    locust_nice: int = typer.Option(0, "--locust-nice", min=0, max=19, help="run locust at this niceness: on the"
+                                    " service's own machine, the service and the probe get the CPU first, as with"
+                                    " a load generator elsewhere (locust's own figures then include more of its"
+                                    " queueing)"),
     guide_requests: int = typer.Option(1000, min=1, help="requests of the guide's `ab -n N -c 10` scenario"),
     cached_requests: int = typer.Option(20000, min=1, help="requests of the cached-listing and ceiling runs"),
     cached_concurrency: int = typer.Option(50, min=1, max=20_000, help="ab -c of the cached-listing and ceiling runs"),
@@ -123,6 +127,6 @@ def api(
                        spawn_rate=spawn_rate or None, locust_processes=locust_processes,
                        guide_requests=guide_requests, cached_requests=cached_requests,
                        cached_concurrency=cached_concurrency, mix=parse_mix(mix), keep=keep, pooler_url=through,
-                       database=database or None, cold_start_s=cold_start,
+                       database=database or None, cold_start_s=cold_start, locust_nice=locust_nice,
                        say=(lambda m: None) if as_json else (lambda m: err.print(m, markup=False)))
     typer.echo(json.dumps(result, indent=None if as_json else 2))
