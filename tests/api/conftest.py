@@ -137,7 +137,7 @@ def any_shop_db(request: pytest.FixtureRequest, pg_admin_url: str) -> Iterator[S
 def make_config(db_url: str, redis: str | None, **overrides: Any) -> ServiceConfig:
     config = ServiceConfig(database_url=db_url, redis_url=redis, jwt_secret="t" * 48,
                            cache_prefix=f"vtest:{uuid.uuid4().hex[:10]}", db_pool_min=1, db_pool_max=8,
-                           redis_timeout_ms=100, redis_breaker_s=2.0)
+                           redis_timeout_ms=100, redis_breaker_s=2.0, cache_warm=0)
     return config.model_copy(update=overrides)
 
 

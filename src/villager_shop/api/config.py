@@ -35,6 +35,13 @@ class ServiceOptions(BaseModel):
                                 description="how long a worker answers its own copies without asking Redis after"
                                             " its last heartbeat (writes wait for it at most this long when a"
                                             " worker does not acknowledge); 0 = check every hit in Redis")
+    cache_warm: int = Field(default=2, ge=0, le=20,
+                            description="listing pages each worker puts in the cache before it serves: the first"
+                                        " N pages of the unfiltered listing and of every active category, and the"
+                                        " categories (a start with an empty cache then sends no stampede of"
+                                        " misses to PostgreSQL); 0 = none")
+    cache_warm_s: float = Field(default=30.0, ge=1, le=600,
+                                description="the most a worker spends warming the cache before it serves anyway")
     db_pool_min: int = Field(default=2, ge=1, le=100, description="connections kept open per worker")
     db_pool_max: int = Field(default=10, ge=1, le=500, description="connections per worker at most")
     db_pool_timeout_s: float = Field(default=5.0, ge=0.1, le=120, description="wait for a free connection")

@@ -39,6 +39,7 @@ from villager_shop.api.services.health import NOT_MIGRATED, Health
 from villager_shop.api.services.monitoring import Monitor, Sampler
 from villager_shop.api.services.orders import Orders
 from villager_shop.api.services.products import Products
+from villager_shop.api.services.warm_up import warm_catalog
 from villager_shop.core.db import connection
 from villager_shop.monitoring import metrics
 from villager_shop.monitoring.event_loop import watch_event_loop
@@ -114,6 +115,11 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
             # have missed changes meanwhile); bounded, so an unreachable database does not block startup.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(listener.listening.wait(), cfg.db_connect_timeout_s)
+        if cfg.cache_warm > 0:
+            # After the listener's first connection, which drops what a previous run cached.
+            warmed = await warm_catalog(app.state.services.catalog, pages=cfg.cache_warm, budget_s=cfg.cache_warm_s)
+            app.state.services.health.warm_up = warmed
+            log.info("cache warm-up: %s", warmed)
         background.append(asyncio.create_task(watch_event_loop(), name="event loop lag"))
         try:
             yield

@@ -23,7 +23,8 @@ from typing import Any
 
 from villager_shop.bench.api_ab import ROUNDS, combine_rounds, run_ab
 from villager_shop.bench.api_clients import ListingProbe, login, warm_catalog
-from villager_shop.bench.api_data import Say, drop_redis_keys, dropped_after, prepare_database
+from villager_shop.bench.api_cold_start import run_cold_start
+from villager_shop.bench.api_data import Say, drop_redis_keys, dropped_after, prepare_database, reused_database
 from villager_shop.bench.api_locust import MIX, run_locust
 from villager_shop.bench.api_metrics import Snapshot, cache_counters, counter_delta, service_histograms, service_latency
 from villager_shop.bench.api_result import verdict
@@ -35,9 +36,13 @@ def bench_api(admin_url: str, redis_url: str, *, scale: float, seed: int = 42, u
               duration_s: int = 60, workers: int = 2, db_connections: int = 20, spawn_rate: float | None = None,
               locust_processes: int = 1, guide_requests: int = 1000, cached_requests: int = 20000,
               cached_concurrency: int = 50, customers: int = 10, mix: dict[str, int] | None = None,
-              keep: bool = False, pooler_url: str | None = None,
-              say: Say = lambda _m: None) -> dict[str, Any]:
-    tag = f"vbench_api_{os.getpid()}"
+              keep: bool = False, pooler_url: str | None = None, database: str | None = None,
+              cold_start_s: int = 0, locust_nice: int = 0, say: Say = lambda _m: None) -> dict[str, Any]:
+    """`database`: a database of that name, built on the first run and reused (never dropped) by the
+    next ones (api_data.reused_database). `cold_start_s`: then the cold-start section
+    (api_cold_start), that long, after the other scenarios."""
+    tag = database or f"vbench_api_{os.getpid()}"
+    keep = keep or database is not None
     prefix = f"{tag}_{secrets.token_hex(3)}"
     rate = spawn_rate or users / min(10.0, max(0.5, duration_s / 4))  # ramp: 10 s, or a quarter of a short run
     out: dict[str, Any] = {"scale": scale, "seed": seed, "workers": workers, "db_connections": db_connections,
@@ -47,7 +52,12 @@ def bench_api(admin_url: str, redis_url: str, *, scale: float, seed: int = 42, u
     try:
         with dropped_after(admin_url, tag, keep):
             t0 = time.perf_counter()
-            url, data = prepare_database(admin_url, tag, scale=scale, seed=seed, customers=customers, say=say)
+            if database is not None:
+                url, data, reused = reused_database(admin_url, database, scale=scale, seed=seed,
+                                                    customers=customers, say=say)
+                out["database_reused"] = reused
+            else:
+                url, data = prepare_database(admin_url, tag, scale=scale, seed=seed, customers=customers, say=say)
             out["prepare_s"] = round(time.perf_counter() - t0, 1)
             out["catalog"] = {"categories": len(data["slugs"]), "hot_category": data["hot_slug"]}
             if keep:
@@ -66,6 +76,7 @@ def bench_api(admin_url: str, redis_url: str, *, scale: float, seed: int = 42, u
                 "--workers", str(workers), "--db-connections", str(db_connections), "--log-level", "warning",
             ], env, port, "/health/ready", workdir / "serve.log")
             scenarios: dict[str, Any] = {}
+            cold: dict[str, Any] = {}
             with service:
                 say(f"service up on {service.base} ({workers} worker(s)); logging in {len(data['logins'])} customers")
                 data["tokens"] = [login(service.base, email) for email in data["logins"]]
@@ -88,7 +99,8 @@ def bench_api(admin_url: str, redis_url: str, *, scale: float, seed: int = 42, u
                 with at_ramp_end, ListingProbe(service.base, probe_paths, start_after_s=ramp_end) as probe:
                     scenarios["locust_mix"] = run_locust(service.base, data_file=data_file, users=users,
                                                          spawn_rate=rate, duration_s=duration_s,
-                                                         processes=locust_processes, workdir=workdir)
+                                                         processes=locust_processes, workdir=workdir,
+                                                         nice=locust_nice)
                 scenarios["listing_probe"] = probe.result()
                 mix_out = scenarios["locust_mix"]
                 mix_out["mix_percent"] = data["weights"]
@@ -116,9 +128,19 @@ def bench_api(admin_url: str, redis_url: str, *, scale: float, seed: int = 42, u
                           if "skipped" not in c and "skipped" not in k and k.get("rps")]
                 if ratios:
                     scenarios["cached_listing"]["round_ratios"] = [round(r, 3) for r in ratios]
+                if cold_start_s > 0:
+                    say(f"cold_start: the service restarted with an empty cache, then {users} users at once for"
+                        f" {cold_start_s}s …")
+                    cold = run_cold_start(service, redis_url=redis_url, prefix=prefix, data_file=data_file,
+                                          users=users, window_s=cold_start_s, prom_dir=prom,
+                                          probe_paths=probe_paths, workdir=workdir, locust_nice=locust_nice)
+                    cold["cache_warm_pages"] = env.get("VILLAGER_CACHE_WARM", "default")
             out["service_log_warnings"] = service.warnings()
             out["scenarios"] = scenarios
             out.update(verdict(scenarios, users))
+            if cold:
+                out["cold_start"] = cold
+                out["goals"].update({f"cold_start_{k}": v for k, v in cold["goals"].items()})
             return out
     finally:
         drop_redis_keys(redis_url, prefix)

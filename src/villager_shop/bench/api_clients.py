@@ -62,6 +62,7 @@ class ListingProbe:
         self.start_after_s = start_after_s
         self.interval_s = interval_s
         self.latencies_ms: list[float] = []
+        self.samples: list[tuple[float, float]] = []  # (seconds since the probe started, ms)
         self.errors = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="listing probe", daemon=True)
@@ -78,6 +79,7 @@ class ListingProbe:
         if self._stop.wait(self.start_after_s):
             return
         conn = http.client.HTTPConnection(self.host, self.port, timeout=5)
+        began = time.perf_counter()
         i = 0
         while not self._stop.is_set():
             path = self.paths[i % len(self.paths)]
@@ -93,7 +95,9 @@ class ListingProbe:
                 conn.close()
                 conn = http.client.HTTPConnection(self.host, self.port, timeout=5)
             if ok:
-                self.latencies_ms.append((time.perf_counter() - started) * 1000)
+                ms = (time.perf_counter() - started) * 1000
+                self.latencies_ms.append(ms)
+                self.samples.append((started - began, ms))
             else:
                 self.errors += 1
             self._stop.wait(self.interval_s)

@@ -8,23 +8,57 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import redis
+from psycopg import sql
 
 from villager_shop.api.services.accounts import set_password
 from villager_shop.core.config import Settings
 from villager_shop.core.db import connect, create_database, drop_database
 from villager_shop.core.errors import VillagerError
+from villager_shop.core.urls import with_dbname
 from villager_shop.legacy.generate import generate
 from villager_shop.legacy.schema import schema_sql
 from villager_shop.migration.runner import make_context, run
 
 Say = Callable[[str], None]
 PASSWORD = "bench-shopper-pass"
+MARK = "villager-shop bench api:"  # the comment of a database `bench api --database` built
 
 
 def prepare_database(admin_url: str, name: str, *, scale: float, seed: int, customers: int,
                      say: Say) -> tuple[str, dict[str, Any]]:
     """Create `name`, fill it (generator + online migration), set customer passwords.
     Returns its URL and what the load needs: slugs, listed product ids, in-stock variant ids, logins."""
+    url = build_database(admin_url, name, scale=scale, seed=seed, say=say)
+    return url, shop_data(url, customers)
+
+
+def reused_database(admin_url: str, name: str, *, scale: float, seed: int, customers: int,
+                    say: Say) -> tuple[str, dict[str, Any], bool]:
+    """The database `name` as `bench api --database` leaves it for the next run: built (and marked
+    with its scale and seed) when missing, else reused as it is, since generating a large scale takes
+    minutes. A database without that mark, or with another scale or seed, is refused, never replaced:
+    it may be someone's shop, or a build that was interrupted. Returns its URL, the load's data, and
+    whether it was reused."""
+    mark = f"{MARK} scale={scale:g} seed={seed}"
+    with connect(admin_url, autocommit=True) as admin:
+        row = admin.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+                            (name,)).fetchone()
+    if row is not None:
+        if row[0] != mark:
+            found = row[0] if row[0] and str(row[0]).startswith(MARK) else "no such mark"
+            raise VillagerError(f"database {name!r} was not built by `bench api --database` for scale {scale:g},"
+                                f" seed {seed} ({found}): drop it or choose another name")
+        say(f"reusing database {name} ({mark})")
+        url = with_dbname(admin_url, name)
+        return url, shop_data(url, customers), True
+    url = build_database(admin_url, name, scale=scale, seed=seed, say=say)
+    with connect(admin_url, autocommit=True) as admin:  # marked only once complete
+        admin.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(name), sql.Literal(mark)))
+    return url, shop_data(url, customers), False
+
+
+def build_database(admin_url: str, name: str, *, scale: float, seed: int, say: Say) -> str:
+    """`name` (re)created and filled: legacy schema, generated data, the online migration, ANALYZE."""
     drop_database(admin_url, name)
     url = create_database(admin_url, name)
     with connect(url, autocommit=True) as conn:
@@ -39,6 +73,13 @@ def prepare_database(admin_url: str, name: str, *, scale: float, seed: int, cust
         ctx.conn.close()
     with connect(url, autocommit=True) as conn:
         conn.execute("ANALYZE")
+    return url
+
+
+def shop_data(url: str, customers: int) -> dict[str, Any]:
+    """What the load needs from a prepared database: slugs (and the hottest), listed product ids,
+    in-stock variant ids, customers' logins (their passwords set)."""
+    with connect(url, autocommit=True) as conn:
         slugs = [r[0] for r in conn.execute(
             """SELECT c.slug FROM public.product_categories c
                 WHERE c.is_active AND EXISTS (SELECT 1 FROM public.products p WHERE p.category_id = c.id
@@ -71,8 +112,8 @@ def prepare_database(admin_url: str, name: str, *, scale: float, seed: int, cust
                 logins.append(email)
     if not slugs or not products:
         raise VillagerError("the generated catalog has no listed products")
-    return url, {"slugs": slugs, "hot_slug": hot[0] if hot else slugs[0], "product_ids": products,
-                 "variant_ids": variants, "logins": logins}
+    return {"slugs": slugs, "hot_slug": hot[0] if hot else slugs[0], "product_ids": products,
+            "variant_ids": variants, "logins": logins}
 
 
 @contextlib.contextmanager

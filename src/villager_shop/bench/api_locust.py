@@ -74,17 +74,23 @@ def parse_locust(prefix: Path, log_text: str) -> dict[str, Any]:
 
 
 def run_locust(host: str, *, data_file: Path, users: int, spawn_rate: float, duration_s: int, processes: int,
-               workdir: Path) -> dict[str, Any]:
-    prefix = workdir / "locust"
-    log = workdir / "locust.log"
+               workdir: Path, reset_stats: bool = True, tag: str = "locust", nice: int = 0) -> dict[str, Any]:
+    """`reset_stats`: the figures cover the time after the ramp only (else the whole run). `nice`:
+    locust's scheduling niceness; on a machine it shares with the service, a positive one gives the
+    service (and the probe) the CPU first, as a load generator on another machine would."""
+    prefix = workdir / tag
+    log = workdir / f"{tag}.log"
     argv = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", str(users),
             "-r", f"{spawn_rate:g}", "-t", f"{duration_s}s", "--host", host, "--csv", str(prefix),
-            "--only-summary", "--reset-stats", "--stop-timeout", "3", "--exit-code-on-error", "0"]
+            "--only-summary", "--stop-timeout", "3", "--exit-code-on-error", "0"]
+    if reset_stats:
+        argv.append("--reset-stats")
     if processes > 1:
         argv += ["--processes", str(processes)]
     env = {**os.environ, "VILLAGER_BENCH_DATA": str(data_file)}
     with open(log, "wb") as fh:
-        proc = subprocess.Popen(argv, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(argv, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=(lambda: os.nice(nice)) if nice else None)
         try:
             proc.wait(timeout=duration_s + 120)
         except subprocess.TimeoutExpired:
@@ -99,5 +105,5 @@ def run_locust(host: str, *, data_file: Path, users: int, spawn_rate: float, dur
     log_text = log.read_text(errors="replace")
     out = parse_locust(prefix, log_text)
     out.update(users=users, spawn_rate=spawn_rate, ramp_s=round(users / spawn_rate, 1), duration_s=duration_s,
-               locust_processes=processes, think_time_s=1.0)
+               locust_processes=processes, think_time_s=1.0, locust_nice=nice)
     return out

@@ -47,7 +47,8 @@ class Server:
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout_s: float = 90) -> Server:
+    def start(self, timeout_s: float = 90, settle_s: float = 1.0) -> Server:
+        """Returns once `ready_path` answers 200, and `settle_s` later (the other workers' startup)."""
         with open(self.log, "wb") as fh:
             self.proc = subprocess.Popen(self.argv, env=self.env, stdout=fh, stderr=subprocess.STDOUT,
                                          start_new_session=True)
@@ -57,7 +58,7 @@ class Server:
                 tail = self.log.read_text(errors="replace").strip().splitlines()[-3:]
                 raise VillagerError(f"{self.name} exited with {self.proc.returncode}: {' | '.join(tail)}")
             if _get(self.base + self.ready_path, timeout=1) == 200:
-                time.sleep(1.0)  # let the other workers finish their startup too
+                time.sleep(settle_s)
                 return self
             time.sleep(0.2)
         self.stop()

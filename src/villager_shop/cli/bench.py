@@ -112,12 +112,22 @@ def api(
     db_connections: int = typer.Option(20, min=1, max=1000, help="PostgreSQL connections of all workers"),
     spawn_rate: float = typer.Option(0, min=0, help="users started per second (0 = all within 10 s, or a quarter of a shorter run)"),
     locust_processes: int = typer.Option(1, min=1, max=64, help="locust --processes (1 = a single process)"),
+    locust_nice: int = typer.Option(0, "--locust-nice", min=0, max=19, help="run locust at this niceness: on the"
+                                    " service's own machine, the service and the probe get the CPU first, as with"
+                                    " a load generator elsewhere (locust's own figures then include more of its"
+                                    " queueing)"),
     guide_requests: int = typer.Option(1000, min=1, help="requests of the guide's `ab -n N -c 10` scenario"),
     cached_requests: int = typer.Option(20000, min=1, help="requests of the cached-listing and ceiling runs"),
     cached_concurrency: int = typer.Option(50, min=1, max=20_000, help="ab -c of the cached-listing and ceiling runs"),
     mix: str = typer.Option("", "--mix", help="override shares of the locust mix, e.g. 'order=1,product_page=28'"
                             " (category_listing, whole_catalog, product_page, categories, order)"),
     keep: bool = typer.Option(False, "--keep", help="keep the scratch database"),
+    database: str = typer.Option("", "--database", help="build the data into this database on the first run"
+                                 " and reuse it on the next ones (never dropped: generating a large scale takes"
+                                 " minutes); refused if it exists without this command's mark for --scale/--seed"),
+    cold_start: int = typer.Option(0, "--cold-start", min=0, max=3600, help="then restart the service with an"
+                                   " empty cache and put all --users on it at once for this many seconds: time"
+                                   " until the listing p95 goal holds, slowest request, errors (0 = skip)"),
     replica: bool = typer.Option(False, "--replica", help="on a throwaway primary + streaming standby of the"
                                  " server's version: the locust mix with catalog reads spread over primary and"
                                  " standby, then against the primary alone, side by side (on one machine: the"
@@ -156,5 +166,6 @@ def api(
                        spawn_rate=spawn_rate or None, locust_processes=locust_processes,
                        guide_requests=guide_requests, cached_requests=cached_requests,
                        cached_concurrency=cached_concurrency, mix=parse_mix(mix), keep=keep, pooler_url=through,
+                       database=database or None, cold_start_s=cold_start, locust_nice=locust_nice,
                        say=(lambda m: None) if as_json else (lambda m: err.print(m, markup=False)))
     typer.echo(json.dumps(result, indent=None if as_json else 2))

@@ -37,6 +37,7 @@ class Health:
         self._metrics: list[dict[str, Any]] | None = None
         self._metrics_at = 0.0
         self._lock = asyncio.Lock()
+        self.warm_up: dict[str, Any] | None = None  # this worker's cache warm-up at its start, if any
 
     async def database(self) -> str:
         """"ok", "unavailable", or "not_migrated": reachable, but without the normalized tables
@@ -60,6 +61,8 @@ class Health:
         if self.reads is not None and self.reads.configured:
             # Standbys do not decide readiness either: without them the primary answers every read.
             body["replicas"] = self.reads.describe()
+        if self.warm_up is not None:
+            body["cache_warm_up"] = self.warm_up
         return (200 if db_ok else 503), body
 
     async def metrics(self) -> list[dict[str, Any]]:
