@@ -12,7 +12,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from villager_shop.bench.migration import _checkpoint, _run_cli
+from villager_shop.bench.migration import _checkpoint
+from villager_shop.bench.migrator_proc import run_migrator
 from villager_shop.core.db import connect, create_database, drop_database
 from villager_shop.core.errors import VillagerError
 from villager_shop.legacy.generate import generate
@@ -48,7 +49,7 @@ def bench_verify(admin_url: str, *, scale: float, seed: int = 42, say: Callable[
         _checkpoint(admin_url)
         say("migrate run …")
         t0 = time.perf_counter()
-        _run_cli(url, "online")
+        run_migrator(url, "online")
         out["run_s"] = round(time.perf_counter() - t0, 3)
         say("migrate verify …")
         t0 = time.perf_counter()
