@@ -63,6 +63,20 @@ Op = Callable[[psycopg.Connection[Any], random.Random, Ledger], str]
 """One write inside an open transaction; returns its kind ('skipped' when it found nothing to do)."""
 
 
+def delete_own(table: str, key: str, kind: str) -> Op:
+    """A write that deletes a row this application inserted (never another's: its ledger would lie)."""
+
+    def delete(conn: psycopg.Connection[Any], rng: random.Random, ledger: Ledger) -> str:
+        row = ledger.mine(rng, table)
+        if row is None:
+            return "skipped"
+        conn.execute(f"DELETE FROM {table} WHERE {key} = %s", (row,))
+        ledger.gone(table, row)
+        return kind
+
+    return delete
+
+
 @dataclass(frozen=True)
 class App:
     name: str

@@ -13,7 +13,7 @@ import psycopg
 
 from villager_shop.samples.blog.generate import COMMENTS_PER_POST, author, tag
 from villager_shop.samples.compare import key_sql
-from villager_shop.samples.live import App, Ledger, Probe
+from villager_shop.samples.live import App, Ledger, Probe, delete_own
 from villager_shop.samples.mess import messy
 
 PROBES = {
@@ -70,13 +70,7 @@ def old_app(rows: int) -> App:
         ledger.expect("posts", pid, tag=t)
         return "update_post_tag"
 
-    def delete_post(conn: psycopg.Connection[Any], rng: random.Random, ledger: Ledger) -> str:
-        pid = ledger.mine(rng, "posts")
-        if pid is None:
-            return "skipped"
-        conn.execute("DELETE FROM posts WHERE id = %s", (pid,))
-        ledger.gone("posts", pid)
-        return "delete_post"
+    delete_post = delete_own("posts", "id", "delete_post")
 
     def insert_comment(conn: psycopg.Connection[Any], rng: random.Random, ledger: Ledger) -> str:
         a = messy(rng, author(rng), null=0.08)
@@ -92,13 +86,7 @@ def old_app(rows: int) -> App:
         ledger.expect("comments", cid, author_name=a)
         return "update_comment_author"
 
-    def delete_comment(conn: psycopg.Connection[Any], rng: random.Random, ledger: Ledger) -> str:
-        cid = ledger.mine(rng, "comments")
-        if cid is None:
-            return "skipped"
-        conn.execute("DELETE FROM comments WHERE id = %s", (cid,))
-        ledger.gone("comments", cid)
-        return "delete_comment"
+    delete_comment = delete_own("comments", "id", "delete_comment")
 
     return App("old", ((insert_post, 3), (update_author, 4), (update_tag, 3), (delete_post, 1),
                        (insert_comment, 3), (update_comment, 3), (delete_comment, 1)))
@@ -169,13 +157,7 @@ def new_app(rows: int) -> App:
         ledger.expect("comments", cid, author_key=a[1])
         return "update_comment_author_id"
 
-    def delete_post(conn: psycopg.Connection[Any], rng: random.Random, ledger: Ledger) -> str:
-        pid = ledger.mine(rng, "posts")
-        if pid is None:
-            return "skipped"
-        conn.execute("DELETE FROM posts WHERE id = %s", (pid,))
-        ledger.gone("posts", pid)
-        return "delete_post"
+    delete_post = delete_own("posts", "id", "delete_post")
 
     return App("new", ((insert_post, 3), (update_author, 3), (update_tag, 3), (insert_comment, 3),
                        (update_comment, 3), (delete_post, 1)), ready=_normalized_ready)

@@ -15,7 +15,7 @@ import psycopg
 
 from villager_shop.samples.compare import key_sql
 from villager_shop.samples.library.generate import LOANS_PER_BOOK, MEMBERS, book_isbn, isbn, price, publisher
-from villager_shop.samples.live import App, Ledger, Probe
+from villager_shop.samples.live import App, Ledger, Probe, delete_own
 from villager_shop.samples.mess import messy, variant
 
 PLACEHOLDER_PRICE = Decimal("0.01")
@@ -72,13 +72,8 @@ def old_app(rows: int) -> App:
         ledger.expect("books", key, price=cost, copies=copies)
         return "update_price_copies"
 
-    def delete_book(conn: psycopg.Connection[Any], rng: random.Random, ledger: Ledger) -> str:
-        key = ledger.mine(rng, "books")  # its own books have no loans: loans go to generated books
-        if key is None:
-            return "skipped"
-        conn.execute("DELETE FROM books WHERE isbn = %s", (key,))
-        ledger.gone("books", key)
-        return "delete_book"
+    # Its own books have no loans (loans go to generated books): a delete never meets a foreign key.
+    delete_book = delete_own("books", "isbn", "delete_book")
 
     def insert_loan(conn: psycopg.Connection[Any], rng: random.Random, ledger: Ledger) -> str:
         key = book_isbn(rng.randint(1, rows))
@@ -101,13 +96,7 @@ def old_app(rows: int) -> App:
         conn.execute("UPDATE loans SET returned_at = now() WHERE id = %s AND returned_at IS NULL", (lid,))
         return "return_loan"
 
-    def delete_loan(conn: psycopg.Connection[Any], rng: random.Random, ledger: Ledger) -> str:
-        lid = ledger.mine(rng, "loans")
-        if lid is None:
-            return "skipped"
-        conn.execute("DELETE FROM loans WHERE id = %s", (lid,))
-        ledger.gone("loans", lid)
-        return "delete_loan"
+    delete_loan = delete_own("loans", "id", "delete_loan")
 
     return App("old", ((insert_book, 3), (update_publisher, 4), (update_stock, 4), (delete_book, 1),
                        (insert_loan, 3), (move_loan, 2), (return_loan, 1), (delete_loan, 1)))
@@ -177,13 +166,7 @@ def new_app(rows: int) -> App:
         ledger.expect("loans", row[0], inserted=True, isbn=key)
         return "insert_loan"
 
-    def delete_book(conn: psycopg.Connection[Any], rng: random.Random, ledger: Ledger) -> str:
-        key = ledger.mine(rng, "books")
-        if key is None:
-            return "skipped"
-        conn.execute("DELETE FROM books WHERE isbn = %s", (key,))
-        ledger.gone("books", key)
-        return "delete_book"
+    delete_book = delete_own("books", "isbn", "delete_book")
 
     return App("new", ((insert_book, 3), (update_edition, 4), (update_publisher, 3), (insert_loan, 3),
                        (delete_book, 1)), ready=_normalized_ready)
