@@ -259,6 +259,11 @@ def test_every_operation_on_an_unseen_schema_under_writers(fresh_db: str, tmp_pa
     res = run_cli("migrate", "verify", "--json", database_url=fresh_db)
     assert res.returncode == 0, res.stdout[-3000:]
     assert _scalar(fresh_db, INDEPENDENT) == 0
+    # deals (bigserial) was copied and swapped in under the writers: its sequence goes on with it.
+    assert _scalar(fresh_db, "SELECT value ->> 'method' FROM villager_migration.state WHERE key = 'rebuild:deals'") \
+        == "rebuild"
+    assert _scalar(fresh_db, "SELECT pg_get_serial_sequence('public.deals', 'id')") == "public.deals_id_seq"
+    assert _scalar(fresh_db, "SELECT last_value >= (SELECT max(id) FROM deals) FROM deals_id_seq")
     # A renamed key: the deals follow by ON UPDATE CASCADE, and keep their offer.
     with psycopg.connect(fresh_db, autocommit=True) as c:
         sku = c.execute("SELECT sku FROM deals WHERE sku LIKE 'SKU-%' GROUP BY 1 ORDER BY count(*) DESC LIMIT 1").fetchone()

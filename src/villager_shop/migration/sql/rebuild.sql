@@ -6,38 +6,51 @@
 CREATE TABLE IF NOT EXISTS villager_migration.rebuild_log (
     seq        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     table_name text NOT NULL,
-    row_id     uuid                                  -- NULL: the table was truncated
+    row_id     text                                  -- the row's key as text; NULL: the table was truncated
 );
 
 -- name: fn_rebuild_log
--- The ids a write touched (both, when an update changes the key); a TRUNCATE logs a NULL id.
+-- The keys a write touched (both, when an update changes the key); a TRUNCATE logs a NULL key.
+-- TG_ARGV[0]: the key column, when it is not `id` (read through the row as JSON, whatever its type).
 CREATE OR REPLACE FUNCTION villager_migration.rebuild_log() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
+DECLARE
+    old_key text;
+    new_key text;
 BEGIN
     IF TG_OP = 'TRUNCATE' THEN
         INSERT INTO villager_migration.rebuild_log (table_name, row_id) VALUES (TG_TABLE_NAME, NULL);
         RETURN NULL;
     END IF;
-    IF TG_OP <> 'INSERT' THEN
-        INSERT INTO villager_migration.rebuild_log (table_name, row_id) VALUES (TG_TABLE_NAME, OLD.id);
+    IF TG_NARGS = 0 THEN
+        IF TG_OP <> 'INSERT' THEN old_key := OLD.id::text; END IF;
+        IF TG_OP <> 'DELETE' THEN new_key := NEW.id::text; END IF;
+    ELSE
+        IF TG_OP <> 'INSERT' THEN old_key := to_jsonb(OLD) ->> TG_ARGV[0]; END IF;
+        IF TG_OP <> 'DELETE' THEN new_key := to_jsonb(NEW) ->> TG_ARGV[0]; END IF;
     END IF;
-    IF TG_OP = 'INSERT' OR (TG_OP = 'UPDATE' AND NEW.id IS DISTINCT FROM OLD.id) THEN
-        INSERT INTO villager_migration.rebuild_log (table_name, row_id) VALUES (TG_TABLE_NAME, NEW.id);
+    IF TG_OP <> 'INSERT' THEN
+        INSERT INTO villager_migration.rebuild_log (table_name, row_id) VALUES (TG_TABLE_NAME, old_key);
+    END IF;
+    IF TG_OP = 'INSERT' OR (TG_OP = 'UPDATE' AND new_key IS DISTINCT FROM old_key) THEN
+        INSERT INTO villager_migration.rebuild_log (table_name, row_id) VALUES (TG_TABLE_NAME, new_key);
     END IF;
     RETURN NULL;
 END
 $fn$;
 
 -- name: fn_rebuild_replay
--- Apply up to `max_rows` logged changes to the copy: each logged id is deleted from the copy and
--- copied again from the live table as it is now (`copy_sql` inserts the rows whose ids are $1).
--- Only the log rows read here are removed: a change committed meanwhile stays for the next call.
-CREATE OR REPLACE FUNCTION villager_migration.rebuild_replay(tbl text, copy_sql text, max_rows integer)
+-- Apply up to `max_rows` logged changes to the copy: each logged key is deleted from the copy and
+-- copied again from the live table as it is now (`copy_sql` inserts the rows whose keys are $1, a
+-- text[] it casts to the key's type). Only the log rows read here are removed: a change committed
+-- meanwhile stays for the next call. `key_col`, `key_type`: the primary key and its SQL type.
+CREATE OR REPLACE FUNCTION villager_migration.rebuild_replay(tbl text, key_col text, key_type text, copy_sql text,
+                                                            max_rows integer)
 RETURNS integer
 LANGUAGE plpgsql AS $fn$
 DECLARE
     seqs bigint[];
-    ids uuid[];
+    ids text[];
     truncated boolean;
 BEGIN
     SELECT array_agg(seq), array_agg(DISTINCT row_id) FILTER (WHERE row_id IS NOT NULL), bool_or(row_id IS NULL)
@@ -49,10 +62,10 @@ BEGIN
     END IF;
     IF truncated THEN
         EXECUTE format('DELETE FROM villager_migration.%1$I n WHERE NOT EXISTS'
-                       ' (SELECT 1 FROM public.%1$I o WHERE o.id = n.id)', tbl);
+                       ' (SELECT 1 FROM public.%1$I o WHERE o.%2$I = n.%2$I)', tbl, key_col);
     END IF;
     IF ids IS NOT NULL THEN
-        EXECUTE format('DELETE FROM villager_migration.%I WHERE id = ANY($1)', tbl) USING ids;
+        EXECUTE format('DELETE FROM villager_migration.%I WHERE %I = ANY($1::%s[])', tbl, key_col, key_type) USING ids;
         EXECUTE copy_sql USING ids;
     END IF;
     DELETE FROM villager_migration.rebuild_log WHERE seq = ANY(seqs);
@@ -68,7 +81,7 @@ $fn$;
 -- them validated would scan the table under these locks); the returned names were valid before
 -- and are validated right after, without blocking anyone. The old table is left in
 -- villager_migration_retired, without foreign keys, for the caller to drop once the locks are gone.
-CREATE OR REPLACE FUNCTION villager_migration.rebuild_swap(tbl text, copy_sql text)
+CREATE OR REPLACE FUNCTION villager_migration.rebuild_swap(tbl text, key_col text, key_type text, copy_sql text)
 RETURNS text[]
 LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -79,6 +92,9 @@ DECLARE
     owner_name text;
     options text[];
     descr text;
+    owned text[] := '{}';
+    last bigint;
+    called boolean;
 BEGIN
     -- A REPEATABLE READ or SERIALIZABLE transaction that holds a snapshot from before the swap and
     -- reads the table only after it would see the copy as of that snapshot, without the changes
@@ -91,7 +107,7 @@ BEGIN
         RAISE EXCEPTION 'a transaction holds a snapshot from before the swap of %', tbl
               USING ERRCODE = 'lock_not_available';
     END IF;
-    WHILE villager_migration.rebuild_replay(tbl, copy_sql, 10000) > 0 LOOP
+    WHILE villager_migration.rebuild_replay(tbl, key_col, key_type, copy_sql, 10000) > 0 LOOP
     END LOOP;
     FOR r IN SELECT c.conname, pg_get_constraintdef(c.oid) AS def, c.convalidated
                FROM pg_constraint c WHERE c.conrelid = old_rel AND c.contype IN ('f', 'c') ORDER BY c.conname LOOP
@@ -126,10 +142,32 @@ BEGIN
     FOR r IN SELECT c.conname FROM pg_constraint c WHERE c.conrelid = old_rel AND c.contype = 'f' LOOP
         EXECUTE format('ALTER TABLE public.%I DROP CONSTRAINT %I', tbl, r.conname);
     END LOOP;
+    -- A serial column's sequence stays where it is, and goes on with the copy's column (whose
+    -- default, copied by LIKE, already calls it); moved with the old table it would be dropped with it.
+    FOR r IN SELECT format('%I.%I', sn.nspname, s.relname) AS seq, a.attname
+               FROM pg_depend d JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+               JOIN pg_namespace sn ON sn.oid = s.relnamespace
+               JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+              WHERE d.classid = 'pg_class'::regclass AND d.refobjid = old_rel AND d.deptype = 'a' LOOP
+        EXECUTE format('ALTER SEQUENCE %s OWNED BY NONE', r.seq);
+        owned := owned || format('ALTER SEQUENCE %s OWNED BY public.%I.%I', r.seq, tbl, r.attname);
+    END LOOP;
     CREATE SCHEMA IF NOT EXISTS villager_migration_retired;
     EXECUTE format('DROP TABLE IF EXISTS villager_migration_retired.%I', tbl);
     EXECUTE format('ALTER TABLE public.%I SET SCHEMA villager_migration_retired', tbl);
     EXECUTE format('ALTER TABLE villager_migration.%I SET SCHEMA public', tbl);
+    FOR i IN 1 .. coalesce(array_length(owned, 1), 0) LOOP
+        EXECUTE owned[i];
+    END LOOP;
+    -- An identity column's sequence went with the old table; the copy's own (moved in with it, its
+    -- options copied by LIKE) takes over where the old one stood.
+    FOR r IN SELECT a.attname FROM pg_attribute a WHERE a.attrelid = format('public.%I', tbl)::regclass
+                AND a.attnum > 0 AND NOT a.attisdropped AND a.attidentity <> '' LOOP
+        EXECUTE format('SELECT last_value, is_called FROM %s',
+                       pg_get_serial_sequence(format('villager_migration_retired.%I', tbl), r.attname))
+           INTO last, called;
+        PERFORM setval(pg_get_serial_sequence(format('public.%I', tbl), r.attname), last, called);
+    END LOOP;
     EXECUTE format('ALTER TABLE public.%I OWNER TO %s', tbl, owner_name);
     IF options IS NOT NULL THEN
         EXECUTE format('ALTER TABLE public.%I SET (%s)', tbl, array_to_string(options, ', '));

@@ -39,8 +39,9 @@ from villager_shop.core.db import relation_exists
 from villager_shop.migration import state
 from villager_shop.migration.context import Context
 from villager_shop.migration.ddl import Ddl, execute_all
+from villager_shop.migration.keys import VILLAGER_KEY, Key
 from villager_shop.migration.sqlfiles import section
-from villager_shop.migration.steps.backfill import Backfill, batch, quarantine_ctes
+from villager_shop.migration.steps.backfill import batch, quarantine_ctes
 from villager_shop.migration.steps.base import Step
 from villager_shop.migration.walker import run_backfill
 
@@ -63,8 +64,8 @@ SELECT CASE
     THEN 'it has unique or exclusion constraints besides its primary key'
   WHEN NOT EXISTS (SELECT 1 FROM pg_constraint k JOIN pg_attribute a ON a.attrelid = k.conrelid
                     WHERE k.conrelid = c.oid AND k.contype = 'p' AND k.conkey = ARRAY[a.attnum]
-                      AND a.attname = 'id')
-    THEN 'its primary key is not (id)'
+                      AND a.attname = %s)
+    THEN 'its primary key is not the one the plan read'
   WHEN EXISTS (SELECT 1 FROM pg_depend d WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = c.oid
                   AND d.classid = 'pg_rewrite'::regclass)
     THEN 'views or rules depend on it'
@@ -72,8 +73,11 @@ SELECT CASE
                   AND d.deptype = 'n')
     THEN 'other objects use its row type'
   WHEN EXISTS (SELECT 1 FROM pg_depend d JOIN pg_class s ON s.oid = d.objid
-                WHERE d.classid = 'pg_class'::regclass AND d.refobjid = c.oid AND s.relkind = 'S')
-    THEN 'it owns a sequence'
+                WHERE d.classid = 'pg_class'::regclass AND d.refobjid = c.oid AND s.relkind = 'S'
+                  AND d.deptype = 'a'
+                  AND EXISTS (SELECT 1 FROM pg_depend u WHERE u.refobjid = s.oid AND u.classid = 'pg_attrdef'::regclass
+                                 AND NOT EXISTS (SELECT 1 FROM pg_attrdef ad WHERE ad.oid = u.objid AND ad.adrelid = c.oid)))
+    THEN 'a sequence it owns is used by another table'
   WHEN c.relrowsecurity OR EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid)
     THEN 'it has row-level security'
   WHEN EXISTS (SELECT 1 FROM pg_publication_rel r WHERE r.prrelid = c.oid)
@@ -84,8 +88,8 @@ SELECT CASE
     THEN 'it is published for logical replication'
   WHEN c.relreplident <> 'd' THEN 'it has a replica identity other than its primary key'
   WHEN EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-                  AND (a.attidentity <> '' OR a.attgenerated <> '' OR a.attacl IS NOT NULL))
-    THEN 'it has identity, generated or column-privileged columns'
+                  AND a.attacl IS NOT NULL)
+    THEN 'it has column privileges'
   WHEN EXISTS (SELECT 1 FROM pg_statistic_ext x WHERE x.stxrelid = c.oid)
     THEN 'it has extended statistics objects'
 END
@@ -97,12 +101,17 @@ class RebuildTable(Step):
     phase = "backfill"
 
     def __init__(self, table: str, alias: str, columns: list[str], overrides: dict[str, str], joins: str,
-                 reason: str, indexes: list[tuple[str, str]], in_place: Backfill, title: str) -> None:
+                 reason: str | None, indexes: list[tuple[str, str]], in_place: Step, title: str, *,
+                 key: Key = VILLAGER_KEY, referenced: tuple[str, ...] = ("orders", "products")) -> None:
         self.table, self.alias = table, alias
         self.columns = columns  # as the legacy schema has them (shown by `migrate plan`; runs read the catalog)
         self.overrides = overrides  # column -> SQL expression over the live row and `joins`
         self.joins = joins
-        self.reason = reason  # why a copied row `s` is quarantined (NULL: it is not)
+        # Why a copied row `s` is quarantined in villager_migration.quarantine (NULL: it is not);
+        # None: the copy quarantines nothing (a plan file's rules keep their own records by trigger).
+        self.reason = reason
+        self.pk = key
+        self.referenced = referenced  # the tables the swap locks, as `migrate plan` shows them
         self.indexes = indexes  # (name, definition) the plan wants on the table, built on the copy
         self.in_place = in_place  # the same backfill done in place, for tables a rebuild cannot carry
         self.name = in_place.name
@@ -121,21 +130,33 @@ class RebuildTable(Step):
                 f"  SELECT {self._select(columns)}\n"
                 f"    FROM public.{self.table} {self.alias} {self.joins}\n"
                 f"   WHERE {batch(self.alias)}),\n"
-                f"copied AS (INSERT INTO {V}.{self.table} ({cols}) SELECT {cols} FROM src),\n"
-                + quarantine_ctes(self.table, "src", self.reason, "to_jsonb(s)") + "\n"
+                f"copied AS (INSERT INTO {V}.{self.table} ({cols}) OVERRIDING SYSTEM VALUE SELECT {cols} FROM src)"
+                + self._quarantine() + "\n"
                 "SELECT count(*) FROM src")
+
+    def _quarantine(self) -> str:
+        if self.reason is None:
+            return ""
+        return ",\n" + quarantine_ctes(self.table, "src", self.reason, "to_jsonb(s)")
+
+    def _keys_in(self, alias: str) -> str:
+        """The rows whose keys are $1 (text[], cast to the key's type so that its index serves)."""
+        return f"{alias}.{self.pk.ident} = ANY($1::{self.pk.sqltype}[])"
 
     def replay_sql(self, columns: list[str]) -> str:
         """The rows whose ids are $1, copied as they are now (rebuild_replay runs it), and their
         quarantine entries decided again: the copy reads without locks, so what it decided for a
         row the application changed meanwhile (and logged) may be out of date."""
         cols = ", ".join(columns)
-        return (f"WITH src AS MATERIALIZED (SELECT {self._select(columns)} FROM public.{self.table} {self.alias}"
-                f" {self.joins} WHERE {self.alias}.id = ANY($1)),\n"
-                f"copied AS (INSERT INTO {V}.{self.table} ({cols}) SELECT {cols} FROM src),\n"
-                f"gone AS (DELETE FROM {V}.quarantine q WHERE q.table_name = '{self.table}' AND q.row_id = ANY($1)"
-                " AND NOT EXISTS (SELECT 1 FROM src WHERE src.id = q.row_id)),\n"
-                + quarantine_ctes(self.table, "src", self.reason, "to_jsonb(s)") + "\n"
+        head = (f"WITH src AS MATERIALIZED (SELECT {self._select(columns)} FROM public.{self.table} {self.alias}"
+                f" {self.joins} WHERE {self._keys_in(self.alias)}),\n"
+                f"copied AS (INSERT INTO {V}.{self.table} ({cols}) OVERRIDING SYSTEM VALUE SELECT {cols} FROM src)")
+        if self.reason is None:
+            return head + "\nSELECT count(*) FROM src"
+        return (head + ",\n"
+                f"gone AS (DELETE FROM {V}.quarantine q WHERE q.table_name = '{self.table}'"
+                " AND q.row_id = ANY($1::uuid[]) AND NOT EXISTS (SELECT 1 FROM src WHERE src.id = q.row_id))"
+                + self._quarantine() + "\n"
                 "SELECT count(*) FROM src")
 
     def _start_ddl(self) -> Ddl:
@@ -145,15 +166,27 @@ class RebuildTable(Step):
             + section("rebuild.sql", "fn_rebuild_log") + ";\n"
             + section("rebuild.sql", "fn_rebuild_replay") + ";\n"
             + section("rebuild.sql", "fn_rebuild_swap") + ";\n"
+            # Identity and generated columns come along: the copy's identity takes over the
+            # sequence's state at the swap, its generated columns compute as the table's do.
             f"CREATE TABLE IF NOT EXISTS {V}.{t} (LIKE public.{t} INCLUDING DEFAULTS INCLUDING STORAGE"
-            " INCLUDING COMMENTS);\n"
+            " INCLUDING COMMENTS INCLUDING IDENTITY INCLUDING GENERATED);\n"
             f"DROP TRIGGER IF EXISTS {LOG_TRIGGER} ON public.{t};\n"
             f"CREATE TRIGGER {LOG_TRIGGER} AFTER INSERT OR UPDATE OR DELETE ON public.{t}\n"
-            f"    FOR EACH ROW EXECUTE FUNCTION {V}.rebuild_log();\n"
+            f"    FOR EACH ROW EXECUTE FUNCTION {V}.rebuild_log({self._log_argument()});\n"
             f"DROP TRIGGER IF EXISTS {LOG_TRIGGER}_truncate ON public.{t};\n"
             f"CREATE TRIGGER {LOG_TRIGGER}_truncate AFTER TRUNCATE ON public.{t}\n"
             f"    FOR EACH STATEMENT EXECUTE FUNCTION {V}.rebuild_log()",
             f"SHARE ROW EXCLUSIVE on {t} (creating the change-log trigger; milliseconds)")
+
+    def _log_argument(self) -> str:
+        """The log trigger's argument: none for a key named `id` (read directly), else its name."""
+        if self.pk.column == "id":
+            return ""
+        return "'" + self.pk.column.replace("'", "''") + "'"
+
+    def _key_args(self) -> str:
+        """The key column and its type, as the arguments rebuild_replay and rebuild_swap take."""
+        return ", ".join("'" + v.replace("'", "''") + "'" for v in (self.pk.column, self.pk.sqltype))
 
     def _swap_ddl(self, columns: list[str], referenced: list[str]) -> Ddl:
         tables = ", ".join(f"public.{t}" for t in [*referenced, self.table])
@@ -161,7 +194,8 @@ class RebuildTable(Step):
             f"LOCK TABLE {tables} IN ACCESS EXCLUSIVE MODE;\n"
             f"INSERT INTO {V}.state (key, value, updated_at)\n"
             f"SELECT '{self.key}', jsonb_build_object('method', 'rebuild', 'swapped', true, 'validate',\n"
-            f"       to_jsonb({V}.rebuild_swap('{self.table}', $copy${self.replay_sql(columns)}$copy$))), now()\n"
+            f"       to_jsonb({V}.rebuild_swap('{self.table}', {self._key_args()},\n"
+            f"       $copy${self.replay_sql(columns)}$copy$))), now()\n"
             "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
             f"ACCESS EXCLUSIVE on {tables} (the rest of the change log, then the swap; milliseconds)")
 
@@ -176,9 +210,10 @@ class RebuildTable(Step):
         index[0] = Ddl(f"-- and a copy of each index of public.{t} (its pg_get_indexdef), built the same way\n"
                        + index[0].sql, index[0].locks)
         return [self._start_ddl(), copy, *index,
-                Ddl(f"SELECT {V}.rebuild_replay('{t}', $copy${self.replay_sql(self.columns)}$copy$, {CATCH_UP_ROWS})",
+                Ddl(f"SELECT {V}.rebuild_replay('{t}', {self._key_args()},"
+                    f" $copy${self.replay_sql(self.columns)}$copy$, {CATCH_UP_ROWS})",
                     f"none on {t} (replays logged changes onto the copy, until few are left)"),
-                self._swap_ddl(self.columns, ["orders", "products"]), self._drop_retired_ddl()]
+                self._swap_ddl(self.columns, list(self.referenced)), self._drop_retired_ddl()]
 
     def undo_ddl(self) -> list[Ddl]:
         t = self.table
@@ -207,7 +242,7 @@ class RebuildTable(Step):
 
     def ineligible(self, ctx: Context) -> str | None:
         """Why the table cannot be rebuilt faithfully (then it is backfilled in place), or None."""
-        return ctx.scalar(INELIGIBLE, (f"public.{self.table}",))
+        return ctx.scalar(INELIGIBLE, (self.pk.column, f"public.{self.table}"))
 
     def check(self, ctx: Context) -> bool:
         st = self._state(ctx)
@@ -231,7 +266,7 @@ class RebuildTable(Step):
             ctx.run(self._start_ddl(), self.name)
             columns = self._live_columns(ctx)
             res = run_backfill(ctx, self.name, self.table, [self.copy_action(columns)], [], None, locking=False,
-                               on_rewrite=f"TRUNCATE {V}.{self.table}")
+                               on_rewrite=f"TRUNCATE {V}.{self.table}", key=self.pk)
             out.update(rows=res.rows, batches=res.batches, copy_s=round(res.seconds, 3),
                        rows_per_s=round(res.rows_per_s), retried_rows=res.retried_rows,
                        max_batch_ms=round(res.max_batch_ms, 1))
@@ -274,7 +309,7 @@ class RebuildTable(Step):
     def _live_columns(self, ctx: Context) -> list[str]:
         return [str(r[0]) for r in ctx.conn.execute(
             "SELECT quote_ident(attname) FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0"
-            " AND NOT attisdropped ORDER BY attnum", (f"public.{self.table}",))]
+            " AND NOT attisdropped AND attgenerated = '' ORDER BY attnum", (f"public.{self.table}",))]
 
     def _unvalidated(self, ctx: Context, st: dict[str, Any]) -> list[str]:
         names = list(st.get("validate") or [])
@@ -313,7 +348,8 @@ class RebuildTable(Step):
         removed = 0
         if any(w[2] for w in todo):
             removed = conn.execute(f"DELETE FROM {V}.{t} c USING (SELECT DISTINCT row_id FROM {V}.rebuild_log"
-                                   " WHERE table_name = %s) l WHERE c.id = l.row_id", (t,)).rowcount
+                                   f" WHERE table_name = %s) l WHERE c.{self.pk.ident} = l.row_id::{self.pk.sqltype}",
+                                   (t,)).rowcount
         ddls = [Ddl(d, f"SHARE on {V}.{t} (the copy; nobody else uses it)") for _, d, _, _ in todo]
         try:
             execute_all(ctx.url, ddls, ctx.policy, ctx.backfill_workers, f"villager-shop rebuild {t}")
@@ -334,17 +370,19 @@ class RebuildTable(Step):
 
     def _deduplicate(self, conn: psycopg.Connection[Any]) -> int:
         """Identical copies of one row: keep one."""
+        k = self.pk.ident
         cur = conn.execute(f"DELETE FROM {V}.{self.table} a USING {V}.{self.table} b"
-                           " WHERE a.id = b.id AND a.ctid > b.ctid")
+                           f" WHERE a.{k} = b.{k} AND a.ctid > b.ctid")
         return cur.rowcount
 
     def _catch_up(self, ctx: Context, columns: list[str]) -> int:
         """Replay the change log onto the copy until a round finds only a few changes: what is left
         is what the swap replays under its locks."""
-        sql = f"SELECT {V}.rebuild_replay(%s, %s, %s)"
+        sql = f"SELECT {V}.rebuild_replay(%s, %s, %s, %s, %s)"
         replayed = 0
         for _ in range(10_000):
-            n = int(ctx.scalar(sql, (self.table, self.replay_sql(columns), CATCH_UP_ROWS)) or 0)
+            n = int(ctx.scalar(sql, (self.table, self.pk.column, self.pk.sqltype, self.replay_sql(columns),
+                                     CATCH_UP_ROWS)) or 0)
             replayed += n
             if n < SWAP_REPLAY_ROWS:
                 break

@@ -6,6 +6,7 @@ stays (it is not a legacy column the plan replaces)."""
 
 from __future__ import annotations
 
+from villager_shop.migration.keys import Key
 from villager_shop.migration.planfile.operations.base import Actions, ConstraintInfo, Env, Parts, V, backfill
 from villager_shop.migration.planfile.spec import LinkChildReference, SplitChild
 from villager_shop.migration.planfile.steps import Trigger, triggers_sql
@@ -13,6 +14,7 @@ from villager_shop.migration.steps.backfill import batch
 from villager_shop.migration.steps.columns import AddColumn
 from villager_shop.migration.steps.constraints import AddConstraint, ValidateConstraint
 from villager_shop.migration.steps.indexes import CreateIndex
+from villager_shop.migration.steps.rebuild import RebuildTable
 
 BUMP = f"IF pg_trigger_depth() = 1 THEN PERFORM nextval('{V}.legacy_writes'); END IF;"
 
@@ -22,6 +24,12 @@ def split_of(op: LinkChildReference, env: Env) -> SplitChild:
         if isinstance(earlier, SplitChild) and earlier.child == op.child:
             return earlier
     raise ValueError(f"no split_child creates {op.child} before this operation")
+
+
+def referenced_tables(env: Env, table: str, child: str) -> tuple[str, ...]:
+    """What `migrate plan` shows the swap locking: the split parent the reference points at (the
+    run reads the table's foreign keys from the catalog)."""
+    return tuple(sorted({s.parent for s in env.earlier if isinstance(s, SplitChild) and s.child == child} - {table}))
 
 
 def expand(op: LinkChildReference, env: Env) -> Parts:
@@ -64,14 +72,23 @@ $fn$"""))
     parts.triggers.append(trig)
     parts.columns.append(AddColumn(table, fk, "uuid", then=(triggers_sql([trig]),),
                                    then_locks=f"reads {child}"))
-    parts.backfills.append(backfill(
+    in_place = backfill(
         table, f"backfill_{table}_{fk}",
         Actions((f"UPDATE public.{table} t SET {fk} = (SELECT c.id FROM public.{child} c"
                  f" WHERE c.{cfk} = t.{ref} AND c.{flag})\n"
                  f" WHERE {batch('t')} AND t.{fk} IS NULL AND t.{ref} IS NOT NULL",)),
         f"backfill {table}.{fk}: the default {child} row of {table}.{ref}", env.catalog,
-        only=f"t.{fk} IS NULL AND t.{ref} IS NOT NULL"))
+        only=f"t.{fk} IS NULL AND t.{ref} IS NOT NULL")
     index = f"idx_{table}_{fk}"[:63]
+    info = env.catalog.table(table)
+    # Every row of the table changes: copied with the link filled and swapped in where the table
+    # allows it (steps/rebuild.py), about three times faster than updating each row in place.
+    parts.backfills.append(RebuildTable(
+        table, "t", [*info.columns, fk],
+        {fk: f"coalesce(t.{fk}, (SELECT c.id FROM public.{child} c WHERE c.{cfk} = t.{ref} AND c.{flag}))"},
+        "", None, [(index, f"({fk})")], in_place,
+        f"backfill {table}.{fk}: copy {table} with the default {child} row of {table}.{ref}, swap the copy in",
+        key=Key(info.key or "id", info.key_type or "uuid"), referenced=referenced_tables(env, table, child)))
     parts.fk_indexes.append(CreateIndex(index, table, f"({fk})", why="foreign key"))
     parts.index_names.append(index)
     fk_name = f"fk_{table}_{fk}"[:63]
