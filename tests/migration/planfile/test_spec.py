@@ -10,6 +10,7 @@ import pytest
 from villager_shop.migration.planfile.assemble import assemble
 from villager_shop.migration.planfile.catalog import Catalog, TableInfo
 from villager_shop.migration.planfile.spec import ExtractLookup, PlanError, load, parse
+from villager_shop.migration.steps.rebuild import RebuildTable
 
 PLANS = Path(__file__).resolve().parents[3] / "plans"
 
@@ -85,8 +86,12 @@ def test_shipped_plans_parse_and_assemble_in_phase_order() -> None:
     ddl = table.ddl()[0].sql
     assert "book_isbn text NOT NULL REFERENCES public.books (isbn)" in ddl and "copies bigint NOT NULL" in ddl
     # The walks go by each table's own key.
+    # loans is copied with edition_id filled and swapped in, by its own key (in place where a table
+    # cannot be rebuilt).
     walk = next(s for s in plan.steps if s.name == "backfill_loans_edition_id")
-    assert walk.key.column == "id" and walk.key.sqltype == "integer"  # type: ignore[attr-defined]
+    assert isinstance(walk, RebuildTable) and walk.referenced == ("books",)
+    assert walk.pk.column == "id" and walk.pk.sqltype == "integer"
+    assert walk.in_place.key.column == "id" and walk.in_place.key.sqltype == "integer"  # type: ignore[attr-defined]
 
 
 def test_blog_plan_assembles() -> None:

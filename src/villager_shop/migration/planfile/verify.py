@@ -5,15 +5,18 @@ plan added is valid, or a guard whose violating rows are all quarantined; every 
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import psycopg
+from psycopg.pq import TransactionStatus
 
 from villager_shop.core.db import own_timeouts, relation_exists
 from villager_shop.migration import state
 from villager_shop.migration.planfile import record
 from villager_shop.migration.planfile.assemble import FilePlan
 from villager_shop.migration.planfile.steps import QUARANTINE
+from villager_shop.migration.shared_snapshot import run_on_snapshot
 from villager_shop.migration.verify import EXAMPLES, Check, Report, _by_operator
 from villager_shop.migration.verify import verify as verify_builtin
 
@@ -23,11 +26,14 @@ def verify_database(conn: psycopg.Connection[Any], examples: int = EXAMPLES) -> 
     plan = record.current(conn)
     if plan is None:
         return verify_builtin(conn, examples)
+    # Outside a caller's transaction the data checks run on two more sessions sharing this one's
+    # snapshot (as the built-in verify does); inside one, here alone (it sees its own writes).
+    alone = conn.info.transaction_status != TransactionStatus.IDLE
     with own_timeouts(conn):
-        return verify(conn, plan, examples)
+        return verify(conn, plan, examples, alone=alone)
 
 
-def verify(conn: psycopg.Connection[Any], plan: FilePlan, examples: int) -> Report:
+def verify(conn: psycopg.Connection[Any], plan: FilePlan, examples: int, *, alone: bool = True) -> Report:
     phase = state.phase(conn)
     checks: list[Check] = []
     if phase in ("not_started", "rolled_back", "rolling_back"):
@@ -40,7 +46,7 @@ def verify(conn: psycopg.Connection[Any], plan: FilePlan, examples: int) -> Repo
     if missing:
         return Report(False, phase, checks, {})
     completed = phase == "completed"
-    checks += _data(conn, plan.integrity_completed if completed else plan.integrity, examples)
+    checks += _data(conn, plan.integrity_completed if completed else plan.integrity, examples, alone)
     held_back = state.withdrawn(conn)
     for c in plan.constraints:
         mark = held_back.get(f"constraint_{c.name}")
@@ -81,16 +87,19 @@ def verify(conn: psycopg.Connection[Any], plan: FilePlan, examples: int) -> Repo
     return Report(all(c.ok for c in checks), phase, checks, _counts(conn, plan, failing))
 
 
-def _data(conn: psycopg.Connection[Any], queries: list[str], examples: int) -> list[Check]:
-    limit = examples if examples > 0 else 2**31 - 1
-    out: list[Check] = []
-    for q in queries:
-        rows = conn.execute(
-            "SELECT kind, table_name, count(*), (array_agg(json_build_object('row_id', row_key, 'detail', detail)"
-            f" ORDER BY row_key))[1:{int(limit)}] FROM ({q}) x(kind, table_name, row_key, detail) GROUP BY 1, 2"
-            " ORDER BY 1, 2").fetchall()  # no parameters: the checks' format() strings hold '%'
+def _disagreements(query: str, limit: int, conn: psycopg.Connection[Any]) -> list[Check]:
+    rows = conn.execute(
+        "SELECT kind, table_name, count(*), (array_agg(json_build_object('row_id', row_key, 'detail', detail)"
+        f" ORDER BY row_key))[1:{int(limit)}] FROM ({query}) x(kind, table_name, row_key, detail) GROUP BY 1, 2"
+        " ORDER BY 1, 2").fetchall()  # no parameters: the checks' format() strings hold '%'
+    return [Check(f"{kind}:{table}", False, int(n), f"{n} rows", list(ex)) for kind, table, n, ex in rows]
 
-        out += [Check(f"{kind}:{table}", False, int(n), f"{n} rows", list(ex)) for kind, table, n, ex in rows]
+
+def _data(conn: psycopg.Connection[Any], queries: list[str], examples: int, alone: bool) -> list[Check]:
+    limit = examples if examples > 0 else 2**31 - 1
+    jobs = [partial(_disagreements, q, limit) for q in queries]
+    results = [job(conn) for job in jobs] if alone or len(jobs) < 2 else run_on_snapshot(conn, jobs, workers=2)
+    out = sorted((c for checks in results for c in checks), key=lambda c: c.name)
     return out or [Check("data_equivalence", True, 0, "every legacy row matches its normalized form or is quarantined")]
 
 
