@@ -20,6 +20,7 @@ import psycopg
 from villager_shop.core.db import connect
 
 RowKey = tuple[str, Any]
+STATEMENT_TIMEOUT = "SET LOCAL statement_timeout = '60s'"
 
 
 class Ledger:
@@ -134,9 +135,7 @@ class LiveWriter:
         self.stop()
 
     def _connect(self, app: App) -> psycopg.Connection[Any]:
-        conn = connect(self.url, autocommit=True, application_name=f"sample-{app.name}")
-        conn.execute("SET statement_timeout = '60s'")
-        return conn
+        return connect(self.url, autocommit=True, application_name=f"sample-{app.name}")
 
     def _loop(self, app: App, rng: random.Random) -> None:
         stats, ledger = self.stats[app.name], self.ledgers[app.name]
@@ -153,6 +152,9 @@ class LiveWriter:
                             continue
                     op = rng.choices(ops, weights)[0]
                     with conn.transaction():
+                        # Local to the transaction: `url` may be a transaction pooler's, whose server
+                        # connection goes on to other clients with whatever a session SET leaves.
+                        conn.execute(STATEMENT_TIMEOUT)
                         kind = op(conn, rng, ledger)
                     ledger.commit()
                     if kind == "skipped":
