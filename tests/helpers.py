@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import psycopg
 
 from villager_shop.core.config import Settings
 
@@ -67,3 +71,30 @@ def stop_process(proc: subprocess.Popen[Any]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def scalar(url: str, query: str) -> Any:
+    """The first column of the first row of `query`, on a connection of its own (None: no row)."""
+    with psycopg.connect(url) as c:
+        row = c.execute(query.encode()).fetchone()
+        return row[0] if row else None
+
+
+def rows(url: str, query: str) -> list[tuple[Any, ...]]:
+    """Every row of `query`, on a connection of its own."""
+    with psycopg.connect(url) as c:
+        return c.execute(query.encode()).fetchall()
+
+
+def run_killed_once(url: str, args: list[str], ready: Callable[[], bool], **env: str) -> subprocess.CompletedProcess[str]:
+    """`villager-shop ARGS` killed with SIGKILL as soon as `ready()` holds (polled), then resumed by
+    `migrate run` with the same environment: the resumed run's result."""
+    proc = subprocess.Popen([sys.executable, "-m", "villager_shop", *args], env=cli_env(url, **env), cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None and not ready():
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return run_cli("migrate", "run", database_url=url, **env)

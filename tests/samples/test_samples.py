@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.helpers import run_cli
+from tests.helpers import run_cli, scalar
 from tests.samples.scenario import (
     SAMPLES,
     SLOW_BACKFILL,
@@ -45,6 +45,13 @@ def _flip(c: psycopg.Connection[Any], sample: Sample) -> tuple[str, str]:
     return isbn, f"UPDATE editions SET price = {before} WHERE book_isbn = '{isbn}' AND is_default"
 
 
+def loans_rebuilt(url: str) -> None:
+    """loans was copied and swapped in while both applications wrote; its identity went on."""
+    assert scalar(url, "SELECT value ->> 'method' FROM villager_migration.state WHERE key = 'rebuild:loans'") \
+        == "rebuild"
+    assert scalar(url, "SELECT last_value >= (SELECT max(id) FROM loans) FROM loans_id_seq") is True
+
+
 @pytest.mark.parametrize("name", sorted(SAMPLES))
 def test_killed_mid_backfill_resumes_verify_finds_one_change_and_rollback_is_lossless(fresh_db: str, name: str) -> None:
     sample = SAMPLES[name]
@@ -63,12 +70,8 @@ def test_killed_mid_backfill_resumes_verify_finds_one_change_and_rollback_is_los
     res = run_cli("migrate", "verify", "--json", database_url=fresh_db)
     assert res.returncode == 0, res.stdout[-3000:]
     same_in_both_forms(fresh_db, sample)
-    if name == "library":  # loans was copied and swapped in while both wrote; its identity goes on
-        with psycopg.connect(fresh_db) as c:
-            assert c.execute("SELECT value ->> 'method' FROM villager_migration.state"
-                             " WHERE key = 'rebuild:loans'").fetchone() == ("rebuild",)
-            assert c.execute("SELECT last_value >= (SELECT max(id) FROM loans)"
-                             " FROM loans_id_seq").fetchone() == (True,)
+    if name == "library":
+        loans_rebuilt(fresh_db)
 
     # One value changed on the normalized side: verify fails (exit 5) naming that row, and only it.
     with psycopg.connect(fresh_db, autocommit=True) as c:
@@ -117,12 +120,8 @@ def test_both_applications_write_through_the_run_then_complete_keeps_the_data(fr
     res = run_cli("migrate", "verify", "--json", database_url=fresh_db)
     assert res.returncode == 0, res.stdout[-3000:]
     same_in_both_forms(fresh_db, sample)
-    if name == "library":  # loans was copied and swapped in while both wrote; its identity goes on
-        with psycopg.connect(fresh_db) as c:
-            assert c.execute("SELECT value ->> 'method' FROM villager_migration.state"
-                             " WHERE key = 'rebuild:loans'").fetchone() == ("rebuild",)
-            assert c.execute("SELECT last_value >= (SELECT max(id) FROM loans)"
-                             " FROM loans_id_seq").fetchone() == (True,)
+    if name == "library":
+        loans_rebuilt(fresh_db)
     with psycopg.connect(fresh_db) as c:
         legacy, normalized = fingerprint(c, sample.check.LEGACY_FORM), fingerprint(c, sample.check.NORMALIZED_FORM)
     assert legacy == normalized

@@ -6,18 +6,13 @@ generation, and its sequences where they were."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import psycopg
 
-from tests.helpers import ROOT, cli_env, run_cli
+from tests.helpers import rows, run_cli, run_killed_once, scalar
 
 SCHEMA = """
 CREATE TABLE parts (code text PRIMARY KEY, title text NOT NULL, price numeric(8,2) NOT NULL);
@@ -98,44 +93,27 @@ class Inserter:
                 time.sleep(0.002)
 
 
-def _one(url: str, sql: str) -> Any:
-    with psycopg.connect(url) as c:
-        row = c.execute(sql).fetchone()
-        return row[0] if row else None
-
-
-def _all(url: str, sql: str) -> list[tuple[Any, ...]]:
-    with psycopg.connect(url) as c:
-        return c.execute(sql).fetchall()
-
-
 def test_identity_serial_and_generated_columns_go_through_the_swap(fresh_db: str, tmp_path: Path) -> None:
     with psycopg.connect(fresh_db, autocommit=True) as c:
         c.execute(SCHEMA)
     plan = tmp_path / "parts.toml"
     plan.write_text(PLAN)
-    shape = _all(fresh_db, SHAPE)
-    env = cli_env(fresh_db, VILLAGER_BATCH_SIZE="300", VILLAGER_BACKFILL_WORKERS="1")
-    with Inserter(fresh_db) as app:
-        proc = subprocess.Popen([sys.executable, "-m", "villager_shop", "migrate", "run", "--plan", str(plan)],
-                                env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:  # killed once the copy has begun
-            if _one(fresh_db, "SELECT to_regclass('villager_migration.lines') IS NOT NULL") and _one(
-                    fresh_db, "SELECT count(*) > 0 FROM villager_migration.lines"):
-                break
-            time.sleep(0.01)
-        assert proc.poll() is None, "the run ended before its copy could be interrupted"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        res = run_cli("migrate", "run", database_url=fresh_db, VILLAGER_BATCH_SIZE="300")
+    shape = rows(fresh_db, SHAPE)
+
+    def copying() -> bool:
+        return bool(scalar(fresh_db, "SELECT to_regclass('villager_migration.lines') IS NOT NULL")) and bool(
+            scalar(fresh_db, "SELECT count(*) > 0 FROM villager_migration.lines"))
+
+    with Inserter(fresh_db) as app:  # killed once the copy has begun, then resumed
+        res = run_killed_once(fresh_db, ["migrate", "run", "--plan", str(plan)], copying,
+                              VILLAGER_BATCH_SIZE="300", VILLAGER_BACKFILL_WORKERS="1")
         assert res.returncode == 0, res.stderr[-2000:]
         time.sleep(0.3)  # the application goes on writing after the swap
     assert app.errors == [] and len(app.ids) > 50, app.errors[:5]
-    assert _one(fresh_db, "SELECT value ->> 'method' FROM villager_migration.state WHERE key = 'rebuild:lines'") \
+    assert scalar(fresh_db, "SELECT value ->> 'method' FROM villager_migration.state WHERE key = 'rebuild:lines'") \
         == "rebuild"
     # Same identity (its options), serial default and generation; the identity went on from where it was.
-    after = _all(fresh_db, SHAPE)
+    after = rows(fresh_db, SHAPE)
     assert after[:-1] == shape and after[-1][0] == "part_price_id", after
     assert app.ids == sorted(app.ids) and len(set(app.ids)) == len(app.ids)
     assert all((i - 1000) % 3 == 0 for i in app.ids)
@@ -152,7 +130,7 @@ def test_identity_serial_and_generated_columns_go_through_the_swap(fresh_db: str
 
     res = run_cli("migrate", "rollback", "--yes", database_url=fresh_db)
     assert res.returncode == 0, res.stderr[-2000:]
-    assert _all(fresh_db, SHAPE) == shape
+    assert rows(fresh_db, SHAPE) == shape
     with psycopg.connect(fresh_db, autocommit=True) as c:
         new_id = c.execute("INSERT INTO lines (code, qty) VALUES ('P2', 1) RETURNING id").fetchone()
         assert new_id is not None and new_id[0] == app.ids[-1] + 6

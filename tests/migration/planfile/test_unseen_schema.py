@@ -8,11 +8,7 @@ only for what a dropped column would take from the columns that stay."""
 from __future__ import annotations
 
 import json
-import os
 import random
-import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,7 +16,7 @@ from typing import Any
 
 import psycopg
 
-from tests.helpers import ROOT, cli_env, run_cli
+from tests.helpers import rows, run_cli, run_killed_once, scalar
 
 SCHEMA = """
 CREATE TABLE companies (company_code varchar(20) PRIMARY KEY, name text NOT NULL, industry varchar(80), country text);
@@ -220,50 +216,33 @@ class Writers:
         self._loop(step)
 
 
-def _scalar(url: str, sql: str) -> Any:
-    with psycopg.connect(url) as c:
-        row = c.execute(sql).fetchone()
-        return row[0] if row else None
-
-
-def _rows(url: str, sql: str) -> list[tuple[Any, ...]]:
-    with psycopg.connect(url) as c:
-        return c.execute(sql).fetchall()
-
-
 def test_every_operation_on_an_unseen_schema_under_writers(fresh_db: str, tmp_path: Path) -> None:
     with psycopg.connect(fresh_db, autocommit=True) as c:
         c.execute(SCHEMA)
     plan = tmp_path / "crm.toml"
     plan.write_text(PLAN)
-    shape, constraints = _rows(fresh_db, SHAPE), _rows(fresh_db, CONSTRAINTS)
-    env = cli_env(fresh_db, VILLAGER_BATCH_SIZE="200", VILLAGER_BACKFILL_WORKERS="1")
+    shape, constraints = rows(fresh_db, SHAPE), rows(fresh_db, CONSTRAINTS)
+
+    def backfilling() -> bool:
+        return bool(scalar(fresh_db, "SELECT to_regclass('villager_migration.backfill') IS NOT NULL")) and bool(
+            scalar(fresh_db, "SELECT coalesce(sum(rows_done), 0) FROM villager_migration.backfill"))
+
     with Writers(fresh_db) as writers:
-        time.sleep(0.3)
-        proc = subprocess.Popen([sys.executable, "-m", "villager_shop", "migrate", "run", "--plan", str(plan)],
-                                env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:  # killed once the backfill has begun
-            if _scalar(fresh_db, "SELECT to_regclass('villager_migration.backfill') IS NOT NULL") and _scalar(
-                    fresh_db, "SELECT coalesce(sum(rows_done), 0) FROM villager_migration.backfill"):
-                break
-            time.sleep(0.02)
-        assert proc.poll() is None, "the run ended before its backfill could be interrupted"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        res = run_cli("migrate", "run", database_url=fresh_db, VILLAGER_BATCH_SIZE="200")
+        time.sleep(0.3)  # killed once the backfill has begun, then resumed
+        res = run_killed_once(fresh_db, ["migrate", "run", "--plan", str(plan)], backfilling,
+                              VILLAGER_BATCH_SIZE="200", VILLAGER_BACKFILL_WORKERS="1")
         assert res.returncode == 0, res.stderr[-2000:]
         time.sleep(0.5)
     assert writers.errors == [] and writers.writes > 100, writers.errors[:5]
 
     res = run_cli("migrate", "verify", "--json", database_url=fresh_db)
     assert res.returncode == 0, res.stdout[-3000:]
-    assert _scalar(fresh_db, INDEPENDENT) == 0
+    assert scalar(fresh_db, INDEPENDENT) == 0
     # deals (bigserial) was copied and swapped in under the writers: its sequence goes on with it.
-    assert _scalar(fresh_db, "SELECT value ->> 'method' FROM villager_migration.state WHERE key = 'rebuild:deals'") \
+    assert scalar(fresh_db, "SELECT value ->> 'method' FROM villager_migration.state WHERE key = 'rebuild:deals'") \
         == "rebuild"
-    assert _scalar(fresh_db, "SELECT pg_get_serial_sequence('public.deals', 'id')") == "public.deals_id_seq"
-    assert _scalar(fresh_db, "SELECT last_value >= (SELECT max(id) FROM deals) FROM deals_id_seq")
+    assert scalar(fresh_db, "SELECT pg_get_serial_sequence('public.deals', 'id')") == "public.deals_id_seq"
+    assert scalar(fresh_db, "SELECT last_value >= (SELECT max(id) FROM deals) FROM deals_id_seq")
     # A renamed key: the deals follow by ON UPDATE CASCADE, and keep their offer.
     with psycopg.connect(fresh_db, autocommit=True) as c:
         sku = c.execute("SELECT sku FROM deals WHERE sku LIKE 'SKU-%' GROUP BY 1 ORDER BY count(*) DESC LIMIT 1").fetchone()
@@ -273,12 +252,12 @@ def test_every_operation_on_an_unseen_schema_under_writers(fresh_db: str, tmp_pa
         assert c.execute("SELECT count(*) FROM deals d JOIN offers o ON o.id = d.offer_id"
                          " WHERE d.sku = %s AND o.product_sku = d.sku", (f"{sku[0]}-renamed",)).fetchone() == n
     assert run_cli("migrate", "verify", database_url=fresh_db).returncode == 0
-    assert _scalar(fresh_db, INDEPENDENT) == 0
+    assert scalar(fresh_db, INDEPENDENT) == 0
     # The child keeps the moved columns' default and CHECK; the generated column could not have moved.
-    child = dict((r[0], r[1]) for r in _rows(
+    child = dict((r[0], r[1]) for r in rows(
         fresh_db, "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'offers'::regclass"))
     assert child.get("offers_in_stock_check") == "CHECK ((stock >= 0))", child
-    assert _scalar(fresh_db, "SELECT column_default FROM information_schema.columns"
+    assert scalar(fresh_db, "SELECT column_default FROM information_schema.columns"
                              " WHERE table_name = 'offers' AND column_name = 'stock'") == "0"
     bad = tmp_path / "bad.toml"
     bad.write_text(PLAN.replace('weight_kg = "weight_kg"', 'label = "label"'))
@@ -286,11 +265,11 @@ def test_every_operation_on_an_unseen_schema_under_writers(fresh_db: str, tmp_pa
     assert res.returncode == 2 and "products.label is a generated column" in res.stderr, res.stderr
 
     # Rollback: the legacy tables as they were, with every write made meanwhile.
-    legacy = _scalar(fresh_db, LEGACY)
+    legacy = scalar(fresh_db, LEGACY)
     res = run_cli("migrate", "rollback", "--yes", database_url=fresh_db)
     assert res.returncode == 0, res.stderr
-    assert _scalar(fresh_db, LEGACY) == legacy
-    assert _rows(fresh_db, SHAPE) == shape and _rows(fresh_db, CONSTRAINTS) == constraints
+    assert scalar(fresh_db, LEGACY) == legacy
+    assert rows(fresh_db, SHAPE) == shape and rows(fresh_db, CONSTRAINTS) == constraints
 
     # Again, to the end: complete drops the moved columns (their CHECK goes with them, kept on offers).
     assert run_cli("migrate", "run", "--plan", str(plan), database_url=fresh_db).returncode == 0
