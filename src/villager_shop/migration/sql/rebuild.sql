@@ -40,10 +40,18 @@ END
 $fn$;
 
 -- name: fn_rebuild_replay
--- Apply up to `max_rows` logged changes to the copy: each logged key is deleted from the copy and
--- copied again from the live table as it is now (`copy_sql` inserts the rows whose keys are $1, a
--- text[] it casts to the key's type). Only the log rows read here are removed: a change committed
--- meanwhile stays for the next call. `key_col`, `key_type`: the primary key and its SQL type.
+-- Apply up to `max_rows` logged changes to the copy (NULL: all of them): each logged key is deleted
+-- from the copy and copied again from the live table as it is now (`copy_sql` inserts the rows whose
+-- keys are $1, a text[] it casts to the key's type). Only the log rows read here are removed: a
+-- change committed meanwhile stays for the next call. `key_col`, `key_type`: the primary key and its
+-- SQL type.
+-- The copy's unique indexes hold only if, afterwards, every row of the copy is as of one moment: the
+-- callers take every logged change (no `max_rows`), the catch-up in one REPEATABLE READ snapshot
+-- (log and table read at the same moment), the swap under its locks. A bounded call, or one whose
+-- log and table reads see different moments, re-copies a row that took a value of a unique index
+-- (not the key: both keys of a moved row are logged) from a row whose own change it has not read
+-- yet: the stale row is still in the copy, and the insert fails with a unique violation (every
+-- later call too).
 CREATE OR REPLACE FUNCTION villager_migration.rebuild_replay(tbl text, key_col text, key_type text, copy_sql text,
                                                             max_rows integer)
 RETURNS integer
@@ -107,7 +115,7 @@ BEGIN
         RAISE EXCEPTION 'a transaction holds a snapshot from before the swap of %', tbl
               USING ERRCODE = 'lock_not_available';
     END IF;
-    WHILE villager_migration.rebuild_replay(tbl, key_col, key_type, copy_sql, 10000) > 0 LOOP
+    WHILE villager_migration.rebuild_replay(tbl, key_col, key_type, copy_sql, NULL) > 0 LOOP
     END LOOP;
     FOR r IN SELECT c.conname, pg_get_constraintdef(c.oid) AS def, c.convalidated
                FROM pg_constraint c WHERE c.conrelid = old_rel AND c.contype IN ('f', 'c') ORDER BY c.conname LOOP

@@ -48,7 +48,6 @@ from villager_shop.migration.walker import run_backfill
 V = "villager_migration"
 RETIRED = "villager_migration_retired"  # where the swap leaves the old table, dropped after it
 LOG_TRIGGER = "villager_rebuild_log"
-CATCH_UP_ROWS = 5000
 # The catch-up stops when a round finds fewer changes than this: the swap replays the rest under
 # its locks (a few ms for a few hundred rows).
 SWAP_REPLAY_ROWS = 200
@@ -210,8 +209,9 @@ class RebuildTable(Step):
         index[0] = Ddl(f"-- and a copy of each index of public.{t} (its pg_get_indexdef), built the same way\n"
                        + index[0].sql, index[0].locks)
         return [self._start_ddl(), copy, *index,
-                Ddl(f"SELECT {V}.rebuild_replay('{t}', {self._key_args()},"
-                    f" $copy${self.replay_sql(self.columns)}$copy$, {CATCH_UP_ROWS})",
+                Ddl(f"SET TRANSACTION ISOLATION LEVEL REPEATABLE READ;\n"
+                    f"SELECT {V}.rebuild_replay('{t}', {self._key_args()}, $copy${self.replay_sql(self.columns)}$copy$,"
+                    " NULL)",
                     f"none on {t} (replays logged changes onto the copy, until few are left)"),
                 self._swap_ddl(self.columns, list(self.referenced)), self._drop_retired_ddl()]
 
@@ -377,12 +377,16 @@ class RebuildTable(Step):
 
     def _catch_up(self, ctx: Context, columns: list[str]) -> int:
         """Replay the change log onto the copy until a round finds only a few changes: what is left
-        is what the swap replays under its locks."""
-        sql = f"SELECT {V}.rebuild_replay(%s, %s, %s, %s, %s)"
+        is what the swap replays under its locks. Each round takes every change logged so far and
+        reads the log and the table in one snapshot, so that the copy is the table as of one moment
+        (its unique indexes hold; rebuild.sql, rebuild_replay)."""
+        sql = f"SELECT {V}.rebuild_replay(%s, %s, %s, %s, NULL)"
         replayed = 0
         for _ in range(10_000):
-            n = int(ctx.scalar(sql, (self.table, self.pk.column, self.pk.sqltype, self.replay_sql(columns),
-                                     CATCH_UP_ROWS)) or 0)
+            with ctx.conn.transaction():
+                ctx.conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                n = int(ctx.scalar(sql, (self.table, self.pk.column, self.pk.sqltype, self.replay_sql(columns)))
+                        or 0)
             replayed += n
             if n < SWAP_REPLAY_ROWS:
                 break
