@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -45,6 +46,13 @@ def test_prune_keep_0_still_keeps_the_newest_verified_backup() -> None:
     plan = plan_prune([_entry("shop", 4, verified=True), _entry("shop", 2), _entry("shop", 1)], keep=0, now=NOW)
     assert _ids(plan.remove) == ["shop-2", "shop-1"]
     assert [e.id for e, _ in plan.keep] == ["shop-4"]
+
+
+def test_backups_of_one_second_are_ordered_as_the_manifest_recorded_them() -> None:
+    # ids whose random parts sort against the order of creation
+    first, second, third = (replace(_entry("shop", 1), id=i, file=f"{i}.dump") for i in ("s-ff", "s-aa", "s-55"))
+    plan = plan_prune([first, second, third], keep=1, now=NOW)
+    assert _ids(plan.remove) == ["s-ff", "s-aa"] and _ids([e for e, _ in plan.keep]) == ["s-55"]
 
 
 def test_prune_older_than_removes_only_old_backups() -> None:

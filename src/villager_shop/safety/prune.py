@@ -42,12 +42,19 @@ def plan_prune(entries: list[BackupEntry], *, keep: int = DEFAULT_KEEP, older_th
     if older_than_days is not None and older_than_days < 0:
         raise ConfigError("--older-than must be 0 days or more")
     now = now or datetime.now(UTC)
+    # Creation times have whole seconds: backups made within one second are ordered as the manifest
+    # lists them, which is the order they were recorded in.
+    position = {e.id: i for i, e in enumerate(entries)}
+
+    def age(e: BackupEntry) -> tuple[datetime, int]:
+        return _created(e), position[e.id]
+
     by_database: dict[str, list[BackupEntry]] = defaultdict(list)
     for e in entries:
         by_database[e.database].append(e)
     why: dict[str, str] = {}
     for database, group in by_database.items():
-        newest_first = sorted(group, key=lambda e: (_created(e), e.id), reverse=True)
+        newest_first = sorted(group, key=age, reverse=True)
         for e in newest_first[:keep]:
             why[e.id] = f"one of the newest {keep} of {database}"
         verified = next((e for e in newest_first if e.verified_at), None)
@@ -58,7 +65,7 @@ def plan_prune(entries: list[BackupEntry], *, keep: int = DEFAULT_KEEP, older_th
             for e in group:
                 if e.id not in why and _created(e) >= cutoff:
                     why[e.id] = f"younger than {older_than_days:g} days"
-    ordered = sorted(entries, key=lambda e: (_created(e), e.id))
+    ordered = sorted(entries, key=age)
     return PrunePlan(remove=[e for e in ordered if e.id not in why],
                      keep=[(e, why[e.id]) for e in ordered if e.id in why])
 
