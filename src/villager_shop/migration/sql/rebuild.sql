@@ -8,6 +8,15 @@ CREATE TABLE IF NOT EXISTS villager_migration.rebuild_log (
     table_name text NOT NULL,
     row_id     text                                  -- the row's key as text; NULL: the table was truncated
 );
+-- A log made by an earlier version held uuid keys: the trigger below writes text.
+DO $do$
+BEGIN
+    IF (SELECT atttypid FROM pg_attribute WHERE attrelid = 'villager_migration.rebuild_log'::regclass
+           AND attname = 'row_id') = 'uuid'::regtype THEN
+        ALTER TABLE villager_migration.rebuild_log ALTER COLUMN row_id TYPE text;
+    END IF;
+END
+$do$
 
 -- name: fn_rebuild_log
 -- The keys a write touched (both, when an update changes the key); a TRUNCATE logs a NULL key.
