@@ -26,12 +26,6 @@ def split_of(op: LinkChildReference, env: Env) -> SplitChild:
     raise ValueError(f"no split_child creates {op.child} before this operation")
 
 
-def referenced_tables(env: Env, table: str, child: str) -> tuple[str, ...]:
-    """What `migrate plan` shows the swap locking: the split parent the reference points at (the
-    run reads the table's foreign keys from the catalog)."""
-    return tuple(sorted({s.parent for s in env.earlier if isinstance(s, SplitChild) and s.child == child} - {table}))
-
-
 def expand(op: LinkChildReference, env: Env) -> Parts:
     split = split_of(op, env)
     table, ref, child, fk = op.table, op.reference, op.child, op.fk
@@ -88,7 +82,7 @@ $fn$"""))
         {fk: f"coalesce(t.{fk}, (SELECT c.id FROM public.{child} c WHERE c.{cfk} = t.{ref} AND c.{flag}))"},
         "", None, [(index, f"({fk})")], in_place,
         f"backfill {table}.{fk}: copy {table} with the default {child} row of {table}.{ref}, swap the copy in",
-        key=Key(info.key or "id", info.key_type or "uuid"), referenced=referenced_tables(env, table, child)))
+        key=Key(info.key or "id", info.key_type or "uuid"), referenced=tuple({split.parent} - {table})))
     parts.fk_indexes.append(CreateIndex(index, table, f"({fk})", why="foreign key"))
     parts.index_names.append(index)
     fk_name = f"fk_{table}_{fk}"[:63]
