@@ -5,6 +5,8 @@ cannot carry faithfully is backfilled in place instead."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -132,6 +134,96 @@ def test_quarantine_decided_by_a_racing_copy_batch_is_decided_again(legacy_db: s
             == (True,)
     res = run_cli("migrate", "verify", database_url=legacy_db)
     assert res.returncode == 0, res.stdout[-3000:]
+
+
+def test_items_whose_default_variant_was_guessed_wrong_are_copied_again(legacy_db: str) -> None:
+    """The copy takes an item's product id as its variant id (a default variant takes its product's
+    id) without a lookup. Where that is wrong - a default variant with another id, a product with
+    no variant - the recheck after the copy finds the item, and it is copied again with the
+    lookup; an item that names its variant keeps it."""
+    load_messy(legacy_db)
+    ctx, step = _until_rebuild(legacy_db)
+    free_item, free_product = "40000000-0000-0000-0000-000000000004", "20000000-0000-0000-0000-000000000008"
+    try:
+        with psycopg.connect(legacy_db, autocommit=True) as c:
+            # The radio's default variant has another id (the new application made it, say).
+            c.execute("UPDATE product_variants SET id = '50000000-0000-0000-0000-0000000000aa'"
+                      " WHERE product_id = %s AND is_default", (RADIO,))
+            # The lamp's item already names a variant of the lamp that is not the default.
+            c.execute("INSERT INTO product_variants (id, product_id, sku, name, price, stock)"
+                      " VALUES ('50000000-0000-0000-0000-0000000000bb', %s, 'lamp-blue', 'Blue', 260, 1)", (LAMP,))
+            c.execute("INSERT INTO order_items (id, order_id, product_id, variant_id, quantity, unit_price) VALUES"
+                      " ('40000000-0000-0000-0000-0000000000fe', %s, %s, '50000000-0000-0000-0000-0000000000bb',"
+                      " 1, 260)", (ORDER, LAMP))
+        ctx.run(step._start_ddl(), step.name)
+        run_backfill(ctx, step.name, "order_items", [step.copy_action(step._live_columns(ctx))], [], None,
+                     locking=False)
+        with psycopg.connect(legacy_db, autocommit=True) as c:
+            guessed = dict(c.execute(f"SELECT id::text, variant_id::text FROM {V}.order_items"))
+            assert guessed[ITEM_1] == RADIO and guessed[free_item] == free_product, guessed  # guessed, wrong
+        out = step.apply(ctx)
+        # The radio's item, and the items of the free sample and of the refund (no variant).
+        assert out["recopied"] == 3, out
+        run(ctx)
+    finally:
+        ctx.conn.close()
+    with psycopg.connect(legacy_db) as c:
+        linked = dict(c.execute("SELECT id::text, variant_id::text FROM order_items"))
+        assert linked[ITEM_1] == "50000000-0000-0000-0000-0000000000aa"
+        assert linked["40000000-0000-0000-0000-0000000000fe"] == "50000000-0000-0000-0000-0000000000bb"
+        assert linked[free_item] is None
+        assert c.execute("SELECT reason FROM villager_migration.quarantine WHERE row_id = %s",
+                         (free_item,)).fetchone() == ("product_without_variant",)
+        # Every other item has its product's default variant.
+        assert c.execute("SELECT count(*) FROM order_items oi JOIN product_variants v ON v.product_id = oi.product_id"
+                         " AND v.is_default WHERE oi.variant_id IS DISTINCT FROM v.id"
+                         " AND oi.id <> '40000000-0000-0000-0000-0000000000fe'").fetchone() == (0,)
+    res = run_cli("migrate", "verify", database_url=legacy_db)
+    assert res.returncode == 0, res.stdout[-3000:]
+
+
+def test_a_catch_up_round_that_meets_a_newer_quarantine_entry_is_taken_again(
+        legacy_db: str, copied: tuple[Any, RebuildTable]) -> None:
+    """A catch-up round reads in one REPEATABLE READ snapshot; the application's trigger can change a
+    replayed item's quarantine entry after it. The round's write to that entry then fails with a
+    serialization error: the round is taken again, and the entry ends as the item says."""
+    ctx, step = copied
+    refund_item = "40000000-0000-0000-0000-000000000005"  # of a product without a variant: quarantined
+    columns = step._live_columns(ctx)
+    step._catch_up(ctx, columns)
+    with psycopg.connect(legacy_db, autocommit=True) as c:
+        c.execute("UPDATE order_items SET unit_price = -6 WHERE id = %s", (refund_item,))  # logged
+    other = psycopg.connect(legacy_db)
+    try:
+        other.execute("UPDATE villager_migration.quarantine SET detail = '{}' WHERE row_id = %s", (refund_item,))
+        errors: list[BaseException] = []
+
+        def catch_up() -> None:
+            try:
+                step._catch_up(ctx, columns)
+            except BaseException as exc:  # noqa: BLE001 - reported by the test
+                errors.append(exc)
+
+        worker = threading.Thread(target=catch_up)
+        worker.start()
+        with psycopg.connect(legacy_db, autocommit=True) as watch:
+            for _ in range(500):  # the round waits for the entry's row lock
+                if watch.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                                 " AND query LIKE '%%rebuild_replay%%'").fetchone() == (1,):
+                    break
+                time.sleep(0.01)
+            else:
+                pytest.fail("the catch-up round never waited for the quarantine entry")
+        other.commit()  # the round's snapshot is older than this entry: a serialization failure
+        worker.join(30)
+        assert not worker.is_alive() and errors == [], errors
+    finally:
+        other.close()
+    with psycopg.connect(legacy_db) as c:
+        assert c.execute("SELECT reason, detail ->> 'unit_price' FROM villager_migration.quarantine WHERE row_id = %s",
+                         (refund_item,)).fetchone() == ("product_without_variant", "-6.00")
+        assert c.execute(f"SELECT unit_price FROM {V}.order_items WHERE id = %s", (refund_item,)).fetchone()[0] == -6  # type: ignore[index]
+        assert c.execute(f"SELECT count(*) FROM {V}.rebuild_log").fetchone() == (0,)
 
 
 def test_the_swap_waits_for_a_transaction_holding_an_older_snapshot(legacy_db: str) -> None:

@@ -168,9 +168,13 @@ BEGIN
            AND EXISTS (SELECT 1 FROM public.product_variants WHERE product_id = NEW.id AND is_default) THEN
             RETURN NULL;
         END IF;
+        -- The default variant takes its product's id, as in the backfill (the order_items copy
+        -- guesses it), unless a variant has that id already.
         INSERT INTO public.product_variants AS v
-               (product_id, sku, name, price, stock, is_default, is_active, sort_order, created_at, updated_at)
-        VALUES (NEW.id, NEW.id::text || '-default', 'Default', NEW.price, greatest(NEW.stock, 0),
+               (id, product_id, sku, name, price, stock, is_default, is_active, sort_order, created_at, updated_at)
+        VALUES (CASE WHEN EXISTS (SELECT 1 FROM public.product_variants w WHERE w.id = NEW.id) THEN gen_random_uuid()
+                     ELSE NEW.id END,
+                NEW.id, NEW.id::text || '-default', 'Default', NEW.price, greatest(NEW.stock, 0),
                 true, true, 0, NEW.created_at, now())
         ON CONFLICT (product_id) WHERE is_default DO UPDATE
            SET price = EXCLUDED.price, stock = EXCLUDED.stock, updated_at = now(),
