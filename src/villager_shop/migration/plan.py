@@ -145,7 +145,7 @@ def build_plan() -> list[Step]:
                      # finds the items guessed wrong. At scale 20 the lookups cost 15 s of CPU
                      # (3 us each, all in shared_buffers).
                      guess=({"variant_id": "coalesce(oi.variant_id, oi.product_id)"},
-                            "SELECT c.id::text FROM villager_migration.order_items c\n"
+                            "SELECT c.id::text, c.ctid FROM villager_migration.order_items c\n"
                             " WHERE c.variant_id = c.product_id AND NOT EXISTS (SELECT 1 FROM public.product_variants v\n"
                             "  WHERE v.id = c.variant_id AND v.product_id = c.product_id AND v.is_default)")),
         Backfill("orders", [Quarantine("orders", "villager_migration.order_problem(s.subtotal, s.delivery_fee,"

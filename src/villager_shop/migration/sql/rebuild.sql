@@ -91,21 +91,23 @@ END
 $fn$;
 
 -- name: fn_rebuild_recopy
--- Copy again the rows `rebuild_recheck` numbers from lo + 1 to hi (the rows the copy guessed wrong):
--- each is deleted from the copy and copied from the live table as it is now, like the copy itself
--- (before the copy's indexes exist; a row changed since is in the log and replayed after).
-CREATE OR REPLACE FUNCTION villager_migration.rebuild_recopy(tbl text, key_col text, key_type text, copy_sql text,
-                                                            lo bigint, hi bigint)
+-- Copy again the rows `rebuild_recheck` numbers from lo + 1 to hi (the rows the copy guessed wrong,
+-- by key and by their place in the copy): each is deleted from the copy (by place: the copy has no
+-- index yet) and copied from the live table as it is now, like the copy itself (a row changed since
+-- is in the log and replayed after).
+CREATE OR REPLACE FUNCTION villager_migration.rebuild_recopy(tbl text, copy_sql text, lo bigint, hi bigint)
 RETURNS integer
 LANGUAGE plpgsql AS $fn$
 DECLARE
     ids text[];
+    places tid[];
 BEGIN
-    SELECT array_agg(r.k) INTO ids FROM villager_migration.rebuild_recheck r WHERE r.n > lo AND r.n <= hi;
+    SELECT array_agg(r.k), array_agg(r.t) INTO ids, places
+      FROM villager_migration.rebuild_recheck r WHERE r.n > lo AND r.n <= hi;
     IF ids IS NULL THEN
         RETURN 0;
     END IF;
-    EXECUTE format('DELETE FROM villager_migration.%I WHERE %I = ANY($1::%s[])', tbl, key_col, key_type) USING ids;
+    EXECUTE format('DELETE FROM villager_migration.%I WHERE ctid = ANY($1)', tbl) USING places;
     EXECUTE copy_sql USING ids;
     RETURN cardinality(ids);
 END

@@ -115,7 +115,8 @@ class RebuildTable(Step):
         self.columns = columns  # as the legacy schema has them (shown by `migrate plan`; runs read the catalog)
         self.overrides = overrides  # column -> SQL expression over the live row and `joins`
         # Cheaper expressions the copy uses instead of some `overrides` (right for most rows, no
-        # lookup), and a query of the copy's keys (as text) whose guessed values are not right now:
+        # lookup), and a query of the copy's keys (as text) and ctids whose guessed values are not
+        # right now:
         # once the copy is done, those rows are copied again with `overrides`. The replay and the
         # swap never guess.
         self.guess = guess
@@ -186,7 +187,7 @@ class RebuildTable(Step):
                    "-- squawk-ignore ban-drop-table\n"
                    f"DROP TABLE IF EXISTS {V}.rebuild_recheck;\n"
                    f"CREATE UNLOGGED TABLE {V}.rebuild_recheck AS\n"
-                   f"SELECT row_number() OVER () AS n, r.k FROM ({self.guess[1]}) r(k);\n"
+                   f"SELECT row_number() OVER () AS n, r.k, r.t FROM ({self.guess[1]}) r(k, t);\n"
                    "-- squawk-ignore require-concurrent-index-creation\n"
                    f"CREATE INDEX ON {V}.rebuild_recheck (n)",
                    f"none on {self.table} (reads the copy and what the guess depends on)", gentle=True)
@@ -199,11 +200,10 @@ class RebuildTable(Step):
             return 0
         ctx.run(recheck, self.name)
         total = int(ctx.scalar(f"SELECT count(*) FROM {V}.rebuild_recheck") or 0)
-        sql = f"SELECT {V}.rebuild_recopy(%s, %s, %s, %s, %s, %s)"
+        sql = f"SELECT {V}.rebuild_recopy(%s, %s, %s, %s)"
         for lo in range(0, total, RECOPY_ROWS):
             with ctx.conn.transaction():
-                ctx.conn.execute(sql, (self.table, self.pk.column, self.pk.sqltype, self.replay_sql(columns),
-                                       lo, lo + RECOPY_ROWS))
+                ctx.conn.execute(sql, (self.table, self.replay_sql(columns), lo, lo + RECOPY_ROWS))
         ctx.run(Ddl(f"-- squawk-ignore ban-drop-table\nDROP TABLE {V}.rebuild_recheck",
                     "none on application tables"), self.name)
         return total
@@ -262,8 +262,7 @@ class RebuildTable(Step):
         recheck = self._recheck_ddl()
         recopy = [] if recheck is None else [recheck, Ddl(
             "-- the first thousand rows, then each next thousand\n"
-            f"SELECT {V}.rebuild_recopy('{t}', {self._key_args()}, $copy${self.replay_sql(self.columns)}$copy$,"
-            f" 0, {RECOPY_ROWS})",
+            f"SELECT {V}.rebuild_recopy('{t}', $copy${self.replay_sql(self.columns)}$copy$, 0, {RECOPY_ROWS})",
             f"none on {t} (copies the rows guessed wrong again, a thousand per transaction)")]
         return [self._start_ddl(), copy, *recopy, *index,
                 Ddl(f"SET TRANSACTION ISOLATION LEVEL REPEATABLE READ;\n"
