@@ -201,7 +201,7 @@ def test_a_catch_up_round_that_meets_a_newer_quarantine_entry_is_taken_again(
         def catch_up() -> None:
             try:
                 step._catch_up(ctx, columns)
-            except BaseException as exc:  # noqa: BLE001 - reported by the test
+            except BaseException as exc:  # reported by the test
                 errors.append(exc)
 
         worker = threading.Thread(target=catch_up)

@@ -114,7 +114,10 @@ def _worst_stalls(writer: LiveWriter, steps: list[tuple[str, float, float]], usu
     worst = sorted(((t, ms - usual_ms.get(op, 0.0), ms, op) for t, ms, op in writer.stats.samples
                     if start <= t <= end), key=lambda w: -w[1])[:n]
     return [{"op": op, "stall_ms": round(stall, 1), "ms": round(ms, 1),
-             "during": [name for name, a, b in steps if a - 0.05 <= t <= b + 0.05]} for t, stall, ms, op in worst]
+             "during": [name for name, a, b in steps if a - 0.05 <= t <= b + 0.05],
+             # where in the step (a rebuild's stages add up, in order, in its rebuild_stages_s)
+             "into_step_s": [round(t - a, 2) for _, a, b in steps if a - 0.05 <= t <= b + 0.05]}
+            for t, stall, ms, op in worst]
 
 
 def _checkpoint(admin_url: str) -> None:
