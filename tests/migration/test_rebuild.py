@@ -20,6 +20,7 @@ from villager_shop.migration import state
 from villager_shop.migration.ddl import LockRetriesExhausted
 from villager_shop.migration.plan import build_plan
 from villager_shop.migration.runner import make_context, run
+from villager_shop.migration.steps import rebuild
 from villager_shop.migration.steps.rebuild import RETIRED, RebuildTable, V
 from villager_shop.migration.walker import run_backfill
 
@@ -178,6 +179,31 @@ def test_items_whose_default_variant_was_guessed_wrong_are_copied_again(legacy_d
         assert c.execute("SELECT count(*) FROM order_items oi JOIN product_variants v ON v.product_id = oi.product_id"
                          " AND v.is_default WHERE oi.variant_id IS DISTINCT FROM v.id"
                          " AND oi.id <> '40000000-0000-0000-0000-0000000000fe'").fetchone() == (0,)
+    res = run_cli("migrate", "verify", database_url=legacy_db)
+    assert res.returncode == 0, res.stdout[-3000:]
+
+
+def test_a_recopy_cut_short_is_taken_again_by_the_resumed_step(legacy_db: str, copied: tuple[Any, RebuildTable],
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run killed while copying again what the copy guessed wrong leaves part of it done: the
+    resumed step checks the copy again and copies again only what is still wrong."""
+    ctx, step = copied
+    monkeypatch.setattr(rebuild, "RECOPY_ROWS", 1)
+    recheck = step._recheck_ddl()
+    assert recheck is not None
+    ctx.run(recheck, step.name)
+    with psycopg.connect(legacy_db, autocommit=True) as c:
+        assert c.execute(f"SELECT count(*) FROM {V}.rebuild_recheck").fetchone() == (2,)  # the free sample, the refund
+        c.execute(f"SELECT {V}.rebuild_recopy('order_items', %s, 0, 1)", (step.replay_sql(step._live_columns(ctx)),))
+    # Killed here: the resumed step finds one item still guessed wrong.
+    out = step.apply(ctx)
+    assert out["recopied"] == 1, out
+    run(ctx)
+    with psycopg.connect(legacy_db) as c:
+        assert c.execute(f"SELECT to_regclass('{V}.rebuild_recheck')").fetchone() == (None,)
+        assert c.execute("SELECT count(*) FROM order_items WHERE variant_id IS NULL").fetchone() == (2,)
+        assert c.execute("SELECT count(*) FROM villager_migration.quarantine WHERE table_name = 'order_items'"
+                         " AND reason = 'product_without_variant'").fetchone() == (2,)
     res = run_cli("migrate", "verify", database_url=legacy_db)
     assert res.returncode == 0, res.stdout[-3000:]
 
