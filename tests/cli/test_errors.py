@@ -137,3 +137,26 @@ def test_the_readme_documents_each_exit_code_the_tool_uses_and_no_other() -> Non
              if isinstance(cls, type) and issubclass(cls, errors.VillagerError)}
     used |= {errors.describe(exc)[1] for exc in (RuntimeError("x"), KeyboardInterrupt(), OSError("x"))}
     assert documented == used, (documented, used)
+
+
+def test_a_serialization_failure_is_a_conflict_to_run_again_not_an_unavailable_server(fresh_db: str) -> None:
+    """psycopg files a serialization failure under OperationalError, like a server that is down: the
+    line must say what happened (exit 1, run again), not send the operator to check the server."""
+    import psycopg
+
+    from villager_shop.core import errors
+
+    with psycopg.connect(fresh_db, autocommit=True) as setup:
+        setup.execute("CREATE TABLE t (id int PRIMARY KEY, v int)")
+        setup.execute("INSERT INTO t VALUES (1, 0)")
+    with psycopg.connect(fresh_db) as a, psycopg.connect(fresh_db, autocommit=True) as b:
+        a.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        a.execute("SELECT v FROM t")  # the snapshot
+        b.execute("UPDATE t SET v = 1 WHERE id = 1")
+        try:
+            a.execute("UPDATE t SET v = 2 WHERE id = 1")
+        except psycopg.errors.SerializationFailure as exc:
+            line, code = errors.describe(exc)
+        else:
+            raise AssertionError("no serialization failure")
+    assert code == 1 and "run the command again" in line and "unavailable" not in line, line
