@@ -208,6 +208,21 @@ def test_a_recopy_cut_short_is_taken_again_by_the_resumed_step(legacy_db: str, c
     assert res.returncode == 0, res.stdout[-3000:]
 
 
+def test_a_run_resumed_after_the_copys_indexes_leaves_what_was_guessed_wrong_to_the_catch_up(
+        legacy_db: str, copied: tuple[Any, RebuildTable]) -> None:
+    """Once the copy has its unique indexes, the rows guessed wrong are logged, not copied again on
+    their own: the catch-up copies them in its one snapshot, with every other logged change."""
+    ctx, step = copied
+    step._build_indexes(ctx)  # killed right after
+    out = step.apply(ctx)
+    assert out["recopied"] == 2 and out["replayed"] >= 2, out
+    run(ctx)
+    with psycopg.connect(legacy_db) as c:
+        assert c.execute("SELECT count(*) FROM order_items WHERE variant_id IS NULL").fetchone() == (2,)
+    res = run_cli("migrate", "verify", database_url=legacy_db)
+    assert res.returncode == 0, res.stdout[-3000:]
+
+
 def test_a_catch_up_round_that_meets_a_newer_quarantine_entry_is_taken_again(
         legacy_db: str, copied: tuple[Any, RebuildTable]) -> None:
     """A catch-up round reads in one REPEATABLE READ snapshot; the application's trigger can change a

@@ -116,9 +116,8 @@ class RebuildTable(Step):
         self.overrides = overrides  # column -> SQL expression over the live row and `joins`
         # Cheaper expressions the copy uses instead of some `overrides` (right for most rows, no
         # lookup), and a query of the copy's keys (as text) and ctids whose guessed values are not
-        # right now:
-        # once the copy is done, those rows are copied again with `overrides`. The replay and the
-        # swap never guess.
+        # right now: once the copy is done, those rows are copied again with `overrides`. The
+        # replay and the swap never guess.
         self.guess = guess
         self.joins = joins
         # Why a copied row `s` is quarantined in villager_migration.quarantine (NULL: it is not);
@@ -194,16 +193,23 @@ class RebuildTable(Step):
 
     def _recopy_guessed(self, ctx: Context, columns: list[str]) -> int:
         """Copy the rows guessed wrong again, with `overrides`, a thousand per transaction (each
-        holds the quarantine entries it writes only that long)."""
+        holds the quarantine entries it writes only that long). A run resumed once the copy has a
+        unique index logs them instead: copied again outside the catch-up's one snapshot, a row
+        could take a unique value that a row not replayed yet still holds in the copy."""
         recheck = self._recheck_ddl()
         if recheck is None:
             return 0
         ctx.run(recheck, self.name)
         total = int(ctx.scalar(f"SELECT count(*) FROM {V}.rebuild_recheck") or 0)
-        sql = f"SELECT {V}.rebuild_recopy(%s, %s, %s, %s)"
-        for lo in range(0, total, RECOPY_ROWS):
-            with ctx.conn.transaction():
-                ctx.conn.execute(sql, (self.table, self.replay_sql(columns), lo, lo + RECOPY_ROWS))
+        if ctx.scalar("SELECT count(*) > 0 FROM pg_index WHERE indrelid = %s::regclass AND indisunique",
+                      (f"{V}.{self.table}",)):
+            ctx.conn.execute(f"INSERT INTO {V}.rebuild_log (table_name, row_id)"
+                             f" SELECT %s, r.k FROM {V}.rebuild_recheck r", (self.table,))
+        else:
+            sql = f"SELECT {V}.rebuild_recopy(%s, %s, %s, %s)"
+            for lo in range(0, total, RECOPY_ROWS):
+                with ctx.conn.transaction():
+                    ctx.conn.execute(sql, (self.table, self.replay_sql(columns), lo, lo + RECOPY_ROWS))
         ctx.run(Ddl(f"-- squawk-ignore ban-drop-table\nDROP TABLE {V}.rebuild_recheck",
                     "none on application tables"), self.name)
         return total
