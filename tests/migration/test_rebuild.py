@@ -223,6 +223,44 @@ def test_a_run_resumed_after_the_copys_indexes_leaves_what_was_guessed_wrong_to_
     assert res.returncode == 0, res.stdout[-3000:]
 
 
+def test_a_temp_file_limit_that_refuses_the_checks_hash_join_falls_back_to_lookups(make_legacy_db: Any) -> None:
+    """A managed database may cap temporary files: the check's hash join then cannot spill. The step
+    checks the guesses by lookup instead (no temporary file) and goes on."""
+    url = make_legacy_db(0.05)
+    ctx, step = _until_rebuild(url)
+    try:
+        ctx.run(step._start_ddl(), step.name)
+        run_backfill(ctx, step.name, "order_items", [step.copy_action(step._live_columns(ctx))], [], None,
+                     locking=False)
+        with psycopg.connect(url, autocommit=True) as c:
+            db = c.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
+            wrong = c.execute(f"SELECT count(*) FROM {V}.order_items c WHERE NOT EXISTS (SELECT 1 FROM product_variants v"
+                              " WHERE v.id = c.variant_id AND v.is_default)").fetchone()[0]  # type: ignore[index]
+            assert wrong > 0  # items of products without a variant
+            c.execute(f'ALTER DATABASE "{db}" SET work_mem = \'64kB\'')
+            c.execute(f'ALTER DATABASE "{db}" SET temp_file_limit = 0')
+    finally:
+        ctx.conn.close()
+    capped = make_context(url, settings_for(url))
+    try:
+        with pytest.raises(psycopg.errors.ConfigurationLimitExceeded):  # the hash join spills
+            capped.run(step._recheck_ddl())  # type: ignore[arg-type]
+        out = step.apply(capped)
+        assert out["recopied"] == wrong, out
+    finally:
+        capped.conn.close()
+        with psycopg.connect(url, autocommit=True) as c:
+            c.execute(f'ALTER DATABASE "{db}" RESET work_mem')
+            c.execute(f'ALTER DATABASE "{db}" RESET temp_file_limit')
+    ctx = make_context(url, settings_for(url))
+    try:
+        run(ctx)
+    finally:
+        ctx.conn.close()
+    res = run_cli("migrate", "verify", database_url=url)
+    assert res.returncode == 0, res.stdout[-3000:]
+
+
 def test_a_catch_up_round_that_meets_a_newer_quarantine_entry_is_taken_again(
         legacy_db: str, copied: tuple[Any, RebuildTable]) -> None:
     """A catch-up round reads in one REPEATABLE READ snapshot; the application's trigger can change a

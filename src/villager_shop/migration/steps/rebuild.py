@@ -173,7 +173,7 @@ class RebuildTable(Step):
                 + self._quarantine() + "\n"
                 "SELECT count(*) FROM src")
 
-    def _recheck_ddl(self) -> Ddl | None:
+    def _recheck_ddl(self, hash_join: bool = True) -> Ddl | None:
         """The copy's rows whose guessed values are wrong now, numbered, into `rebuild_recheck`."""
         if self.guess is None:
             return None
@@ -182,8 +182,8 @@ class RebuildTable(Step):
         # nearly every row: without the hint the planner takes a lookup per row, the very cost the
         # guess avoids (5 M rows: 7 s against 1.4 s). The server's work_mem serves: a hash of 1 M
         # default variants in 16 batches took as long as in one (64 MB).
-        return Ddl("SET LOCAL enable_nestloop = off;\n"
-                   "-- squawk-ignore ban-drop-table\n"
+        return Ddl(("SET LOCAL enable_nestloop = off;\n" if hash_join else "")
+                   + "-- squawk-ignore ban-drop-table\n"
                    f"DROP TABLE IF EXISTS {V}.rebuild_recheck;\n"
                    f"CREATE UNLOGGED TABLE {V}.rebuild_recheck AS\n"
                    f"SELECT row_number() OVER () AS n, r.k, r.t FROM ({self.guess[1]}) r(k, t);\n"
@@ -199,7 +199,13 @@ class RebuildTable(Step):
         recheck = self._recheck_ddl()
         if recheck is None:
             return 0
-        ctx.run(recheck, self.name)
+        try:
+            ctx.run(recheck, self.name)
+        except errors.ConfigurationLimitExceeded as exc:
+            # A role's or database's temp_file_limit refuses the hash join's spill files: the
+            # planner's own plan (a lookup per row) needs none.
+            ctx.reporter.note(f"{self.table}: checking the guessed values by lookup instead ({exc})")
+            ctx.run(self._recheck_ddl(hash_join=False) or recheck, self.name)
         total = int(ctx.scalar(f"SELECT count(*) FROM {V}.rebuild_recheck") or 0)
         if ctx.scalar("SELECT count(*) > 0 FROM pg_index WHERE indrelid = %s::regclass AND indisunique",
                       (f"{V}.{self.table}",)):
