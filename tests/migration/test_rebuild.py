@@ -189,9 +189,7 @@ def test_a_recopy_cut_short_is_taken_again_by_the_resumed_step(legacy_db: str, c
     resumed step checks the copy again and copies again only what is still wrong."""
     ctx, step = copied
     monkeypatch.setattr(rebuild, "RECOPY_ROWS", 1)
-    recheck = step._recheck_ddl()
-    assert recheck is not None
-    ctx.run(recheck, step.name)
+    ctx.run(step._recheck_ddl(), step.name)
     with psycopg.connect(legacy_db, autocommit=True) as c:
         assert c.execute(f"SELECT count(*) FROM {V}.rebuild_recheck").fetchone() == (2,)  # the free sample, the refund
         c.execute(f"SELECT {V}.rebuild_recopy('order_items', %s, 0, 1)", (step.replay_sql(step._live_columns(ctx)),))
@@ -244,7 +242,7 @@ def test_a_temp_file_limit_that_refuses_the_checks_hash_join_falls_back_to_looku
     capped = make_context(url, settings_for(url))
     try:
         with pytest.raises(psycopg.errors.ConfigurationLimitExceeded):  # the hash join spills
-            capped.run(step._recheck_ddl())  # type: ignore[arg-type]
+            capped.run(step._recheck_ddl())
         out = step.apply(capped)
         assert out["recopied"] == wrong, out
     finally:

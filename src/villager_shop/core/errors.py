@@ -84,8 +84,8 @@ def describe(exc: BaseException) -> tuple[str, int]:
         return _one_line(f"a lock was not granted in time (lock_timeout): {exc}"), 1
     if isinstance(exc, psycopg.errors.IdleInTransactionSessionTimeout):
         return _one_line(f"the server ended an idle transaction (idle_in_transaction_session_timeout): {exc}"), 1
-    if isinstance(exc, (psycopg.errors.TransactionRollback, psycopg.errors.SerializationFailure,
-                        psycopg.errors.DeadlockDetected)):  # OperationalErrors too, yet the server is up
+    if isinstance(exc, psycopg.Error) and (exc.sqlstate or "").startswith("40"):  # transaction rollback:
+        # serialization failure, deadlock (psycopg files them under OperationalError; the server is up)
         return _one_line("a transaction conflicted with another's writes (serialization failure or deadlock) and was"
                          f" rolled back; nothing half-done: run the command again to resume: {exc}"), 1
     if isinstance(exc, psycopg.OperationalError):

@@ -32,7 +32,6 @@ table plus the new column, which the ordinary undo removes. A table this cannot 
 
 from __future__ import annotations
 
-import random
 import time
 from typing import Any
 
@@ -42,7 +41,7 @@ from psycopg import errors
 from villager_shop.core.db import relation_exists
 from villager_shop.migration import state
 from villager_shop.migration.context import Context
-from villager_shop.migration.ddl import Ddl, execute_all
+from villager_shop.migration.ddl import LOCK_RETRYABLE, Ddl, execute_all
 from villager_shop.migration.keys import VILLAGER_KEY, Key
 from villager_shop.migration.sqlfiles import section
 from villager_shop.migration.steps.backfill import batch, quarantine_ctes
@@ -57,8 +56,6 @@ LOG_TRIGGER = "villager_rebuild_log"
 SWAP_REPLAY_ROWS = 200
 # Rows the copy guessed wrong, copied again per transaction.
 RECOPY_ROWS = 1000
-# Catch-up rounds taken again after a serialization failure before the run stops (and resumes).
-CATCH_UP_CONFLICTS = 50
 
 INELIGIBLE = """
 SELECT CASE
@@ -173,10 +170,9 @@ class RebuildTable(Step):
                 + self._quarantine() + "\n"
                 "SELECT count(*) FROM src")
 
-    def _recheck_ddl(self, hash_join: bool = True) -> Ddl | None:
+    def _recheck_ddl(self, hash_join: bool = True) -> Ddl:
         """The copy's rows whose guessed values are wrong now, numbered, into `rebuild_recheck`."""
-        if self.guess is None:
-            return None
+        assert self.guess is not None
         # One hash join over the whole copy, in parallel (CREATE TABLE AS may use parallel workers,
         # INSERT ... SELECT may not). The copy has no statistics yet and a guess is right for
         # nearly every row: without the hint the planner takes a lookup per row, the very cost the
@@ -196,16 +192,13 @@ class RebuildTable(Step):
         holds the quarantine entries it writes only that long). A run resumed once the copy has a
         unique index logs them instead: copied again outside the catch-up's one snapshot, a row
         could take a unique value that a row not replayed yet still holds in the copy."""
-        recheck = self._recheck_ddl()
-        if recheck is None:
-            return 0
         try:
-            ctx.run(recheck, self.name)
+            ctx.run(self._recheck_ddl(), self.name)
         except errors.ConfigurationLimitExceeded as exc:
             # A role's or database's temp_file_limit refuses the hash join's spill files: the
             # planner's own plan (a lookup per row) needs none.
             ctx.reporter.note(f"{self.table}: checking the guessed values by lookup instead ({exc})")
-            ctx.run(self._recheck_ddl(hash_join=False) or recheck, self.name)
+            ctx.run(self._recheck_ddl(hash_join=False), self.name)
         total = int(ctx.scalar(f"SELECT count(*) FROM {V}.rebuild_recheck") or 0)
         if ctx.scalar("SELECT count(*) > 0 FROM pg_index WHERE indrelid = %s::regclass AND indisunique",
                       (f"{V}.{self.table}",)):
@@ -271,8 +264,7 @@ class RebuildTable(Step):
                  for n, d in self.indexes]
         index[0] = Ddl(f"-- and a copy of each index of public.{t} (its pg_get_indexdef), built the same way\n"
                        + index[0].sql, index[0].locks)
-        recheck = self._recheck_ddl()
-        recopy = [] if recheck is None else [recheck, Ddl(
+        recopy = [] if self.guess is None else [self._recheck_ddl(), Ddl(
             "-- the first thousand rows, then each next thousand\n"
             f"SELECT {V}.rebuild_recopy('{t}', $copy${self.replay_sql(self.columns)}$copy$, 0, {RECOPY_ROWS})",
             f"none on {t} (copies the rows guessed wrong again, a thousand per transaction)")]
@@ -462,14 +454,15 @@ class RebuildTable(Step):
                     ctx.conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
                     n = int(ctx.scalar(sql, (self.table, self.pk.column, self.pk.sqltype,
                                              self.replay_sql(columns))) or 0)
-            except errors.SerializationFailure:
+            except LOCK_RETRYABLE:
                 # The application changed a replayed row's quarantine entry after the round's
                 # snapshot (pricing a product links its waiting items, say). That write logged the
-                # row again, so the round's decision about it was stale anyway: take the round again.
+                # row again, so the round's decision about it was stale anyway: take the round again,
+                # retried like all DDL.
                 conflicts += 1
-                if conflicts >= CATCH_UP_CONFLICTS:
+                if conflicts >= ctx.policy.max_attempts:
                     raise
-                time.sleep(random.uniform(0, min(1.0, 0.01 * 2 ** conflicts)))
+                time.sleep(ctx.policy.delay(conflicts))
                 continue
             replayed += n
             if n < SWAP_REPLAY_ROWS:
