@@ -59,6 +59,7 @@ class Col:
 UUID = Col("uuid", 2950, "U")
 TEXT = Col("text", 25, "S")
 BOOLEAN = Col("boolean", 16, "B")
+TIMESTAMPTZ = Col("timestamp with time zone", 1184, "D")
 
 
 @dataclass
@@ -131,6 +132,12 @@ SELECT p.oid::regprocedure::text, format_type(p.prorettype, NULL),
   FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
  WHERE n.nspname = %s AND p.proname = %s
  ORDER BY 1
+"""
+
+_TYPE = """
+SELECT bt.oid::int, bt.typcategory FROM pg_type t
+  JOIN pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+ WHERE t.oid = to_regtype(%s)
 """
 
 _SHIPPED = re.compile(r'CREATE\s+(?:OR\s+REPLACE\s+)?FUNCTION\s+"?([A-Za-z_][\w$]*)"?\s*\.\s*"?([A-Za-z_][\w$]*)"?\s*\(',
@@ -373,8 +380,10 @@ class _Checker:
             found = "; ".join(f"{sig} RETURNS {ret}" for sig, ret, _ in rows)
             self.bad(where, f"{name} must take text and return text; the database has {found}")
 
-    def expression(self, i: int, where: str, t: Table | None, expr: str) -> None:
-        """`expr` parses as a condition on the rows of `t` and uses only its columns (EXPLAIN, rolled back)."""
+    def expression(self, i: int, where: str, t: Table | None, expr: str, *, value: str | None = None,
+                   only: tuple[str, ...] | None = None) -> None:
+        """`expr` parses as a condition on the rows of `t` (or, given `value`, as a value of that type) and
+        uses only its columns - or, given `only`, only those (EXPLAIN, rolled back)."""
         if t is None or not expr:
             return
         plain = _LITERAL.sub("''", expr)
@@ -382,6 +391,11 @@ class _Checker:
         if "select" in words:
             self.bad(where, "uses a subquery; the expression may use only the columns of its table")
             return
+        if only is not None:
+            other = sorted(w for w in words if w in t.columns and w not in only)
+            if other:
+                self.bad(where, f"uses {', '.join(other)}; it may use only {', '.join(only)}")
+                return
         later = sorted(w for w in words if self._later(i, t, w))
         if later:
             self.bad(where, f"uses {', '.join(later)}, created only by operation "
@@ -399,12 +413,29 @@ class _Checker:
             source = sql.SQL("(SELECT {} {}) AS {}").format(
                 sql.SQL(", ").join(items), sql.SQL("FROM public.{} t").format(rel) if in_db is not None else sql.SQL(""),
                 rel)
-        query = sql.SQL("EXPLAIN SELECT 1 FROM {} WHERE ({})").format(source, sql.SQL(expr))
+        if value is None:
+            query = sql.SQL("EXPLAIN SELECT 1 FROM {} WHERE ({})").format(source, sql.SQL(expr))
+        else:
+            query = sql.SQL("EXPLAIN SELECT ({})::{} FROM {}").format(sql.SQL(expr), sql.SQL(value), source)
         try:
             with self.conn.transaction():
                 self.conn.execute(query)
         except psycopg.Error as exc:
-            self.bad(where, f"does not run as a condition on {t.name}: {_one_line(exc)}")
+            what = "a condition" if value is None else f"a value of type {value}"
+            self.bad(where, f"does not run as {what} on {t.name}: {_one_line(exc)}")
+
+    def sqltype(self, where: str, name: str) -> Col | None:
+        """The type a plan names for a new column, as the database knows it."""
+        try:
+            with self.conn.transaction():
+                row = self.conn.execute(_TYPE, (name,)).fetchone()
+        except psycopg.Error as exc:
+            self.bad(where, f"{name!r} is not a type: {_one_line(exc)}")
+            return None
+        if row is None:
+            self.bad(where, f"there is no type {name}")
+            return None
+        return Col(name, row[0], row[1])
 
     # --- the walk --------------------------------------------------------------------------------
 
@@ -463,18 +494,42 @@ class _Checker:
         for j, c in enumerate(op.columns):
             where = f"{p}, columns[{j}]"
             col = self.column(i, where, parent, c.parent) if parent is not None else None
-            types.append(col or TEXT)
+            declared = self.sqltype(f"{where}.type", c.type) if c.type else None
+            types.append(declared or col or TEXT)
             if parent is not None and col is not None:
                 if c.parent in parent.pk:
                     self.bad(where, f"{c.parent} is the primary key of {op.parent}; it stays with the parent")
                 if col.generated:
                     self.bad(where, f"{op.parent}.{c.parent} is a generated column; it cannot move")
                 self.move(where, op.parent, c.parent)
+                if c.source:
+                    self.expression(i, f"{where}.from", parent, c.source, value=(declared or col).type,
+                                    only=(c.parent,))
         pk_type = parent.columns.get(parent.pk[0]) if parent is not None and len(parent.pk) == 1 else None
-        columns = [("id", "id", UUID), ("fk", op.fk, pk_type or UUID)]
+        columns = [("id", "id", UUID), ("its own column", "created_at", TIMESTAMPTZ),
+                   ("its own column", "updated_at", TIMESTAMPTZ), ("fk", op.fk, pk_type or UUID)]
         columns += [(f"columns[{j}]", c.child, typ) for j, (c, typ) in enumerate(zip(op.columns, types, strict=True))]
+        extra: list[tuple[str, str, Col]] = []
+        for j, e in enumerate(op.extra):
+            where = f"{p}, extra_columns[{j}]"
+            typ = self.sqltype(f"{where}.type", e.type)
+            extra.append((f"extra_columns[{j}]", e.name, typ or TEXT))
+            if e.not_null and not e.initial and not e.default:
+                self.bad(where, f"{e.name} is NOT NULL with neither an initial value nor a default: the migration"
+                                " could not create a default child")
+            if e.initial and typ is not None:
+                self.expression(i, f"{where}.initial", parent, e.initial, value=typ.type)
+        columns += extra
         columns.append(("default_flag", op.default_flag, BOOLEAN))
-        self.new_table(i, p, "child", op.child, columns, [])
+        child = self.new_table(i, p, "child", op.child, columns, [e.name for e in op.extra if e.unique])
+        for j, c in enumerate(op.columns):
+            if c.back and parent is not None and c.parent in parent.columns:
+                self.expression(i, f"{p}, columns[{j}].back", child, c.back, value=parent.columns[c.parent].type,
+                                only=tuple(m.child for m in op.columns))
+        for j, e in enumerate(op.extra):
+            if e.default:
+                self.expression(i, f"{p}, extra_columns[{j}].default", child, e.default, value=extra[j][2].type,
+                                only=())
         self.children[op.child] = (i, op)
 
     def link(self, i: int, p: str, op: LinkChildReference) -> None:

@@ -90,6 +90,35 @@ SOURCE: dict[str, Key] = {
               "author_id"),
 }
 
+TYPE: dict[str, Any] = {"type": "string", "pattern": _anycase(spec.TYPE.pattern),
+                        "description": "A column type as in CREATE TABLE."}
+
+CHILD_COLUMN: dict[str, Key] = {
+    "parent": Key(NAME, "The parent's column that moves; `complete` drops it.", "stock"),
+    "child": Key(NAME, "Its name in the child table (default: the same).", "stock"),
+    "from": Key(EXPRESSION, "The child's value as an SQL expression over that parent column (default: the value"
+                            " itself). Verify compares the child with it.", "greatest(stock, 0)"),
+    "back": Key(EXPRESSION, "What a write of the child's column gives the parent's, as an SQL expression over the"
+                            " child's moved columns (default: the value itself). The parent is written only when"
+                            " its value does not already give the child's.", "stock"),
+    "type": Key(TYPE, "The child column's type (default: the parent's; 16- and 32-bit integers become bigint).",
+                "bigint"),
+    "default": Key(EXPRESSION, "The child column's default (default: the parent's, for a column without"
+                               " `from`/`back`).", "0"),
+    "not_null": Key({"type": "boolean"}, "NOT NULL on the child column (default: as on the parent, for a column"
+                                         " without `from`/`back`; else false).", True),
+}
+
+EXTRA_COLUMN: dict[str, Key] = {
+    "name": Key(NAME, "The new column of the child table.", "sku"),
+    "type": Key(TYPE, "Its type.", "text"),
+    "initial": Key(EXPRESSION, "Its value in each default child the migration creates, as an SQL expression over"
+                               " the parent's row; not kept in sync afterwards.", "id::text || '-default'"),
+    "default": Key(EXPRESSION, "Its default for rows the new application inserts.", "'Default'"),
+    "not_null": Key({"type": "boolean"}, "NOT NULL (default: false).", True),
+    "unique": Key({"type": "boolean"}, "A unique constraint on it (default: false).", True),
+}
+
 KEYS: dict[str, dict[str, Key]] = {
     "extract_lookup": {
         "lookup": Key(NAME, "The new lookup table: id uuid, the value column, and the key and slug columns if"
@@ -111,16 +140,22 @@ KEYS: dict[str, dict[str, Key]] = {
                             " the child.", "books"),
         "child": Key(NAME, "The new child table: id uuid, the fk to the parent, the moved columns and the default"
                            " flag.", "editions"),
-        "columns": Key({"anyOf": [{"type": "array", "minItems": 1, "items": NAME},
+        "columns": Key({"anyOf": [{"type": "array", "minItems": 1,
+                                   "items": {"anyOf": [NAME, {"$ref": "#/$defs/child_column"}]}},
                                   {"type": "object", "minProperties": 1, "propertyNames": NAME,
                                    "additionalProperties": NAME}]},
-                       "The parent's columns that move to the child (of the same types): a list of names, or a table"
+                       "The parent's columns that move to the child: a list of names (or of { parent, child, from,"
+                       " back, ... } tables, to rename or transform one), or a table"
                        " { parent_column = \"child_column\" } to rename them; `complete` drops them from the parent.",
-                       ["price", "copies"]),
+                       ["price", {"parent": "stock", "from": "greatest(stock, 0)"}]),
         "fk": Key(NAME, "The child's column referencing the parent's primary key, of its type (default:"
                         " <parent>_id).", "book_isbn"),
         "default_flag": Key(NAME, "The child's boolean column marking each parent's one default child (default:"
                                   " is_default).", "is_default"),
+        "extra_columns": Key({"type": "array", "items": {"$ref": "#/$defs/extra_column"}},
+                             "Columns of the child alone, such as a sku: { name, type, initial, default, not_null,"
+                             " unique } each.", [{"name": "sku", "type": "text", "initial": "id::text || '-default'",
+                                                 "not_null": True, "unique": True}]),
     },
     "link_child_reference": {
         "table": Key(NAME, "An existing table that references the split parent.", "loans"),
@@ -168,6 +203,16 @@ KEYS: dict[str, dict[str, Key]] = {
 }
 
 
+# Keys holding a list of tables: the $defs entry, its description and its keys.
+NESTED: dict[str, tuple[str, str, dict[str, Key]]] = {
+    "sources": ("source", "A free-text column to extract, and the column that will reference the lookup row.",
+                SOURCE),
+    "columns": ("child_column", "A parent column that moves to the child, renamed or transformed.", CHILD_COLUMN),
+    "extra_columns": ("extra_column", "A column of the child alone, given a value when the migration creates a"
+                      " default child.", EXTRA_COLUMN),
+}
+
+
 class _Asked(dict[str, Any]):
     """An operation's table that records every key a reader asks for, in order."""
 
@@ -191,12 +236,14 @@ def keys_read(kind: str) -> tuple[list[str], set[str], dict[str, tuple[list[str]
 
     bare = _Asked({"type": kind})
     missing = read(bare)
-    inner = _Asked()
     nested: dict[str, tuple[list[str], set[str]]] = {}
-    if "sources" in bare.asked:  # a list of tables, read by a reader of its own
-        inner_missing = read(_Asked({"type": kind, "sources": [inner]}))
-        nested["sources"] = (inner.asked, {k.removeprefix("sources[0], ") for k in inner_missing
-                                          if k.startswith("sources[0], ")})
+    for key in NESTED:
+        if key in bare.asked:  # a list of tables, each read by a reader of its own
+            inner = _Asked()
+            inner_missing = read(_Asked({"type": kind, key: [inner]}))
+            if inner.asked:
+                nested[key] = (inner.asked, {k.removeprefix(f"{key}[0], ") for k in inner_missing
+                                             if k.startswith(f"{key}[0], ")})
     return [k for k in bare.asked if k != "type"], missing, nested
 
 
@@ -242,11 +289,9 @@ def json_schema() -> dict[str, Any]:
         req = _checked(kind, KEYS[kind], read, required)
         defs[kind] = _object(kind, OPERATION_DOCS[kind], KEYS[kind], req, kind)
         branches.append({"$ref": f"#/$defs/{kind}"})
-        if "sources" in nested:
-            sub_read, sub_required = nested["sources"]
-            sub_req = _checked(f"{kind}.sources", SOURCE, sub_read, sub_required)
-            defs["source"] = _object("source", "A free-text column to extract, and the column that will reference"
-                                     " the lookup row.", SOURCE, sub_req)
+        for key, (sub_read, sub_required) in nested.items():
+            name, description, keys = NESTED[key]
+            defs[name] = _object(name, description, keys, _checked(f"{kind}.{key}", keys, sub_read, sub_required))
     defs["operation"] = {
         "type": "object", "required": ["type"],
         "properties": {"type": {"enum": list(spec.OPERATIONS), "description": "What the operation does."}},

@@ -27,6 +27,8 @@ false fetch for foreign freeze from full grant group having ilike in initially i
 lateral leading left like limit localtime localtimestamp natural not notnull null offset on only or order outer
 overlaps placing primary references returning right select session_user similar some symmetric system_user table
 tablesample then to trailing true union unique user using variadic verbose when where window with""".split())  # noqa: SIM905
+# A column type as written in CREATE TABLE: text, numeric(10, 2), timestamp with time zone, int[].
+TYPE = re.compile(r"^[a-z][a-z0-9_]*( [a-z][a-z0-9_]*)*( ?\([0-9]+( ?, ?[0-9]+)?\))?(\[\])?$", re.IGNORECASE)
 FUNCTION = re.compile(r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$")  # a normalizer the plan or the database has
 ON_DELETE = ("NO ACTION", "RESTRICT", "CASCADE", "SET NULL", "SET DEFAULT")
 
@@ -80,6 +82,31 @@ class ExtractLookup:
 class ChildColumn:
     parent: str  # the parent's legacy column
     child: str  # its name in the child table
+    # A transformed column: the child's value is `source` over the parent's column (greatest(stock, 0)),
+    # and a child write reaches the parent as `back` over the child's columns (default: its value) -
+    # only when the parent's value does not already map to it, so that -5 is not rewritten to 0.
+    source: str | None = None
+    back: str | None = None
+    type: str | None = None  # default: the parent's type (16- and 32-bit integers widened)
+    default: str | None = None  # default: the parent's, for a plain column
+    not_null: bool | None = None  # default: the parent's, for a plain column
+
+    @property
+    def plain(self) -> bool:
+        return self.source is None and self.back is None
+
+
+@dataclass(frozen=True)
+class ExtraColumn:
+    """A child column of the new schema alone: the default child gets `initial` (an expression over
+    the parent's row) when the migration creates it; it is not kept in sync afterwards."""
+
+    name: str
+    type: str
+    initial: str | None = None
+    default: str | None = None
+    not_null: bool = False
+    unique: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,6 +118,7 @@ class SplitChild:
     columns: tuple[ChildColumn, ...]
     fk: str
     default_flag: str = "is_default"
+    extra: tuple[ExtraColumn, ...] = ()
     kind: str = "split_child"
     line: int = 0
 
@@ -241,6 +269,18 @@ class _Reader:
             return None
         return value.strip()
 
+    def sqltype(self, key: str, required: bool = True) -> str | None:
+        value = self._get(key, required)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not TYPE.fullmatch(value.strip()):
+            self.bad(key, f"{value!r} is not a column type (text, bigint, numeric(10, 2), timestamptz, ...)")
+            return None
+        return value.strip()
+
+    def maybe_flag(self, key: str) -> bool | None:
+        return self.flag(key, False) if key in self.data else None
+
     def flag(self, key: str, default: bool) -> bool:
         value = self._get(key, False)
         if value is None:
@@ -290,20 +330,57 @@ def _extract_lookup(r: _Reader, line: int) -> ExtractLookup:
                          line=line)
 
 
+def _child_column(r: _Reader, i: int, raw: Any) -> ChildColumn | None:
+    if isinstance(raw, str):
+        if IDENT.fullmatch(raw) and raw not in RESERVED:
+            return ChildColumn(raw, raw)
+        r.bad(f"columns[{i}]", f"{raw!r} is not a plain lower-case SQL name (reserved words excluded)")
+        return None
+    if not isinstance(raw, dict):
+        r.bad(f"columns[{i}]", "a column name, or a table { parent, child, from, back, type, default, not_null }")
+        return None
+    cr = _Reader(r.problems, f"{r.place}, columns[{i}]", raw)
+    cr.used = set()
+    parent = cr.ident("parent")
+    column = ChildColumn(parent, cr.ident("child", False, parent), cr.expr("from", False), cr.expr("back", False),
+                         cr.sqltype("type", False), cr.expr("default", False), cr.maybe_flag("not_null"))
+    cr.done()
+    return column
+
+
+def _extra_column(r: _Reader, i: int, raw: Any) -> ExtraColumn | None:
+    if not isinstance(raw, dict):
+        r.bad(f"extra_columns[{i}]", "a table { name, type, initial, default, not_null, unique }")
+        return None
+    er = _Reader(r.problems, f"{r.place}, extra_columns[{i}]", raw)
+    er.used = set()
+    column = ExtraColumn(er.ident("name"), er.sqltype("type") or "text", er.expr("initial", False),
+                         er.expr("default", False), er.flag("not_null", False), er.flag("unique", False))
+    er.done()
+    return column
+
+
 def _split_child(r: _Reader, line: int) -> SplitChild:
     parent, child = r.ident("parent"), r.ident("child")
     raw = r._get("columns", True)
     columns: list[ChildColumn] = []
-    if isinstance(raw, list) and raw and all(isinstance(c, str) and IDENT.fullmatch(c) for c in raw):
-        columns = [ChildColumn(c, c) for c in raw]
+    if isinstance(raw, list) and raw:
+        columns = [c for i, item in enumerate(raw) if (c := _child_column(r, i, item)) is not None]
     elif isinstance(raw, dict) and raw and all(IDENT.fullmatch(k) and isinstance(v, str) and IDENT.fullmatch(v)
                                                for k, v in raw.items()):
         columns = [ChildColumn(k, v) for k, v in raw.items()]
     elif raw is not None:
-        r.bad("columns", "a list of the parent's column names, or a table { parent_column = \"child_column\" }")
+        r.bad("columns", "a list of the parent's column names (or { parent, child, from, back, ... } tables),"
+                         " or a table { parent_column = \"child_column\" }")
     fk = r.ident("fk", False, f"{parent}_id"[:63] if parent else "")
     flag = r.ident("default_flag", False, "is_default")
-    return SplitChild(parent, child, tuple(columns), fk, flag, line=line)
+    extra_raw = r._get("extra_columns", False)
+    extra: list[ExtraColumn] = []
+    if isinstance(extra_raw, list):
+        extra = [e for i, item in enumerate(extra_raw) if (e := _extra_column(r, i, item)) is not None]
+    elif extra_raw is not None:
+        r.bad("extra_columns", "a list of { name, type, initial, default, not_null, unique } tables")
+    return SplitChild(parent, child, tuple(columns), fk, flag, tuple(extra), line=line)
 
 
 def _link(r: _Reader, line: int) -> LinkChildReference:

@@ -11,9 +11,11 @@ still writes them (or they have defaults)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
+from villager_shop.migration.planfile.catalog import TableInfo
 from villager_shop.migration.planfile.operations.base import Actions, Env, Parts, V, backfill, row_tuple
-from villager_shop.migration.planfile.spec import LinkChildReference, SplitChild
+from villager_shop.migration.planfile.spec import ChildColumn, LinkChildReference, SplitChild
 from villager_shop.migration.planfile.steps import PlanTable, Trigger, triggers_sql
 from villager_shop.migration.steps.backfill import batch
 
@@ -26,13 +28,15 @@ def expand(op: SplitChild, env: Env) -> Parts:
     pk, pk_type = info.key or "id", info.key_type or "uuid"
     pcols = [c.parent for c in op.columns]
     ccols = [c.child for c in op.columns]
+    init = [e for e in op.extra if e.initial]
     parts = Parts()
-    col_defs = "".join(
-        f"    {c.child} {_wider(info.columns.get(c.parent, 'text'))}"
-        f"{f' DEFAULT {info.defaults[c.parent]}' if c.parent in info.defaults else ''}"
-        f"{' NOT NULL' if c.parent in info.not_null else ''},\n"
-        for c in op.columns)
+    col_defs = "".join(f"    {c.child} {_column_type(c, info)},\n" for c in op.columns)
+    col_defs += "".join(
+        f"    {e.name} {e.type}{f' DEFAULT {e.default}' if e.default else ''}{' NOT NULL' if e.not_null else ''},\n"
+        for e in op.extra)
     col_defs += "".join(f"    CONSTRAINT {name} {definition},\n" for name, definition in carried_checks(op, env))
+    col_defs += "".join(f"    CONSTRAINT {f'{child}_{e.name}_key'[:63]} UNIQUE ({e.name}),\n"
+                        for e in op.extra if e.unique)
     table_sql = (
         f"CREATE TABLE IF NOT EXISTS public.{child} (\n"
         f"    id uuid PRIMARY KEY DEFAULT gen_random_uuid(),\n"
@@ -66,8 +70,8 @@ BEGIN
     IF pg_trigger_depth() = 1 AND (TG_OP = 'UPDATE' OR {new_row} IS DISTINCT FROM ROW({', '.join('NULL' for _ in pcols)})) THEN
         {BUMP}
     END IF;
-    INSERT INTO public.{child} AS c ({fk}, {', '.join(ccols)}, {flag})
-    VALUES (NEW.{pk}, {', '.join(f'NEW.{c}' for c in pcols)}, true)
+    INSERT INTO public.{child} AS c ({fk}, {', '.join([*ccols, *(e.name for e in init)])}, {flag})
+    VALUES (NEW.{pk}, {', '.join(values(op, info, 'NEW.'))}, true)
     ON CONFLICT ({fk}) WHERE {flag} DO UPDATE SET {set_child}, updated_at = now()
      WHERE {row_tuple(ccols, 'c.')} IS DISTINCT FROM {row_tuple(ccols, 'EXCLUDED.')}
     RETURNING c.id, (c.xmax = 0) INTO child_id, created;
@@ -78,14 +82,19 @@ BEGIN
     RETURN NULL;
 END
 $fn$"""))
-    set_parent = ", ".join(f"{p} = NEW.{c}" for p, c in zip(pcols, ccols, strict=True))
+    # A transformed column is written only when the parent's value does not give the child's already:
+    # a price change of the child must not rewrite a stock of -5 as 0.
+    set_parent = ", ".join(
+        f"{c.parent} = {to_parent(op, c, 'NEW.')}" if c.plain else
+        f"{c.parent} = CASE WHEN {from_parent(c, '')} IS DISTINCT FROM NEW.{c.child}"
+        f" THEN {to_parent(op, c, 'NEW.')} ELSE {c.parent} END" for c in op.columns)
     parts.functions.append((child_fn, f"""CREATE OR REPLACE FUNCTION {V}.{child_fn}() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 -- The default {child} row -> its {parent}'s legacy columns.
 BEGIN
     IF NEW.{flag} THEN
         UPDATE public.{parent} SET {set_parent}
-         WHERE {pk} = NEW.{fk} AND {row_tuple(pcols, '')} IS DISTINCT FROM {row_tuple(ccols, 'NEW.')};
+         WHERE {pk} = NEW.{fk} AND {_row(from_parent(c, '') for c in op.columns)} IS DISTINCT FROM {row_tuple(ccols, 'NEW.')};
     END IF;
     RETURN NULL;
 END
@@ -107,13 +116,13 @@ $fn$"""))
                       Trigger(f"villager_{child}_keep_default"[:63], child, "BEFORE DELETE", keep_fn)]
     parent_trigger = Trigger(f"villager_{child}_from_{parent}"[:63], parent, "AFTER INSERT OR UPDATE", parent_fn)
     parts.triggers += [*child_triggers, parent_trigger]
-    columns = ["id", fk, *ccols, flag, "created_at", "updated_at"]
+    columns = ["id", fk, *ccols, *(e.name for e in op.extra), flag, "created_at", "updated_at"]
     # The child table comes with its own triggers; the parent's follows in the triggers step.
     parts.tables.append(PlanTable(child, table_sql, columns,
                                   f"SHARE ROW EXCLUSIVE on {parent} (foreign key; milliseconds)",
                                   then=triggers_sql(child_triggers)))
     parts.backfills.append(backfill(
-        parent, f"backfill_{parent}_{child}", Actions((_action(op, pk, pcols, ccols),), (_busy(op, pk, pk_type),)),
+        parent, f"backfill_{parent}_{child}", Actions((_action(op, info, pk, ccols),), (_busy(op, pk, pk_type),)),
         f"backfill {child}: the default row of every {parent} row", env.catalog, replaces=tuple(pcols)))
     parts.integrity.append(
         f"SELECT 'child_mismatch', '{parent}', p.{pk}::text,\n"
@@ -122,7 +131,8 @@ $fn$"""))
         f" {', '.join(f'{c} %s' for c in ccols)}', {', '.join(f'p.{p}' for p in pcols)},"
         f" {', '.join(f'c.{c}' for c in ccols)}) END\n"
         f"  FROM public.{parent} p LEFT JOIN public.{child} c ON c.{fk} = p.{pk} AND c.{flag}\n"
-        f" WHERE c.id IS NULL OR {row_tuple(pcols, 'p.')} IS DISTINCT FROM {row_tuple(ccols, 'c.')}")
+        f" WHERE c.id IS NULL OR {_row(from_parent(c, 'p.') for c in op.columns)}"
+        f" IS DISTINCT FROM {row_tuple(ccols, 'c.')}")
     parts.integrity_completed.append(
         f"SELECT 'missing_default_child', '{parent}', p.{pk}::text, 'no default {child} row'\n"
         f"  FROM public.{parent} p\n"
@@ -134,7 +144,7 @@ def carried_checks(op: SplitChild, env: Env) -> list[tuple[str, str]]:
     """The parent's validated CHECK constraints over moved columns only, for the child (renamed): the
     rule outlives `complete`, which drops the parent's with its columns. A check that also reads a
     column staying with the parent cannot move; `complete` names it as an object it would break."""
-    renamed = {c.parent: c.child for c in op.columns}
+    renamed = {c.parent: c.child for c in op.columns if c.plain}  # a transformed value may not meet it
     out = []
     for name, definition, columns in env.catalog.table(op.parent).checks:
         if columns and set(columns) <= renamed.keys():
@@ -162,11 +172,44 @@ def _wider(sqltype: str) -> str:
     return "bigint" if sqltype in ("integer", "smallint") else sqltype
 
 
-def _action(op: SplitChild, pk: str, pcols: list[str], ccols: list[str]) -> str:
+def _column_type(c: ChildColumn, info: TableInfo) -> str:
+    """The child column's definition: the parent's type, default and NOT NULL unless the plan says
+    otherwise (a transformed column takes only what the plan gives it)."""
+    sqltype = c.type or _wider(info.columns.get(c.parent, "text"))
+    default = c.default if c.default is not None else (info.defaults.get(c.parent) if c.plain else None)
+    not_null = c.not_null if c.not_null is not None else (c.plain and c.parent in info.not_null)
+    return f"{sqltype}{f' DEFAULT {default}' if default else ''}{' NOT NULL' if not_null else ''}"
+
+
+def from_parent(c: ChildColumn, prefix: str) -> str:
+    """The child's value of `c` over the parent row `prefix` ('NEW.', 'p.', '' for the table itself)."""
+    return _rename(c.source, {c.parent: f"{prefix}{c.parent}"}) if c.source else f"{prefix}{c.parent}"
+
+
+def to_parent(op: SplitChild, c: ChildColumn, prefix: str) -> str:
+    """The parent's value of `c` over the child row `prefix`."""
+    if not c.back:
+        return f"{prefix}{c.child}"
+    return _rename(c.back, {m.child: f"{prefix}{m.child}" for m in op.columns})
+
+
+def values(op: SplitChild, info: TableInfo, prefix: str) -> list[str]:
+    """A new default child's moved and initial values, over the parent row `prefix`."""
+    every = {col: f"{prefix}{col}" for col in info.columns}
+    return [*(from_parent(c, prefix) for c in op.columns),
+            *(_rename(e.initial, every) for e in op.extra if e.initial)]
+
+
+def _row(items: Iterable[str]) -> str:
+    return f"ROW({', '.join(items)})"
+
+
+def _action(op: SplitChild, info: TableInfo, pk: str, ccols: list[str]) -> str:
+    init = [e.name for e in op.extra if e.initial]
     return (f"WITH src AS MATERIALIZED (SELECT p.* FROM public.{op.parent} p WHERE {batch('p')}),\n"
             f"children AS (\n"
-            f"  INSERT INTO public.{op.child} AS c ({op.fk}, {', '.join(ccols)}, {op.default_flag})\n"
-            f"  SELECT s.{pk}, {', '.join(f's.{p}' for p in pcols)}, true FROM src s\n"
+            f"  INSERT INTO public.{op.child} AS c ({op.fk}, {', '.join([*ccols, *init])}, {op.default_flag})\n"
+            f"  SELECT s.{pk}, {', '.join(values(op, info, 's.'))}, true FROM src s\n"
             f"  ON CONFLICT ({op.fk}) WHERE {op.default_flag} DO UPDATE\n"
             f"     SET {', '.join(f'{c} = EXCLUDED.{c}' for c in ccols)}, updated_at = now()\n"
             f"   WHERE {row_tuple(ccols, 'c.')} IS DISTINCT FROM {row_tuple(ccols, 'EXCLUDED.')})\n"
