@@ -143,3 +143,90 @@ def test_transformed_and_extra_columns_that_cannot_work_are_refused(fresh_db: st
         assert any(place in line and words in line for line in err.splitlines()), (place, err)
     assert "Traceback" not in err
     assert scalar(fresh_db, "SELECT to_regnamespace('villager_migration') IS NULL")
+
+
+QUALIFIED = """
+version = 1
+name = "qualified"
+
+[[operation]]
+type = "split_child"
+parent = "items"
+child = "variants"
+fk = "item_id"
+columns = ["price", "stock"]
+when = "price > 0"
+active_flag = "is_active"
+
+[[operation]]
+type = "link_child_reference"
+table = "sales"
+reference = "item_id"
+child = "variants"
+fk = "variant_id"
+
+[[operation]]
+type = "quarantine_rule"
+table = "items"
+reason = "non_positive_price"
+when = "price <= 0"
+
+[[operation]]
+type = "add_check"
+table = "variants"
+name = "chk_variants_price_positive"
+check = "price > 0"
+"""
+
+VARIANT = "SELECT v.price, v.is_active FROM variants v WHERE v.item_id = {} AND v.is_default"
+
+
+def test_only_parents_that_qualify_carry_a_default_child(fresh_db: str, tmp_path: Path) -> None:
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        c.execute(SCHEMA)
+        c.execute("UPDATE items SET price = -1 WHERE id % 10 = 0")
+    plan = tmp_path / "qualified.toml"
+    plan.write_text(QUALIFIED)
+    res = run_cli("migrate", "run", "--plan", str(plan), database_url=fresh_db)
+    assert res.returncode == 0, res.stderr
+    assert scalar(fresh_db, "SELECT count(*) FROM variants") == 540
+    assert scalar(fresh_db, "SELECT count(*) FROM sales s JOIN items i ON i.id = s.item_id"
+                            " WHERE (s.variant_id IS NULL) <> (i.price <= 0)") == 0
+    assert scalar(fresh_db, "SELECT count(*) FROM villager_migration.plan_quarantine") == 60
+    assert run_cli("migrate", "verify", database_url=fresh_db).returncode == 0
+
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        c.execute("UPDATE items SET price = 5 WHERE id = 10")  # qualifies: its waiting sales get the new child
+        c.execute("UPDATE items SET price = 0 WHERE id = 11")  # no longer: its child keeps 5.00, inactive
+        c.execute("UPDATE items SET price = 0 WHERE id = 12")
+        c.execute("UPDATE items SET price = 3 WHERE id = 12")  # qualifies again: active again
+        c.execute("UPDATE items SET price = -2 WHERE id = 13")
+        c.execute("UPDATE variants SET price = 4 WHERE item_id = 13 AND is_default")  # the new application
+        late = c.execute("INSERT INTO items (title, price) VALUES ('Free', 0) RETURNING id").fetchone()
+        assert late is not None
+        c.execute(f"INSERT INTO sales (item_id, qty) VALUES ({late[0]}, 1)")
+    assert rows(fresh_db, VARIANT.format(10)) == [(5, True)]
+    assert scalar(fresh_db, "SELECT count(*) FROM sales s JOIN variants v ON v.id = s.variant_id"
+                            " WHERE s.item_id = 10") == scalar(fresh_db, "SELECT count(*) FROM sales WHERE item_id = 10") > 0
+    assert rows(fresh_db, VARIANT.format(11)) == [(5, False)]
+    assert rows(fresh_db, VARIANT.format(12)) == [(3, True)]
+    assert rows(fresh_db, VARIANT.format(13)) == [(4, True)]
+    assert scalar(fresh_db, "SELECT price FROM items WHERE id = 13") == 4
+    assert rows(fresh_db, VARIANT.format(late[0])) == []
+    assert scalar(fresh_db, f"SELECT variant_id IS NULL FROM sales WHERE item_id = {late[0]}")
+    res = run_cli("migrate", "verify", database_url=fresh_db)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+    # An active default child of a parent that does not qualify is named.
+    with psycopg.connect(fresh_db) as c:
+        c.execute("SET LOCAL session_replication_role = replica")
+        c.execute("UPDATE variants SET is_active = true WHERE item_id = 11 AND is_default")
+    res = run_cli("migrate", "verify", database_url=fresh_db)
+    assert res.returncode == 5 and "11: does not meet price > 0" in res.stdout, res.stdout + res.stderr
+    with psycopg.connect(fresh_db) as c:
+        c.execute("SET LOCAL session_replication_role = replica")
+        c.execute("UPDATE variants SET is_active = false WHERE item_id = 11 AND is_default")
+
+    res = run_cli("migrate", "complete", "--yes", "--no-reader-check", database_url=fresh_db)
+    assert res.returncode == 0, res.stderr
+    assert run_cli("migrate", "verify", database_url=fresh_db).returncode == 0

@@ -521,6 +521,13 @@ class _Checker:
                 self.expression(i, f"{where}.initial", parent, e.initial, value=typ.type)
         columns += extra
         columns.append(("default_flag", op.default_flag, BOOLEAN))
+        if op.active_flag:
+            columns.append(("active_flag", op.active_flag, BOOLEAN))
+            if not op.when:
+                self.bad(f"{p}, active_flag", "needs `when`: it marks the default child of a parent that does not"
+                                              " meet it")
+        if op.when:
+            self.expression(i, f"{p}, when", parent, op.when)
         child = self.new_table(i, p, "child", op.child, columns, [e.name for e in op.extra if e.unique])
         for j, c in enumerate(op.columns):
             if c.back and parent is not None and c.parent in parent.columns:

@@ -152,6 +152,11 @@ KEYS: dict[str, dict[str, Key]] = {
                         " <parent>_id).", "book_isbn"),
         "default_flag": Key(NAME, "The child's boolean column marking each parent's one default child (default:"
                                   " is_default).", "is_default"),
+        "when": Key(EXPRESSION, "An SQL condition on the parent's row: the parents that carry their values to a"
+                                " default child (default: all). The others get none; one they have keeps its"
+                                " values.", "price > 0"),
+        "active_flag": Key(NAME, "A boolean column of the child (default true), set false on the default child of a"
+                                 " parent that does not meet `when`, and true again once it does.", "is_active"),
         "extra_columns": Key({"type": "array", "items": {"$ref": "#/$defs/extra_column"}},
                              "Columns of the child alone, such as a sku: { name, type, initial, default, not_null,"
                              " unique } each.", [{"name": "sku", "type": "text", "initial": "id::text || '-default'",

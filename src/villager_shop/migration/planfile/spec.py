@@ -118,6 +118,10 @@ class SplitChild:
     columns: tuple[ChildColumn, ...]
     fk: str
     default_flag: str = "is_default"
+    # The parents that carry their values to a default child (price > 0): the others get none, and
+    # one they have keeps its values and, given `active_flag`, is marked inactive until they qualify.
+    when: str | None = None
+    active_flag: str | None = None
     extra: tuple[ExtraColumn, ...] = ()
     kind: str = "split_child"
     line: int = 0
@@ -374,13 +378,15 @@ def _split_child(r: _Reader, line: int) -> SplitChild:
                          " or a table { parent_column = \"child_column\" }")
     fk = r.ident("fk", False, f"{parent}_id"[:63] if parent else "")
     flag = r.ident("default_flag", False, "is_default")
+    when = r.expr("when", False)
+    active = r.ident("active_flag", False) or None
     extra_raw = r._get("extra_columns", False)
     extra: list[ExtraColumn] = []
     if isinstance(extra_raw, list):
         extra = [e for i, item in enumerate(extra_raw) if (e := _extra_column(r, i, item)) is not None]
     elif extra_raw is not None:
         r.bad("extra_columns", "a list of { name, type, initial, default, not_null, unique } tables")
-    return SplitChild(parent, child, tuple(columns), fk, flag, tuple(extra), line=line)
+    return SplitChild(parent, child, tuple(columns), fk, flag, when, active, tuple(extra), line=line)
 
 
 def _link(r: _Reader, line: int) -> LinkChildReference:

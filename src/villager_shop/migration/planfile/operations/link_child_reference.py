@@ -95,5 +95,8 @@ $fn$"""))
         f"SELECT 'reference_mismatch', '{table}', t.{pk}::text,\n"
         f"       format('{ref} %s, {fk} %s (a {child} row of %s)', t.{ref}, t.{fk}, c.{cfk})\n"
         f"  FROM public.{table} t LEFT JOIN public.{child} c ON c.id = t.{fk}\n"
-        f" WHERE t.{ref} IS DISTINCT FROM c.{cfk}")
+        f" WHERE t.{ref} IS DISTINCT FROM c.{cfk}"
+        # A row whose parent has no default child (it does not meet the split's `when`) waits for one.
+        + (f"\n   AND NOT (t.{fk} IS NULL AND NOT EXISTS (SELECT 1 FROM public.{child} d"
+           f" WHERE d.{cfk} = t.{ref} AND d.{flag}))" if split.when else ""))
     return parts

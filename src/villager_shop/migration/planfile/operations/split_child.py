@@ -43,6 +43,7 @@ def expand(op: SplitChild, env: Env) -> Parts:
         f"    {fk} {pk_type} NOT NULL REFERENCES public.{parent} ({pk}) ON DELETE CASCADE ON UPDATE CASCADE,\n"
         f"{col_defs}"
         f"    {flag} boolean NOT NULL DEFAULT false,\n"
+        f"{f'    {op.active_flag} boolean NOT NULL DEFAULT true,' + chr(10) if op.active_flag else ''}"
         f"    created_at timestamptz NOT NULL DEFAULT now(),\n"
         f"    updated_at timestamptz NOT NULL DEFAULT now()\n);\n"
         f"CREATE UNIQUE INDEX IF NOT EXISTS {child}_one_default_idx ON public.{child} ({fk}) INCLUDE (id) WHERE {flag};\n"
@@ -52,8 +53,22 @@ def expand(op: SplitChild, env: Env) -> Parts:
     link_waiting = "\n".join(
         f"            UPDATE public.{ln.table} SET {ln.fk} = child_id WHERE {ln.reference} = NEW.{pk}"
         f" AND {ln.fk} IS NULL;" for ln in links)
-    new_row, old_row = row_tuple(pcols, "NEW."), row_tuple(pcols, "OLD.")
+    watched = [*pcols, *(c for c in when_columns(op, info) if c not in pcols)]
+    new_row, old_row = row_tuple(watched, "NEW."), row_tuple(watched, "OLD.")
     set_child = ", ".join(f"{c} = EXCLUDED.{c}" for c in ccols)
+    active = op.active_flag
+    if op.when:
+        # A parent that does not qualify gets no default child; one it has keeps its values.
+        not_qualified = (f"    IF NOT coalesce({qualifies(op, info, 'NEW.')}, false) THEN\n"
+                         + (f"        UPDATE public.{child} SET {active} = false, updated_at = now()\n"
+                            f"         WHERE {fk} = NEW.{pk} AND {flag} AND {active};\n" if active else "")
+                         + "        RETURN NULL;\n    END IF;\n")
+    else:
+        not_qualified = ""
+    # A default child made inactive because its parent did not qualify is active again once it does.
+    back_on = (f"NOT coalesce({qualifies(op, info, 'OLD.')}, false)" if active else "")
+    set_active = f", {active} = c.{active} OR (TG_OP = 'UPDATE' AND {back_on})" if active else ""
+    reactivate = f"\n        OR (NOT c.{active} AND TG_OP = 'UPDATE' AND {back_on})" if active else ""
     parent_fn, child_fn, keep_fn = (f"{child}_from_{parent}"[:63], f"{child}_to_{parent}"[:63],
                                     f"{child}_keep_default"[:63])
     parts.functions.append((parent_fn, f"""CREATE OR REPLACE FUNCTION {V}.{parent_fn}() RETURNS trigger
@@ -70,10 +85,10 @@ BEGIN
     IF pg_trigger_depth() = 1 AND (TG_OP = 'UPDATE' OR {new_row} IS DISTINCT FROM ROW({', '.join('NULL' for _ in pcols)})) THEN
         {BUMP}
     END IF;
-    INSERT INTO public.{child} AS c ({fk}, {', '.join([*ccols, *(e.name for e in init)])}, {flag})
+{not_qualified}    INSERT INTO public.{child} AS c ({fk}, {', '.join([*ccols, *(e.name for e in init)])}, {flag})
     VALUES (NEW.{pk}, {', '.join(values(op, info, 'NEW.'))}, true)
-    ON CONFLICT ({fk}) WHERE {flag} DO UPDATE SET {set_child}, updated_at = now()
-     WHERE {row_tuple(ccols, 'c.')} IS DISTINCT FROM {row_tuple(ccols, 'EXCLUDED.')}
+    ON CONFLICT ({fk}) WHERE {flag} DO UPDATE SET {set_child}{set_active}, updated_at = now()
+     WHERE {row_tuple(ccols, 'c.')} IS DISTINCT FROM {row_tuple(ccols, 'EXCLUDED.')}{reactivate}
     RETURNING c.id, (c.xmax = 0) INTO child_id, created;
     IF created THEN
         NULL;  -- rows that reference the parent and waited for its default child get it
@@ -90,9 +105,12 @@ $fn$"""))
         f" THEN {to_parent(op, c, 'NEW.')} ELSE {c.parent} END" for c in op.columns)
     parts.functions.append((child_fn, f"""CREATE OR REPLACE FUNCTION {V}.{child_fn}() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
--- The default {child} row -> its {parent}'s legacy columns.
+-- The default {child} row -> its {parent}'s legacy columns, when its values change or it becomes the
+-- default (a write of other columns leaves the parent alone: that of a parent that does not meet
+-- the split's condition differs by design).
 BEGIN
-    IF NEW.{flag} THEN
+    IF NEW.{flag} AND (TG_OP = 'INSERT' OR NOT OLD.{flag}
+                       OR {row_tuple(ccols, 'NEW.')} IS DISTINCT FROM {row_tuple(ccols, 'OLD.')}) THEN
         UPDATE public.{parent} SET {set_parent}
          WHERE {pk} = NEW.{fk} AND {_row(from_parent(c, '') for c in op.columns)} IS DISTINCT FROM {row_tuple(ccols, 'NEW.')};
     END IF;
@@ -116,7 +134,8 @@ $fn$"""))
                       Trigger(f"villager_{child}_keep_default"[:63], child, "BEFORE DELETE", keep_fn)]
     parent_trigger = Trigger(f"villager_{child}_from_{parent}"[:63], parent, "AFTER INSERT OR UPDATE", parent_fn)
     parts.triggers += [*child_triggers, parent_trigger]
-    columns = ["id", fk, *ccols, *(e.name for e in op.extra), flag, "created_at", "updated_at"]
+    columns = ["id", fk, *ccols, *(e.name for e in op.extra), flag, *([active] if active else []), "created_at",
+               "updated_at"]
     # The child table comes with its own triggers; the parent's follows in the triggers step.
     parts.tables.append(PlanTable(child, table_sql, columns,
                                   f"SHARE ROW EXCLUSIVE on {parent} (foreign key; milliseconds)",
@@ -124,19 +143,25 @@ $fn$"""))
     parts.backfills.append(backfill(
         parent, f"backfill_{parent}_{child}", Actions((_action(op, info, pk, ccols),), (_busy(op, pk, pk_type),)),
         f"backfill {child}: the default row of every {parent} row", env.catalog, replaces=tuple(pcols)))
+    qualified = f"coalesce({qualifies(op, info, 'p.')}, false)" if op.when else "true"
+    is_active = f"c.{active}" if active else "true"
     parts.integrity.append(
         f"SELECT 'child_mismatch', '{parent}', p.{pk}::text,\n"
-        f"       CASE WHEN c.id IS NULL THEN 'no default {child} row'\n"
+        f"       CASE WHEN NOT {qualified} THEN 'does not meet {_quoted(op.when or '')}, but its default {child} row"
+        f" is active'\n"
+        f"            WHEN c.id IS NULL THEN 'no default {child} row'\n"
         f"            ELSE format('{', '.join(f'{p} %s' for p in pcols)}; default {child} row:"
         f" {', '.join(f'{c} %s' for c in ccols)}', {', '.join(f'p.{p}' for p in pcols)},"
         f" {', '.join(f'c.{c}' for c in ccols)}) END\n"
         f"  FROM public.{parent} p LEFT JOIN public.{child} c ON c.{fk} = p.{pk} AND c.{flag}\n"
-        f" WHERE c.id IS NULL OR {_row(from_parent(c, 'p.') for c in op.columns)}"
-        f" IS DISTINCT FROM {row_tuple(ccols, 'c.')}")
-    parts.integrity_completed.append(
-        f"SELECT 'missing_default_child', '{parent}', p.{pk}::text, 'no default {child} row'\n"
-        f"  FROM public.{parent} p\n"
-        f" WHERE NOT EXISTS (SELECT 1 FROM public.{child} c WHERE c.{fk} = p.{pk} AND c.{flag})")
+        f" WHERE CASE WHEN {qualified} THEN c.id IS NULL"
+        f" OR {_row(from_parent(c, 'p.') for c in op.columns)} IS DISTINCT FROM {row_tuple(ccols, 'c.')}\n"
+        f"            ELSE c.id IS NOT NULL AND {is_active if active else 'false'} END")
+    if not op.when:  # else a parent without a default child may be one that never qualified
+        parts.integrity_completed.append(
+            f"SELECT 'missing_default_child', '{parent}', p.{pk}::text, 'no default {child} row'\n"
+            f"  FROM public.{parent} p\n"
+            f" WHERE NOT EXISTS (SELECT 1 FROM public.{child} c WHERE c.{fk} = p.{pk} AND c.{flag})")
     return parts
 
 
@@ -200,19 +225,42 @@ def values(op: SplitChild, info: TableInfo, prefix: str) -> list[str]:
             *(_rename(e.initial, every) for e in op.extra if e.initial)]
 
 
+def qualifies(op: SplitChild, info: TableInfo, prefix: str) -> str:
+    """`when` over the parent row `prefix`."""
+    return f"({_rename(op.when or 'true', {col: f'{prefix}{col}' for col in info.columns})})"
+
+
+def when_columns(op: SplitChild, info: TableInfo) -> list[str]:
+    """The parent's columns `when` reads: a change of one may change whether the parent qualifies."""
+    if not op.when:
+        return []
+    words = set(_TOKEN.findall(re.sub(r"'(?:[^']|'')*'", "''", op.when)))
+    return [col for col in info.columns if col in words]
+
+
+def _quoted(text: str) -> str:
+    return text.replace("'", "''").replace("%", "%%")
+
+
 def _row(items: Iterable[str]) -> str:
     return f"ROW({', '.join(items)})"
 
 
 def _action(op: SplitChild, info: TableInfo, pk: str, ccols: list[str]) -> str:
     init = [e.name for e in op.extra if e.initial]
+    active = op.active_flag
+    qualified = f"coalesce({qualifies(op, info, 's.')}, false)"
+    off = (f",\noff AS (\n  UPDATE public.{op.child} c SET {active} = false, updated_at = now() FROM src s\n"
+           f"   WHERE c.{op.fk} = s.{pk} AND c.{op.default_flag} AND c.{active} AND NOT {qualified})"
+           if active else "")
     return (f"WITH src AS MATERIALIZED (SELECT p.* FROM public.{op.parent} p WHERE {batch('p')}),\n"
             f"children AS (\n"
             f"  INSERT INTO public.{op.child} AS c ({op.fk}, {', '.join([*ccols, *init])}, {op.default_flag})\n"
-            f"  SELECT s.{pk}, {', '.join(values(op, info, 's.'))}, true FROM src s\n"
+            f"  SELECT s.{pk}, {', '.join(values(op, info, 's.'))}, true FROM src s"
+            f"{f' WHERE {qualified}' if op.when else ''}\n"
             f"  ON CONFLICT ({op.fk}) WHERE {op.default_flag} DO UPDATE\n"
             f"     SET {', '.join(f'{c} = EXCLUDED.{c}' for c in ccols)}, updated_at = now()\n"
-            f"   WHERE {row_tuple(ccols, 'c.')} IS DISTINCT FROM {row_tuple(ccols, 'EXCLUDED.')})\n"
+            f"   WHERE {row_tuple(ccols, 'c.')} IS DISTINCT FROM {row_tuple(ccols, 'EXCLUDED.')}){off}\n"
             f"SELECT count(*) FROM src")
 
 
