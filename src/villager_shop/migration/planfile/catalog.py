@@ -19,6 +19,9 @@ class TableInfo:
     defaults: dict[str, str] = field(default_factory=dict)  # column -> its default expression
     # Validated CHECK constraints: (name, definition as pg_get_constraintdef prints it, columns used).
     checks: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
+    # Indexes the table had when the run began: one a foreign key needs may be there already (the
+    # plan then builds none, and rollback leaves it).
+    indexes: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -30,14 +33,16 @@ class Catalog:
 
     def to_json(self) -> dict[str, Any]:
         return {t: {"key": i.key, "key_type": i.key_type, "columns": i.columns, "not_null": sorted(i.not_null),
-                    "defaults": i.defaults, "checks": [[n, d, list(c)] for n, d, c in i.checks]}
+                    "defaults": i.defaults, "checks": [[n, d, list(c)] for n, d, c in i.checks],
+                    "indexes": sorted(i.indexes)}
                 for t, i in self.tables.items()}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Catalog:
         return cls({t: TableInfo(v.get("key"), v.get("key_type", ""), dict(v.get("columns", {})),
                                  frozenset(v.get("not_null", [])), dict(v.get("defaults", {})),
-                                 tuple((str(n), str(d), tuple(c)) for n, d, c in v.get("checks", [])))
+                                 tuple((str(n), str(d), tuple(c)) for n, d, c in v.get("checks", [])),
+                                 frozenset(v.get("indexes", [])))
                     for t, v in (data or {}).items()})
 
 
@@ -66,8 +71,12 @@ def read(conn: psycopg.Connection[Any], tables: list[str]) -> Catalog:
             "              AND a.attnum = ANY(k.conkey) ORDER BY a.attnum)"
             "  FROM pg_constraint k WHERE k.conrelid = to_regclass(%s) AND k.contype = 'c' AND k.convalidated"
             " ORDER BY k.conname", (f"public.{table}",)).fetchall()
+        indexes = conn.execute("SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+                               " WHERE i.indrelid = to_regclass(%s)",
+                               (f"public.{table}",)).fetchall()
         out[table] = TableInfo(key, key_type, {str(c): str(t) for c, t, _ in cols},
                                frozenset(str(c) for c, _, nn in cols if nn),
                                {str(c): str(e) for c, e in defaults},
-                               tuple((str(n), str(d), tuple(str(c) for c in cs)) for n, d, cs in checks))
+                               tuple((str(n), str(d), tuple(str(c) for c in cs)) for n, d, cs in checks),
+                               frozenset(str(n) for n, in indexes))
     return Catalog(out)

@@ -2,10 +2,13 @@
 
 spec.py reads the shape of a plan; this module asks the database whether the plan can run on it:
 the tables it works on exist in schema public as ordinary tables with a single-column primary key,
-the columns exist with a type that fits, the names the plan creates are free (or are what this very
-plan created on an earlier, interrupted run), the operations come in an order that can run, the
-functions it names exist, its SQL expressions parse and use only the table's columns, and no
-row-level security hides rows from the migrating role.
+outside partitioning and inheritance, the columns exist with a type that fits (a moved column's
+type has an equality operator), no constraint or index the plan adds uses a column it moves away,
+the names the plan creates (its operations' own indexes too) are free (or are what this very plan
+created on an earlier, interrupted run), the operations come in an order that can run, the
+functions it names exist (a lookup's key IMMUTABLE), its SQL expressions parse and use only the
+table's columns, a link's reference is a foreign key, and no row-level security hides rows from
+the migrating role.
 
 The plan is walked in order over a model of the schema: the database's tables, plus what each
 operation creates, so that an operation may use a table or column an earlier one created and not
@@ -23,6 +26,8 @@ import psycopg
 from psycopg import sql
 
 from villager_shop.migration import state
+from villager_shop.migration.planfile import catalog as planfile_catalog
+from villager_shop.migration.planfile.assemble import assemble
 from villager_shop.migration.planfile.spec import (
     IDENT,
     RESERVED,
@@ -80,6 +85,10 @@ class Catalog:
     constraints: dict[str, set[str]]  # table -> its constraints' names
     references: dict[tuple[str, str], tuple[str, tuple[str, ...]]]  # (table, column) -> (table, columns) it references
     recorded_plan: str | None  # the plan recorded in villager_migration.state (key 'plan'), if any
+    # Ordinary tables that are partitions, inherit or are inherited from -> which (the ADD COLUMN of
+    # a partition fails, and a parent's statements reach rows its children's triggers never see).
+    hierarchy: dict[str, str] = field(default_factory=dict)
+    indexes: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)  # plain index -> table, columns
 
 
 _RELATIONS = """
@@ -108,6 +117,30 @@ SELECT c.relname, i.indisprimary,
  WHERE n.nspname = 'public' AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL
 """
 
+_HIERARCHY = """
+SELECT c.relname, CASE
+  WHEN c.relispartition THEN 'is a partition of ' || (SELECT string_agg(i.inhparent::regclass::text, ', ')
+                                                        FROM pg_inherits i WHERE i.inhrelid = c.oid)
+  WHEN EXISTS (SELECT FROM pg_inherits i WHERE i.inhrelid = c.oid)
+    THEN 'inherits from ' || (SELECT string_agg(i.inhparent::regclass::text, ', ') FROM pg_inherits i
+                               WHERE i.inhrelid = c.oid)
+  ELSE 'has inheritance children (' || (SELECT string_agg(i.inhrelid::regclass::text, ', ' ORDER BY 1)
+                                         FROM pg_inherits i WHERE i.inhparent = c.oid) || ')' END
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE n.nspname = 'public' AND c.relkind = 'r'
+   AND (c.relispartition OR EXISTS (SELECT FROM pg_inherits i WHERE i.inhrelid = c.oid OR i.inhparent = c.oid))
+"""
+
+_INDEXES = """
+SELECT x.relname, c.relname,
+       array(SELECT a.attname FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(num, ord)
+               JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.num ORDER BY k.ord)
+  FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid JOIN pg_class x ON x.oid = i.indexrelid
+  JOIN pg_namespace n ON n.oid = x.relnamespace
+ WHERE n.nspname = 'public' AND i.indisvalid AND i.indpred IS NULL AND i.indexprs IS NULL
+   AND i.indnkeyatts = i.indnatts
+"""
+
 _CONSTRAINTS = """
 SELECT c.relname, con.conname FROM pg_constraint con
   JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -128,7 +161,8 @@ SELECT c.relname, a.attname, CASE WHEN rn.nspname = 'public' THEN '' ELSE rn.nsp
 _FUNCTIONS = """
 SELECT p.oid::regprocedure::text, format_type(p.prorettype, NULL),
        p.prokind = 'f' AND p.pronargs - p.pronargdefaults <= 1 AND p.pronargs >= 1
-       AND p.proargtypes[0] = 'text'::regtype AND p.prorettype = 'text'::regtype AND NOT p.proretset
+       AND p.proargtypes[0] = 'text'::regtype AND p.prorettype = 'text'::regtype AND NOT p.proretset,
+       p.provolatile = 'i'
   FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
  WHERE n.nspname = %s AND p.proname = %s
  ORDER BY 1
@@ -142,6 +176,7 @@ SELECT bt.oid::int, bt.typcategory FROM pg_type t
 
 _SHIPPED = re.compile(r'CREATE\s+(?:OR\s+REPLACE\s+)?FUNCTION\s+"?([A-Za-z_][\w$]*)"?\s*\.\s*"?([A-Za-z_][\w$]*)"?\s*\(',
                       re.IGNORECASE)
+_IMMUTABLE = re.compile(r"\bIMMUTABLE\b", re.IGNORECASE)
 _LITERAL = re.compile(r"'(?:[^']|'')*'")
 _WORD = re.compile(r'"([^"]+)"|([A-Za-z_][A-Za-z0-9_$]*)')
 
@@ -160,14 +195,19 @@ def read_catalog(conn: psycopg.Connection[Any]) -> Catalog:
     for rel, name in conn.execute(_CONSTRAINTS).fetchall():
         constraints.setdefault(rel, set()).add(name)
     references = {(rel, col): (target, tuple(cols)) for rel, col, target, cols in conn.execute(_FOREIGN_KEYS).fetchall()}
-    return Catalog(relations, tables, constraints, references, _recorded_plan(conn))
+    hierarchy = {rel: what for rel, what in conn.execute(_HIERARCHY).fetchall()}
+    indexes = {name: (rel, tuple(cols)) for name, rel, cols in conn.execute(_INDEXES).fetchall()}
+    return Catalog(relations, tables, constraints, references, _recorded_plan(conn), hierarchy, indexes)
 
 
 def _recorded_plan(conn: psycopg.Connection[Any]) -> str | None:
-    """The name of the plan the database's migration state records (a string, or an object with 'name')."""
+    """The name of the plan the database's migration state records (a string, or an object with 'name');
+    None once it was rolled back (its objects are gone: one of its names found now is someone else's)."""
     try:
         with conn.transaction():
             value = state.get(conn, "plan")
+            if state.phase(conn) == "rolled_back":
+                return None
     except psycopg.Error:  # a role that may not read the state: no resumed run can be recognised
         return None
     if isinstance(value, dict):
@@ -184,6 +224,16 @@ def check(conn: psycopg.Connection[Any], spec: PlanSpec) -> list[Problem]:
         conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
         conn.execute(f"SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT}'")
         return _Checker(conn, spec, read_catalog(conn)).run()
+
+
+def _operation_number(problem: Problem) -> int:
+    found = re.match(r"operation (\d+) ", problem.place)
+    return int(found.group(1)) if found else 0
+
+
+def _words(expr: str) -> list[str]:
+    """The names an SQL expression uses (string literals left out)."""
+    return [q or w.lower() for q, w in _WORD.findall(_LITERAL.sub("''", expr))]
 
 
 def _a(noun: str) -> str:
@@ -220,7 +270,14 @@ class _Checker:
         self.moved: dict[tuple[str, str], str] = {}  # columns an extract/split moves away (complete drops them)
         self.first_use: dict[str, str] = {}  # existing table -> where the plan first names it
         self.table_said: set[str] = set()
-        self.shipped = {f"{s}.{n}".lower() for text in spec.functions for s, n in _SHIPPED.findall(text)}
+        # The plan's own functions -> whether declared IMMUTABLE (a lookup key is a generated column).
+        self.shipped = {f"{s}.{n}".lower(): bool(_IMMUTABLE.search(text))
+                        for text in spec.functions for s, n in _SHIPPED.findall(text)}
+        self.reasons: dict[tuple[str, str], str] = {}  # (table, quarantine reason) -> where
+        self.uses: list[tuple[str, str, str, str]] = []  # (where, table, column, what): constraints and indexes
+        # Foreign keys the plan adds: (table, column) -> the referenced table (a link may rely on one).
+        self.plan_fks = {(op.table, op.columns[0]): op.references for op in spec.operations
+                         if isinstance(op, AddForeignKey) and len(op.columns) == 1}
 
     # --- what each operation creates -----------------------------------------------------------
 
@@ -268,6 +325,11 @@ class _Checker:
             if not said:
                 self.bad(where, f"public.{name} is {_a(RELKINDS.get(kind, kind))}, not an ordinary table")
             return None
+        if name in self.cat.hierarchy:
+            if not said:
+                self.bad(where, f"table {name} {self.cat.hierarchy[name]}; the plan works on ordinary tables"
+                                " outside partitioning and inheritance")
+            return None
         found = self.cat.tables.get(name) or Table(name, {})
         t = self.model[name] = Table(name, dict(found.columns), found.pk, list(found.unique))
         self.first_use.setdefault(name, where)
@@ -313,18 +375,45 @@ class _Checker:
         else:
             self.moved[(table, column)] = where
 
-    def creates_relation(self, i: int, where: str, name: str, what: str) -> bool:
-        """Whether the name is free for what operation i creates (else a problem says why not)."""
+    def creates_relation(self, i: int, where: str, name: str, what: str, implied: str = "") -> bool:
+        """Whether the name is free for what operation i creates (else a problem says why not).
+        `implied`: the object is not named in the file (an operation's own index), said so."""
         before = self.created_relations.get(name)
         if before:
-            self.bad(where, f"operation {before[0]} creates {_a(before[1])} named {name} too")
+            self.bad(where, f"{implied}operation {before[0]} creates {_a(before[1])} named {name} too")
             return False
         self.created_relations[name] = (i, what)
         kind = self.cat.relations.get(name)
         if kind is not None and not (self.resumed and kind == ("i" if what == "index" else "r")):
-            self.bad(where, f"public.{name} already exists ({_a(RELKINDS.get(kind, kind))}){self._recorded()}")
+            self.bad(where, f"{implied}public.{name} already exists ({_a(RELKINDS.get(kind, kind))}){self._recorded()}")
             return False
         return True
+
+    def implied_index(self, i: int, where: str, table: str, columns: tuple[str, ...]) -> None:
+        """The index an operation builds for a new reference or foreign key (named as assemble names
+        it): a name taken by another object is a problem. An index of the database on exactly these
+        columns is the operation's already (it builds none, and rollback leaves it)."""
+        if any(p.place == where for p in self.problems):
+            return  # its column is a problem already (created twice, or there already)
+        name = f"idx_{table}_{'_'.join(columns)}"[:63]
+        if self.cat.indexes.get(name) == (table, columns) and name not in self.created_relations:
+            self.created_relations[name] = (i, "index")
+            return
+        self.creates_relation(i, where, name, "index", f"the index this operation builds on {table} ({', '.join(columns)}): ")
+
+    def uses_columns(self, where: str, t: Table, columns: list[str], what: str) -> None:
+        """A constraint or index over these columns of `t`: checked at the end against the moved ones."""
+        self.uses += [(where, t.name, c, what) for c in dict.fromkeys(columns) if c in t.columns]
+
+    def moved_away(self) -> None:
+        """Constraints and indexes the plan adds over a column that an extract or split moves: complete
+        drops the column and them with it (verify then misses them), or refuses over the plan's own guard."""
+        said = {p.place for p in self.problems}
+        for where, table, column, what in self.uses:
+            moved = self.moved.get((table, column))
+            if moved and moved not in said:  # a column that cannot move (a problem said there) is not moved
+                self.bad(where, f"uses {table}.{column}, which {moved} moves away: `complete` drops the column and"
+                                f" this {what} with it; put the {what} on the new table or column instead")
 
     def creates_column(self, where: str, t: Table, name: str, col: Col) -> None:
         before = self.created_columns.get((t.name, name))
@@ -368,17 +457,26 @@ class _Checker:
             self.model[name] = t
         return t
 
-    def function(self, where: str, name: str) -> None:
-        """A normalizer or key naming `schema.fn`: fn(text) RETURNS text, in the plan or the database."""
-        if "." not in name or name.lower() in self.shipped:
+    def function(self, where: str, name: str, immutable: bool = False) -> None:
+        """A normalizer or key naming `schema.fn`: fn(text) RETURNS text, in the plan or the database;
+        `immutable`: declared so (a lookup's key column is generated from it)."""
+        if "." not in name:
+            return
+        not_immutable = (f"{name} is not declared IMMUTABLE: the lookup's key column is generated from it, which"
+                         " PostgreSQL allows only for an IMMUTABLE function")
+        if name.lower() in self.shipped:
+            if immutable and not self.shipped[name.lower()]:
+                self.bad(where, not_immutable)
             return
         schema, fn = name.split(".", 1)
         rows = self.conn.execute(_FUNCTIONS, (schema, fn)).fetchall()
         if not rows:
             self.bad(where, f"there is no function {name}, and the plan's functions do not create it")
-        elif not any(ok for _, _, ok in rows):
-            found = "; ".join(f"{sig} RETURNS {ret}" for sig, ret, _ in rows)
+        elif not any(ok for _, _, ok, _ in rows):
+            found = "; ".join(f"{sig} RETURNS {ret}" for sig, ret, _, _ in rows)
             self.bad(where, f"{name} must take text and return text; the database has {found}")
+        elif immutable and not any(ok and fixed for _, _, ok, fixed in rows):
+            self.bad(where, not_immutable)
 
     def expression(self, i: int, where: str, t: Table | None, expr: str, *, value: str | None = None,
                    only: tuple[str, ...] | None = None) -> None:
@@ -449,15 +547,35 @@ class _Checker:
             elif isinstance(op, LinkChildReference):
                 self.link(i, p, op)
             elif isinstance(op, QuarantineRule):
-                self.expression(i, f"{p}, when", self.table(i, f"{p}, table", op.table), op.when)
+                self.quarantine(i, p, op)
             elif isinstance(op, AddCheck):
                 self.add_check(i, p, op)
             elif isinstance(op, AddForeignKey):
                 self.add_foreign_key(i, p, op)
             elif isinstance(op, CreateIndex):
                 self.create_index(i, p, op)
+        self.moved_away()
+        self.problems.sort(key=_operation_number)  # those found after the walk, in their place too
         self.row_security()
+        if not self.problems:
+            self.assembles()
         return self.problems
+
+    def assembles(self) -> None:
+        """The steps the plan makes, built as `migrate run` builds them: two that would share a name
+        (names cut at 63 characters) are a problem of the file, not an internal error."""
+        try:
+            assemble(self.spec, planfile_catalog.read(self.conn, self.spec.tables()))
+        except ValueError as exc:
+            self.bad("file", f"{exc} (shorten or change the names)")
+
+    def quarantine(self, i: int, p: str, op: QuarantineRule) -> None:
+        t = self.table(i, f"{p}, table", op.table)
+        before = self.reasons.setdefault((op.table, op.reason), p)
+        if before != p:
+            self.bad(f"{p}, reason", f"{before} quarantines {op.table} rows as {op.reason} too; each rule of a"
+                                     " table needs its own reason")
+        self.expression(i, f"{p}, when", t, op.when)
 
     def extract_lookup(self, i: int, p: str, op: ExtractLookup) -> None:
         sources: list[Table | None] = []
@@ -486,7 +604,10 @@ class _Checker:
                 self.creates_column(f"{p}, sources[{j}].fk", t, s.fk, UUID)
         self.function(f"{p}, normalizer", op.normalizer)
         if op.key:
-            self.function(f"{p}, key", op.key)
+            self.function(f"{p}, key", op.key, immutable=True)
+        for j, (s, t) in enumerate(zip(op.sources, sources, strict=True)):
+            if t is not None:
+                self.implied_index(i, f"{p}, sources[{j}].fk", s.table, (s.fk,))
 
     def split_child(self, i: int, p: str, op: SplitChild) -> None:
         parent = self.table(i, f"{p}, parent", op.parent)
@@ -501,6 +622,7 @@ class _Checker:
                     self.bad(where, f"{c.parent} is the primary key of {op.parent}; it stays with the parent")
                 if col.generated:
                     self.bad(where, f"{op.parent}.{c.parent} is a generated column; it cannot move")
+                self.comparable(where, op.parent, c.parent, col)
                 self.move(where, op.parent, c.parent)
                 if c.source:
                     self.expression(i, f"{where}.from", parent, c.source, value=(declared or col).type,
@@ -539,6 +661,17 @@ class _Checker:
                                 only=())
         self.children[op.child] = (i, op)
 
+    def comparable(self, where: str, table: str, column: str, col: Col) -> None:
+        """A moved column's values are compared by the sync triggers (IS DISTINCT FROM): its type needs
+        an equality operator (json, xml, point have none)."""
+        try:
+            with self.conn.transaction():
+                self.conn.execute(sql.SQL("EXPLAIN SELECT ROW(NULL::{t}) IS DISTINCT FROM ROW(NULL::{t})").format(
+                    t=sql.SQL(col.type)))
+        except psycopg.Error:
+            self.bad(where, f"{table}.{column} is {col.type}, a type without an equality operator: the sync could"
+                            " not tell a changed value; change its type first (json: jsonb), or leave it with the parent")
+
     def link(self, i: int, p: str, op: LinkChildReference) -> None:
         t = self.table(i, f"{p}, table", op.table)
         split = self.children.get(op.child)
@@ -554,15 +687,22 @@ class _Checker:
         parent = (self.model.get(split[1].parent) or self.cat.tables.get(split[1].parent)) if split else None
         if ref is not None and split is not None and parent is not None and len(parent.pk) == 1:
             pk = parent.columns.get(parent.pk[0])
-            if pk is not None and pk.base != ref.base:
+            fits = pk is None or pk.base == ref.base
+            if pk is not None and not fits:
                 self.bad(f"{p}, reference", f"{op.table}.{op.reference} is {ref.type}; the primary key of"
                                             f" {parent.name} ({parent.pk[0]}) is {pk.type}")
             target = self.cat.references.get((op.table, op.reference))
             if target is not None and target != (parent.name, parent.pk):
                 self.bad(f"{p}, reference", f"{op.table}.{op.reference} references {target[0]}"
                                             f" ({', '.join(target[1])}), not the primary key of {parent.name}")
+            elif target is None and fits and self.plan_fks.get((op.table, op.reference)) != parent.name:
+                self.bad(f"{p}, reference", f"{op.table}.{op.reference} has no foreign key to {parent.name}: a row"
+                                            f" naming no {parent.name} row would have no {op.child} row (verify"
+                                            f" fails), and deleting a row of {parent.name} would break on the new"
+                                            " foreign key; add one first (or an add_foreign_key operation)")
         if t is not None:
             self.creates_column(f"{p}, fk", t, op.fk, UUID)
+            self.implied_index(i, f"{p}, fk", op.table, (op.fk,))
 
     def add_check(self, i: int, p: str, op: AddCheck) -> None:
         t = self.table(i, f"{p}, table", op.table)
@@ -572,6 +712,7 @@ class _Checker:
             self.column(i, f"{p}, columns[{j}]", t, c)
         self.creates_constraint(f"{p}, name", t, op.name)
         self.expression(i, f"{p}, check", t, op.check)
+        self.uses_columns(f"{p}, check", t, list(op.columns) or _words(op.check), "check")
 
     def add_foreign_key(self, i: int, p: str, op: AddForeignKey) -> None:
         t = self.table(i, f"{p}, table", op.table)
@@ -598,6 +739,11 @@ class _Checker:
                                                        f" {op.references}.{ref_cols[j]} is {rc.type}")
         if t is not None:
             self.creates_constraint(f"{p}, name", t, op.name)
+            if all(cols):
+                self.implied_index(i, f"{p}, columns", op.table, op.columns)
+            self.uses_columns(f"{p}, columns", t, list(op.columns), "foreign key")
+        if r is not None:
+            self.uses_columns(f"{p}, references", r, list(op.ref_columns or r.pk), "foreign key")
 
     def create_index(self, i: int, p: str, op: CreateIndex) -> None:
         t = self.table(i, f"{p}, table", op.table)
@@ -609,6 +755,9 @@ class _Checker:
         self.creates_relation(i, f"{p}, name", op.name, "index")
         if op.where:
             self.expression(i, f"{p}, where", t, op.where)
+        if t is not None:
+            used = [c.split()[0].lower() for c in op.columns] + list(op.include) + _words(op.where or "")
+            self.uses_columns(f"{p}, columns", t, used, "index")
 
     def row_security(self) -> None:
         if not self.first_use:

@@ -1,7 +1,9 @@
 """add_foreign_key: the referencing columns are indexed first (CONCURRENTLY; otherwise every
 delete of a referenced row scans the table), then the key is added NOT VALID (enforced for new
 writes at once) and validated without blocking writes. Rows that reference nothing make the
-validation fail, naming the key: fix or delete them, then run again."""
+validation fail, naming the key: fix or delete them, then run again. An index the table has
+already, of the name the operation gives its own and on exactly these columns, serves instead
+(rollback leaves it)."""
 
 from __future__ import annotations
 
@@ -18,8 +20,9 @@ def expand(op: AddForeignKey, env: Env) -> Parts:
                   f" ({', '.join(ref_columns)}){on_delete}")
     parts = Parts()
     index = f"idx_{op.table}_{'_'.join(op.columns)}"[:63]
-    parts.fk_indexes.append(CreateIndex(index, op.table, f"({', '.join(op.columns)})", why="foreign key"))
-    parts.index_names.append(index)
+    if index not in env.catalog.table(op.table).indexes:  # else the database's own (check.py: on these columns)
+        parts.fk_indexes.append(CreateIndex(index, op.table, f"({', '.join(op.columns)})", why="foreign key"))
+        parts.index_names.append(index)
     parts.foreign_keys.append(AddConstraint(op.table, op.name, definition, referenced=op.references))
     parts.validations.append(ValidateConstraint(op.table, op.name, definition))
     parts.constraints.append(ConstraintInfo(op.table, op.name))
