@@ -14,6 +14,7 @@ from villager_shop.migration.planfile.operations import (
     add_check,
     add_foreign_key,
     create_index,
+    derive_column,
     extract_lookup,
     link_child_reference,
     quarantine_rule,
@@ -24,6 +25,7 @@ from villager_shop.migration.planfile.spec import (
     AddCheck,
     AddForeignKey,
     CreateIndex,
+    DeriveColumn,
     ExtractLookup,
     LinkChildReference,
     PlanSpec,
@@ -69,6 +71,8 @@ def _parts(spec: PlanSpec, catalog: Catalog) -> list[Parts]:
             out.append(split_child.expand(op, env))
         elif isinstance(op, LinkChildReference):
             out.append(link_child_reference.expand(op, env))
+        elif isinstance(op, DeriveColumn):
+            out.append(derive_column.expand(op, env))
         elif isinstance(op, QuarantineRule):
             out.append(quarantine_rule.expand(op, env, op.table not in quarantined))
             quarantined.add(op.table)

@@ -22,6 +22,8 @@ class TableInfo:
     # Indexes the table had when the run began: one a foreign key needs may be there already (the
     # plan then builds none, and rollback leaves it).
     indexes: frozenset[str] = frozenset()
+    # Single-column foreign keys: column -> the table of schema public it references.
+    references: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,7 @@ class Catalog:
     def to_json(self) -> dict[str, Any]:
         return {t: {"key": i.key, "key_type": i.key_type, "columns": i.columns, "not_null": sorted(i.not_null),
                     "defaults": i.defaults, "checks": [[n, d, list(c)] for n, d, c in i.checks],
-                    "indexes": sorted(i.indexes)}
+                    "indexes": sorted(i.indexes), "references": i.references}
                 for t, i in self.tables.items()}
 
     @classmethod
@@ -42,7 +44,7 @@ class Catalog:
         return cls({t: TableInfo(v.get("key"), v.get("key_type", ""), dict(v.get("columns", {})),
                                  frozenset(v.get("not_null", [])), dict(v.get("defaults", {})),
                                  tuple((str(n), str(d), tuple(c)) for n, d, c in v.get("checks", [])),
-                                 frozenset(v.get("indexes", [])))
+                                 frozenset(v.get("indexes", [])), dict(v.get("references", {})))
                     for t, v in (data or {}).items()})
 
 
@@ -74,9 +76,15 @@ def read(conn: psycopg.Connection[Any], tables: list[str]) -> Catalog:
         indexes = conn.execute("SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
                                " WHERE i.indrelid = to_regclass(%s)",
                                (f"public.{table}",)).fetchall()
+        references = conn.execute(
+            "SELECT a.attname, r.relname FROM pg_constraint k"
+            "  JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = k.conkey[1]"
+            "  JOIN pg_class r ON r.oid = k.confrelid"
+            " WHERE k.conrelid = to_regclass(%s) AND k.contype = 'f' AND cardinality(k.conkey) = 1"
+            "   AND r.relnamespace = 'public'::regnamespace", (f"public.{table}",)).fetchall()
         out[table] = TableInfo(key, key_type, {str(c): str(t) for c, t, _ in cols},
                                frozenset(str(c) for c, _, nn in cols if nn),
                                {str(c): str(e) for c, e in defaults},
                                tuple((str(n), str(d), tuple(str(c) for c in cs)) for n, d, cs in checks),
-                               frozenset(str(n) for n, in indexes))
+                               frozenset(str(n) for n, in indexes), {str(c): str(r) for c, r in references})
     return Catalog(out)

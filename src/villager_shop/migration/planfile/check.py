@@ -34,6 +34,7 @@ from villager_shop.migration.planfile.spec import (
     AddCheck,
     AddForeignKey,
     CreateIndex,
+    DeriveColumn,
     ExtractLookup,
     LinkChildReference,
     Operation,
@@ -275,9 +276,6 @@ class _Checker:
                         for text in spec.functions for s, n in _SHIPPED.findall(text)}
         self.reasons: dict[tuple[str, str], str] = {}  # (table, quarantine reason) -> where
         self.uses: list[tuple[str, str, str, str]] = []  # (where, table, column, what): constraints and indexes
-        # Foreign keys the plan adds: (table, column) -> the referenced table (a link may rely on one).
-        self.plan_fks = {(op.table, op.columns[0]): op.references for op in spec.operations
-                         if isinstance(op, AddForeignKey) and len(op.columns) == 1}
 
     # --- what each operation creates -----------------------------------------------------------
 
@@ -293,8 +291,8 @@ class _Checker:
     def _columns_created(op: Operation) -> list[tuple[str, str]]:
         if isinstance(op, ExtractLookup):
             return [(s.table, s.fk) for s in op.sources]
-        if isinstance(op, LinkChildReference):
-            return [(op.table, op.fk)]
+        if isinstance(op, LinkChildReference | DeriveColumn):
+            return [(op.table, op.fk if isinstance(op, LinkChildReference) else op.column)]
         return []
 
     # --- helpers ---------------------------------------------------------------------------------
@@ -546,6 +544,8 @@ class _Checker:
                 self.split_child(i, p, op)
             elif isinstance(op, LinkChildReference):
                 self.link(i, p, op)
+            elif isinstance(op, DeriveColumn):
+                self.derive_column(i, p, op)
             elif isinstance(op, QuarantineRule):
                 self.quarantine(i, p, op)
             elif isinstance(op, AddCheck):
@@ -695,14 +695,35 @@ class _Checker:
             if target is not None and target != (parent.name, parent.pk):
                 self.bad(f"{p}, reference", f"{op.table}.{op.reference} references {target[0]}"
                                             f" ({', '.join(target[1])}), not the primary key of {parent.name}")
-            elif target is None and fits and self.plan_fks.get((op.table, op.reference)) != parent.name:
-                self.bad(f"{p}, reference", f"{op.table}.{op.reference} has no foreign key to {parent.name}: a row"
-                                            f" naming no {parent.name} row would have no {op.child} row (verify"
-                                            f" fails), and deleting a row of {parent.name} would break on the new"
-                                            " foreign key; add one first (or an add_foreign_key operation)")
         if t is not None:
             self.creates_column(f"{p}, fk", t, op.fk, UUID)
             self.implied_index(i, f"{p}, fk", op.table, (op.fk,))
+
+    def derive_column(self, i: int, p: str, op: DeriveColumn) -> None:
+        t = self.table(i, f"{p}, table", op.table)
+        typ = self.sqltype(f"{p}, column_type", op.column_type) if op.column_type else None
+        if t is None:
+            return
+        legacy = tuple(c for c in self._db_columns(t) if c != op.column)
+        # Over the legacy columns alone: another operation's column may be set by a trigger after ours.
+        if typ is not None:
+            self.expression(i, f"{p}, from", t, op.source, value=typ.type, only=legacy)
+        if op.writes:
+            target = self.column(i, f"{p}, writes", t, op.writes)
+            if target is not None and op.writes not in legacy:
+                self.bad(f"{p}, writes", f"{op.writes} is not a legacy column of {op.table}")
+            elif target is not None and target.generated:
+                self.bad(f"{p}, writes", f"{op.table}.{op.writes} is a generated column")
+            elif target is not None and op.writes in t.pk:
+                self.bad(f"{p}, writes", f"{op.writes} is the primary key of {op.table}")
+            if typ is not None:
+                t.columns[op.column] = typ  # `back` may read it
+                if op.back and target is not None:
+                    self.expression(i, f"{p}, back", t, op.back, value=target.type, only=(*legacy, op.column))
+        elif op.back:
+            self.bad(f"{p}, back", "needs `writes`: the legacy column it gives a value")
+        if typ is not None:
+            self.creates_column(f"{p}, column", t, op.column, typ)
 
     def add_check(self, i: int, p: str, op: AddCheck) -> None:
         t = self.table(i, f"{p}, table", op.table)

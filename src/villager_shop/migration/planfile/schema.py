@@ -62,6 +62,8 @@ OPERATION_DOCS = {
     "split_child": "Columns of a parent move to a new child table (1:N); one default child per parent carries them.",
     "link_child_reference": "A table that references the split parent gets a uuid column referencing the parent's"
                             " default child.",
+    "derive_column": "A new column computed from the table's legacy columns, kept current; given `writes`, a write"
+                     " of it by the new application reaches that legacy column.",
     "quarantine_rule": "Rows for which `when` holds are recorded (with `reason`) rather than migrated.",
     "add_check": "A CHECK constraint, added NOT VALID and then validated.",
     "add_foreign_key": "A foreign key, added NOT VALID and then validated.",
@@ -168,6 +170,17 @@ KEYS: dict[str, dict[str, Key]] = {
                                " to it).", "isbn"),
         "child": Key(NAME, "The child table of an earlier split_child.", "editions"),
         "fk": Key(NAME, "The new uuid column referencing the parent's default child.", "edition_id"),
+    },
+    "derive_column": {
+        "table": Key(NAME, "An existing table (schema public).", "products"),
+        "column": Key(NAME, "The new column.", "base_price"),
+        "column_type": Key(TYPE, "Its type.", "numeric(10, 2)"),
+        "from": Key(EXPRESSION, "Its value: an SQL expression over the row's legacy columns, computed on every write"
+                                " and by the backfill; verify compares.", "CASE WHEN price > 0 THEN price END"),
+        "writes": Key(NAME, "A legacy column that a write of the new column by the new application sets (default:"
+                            " none; the column is then computed whatever is written to it).", "price"),
+        "back": Key(EXPRESSION, "What such a write gives `writes`, an SQL expression over the row (default: the new"
+                                " column's value).", "base_price"),
     },
     "quarantine_rule": {
         "table": Key(NAME, "An existing table (schema public).", "books"),

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-OPERATIONS = ("extract_lookup", "split_child", "link_child_reference", "quarantine_rule", "add_check",
-              "add_foreign_key", "create_index")
+OPERATIONS = ("extract_lookup", "split_child", "link_child_reference", "derive_column", "quarantine_rule",
+              "add_check", "add_foreign_key", "create_index")
 NORMALIZERS = ("trim", "canonical", "casefold", "upper")
 # PostgreSQL's reserved and type/function-name keywords (pg_get_keywords() catcode R and T): the
 # generated SQL writes names unquoted, so a plan may not use them.
@@ -140,6 +140,21 @@ class LinkChildReference:
 
 
 @dataclass(frozen=True)
+class DeriveColumn:
+    """A new column of a table computed from its legacy columns (base_price = the price when positive);
+    a write of it by the new application reaches the legacy column `writes` as `back`."""
+
+    table: str
+    column: str
+    column_type: str
+    source: str  # the plan's `from`: an SQL expression over the row's legacy columns
+    writes: str | None = None
+    back: str | None = None  # default: the new column's value
+    kind: str = "derive_column"
+    line: int = 0
+
+
+@dataclass(frozen=True)
 class QuarantineRule:
     """Rows for which `when` holds are recorded (with `reason`) rather than migrated."""
 
@@ -184,7 +199,8 @@ class CreateIndex:
     line: int = 0
 
 
-Operation = ExtractLookup | SplitChild | LinkChildReference | QuarantineRule | AddCheck | AddForeignKey | CreateIndex
+Operation = (ExtractLookup | SplitChild | LinkChildReference | DeriveColumn | QuarantineRule | AddCheck | AddForeignKey
+             | CreateIndex)
 
 
 @dataclass(frozen=True)
@@ -393,6 +409,11 @@ def _link(r: _Reader, line: int) -> LinkChildReference:
     return LinkChildReference(r.ident("table"), r.ident("reference"), r.ident("child"), r.ident("fk"), line=line)
 
 
+def _derive(r: _Reader, line: int) -> DeriveColumn:
+    return DeriveColumn(r.ident("table"), r.ident("column"), r.sqltype("column_type") or "", r.expr("from") or "",
+                        r.ident("writes", False) or None, r.expr("back", False), line=line)
+
+
 def _quarantine(r: _Reader, line: int) -> QuarantineRule:
     return QuarantineRule(r.ident("table"), r.ident("reason"), r.expr("when") or "", line=line)
 
@@ -432,8 +453,9 @@ def _index(r: _Reader, line: int) -> CreateIndex:
                        r.idents("include", False), line=line)
 
 
-READERS: dict[str, Callable[[_Reader, int], Operation]] = {"extract_lookup": _extract_lookup, "split_child": _split_child, "link_child_reference": _link,
-           "quarantine_rule": _quarantine, "add_check": _check, "add_foreign_key": _foreign_key,
+READERS: dict[str, Callable[[_Reader, int], Operation]] = {
+    "extract_lookup": _extract_lookup, "split_child": _split_child, "link_child_reference": _link,
+    "derive_column": _derive, "quarantine_rule": _quarantine, "add_check": _check, "add_foreign_key": _foreign_key,
            "create_index": _index}
 
 

@@ -4,6 +4,7 @@ triggers, backfills, indexes, constraints, validations), so that operations comp
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from villager_shop.migration.keys import Key
@@ -88,3 +89,22 @@ def backfill(table: str, name: str, actions: Actions, title: str, catalog: Catal
                     key=Key(info.key or "id", info.key_type or "uuid"))
     step.name = name
     return step
+
+
+TOKEN = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|[A-Za-z_][A-Za-z0-9_$]*|.", re.DOTALL)
+
+
+def rename(definition: str, renamed: dict[str, str]) -> str:
+    """Column names in an expression replaced; string literals, quoted names and function names kept."""
+    tokens = TOKEN.findall(definition)
+    out = []
+    for i, tok in enumerate(tokens):
+        following = next((t for t in tokens[i + 1:] if not t.isspace()), "")
+        preceding = next((t for t in reversed(tokens[:i]) if not t.isspace()), "")
+        out.append(renamed.get(tok, tok) if following != "(" and preceding != "." else tok)
+    return "".join(out)
+
+
+def quoted(text: str) -> str:
+    """`text` inside a format() pattern of a generated SQL literal: one line, quotes doubled, % escaped."""
+    return " ".join(text.split()).replace("'", "''").replace("%", "%%")

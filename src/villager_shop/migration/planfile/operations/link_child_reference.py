@@ -86,7 +86,10 @@ $fn$"""))
     parts.fk_indexes.append(CreateIndex(index, table, f"({fk})", why="foreign key"))
     parts.index_names.append(index)
     fk_name = f"fk_{table}_{fk}"[:63]
-    definition = f"FOREIGN KEY ({fk}) REFERENCES public.{child} (id)"
+    # A reference without a foreign key to the parent lets the old application delete a parent its
+    # rows name (the link then lets go too) and name one that does not exist (the link stays NULL).
+    soft = env.catalog.table(table).references.get(ref) != split.parent
+    definition = f"FOREIGN KEY ({fk}) REFERENCES public.{child} (id){' ON DELETE SET NULL' if soft else ''}"
     parts.foreign_keys.append(AddConstraint(table, fk_name, definition, referenced=child))
     parts.validations.append(ValidateConstraint(table, fk_name, definition))
     parts.constraints.append(ConstraintInfo(table, fk_name))
@@ -96,7 +99,8 @@ $fn$"""))
         f"       format('{ref} %s, {fk} %s (a {child} row of %s)', t.{ref}, t.{fk}, c.{cfk})\n"
         f"  FROM public.{table} t LEFT JOIN public.{child} c ON c.id = t.{fk}\n"
         f" WHERE t.{ref} IS DISTINCT FROM c.{cfk}"
-        # A row whose parent has no default child (it does not meet the split's `when`) waits for one.
+        # A row whose parent has no default child (it does not meet the split's `when`, or there is
+        # no such parent: a reference without a foreign key) waits for one.
         + (f"\n   AND NOT (t.{fk} IS NULL AND NOT EXISTS (SELECT 1 FROM public.{child} d"
-           f" WHERE d.{cfk} = t.{ref} AND d.{flag}))" if split.when else ""))
+           f" WHERE d.{cfk} = t.{ref} AND d.{flag}))" if split.when or soft else ""))
     return parts

@@ -14,7 +14,17 @@ import re
 from collections.abc import Iterable
 
 from villager_shop.migration.planfile.catalog import TableInfo
-from villager_shop.migration.planfile.operations.base import Actions, Env, Parts, V, backfill, row_tuple
+from villager_shop.migration.planfile.operations.base import (
+    TOKEN,
+    Actions,
+    Env,
+    Parts,
+    V,
+    backfill,
+    quoted,
+    rename,
+    row_tuple,
+)
 from villager_shop.migration.planfile.spec import ChildColumn, LinkChildReference, SplitChild
 from villager_shop.migration.planfile.steps import PlanTable, Trigger, triggers_sql
 from villager_shop.migration.steps.backfill import batch
@@ -147,7 +157,7 @@ $fn$"""))
     is_active = f"c.{active}" if active else "true"
     parts.integrity.append(
         f"SELECT 'child_mismatch', '{parent}', p.{pk}::text,\n"
-        f"       CASE WHEN NOT {qualified} THEN 'does not meet {_quoted(op.when or '')}, but its default {child} row"
+        f"       CASE WHEN NOT {qualified} THEN 'does not meet {quoted(op.when or '')}, but its default {child} row"
         f" is active'\n"
         f"            WHEN c.id IS NULL THEN 'no default {child} row'\n"
         f"            ELSE format('{', '.join(f'{p} %s' for p in pcols)}; default {child} row:"
@@ -174,21 +184,8 @@ def carried_checks(op: SplitChild, env: Env) -> list[tuple[str, str]]:
     for name, definition, columns in env.catalog.table(op.parent).checks:
         if columns and set(columns) <= renamed.keys():
             base = name[len(op.parent) + 1:] if name.startswith(f"{op.parent}_") else name
-            out.append((f"{op.child}_{base}"[:63], _rename(definition, renamed)))
+            out.append((f"{op.child}_{base}"[:63], rename(definition, renamed)))
     return out
-
-
-_TOKEN = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|[A-Za-z_][A-Za-z0-9_$]*|.", re.DOTALL)
-
-
-def _rename(definition: str, renamed: dict[str, str]) -> str:
-    """Column names in an expression replaced; string literals, quoted names and function names kept."""
-    tokens = _TOKEN.findall(definition)
-    out = []
-    for i, tok in enumerate(tokens):
-        following = next((t for t in tokens[i + 1:] if not t.isspace()), "")
-        out.append(renamed.get(tok, tok) if following != "(" else tok)
-    return "".join(out)
 
 
 def _wider(sqltype: str) -> str:
@@ -208,38 +205,34 @@ def _column_type(c: ChildColumn, info: TableInfo) -> str:
 
 def from_parent(c: ChildColumn, prefix: str) -> str:
     """The child's value of `c` over the parent row `prefix` ('NEW.', 'p.', '' for the table itself)."""
-    return _rename(c.source, {c.parent: f"{prefix}{c.parent}"}) if c.source else f"{prefix}{c.parent}"
+    return rename(c.source, {c.parent: f"{prefix}{c.parent}"}) if c.source else f"{prefix}{c.parent}"
 
 
 def to_parent(op: SplitChild, c: ChildColumn, prefix: str) -> str:
     """The parent's value of `c` over the child row `prefix`."""
     if not c.back:
         return f"{prefix}{c.child}"
-    return _rename(c.back, {m.child: f"{prefix}{m.child}" for m in op.columns})
+    return rename(c.back, {m.child: f"{prefix}{m.child}" for m in op.columns})
 
 
 def values(op: SplitChild, info: TableInfo, prefix: str) -> list[str]:
     """A new default child's moved and initial values, over the parent row `prefix`."""
     every = {col: f"{prefix}{col}" for col in info.columns}
     return [*(from_parent(c, prefix) for c in op.columns),
-            *(_rename(e.initial, every) for e in op.extra if e.initial)]
+            *(rename(e.initial, every) for e in op.extra if e.initial)]
 
 
 def qualifies(op: SplitChild, info: TableInfo, prefix: str) -> str:
     """`when` over the parent row `prefix`."""
-    return f"({_rename(op.when or 'true', {col: f'{prefix}{col}' for col in info.columns})})"
+    return f"({rename(op.when or 'true', {col: f'{prefix}{col}' for col in info.columns})})"
 
 
 def when_columns(op: SplitChild, info: TableInfo) -> list[str]:
     """The parent's columns `when` reads: a change of one may change whether the parent qualifies."""
     if not op.when:
         return []
-    words = set(_TOKEN.findall(re.sub(r"'(?:[^']|'')*'", "''", op.when)))
+    words = set(TOKEN.findall(re.sub(r"'(?:[^']|'')*'", "''", op.when)))
     return [col for col in info.columns if col in words]
-
-
-def _quoted(text: str) -> str:
-    return text.replace("'", "''").replace("%", "%%")
 
 
 def _row(items: Iterable[str]) -> str:

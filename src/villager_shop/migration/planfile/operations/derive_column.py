@@ -1,0 +1,73 @@
+"""derive_column: a new column of a table computed from its legacy columns (products.base_price =
+the price when it is positive), for the new application to read - and, given `writes`, to write:
+its write reaches that legacy column as `back`, and the new column is then computed again, so that
+the two never disagree. Rule of precedence on one write: a changed legacy column wins."""
+
+from __future__ import annotations
+
+import re
+
+from villager_shop.migration.planfile.operations.base import Actions, Env, Parts, V, backfill, quoted, rename, row_tuple
+from villager_shop.migration.planfile.spec import DeriveColumn
+from villager_shop.migration.planfile.steps import Trigger, triggers_sql
+from villager_shop.migration.steps.backfill import batch
+from villager_shop.migration.steps.columns import AddColumn
+
+BUMP = f"IF pg_trigger_depth() = 1 THEN PERFORM nextval('{V}.legacy_writes'); END IF;"
+
+
+def read_columns(op: DeriveColumn, columns: list[str]) -> list[str]:
+    """The table's columns `from` reads: a change of one is a legacy write the new column follows."""
+    words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_$]*", re.sub(r"'(?:[^']|'')*'", "''", op.source)))
+    return [c for c in columns if c in words and c != op.column]
+
+
+def expand(op: DeriveColumn, env: Env) -> Parts:
+    table, col = op.table, op.column
+    info = env.catalog.table(table)
+    every = list(info.columns)
+    read = read_columns(op, every) or every[:1]
+
+    def value(prefix: str) -> str:
+        return f"({rename(op.source, {c: f'{prefix}{c}' for c in every})})"
+
+    back = f"({rename(op.back, {c: f'NEW.{c}' for c in [*every, col]})})" if op.back else f"NEW.{col}"
+    fn = f"derive_{table}_{col}"[:63]
+    new_write = ("" if not op.writes else
+                 f"""    ELSIF NEW.{col} IS DISTINCT FROM OLD.{col} THEN
+        NEW.{op.writes} := {back};  -- the new application's write
+""")
+    inserted = ("" if not op.writes else
+                f"""        IF NEW.{op.writes} IS NULL AND NEW.{col} IS NOT NULL THEN
+            NEW.{op.writes} := {back};  -- inserted by the new application
+        END IF;
+""")
+    parts = Parts()
+    parts.functions.append((fn, f"""CREATE OR REPLACE FUNCTION {V}.{fn}() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+-- {table}.{col} = {op.source.replace(chr(10), ' ')}
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+{inserted}        NULL;
+    ELSIF {row_tuple(read, 'NEW.')} IS DISTINCT FROM {row_tuple(read, 'OLD.')} THEN
+        {BUMP}
+{new_write}    END IF;
+    NEW.{col} := {value('NEW.')};
+    RETURN NEW;
+END
+$fn$"""))
+    trig = Trigger(f"villager_derive_{table}_{col}"[:63], table, "BEFORE INSERT OR UPDATE", fn)
+    parts.triggers.append(trig)
+    parts.columns.append(AddColumn(table, col, op.column_type, then=(triggers_sql([trig]),)))
+    parts.backfills.append(backfill(
+        table, f"derive_{table}_{col}"[:63],
+        Actions((f"UPDATE public.{table} t SET {col} = {value('t.')}\n"
+                 f" WHERE {batch('t')} AND t.{col} IS DISTINCT FROM {value('t.')}",)),
+        f"backfill {table}.{col} = {op.source}", env.catalog, only=f"t.{col} IS DISTINCT FROM {value('t.')}"))
+    pk = info.key or "id"
+    parts.integrity.append(
+        f"SELECT 'derived_mismatch', '{table}', t.{pk}::text,\n"
+        f"       format('{col} %s, but {quoted(op.source)} gives %s', t.{col}, {value('t.')})\n"
+        f"  FROM public.{table} t WHERE t.{col} IS DISTINCT FROM {value('t.')}")
+    return parts
+
