@@ -100,16 +100,18 @@ def assemble(spec: PlanSpec, catalog: Catalog) -> FilePlan:
     triggers = list({(t.name, t.table): t for t in every("triggers")}.values())
     tables = tuple(spec.tables())
     new_tables = tuple(spec.new_tables())
+    early = {s.name: s for s in every("early_indexes")}  # one per (table, column), whichever link asks
+    fk_indexes = [s for s in every("fk_indexes") if s.name not in early]  # an early one serves a foreign key too
     steps: list[Step] = [
-        StateSchema(), PlanState(), PlanFunctions("", list(spec.functions), functions),
+        StateSchema(), PlanState(), *early.values(), PlanFunctions("", list(spec.functions), functions),
         *every("tables"), *every("seeds"), *every("checks"), *every("columns"),
-        PlanTriggers(triggers, keep),
-        *every("backfills"), *every("fk_indexes"), *every("foreign_keys"), *every("validations"),
+        PlanTriggers(triggers, keep), *every("late_checks"),
+        *every("backfills"), *fk_indexes, *every("foreign_keys"), *every("validations"),
         *every("indexes"), Analyze(tuple(dict.fromkeys((*tables, *new_tables)))),
     ]
     names = [s.name for s in steps]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ValueError(f"the plan makes steps of the same name: {', '.join(dupes)}")
-    return FilePlan(spec, catalog, steps, tables, new_tables, legacy, every("constraints"), every("index_names"),
+    return FilePlan(spec, catalog, steps, tables, new_tables, legacy, every("constraints"), list(dict.fromkeys(every("index_names"))),
                     every("integrity"), every("integrity_completed"), quarantined)

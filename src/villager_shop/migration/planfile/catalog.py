@@ -24,6 +24,8 @@ class TableInfo:
     indexes: frozenset[str] = frozenset()
     # Single-column foreign keys: column -> the table of schema public it references.
     references: dict[str, str] = field(default_factory=dict)
+    # The first column of each of its indexes: a column an index can look rows up by.
+    leading: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,8 @@ class Catalog:
     def to_json(self) -> dict[str, Any]:
         return {t: {"key": i.key, "key_type": i.key_type, "columns": i.columns, "not_null": sorted(i.not_null),
                     "defaults": i.defaults, "checks": [[n, d, list(c)] for n, d, c in i.checks],
-                    "indexes": sorted(i.indexes), "references": i.references}
+                    "indexes": sorted(i.indexes), "references": i.references,
+                    "leading": sorted(i.leading)}
                 for t, i in self.tables.items()}
 
     @classmethod
@@ -44,7 +47,8 @@ class Catalog:
         return cls({t: TableInfo(v.get("key"), v.get("key_type", ""), dict(v.get("columns", {})),
                                  frozenset(v.get("not_null", [])), dict(v.get("defaults", {})),
                                  tuple((str(n), str(d), tuple(c)) for n, d, c in v.get("checks", [])),
-                                 frozenset(v.get("indexes", [])), dict(v.get("references", {})))
+                                 frozenset(v.get("indexes", [])), dict(v.get("references", {})),
+                                 frozenset(v.get("leading", [])))
                     for t, v in (data or {}).items()})
 
 
@@ -73,7 +77,9 @@ def read(conn: psycopg.Connection[Any], tables: list[str]) -> Catalog:
             "              AND a.attnum = ANY(k.conkey) ORDER BY a.attnum)"
             "  FROM pg_constraint k WHERE k.conrelid = to_regclass(%s) AND k.contype = 'c' AND k.convalidated"
             " ORDER BY k.conname", (f"public.{table}",)).fetchall()
-        indexes = conn.execute("SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+        indexes = conn.execute("SELECT c.relname, CASE WHEN i.indpred IS NULL AND i.indisvalid THEN a.attname END"
+                               "  FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+                               " LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]"
                                " WHERE i.indrelid = to_regclass(%s)",
                                (f"public.{table}",)).fetchall()
         references = conn.execute(
@@ -86,5 +92,6 @@ def read(conn: psycopg.Connection[Any], tables: list[str]) -> Catalog:
                                frozenset(str(c) for c, _, nn in cols if nn),
                                {str(c): str(e) for c, e in defaults},
                                tuple((str(n), str(d), tuple(str(c) for c in cs)) for n, d, cs in checks),
-                               frozenset(str(n) for n, in indexes), {str(c): str(r) for c, r in references})
+                               frozenset(str(n) for n, _ in indexes), {str(c): str(r) for c, r in references},
+                               frozenset(str(a) for _, a in indexes if a is not None))
     return Catalog(out)

@@ -28,6 +28,7 @@ from psycopg import sql
 from villager_shop.migration import state
 from villager_shop.migration.planfile import catalog as planfile_catalog
 from villager_shop.migration.planfile.assemble import assemble
+from villager_shop.migration.planfile.normalizers import shipped_sql
 from villager_shop.migration.planfile.spec import (
     IDENT,
     RESERVED,
@@ -46,6 +47,7 @@ from villager_shop.migration.planfile.spec import (
 )
 from villager_shop.migration.preflight import ROW_SECURITY
 
+V = "villager_migration"
 RELKINDS = {"r": "table", "p": "partitioned table", "v": "view", "m": "materialized view", "f": "foreign table",
             "i": "index", "I": "partitioned index", "S": "sequence", "c": "composite type", "t": "TOAST table"}
 
@@ -221,10 +223,33 @@ def check(conn: psycopg.Connection[Any], spec: PlanSpec) -> list[Problem]:
 
     Read-only: one transaction (a savepoint if `conn` is already in one), read-only and rolled back."""
     with conn.transaction(force_rollback=True):
-        conn.execute("SET LOCAL transaction_read_only = on")
         conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
         conn.execute(f"SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT}'")
-        return _Checker(conn, spec, read_catalog(conn)).run()
+        problems = _install_functions(conn, spec)
+        conn.execute("SET LOCAL transaction_read_only = on")
+        return problems + _Checker(conn, spec, read_catalog(conn)).run()
+
+
+def _install_functions(conn: psycopg.Connection[Any], spec: PlanSpec) -> list[Problem]:
+    """The normalizers and the plan's own functions, created in the check's transaction (rolled back)
+    as the run creates them before any operation: a condition or expression may call them."""
+    problems: list[Problem] = []
+    if not spec.functions:
+        return problems
+    try:
+        with conn.transaction():
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {V}")
+            utf8 = conn.execute("SELECT current_setting('server_encoding') = 'UTF8'").fetchone()
+            conn.execute(shipped_sql(bool(utf8 and utf8[0])).encode())
+    except psycopg.Error as exc:
+        return [Problem("functions", f"cannot be checked: {_one_line(exc)}")]
+    for i, text in enumerate(spec.functions):
+        try:
+            with conn.transaction():
+                conn.execute(text.encode())
+        except psycopg.Error as exc:
+            problems.append(Problem(f"functions[{i}]", f"does not run: {_one_line(exc)}"))
+    return problems
 
 
 def _operation_number(problem: Problem) -> int:
@@ -275,6 +300,8 @@ class _Checker:
         self.shipped = {f"{s}.{n}".lower(): bool(_IMMUTABLE.search(text))
                         for text in spec.functions for s, n in _SHIPPED.findall(text)}
         self.reasons: dict[tuple[str, str], str] = {}  # (table, quarantine reason) -> where
+        self.looked_up: set[tuple[str, str]] = set()  # (table, reference) of the links so far
+        self.implied: dict[str, tuple[str, tuple[str, ...]]] = {}  # index an operation builds -> table, columns
         self.uses: list[tuple[str, str, str, str]] = []  # (where, table, column, what): constraints and indexes
 
     # --- what each operation creates -----------------------------------------------------------
@@ -394,6 +421,9 @@ class _Checker:
         if any(p.place == where for p in self.problems):
             return  # its column is a problem already (created twice, or there already)
         name = f"idx_{table}_{'_'.join(columns)}"[:63]
+        if self.implied.get(name) == (table, columns):
+            return  # another operation's index on the same columns serves this one too (built once)
+        self.implied[name] = (table, columns)
         if self.cat.indexes.get(name) == (table, columns) and name not in self.created_relations:
             self.created_relations[name] = (i, "index")
             return
@@ -698,6 +728,10 @@ class _Checker:
         if t is not None:
             self.creates_column(f"{p}, fk", t, op.fk, UUID)
             self.implied_index(i, f"{p}, fk", op.table, (op.fk,))
+            if ref is not None and (op.table, op.reference) not in self.looked_up and not any(
+                    tbl == op.table and cols[:1] == (op.reference,) for tbl, cols in self.cat.indexes.values()):
+                self.implied_index(i, f"{p}, reference", op.table, (op.reference,))
+            self.looked_up.add((op.table, op.reference))  # one index serves every link of that reference
 
     def derive_column(self, i: int, p: str, op: DeriveColumn) -> None:
         t = self.table(i, f"{p}, table", op.table)

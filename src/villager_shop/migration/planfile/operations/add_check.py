@@ -8,15 +8,26 @@ from __future__ import annotations
 import re
 
 from villager_shop.migration.planfile.operations.base import ConstraintInfo, Env, Parts
-from villager_shop.migration.planfile.spec import AddCheck
+from villager_shop.migration.planfile.spec import AddCheck, DeriveColumn, ExtractLookup, LinkChildReference
 from villager_shop.migration.planfile.steps import QUARANTINE
 from villager_shop.migration.steps.constraints import AddConstraint, ValidateConstraint
+
+
+def added_columns(env: Env, table: str) -> set[str]:
+    """The columns earlier operations of the plan add to an existing table."""
+    out: set[str] = set()
+    for op in env.earlier:
+        if isinstance(op, DeriveColumn | LinkChildReference) and op.table == table:
+            out.add(op.column if isinstance(op, DeriveColumn) else op.fk)
+        elif isinstance(op, ExtractLookup):
+            out.update(s.fk for s in op.sources if s.table == table)
+    return out
 
 
 def checked_columns(op: AddCheck, env: Env) -> tuple[str, ...]:
     if op.columns:
         return op.columns
-    known = env.catalog.table(op.table).columns
+    known = {*env.catalog.table(op.table).columns, *added_columns(env, op.table)}
     return tuple(dict.fromkeys(w for w in re.findall(r"\b[a-z_][a-z0-9_]*\b", op.check) if w in known))
 
 
@@ -26,7 +37,10 @@ def expand(op: AddCheck, env: Env) -> Parts:
     columns = checked_columns(op, env)
     guard = (columns, op.check) if columns else None
     parts = Parts()
-    parts.checks.append(AddConstraint(op.table, op.name, definition, guard=guard, violations_sql=violations))
+    # Over a column the plan adds to an existing table: once that column (and its triggers) exist.
+    late = bool(added_columns(env, op.table) & set(columns))
+    (parts.late_checks if late else parts.checks).append(
+        AddConstraint(op.table, op.name, definition, guard=guard, violations_sql=violations))
     parts.validations.append(ValidateConstraint(op.table, op.name, definition, violations, guard=guard))
     pk = env.catalog.table(op.table).key or "id"
     # verify: a guard (or NOT VALID check) is acceptable while each violating row is quarantined.

@@ -28,11 +28,14 @@ class ConstraintInfo:
 
 @dataclass
 class Parts:
+    # Indexes the sync triggers need, built before them (a referencing column looked rows up by).
+    early_indexes: list[Step] = field(default_factory=list)
     functions: list[tuple[str, str]] = field(default_factory=list)  # (name in villager_migration, SQL)
     tables: list[Step] = field(default_factory=list)
     seeds: list[Step] = field(default_factory=list)
     checks: list[Step] = field(default_factory=list)
     columns: list[Step] = field(default_factory=list)
+    late_checks: list[Step] = field(default_factory=list)  # over a column the plan adds to a table
     triggers: list[Trigger] = field(default_factory=list)
     backfills: list[Step] = field(default_factory=list)
     fk_indexes: list[Step] = field(default_factory=list)

@@ -85,6 +85,13 @@ $fn$"""))
         key=Key(info.key or "id", info.key_type or "uuid"), referenced=tuple({split.parent} - {table})))
     parts.fk_indexes.append(CreateIndex(index, table, f"({fk})", why="foreign key"))
     parts.index_names.append(index)
+    if ref not in info.leading:
+        # The parent's trigger links the rows that wait for its new default child by the reference,
+        # and a parent delete looks them up: without an index, each would scan the table.
+        by_ref = f"idx_{table}_{ref}"[:63]
+        parts.early_indexes.append(CreateIndex(by_ref, table, f"({ref})", phase="expand",
+                                               why="used by the sync triggers to find the rows of a parent"))
+        parts.index_names.append(by_ref)
     fk_name = f"fk_{table}_{fk}"[:63]
     # A reference without a foreign key to the parent lets the old application delete a parent its
     # rows name (the link then lets go too) and name one that does not exist (the link stays NULL).
