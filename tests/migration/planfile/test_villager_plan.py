@@ -34,9 +34,9 @@ SAME = {
                      " LEFT JOIN product_variants v ON v.id = i.variant_id ORDER BY 1",
 }
 QUARANTINED = {
-    "built-in": "SELECT table_name, row_id::text FROM villager_migration.quarantine"
-                " WHERE reason <> 'product_without_variant' ORDER BY 1, 2",
-    "file": "SELECT DISTINCT table_name, row_key FROM villager_migration.plan_quarantine ORDER BY 1, 2",
+    "built-in": "SELECT DISTINCT table_name, row_id::text, reason FROM villager_migration.quarantine"
+                " ORDER BY 1, 2, 3",
+    "file": "SELECT DISTINCT table_name, row_key, reason FROM villager_migration.plan_quarantine ORDER BY 1, 2, 3",
 }
 
 
