@@ -416,3 +416,18 @@ def test_the_check_changes_nothing(db: str) -> None:
         assert c.execute("SELECT current_setting('transaction_read_only')").fetchone() == ("off",)
         c.execute("INSERT INTO wtcheck_mine VALUES (1)")
         c.rollback()
+
+
+def test_a_lookups_extra_columns_take_defaults_only(db: str) -> None:
+    found = run_check(db, plan(
+        'type = "extract_lookup"\nlookup = "tags"\nsources = [{ table = "posts", column = "tag" }]\n'
+        'extra_columns = [{ name = "is_active", type = "boolean", default = "true", not_null = true },'
+        ' { name = "rank", type = "int", initial = "1" }, { name = "code", type = "text", not_null = true },'
+        ' { name = "created_at", type = "text", default = "\'x\'" }, { name = "hue", type = "text", default = "nope" }]'))
+    assert_problems(
+        found,
+        ("operation 1 (extract_lookup, line 5), extra_columns[1].initial", "a lookup row has no row of its own"),
+        ("operation 1 (extract_lookup, line 5), extra_columns[2]", "NOT NULL without a default"),
+        ("operation 1 (extract_lookup, line 5), extra_columns[3]", "two columns created_at"),
+        ("operation 1 (extract_lookup, line 5), extra_columns[4].default", 'column "nope" does not exist'),
+    )

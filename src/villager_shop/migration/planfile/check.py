@@ -628,7 +628,21 @@ class _Checker:
             columns.append(("key", op.key_column, TEXT))
         if op.slug:
             columns.append(("slug", op.slug, TEXT))
-        self.new_table(i, p, "lookup", op.lookup, columns, [op.key_column] + ([op.slug] if op.slug else []))
+        columns += [("its own column", "created_at", TIMESTAMPTZ), ("its own column", "updated_at", TIMESTAMPTZ)]
+        for j, e in enumerate(op.extra):
+            where = f"{p}, extra_columns[{j}]"
+            typ = self.sqltype(f"{where}.type", e.type)
+            columns.append((f"extra_columns[{j}]", e.name, typ or TEXT))
+            if e.initial:
+                self.bad(f"{where}.initial", "a lookup row has no row of its own to take it from; give a default")
+            elif e.not_null and not e.default:
+                self.bad(where, f"{e.name} is NOT NULL without a default: the migration could not create a lookup row")
+        lookup = self.new_table(i, p, "lookup", op.lookup, columns,
+                                [op.key_column] + ([op.slug] if op.slug else []) + [e.name for e in op.extra if e.unique])
+        for j, e in enumerate(op.extra):
+            if e.default:
+                self.expression(i, f"{p}, extra_columns[{j}].default", lookup, e.default,
+                                value=dict((k, c) for k, _, c in columns)[f"extra_columns[{j}]"].type, only=())
         for j, (s, t) in enumerate(zip(op.sources, sources, strict=True)):
             if t is not None:
                 self.creates_column(f"{p}, sources[{j}].fk", t, s.fk, UUID)

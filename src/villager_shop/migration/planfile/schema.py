@@ -136,6 +136,10 @@ KEYS: dict[str, dict[str, Key]] = {
                                " from the normalizer, a unique generated column <column>_key holds it and the row"
                                " is named after the first spelling met.", "casefold"),
         "slug": Key(NAME, "A unique, URL-safe column of the lookup table derived from the value.", "slug"),
+        "extra_columns": Key({"type": "array", "items": {"$ref": "#/$defs/extra_column"}},
+                             "Columns of the lookup table alone, set by their defaults: { name, type, default,"
+                             " not_null, unique } each (a lookup row has no row to take an initial value from).",
+                             [{"name": "is_active", "type": "boolean", "default": "true", "not_null": True}]),
     },
     "split_child": {
         "parent": Key(NAME, "An existing table (schema public, single-column primary key) whose columns move to"

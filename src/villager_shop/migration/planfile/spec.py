@@ -61,6 +61,19 @@ class Source:
 
 
 @dataclass(frozen=True)
+class ExtraColumn:
+    """A child column of the new schema alone: the default child gets `initial` (an expression over
+    the parent's row) when the migration creates it; it is not kept in sync afterwards."""
+
+    name: str
+    type: str
+    initial: str | None = None
+    default: str | None = None
+    not_null: bool = False
+    unique: bool = False
+
+
+@dataclass(frozen=True)
 class ExtractLookup:
     """Free-text columns (of one or several tables) -> rows of a lookup table, referenced by id."""
 
@@ -70,6 +83,7 @@ class ExtractLookup:
     normalizer: str = "canonical"  # the stored value: a shipped rule or a function the plan names
     key: str | None = None  # what makes two values the same lookup row (default: the normalizer)
     slug: str | None = None  # a unique, URL-safe column derived from the value
+    extra: tuple[ExtraColumn, ...] = ()  # columns of the new schema alone (is_active), by their defaults
     kind: str = "extract_lookup"
     line: int = 0
 
@@ -94,19 +108,6 @@ class ChildColumn:
     @property
     def plain(self) -> bool:
         return self.source is None and self.back is None
-
-
-@dataclass(frozen=True)
-class ExtraColumn:
-    """A child column of the new schema alone: the default child gets `initial` (an expression over
-    the parent's row) when the migration creates it; it is not kept in sync afterwards."""
-
-    name: str
-    type: str
-    initial: str | None = None
-    default: str | None = None
-    not_null: bool = False
-    unique: bool = False
 
 
 @dataclass(frozen=True)
@@ -347,7 +348,7 @@ def _extract_lookup(r: _Reader, line: int) -> ExtractLookup:
     key = _normalizer(r, "key", False, None)
     slug = r.ident("slug", False) or None
     return ExtractLookup(lookup, column, tuple(sources), normalizer, key if key != normalizer else None, slug,
-                         line=line)
+                         _extra_columns(r), line=line)
 
 
 def _child_column(r: _Reader, i: int, raw: Any) -> ChildColumn | None:
@@ -380,6 +381,15 @@ def _extra_column(r: _Reader, i: int, raw: Any) -> ExtraColumn | None:
     return column
 
 
+def _extra_columns(r: _Reader) -> tuple[ExtraColumn, ...]:
+    raw = r._get("extra_columns", False)
+    if isinstance(raw, list):
+        return tuple(e for i, item in enumerate(raw) if (e := _extra_column(r, i, item)) is not None)
+    if raw is not None:
+        r.bad("extra_columns", "a list of { name, type, initial, default, not_null, unique } tables")
+    return ()
+
+
 def _split_child(r: _Reader, line: int) -> SplitChild:
     parent, child = r.ident("parent"), r.ident("child")
     raw = r._get("columns", True)
@@ -396,13 +406,7 @@ def _split_child(r: _Reader, line: int) -> SplitChild:
     flag = r.ident("default_flag", False, "is_default")
     when = r.expr("when", False)
     active = r.ident("active_flag", False) or None
-    extra_raw = r._get("extra_columns", False)
-    extra: list[ExtraColumn] = []
-    if isinstance(extra_raw, list):
-        extra = [e for i, item in enumerate(extra_raw) if (e := _extra_column(r, i, item)) is not None]
-    elif extra_raw is not None:
-        r.bad("extra_columns", "a list of { name, type, initial, default, not_null, unique } tables")
-    return SplitChild(parent, child, tuple(columns), fk, flag, when, active, tuple(extra), line=line)
+    return SplitChild(parent, child, tuple(columns), fk, flag, when, active, _extra_columns(r), line=line)
 
 
 def _link(r: _Reader, line: int) -> LinkChildReference:

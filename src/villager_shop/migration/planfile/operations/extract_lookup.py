@@ -109,6 +109,8 @@ $fn$"""))
     ]
     key_column = (f",\n    {kc} text GENERATED ALWAYS AS ({function_of(op.key)}({val})) STORED" if op.key else "")
     slug_column = f",\n    {op.slug} text NOT NULL" if op.slug else ""
+    slug_column += "".join(f",\n    {e.name} {e.type}{f' DEFAULT {e.default}' if e.default else ''}"
+                           f"{' NOT NULL' if e.not_null else ''}{' UNIQUE' if e.unique else ''}" for e in op.extra)
     uniques = f",\n    UNIQUE ({kc})"
     if op.slug:
         uniques += f",\n    UNIQUE ({op.slug})"
@@ -117,7 +119,8 @@ $fn$"""))
                  f"    {val} text NOT NULL{key_column}{slug_column},\n"
                  f"    created_at timestamptz NOT NULL DEFAULT now(),\n"
                  f"    updated_at timestamptz NOT NULL DEFAULT now(){uniques}\n)")
-    columns = ["id", val, *( [kc] if op.key else []), *([op.slug] if op.slug else []), "created_at", "updated_at"]
+    columns = ["id", val, *([kc] if op.key else []), *([op.slug] if op.slug else []), *(e.name for e in op.extra),
+               "created_at", "updated_at"]
     parts.tables.append(PlanTable(lk, table_sql, columns))
     seen = " UNION ALL ".join(
         f"SELECT {s.column} AS raw, {i} AS src, row_number() OVER () AS seen FROM public.{s.table}"
