@@ -20,7 +20,7 @@ from villager_shop.migration.planfile.operations import (
     quarantine_rule,
     split_child,
 )
-from villager_shop.migration.planfile.operations.base import ConstraintInfo, Env, Parts
+from villager_shop.migration.planfile.operations.base import ConstraintInfo, Env, Parts, PlanBackfill
 from villager_shop.migration.planfile.spec import (
     AddCheck,
     AddForeignKey,
@@ -85,6 +85,27 @@ def _parts(spec: PlanSpec, catalog: Catalog) -> list[Parts]:
     return out
 
 
+def merged_walks(backfills: list[Step]) -> list[Step]:
+    """One walk of a table for the operations that can share it (extract, derive, split and the
+    quarantine rules of `products` are one walk, not four): a walk that reads nothing another fills
+    joins the table's first; one that does stays where it is."""
+    out: list[Step] = []
+    first: dict[str, PlanBackfill] = {}
+    for step in backfills:
+        if isinstance(step, PlanBackfill):
+            target = first.get(step.table)
+            if target is not None and not step.reads_new and target.key == step.key:
+                target.merge(step)
+                continue
+            first.setdefault(step.table, step)
+        out.append(step)
+    names = [s.name for s in out]
+    for step in first.values():
+        if len(step.ops) > 1 and f"backfill_{step.table}" not in names:
+            step.name = f"backfill_{step.table}"
+    return out
+
+
 def assemble(spec: PlanSpec, catalog: Catalog) -> FilePlan:
     parts = _parts(spec, catalog)
 
@@ -106,7 +127,7 @@ def assemble(spec: PlanSpec, catalog: Catalog) -> FilePlan:
         StateSchema(), PlanState(), *early.values(), PlanFunctions("", list(spec.functions), functions),
         *every("tables"), *every("seeds"), *every("checks"), *every("columns"),
         PlanTriggers(triggers, keep), *every("late_checks"),
-        *every("backfills"), *fk_indexes, *every("foreign_keys"), *every("validations"),
+        *merged_walks(every("backfills")), *fk_indexes, *every("foreign_keys"), *every("validations"),
         *every("indexes"), Analyze(tuple(dict.fromkeys((*tables, *new_tables)))),
     ]
     names = [s.name for s in steps]

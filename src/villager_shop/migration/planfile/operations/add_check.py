@@ -7,21 +7,10 @@ from __future__ import annotations
 
 import re
 
-from villager_shop.migration.planfile.operations.base import ConstraintInfo, Env, Parts
-from villager_shop.migration.planfile.spec import AddCheck, DeriveColumn, ExtractLookup, LinkChildReference
+from villager_shop.migration.planfile.operations.base import ConstraintInfo, Env, Parts, added_columns
+from villager_shop.migration.planfile.spec import AddCheck
 from villager_shop.migration.planfile.steps import QUARANTINE
 from villager_shop.migration.steps.constraints import AddConstraint, ValidateConstraint
-
-
-def added_columns(env: Env, table: str) -> set[str]:
-    """The columns earlier operations of the plan add to an existing table."""
-    out: set[str] = set()
-    for op in env.earlier:
-        if isinstance(op, DeriveColumn | LinkChildReference) and op.table == table:
-            out.add(op.column if isinstance(op, DeriveColumn) else op.fk)
-        elif isinstance(op, ExtractLookup):
-            out.update(s.fk for s in op.sources if s.table == table)
-    return out
 
 
 def checked_columns(op: AddCheck, env: Env) -> tuple[str, ...]:

@@ -76,6 +76,7 @@ class Actions:
 
     sqls: tuple[str, ...]
     busy_sqls: tuple[str, ...] = ()
+    updates: bool = False  # updates the walked table itself (its rows move: it must come last on a page walk)
 
     def actions(self) -> list[str]:
         return list(self.sqls)
@@ -84,12 +85,35 @@ class Actions:
         return list(self.busy_sqls)
 
 
+class PlanBackfill(Backfill):
+    """A walk of one table for one or more operations: assemble.py merges the walks of a table into
+    one where their order allows. `reads_new`: its actions read what another backfill fills (the
+    default children, a new column), so it may not move before it."""
+
+    def __init__(self, table: str, actions: Actions, title: str, key: Key, *, only: str | None,
+                 replaces: tuple[str, ...], reads_new: bool) -> None:
+        super().__init__(table, [actions], title, only=only, replaces=replaces, key=key)
+        self.reads_new = reads_new
+
+    def merge(self, other: PlanBackfill) -> None:
+        """`other`'s actions in this walk: a row needing either is walked; those that update the
+        table come last, and two of them make it a walk by key (a page walk finds a batch's rows
+        by tuple id, which the first update changes)."""
+        ops = sorted([*self.ops, *other.ops], key=lambda a: bool(getattr(a, "updates", False)))
+        self.ops = ops
+        self.only = None if self.only is None or other.only is None else f"({self.only}) OR ({other.only})"
+        self.replaces = tuple(dict.fromkeys((*self.replaces, *other.replaces)))
+        self.title = f"{self.title}; {other.title}"
+        if sum(bool(getattr(a, "updates", False)) for a in ops) > 1:
+            self.walk = "key"
+
+
 def backfill(table: str, name: str, actions: Actions, title: str, catalog: Catalog, *, only: str | None = None,
-             replaces: tuple[str, ...] = ()) -> Step:
+             replaces: tuple[str, ...] = (), reads_new: bool = False) -> Step:
     """A walk of `table` by its own primary key (any single-column key)."""
     info = catalog.table(table)
-    step = Backfill(table, [actions], title, only=only, replaces=replaces,
-                    key=Key(info.key or "id", info.key_type or "uuid"))
+    step = PlanBackfill(table, actions, title, Key(info.key or "id", info.key_type or "uuid"), only=only,
+                        replaces=replaces, reads_new=reads_new)
     step.name = name
     return step
 
@@ -111,3 +135,16 @@ def rename(definition: str, renamed: dict[str, str]) -> str:
 def quoted(text: str) -> str:
     """`text` inside a format() pattern of a generated SQL literal: one line, quotes doubled, % escaped."""
     return " ".join(text.split()).replace("'", "''").replace("%", "%%")
+
+
+def added_columns(env: Env, table: str) -> set[str]:
+    """The columns earlier operations of the plan add to an existing table."""
+    out: set[str] = set()
+    from villager_shop.migration.planfile.spec import DeriveColumn, ExtractLookup, LinkChildReference
+
+    for op in env.earlier:
+        if isinstance(op, DeriveColumn | LinkChildReference) and op.table == table:
+            out.add(op.column if isinstance(op, DeriveColumn) else op.fk)
+        elif isinstance(op, ExtractLookup):
+            out.update(s.fk for s in op.sources if s.table == table)
+    return out

@@ -62,7 +62,7 @@ $fn$"""))
     parts.backfills.append(backfill(
         table, f"derive_{table}_{col}"[:63],
         Actions((f"UPDATE public.{table} t SET {col} = {value('t.')}\n"
-                 f" WHERE {batch('t')} AND t.{col} IS DISTINCT FROM {value('t.')}",)),
+                 f" WHERE {batch('t')} AND t.{col} IS DISTINCT FROM {value('t.')}",), updates=True),
         f"backfill {table}.{col} = {op.source}", env.catalog, only=f"t.{col} IS DISTINCT FROM {value('t.')}"))
     pk = info.key or "id"
     parts.integrity.append(

@@ -177,7 +177,7 @@ $fn$"""))
         locks = f"SHARE ROW EXCLUSIVE on {lk}" if i == len(op.sources) - 1 else ""
         parts.columns.append(AddColumn(s.table, s.fk, "uuid", then=(triggers_sql(then),), then_locks=locks))
         parts.backfills.append(backfill(
-            s.table, f"backfill_{s.table}_{s.fk}", Actions((_action(op, s.table, s.column, s.fk),)),
+            s.table, f"backfill_{s.table}_{s.fk}", Actions((_action(op, s.table, s.column, s.fk),), updates=True),
             f"backfill {s.table}.{s.fk} from {s.column}", env.catalog,
             only=f"t.{s.fk} IS NULL AND t.{s.column} IS NOT NULL", replaces=(s.column,)))
         index = f"idx_{s.table}_{s.fk}"[:63]

@@ -70,9 +70,9 @@ $fn$"""))
         table, f"backfill_{table}_{fk}",
         Actions((f"UPDATE public.{table} t SET {fk} = (SELECT c.id FROM public.{child} c"
                  f" WHERE c.{cfk} = t.{ref} AND c.{flag})\n"
-                 f" WHERE {batch('t')} AND t.{fk} IS NULL AND t.{ref} IS NOT NULL",)),
+                 f" WHERE {batch('t')} AND t.{fk} IS NULL AND t.{ref} IS NOT NULL",), updates=True),
         f"backfill {table}.{fk}: the default {child} row of {table}.{ref}", env.catalog,
-        only=f"t.{fk} IS NULL AND t.{ref} IS NOT NULL")
+        only=f"t.{fk} IS NULL AND t.{ref} IS NOT NULL", reads_new=True)
     index = f"idx_{table}_{fk}"[:63]
     info = env.catalog.table(table)
     # Every row of the table changes: copied with the link filled and swapped in where the table

@@ -6,10 +6,17 @@ that such rows violate only while each of them is quarantined."""
 
 from __future__ import annotations
 
-from villager_shop.migration.planfile.operations.base import Actions, Env, Parts, V, backfill
+from villager_shop.migration.planfile.operations.base import TOKEN, Actions, Env, Parts, V, added_columns, backfill
 from villager_shop.migration.planfile.spec import QuarantineRule
 from villager_shop.migration.planfile.steps import QUARANTINE, Trigger
 from villager_shop.migration.steps.backfill import batch
+
+
+def reads_new(op: QuarantineRule, env: Env) -> bool:
+    """Whether the rule reads what the plan adds (a link's column, filled by another backfill)."""
+    info = env.catalog.table(op.table)
+    words = set(TOKEN.findall(op.when))
+    return not info.columns or bool(words & added_columns(env, op.table))
 
 
 def expand(op: QuarantineRule, env: Env, first_of_table: bool) -> Parts:
@@ -64,7 +71,8 @@ $fn$"""))
         f"  DELETE FROM {QUARANTINE} q WHERE q.table_name = '{table}' AND q.reason = '{reason}'\n"
         f"     AND q.row_key = ANY(ARRAY(SELECT {table}.{pk}::text FROM src AS {table}"
         f" WHERE NOT coalesce(({op.when}), false))))\n"
-        f"SELECT count(*) FROM src",)), f"quarantine the {table} rows where {op.when} ({reason})", env.catalog))
+        f"SELECT count(*) FROM src",)), f"quarantine the {table} rows where {op.when} ({reason})", env.catalog,
+        reads_new=reads_new(op, env)))
     parts.integrity.append(
         f"SELECT 'not_quarantined', '{table}', {table}.{pk}::text, 'matches {reason} but is not quarantined'\n"
         f"  FROM public.{table} WHERE ({op.when}) AND NOT EXISTS (SELECT 1 FROM {QUARANTINE} q\n"
