@@ -98,3 +98,11 @@ def run_killed_once(url: str, args: list[str], ready: Callable[[], bool], **env:
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     return run_cli("migrate", "run", database_url=url, **env)
+
+
+def untriggered(url: str, sql: str) -> None:
+    """`sql` run with the sync triggers off (session_replication_role, for this transaction only):
+    a disagreement between the two forms that only verify can find."""
+    with psycopg.connect(url) as c:
+        c.execute("SET LOCAL session_replication_role = replica")
+        c.execute(sql.encode())
