@@ -696,9 +696,11 @@ class _Checker:
             self.expression(i, f"{p}, when", parent, op.when)
         child = self.new_table(i, p, "child", op.child, columns, [e.name for e in op.extra if e.unique])
         for j, c in enumerate(op.columns):
-            if c.back and parent is not None and c.parent in parent.columns:
-                self.expression(i, f"{p}, columns[{j}].back", child, c.back, value=parent.columns[c.parent].type,
-                                only=tuple(m.child for m in op.columns))
+            # A child of another type (the parent's text, the child's integer) needs a cast back.
+            back = c.back or (c.child if c.type else None)
+            if back and parent is not None and c.parent in parent.columns:
+                self.expression(i, f"{p}, columns[{j}].{'back' if c.back else 'type'}", child, back,
+                                value=parent.columns[c.parent].type, only=tuple(m.child for m in op.columns))
         for j, e in enumerate(op.extra):
             if e.default:
                 self.expression(i, f"{p}, extra_columns[{j}].default", child, e.default, value=extra[j][2].type,

@@ -33,32 +33,46 @@ def expand(op: DeriveColumn, env: Env) -> Parts:
 
     back = f"({rename(op.back, {c: f'NEW.{c}' for c in [*every, col]})})" if op.back else f"NEW.{col}"
     fn = f"derive_{table}_{col}"[:63]
-    new_write = ("" if not op.writes else
-                 f"""    ELSIF NEW.{col} IS DISTINCT FROM OLD.{col} THEN
-        NEW.{op.writes} := {back};  -- the new application's write
-""")
-    inserted = ("" if not op.writes else
-                f"""        IF NEW.{op.writes} IS NULL AND NEW.{col} IS NOT NULL THEN
-            NEW.{op.writes} := {back};  -- inserted by the new application
-        END IF;
-""")
+    # A change of what `from` reads is a legacy write (counted where `writes` is not among them).
+    legacy_write = "" if op.writes else f"""
+    IF TG_OP = 'UPDATE' AND {row_tuple(read, 'NEW.')} IS DISTINCT FROM {row_tuple(read, 'OLD.')} THEN
+        {BUMP}
+    END IF;"""
     parts = Parts()
     parts.functions.append((fn, f"""CREATE OR REPLACE FUNCTION {V}.{fn}() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 -- {table}.{col} = {op.source.replace(chr(10), ' ')}
-BEGIN
-    IF TG_OP = 'INSERT' THEN
-{inserted}        NULL;
-    ELSIF {row_tuple(read, 'NEW.')} IS DISTINCT FROM {row_tuple(read, 'OLD.')} THEN
-        {BUMP}
-{new_write}    END IF;
+BEGIN{legacy_write}
     NEW.{col} := {value('NEW.')};
     RETURN NEW;
 END
 $fn$"""))
-    trig = Trigger(f"villager_derive_{table}_{col}"[:63], table, "BEFORE INSERT OR UPDATE", fn)
-    parts.triggers.append(trig)
-    parts.columns.append(AddColumn(table, col, op.column_type, then=(triggers_sql([trig]),)))
+    # The new application's write of the column reaches `writes` in a trigger of its own, named to
+    # fire before every derived column's computation (villager_derive_ < villager_derived_): another
+    # derived column of the table that reads `writes` is computed from the value written back.
+    trig = Trigger(f"villager_derived_{table}_{col}"[:63], table, "BEFORE INSERT OR UPDATE", fn)
+    triggers = [trig]
+    if op.writes:
+        write_fn = f"derive_{table}_{col}_writes"[:63]
+        parts.functions.append((write_fn, f"""CREATE OR REPLACE FUNCTION {V}.{write_fn}() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+-- A write of {table}.{col} alone (by the new application) -> {table}.{op.writes}
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        IF NEW.{op.writes} IS NULL AND NEW.{col} IS NOT NULL THEN
+            NEW.{op.writes} := {back};  -- inserted by the new application
+        END IF;
+    ELSIF {row_tuple(read, 'NEW.')} IS DISTINCT FROM {row_tuple(read, 'OLD.')} THEN
+        {BUMP}
+    ELSIF NEW.{col} IS DISTINCT FROM OLD.{col} THEN
+        NEW.{op.writes} := {back};  -- the new application's write
+    END IF;
+    RETURN NEW;
+END
+$fn$"""))
+        triggers.insert(0, Trigger(f"villager_derive_{table}_{col}"[:63], table, "BEFORE INSERT OR UPDATE", write_fn))
+    parts.triggers += triggers
+    parts.columns.append(AddColumn(table, col, op.column_type, then=(triggers_sql(triggers),)))
     parts.backfills.append(backfill(
         table, f"derive_{table}_{col}"[:63],
         Actions((f"UPDATE public.{table} t SET {col} = {value('t.')}\n"

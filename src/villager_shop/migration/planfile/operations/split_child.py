@@ -60,9 +60,16 @@ def expand(op: SplitChild, env: Env) -> Parts:
         f"CREATE INDEX IF NOT EXISTS {child}_{fk}_idx ON public.{child} ({fk})")
     links: list[LinkChildReference] = [ln for ln in env.links if isinstance(ln, LinkChildReference)
                                        and ln.child == child]
-    link_waiting = "\n".join(
-        f"            UPDATE public.{ln.table} SET {ln.fk} = child_id WHERE {ln.reference} = NEW.{pk}"
+    # Rows that reference the parent and waited for its default child get it, whoever made it (the
+    # parent's trigger, or the new application's insert of a default child or move of the flag).
+    link_waiting = "".join(
+        f"\n        UPDATE public.{ln.table} SET {ln.fk} = NEW.id WHERE {ln.reference} = NEW.{fk}"
         f" AND {ln.fk} IS NULL;" for ln in links)
+    # A deleted child lets go of the rows linked to it (they take the parent's default child, if
+    # any): until the link's foreign key exists, nothing else would, and its validation would fail.
+    link_gone = "".join(
+        f"\n        UPDATE public.{ln.table} SET {ln.fk} = NULL WHERE {ln.reference} = OLD.{fk}"
+        f" AND {ln.fk} = OLD.id;" for ln in links)
     watched = [*pcols, *(c for c in when_columns(op, info) if c not in pcols)]
     new_row, old_row = row_tuple(watched, "NEW."), row_tuple(watched, "OLD.")
     set_child = ", ".join(f"{c} = EXCLUDED.{c}" for c in ccols)
@@ -84,35 +91,35 @@ def expand(op: SplitChild, env: Env) -> Parts:
     parts.functions.append((parent_fn, f"""CREATE OR REPLACE FUNCTION {V}.{parent_fn}() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 -- {parent} -> its default {child} row: created with the parent, kept equal to its columns.
-DECLARE
-    child_id uuid;
-    created boolean;
 BEGIN
     IF TG_OP = 'UPDATE' AND {new_row} IS NOT DISTINCT FROM {old_row}
        AND EXISTS (SELECT 1 FROM public.{child} WHERE {fk} = NEW.{pk} AND {flag}) THEN
         RETURN NULL;
     END IF;
-    IF pg_trigger_depth() = 1 AND (TG_OP = 'UPDATE' OR {new_row} IS DISTINCT FROM ROW({', '.join('NULL' for _ in pcols)})) THEN
+    IF pg_trigger_depth() = 1 AND (TG_OP = 'UPDATE' OR {row_tuple(pcols, 'NEW.')} IS DISTINCT FROM ROW({', '.join('NULL' for _ in pcols)})) THEN
         {BUMP}
     END IF;
 {not_qualified}    INSERT INTO public.{child} AS c ({fk}, {', '.join([*ccols, *(e.name for e in init)])}, {flag})
     VALUES (NEW.{pk}, {', '.join(values(op, info, 'NEW.'))}, true)
     ON CONFLICT ({fk}) WHERE {flag} DO UPDATE SET {set_child}{set_active}, updated_at = now()
-     WHERE {row_tuple(ccols, 'c.')} IS DISTINCT FROM {row_tuple(ccols, 'EXCLUDED.')}{reactivate}
-    RETURNING c.id, (c.xmax = 0) INTO child_id, created;
-    IF created THEN
-        NULL;  -- rows that reference the parent and waited for its default child get it
-{link_waiting}
-    END IF;
+     WHERE {row_tuple(ccols, 'c.')} IS DISTINCT FROM {row_tuple(ccols, 'EXCLUDED.')}{reactivate};
     RETURN NULL;
 END
 $fn$"""))
     # A transformed column is written only when the parent's value does not give the child's already:
     # a price change of the child must not rewrite a stock of -5 as 0.
     set_parent = ", ".join(
-        f"{c.parent} = {to_parent(op, c, 'NEW.')}" if c.plain else
+        f"{c.parent} = {to_parent(op, c, 'NEW.', info)}" if c.plain else
         f"{c.parent} = CASE WHEN {from_parent(c, '')} IS DISTINCT FROM NEW.{c.child}"
-        f" THEN {to_parent(op, c, 'NEW.')} ELSE {c.parent} END" for c in op.columns)
+        f" THEN {to_parent(op, c, 'NEW.', info)} ELSE {c.parent} END" for c in op.columns)
+    # A default child the new application makes (or makes active) for a parent that does not meet
+    # `when` is inactive, as the parent's trigger makes it when the parent stops meeting it: the
+    # parent's trigger does not run when the child's values are the parent's already.
+    deactivate = (f"""
+    IF NEW.{flag} AND NEW.{active} AND (TG_OP = 'INSERT' OR NOT OLD.{flag} OR NOT OLD.{active}) THEN
+        UPDATE public.{child} c SET {active} = false, updated_at = now() FROM public.{parent} p
+         WHERE c.id = NEW.id AND c.{active} AND p.{pk} = NEW.{fk} AND NOT coalesce({qualifies(op, info, 'p.')}, false);
+    END IF;""" if active else "")
     parts.functions.append((child_fn, f"""CREATE OR REPLACE FUNCTION {V}.{child_fn}() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 -- The default {child} row -> its {parent}'s legacy columns, when its values change or it becomes the
@@ -123,6 +130,19 @@ BEGIN
                        OR {row_tuple(ccols, 'NEW.')} IS DISTINCT FROM {row_tuple(ccols, 'OLD.')}) THEN
         UPDATE public.{parent} SET {set_parent}
          WHERE {pk} = NEW.{fk} AND {_row(from_parent(c, '') for c in op.columns)} IS DISTINCT FROM {row_tuple(ccols, 'NEW.')};
+    END IF;{deactivate}
+    RETURN NULL;
+END
+$fn$"""))
+    links_fn = f"{child}_links"[:63]
+    if links:
+        parts.functions.append((links_fn, f"""CREATE OR REPLACE FUNCTION {V}.{links_fn}() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+-- A new default {child} row links the rows that reference its parent and wait for one; a deleted
+-- one lets go of its rows.
+BEGIN
+    IF TG_OP = 'DELETE' THEN{link_gone}
+    ELSIF NEW.{flag} AND (TG_OP = 'INSERT' OR NOT OLD.{flag}) THEN{link_waiting}
     END IF;
     RETURN NULL;
 END
@@ -144,6 +164,9 @@ $fn$"""))
                       Trigger(f"villager_{child}_keep_default"[:63], child, "BEFORE DELETE", keep_fn)]
     parent_trigger = Trigger(f"villager_{child}_from_{parent}"[:63], parent, "AFTER INSERT OR UPDATE", parent_fn)
     parts.triggers += [*child_triggers, parent_trigger]
+    if links:  # with the triggers, once the links' columns exist
+        parts.triggers.append(Trigger(f"villager_{child}_links"[:63], child, "AFTER INSERT OR UPDATE OR DELETE",
+                                      links_fn))
     columns = ["id", fk, *ccols, *(e.name for e in op.extra), flag, *([active] if active else []), "created_at",
                "updated_at"]
     # The child table comes with its own triggers; the parent's follows in the triggers step.
@@ -208,11 +231,14 @@ def from_parent(c: ChildColumn, prefix: str) -> str:
     return rename(c.source, {c.parent: f"{prefix}{c.parent}"}) if c.source else f"{prefix}{c.parent}"
 
 
-def to_parent(op: SplitChild, c: ChildColumn, prefix: str) -> str:
-    """The parent's value of `c` over the child row `prefix`."""
-    if not c.back:
-        return f"{prefix}{c.child}"
-    return rename(c.back, {m.child: f"{prefix}{m.child}" for m in op.columns})
+def to_parent(op: SplitChild, c: ChildColumn, prefix: str, info: TableInfo) -> str:
+    """The parent's value of `c` over the child row `prefix`: cast to the parent's type where the
+    child's may differ (a `from` of text to integer), since a CASE of text and integer branches
+    (the transformed column's write) does not even parse."""
+    value = rename(c.back, {m.child: f"{prefix}{m.child}" for m in op.columns}) if c.back else f"{prefix}{c.child}"
+    if c.plain and not c.type:
+        return value
+    return f"CAST(({value}) AS {info.columns.get(c.parent, 'text')})"
 
 
 def values(op: SplitChild, info: TableInfo, prefix: str) -> list[str]:
