@@ -37,10 +37,14 @@ BEGIN
     RETURN c;
 END
 $fn$""")
-    out.append(f"""CREATE OR REPLACE FUNCTION {V}.plan_slug(raw text) RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE RETURNS NULL ON NULL INPUT AS $fn$
-    SELECT coalesce(NULLIF(btrim(regexp_replace(lower(left(raw, 200)),
+    # A slug of a value with no letter or digit left: `fallback` (the plan's slug_fallback).
+    out.append(f"""CREATE OR REPLACE FUNCTION {V}.plan_slug_or(raw text, fallback text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
+    SELECT CASE WHEN raw IS NOT NULL THEN
+           coalesce(NULLIF(btrim(regexp_replace(lower(left(raw, 200)),
                                                 '[\\x01-\\x2f\\x3a-\\x40\\x5b-\\x60\\x7b-\\x7f]+', '-', 'g'), '-'), ''),
-                    'item')
+                    fallback) END
 $fn$""")
+    out.append(f"""CREATE OR REPLACE FUNCTION {V}.plan_slug(raw text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE RETURNS NULL ON NULL INPUT AS $fn$ SELECT {V}.plan_slug_or(raw, 'item') $fn$""")
     return ";\n\n".join(out)

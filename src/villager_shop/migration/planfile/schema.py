@@ -136,6 +136,9 @@ KEYS: dict[str, dict[str, Key]] = {
                                " from the normalizer, a unique generated column <column>_key holds it and the row"
                                " is named after the first spelling met.", "casefold"),
         "slug": Key(NAME, "A unique, URL-safe column of the lookup table derived from the value.", "slug"),
+        "slug_fallback": Key({"type": "string", "pattern": spec.SLUG.pattern},
+                             "The slug of a value with no letter or digit (default: item); a taken one gets -2 …",
+                             "category"),
         "extra_columns": Key({"type": "array", "items": {"$ref": "#/$defs/extra_column"}},
                              "Columns of the lookup table alone, set by their defaults: { name, type, default,"
                              " not_null, unique } each (a lookup row has no row to take an initial value from).",

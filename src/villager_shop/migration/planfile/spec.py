@@ -29,6 +29,7 @@ overlaps placing primary references returning right select session_user similar 
 tablesample then to trailing true union unique user using variadic verbose when where window with""".split())  # noqa: SIM905
 # A column type as written in CREATE TABLE: text, numeric(10, 2), timestamp with time zone, int[].
 TYPE = re.compile(r"^[a-z][a-z0-9_]*( [a-z][a-z0-9_]*)*( ?\([0-9]+( ?, ?[0-9]+)?\))?(\[\])?$", re.IGNORECASE)
+SLUG = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 FUNCTION = re.compile(r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$")  # a normalizer the plan or the database has
 ON_DELETE = ("NO ACTION", "RESTRICT", "CASCADE", "SET NULL", "SET DEFAULT")
 
@@ -83,6 +84,7 @@ class ExtractLookup:
     normalizer: str = "canonical"  # the stored value: a shipped rule or a function the plan names
     key: str | None = None  # what makes two values the same lookup row (default: the normalizer)
     slug: str | None = None  # a unique, URL-safe column derived from the value
+    slug_fallback: str = "item"  # the slug of a value with no letter or digit
     extra: tuple[ExtraColumn, ...] = ()  # columns of the new schema alone (is_active), by their defaults
     kind: str = "extract_lookup"
     line: int = 0
@@ -347,8 +349,12 @@ def _extract_lookup(r: _Reader, line: int) -> ExtractLookup:
     normalizer = _normalizer(r, "normalizer", False, "canonical") or "canonical"
     key = _normalizer(r, "key", False, None)
     slug = r.ident("slug", False) or None
+    fallback = r._get("slug_fallback", False)
+    if fallback is not None and not (isinstance(fallback, str) and SLUG.fullmatch(fallback)):
+        r.bad("slug_fallback", f"{fallback!r} is not a slug (lower-case letters and digits, words joined by '-')")
+        fallback = None
     return ExtractLookup(lookup, column, tuple(sources), normalizer, key if key != normalizer else None, slug,
-                         _extra_columns(r), line=line)
+                         fallback or "item", _extra_columns(r), line=line)
 
 
 def _child_column(r: _Reader, i: int, raw: Any) -> ChildColumn | None:

@@ -36,6 +36,11 @@ def names(op: ExtractLookup) -> dict[str, str]:
 
 def expand(op: ExtractLookup, env: Env) -> Parts:
     n = names(op)
+
+    def slug_of(value: str) -> str:
+        return (f"{V}.plan_slug({value})" if op.slug_fallback == "item"
+                else f"{V}.plan_slug_or({value}, '{op.slug_fallback}')")
+
     lk, val, kc = op.lookup, op.column, op.key_column
     norm = function_of(op.normalizer)
     key_of = f"{V}.{n['key']}"
@@ -57,7 +62,7 @@ DECLARE
     found_id uuid;
     v text := {norm}(raw);
     k text := {key_of}(raw);
-    s text := {f"{V}.plan_slug(v)" if op.slug else "NULL"};
+    s text := {slug_of("v") if op.slug else "NULL"};
     n int := 1;
 BEGIN
     IF k IS NULL OR v IS NULL THEN
@@ -86,7 +91,7 @@ $fn$"""))
         f"         WHERE {s.fk} = NEW.id AND {key_of}({s.column}) IS DISTINCT FROM NEW.{kc};"
         for s in op.sources)
     slug_default = (f"\n        IF NEW.{op.slug} IS NULL OR NEW.{op.slug} = '' THEN\n"
-                    f"            NEW.{op.slug} := {V}.plan_slug(NEW.{val});\n        END IF;" if op.slug else "")
+                    f"            NEW.{op.slug} := {slug_of(f'NEW.{val}')};\n        END IF;" if op.slug else "")
     parts.functions.append((n["row"], f"""CREATE OR REPLACE FUNCTION {V}.{n['row']}() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 BEGIN
