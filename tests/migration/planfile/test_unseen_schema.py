@@ -169,6 +169,8 @@ class Writers:
         for t in self.threads:
             t.join()
 
+    pause = 0.003  # between two writes of one thread
+
     def _loop(self, step: Any) -> None:
         with psycopg.connect(self.url, autocommit=True) as c:
             while not self.stop.is_set():
@@ -176,8 +178,11 @@ class Writers:
                     step(c)
                     self.writes += 1
                 except psycopg.Error as e:
-                    self.errors.append(f"{type(e).__name__}: {e}".splitlines()[0])
-                time.sleep(0.003)
+                    self.failed(e)
+                time.sleep(self.pause)
+
+    def failed(self, e: psycopg.Error) -> None:
+        self.errors.append(f"{type(e).__name__}: {e}".splitlines()[0])
 
     def _old(self, seed: int) -> None:
         r, n = random.Random(seed), [0]
