@@ -134,7 +134,7 @@ def test_transformed_and_extra_columns_that_cannot_work_are_refused(fresh_db: st
                          ("columns[2].back", 'column "title" does not exist'),
                          ("extra_columns[0].initial", 'column "nosuch" does not exist'),
                          ("extra_columns[1]", "two columns created_at"),
-                         ("extra_columns[2]", "neither an initial value nor a default"),
+                         ("extra_columns[2]", "NOT NULL without an initial value or a default"),
                          ("extra_columns[4].type", "there is no type intgr")]:
         assert any(place in line and words in line for line in err.splitlines()), (place, err)
     assert "Traceback" not in err

@@ -36,6 +36,7 @@ from villager_shop.migration.planfile.spec import (
     AddForeignKey,
     CreateIndex,
     DeriveColumn,
+    ExtraColumn,
     ExtractLookup,
     LinkChildReference,
     Operation,
@@ -43,11 +44,12 @@ from villager_shop.migration.planfile.spec import (
     Problem,
     QuarantineRule,
     SplitChild,
+    columns_created,
     place,
 )
+from villager_shop.migration.planfile.steps import V
 from villager_shop.migration.preflight import ROW_SECURITY
 
-V = "villager_migration"
 RELKINDS = {"r": "table", "p": "partitioned table", "v": "view", "m": "materialized view", "f": "foreign table",
             "i": "index", "I": "partitioned index", "S": "sequence", "c": "composite type", "t": "TOAST table"}
 
@@ -285,7 +287,7 @@ class _Checker:
         for i, op in enumerate(spec.operations, 1):
             for t in self._tables_created(op):
                 self.plan_tables.setdefault(t, i)
-            for tc in self._columns_created(op):
+            for tc in columns_created(op):
                 self.plan_columns.setdefault(tc, i)
         # The schema so far, as the walk reaches each operation.
         self.model: dict[str, Table] = {}
@@ -312,14 +314,6 @@ class _Checker:
             return [op.lookup]
         if isinstance(op, SplitChild):
             return [op.child]
-        return []
-
-    @staticmethod
-    def _columns_created(op: Operation) -> list[tuple[str, str]]:
-        if isinstance(op, ExtractLookup):
-            return [(s.table, s.fk) for s in op.sources]
-        if isinstance(op, LinkChildReference | DeriveColumn):
-            return [(op.table, op.fk if isinstance(op, LinkChildReference) else op.column)]
         return []
 
     # --- helpers ---------------------------------------------------------------------------------
@@ -512,8 +506,7 @@ class _Checker:
         uses only its columns - or, given `only`, only those (EXPLAIN, rolled back)."""
         if t is None or not expr:
             return
-        plain = _LITERAL.sub("''", expr)
-        words = {(q or w.lower()) for q, w in _WORD.findall(plain)}
+        words = set(_words(expr))
         if "select" in words:
             self.bad(where, "uses a subquery; the expression may use only the columns of its table")
             return
@@ -629,20 +622,10 @@ class _Checker:
         if op.slug:
             columns.append(("slug", op.slug, TEXT))
         columns += [("its own column", "created_at", TIMESTAMPTZ), ("its own column", "updated_at", TIMESTAMPTZ)]
-        for j, e in enumerate(op.extra):
-            where = f"{p}, extra_columns[{j}]"
-            typ = self.sqltype(f"{where}.type", e.type)
-            columns.append((f"extra_columns[{j}]", e.name, typ or TEXT))
-            if e.initial:
-                self.bad(f"{where}.initial", "a lookup row has no row of its own to take it from; give a default")
-            elif e.not_null and not e.default:
-                self.bad(where, f"{e.name} is NOT NULL without a default: the migration could not create a lookup row")
-        lookup = self.new_table(i, p, "lookup", op.lookup, columns,
+        extra = self.extra_columns(i, p, op.extra, None)
+        lookup = self.new_table(i, p, "lookup", op.lookup, columns + extra,
                                 [op.key_column] + ([op.slug] if op.slug else []) + [e.name for e in op.extra if e.unique])
-        for j, e in enumerate(op.extra):
-            if e.default:
-                self.expression(i, f"{p}, extra_columns[{j}].default", lookup, e.default,
-                                value=dict((k, c) for k, _, c in columns)[f"extra_columns[{j}]"].type, only=())
+        self.extra_defaults(i, p, op.extra, lookup, extra)
         for j, (s, t) in enumerate(zip(op.sources, sources, strict=True)):
             if t is not None:
                 self.creates_column(f"{p}, sources[{j}].fk", t, s.fk, UUID)
@@ -675,16 +658,7 @@ class _Checker:
         columns = [("id", "id", UUID), ("its own column", "created_at", TIMESTAMPTZ),
                    ("its own column", "updated_at", TIMESTAMPTZ), ("fk", op.fk, pk_type or UUID)]
         columns += [(f"columns[{j}]", c.child, typ) for j, (c, typ) in enumerate(zip(op.columns, types, strict=True))]
-        extra: list[tuple[str, str, Col]] = []
-        for j, e in enumerate(op.extra):
-            where = f"{p}, extra_columns[{j}]"
-            typ = self.sqltype(f"{where}.type", e.type)
-            extra.append((f"extra_columns[{j}]", e.name, typ or TEXT))
-            if e.not_null and not e.initial and not e.default:
-                self.bad(where, f"{e.name} is NOT NULL with neither an initial value nor a default: the migration"
-                                " could not create a default child")
-            if e.initial and typ is not None:
-                self.expression(i, f"{where}.initial", parent, e.initial, value=typ.type)
+        extra = self.extra_columns(i, p, op.extra, parent)
         columns += extra
         columns.append(("default_flag", op.default_flag, BOOLEAN))
         if op.active_flag:
@@ -701,11 +675,34 @@ class _Checker:
             if back and parent is not None and c.parent in parent.columns:
                 self.expression(i, f"{p}, columns[{j}].{'back' if c.back else 'type'}", child, back,
                                 value=parent.columns[c.parent].type, only=tuple(m.child for m in op.columns))
-        for j, e in enumerate(op.extra):
-            if e.default:
-                self.expression(i, f"{p}, extra_columns[{j}].default", child, e.default, value=extra[j][2].type,
-                                only=())
+        self.extra_defaults(i, p, op.extra, child, extra)
         self.children[op.child] = (i, op)
+
+    def extra_columns(self, i: int, p: str, extras: tuple[ExtraColumn, ...],
+                      parent: Table | None) -> list[tuple[str, str, Col]]:
+        """A new table's columns of its own: (key in the plan, name, type). `parent`: the row an
+        `initial` value is computed from (a lookup row has none)."""
+        out: list[tuple[str, str, Col]] = []
+        for j, e in enumerate(extras):
+            where = f"{p}, extra_columns[{j}]"
+            typ = self.sqltype(f"{where}.type", e.type)
+            out.append((f"extra_columns[{j}]", e.name, typ or TEXT))
+            if e.initial and parent is None:
+                self.bad(f"{where}.initial", "a lookup row has no row of its own to take it from; give a default")
+            elif e.not_null and not e.initial and not e.default:
+                self.bad(where, f"{e.name} is NOT NULL without {'an initial value or ' if parent else ''}a default:"
+                                " the migration could not create a row")
+            elif e.initial and typ is not None:
+                self.expression(i, f"{where}.initial", parent, e.initial, value=typ.type)
+        return out
+
+    def extra_defaults(self, i: int, p: str, extras: tuple[ExtraColumn, ...], table: Table,
+                       columns: list[tuple[str, str, Col]]) -> None:
+        """The defaults of those columns, as values of their types that read no column."""
+        for j, e in enumerate(extras):
+            if e.default:
+                self.expression(i, f"{p}, extra_columns[{j}].default", table, e.default, value=columns[j][2].type,
+                                only=())
 
     def comparable(self, where: str, table: str, column: str, col: Col) -> None:
         """A moved column's values are compared by the sync triggers (IS DISTINCT FROM): its type needs

@@ -230,6 +230,17 @@ class PlanSpec:
                 for op in self.operations if isinstance(op, ExtractLookup | SplitChild)]
 
 
+def columns_created(op: Operation) -> list[tuple[str, str]]:
+    """The (table, column) an operation adds to a table (not to the tables it creates)."""
+    if isinstance(op, ExtractLookup):
+        return [(s.table, s.fk) for s in op.sources]
+    if isinstance(op, LinkChildReference):
+        return [(op.table, op.fk)]
+    if isinstance(op, DeriveColumn):
+        return [(op.table, op.column)]
+    return []
+
+
 def _tables_of(op: Operation) -> list[str]:
     if isinstance(op, ExtractLookup):
         return [s.table for s in op.sources]

@@ -5,9 +5,7 @@ that only while every violating row is quarantined by a quarantine_rule of the p
 
 from __future__ import annotations
 
-import re
-
-from villager_shop.migration.planfile.operations.base import ConstraintInfo, Env, Parts, added_columns
+from villager_shop.migration.planfile.operations.base import ConstraintInfo, Env, Parts, added_columns, columns_read
 from villager_shop.migration.planfile.spec import AddCheck
 from villager_shop.migration.planfile.steps import QUARANTINE
 from villager_shop.migration.steps.constraints import AddConstraint, ValidateConstraint
@@ -16,8 +14,7 @@ from villager_shop.migration.steps.constraints import AddConstraint, ValidateCon
 def checked_columns(op: AddCheck, env: Env) -> tuple[str, ...]:
     if op.columns:
         return op.columns
-    known = {*env.catalog.table(op.table).columns, *added_columns(env, op.table)}
-    return tuple(dict.fromkeys(w for w in re.findall(r"\b[a-z_][a-z0-9_]*\b", op.check) if w in known))
+    return tuple(columns_read(op.check, [*env.catalog.table(op.table).columns, *sorted(added_columns(env, op.table))]))
 
 
 def expand(op: AddCheck, env: Env) -> Parts:

@@ -5,10 +5,12 @@ triggers, backfills, indexes, constraints, validations), so that operations comp
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from villager_shop.migration.keys import Key
 from villager_shop.migration.planfile.catalog import Catalog
+from villager_shop.migration.planfile.spec import Operation, columns_created
 from villager_shop.migration.planfile.steps import Trigger
 from villager_shop.migration.steps.backfill import Backfill
 from villager_shop.migration.steps.base import Step
@@ -56,7 +58,7 @@ class Env:
     operations of the plan created (a link_child_reference finds its split_child here)."""
 
     catalog: Catalog
-    earlier: tuple[object, ...]
+    earlier: tuple[Operation, ...]
     links: tuple[object, ...]  # every link_child_reference of the plan (the split_child links them)
 
 
@@ -132,6 +134,12 @@ def rename(definition: str, renamed: dict[str, str]) -> str:
     return "".join(out)
 
 
+def columns_read(expr: str, columns: Iterable[str]) -> list[str]:
+    """The `columns` an SQL expression names, in their order (string literals left out)."""
+    words = set(TOKEN.findall(re.sub(r"'(?:[^']|'')*'", "''", expr)))
+    return [c for c in columns if c in words]
+
+
 def quoted(text: str) -> str:
     """`text` inside a format() pattern of a generated SQL literal: one line, quotes doubled, % escaped."""
     return " ".join(text.split()).replace("'", "''").replace("%", "%%")
@@ -139,12 +147,4 @@ def quoted(text: str) -> str:
 
 def added_columns(env: Env, table: str) -> set[str]:
     """The columns earlier operations of the plan add to an existing table."""
-    out: set[str] = set()
-    from villager_shop.migration.planfile.spec import DeriveColumn, ExtractLookup, LinkChildReference
-
-    for op in env.earlier:
-        if isinstance(op, DeriveColumn | LinkChildReference) and op.table == table:
-            out.add(op.column if isinstance(op, DeriveColumn) else op.fk)
-        elif isinstance(op, ExtractLookup):
-            out.update(s.fk for s in op.sources if s.table == table)
-    return out
+    return {c for op in env.earlier for t, c in columns_created(op) if t == table}

@@ -5,9 +5,17 @@ the two never disagree. Rule of precedence on one write: a changed legacy column
 
 from __future__ import annotations
 
-import re
-
-from villager_shop.migration.planfile.operations.base import Actions, Env, Parts, V, backfill, quoted, rename, row_tuple
+from villager_shop.migration.planfile.operations.base import (
+    Actions,
+    Env,
+    Parts,
+    V,
+    backfill,
+    columns_read,
+    quoted,
+    rename,
+    row_tuple,
+)
 from villager_shop.migration.planfile.spec import DeriveColumn
 from villager_shop.migration.planfile.steps import Trigger, triggers_sql
 from villager_shop.migration.steps.backfill import batch
@@ -16,17 +24,12 @@ from villager_shop.migration.steps.columns import AddColumn
 BUMP = f"IF pg_trigger_depth() = 1 THEN PERFORM nextval('{V}.legacy_writes'); END IF;"
 
 
-def read_columns(op: DeriveColumn, columns: list[str]) -> list[str]:
-    """The table's columns `from` reads: a change of one is a legacy write the new column follows."""
-    words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_$]*", re.sub(r"'(?:[^']|'')*'", "''", op.source)))
-    return [c for c in columns if c in words and c != op.column]
-
-
 def expand(op: DeriveColumn, env: Env) -> Parts:
     table, col = op.table, op.column
     info = env.catalog.table(table)
     every = list(info.columns)
-    read = read_columns(op, every) or every[:1]
+    # The columns `from` reads: a change of one is a legacy write the new column follows.
+    read = [c for c in columns_read(op.source, every) if c != col] or every[:1]
 
     def value(prefix: str) -> str:
         return f"({rename(op.source, {c: f'{prefix}{c}' for c in every})})"

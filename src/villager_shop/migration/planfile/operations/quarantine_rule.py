@@ -6,7 +6,15 @@ that such rows violate only while each of them is quarantined."""
 
 from __future__ import annotations
 
-from villager_shop.migration.planfile.operations.base import TOKEN, Actions, Env, Parts, V, added_columns, backfill
+from villager_shop.migration.planfile.operations.base import (
+    Actions,
+    Env,
+    Parts,
+    V,
+    added_columns,
+    backfill,
+    columns_read,
+)
 from villager_shop.migration.planfile.spec import QuarantineRule
 from villager_shop.migration.planfile.steps import QUARANTINE, Trigger
 from villager_shop.migration.steps.backfill import batch
@@ -14,9 +22,7 @@ from villager_shop.migration.steps.backfill import batch
 
 def reads_new(op: QuarantineRule, env: Env) -> bool:
     """Whether the rule reads what the plan adds (a link's column, filled by another backfill)."""
-    info = env.catalog.table(op.table)
-    words = set(TOKEN.findall(op.when))
-    return not info.columns or bool(words & added_columns(env, op.table))
+    return not env.catalog.table(op.table).columns or bool(columns_read(op.when, added_columns(env, op.table)))
 
 
 def expand(op: QuarantineRule, env: Env, first_of_table: bool) -> Parts:

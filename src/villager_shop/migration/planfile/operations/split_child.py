@@ -10,17 +10,16 @@ still writes them (or they have defaults)."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 
 from villager_shop.migration.planfile.catalog import TableInfo
 from villager_shop.migration.planfile.operations.base import (
-    TOKEN,
     Actions,
     Env,
     Parts,
     V,
     backfill,
+    columns_read,
     quoted,
     rename,
     row_tuple,
@@ -255,10 +254,7 @@ def qualifies(op: SplitChild, info: TableInfo, prefix: str) -> str:
 
 def when_columns(op: SplitChild, info: TableInfo) -> list[str]:
     """The parent's columns `when` reads: a change of one may change whether the parent qualifies."""
-    if not op.when:
-        return []
-    words = set(TOKEN.findall(re.sub(r"'(?:[^']|'')*'", "''", op.when)))
-    return [col for col in info.columns if col in words]
+    return columns_read(op.when, info.columns) if op.when else []
 
 
 def _row(items: Iterable[str]) -> str:
