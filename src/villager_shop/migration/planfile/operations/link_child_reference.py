@@ -82,7 +82,14 @@ $fn$"""))
         {fk: f"coalesce(t.{fk}, (SELECT c.id FROM public.{child} c WHERE c.{cfk} = t.{ref} AND c.{flag}))"},
         "", None, [(index, f"({fk})")], in_place,
         f"backfill {table}.{fk}: copy {table} with the default {child} row of {table}.{ref}, swap the copy in",
-        key=Key(info.key or "id", info.key_type or "uuid"), referenced=tuple({split.parent} - {table})))
+        key=Key(info.key or "id", info.key_type or "uuid"), referenced=tuple({split.parent} - {table}),
+        # A uuid parent's default child mostly has the parent's id (split_child's backfill): the
+        # copy takes the reference as the link and one join finds the rows where that is wrong.
+        guess=({fk: f"coalesce(t.{fk}, t.{ref})"},
+               f"SELECT r.{info.key or 'id'}::text, r.ctid FROM {V}.{table} r\n"
+               f" WHERE r.{fk} = r.{ref} AND NOT EXISTS (SELECT 1 FROM public.{child} c\n"
+               f"  WHERE c.id = r.{fk} AND c.{cfk} = r.{ref} AND c.{flag})")
+        if env.catalog.table(split.parent).key_type == "uuid" and info.columns.get(ref) == "uuid" else None))
     parts.fk_indexes.append(CreateIndex(index, table, f"({fk})", why="foreign key"))
     parts.index_names.append(index)
     if ref not in info.leading:

@@ -78,7 +78,10 @@ $fn$"""))
         f"     AND q.row_key = ANY(ARRAY(SELECT {table}.{pk}::text FROM src AS {table}"
         f" WHERE NOT coalesce(({op.when}), false))))\n"
         f"SELECT count(*) FROM src",)), f"quarantine the {table} rows where {op.when} ({reason})", env.catalog,
-        reads_new=reads_new(op, env)))
+        # Only the rows the rule holds for are locked: the trigger keeps the rest out of the
+        # quarantine from the moment it exists, and a rollback empties it (a scan writing nothing
+        # to the others runs ten times faster).
+        only=f"coalesce((SELECT ({op.when}) FROM (SELECT t.*) AS {table}), false)", reads_new=reads_new(op, env)))
     parts.integrity.append(
         f"SELECT 'not_quarantined', '{table}', {table}.{pk}::text, 'matches {reason} but is not quarantined'\n"
         f"  FROM public.{table} WHERE ({op.when}) AND NOT EXISTS (SELECT 1 FROM {QUARANTINE} q\n"

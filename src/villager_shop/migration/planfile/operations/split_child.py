@@ -265,13 +265,19 @@ def _action(op: SplitChild, info: TableInfo, pk: str, ccols: list[str]) -> str:
     init = [e.name for e in op.extra if e.initial]
     active = op.active_flag
     qualified = f"coalesce({qualifies(op, info, 's.')}, false)"
+    # A uuid parent's first default child takes the parent's id where it is free: a table linked
+    # to the child (link_child_reference) is then copied with its reference as a guess, checked in
+    # one join afterwards, instead of looking each row's default child up.
+    same = ", id" if info.key_type == "uuid" else ""
+    same_value = (f", CASE WHEN NOT EXISTS (SELECT 1 FROM public.{op.child} x WHERE x.id = s.{pk})"
+                  f" THEN s.{pk} ELSE gen_random_uuid() END" if same else "")
     off = (f",\noff AS (\n  UPDATE public.{op.child} c SET {active} = false, updated_at = now() FROM src s\n"
            f"   WHERE c.{op.fk} = s.{pk} AND c.{op.default_flag} AND c.{active} AND NOT {qualified})"
            if active else "")
     return (f"WITH src AS MATERIALIZED (SELECT p.* FROM public.{op.parent} p WHERE {batch('p')}),\n"
             f"children AS (\n"
-            f"  INSERT INTO public.{op.child} AS c ({op.fk}, {', '.join([*ccols, *init])}, {op.default_flag})\n"
-            f"  SELECT s.{pk}, {', '.join(values(op, info, 's.'))}, true FROM src s"
+            f"  INSERT INTO public.{op.child} AS c ({op.fk}, {', '.join([*ccols, *init])}, {op.default_flag}{same})\n"
+            f"  SELECT s.{pk}, {', '.join(values(op, info, 's.'))}, true{same_value} FROM src s"
             f"{f' WHERE {qualified}' if op.when else ''}\n"
             f"  ON CONFLICT ({op.fk}) WHERE {op.default_flag} DO UPDATE\n"
             f"     SET {', '.join(f'{c} = EXCLUDED.{c}' for c in ccols)}, updated_at = now()\n"
