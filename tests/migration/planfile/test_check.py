@@ -206,6 +206,32 @@ def test_names_that_two_operations_create(db: str) -> None:
     )
 
 
+def test_the_foreign_key_names_a_plan_gives_or_implies(db: str) -> None:
+    """A source's and a link's foreign key take the name given (else fk_<table>_<fk>); one that
+    exists already, or that another operation adds, is refused in its place."""
+    with psycopg.connect(db, autocommit=True) as c:
+        c.execute("ALTER TABLE posts ADD CONSTRAINT fk_posts_author CHECK (title <> '')")
+        c.execute("ALTER TABLE comments ADD CONSTRAINT fk_comments_author_id CHECK (body <> '')")
+    text = plan(
+        'type = "extract_lookup"\nlookup = "authors"\nsources = ['
+        '{ table = "posts", column = "author_name", fk = "author_id", constraint = "fk_posts_author" },'
+        ' { table = "comments", column = "author_name", fk = "author_id" }]',
+        'type = "split_child"\nparent = "books"\nchild = "editions"\ncolumns = ["price"]',
+        'type = "link_child_reference"\ntable = "loans"\nreference = "isbn"\nchild = "editions"\nfk = "edition_id"'
+        '\nconstraint = "chk_loans"',
+        'type = "add_check"\ntable = "loans"\nname = "chk_loans"\ncheck = "member <> \'\'"',
+    )
+    assert_problems(
+        run_check(db, text),
+        ("operation 1 (extract_lookup, line 5), sources[0].constraint",
+         "table posts already has a constraint fk_posts_author"),
+        ("operation 1 (extract_lookup, line 5), sources[1].constraint",
+         "table comments already has a constraint fk_comments_author_id"),
+        ("operation 4 (add_check, line 24), name",
+         "operation 3 (link_child_reference, line 16), constraint adds a constraint chk_loans to loans too"),
+    )
+
+
 def _run_as_before(url: str, recorded: Any) -> None:
     """The database as an interrupted run of the blog plan left it, with `recorded` as its state's plan."""
     with psycopg.connect(url, autocommit=True) as c:

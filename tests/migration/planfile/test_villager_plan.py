@@ -29,6 +29,9 @@ SAME = {
                 " FROM product_variants ORDER BY 1, 2",
     "item variants": "SELECT i.id, v.product_id, v.is_default FROM order_items i"
                      " LEFT JOIN product_variants v ON v.id = i.variant_id ORDER BY 1",
+    "variant ids": "SELECT count(*) FILTER (WHERE id = product_id) FROM product_variants",
+    "foreign keys": "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint"
+                    " WHERE contype = 'f' AND connamespace = 'public'::regnamespace ORDER BY 1, 2",
 }
 QUARANTINED = {
     "built-in": "SELECT DISTINCT table_name, row_id::text, reason FROM villager_migration.quarantine"

@@ -437,20 +437,22 @@ class _Checker:
                 self.bad(where, f"uses {table}.{column}, which {moved} moves away: `complete` drops the column and"
                                 f" this {what} with it; put the {what} on the new table or column instead")
 
-    def creates_column(self, where: str, t: Table, name: str, col: Col) -> None:
+    def creates_column(self, where: str, t: Table, name: str, col: Col) -> bool:
+        """False when the name is taken (its constraint's name would only repeat the problem)."""
         before = self.created_columns.get((t.name, name))
         if before:
             self.bad(where, f"{before} adds a column {t.name}.{name} too")
-            return
+            return False
         self.created_columns[(t.name, name)] = where
         found = self._db_columns(t).get(name)
         if found is not None:
             if not self.resumed:
                 self.bad(where, f"table {t.name} already has a column {name}{self._recorded()}")
-                return  # the column stays the database's
+                return False  # the column stays the database's
             if found.base != col.base:
                 self.bad(where, f"{t.name}.{name} exists as {found.type}, not the {col.type} this plan creates")
         t.columns[name] = col
+        return True
 
     def creates_constraint(self, where: str, t: Table, name: str) -> None:
         before = self.created_constraints.get((t.name, name))
@@ -627,8 +629,8 @@ class _Checker:
                                 [op.key_column] + ([op.slug] if op.slug else []) + [e.name for e in op.extra if e.unique])
         self.extra_defaults(i, p, op.extra, lookup, extra)
         for j, (s, t) in enumerate(zip(op.sources, sources, strict=True)):
-            if t is not None:
-                self.creates_column(f"{p}, sources[{j}].fk", t, s.fk, UUID)
+            if t is not None and self.creates_column(f"{p}, sources[{j}].fk", t, s.fk, UUID):
+                self.creates_constraint(f"{p}, sources[{j}].constraint", t, s.constraint)
         self.function(f"{p}, normalizer", op.normalizer)
         if op.key:
             self.function(f"{p}, key", op.key, immutable=True)
@@ -739,7 +741,8 @@ class _Checker:
                 self.bad(f"{p}, reference", f"{op.table}.{op.reference} references {target[0]}"
                                             f" ({', '.join(target[1])}), not the primary key of {parent.name}")
         if t is not None:
-            self.creates_column(f"{p}, fk", t, op.fk, UUID)
+            if self.creates_column(f"{p}, fk", t, op.fk, UUID):
+                self.creates_constraint(f"{p}, constraint", t, op.constraint)
             self.implied_index(i, f"{p}, fk", op.table, (op.fk,))
             if ref is not None and (op.table, op.reference) not in self.looked_up and not any(
                     tbl == op.table and cols[:1] == (op.reference,) for tbl, cols in self.cat.indexes.values()):

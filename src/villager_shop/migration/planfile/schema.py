@@ -90,6 +90,8 @@ SOURCE: dict[str, Key] = {
     "column": Key(NAME, "Its text, varchar or char column; `complete` drops it.", "author_name"),
     "fk": Key(NAME, "The new uuid column of the table that references the lookup row (default: <lookup>_id).",
               "author_id"),
+    "constraint": Key(NAME, "The name of its foreign key to the lookup table (default: fk_<table>_<fk>).",
+                      "fk_posts_author"),
 }
 
 TYPE: dict[str, Any] = {"type": "string", "pattern": _anycase(spec.TYPE.pattern),
@@ -177,6 +179,8 @@ KEYS: dict[str, dict[str, Key]] = {
                                " to it).", "isbn"),
         "child": Key(NAME, "The child table of an earlier split_child.", "editions"),
         "fk": Key(NAME, "The new uuid column referencing the parent's default child.", "edition_id"),
+        "constraint": Key(NAME, "The name of its foreign key to the child table (default: fk_<table>_<fk>).",
+                          "fk_loans_edition"),
     },
     "derive_column": {
         "table": Key(NAME, "An existing table (schema public).", "products"),

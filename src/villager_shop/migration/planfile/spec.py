@@ -59,6 +59,7 @@ class Source:
     table: str
     column: str
     fk: str
+    constraint: str  # the foreign key's name
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,7 @@ class LinkChildReference:
     reference: str  # its column referencing the parent's primary key
     child: str  # a split_child's child table
     fk: str  # the new column
+    constraint: str  # its foreign key's name
     kind: str = "link_child_reference"
     line: int = 0
 
@@ -355,8 +357,9 @@ def _extract_lookup(r: _Reader, line: int) -> ExtractLookup:
         sr.used = set()
         table, col = sr.ident("table"), sr.ident("column")
         fk = sr.ident("fk", False, f"{lookup}_id"[:63] if lookup else "")
+        constraint = sr.ident("constraint", False, f"fk_{table}_{fk}"[:63])
         sr.done()
-        sources.append(Source(table, col, fk))
+        sources.append(Source(table, col, fk, constraint))
     normalizer = _normalizer(r, "normalizer", False, "canonical") or "canonical"
     key = _normalizer(r, "key", False, None)
     slug = r.ident("slug", False) or None
@@ -427,7 +430,9 @@ def _split_child(r: _Reader, line: int) -> SplitChild:
 
 
 def _link(r: _Reader, line: int) -> LinkChildReference:
-    return LinkChildReference(r.ident("table"), r.ident("reference"), r.ident("child"), r.ident("fk"), line=line)
+    table, reference, child, fk = r.ident("table"), r.ident("reference"), r.ident("child"), r.ident("fk")
+    return LinkChildReference(table, reference, child, fk, r.ident("constraint", False, f"fk_{table}_{fk}"[:63]),
+                              line=line)
 
 
 def _derive(r: _Reader, line: int) -> DeriveColumn:

@@ -188,7 +188,7 @@ $fn$"""))
         index = f"idx_{s.table}_{s.fk}"[:63]
         parts.fk_indexes.append(CreateIndex(index, s.table, f"({s.fk})", why="foreign key"))
         parts.index_names.append(index)
-        fk_name = f"fk_{s.table}_{s.fk}"[:63]
+        fk_name = s.constraint
         definition = f"FOREIGN KEY ({s.fk}) REFERENCES public.{lk} (id)"
         parts.foreign_keys.append(AddConstraint(s.table, fk_name, definition, referenced=lk))
         parts.validations.append(ValidateConstraint(s.table, fk_name, definition))

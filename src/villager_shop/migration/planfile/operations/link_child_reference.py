@@ -99,7 +99,7 @@ $fn$"""))
         parts.early_indexes.append(CreateIndex(by_ref, table, f"({ref})", phase="expand",
                                                why="used by the sync triggers to find the rows of a parent"))
         parts.index_names.append(by_ref)
-    fk_name = f"fk_{table}_{fk}"[:63]
+    fk_name = op.constraint
     # A reference without a foreign key to the parent lets the old application delete a parent its
     # rows name (the link then lets go too) and name one that does not exist (the link stays NULL).
     soft = env.catalog.table(table).references.get(ref) != split.parent
