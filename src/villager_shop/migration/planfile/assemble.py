@@ -18,6 +18,7 @@ from villager_shop.migration.planfile.operations import (
     extract_lookup,
     link_child_reference,
     quarantine_rule,
+    raw_sql,
     split_child,
 )
 from villager_shop.migration.planfile.operations.base import ConstraintInfo, Env, Parts, PlanBackfill
@@ -30,6 +31,7 @@ from villager_shop.migration.planfile.spec import (
     LinkChildReference,
     PlanSpec,
     QuarantineRule,
+    RawSql,
     SplitChild,
 )
 from villager_shop.migration.planfile.steps import QUARANTINE, PlanFunctions, PlanState, PlanTriggers
@@ -82,6 +84,8 @@ def _parts(spec: PlanSpec, catalog: Catalog) -> list[Parts]:
             out.append(add_foreign_key.expand(op, env))
         elif isinstance(op, CreateIndex):
             out.append(create_index.expand(op, env))
+        elif isinstance(op, RawSql):
+            out.append(raw_sql.expand(op, env))
     return out
 
 
@@ -126,7 +130,7 @@ def assemble(spec: PlanSpec, catalog: Catalog) -> FilePlan:
     steps: list[Step] = [
         StateSchema(), PlanState(), *early.values(), PlanFunctions("", list(spec.functions), functions),
         *every("tables"), *every("seeds"), *every("checks"), *every("columns"),
-        PlanTriggers(triggers, keep), *every("late_checks"),
+        PlanTriggers(triggers, keep), *every("late_checks"), *every("hooks"),
         *merged_walks(every("backfills")), *fk_indexes, *every("foreign_keys"), *every("validations"),
         *every("indexes"), Analyze(tuple(dict.fromkeys((*tables, *new_tables)))),
     ]

@@ -43,6 +43,7 @@ from villager_shop.migration.planfile.spec import (
     PlanSpec,
     Problem,
     QuarantineRule,
+    RawSql,
     SplitChild,
     columns_created,
     place,
@@ -579,6 +580,9 @@ class _Checker:
                 self.add_foreign_key(i, p, op)
             elif isinstance(op, CreateIndex):
                 self.create_index(i, p, op)
+            elif isinstance(op, RawSql):
+                for j, name in enumerate(op.tables):
+                    self.table(i, f"{p}, tables[{j}]", name)
         self.moved_away()
         self.problems.sort(key=_operation_number)  # those found after the walk, in their place too
         self.row_security()

@@ -33,6 +33,7 @@ class Key:
 NAME: dict[str, Any] = {"$ref": "#/$defs/name"}
 NAMES: dict[str, Any] = {"$ref": "#/$defs/names"}
 EXPRESSION: dict[str, Any] = {"$ref": "#/$defs/expression"}
+SQL: dict[str, Any] = {"type": "string"}
 NORMALIZER: dict[str, Any] = {"$ref": "#/$defs/normalizer"}
 
 
@@ -68,6 +69,8 @@ OPERATION_DOCS = {
     "add_check": "A CHECK constraint, added NOT VALID and then validated.",
     "add_foreign_key": "A foreign key, added NOT VALID and then validated.",
     "create_index": "An index, built CONCURRENTLY.",
+    "sql": "SQL of the plan's own (a view, a trigger, a grant): `up` once the new tables, columns and sync triggers"
+           " exist, `down` by rollback, `complete` by complete; recorded done only when `check` holds.",
 }
 
 
@@ -228,6 +231,21 @@ KEYS: dict[str, dict[str, Key]] = {
         "where": Key(EXPRESSION, "A partial index's SQL condition on the table's columns.",
                      "published_at IS NOT NULL"),
         "include": Key(NAMES, "Columns stored in the index without being indexed (INCLUDE).", ["title"]),
+    },
+    "sql": {
+        "name": Key(NAME, "The step's name (sql_<name>).", "posts_by_author_view"),
+        "up": Key(SQL, "Statements run by `migrate run` in one transaction.",
+                  "CREATE VIEW posts_by_author AS SELECT a.name, count(*) FROM posts p JOIN authors a"
+                  " ON a.id = p.author_id GROUP BY 1"),
+        "down": Key(SQL, "Statements that undo `up`, run by rollback (empty: nothing to undo).",
+                    "DROP VIEW IF EXISTS posts_by_author"),
+        "check": Key(EXPRESSION, "An SQL condition that holds once `up` is in place.",
+                     "to_regclass('public.posts_by_author') IS NOT NULL"),
+        "complete": Key(SQL, "Statements run by `migrate complete` before the legacy columns are dropped"
+                             " (default: none).", "GRANT SELECT ON posts_by_author TO reporting"),
+        "tables": Key(NAMES, "The existing tables the statements work on: rollback and complete lock them in the"
+                             " plan's order.", ["posts"]),
+        "locks": Key({"type": "string"}, "What `migrate plan` says the statements lock.", "none on application tables"),
     },
 }
 

@@ -16,7 +16,7 @@ from typing import Any
 
 IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 OPERATIONS = ("extract_lookup", "split_child", "link_child_reference", "derive_column", "quarantine_rule",
-              "add_check", "add_foreign_key", "create_index")
+              "add_check", "add_foreign_key", "create_index", "sql")
 NORMALIZERS = ("trim", "canonical", "casefold", "upper")
 # PostgreSQL's reserved and type/function-name keywords (pg_get_keywords() catcode R and T): the
 # generated SQL writes names unquoted, so a plan may not use them.
@@ -204,8 +204,25 @@ class CreateIndex:
     line: int = 0
 
 
+@dataclass(frozen=True)
+class RawSql:
+    """SQL of the operator's own (pgroll's `sql`), run once the plan's new tables, columns and sync
+    triggers exist: `up` by run, `down` by rollback, `complete` by complete, each in one transaction
+    with the others of its command; `check` says whether `up` is in place."""
+
+    name: str
+    up: str
+    down: str
+    check: str
+    complete: str = ""
+    tables: tuple[str, ...] = ()  # the existing tables it works on (the lock order of rollback and complete)
+    locks: str = ""  # what `migrate plan` says it locks
+    kind: str = "sql"
+    line: int = 0
+
+
 Operation = (ExtractLookup | SplitChild | LinkChildReference | DeriveColumn | QuarantineRule | AddCheck | AddForeignKey
-             | CreateIndex)
+             | CreateIndex | RawSql)
 
 
 @dataclass(frozen=True)
@@ -248,6 +265,8 @@ def _tables_of(op: Operation) -> list[str]:
         return [s.table for s in op.sources]
     if isinstance(op, SplitChild):
         return [op.parent]
+    if isinstance(op, RawSql):
+        return list(op.tables)
     return [op.table]
 
 
@@ -303,6 +322,16 @@ class _Reader:
         if ";" in value or "--" in value or "/*" in value:
             self.bad(key, "must be one SQL expression (no ';', no comments)")
             return None
+        return value.strip()
+
+    def text(self, key: str, required: bool = True) -> str:
+        """SQL statements, as written (`sql` operations)."""
+        value = self._get(key, required)
+        if value is None:
+            return ""
+        if not isinstance(value, str) or (required and not value.strip()):
+            self.bad(key, "must be SQL text" + (" (empty: nothing)" if not required else ""))
+            return ""
         return value.strip()
 
     def sqltype(self, key: str, required: bool = True) -> str | None:
@@ -479,10 +508,22 @@ def _index(r: _Reader, line: int) -> CreateIndex:
                        r.idents("include", False), line=line)
 
 
+def _sql(r: _Reader, line: int) -> RawSql:
+    name, up = r.ident("name"), r.text("up")
+    down = r.text("down", False) if "down" in r.data else r.text("down")  # required, may be empty
+    check = r.expr("check") or ""
+    complete, tables = r.text("complete", False), r.idents("tables", False)
+    locks = r._get("locks", False)
+    if locks is not None and not isinstance(locks, str):
+        r.bad("locks", "must be a text saying what the SQL locks")
+        locks = None
+    return RawSql(name, up, down, check, complete, tables, locks or "", line=line)
+
+
 READERS: dict[str, Callable[[_Reader, int], Operation]] = {
     "extract_lookup": _extract_lookup, "split_child": _split_child, "link_child_reference": _link,
     "derive_column": _derive, "quarantine_rule": _quarantine, "add_check": _check, "add_foreign_key": _foreign_key,
-           "create_index": _index}
+           "create_index": _index, "sql": _sql}
 
 
 def _operation_lines(text: str) -> list[int]:

@@ -39,6 +39,7 @@ class Parts:
     columns: list[Step] = field(default_factory=list)
     late_checks: list[Step] = field(default_factory=list)  # over a column the plan adds to a table
     triggers: list[Trigger] = field(default_factory=list)
+    hooks: list[Step] = field(default_factory=list)  # the plan's own SQL (sql operations)
     backfills: list[Step] = field(default_factory=list)
     fk_indexes: list[Step] = field(default_factory=list)
     foreign_keys: list[Step] = field(default_factory=list)
