@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,12 +16,13 @@ import pytest
 import redis
 from fastapi import FastAPI
 
-from tests.api.dbs import build_migrated, simulate_complete
+from tests.api.dbs import build_migrated, complete_for_real, simulate_complete
 from villager_shop.api.config import ServiceConfig
 from villager_shop.api.main import create_app
 from villager_shop.api.services.accounts import set_password
 from villager_shop.core.db import create_database, drop_database
 
+VILLAGER_PLAN = Path(__file__).resolve().parents[2] / "plans" / "villager.toml"
 PASSWORD = "village-pass-1"
 ASHA = "asha@v.in"      # shopkeeper of shop 1 (Asha Kirana)
 FARID = "farid@v.in"    # shopkeeper of shops 2 and 3
@@ -67,10 +69,10 @@ def migrating_template(pg_admin_url: str) -> Iterator[str]:
         drop_database(pg_admin_url, name)
 
 
-def build_shop(url: str) -> None:
-    """Into an empty database: messy + bulk legacy data after `migrate run`, ratings spread,
-    passwords set for five users."""
-    build_migrated(url)
+def build_shop(url: str, plan_file: Path | None = None) -> None:
+    """Into an empty database: messy + bulk legacy data after `migrate run` (of the built-in plan
+    or of `plan_file`), ratings spread, passwords set for five users."""
+    build_migrated(url, plan_file)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(SPREAD)
         for login, role in ((ASHA, "shopkeeper"), (FARID, "shopkeeper"), (BALA, "customer"),
@@ -90,10 +92,34 @@ def completed_template(pg_admin_url: str, migrating_template: str) -> Iterator[s
         drop_database(pg_admin_url, name)
 
 
+@pytest.fixture(scope="session")
+def file_migrating_template(pg_admin_url: str) -> Iterator[str]:
+    """The same data after `migrate run --plan plans/villager.toml`."""
+    name = "vt_tplf_" + uuid.uuid4().hex[:8]
+    url = create_database(pg_admin_url, name)
+    try:
+        build_shop(url, VILLAGER_PLAN)
+        yield name
+    finally:
+        drop_database(pg_admin_url, name)
+
+
+@pytest.fixture(scope="session")
+def file_completed_template(pg_admin_url: str, file_migrating_template: str) -> Iterator[str]:
+    """The same after `migrate complete`."""
+    name = "vt_tplfc_" + uuid.uuid4().hex[:8]
+    url = create_database(pg_admin_url, name, template=file_migrating_template)
+    try:
+        complete_for_real(url)
+        yield name
+    finally:
+        drop_database(pg_admin_url, name)
+
+
 @dataclass
 class ShopDb:
     url: str
-    state: str  # "migrating" | "completed"
+    state: str  # "migrating" | "completed", "file_" before it when migrated by plans/villager.toml
 
     def scalar(self, query: str, params: Any = None) -> Any:
         with psycopg.connect(self.url, autocommit=True) as conn:
@@ -109,7 +135,16 @@ class ShopDb:
             conn.execute(query.encode(), params)
 
     def has_legacy_columns(self) -> bool:
-        return self.state == "migrating"
+        return self.state.endswith("migrating")
+
+    def quarantined(self, table: str, row_id: uuid.UUID) -> set[str]:
+        """The reasons the row is quarantined for, in the quarantine table of the plan that migrated it."""
+        if self.state.startswith("file_"):
+            query = ("SELECT reason FROM villager_migration.plan_quarantine WHERE table_name = %s"
+                     " AND row_key = %s::text")
+        else:
+            query = "SELECT reason FROM villager_migration.quarantine WHERE table_name = %s AND row_id = %s"
+        return {r[0] for r in self.rows(query, (table, row_id))}
 
 
 def _copy(pg_admin_url: str, template: str, state: str) -> Iterator[ShopDb]:
@@ -127,9 +162,10 @@ def shop_db(pg_admin_url: str, migrating_template: str) -> Iterator[ShopDb]:
     yield from _copy(pg_admin_url, migrating_template, "migrating")
 
 
-@pytest.fixture(params=["migrating", "completed"])
+@pytest.fixture(params=["migrating", "completed", "file_migrating", "file_completed"])
 def any_shop_db(request: pytest.FixtureRequest, pg_admin_url: str) -> Iterator[ShopDb]:
-    """The test runs twice: mid-migration, and after `migrate complete`."""
+    """The test runs four times: mid-migration and after `migrate complete`, of the built-in plan and
+    of plans/villager.toml."""
     template = request.getfixturevalue(f"{request.param}_template")
     yield from _copy(pg_admin_url, template, request.param)
 

@@ -60,6 +60,15 @@ def test_the_villager_plan_file_gives_the_built_in_plans_rows(make_legacy_db: Ca
     assert scalar(from_file, "SELECT count(*) FROM pg_indexes WHERE indexname = 'idx_order_items_product_id'") == 1
     assert run_cli("migrate", "verify", database_url=from_file).returncode == 0
 
+    # The shop's own objects: its monitoring, and its cache hears of every catalog change.
+    assert scalar(from_file, "SELECT count(*) FROM check_data_integrity()") == 0
+    assert scalar(from_file, "SELECT count(*) FROM db_performance_summary") == 2
+    with psycopg.connect(from_file, autocommit=True) as listener, psycopg.connect(from_file, autocommit=True) as c:
+        listener.execute("LISTEN villager_catalog")
+        c.execute("UPDATE products SET stock = stock + 1 WHERE id = (SELECT id FROM products ORDER BY id LIMIT 1)")
+        heard = {n.payload for n in listener.notifies(timeout=5, stop_after=2)}
+        assert heard == {"products", "product_variants"}  # the old write, and the sync's
+
     with psycopg.connect(from_file, autocommit=True) as c:
         # The old application: a product priced 0 is taken off sale, priced again it is back.
         pid = c.execute("SELECT id FROM products WHERE price > 0 ORDER BY id LIMIT 1").fetchone()

@@ -31,20 +31,28 @@ RETURNING v.id
 # Items ordered while the product had no variant get its first (default) one, and leave the
 # quarantine unless their quantity keeps them there. While the legacy columns live, the sync
 # triggers have done this already (nothing is left to link); after `complete` no trigger does.
-LINK_WAITING_ITEMS = """
+_LINK = """
 WITH linked AS (
     UPDATE public.order_items SET variant_id = %(variant)s
      WHERE product_id = %(product)s AND variant_id IS NULL
     RETURNING id, quantity),
 cleared AS (
     DELETE FROM villager_migration.quarantine q USING linked l
-     WHERE q.table_name = 'order_items' AND q.row_id = l.id AND l.quantity > 0)
-UPDATE villager_migration.quarantine q
-   SET reason = 'non_positive_quantity', quarantined_at = now()
-  FROM linked l
- WHERE q.table_name = 'order_items' AND q.row_id = l.id AND NOT l.quantity > 0
-   AND q.reason IS DISTINCT FROM 'non_positive_quantity'
-"""
+     WHERE q.table_name = 'order_items' AND q.row_id = l.id AND l.quantity > 0),
+requeued AS (
+    UPDATE villager_migration.quarantine q
+       SET reason = 'non_positive_quantity', quarantined_at = now()
+      FROM linked l
+     WHERE q.table_name = 'order_items' AND q.row_id = l.id AND NOT l.quantity > 0
+       AND q.reason IS DISTINCT FROM 'non_positive_quantity')"""
+LINK_WAITING_ITEMS = _LINK + "\nSELECT count(*) FROM linked"
+# A database migrated by plans/villager.toml records one quarantine row per rule (its quantity rule
+# keeps its own row): only the wait for a variant ends.
+LINK_WAITING_ITEMS_PLAN_FILE = _LINK + """,
+waited AS (
+    DELETE FROM villager_migration.plan_quarantine q USING linked l
+     WHERE q.table_name = 'order_items' AND q.row_key = l.id::text AND q.reason = 'product_without_variant')
+SELECT count(*) FROM linked"""
 
 
 def can_manage_shop(user: User, owner_id: uuid.UUID) -> bool:
@@ -173,7 +181,10 @@ class Products:
                 await conn.execute(
                     """UPDATE public.products SET base_price = %s, updated_at = now()
                         WHERE id = %s AND base_price IS DISTINCT FROM %s""", (price, product_id, price))
-                await conn.execute(LINK_WAITING_ITEMS, {"variant": variant_id, "product": product_id})
+                await cur.execute("SELECT to_regclass('villager_migration.plan_quarantine') IS NOT NULL")
+                plan_file = await cur.fetchone()
+                await conn.execute(LINK_WAITING_ITEMS_PLAN_FILE if plan_file and plan_file[0] else LINK_WAITING_ITEMS,
+                                   {"variant": variant_id, "product": product_id})
         lsn = await committed(self.pool)
         await self.cache.invalidate(CATALOG, catalog_parts({product_id: {slug}}), shown=shown_changed([product_id]), lsn=lsn)
         return variant_id

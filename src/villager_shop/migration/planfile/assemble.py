@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from villager_shop.migration.planfile.catalog import Catalog
+from villager_shop.migration.planfile.monitoring import PlanMonitoring
 from villager_shop.migration.planfile.operations import (
     add_check,
     add_foreign_key,
@@ -130,7 +131,9 @@ def assemble(spec: PlanSpec, catalog: Catalog) -> FilePlan:
     steps: list[Step] = [
         StateSchema(), PlanState(), *early.values(), PlanFunctions("", list(spec.functions), functions),
         *every("tables"), *every("seeds"), *every("checks"), *every("columns"),
-        PlanTriggers(triggers, keep), *every("late_checks"), *every("hooks"),
+        PlanTriggers(triggers, keep), *every("late_checks"),
+        *([PlanMonitoring(every("integrity"), every("integrity_completed"))] if spec.monitoring else []),
+        *every("hooks"),
         *merged_walks(every("backfills")), *fk_indexes, *every("foreign_keys"), *every("validations"),
         *every("indexes"), Analyze(tuple(dict.fromkeys((*tables, *new_tables)))),
     ]

@@ -28,6 +28,7 @@ from psycopg import sql
 from villager_shop.migration import state
 from villager_shop.migration.planfile import catalog as planfile_catalog
 from villager_shop.migration.planfile.assemble import assemble
+from villager_shop.migration.planfile.monitoring import OBJECTS as MONITORING_OBJECTS
 from villager_shop.migration.planfile.normalizers import shipped_sql
 from villager_shop.migration.planfile.spec import (
     IDENT,
@@ -96,6 +97,14 @@ class Catalog:
     hierarchy: dict[str, str] = field(default_factory=dict)
     indexes: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)  # plain index -> table, columns
 
+
+_MONITORING_OBJECTS = """
+SELECT c.relname, CASE c.relkind WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view' WHEN 'r' THEN 'table'
+       WHEN 'i' THEN 'index' ELSE 'relation' END
+  FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace AND c.relname = ANY(%s)
+UNION ALL
+SELECT DISTINCT p.proname, 'function' FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace AND p.proname = ANY(%s)
+"""
 
 _RELATIONS = """
 SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -584,6 +593,7 @@ class _Checker:
                 for j, name in enumerate(op.tables):
                     self.table(i, f"{p}, tables[{j}]", name)
         self.moved_away()
+        self.monitoring()
         self.problems.sort(key=_operation_number)  # those found after the walk, in their place too
         self.row_security()
         if not self.problems:
@@ -833,6 +843,15 @@ class _Checker:
         if t is not None:
             used = [c.split()[0].lower() for c in op.columns] + list(op.include) + _words(op.where or "")
             self.uses_columns(f"{p}, columns", t, used, "index")
+
+    def monitoring(self) -> None:
+        """`monitoring = true` creates the guide's views and function in the public schema: one of
+        those names the database has already belongs to someone else, and is not replaced."""
+        if not self.spec.monitoring or self.resumed:
+            return
+        for name, what in self.conn.execute(_MONITORING_OBJECTS, (list(MONITORING_OBJECTS),) * 2).fetchall():
+            self.bad("file, monitoring", f"public.{name} already exists ({_a(what)}): the plan's monitoring would"
+                                         " replace it; drop or rename it, or leave monitoring out")
 
     def row_security(self) -> None:
         if not self.first_use:

@@ -83,6 +83,10 @@ TOP: dict[str, Key] = {
                      " text … of the normalizers and keys its operations name.",
                      ["CREATE OR REPLACE FUNCTION blog.fold(v text) RETURNS text IMMUTABLE LANGUAGE sql"
                       " AS $$ SELECT lower(v) $$"]),
+    "monitoring": Key({"type": "boolean"}, "Install the guide's monitoring in the public schema: the views"
+                      " db_performance_summary and slow_queries, and check_data_integrity(), one row per row the plan's"
+                      " verify would name (default: false; refused where the database has objects of those names).",
+                      True),
     "operation": Key({"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/operation"}},
                      "The operations, in the order they run: [[operation]] tables, each with a `type`.",
                      [{"type": "quarantine_rule", "table": "books", "reason": "non_positive_price", "when": "price <= 0"}]),

@@ -232,6 +232,7 @@ class PlanSpec:
     path: str = ""
     text: str = field(default="", repr=False)  # the file as read (recorded in the database by run)
     functions: tuple[str, ...] = ()  # SQL the plan ships (CREATE FUNCTION ... of its normalizers)
+    monitoring: bool = False  # the guide's monitoring views and check_data_integrity() (planfile/monitoring.py)
 
     def tables(self) -> list[str]:
         """The existing tables the plan works on, in first-use order: not those it creates, which
@@ -549,6 +550,7 @@ def parse(text: str, path: str = "<plan>") -> PlanSpec:
     if not isinstance(functions, list) or not all(isinstance(f, str) for f in functions):
         top.bad("functions", "a list of SQL texts (CREATE FUNCTION ...) the plan ships")
         functions = []
+    monitoring = top.flag("monitoring", False)
     raw_ops = top._get("operation", True)
     top.done()
     lines = _operation_lines(text)
@@ -570,7 +572,7 @@ def parse(text: str, path: str = "<plan>") -> PlanSpec:
         problems.append(Problem("operation", "the plan has no operation"))
     if problems:
         raise PlanError(path, problems)
-    return PlanSpec(name, tuple(ops), path, text, tuple(functions))
+    return PlanSpec(name, tuple(ops), path, text, tuple(functions), monitoring)
 
 
 def load(path: str | Path) -> PlanSpec:

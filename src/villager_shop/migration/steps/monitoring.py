@@ -12,6 +12,9 @@ from villager_shop.migration.ddl import Ddl
 from villager_shop.migration.sqlfiles import section
 from villager_shop.migration.steps.base import Step, function_exists
 
+# The guide's views, which read only the server's statistics: any plan may install them.
+VIEWS = ("slow_queries_fn", "slow_queries", "db_performance_summary")
+
 
 class MonitoringViews(Step):
     name = "monitoring_views"
@@ -20,8 +23,7 @@ class MonitoringViews(Step):
 
     def ddl(self, utf8: bool = True) -> list[Ddl]:
         body = "\n\n".join(section("monitoring.sql", n) for n in (
-            "slow_queries_fn", "slow_queries", "db_performance_summary", "normalized_violations",
-            "check_data_integrity_migrating"))
+            *VIEWS, "normalized_violations", "check_data_integrity_migrating"))
         return [Ddl(body, "none on application tables")]
 
     def undo_ddl(self) -> list[Ddl]:
