@@ -80,7 +80,8 @@ def test_shipped_plans_parse_and_assemble_in_phase_order() -> None:
     # One walk of books for the lookup, the split and the quarantine rule; the loans rule waits for
     # nothing, so it joins the loans walk only if there is one (the link's copy is not a walk).
     books = next(s for s in plan.steps if s.name == "backfill_books")
-    assert len(books.ops) == 3 and books.walk is None  # one action updates books: a page walk serves
+    # One statement per batch; the split's default children are inserted in books' key order.
+    assert len(books.ops) == 3 and len(books.actions()) == 1 and books.walk == "key"
     assert not any(n.startswith(("backfill_books_", "quarantine_books_")) for n in names)
     assert names.index("index_idx_loans_edition_id") < names.index("constraint_fk_loans_edition_id")
     assert names.index("validate_fk_loans_edition_id") < names.index("index_idx_loans_open_by_member")

@@ -86,3 +86,15 @@ def test_the_villager_plan_file_gives_the_built_in_plans_rows(make_legacy_db: Ca
         c.execute("UPDATE product_variants SET stock = 7 WHERE product_id = %s AND is_default", pid)
         assert c.execute("SELECT price, stock FROM products WHERE id = %s", pid).fetchone() == (20, 7)
     assert run_cli("migrate", "verify", database_url=from_file).returncode == 0
+
+
+def test_the_products_walk_reads_and_writes_each_row_once(make_legacy_db: Callable[..., str]) -> None:
+    """Four operations walk products (a lookup reference, a derived column, the default variant,
+    a quarantine rule): one statement per batch, one UPDATE of the row for both columns it fills."""
+    url = make_legacy_db(0.01)
+    res = run_cli("migrate", "plan", "--plan", str(PLAN), "--sql", database_url=url)
+    assert res.returncode == 0, res.stderr
+    step = res.stdout.split(": backfill_products: ", 1)[1].split("\n-- step ", 1)[0]
+    assert step.count("BEGIN;") == 1
+    assert step.count("UPDATE public.products t") == 1
+    assert "category_id = " in step and "base_price = " in step

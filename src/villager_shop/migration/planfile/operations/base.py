@@ -12,7 +12,7 @@ from villager_shop.migration.keys import Key
 from villager_shop.migration.planfile.catalog import Catalog
 from villager_shop.migration.planfile.spec import Operation, columns_created
 from villager_shop.migration.planfile.steps import Trigger
-from villager_shop.migration.steps.backfill import Backfill
+from villager_shop.migration.steps.backfill import Backfill, batch, statement
 from villager_shop.migration.steps.base import Step
 
 V = "villager_migration"
@@ -88,30 +88,79 @@ class Actions:
         return list(self.busy_sqls)
 
 
+@dataclass(frozen=True)
+class WalkPart:
+    """An operation's share of a walk of `table`, as parts of the batch's one statement: CTEs over
+    `src` (the batch's rows, `SELECT t.*`), and for an operation that fills columns of the table
+    itself, what it sets on which rows. The operations sharing a walk make one statement: one read
+    of the batch, one round trip, and one new version of a row that several of them fill, not one
+    per operation (the villager plan's products walk: four statements per batch became one)."""
+
+    table: str
+    parts: tuple[str, ...] = ()  # `name AS (...)`, names unique to the operation
+    sets: tuple[tuple[str, str], ...] = ()  # (column, value over the row `t` and the parts)
+    applies: str = ""  # the rows `sets` is for (over `t` and the parts)
+    busy_sqls: tuple[str, ...] = ()
+    # It inserts rows keyed by the walked row's key (a split's default children): walked by key,
+    # their index entries go to the pages written just before, not all over the index.
+    by_key: bool = False
+
+    @property
+    def updates(self) -> bool:
+        return bool(self.sets)
+
+    def busy(self) -> list[str]:
+        return list(self.busy_sqls)
+
+
+def walk_statement(parts: list[WalkPart]) -> str:
+    """The one statement of a batch for `parts` (of one table). The update reads the batch's rows
+    themselves, not `src`: a join of the table with a CTE of thousands of rows plans as a nested loop
+    (the planner cannot count a CTE's rows), quadratic in the batch."""
+    table = parts[0].table
+    ctes = [f"src AS MATERIALIZED (SELECT t.* FROM public.{table} t WHERE {batch('t')})",
+            *[c for p in parts for c in p.parts]]
+    updating = [p for p in parts if p.sets]
+    if not updating:
+        return statement(ctes, "SELECT count(*) FROM src")
+    sets = [f"{column} = {value}" if len(updating) == 1 else
+            f"{column} = CASE WHEN {p.applies} THEN {value} ELSE t.{column} END"
+            for p in updating for column, value in p.sets]
+    return statement(ctes, f"UPDATE public.{table} t\n   SET {', '.join(sets)}\n"
+                           f" WHERE {batch('t')}\n   AND ({' OR '.join(f'({p.applies})' for p in updating)})")
+
+
 class PlanBackfill(Backfill):
     """A walk of one table for one or more operations: assemble.py merges the walks of a table into
     one where their order allows. `reads_new`: its actions read what another backfill fills (the
     default children, a new column), so it may not move before it."""
 
-    def __init__(self, table: str, actions: Actions, title: str, key: Key, *, only: str | None,
+    def __init__(self, table: str, actions: Actions | WalkPart, title: str, key: Key, *, only: str | None,
                  replaces: tuple[str, ...], reads_new: bool) -> None:
-        super().__init__(table, [actions], title, only=only, replaces=replaces, key=key)
+        super().__init__(table, [actions], title, only=only, replaces=replaces, key=key,
+                         walk="key" if getattr(actions, "by_key", False) else None)
         self.reads_new = reads_new
 
+    def actions(self) -> list[str]:
+        if all(isinstance(op, WalkPart) for op in self.ops):
+            return [walk_statement(self.ops)]
+        return [a for op in self.ops for a in op.actions()]
+
     def merge(self, other: PlanBackfill) -> None:
-        """`other`'s actions in this walk: a row needing either is walked; those that update the
-        table come last, and two of them make it a walk by key (a page walk finds a batch's rows
-        by tuple id, which the first update changes)."""
+        """`other`'s actions in this walk: a row needing either is walked. Statements that update the
+        table come last, and two of them make it a walk by key (a page walk finds a batch's rows by
+        tuple id, which the first update changes); walk parts are one statement whatever they do."""
         ops = sorted([*self.ops, *other.ops], key=lambda a: bool(getattr(a, "updates", False)))
         self.ops = ops
         self.only = None if self.only is None or other.only is None else f"({self.only}) OR ({other.only})"
         self.replaces = tuple(dict.fromkeys((*self.replaces, *other.replaces)))
         self.title = f"{self.title}; {other.title}"
-        if sum(bool(getattr(a, "updates", False)) for a in ops) > 1:
+        statements_updating = sum(bool(getattr(a, "updates", False)) for a in ops if not isinstance(a, WalkPart))
+        if statements_updating > 1 or other.walk == "key":
             self.walk = "key"
 
 
-def backfill(table: str, name: str, actions: Actions, title: str, catalog: Catalog, *, only: str | None = None,
+def backfill(table: str, name: str, actions: Actions | WalkPart, title: str, catalog: Catalog, *, only: str | None = None,
              replaces: tuple[str, ...] = (), reads_new: bool = False) -> Step:
     """A walk of `table` by its own primary key (any single-column key)."""
     info = catalog.table(table)

@@ -6,10 +6,10 @@ the two never disagree. Rule of precedence on one write: a changed legacy column
 from __future__ import annotations
 
 from villager_shop.migration.planfile.operations.base import (
-    Actions,
     Env,
     Parts,
     V,
+    WalkPart,
     backfill,
     columns_read,
     quoted,
@@ -18,7 +18,6 @@ from villager_shop.migration.planfile.operations.base import (
 )
 from villager_shop.migration.planfile.spec import DeriveColumn
 from villager_shop.migration.planfile.steps import Trigger, triggers_sql
-from villager_shop.migration.steps.backfill import batch
 from villager_shop.migration.steps.columns import AddColumn
 
 BUMP = f"IF pg_trigger_depth() = 1 THEN PERFORM nextval('{V}.legacy_writes'); END IF;"
@@ -78,8 +77,7 @@ $fn$"""))
     parts.columns.append(AddColumn(table, col, op.column_type, then=(triggers_sql(triggers),)))
     parts.backfills.append(backfill(
         table, f"derive_{table}_{col}"[:63],
-        Actions((f"UPDATE public.{table} t SET {col} = {value('t.')}\n"
-                 f" WHERE {batch('t')} AND t.{col} IS DISTINCT FROM {value('t.')}",), updates=True),
+        WalkPart(table, sets=((col, value("t.")),), applies=f"t.{col} IS DISTINCT FROM {value('t.')}"),
         f"backfill {table}.{col} = {op.source}", env.catalog, only=f"t.{col} IS DISTINCT FROM {value('t.')}"))
     pk = info.key or "id"
     parts.integrity.append(

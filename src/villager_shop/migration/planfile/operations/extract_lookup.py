@@ -12,16 +12,15 @@ from __future__ import annotations
 
 from villager_shop.migration.planfile.normalizers import function_of
 from villager_shop.migration.planfile.operations.base import (
-    Actions,
     ConstraintInfo,
     Env,
     Parts,
     V,
+    WalkPart,
     backfill,
 )
 from villager_shop.migration.planfile.spec import ExtractLookup
 from villager_shop.migration.planfile.steps import PlanSeed, PlanTable, Trigger, triggers_sql
-from villager_shop.migration.steps.backfill import batch
 from villager_shop.migration.steps.columns import AddColumn
 from villager_shop.migration.steps.constraints import AddConstraint, ValidateConstraint
 from villager_shop.migration.steps.indexes import CreateIndex
@@ -182,7 +181,7 @@ $fn$"""))
         locks = f"SHARE ROW EXCLUSIVE on {lk}" if i == len(op.sources) - 1 else ""
         parts.columns.append(AddColumn(s.table, s.fk, "uuid", then=(triggers_sql(then),), then_locks=locks))
         parts.backfills.append(backfill(
-            s.table, f"backfill_{s.table}_{s.fk}", Actions((_action(op, s.table, s.column, s.fk),), updates=True),
+            s.table, f"backfill_{s.table}_{s.fk}", _part(op, s.table, s.column, s.fk),
             f"backfill {s.table}.{s.fk} from {s.column}", env.catalog,
             only=f"t.{s.fk} IS NULL AND t.{s.column} IS NOT NULL", replaces=(s.column,)))
         index = f"idx_{s.table}_{s.fk}"[:63]
@@ -204,19 +203,22 @@ $fn$"""))
     return parts
 
 
-def _action(op: ExtractLookup, table: str, column: str, fk: str) -> str:
-    """The key is computed once per row; lookup rows are found through one map per batch (a join on
-    a CTE plans as a nested loop) and locked FOR KEY SHARE like ensure's; a missing one is created
-    by ensure, called only for the rows that need it."""
+def _part(op: ExtractLookup, table: str, column: str, fk: str) -> WalkPart:
+    """The key is computed once per distinct value of the batch; lookup rows are found through one
+    map per batch, value -> id (a join on a CTE plans as a nested loop), and locked FOR KEY SHARE like
+    ensure's; a missing one is created by ensure, called only for the rows that need it. A value
+    whose key is NULL (blank) keeps a NULL reference."""
     key_of, ensure, kc = f"{V}.{names(op)['key']}", f"{V}.{names(op)['ensure']}", op.key_column
-    return (f"WITH src AS MATERIALIZED (\n"
-            f"  SELECT t.ctid AS tid, t.{column} AS raw, {key_of}(t.{column}) AS k FROM public.{table} t\n"
-            f"   WHERE {batch('t')} AND t.{fk} IS NULL AND t.{column} IS NOT NULL),\n"
-            f"known AS MATERIALIZED (\n"
-            f"  SELECT jsonb_object_agg(l.{kc}, l.id) AS m\n"
-            f"    FROM (SELECT l.{kc}, l.id FROM public.{op.lookup} l\n"
-            f"           WHERE l.{kc} = ANY(ARRAY(SELECT DISTINCT k FROM src WHERE k IS NOT NULL)) FOR KEY SHARE) l)\n"
-            f"UPDATE public.{table} t\n"
-            f"   SET {fk} = coalesce(((SELECT m FROM known) ->> s.k)::uuid, {ensure}(s.raw))\n"
-            f"  FROM src s\n"
-            f" WHERE {batch('t')} AND t.ctid = s.tid AND s.k IS NOT NULL")
+    keys, known, keyless = f"keys_{fk}"[:63], f"known_{fk}"[:63], f"keyless_{fk}"[:63]
+    return WalkPart(table, (
+        f"{keys} AS MATERIALIZED (\n"
+        f"  SELECT d.raw, {key_of}(d.raw) AS k\n"
+        f"    FROM (SELECT DISTINCT s.{column} AS raw FROM src s WHERE s.{fk} IS NULL AND s.{column} IS NOT NULL) d)",
+        f"{known} AS MATERIALIZED (\n"
+        f"  SELECT jsonb_object_agg(d.raw, l.id) AS m\n"
+        f"    FROM {keys} d JOIN (SELECT l.{kc}, l.id FROM public.{op.lookup} l\n"
+        f"           WHERE l.{kc} = ANY(ARRAY(SELECT DISTINCT k FROM {keys} WHERE k IS NOT NULL)) FOR KEY SHARE) l\n"
+        f"      ON l.{kc} = d.k)",
+        f"{keyless} AS MATERIALIZED (SELECT coalesce(jsonb_object_agg(raw, true), '{{}}') AS m FROM {keys} WHERE k IS NULL)"),
+        sets=((fk, f"coalesce(((SELECT m FROM {known}) ->> t.{column})::uuid, {ensure}(t.{column}))"),),
+        applies=f"t.{fk} IS NULL AND t.{column} IS NOT NULL AND NOT (SELECT m FROM {keyless}) ? t.{column}")

@@ -7,17 +7,16 @@ that such rows violate only while each of them is quarantined."""
 from __future__ import annotations
 
 from villager_shop.migration.planfile.operations.base import (
-    Actions,
     Env,
     Parts,
     V,
+    WalkPart,
     added_columns,
     backfill,
     columns_read,
 )
 from villager_shop.migration.planfile.spec import QuarantineRule
 from villager_shop.migration.planfile.steps import QUARANTINE, Trigger
-from villager_shop.migration.steps.backfill import batch
 
 
 def reads_new(op: QuarantineRule, env: Env) -> bool:
@@ -67,17 +66,16 @@ $fn$"""))
         parts.triggers += [Trigger(f"villager_forget_{table}"[:63], table, "AFTER DELETE", forget, level="DELETE"),
                            Trigger(f"villager_forget_all_{table}"[:63], table, "AFTER TRUNCATE", forget_all,
                                    level="TRUNCATE")]
-    parts.backfills.append(backfill(table, f"quarantine_{table}_{reason}"[:63], Actions((
-        f"WITH src AS MATERIALIZED (SELECT t.* FROM public.{table} t WHERE {batch('t')}),\n"
-        f"q_add AS (\n"
+    q_add, q_clear = f"q_add_{reason}"[:63], f"q_clear_{reason}"[:63]
+    parts.backfills.append(backfill(table, f"quarantine_{table}_{reason}"[:63], WalkPart(table, (
+        f"{q_add} AS (\n"
         f"  INSERT INTO {QUARANTINE} (table_name, row_key, reason, detail)\n"
         f"  SELECT '{table}', {table}.{pk}::text, '{reason}', to_jsonb({table}) FROM src AS {table} WHERE ({op.when})\n"
-        f"  ON CONFLICT (table_name, row_key, reason) DO NOTHING),\n"
-        f"q_clear AS (\n"
+        f"  ON CONFLICT (table_name, row_key, reason) DO NOTHING)",
+        f"{q_clear} AS (\n"
         f"  DELETE FROM {QUARANTINE} q WHERE q.table_name = '{table}' AND q.reason = '{reason}'\n"
         f"     AND q.row_key = ANY(ARRAY(SELECT {table}.{pk}::text FROM src AS {table}"
-        f" WHERE NOT coalesce(({op.when}), false))))\n"
-        f"SELECT count(*) FROM src",)), f"quarantine the {table} rows where {op.when} ({reason})", env.catalog,
+        f" WHERE NOT coalesce(({op.when}), false))))")), f"quarantine the {table} rows where {op.when} ({reason})", env.catalog,
         # Only the rows the rule holds for are locked: the trigger keeps the rest out of the
         # quarantine from the moment it exists, and a rollback empties it (a scan writing nothing
         # to the others runs ten times faster).

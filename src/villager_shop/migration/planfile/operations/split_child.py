@@ -14,10 +14,10 @@ from collections.abc import Iterable
 
 from villager_shop.migration.planfile.catalog import TableInfo
 from villager_shop.migration.planfile.operations.base import (
-    Actions,
     Env,
     Parts,
     V,
+    WalkPart,
     backfill,
     columns_read,
     quoted,
@@ -26,7 +26,6 @@ from villager_shop.migration.planfile.operations.base import (
 )
 from villager_shop.migration.planfile.spec import ChildColumn, LinkChildReference, SplitChild
 from villager_shop.migration.planfile.steps import PlanTable, Trigger, triggers_sql
-from villager_shop.migration.steps.backfill import batch
 
 BUMP = f"PERFORM nextval('{V}.legacy_writes');"
 
@@ -173,7 +172,7 @@ $fn$"""))
                                   f"SHARE ROW EXCLUSIVE on {parent} (foreign key; milliseconds)",
                                   then=triggers_sql(child_triggers)))
     parts.backfills.append(backfill(
-        parent, f"backfill_{parent}_{child}", Actions((_action(op, info, pk, ccols),), (_busy(op, pk, pk_type),)),
+        parent, f"backfill_{parent}_{child}", _part(op, info, pk, ccols, _busy(op, pk, pk_type)),
         f"backfill {child}: the default row of every {parent} row", env.catalog, replaces=tuple(pcols)))
     qualified = f"coalesce({qualifies(op, info, 'p.')}, false)" if op.when else "true"
     is_active = f"c.{active}" if active else "true"
@@ -261,28 +260,29 @@ def _row(items: Iterable[str]) -> str:
     return f"ROW({', '.join(items)})"
 
 
-def _action(op: SplitChild, info: TableInfo, pk: str, ccols: list[str]) -> str:
+def _part(op: SplitChild, info: TableInfo, pk: str, ccols: list[str], busy: str) -> WalkPart:
     init = [e.name for e in op.extra if e.initial]
     active = op.active_flag
     qualified = f"coalesce({qualifies(op, info, 's.')}, false)"
+    children, off = f"children_{op.child}"[:63], f"off_{op.child}"[:63]
     # A uuid parent's first default child takes the parent's id where it is free: a table linked
     # to the child (link_child_reference) is then copied with its reference as a guess, checked in
     # one join afterwards, instead of looking each row's default child up.
     same = ", id" if info.key_type == "uuid" else ""
     same_value = (f", CASE WHEN NOT EXISTS (SELECT 1 FROM public.{op.child} x WHERE x.id = s.{pk})"
                   f" THEN s.{pk} ELSE gen_random_uuid() END" if same else "")
-    off = (f",\noff AS (\n  UPDATE public.{op.child} c SET {active} = false, updated_at = now() FROM src s\n"
-           f"   WHERE c.{op.fk} = s.{pk} AND c.{op.default_flag} AND c.{active} AND NOT {qualified})"
-           if active else "")
-    return (f"WITH src AS MATERIALIZED (SELECT p.* FROM public.{op.parent} p WHERE {batch('p')}),\n"
-            f"children AS (\n"
-            f"  INSERT INTO public.{op.child} AS c ({op.fk}, {', '.join([*ccols, *init])}, {op.default_flag}{same})\n"
-            f"  SELECT s.{pk}, {', '.join(values(op, info, 's.'))}, true{same_value} FROM src s"
-            f"{f' WHERE {qualified}' if op.when else ''}\n"
-            f"  ON CONFLICT ({op.fk}) WHERE {op.default_flag} DO UPDATE\n"
-            f"     SET {', '.join(f'{c} = EXCLUDED.{c}' for c in ccols)}, updated_at = now()\n"
-            f"   WHERE {row_tuple(ccols, 'c.')} IS DISTINCT FROM {row_tuple(ccols, 'EXCLUDED.')}){off}\n"
-            f"SELECT count(*) FROM src")
+    deactivate = ((f"{off} AS (\n  UPDATE public.{op.child} c SET {active} = false, updated_at = now() FROM src s\n"
+                   f"   WHERE c.{op.fk} = s.{pk} AND c.{op.default_flag} AND c.{active} AND NOT {qualified})",)
+                  if active else ())
+    return WalkPart(op.parent, (
+        f"{children} AS (\n"
+        f"  INSERT INTO public.{op.child} AS c ({op.fk}, {', '.join([*ccols, *init])}, {op.default_flag}{same})\n"
+        f"  SELECT s.{pk}, {', '.join(values(op, info, 's.'))}, true{same_value} FROM src s"
+        f"{f' WHERE {qualified}' if op.when else ''}\n"
+        f"  ON CONFLICT ({op.fk}) WHERE {op.default_flag} DO UPDATE\n"
+        f"     SET {', '.join(f'{c} = EXCLUDED.{c}' for c in ccols)}, updated_at = now()\n"
+        f"   WHERE {row_tuple(ccols, 'c.')} IS DISTINCT FROM {row_tuple(ccols, 'EXCLUDED.')})",
+        *deactivate), busy_sqls=(busy,), by_key=True)
 
 
 def _busy(op: SplitChild, pk: str, pk_type: str) -> str:
