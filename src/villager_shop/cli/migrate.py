@@ -57,7 +57,7 @@ PLAN_OPTION = typer.Option(None, "--plan", metavar="FILE", help="a plan file of 
                            " docs/plans.md); default: the plan the database is migrated with, else villager_shop's")
 
 
-def _load_plan(conn: Any, path: str | None) -> FilePlan | None:
+def load_plan(conn: Any, path: str | None) -> FilePlan | None:
     """The plan file at `path`, checked against the database: every problem is printed with its
     place in the file, then one line and exit 2, nothing touched."""
     if path is None:
@@ -91,7 +91,7 @@ def plan(
     s = get_settings()
     # The role that will migrate (the direct URL's), reading the catalog only.
     with connect(direct_database_url(s), autocommit=True, application_name="villager-shop migrate plan") as conn:
-        fp = _load_plan(conn, plan_file) if plan_file else record.current(conn)
+        fp = load_plan(conn, plan_file) if plan_file else record.current(conn)
         steps = fp.steps if fp else build_plan()
         if sql:
             typer.echo(plan_sql(s.villager_lock_timeout_ms, steps))
@@ -146,7 +146,7 @@ def run(
             if strategy == "guide":
                 summary = guide.run_guide(ctx)
             else:
-                loaded = _load_plan(ctx.conn, plan_file)
+                loaded = load_plan(ctx.conn, plan_file)
                 summary = runner.run(ctx, file_plan=record.for_run(ctx.conn, loaded.spec if loaded else None))
         finally:
             ctx.conn.close()

@@ -12,7 +12,9 @@ from pathlib import Path
 import typer
 
 from villager_shop.cli import render
+from villager_shop.cli.migrate import load_plan
 from villager_shop.core.config import get_settings
+from villager_shop.core.db import connection
 from villager_shop.core.errors import VerificationFailed
 from villager_shop.embedded import session_database_url
 from villager_shop.migration.context import SilentReporter
@@ -22,7 +24,8 @@ from villager_shop.safety.rehearsal.run import rehearse as run_rehearsal
 
 EXAMPLES = """Examples:
   villager-shop backup create && villager-shop rehearse          the newest backup, on a staging copy
-  villager-shop rehearse --backup ID --scale-writer 4 --keep --json > rehearsal.json"""
+  villager-shop rehearse --backup ID --scale-writer 4 --keep --json > rehearsal.json
+  villager-shop rehearse --plan plans/villager.toml              the migration as a plan file"""
 
 
 def rehearse(
@@ -40,6 +43,9 @@ def rehearse(
     max_quarantine_pct: float = typer.Option(5.0, "--max-quarantine-pct", min=0.0, max=100.0,
                                              help="NO-GO when more than this percentage of a table is quarantined"),
     as_json: bool = typer.Option(False, "--json", help="print the report JSON on stdout"),
+    plan_file: str | None = typer.Option(None, "--plan", metavar="FILE",
+                                         help="rehearse a plan file for these tables (plans/villager.toml;"
+                                              " checked against the database first, exit 2 on a problem)"),
 ) -> None:
     """Rehearse the migration on a staging copy: restore a backup into <db>_staging_<ts>, run the whole
     online migration under a live writer, verify, compare baselines, lint the plan with squawk, project
@@ -47,8 +53,13 @@ def rehearse(
     database is dropped afterwards unless --keep; production is only read."""
     s = get_settings()
     url = session_database_url(s, "rehearse")
+    plan = None
+    if plan_file is not None:
+        with connection(url, autocommit=True, application_name="villager-shop rehearse") as conn:
+            checked = load_plan(conn, plan_file)
+        plan = checked.spec if checked else None
     opts = RehearsalOptions(backup_id=backup, writer_threads=scale_writer, keep=keep, report_dir=report_dir,
-                            max_latency_ms=max_latency_ms, max_quarantine_pct=max_quarantine_pct)
+                            max_latency_ms=max_latency_ms, max_quarantine_pct=max_quarantine_pct, plan=plan)
     quiet = as_json
     progress = render.migration_progress(render.console(stderr=True), disable=quiet)
 

@@ -29,6 +29,7 @@ from typing import Any
 import psycopg
 
 from villager_shop.core.db import connect
+from villager_shop.workload.category_key import category_key_function
 from villager_shop.workload.legacy_app import LEGACY_OPS
 from villager_shop.workload.new_app import NEW_OPS, normalized_ready
 from villager_shop.workload.recorder import Owned
@@ -174,6 +175,7 @@ def check_expected(url: str, writer: LiveWriter) -> list[str]:
     checked against them by check_data_integrity()). Returns the differences."""
     problems: list[str] = []
     with psycopg.connect(url) as conn:
+        key: str | None = None
         for (table, rid), want in writer.expected.items():
             if want.get("deleted"):
                 if conn.execute(f"SELECT 1 FROM {table} WHERE id = %s", (rid,)).fetchone():
@@ -189,8 +191,8 @@ def check_expected(url: str, writer: LiveWriter) -> list[str]:
             got = dict(zip(cols, row, strict=True))
             for col, value in want.items():
                 if col == "category_key_of":
-                    same = conn.execute("SELECT villager_migration.category_key(%s)"
-                                        " IS NOT DISTINCT FROM villager_migration.category_key(%s)",
+                    key = key or category_key_function(conn)
+                    same = conn.execute(f"SELECT {key}(%s) IS NOT DISTINCT FROM {key}(%s)".encode(),
                                         (got["category"], value)).fetchone()
                     if not (same and same[0]):
                         problems.append(f"{table} {rid}: category {got['category']!r}, expected {value!r}")

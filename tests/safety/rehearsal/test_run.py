@@ -18,6 +18,8 @@ from tests.helpers import run_cli
 from tests.safety.conftest import databases_like, name_of
 from villager_shop.migration.plan import build_plan
 
+VILLAGER_PLAN = Path(__file__).resolve().parents[3] / "plans" / "villager.toml"
+
 
 @pytest.fixture
 def shop(make_legacy_db: Any, pg_admin_url: str) -> Iterator[Any]:
@@ -160,3 +162,40 @@ def test_rehearsal_of_an_already_migrated_database_is_refused(make_legacy_db: An
     res = _rehearse(url, tmp_path)
     assert res.returncode != 0 and "Traceback" not in res.stderr
     assert "already migrated (phase migrated)" in res.stderr
+
+
+def test_a_plan_file_is_rehearsed_and_a_wrong_one_refused_before_anything(shop: Any, pg_admin_url: str,
+                                                                          tmp_path: Path) -> None:
+    """`--plan plans/villager.toml`: the same rehearsal with the plan file's steps, verify, quarantine
+    (a row held by two rules counted once) and SQL; a plan that does not fit the database is
+    refused (exit 2) before any backup or staging copy."""
+    url = shop(0.05)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE VIEW public.v_stock AS SELECT id, stock FROM products")
+    res = _rehearse(url, tmp_path, "--plan", str(VILLAGER_PLAN), "--max-latency-ms", "2000",
+                    "--max-quarantine-pct", "100", "--json")
+    assert res.returncode == 0, res.stderr[-3000:]
+    report = _json(res)
+    assert report["verdict"] == "GO" and report["plan"] == "villager"
+    names = [s["name"] for s in report["steps"]]
+    assert "backfill_products" in names and "sql_catalog_notify" in names and "monitoring_views" in names
+    assert all(s["status"] == "done" for s in report["steps"])
+    assert report["verify"]["ok"] is True and report["lost_writes"]["count"] == 0
+    assert report["writer"]["writer_ops"] > 0 and report["writer"]["writer_errors"] == 0
+    assert report["squawk"]["ok"] is True or report["squawk"]["available"] is False
+    items = next(t for t in report["quarantine"]["tables"] if t["table"] == "order_items")
+    assert items["reasons"] and items["quarantined"] <= sum(items["reasons"].values())
+    assert "non_positive_price" in next(t for t in report["quarantine"]["tables"] if t["table"] == "products")["reasons"]
+    # The plan file's own legacy columns: products.stock goes with complete, and a view uses it.
+    assert {"object": "view public.v_stock", "columns": ["products.stock"]} in report["legacy_column_dependents"]
+    name = name_of(url)
+    assert databases_like(pg_admin_url, name) == [name]
+
+    wrong = tmp_path / "wrong.toml"
+    wrong.write_text(VILLAGER_PLAN.read_text().replace('table = "order_items"', 'table = "order_itemz"', 1))
+    backups = sorted(p.name for p in (tmp_path / "backups").iterdir())
+    res = _rehearse(url, tmp_path, "--plan", str(wrong))
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "there is no table public.order_itemz" in res.stdout + res.stderr
+    assert databases_like(pg_admin_url, name) == [name]
+    assert sorted(p.name for p in (tmp_path / "backups").iterdir()) == backups  # no backup taken

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from villager_shop.migration.planfile.spec import PlanSpec
+
 
 @dataclass
 class RehearsalOptions:
@@ -17,3 +19,4 @@ class RehearsalOptions:
     max_latency_ms: float = 100.0
     max_quarantine_pct: float = 5.0
     catalog_rounds: int = 5
+    plan: PlanSpec | None = None  # a plan file for the villager_shop tables (None: the built-in plan)

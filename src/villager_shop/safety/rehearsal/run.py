@@ -15,11 +15,14 @@ from villager_shop.core.errors import RefusedError, VillagerError, describe
 from villager_shop.core.urls import dbname_of, mask_url
 from villager_shop.migration import runner, state
 from villager_shop.migration import status as status_mod
-from villager_shop.migration import verify as verify_mod
 from villager_shop.migration.complete import legacy_column_dependents
 from villager_shop.migration.context import Reporter, SilentReporter
 from villager_shop.migration.dependents import summary
 from villager_shop.migration.plan import plan_sql
+from villager_shop.migration.planfile import catalog as planfile_catalog
+from villager_shop.migration.planfile import record
+from villager_shop.migration.planfile.assemble import assemble
+from villager_shop.migration.planfile.verify import verify_database
 from villager_shop.migration.preflight import refuse_row_security
 from villager_shop.safety import manifest
 from villager_shop.safety.rehearsal.baselines import capture_after, capture_before
@@ -60,7 +63,10 @@ def rehearse(url: str, settings: Settings, opts: RehearsalOptions, *, say: Say =
     with connection(url, autocommit=True, application_name="villager-shop rehearse") as conn:
         reached = state.phase(conn) if state.schema_exists(conn) else "not_started"  # read only
         refuse_row_security(conn)  # the run would refuse it on staging, after the backup and restore
-        dependents = legacy_column_dependents(conn)
+        columns = None
+        if opts.plan is not None:  # the columns its complete drops
+            columns = assemble(opts.plan, planfile_catalog.read(conn, opts.plan.tables())).legacy_columns
+        dependents = legacy_column_dependents(conn, columns)
     if reached in ("migrated", "completing", "completed"):
         raise RefusedError(f"nothing to rehearse: this database is already migrated (phase {reached}); a rehearsal"
                            " runs the migration on a copy of a database it has not reached (`migrate status`"
@@ -122,7 +128,7 @@ def _on_staging(staging_url: str, settings: Settings, opts: RehearsalOptions, ph
         try:
             ctx = runner.make_context(staging_url, settings, timeline)
             try:
-                runner.run(ctx)
+                runner.run(ctx, file_plan=record.for_run(ctx.conn, opts.plan) if opts.plan else None)
             finally:
                 ctx.conn.close()
         except (VillagerError, psycopg.Error) as exc:
@@ -135,8 +141,9 @@ def _on_staging(staging_url: str, settings: Settings, opts: RehearsalOptions, ph
 
     with phase(phases, "verify", say):
         with connection(staging_url, autocommit=True) as conn:
-            report = verify_mod.verify(conn)
+            report = verify_database(conn)
             st = status_mod.status(conn)
+            file_plan = record.current(conn)
             rows = {r.name: r for r in state.steps(conn)}
             quarantine = quarantine_summary(conn, opts.max_quarantine_pct, set(writer.expected))
         try:
@@ -153,7 +160,7 @@ def _on_staging(staging_url: str, settings: Settings, opts: RehearsalOptions, ph
         baseline_info = capture_after(staging_url)
 
     with phase(phases, "squawk", say):
-        squawk = run_squawk(plan_sql(settings.villager_lock_timeout_ms))
+        squawk = run_squawk(plan_sql(settings.villager_lock_timeout_ms, file_plan.steps if file_plan else None))
 
     steps = step_results(rows, timeline)
     t_origin = phases[0].start if phases else time.time()
@@ -169,6 +176,7 @@ def _on_staging(staging_url: str, settings: Settings, opts: RehearsalOptions, ph
         "lost_writes": {"count": len(lost), "examples": lost[:10], "checked_rows": len(writer.expected)},
         "verify": report.to_dict(),
         "quarantine": quarantine,
+        "plan": opts.plan.name if opts.plan else "villager_shop",
         "squawk": squawk,
         "baseline": baseline_info,
         "query_plans": [{"query": name, **v} for name, v in plans.items()],

@@ -62,6 +62,7 @@ class RehearsalReport:
     query_plans: list[dict[str, Any]]
     projection: dict[str, Any]
     notes: list[str] = field(default_factory=list)
+    plan: str = "villager_shop"  # the plan rehearsed: the built-in one, or a plan file's name
     # The operator's objects on the live database that use a column `complete` drops.
     legacy_column_dependents: list[dict[str, Any]] = field(default_factory=list)
     report_dir: str = ""
