@@ -1,0 +1,113 @@
+"""Plans an outside user writes for schemas none of the shipped plans knows, run the whole way
+(kill -9 and resume, verify, rollback, complete), and the plans `migrate plan` must refuse."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+
+from tests.helpers import ROOT, cli_env, rows, run_cli, scalar
+
+
+def killed_when(url: str, args: list[str], ready: Callable[[], bool], **env: str) -> None:
+    """`villager-shop ARGS` killed with SIGKILL as soon as `ready()` holds (polled)."""
+    proc = subprocess.Popen([sys.executable, "-m", "villager_shop", *args], env=cli_env(url, **env), cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None and not ready():
+            time.sleep(0.01)
+        assert proc.poll() is None, "the run ended before it could be interrupted: " + (
+            proc.stderr.read()[-2000:] if proc.stderr else "")
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+def _exists(url: str, relation: str) -> bool:
+    return bool(scalar(url, f"SELECT to_regclass('{relation}') IS NOT NULL"))
+
+
+SOFT = """
+CREATE TABLE labels (code text PRIMARY KEY, color text NOT NULL DEFAULT 'grey', weight integer);
+CREATE TABLE notes (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, label text, body text);
+INSERT INTO labels SELECT 'L' || i, (ARRAY['red', 'blue'])[1 + i % 2], i FROM generate_series(1, 50) i;
+INSERT INTO notes (label, body)
+SELECT CASE WHEN i % 10 = 0 THEN 'GONE' || i % 100 ELSE 'L' || (1 + i % 50) END, repeat('x', 300)
+  FROM generate_series(1, 3000) i;
+"""
+
+SOFT_PLAN = """
+version = 1
+name = "soft"
+
+[[operation]]
+type = "split_child"
+parent = "labels"
+child = "label_styles"
+columns = ["color", "weight"]
+fk = "label_code"
+
+[[operation]]
+type = "link_child_reference"
+table = "notes"
+reference = "label"
+child = "label_styles"
+fk = "style_id"
+"""
+
+WRONG_LINKS = """
+SELECT n.id, n.label, n.style_id, d.id FROM notes n
+  LEFT JOIN label_styles d ON d.label_code = n.label AND d.is_default
+ WHERE n.style_id IS DISTINCT FROM d.id
+"""
+
+
+def _parent_changes(url: str, gone: str, renamed: str, named: str) -> None:
+    """The old application deletes a label, renames one (its notes keep the old name: no foreign
+    key carries it) and renames another to a name that only notes used so far."""
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute(f"DELETE FROM labels WHERE code = '{gone}'")
+        c.execute(f"UPDATE labels SET code = '{renamed}-x' WHERE code = '{renamed}'")
+        c.execute(f"UPDATE labels SET code = 'GONE{named}' WHERE code = 'L{named}'")
+
+
+def test_a_soft_reference_lets_go_of_a_deleted_or_renamed_parent_during_and_after_the_copy(
+        fresh_db: str, tmp_path: Path) -> None:
+    """A reference with no foreign key: a parent deleted, or its key renamed, leaves its rows' link
+    NULL (the rows still name the old key) and a row that names the new key takes its default
+    child: while the referencing table is copied (the rows were copied with their old link), and
+    after the swap."""
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        c.execute(SOFT)
+    plan = tmp_path / "soft.toml"
+    plan.write_text(SOFT_PLAN)
+    copied = "SELECT count(*) > 0 FROM villager_migration.notes WHERE label IN ('L1', 'L2', 'GONE20')"
+    env = {"VILLAGER_BATCH_SIZE": "10", "VILLAGER_BACKFILL_WORKERS": "1", "VILLAGER_BATCH_PAUSE_MS": "60"}
+    killed_when(fresh_db, ["migrate", "run", "--plan", str(plan)], lambda: _exists(fresh_db, "villager_migration.notes") and bool(scalar(fresh_db, copied)), **env)
+    assert scalar(fresh_db, "SELECT value ->> 'stage' FROM villager_migration.state"
+                            " WHERE key = 'rebuild:notes'") == "copying"
+    _parent_changes(fresh_db, "L1", "L2", "20")  # rows naming L1, L2, GONE20 were copied
+    res = run_cli("migrate", "run", database_url=fresh_db)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert scalar(fresh_db, "SELECT value ->> 'swapped' FROM villager_migration.state"
+                            " WHERE key = 'rebuild:notes'") == "true"
+    assert rows(fresh_db, WRONG_LINKS) == []
+    assert scalar(fresh_db, "SELECT count(*) FROM notes WHERE label = 'GONE20' AND style_id IS NOT NULL") > 0
+    _parent_changes(fresh_db, "L3", "L4", "40")  # with the link's foreign key in place
+    assert rows(fresh_db, WRONG_LINKS) == []
+    assert scalar(fresh_db, "SELECT count(*) FROM notes WHERE label = 'GONE40' AND style_id IS NOT NULL") > 0
+    res = run_cli("migrate", "verify", database_url=fresh_db)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    res = run_cli("migrate", "complete", "--yes", "--no-reader-check", database_url=fresh_db)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert rows(fresh_db, WRONG_LINKS) == []
