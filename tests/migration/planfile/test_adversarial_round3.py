@@ -111,3 +111,54 @@ def test_a_soft_reference_lets_go_of_a_deleted_or_renamed_parent_during_and_afte
     res = run_cli("migrate", "complete", "--yes", "--no-reader-check", database_url=fresh_db)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     assert rows(fresh_db, WRONG_LINKS) == []
+
+
+LOOSE = """
+CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+CREATE DOMAIN ci_text AS text COLLATE ci;
+CREATE TABLE venues (id bigserial PRIMARY KEY, city text COLLATE ci, region ci_text, country text,
+  capacity integer, hall text COLLATE ci);
+INSERT INTO venues (city, region, country, capacity, hall)
+SELECT (ARRAY['Rome', 'ROME', 'rome'])[1 + i % 3], 'Lazio', 'IT', i, 'Hall ' || i FROM generate_series(1, 20) i;
+"""
+
+
+def test_loose_equality_and_repeated_unique_values_are_refused(fresh_db: str, tmp_path: Path) -> None:
+    """A lookup fed by a column whose collation is nondeterministic (or a domain's) would merge
+    values that differ ('Rome', 'ROME') and lose their spelling at `complete`; a split would miss
+    such a change. A unique column the migration fills with one value for every row it creates fails
+    at the second row. All refused by `migrate plan`; a unique column filled per row is not."""
+    from tests.migration.planfile.test_adversarial_schema import problems_of
+    from tests.migration.planfile.test_check import assert_problems, plan
+
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        c.execute(LOOSE)
+    bad = tmp_path / "loose.toml"
+    bad.write_text(plan(
+        'type = "extract_lookup"\nlookup = "cities"\nsources = [{ table = "venues", column = "city" }]',
+        'type = "extract_lookup"\nlookup = "regions"\nkey = "casefold"\nsources = [{ table = "venues", column = "region" }]\n'
+        'extra_columns = [{ name = "code", type = "text", default = "\'R\'", unique = true },'
+        ' { name = "ref", type = "uuid", default = "gen_random_uuid()", unique = true }]',
+        'type = "extract_lookup"\nlookup = "countries"\nsources = [{ table = "venues", column = "country" }]\n'
+        'extra_columns = [{ name = "seen", type = "timestamptz", default = "now()", unique = true }]',
+        'type = "split_child"\nparent = "venues"\nchild = "halls"\ncolumns = ["hall", "capacity"]\n'
+        'extra_columns = [{ name = "sku", type = "text", initial = "\'default\'", unique = true },'
+        ' { name = "code", type = "text", initial = "id::text || \'-x\'", unique = true },'
+        ' { name = "slot", type = "integer", default = "1", unique = true }]',
+        name="loose"))
+    res = run_cli("migrate", "plan", "--plan", str(bad), database_url=fresh_db)
+    assert_problems(
+        problems_of(res, bad),
+        ("operation 1 (extract_lookup, line 5), sources[0].column", "venues.city has the nondeterministic collation ci"),
+        ("operation 2 (extract_lookup, line 10), sources[0].column", "venues.region has the nondeterministic collation ci"),
+        ("operation 2 (extract_lookup, line 10), extra_columns[0].default",
+         "code is unique, but default \"'R'\" gives every lookup row the same value"),
+        ("operation 3 (extract_lookup, line 17), extra_columns[0].default",
+         "seen is unique, but default 'now()' gives every lookup row the same value"),
+        ("operation 4 (split_child, line 23), columns[0]", "venues.hall has the nondeterministic collation ci"),
+        ("operation 4 (split_child, line 23), extra_columns[0].initial",
+         "sku is unique, but initial \"'default'\" gives every default halls row the same value"),
+        ("operation 4 (split_child, line 23), extra_columns[2].default",
+         "slot is unique, but default '1' gives every default halls row the same value"),
+    )
+    assert scalar(fresh_db, "SELECT to_regnamespace('villager_migration') IS NULL")

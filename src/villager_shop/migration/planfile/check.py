@@ -65,6 +65,8 @@ class Col:
     base: int  # the type's oid, a domain's base type's
     category: str  # pg_type.typcategory of the base type: 'S' string, 'N' numeric, 'U' user (uuid), ...
     generated: bool = False  # a generated column: computed from others, so it cannot move
+    # Its collation, when that is nondeterministic (values it takes as equal may differ: 'a', 'A').
+    loose_collation: str | None = None
 
 
 UUID = Col("uuid", 2950, "U")
@@ -104,8 +106,9 @@ SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.rel
 
 _COLUMNS = """
 SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), bt.oid::int, bt.typcategory,
-       a.attgenerated <> ''
+       a.attgenerated <> '', CASE WHEN NOT co.collisdeterministic THEN co.collname END
   FROM pg_attribute a
+  LEFT JOIN pg_collation co ON co.oid = a.attcollation
   JOIN pg_class c ON c.oid = a.attrelid
   JOIN pg_namespace n ON n.oid = c.relnamespace
   JOIN pg_type t ON t.oid = a.atttypid
@@ -184,14 +187,15 @@ _SHIPPED = re.compile(r'CREATE\s+(?:OR\s+REPLACE\s+)?FUNCTION\s+"?([A-Za-z_][\w$
                       re.IGNORECASE)
 _IMMUTABLE = re.compile(r"\bIMMUTABLE\b", re.IGNORECASE)
 _LITERAL = re.compile(r"'(?:[^']|'')*'")
+_CALL = re.compile(r"([A-Za-z_][\w$]*)\s*\(")
 _WORD = re.compile(r'"([^"]+)"|([A-Za-z_][A-Za-z0-9_$]*)')
 
 
 def read_catalog(conn: psycopg.Connection[Any]) -> Catalog:
     relations = {name: kind for name, kind in conn.execute(_RELATIONS).fetchall()}
     tables: dict[str, Table] = {}
-    for rel, col, typ, base, category, generated in conn.execute(_COLUMNS).fetchall():
-        tables.setdefault(rel, Table(rel, {})).columns[col] = Col(typ, base, category, bool(generated))
+    for rel, col, typ, base, category, generated, loose in conn.execute(_COLUMNS).fetchall():
+        tables.setdefault(rel, Table(rel, {})).columns[col] = Col(typ, base, category, bool(generated), loose)
     for rel, primary, cols in conn.execute(_UNIQUE).fetchall():
         if rel in tables:
             tables[rel].unique.append(frozenset(cols))
@@ -263,6 +267,17 @@ def _operation_number(problem: Problem) -> int:
 def _words(expr: str) -> list[str]:
     """The names an SQL expression uses (string literals left out)."""
     return [q or w.lower() for q, w in _WORD.findall(_LITERAL.sub("''", expr))]
+
+
+# String types whose equality is the text's: citext, say, takes 'Rome' and 'ROME' as equal.
+EXACT_TEXT = frozenset({25, 1043, 1042, 19})  # text, varchar, char, name
+
+
+def _loose(col: Col) -> str:
+    """What makes a string column's equality looser than its values."""
+    if col.loose_collation:
+        return f"has the nondeterministic collation {col.loose_collation}"
+    return f"is {col.type}, whose equality is not text's"
 
 
 def _a(noun: str) -> str:
@@ -617,6 +632,10 @@ class _Checker:
             col = self.column(i, where, t, s.column)
             if col is not None and col.category != "S":
                 self.bad(where, f"{s.table}.{s.column} is {col.type}, not text, varchar or char")
+            elif col is not None and (col.loose_collation or col.base not in EXACT_TEXT):
+                self.bad(where, f"{s.table}.{s.column} {_loose(col)}: values it takes as equal ('Rome', 'ROME')"
+                                " would share one lookup row and lose their spelling; change its collation or"
+                                " type first, and give the lookup a `key` (casefold) to make such values one")
             if col is not None and s.column in t.pk:
                 self.bad(where, f"{s.column} is the primary key of {s.table}; it cannot move to a lookup table")
             if col is not None and col.generated:
@@ -632,6 +651,7 @@ class _Checker:
         lookup = self.new_table(i, p, "lookup", op.lookup, columns + extra,
                                 [op.key_column] + ([op.slug] if op.slug else []) + [e.name for e in op.extra if e.unique])
         self.extra_defaults(i, p, op.extra, lookup, extra)
+        self.unique_repeats(p, op.extra, "lookup row", None)
         for j, (s, t) in enumerate(zip(op.sources, sources, strict=True)):
             if t is not None and self.creates_column(f"{p}, sources[{j}].fk", t, s.fk, UUID):
                 self.creates_constraint(f"{p}, sources[{j}].constraint", t, s.constraint)
@@ -682,6 +702,7 @@ class _Checker:
                 self.expression(i, f"{p}, columns[{j}].{'back' if c.back else 'type'}", child, back,
                                 value=parent.columns[c.parent].type, only=tuple(m.child for m in op.columns))
         self.extra_defaults(i, p, op.extra, child, extra)
+        self.unique_repeats(p, op.extra, f"default {op.child} row", parent)
         self.children[op.child] = (i, op)
 
     def extra_columns(self, i: int, p: str, extras: tuple[ExtraColumn, ...],
@@ -710,9 +731,30 @@ class _Checker:
                 self.expression(i, f"{p}, extra_columns[{j}].default", table, e.default, value=columns[j][2].type,
                                 only=())
 
+    def unique_repeats(self, p: str, extras: tuple[ExtraColumn, ...], what: str, parent: Table | None) -> None:
+        """A unique extra column that the migration would give every row it creates the same value: an
+        expression that reads no column of the parent and calls no volatile function (a constant,
+        now()). The second row would stop the backfill, and an old application's write would fail."""
+        for j, e in enumerate(extras):
+            expr = e.initial or e.default
+            if not e.unique or not expr or (parent is not None and e.initial
+                                            and any(w in parent.columns for w in _words(e.initial))):
+                continue
+            calls = sorted({m.group(1).lower() for m in _CALL.finditer(_LITERAL.sub("''", expr))})
+            if calls and self.conn.execute("SELECT count(*) > 0 FROM pg_proc WHERE proname = ANY(%s)"
+                                           " AND provolatile = 'v'", (calls,)).fetchone()[0]:  # type: ignore[index]
+                continue
+            key = "initial" if e.initial else "default"
+            self.bad(f"{p}, extra_columns[{j}].{key}", f"{e.name} is unique, but {key} {expr!r} gives every"
+                                                       f" {what} the same value: the second one would fail")
+
     def comparable(self, where: str, table: str, column: str, col: Col) -> None:
         """A moved column's values are compared by the sync triggers (IS DISTINCT FROM): its type needs
-        an equality operator (json, xml, point have none)."""
+        an equality operator (json, xml, point have none) that tells every change."""
+        if col.category == "S" and (col.loose_collation or col.base not in EXACT_TEXT):
+            self.bad(where, f"{table}.{column} {_loose(col)}: the sync would miss a change it takes as equal"
+                            " ('Rome' to 'ROME'); change its collation or type first, or leave it with the parent")
+            return
         try:
             with self.conn.transaction():
                 self.conn.execute(sql.SQL("EXPLAIN SELECT ROW(NULL::{t}) IS DISTINCT FROM ROW(NULL::{t})").format(
