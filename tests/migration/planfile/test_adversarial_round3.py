@@ -120,6 +120,14 @@ CREATE TABLE venues (id bigserial PRIMARY KEY, city text COLLATE ci, region ci_t
   capacity integer, hall text COLLATE ci);
 INSERT INTO venues (city, region, country, capacity, hall)
 SELECT (ARRAY['Rome', 'ROME', 'rome'])[1 + i % 3], 'Lazio', 'IT', i, 'Hall ' || i FROM generate_series(1, 20) i;
+CREATE TABLE guests (id integer PRIMARY KEY, city text, seen timestamptz);
+CREATE FUNCTION shout() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.city := upper(NEW.city); RETURN NEW; END $$;
+CREATE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.seen := now(); RETURN NEW; END $$;
+CREATE TRIGGER zz_shout BEFORE INSERT OR UPDATE ON guests FOR EACH ROW EXECUTE FUNCTION shout();
+CREATE TRIGGER zz_off BEFORE INSERT OR UPDATE ON guests FOR EACH ROW EXECUTE FUNCTION shout();
+ALTER TABLE guests DISABLE TRIGGER zz_off;
+CREATE TRIGGER a_stamp BEFORE INSERT OR UPDATE ON guests FOR EACH ROW EXECUTE FUNCTION stamp();
+CREATE TRIGGER zz_after AFTER INSERT OR UPDATE ON guests FOR EACH ROW EXECUTE FUNCTION stamp();
 """
 
 
@@ -127,7 +135,9 @@ def test_loose_equality_and_repeated_unique_values_are_refused(fresh_db: str, tm
     """A lookup fed by a column whose collation is nondeterministic (or a domain's) would merge
     values that differ ('Rome', 'ROME') and lose their spelling at `complete`; a split would miss
     such a change. A unique column the migration fills with one value for every row it creates fails
-    at the second row. All refused by `migrate plan`; a unique column filled per row is not."""
+    at the second row. A table's own BEFORE trigger that fires after the plan's (name order) could
+    change a value the plan's trigger already carried. All refused by `migrate plan`; a unique column
+    filled per row is not, nor a trigger that fires before the plan's, after the row, or not at all."""
     from tests.migration.planfile.test_adversarial_schema import problems_of
     from tests.migration.planfile.test_check import assert_problems, plan
 
@@ -162,3 +172,22 @@ def test_loose_equality_and_repeated_unique_values_are_refused(fresh_db: str, tm
          "slot is unique, but default '1' gives every default halls row the same value"),
     )
     assert scalar(fresh_db, "SELECT to_regnamespace('villager_migration') IS NULL")
+
+    # Checked once the plan is otherwise sound, against the triggers of the table.
+    triggers = tmp_path / "triggers.toml"
+    triggers.write_text(plan('type = "extract_lookup"\nlookup = "towns"\nsources = [{ table = "guests", column = "city" }]',
+                             name="triggers"))
+    res = run_cli("migrate", "plan", "--plan", str(triggers), database_url=fresh_db)
+    assert_problems(problems_of(res, triggers),
+                    ("operation 1 (extract_lookup, line 5), sources[0].table",
+                     "guests has BEFORE row triggers of its own that fire after the plan's villager_towns_towns_id"
+                     " (in name order): zz_shout;"))
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        c.execute("ALTER TRIGGER zz_shout ON guests RENAME TO b_shout")
+    res = run_cli("migrate", "run", "--plan", str(triggers), database_url=fresh_db)
+    assert res.returncode == 0, res.stderr[-2000:]
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        c.execute("INSERT INTO guests (id, city) VALUES (1, 'rome'), (2, 'Oslo')")
+    assert rows(fresh_db, "SELECT g.city, t.name FROM guests g JOIN towns t ON t.id = g.towns_id ORDER BY 1") == [
+        ("OSLO", "OSLO"), ("ROME", "ROME")]
+    assert run_cli("migrate", "verify", database_url=fresh_db).returncode == 0

@@ -34,7 +34,7 @@ from villager_shop.migration.planfile.spec import (
     RawSql,
     SplitChild,
 )
-from villager_shop.migration.planfile.steps import QUARANTINE, PlanFunctions, PlanState, PlanTriggers
+from villager_shop.migration.planfile.steps import QUARANTINE, PlanFunctions, PlanState, PlanTriggers, Trigger
 from villager_shop.migration.steps.analyze import Analyze
 from villager_shop.migration.steps.base import Step
 from villager_shop.migration.steps.schema_objects import StateSchema
@@ -87,6 +87,14 @@ def _parts(spec: PlanSpec, catalog: Catalog) -> list[Parts]:
         elif isinstance(op, RawSql):
             out.append(raw_sql.expand(op, env))
     return out
+
+
+def row_triggers_before(spec: PlanSpec, catalog: Catalog) -> list[tuple[int, Trigger]]:
+    """The plan's BEFORE row triggers on existing tables, each with its operation's number (from 1):
+    they compute the new columns from the row as the triggers before them in name order leave it."""
+    existing = set(spec.tables())
+    return [(i, t) for i, part in enumerate(_parts(spec, catalog), 1) for t in part.triggers
+            if t.level == "ROW" and t.events.startswith("BEFORE") and "DELETE" not in t.events and t.table in existing]
 
 
 def merged_walks(backfills: list[Step]) -> list[Step]:

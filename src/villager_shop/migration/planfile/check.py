@@ -27,7 +27,7 @@ from psycopg import sql
 
 from villager_shop.migration import state
 from villager_shop.migration.planfile import catalog as planfile_catalog
-from villager_shop.migration.planfile.assemble import assemble
+from villager_shop.migration.planfile.assemble import assemble, row_triggers_before
 from villager_shop.migration.planfile.normalizers import shipped_sql
 from villager_shop.migration.planfile.spec import (
     IDENT,
@@ -48,7 +48,7 @@ from villager_shop.migration.planfile.spec import (
     columns_created,
     place,
 )
-from villager_shop.migration.planfile.steps import V
+from villager_shop.migration.planfile.steps import Trigger, V
 from villager_shop.migration.preflight import ROW_SECURITY
 
 RELKINDS = {"r": "table", "p": "partitioned table", "v": "view", "m": "materialized view", "f": "foreign table",
@@ -181,6 +181,17 @@ _TYPE = """
 SELECT bt.oid::int, bt.typcategory FROM pg_type t
   JOIN pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
  WHERE t.oid = to_regtype(%s)
+"""
+
+# Enabled BEFORE row triggers on INSERT or UPDATE of a table, not the migration's, whose names sort
+# after a given one (PostgreSQL fires them in that order, byte by byte).
+_LATER_TRIGGERS = """
+SELECT t.tgname FROM pg_trigger t JOIN pg_proc f ON f.oid = t.tgfoid
+ WHERE t.tgrelid = %s::regclass AND NOT t.tgisinternal AND t.tgenabled <> 'D'
+   AND t.tgtype & 1 = 1 AND t.tgtype & 2 = 2 AND t.tgtype & (4 | 16) <> 0
+   AND f.pronamespace NOT IN (SELECT oid FROM pg_namespace WHERE nspname = 'villager_migration')
+   AND t.tgname::text COLLATE "C" > %s::text COLLATE "C"
+ ORDER BY t.tgname::text COLLATE "C"
 """
 
 _SHIPPED = re.compile(r'CREATE\s+(?:OR\s+REPLACE\s+)?FUNCTION\s+"?([A-Za-z_][\w$]*)"?\s*\.\s*"?([A-Za-z_][\w$]*)"?\s*\(',
@@ -609,9 +620,30 @@ class _Checker:
         """The steps the plan makes, built as `migrate run` builds them: two that would share a name
         (names cut at 63 characters) are a problem of the file, not an internal error."""
         try:
-            assemble(self.spec, planfile_catalog.read(self.conn, self.spec.tables()))
+            found = planfile_catalog.read(self.conn, self.spec.tables())
+            assemble(self.spec, found)
         except ValueError as exc:
             self.bad("file", f"{exc} (shorten or change the names)")
+            return
+        self.triggers_after_ours(row_triggers_before(self.spec, found))
+
+    def triggers_after_ours(self, ours: list[tuple[int, Trigger]]) -> None:
+        """A table's own BEFORE row trigger that PostgreSQL fires after the plan's (in name order)
+        could change a value the plan's trigger has already carried to the new column: the two would
+        differ, and `complete` would keep the new one."""
+        for i, trig in ours:
+            later = self.conn.execute(_LATER_TRIGGERS, (f"public.{trig.table}", trig.name)).fetchall()
+            if not later:
+                continue
+            op = self.spec.operations[i - 1]
+            key = "table"
+            if isinstance(op, ExtractLookup):
+                key = next(f"sources[{j}].table" for j, s in enumerate(op.sources) if s.table == trig.table)
+            names = ", ".join(str(n) for (n,) in later)
+            self.bad(f"{place(op, i)}, {key}",
+                     f"{trig.table} has BEFORE row triggers of its own that fire after the plan's {trig.name}"
+                     f" (in name order): {names}; a value they set would not reach the new column. Rename them"
+                     f" to sort before {trig.name!r}")
 
     def quarantine(self, i: int, p: str, op: QuarantineRule) -> None:
         t = self.table(i, f"{p}, table", op.table)
