@@ -191,3 +191,52 @@ def test_loose_equality_and_repeated_unique_values_are_refused(fresh_db: str, tm
     assert rows(fresh_db, "SELECT g.city, t.name FROM guests g JOIN towns t ON t.id = g.towns_id ORDER BY 1") == [
         ("OSLO", "OSLO"), ("ROME", "ROME")]
     assert run_cli("migrate", "verify", database_url=fresh_db).returncode == 0
+
+
+DEFAULTED = """
+CREATE TABLE tickets (id bigserial PRIMARY KEY, status text NOT NULL DEFAULT 'open', queue varchar(20) DEFAULT 'Inbox ');
+INSERT INTO tickets (status, queue) SELECT (ARRAY['open', 'closed', 'waiting'])[1 + i % 3],
+  (ARRAY['Inbox ', 'billing', NULL])[1 + i % 3] FROM generate_series(1, 30) i;
+"""
+
+DEFAULTED_PLAN = """
+version = 1
+name = "defaulted"
+
+[[operation]]
+type = "extract_lookup"
+lookup = "statuses"
+sources = [{ table = "tickets", column = "status", fk = "status_id" }]
+
+[[operation]]
+type = "extract_lookup"
+lookup = "queues"
+key = "casefold"
+sources = [{ table = "tickets", column = "queue", fk = "queue_id" }]
+"""
+
+
+def test_a_new_insert_by_reference_is_not_overridden_by_the_texts_default(fresh_db: str, tmp_path: Path) -> None:
+    """The new application inserts a row by its references alone: the legacy text columns take
+    their defaults ('open'), which must not replace the references it wrote. The old application's
+    inserts, with or without the text, and a statement that writes both still go by the text."""
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        c.execute(DEFAULTED)
+    plan = tmp_path / "defaulted.toml"
+    plan.write_text(DEFAULTED_PLAN)
+    res = run_cli("migrate", "run", "--plan", str(plan), database_url=fresh_db)
+    assert res.returncode == 0, res.stderr[-2000:]
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        c.execute("INSERT INTO tickets (id, status_id, queue_id) SELECT 101, s.id, q.id FROM statuses s, queues q"
+                  " WHERE s.name = 'closed' AND q.name = 'billing'")
+        c.execute("INSERT INTO tickets (id) VALUES (102)")
+        c.execute("INSERT INTO tickets (id, status) VALUES (103, 'waiting')")
+        c.execute("INSERT INTO tickets (id, status, status_id) SELECT 104, 'waiting', id FROM statuses"
+                  " WHERE name = 'closed'")
+    assert rows(fresh_db, "SELECT t.id, t.status, s.name, t.queue, q.name FROM tickets t"
+                          " JOIN statuses s ON s.id = t.status_id LEFT JOIN queues q ON q.id = t.queue_id"
+                          " WHERE t.id > 100 ORDER BY t.id") == [
+        (101, "closed", "closed", "billing", "billing"), (102, "open", "open", "Inbox ", "Inbox"),
+        (103, "waiting", "waiting", "Inbox ", "Inbox"), (104, "waiting", "waiting", "Inbox ", "Inbox")]
+    res = run_cli("migrate", "verify", database_url=fresh_db)
+    assert res.returncode == 0, res.stdout[-2000:]
