@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 
 import psycopg
@@ -194,7 +195,8 @@ def test_loose_equality_and_repeated_unique_values_are_refused(fresh_db: str, tm
 
 
 DEFAULTED = """
-CREATE TABLE tickets (id bigserial PRIMARY KEY, status text NOT NULL DEFAULT 'open', queue varchar(20) DEFAULT 'Inbox ');
+CREATE TABLE tickets (id bigserial PRIMARY KEY, status text NOT NULL DEFAULT 'open', queue varchar(20) DEFAULT 'Inbox ',
+  fee numeric(8,2) NOT NULL DEFAULT 0);
 INSERT INTO tickets (status, queue) SELECT (ARRAY['open', 'closed', 'waiting'])[1 + i % 3],
   (ARRAY['Inbox ', 'billing', NULL])[1 + i % 3] FROM generate_series(1, 30) i;
 """
@@ -213,13 +215,23 @@ type = "extract_lookup"
 lookup = "queues"
 key = "casefold"
 sources = [{ table = "tickets", column = "queue", fk = "queue_id" }]
+
+[[operation]]
+type = "derive_column"
+table = "tickets"
+column = "fee_cents"
+column_type = "bigint"
+from = "(fee * 100)::bigint"
+writes = "fee"
+back = "fee_cents / 100.0"
 """
 
 
 def test_a_new_insert_by_reference_is_not_overridden_by_the_texts_default(fresh_db: str, tmp_path: Path) -> None:
-    """The new application inserts a row by its references alone: the legacy text columns take
-    their defaults ('open'), which must not replace the references it wrote. The old application's
-    inserts, with or without the text, and a statement that writes both still go by the text."""
+    """The new application inserts a row by its references and derived column alone: the legacy
+    columns take their defaults ('open', 0), which must not replace what it wrote. The old
+    application's inserts, with or without the text, and a statement that writes both still go by
+    the text."""
     with psycopg.connect(fresh_db, autocommit=True) as c:
         c.execute(DEFAULTED)
     plan = tmp_path / "defaulted.toml"
@@ -227,12 +239,15 @@ def test_a_new_insert_by_reference_is_not_overridden_by_the_texts_default(fresh_
     res = run_cli("migrate", "run", "--plan", str(plan), database_url=fresh_db)
     assert res.returncode == 0, res.stderr[-2000:]
     with psycopg.connect(fresh_db, autocommit=True) as c:
-        c.execute("INSERT INTO tickets (id, status_id, queue_id) SELECT 101, s.id, q.id FROM statuses s, queues q"
+        c.execute("INSERT INTO tickets (id, status_id, queue_id, fee_cents) SELECT 101, s.id, q.id, 250"
+                  " FROM statuses s, queues q"
                   " WHERE s.name = 'closed' AND q.name = 'billing'")
         c.execute("INSERT INTO tickets (id) VALUES (102)")
         c.execute("INSERT INTO tickets (id, status) VALUES (103, 'waiting')")
         c.execute("INSERT INTO tickets (id, status, status_id) SELECT 104, 'waiting', id FROM statuses"
                   " WHERE name = 'closed'")
+    assert rows(fresh_db, "SELECT fee, fee_cents FROM tickets WHERE id IN (101, 102) ORDER BY id") == [
+        (Decimal("2.50"), 250), (Decimal("0.00"), 0)]
     assert rows(fresh_db, "SELECT t.id, t.status, s.name, t.queue, q.name FROM tickets t"
                           " JOIN statuses s ON s.id = t.status_id LEFT JOIN queues q ON q.id = t.queue_id"
                           " WHERE t.id > 100 ORDER BY t.id") == [

@@ -833,6 +833,7 @@ class _Checker:
         if t is None:
             return
         legacy = tuple(c for c in self._db_columns(t) if c != op.column)
+        target: Col | None = None
         # Over the legacy columns alone: another operation's column may be set by a trigger after ours.
         if typ is not None:
             self.expression(i, f"{p}, from", t, op.source, value=typ.type, only=legacy)
@@ -844,14 +845,12 @@ class _Checker:
                 self.bad(f"{p}, writes", f"{op.table}.{op.writes} is a generated column")
             elif target is not None and op.writes in t.pk:
                 self.bad(f"{p}, writes", f"{op.writes} is the primary key of {op.table}")
-            if typ is not None:
-                t.columns[op.column] = typ  # `back` may read it
-                if op.back and target is not None:
-                    self.expression(i, f"{p}, back", t, op.back, value=target.type, only=(*legacy, op.column))
         elif op.back:
             self.bad(f"{p}, back", "needs `writes`: the legacy column it gives a value")
-        if typ is not None:
-            self.creates_column(f"{p}, column", t, op.column, typ)
+        # Before `back` is checked: it may read the new column itself.
+        if typ is not None and self.creates_column(f"{p}, column", t, op.column, typ) and op.back \
+                and target is not None:
+            self.expression(i, f"{p}, back", t, op.back, value=target.type, only=(*legacy, op.column))
 
     def add_check(self, i: int, p: str, op: AddCheck) -> None:
         t = self.table(i, f"{p}, table", op.table)
