@@ -4,17 +4,21 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
 from tests.helpers import ROOT, cli_env, rows, run_cli, scalar
+from villager_shop.migration.steps.rebuild import OWN_RELATIONS
 
 
 def killed_when(url: str, args: list[str], ready: Callable[[], bool], **env: str) -> None:
@@ -255,3 +259,200 @@ def test_a_new_insert_by_reference_is_not_overridden_by_the_texts_default(fresh_
         (103, "waiting", "waiting", "Inbox ", "Inbox"), (104, "waiting", "waiting", "Inbox ", "Inbox")]
     res = run_cli("migrate", "verify", database_url=fresh_db)
     assert res.returncode == 0, res.stdout[-2000:]
+
+
+LIVE = """
+CREATE TABLE accounts (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), tier text, seats integer NOT NULL DEFAULT 1);
+CREATE TABLE activity (code text PRIMARY KEY, account_id uuid, kind text NOT NULL DEFAULT 'misc', payload text);
+INSERT INTO accounts (id, tier, seats)
+SELECT ('00000000-0000-4000-8000-' || lpad(i::text, 12, '0'))::uuid, (ARRAY['free', 'pro', NULL])[1 + i % 3], i % 9
+  FROM generate_series(1, 300) i;
+INSERT INTO activity
+SELECT 'E' || i, ('00000000-0000-4000-8000-' || lpad((1 + i % 330)::text, 12, '0'))::uuid,
+       (ARRAY['login', 'Login ', 'misc', 'export'])[1 + i % 4], repeat('p', i % 50)
+  FROM generate_series(1, 4000) i;
+"""
+
+LIVE_PLAN = """
+version = 1
+name = "live"
+
+[[operation]]
+type = "split_child"
+parent = "accounts"
+child = "subscriptions"
+columns = ["tier", "seats"]
+fk = "account_ref"
+
+[[operation]]
+type = "link_child_reference"
+table = "activity"
+reference = "account_id"
+child = "subscriptions"
+fk = "subscription_id"
+
+[[operation]]
+type = "extract_lookup"
+lookup = "kinds"
+key = "casefold"
+sources = [{ table = "activity", column = "kind", fk = "kind_id" }]
+"""
+
+LIVE_WRONG = """
+SELECT (SELECT count(*) FROM activity e LEFT JOIN subscriptions d ON d.account_ref = e.account_id AND d.is_default
+         LEFT JOIN subscriptions s ON s.id = e.subscription_id
+         WHERE CASE WHEN e.subscription_id IS NULL THEN d.id IS NOT NULL
+                    ELSE e.account_id IS DISTINCT FROM s.account_ref END)
+     + (SELECT count(*) FROM activity e JOIN kinds k ON k.id = e.kind_id WHERE lower(btrim(e.kind)) <> k.name_key)
+     + (SELECT count(*) FROM accounts a LEFT JOIN subscriptions d ON d.account_ref = a.id AND d.is_default
+         WHERE (a.tier, a.seats::bigint) IS DISTINCT FROM (d.tier, d.seats))
+"""
+
+
+class LiveWriters:
+    """The old application deletes accounts, renames their keys and writes activity rows that name them
+    (or no account); the new application writes them by subscription and kind, and seats."""
+
+    def __init__(self, url: str) -> None:
+        self.url, self.stop, self.errors, self.writes = url, threading.Event(), [], 0
+        self.threads = [threading.Thread(target=self._old, args=(i,)) for i in range(2)]
+        self.threads.append(threading.Thread(target=self._new))
+
+    def __enter__(self) -> LiveWriters:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join()
+
+    def _loop(self, step: Callable[[psycopg.Connection[Any]], None]) -> None:
+        with psycopg.connect(self.url, autocommit=True) as c:
+            while not self.stop.is_set():
+                try:
+                    step(c)
+                    self.writes += 1
+                except psycopg.errors.DeadlockDetected:
+                    pass  # both applications writing one account's seats at once (docs/plans.md): retried
+                except psycopg.Error as e:
+                    self.errors.append(f"{type(e).__name__}: {e}".splitlines()[0])
+                time.sleep(0.003)
+
+    def _old(self, seed: int) -> None:
+        r, n = random.Random(seed), [0]
+
+        def account() -> str:
+            return f"00000000-0000-4000-8000-{r.randint(1, 340):012d}"
+
+        def step(c: psycopg.Connection[Any]) -> None:
+            n[0] += 1
+            k = r.randrange(7)
+            if k == 0:
+                c.execute("DELETE FROM accounts WHERE id = %s", (account(),))
+            elif k == 1:
+                c.execute("UPDATE accounts SET id = %s WHERE id = %s",
+                          (f"00000000-0000-4000-9{seed}00-{n[0]:012d}", account()))
+            elif k == 2:
+                c.execute("INSERT INTO accounts (id, tier) VALUES (%s, 'new') ON CONFLICT DO NOTHING", (account(),))
+            elif k == 3:
+                c.execute("INSERT INTO activity (code, account_id, kind) VALUES (%s, %s, %s)",
+                          (f"O{seed}-{n[0]}", account(), r.choice(["LOGIN", " export", "Brand New"])))
+            elif k == 4:
+                c.execute("UPDATE activity SET account_id = %s WHERE code = %s", (account(), f"E{r.randint(1, 4000)}"))
+            elif k == 5:
+                c.execute("UPDATE accounts SET seats = seats + 1, tier = %s WHERE id = %s",
+                          (r.choice(["free", "pro"]), account()))
+            else:
+                c.execute("DELETE FROM activity WHERE code = %s", (f"E{r.randint(1, 4000)}",))
+
+        self._loop(step)
+
+    def _new(self) -> None:
+        r, n = random.Random(9), [0]
+
+        def step(c: psycopg.Connection[Any]) -> None:
+            n[0] += 1
+            if c.execute("SELECT to_regclass('public.kinds') IS NOT NULL AND EXISTS (SELECT FROM pg_attribute"
+                         " WHERE attrelid = 'public.activity'::regclass AND attname = 'kind_id')").fetchone() != (True,):
+                return
+            if n[0] % 2:
+                c.execute("INSERT INTO activity (code, subscription_id, kind_id)"
+                          " SELECT %s, (SELECT id FROM subscriptions ORDER BY random() LIMIT 1),"
+                          " (SELECT id FROM kinds ORDER BY random() LIMIT 1)", (f"N-{n[0]}",))
+            else:
+                c.execute("UPDATE subscriptions SET seats = seats + 1 WHERE account_ref = %s AND is_default",
+                          (f"00000000-0000-4000-8000-{r.randint(1, 300):012d}",))
+
+        self._loop(step)
+
+
+def test_soft_links_lookups_and_a_split_under_live_writers_killed_and_resumed(fresh_db: str, tmp_path: Path) -> None:
+    """A uuid-keyed parent whose rows the old application deletes and re-keys while a text-keyed
+    table that names them without a foreign key is copied and swapped in; the new application
+    inserts by reference alone (the legacy kind takes its default). Killed mid-copy and resumed:
+    every link and reference is right, verify holds, rollback gives the legacy rows back, and the
+    plan runs again to `complete`."""
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        c.execute(LIVE)
+    plan = tmp_path / "live.toml"
+    plan.write_text(LIVE_PLAN)
+    legacy_q = ("SELECT md5(string_agg(x, ',' ORDER BY x)) FROM (SELECT row(id, tier, seats)::text x FROM accounts"
+                " UNION ALL SELECT row(code, account_id, kind, payload)::text FROM activity) s")
+    env = {"VILLAGER_BATCH_SIZE": "10", "VILLAGER_BACKFILL_WORKERS": "1", "VILLAGER_BATCH_PAUSE_MS": "20"}
+    with LiveWriters(fresh_db) as writers:
+        time.sleep(0.2)
+        killed_when(fresh_db, ["migrate", "run", "--plan", str(plan)],
+                    lambda: _exists(fresh_db, "villager_migration.activity") and bool(
+                        scalar(fresh_db, "SELECT count(*) > 500 FROM villager_migration.activity")), **env)
+        time.sleep(0.3)
+        res = run_cli("migrate", "run", database_url=fresh_db, **env)
+        assert res.returncode == 0, res.stderr[-3000:]
+        time.sleep(0.5)
+    assert writers.errors == [] and writers.writes > 100, writers.errors[:5]
+    assert scalar(fresh_db, "SELECT value ->> 'method' FROM villager_migration.state WHERE key = 'rebuild:activity'") \
+        == "rebuild"
+    assert scalar(fresh_db, LIVE_WRONG) == 0
+    assert scalar(fresh_db, "SELECT count(*) FROM activity WHERE subscription_id IS NULL AND account_id IS NOT NULL") > 0
+    res = run_cli("migrate", "verify", database_url=fresh_db)
+    assert res.returncode == 0, res.stdout[-3000:]
+
+    legacy = scalar(fresh_db, legacy_q)
+    res = run_cli("migrate", "rollback", "--yes", database_url=fresh_db)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert scalar(fresh_db, legacy_q) == legacy
+    assert run_cli("migrate", "run", "--plan", str(plan), database_url=fresh_db).returncode == 0
+    res = run_cli("migrate", "complete", "--yes", "--no-reader-check", database_url=fresh_db)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert run_cli("migrate", "verify", database_url=fresh_db).returncode == 0
+
+
+def test_a_linked_table_named_like_the_migrations_own_is_backfilled_in_place(fresh_db: str, tmp_path: Path) -> None:
+    """The copy of a table lives in the migration's schema under the table's name: a table named
+    `events` (or `steps`, `state`, ...) would be copied into the migration's own event log. It is
+    backfilled in place instead, and the log is still the migration's after rollback."""
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        c.execute("CREATE TABLE hosts (id integer PRIMARY KEY, os text);"
+                  "CREATE TABLE events (id bigserial PRIMARY KEY, host_id integer REFERENCES hosts, note text);"
+                  "INSERT INTO hosts SELECT i, 'os' || i % 3 FROM generate_series(1, 20) i;"
+                  "INSERT INTO events (host_id, note) SELECT 1 + i % 20, 'n' FROM generate_series(1, 200) i")
+    plan = tmp_path / "events.toml"
+    plan.write_text('version = 1\nname = "events"\n\n[[operation]]\ntype = "split_child"\nparent = "hosts"\n'
+                    'child = "host_os"\ncolumns = ["os"]\nfk = "host_id"\n\n[[operation]]\n'
+                    'type = "link_child_reference"\ntable = "events"\nreference = "host_id"\nchild = "host_os"\n'
+                    'fk = "host_os_id"\n')
+    res = run_cli("migrate", "run", "--plan", str(plan), database_url=fresh_db)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "events: backfilled in place, not rebuilt: its copy would take the name" in res.stdout + res.stderr
+    assert scalar(fresh_db, "SELECT count(*) FROM events e JOIN host_os h ON h.id = e.host_os_id"
+                            " WHERE h.host_id = e.host_id") == 200
+    assert scalar(fresh_db, "SELECT count(*) > 0 FROM villager_migration.events") is True
+    own = rows(fresh_db, "SELECT relname FROM pg_class WHERE relnamespace = 'villager_migration'::regnamespace"
+                         " AND relkind IN ('r', 'p', 'S', 'v', 'm')")
+    assert {str(r[0]) for r in own} <= OWN_RELATIONS
+    assert run_cli("migrate", "verify", database_url=fresh_db).returncode == 0
+    res = run_cli("migrate", "rollback", "--yes", database_url=fresh_db)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert scalar(fresh_db, "SELECT count(*) FROM events") == 200
+    assert scalar(fresh_db, "SELECT count(*) > 0 FROM villager_migration.events WHERE kind = 'done'") is True
