@@ -187,6 +187,18 @@ def test_loose_equality_and_repeated_unique_values_are_refused(fresh_db: str, tm
                     ("operation 1 (extract_lookup, line 5), sources[0].table",
                      "guests has BEFORE row triggers of its own that fire after the plan's villager_towns_towns_id"
                      " (in name order): zz_shout;"))
+    # Names cut at 63 characters: two sources' sync functions would be one.
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        c.execute("CREATE TABLE customer_shipping_addresses_archive_for_the_year_a (id bigserial PRIMARY KEY, country text);"
+                  "CREATE TABLE customer_shipping_addresses_archive_for_the_year_b (id bigserial PRIMARY KEY, land text)")
+    long = tmp_path / "long.toml"
+    long.write_text(plan('type = "extract_lookup"\nlookup = "countries"\nsources = ['
+                         '{ table = "customer_shipping_addresses_archive_for_the_year_a", column = "country" },'
+                         '{ table = "customer_shipping_addresses_archive_for_the_year_b", column = "land" }]', name="long"))
+    res = run_cli("migrate", "plan", "--plan", str(long), database_url=fresh_db)
+    assert_problems(problems_of(res, long),
+                    ("file", "the plan makes two different functions of the same name:"
+                             " countries_sync_customer_shipping_addresses_archive_for_the_year"))
     with psycopg.connect(fresh_db, autocommit=True) as c:
         c.execute("ALTER TRIGGER zz_shout ON guests RENAME TO b_shout")
     res = run_cli("migrate", "run", "--plan", str(triggers), database_url=fresh_db)

@@ -125,6 +125,9 @@ def assemble(spec: PlanSpec, catalog: Catalog) -> FilePlan:
         return [x for p in parts for x in getattr(p, attr)]
 
     functions = list(dict(every("functions")).items())  # a function shared by operations, once
+    clashes = sorted({n for n, body in every("functions") if dict(functions)[n] != body})
+    if clashes:  # names cut at 63 characters: one function would stand for two
+        raise ValueError(f"the plan makes two different functions of the same name: {', '.join(clashes)}")
     legacy = tuple(col for step in every("backfills") for col in step.contracts())
     quarantined = tuple(dict.fromkeys(op.table for op in spec.operations if isinstance(op, QuarantineRule)))
     keep = [f"UPDATE {QUARANTINE} q SET detail = to_jsonb(t) FROM public.{t} t WHERE q.table_name = '{t}'"
