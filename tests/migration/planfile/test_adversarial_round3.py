@@ -141,17 +141,20 @@ def test_a_soft_reference_lets_go_of_a_deleted_or_renamed_parent_during_and_afte
     assert scalar(fresh_db, "SELECT count(*) FROM notes WHERE label = 'GONE20' AND style_id IS NOT NULL") > 0
     _parent_changes(fresh_db, "L3", "L4", "40")  # with the link's foreign key in place
     # A note written while its label is being deleted or re-keyed waits for that, as a foreign key
-    # would make it: then its link is NULL, not the gone child (nor an error of the link's key).
-    for change in ("DELETE FROM labels WHERE code = 'L5'", "UPDATE labels SET code = 'L6-x' WHERE code = 'L6'"):
-        label = "L5" if "L5" in change else "L6"
+    # would make it: then its link is NULL, not the gone child (nor an error of the link's key); the
+    # new application's note by style, while the style's label is re-keyed, names the new key.
+    for change, note in (("DELETE FROM labels WHERE code = 'L5'", "INSERT INTO notes (label) VALUES ('L5')"),
+                         ("UPDATE labels SET code = 'L6-x' WHERE code = 'L6'", "INSERT INTO notes (label) VALUES ('L6')"),
+                         ("UPDATE labels SET code = 'L7-x' WHERE code = 'L7'",
+                          "INSERT INTO notes (style_id) SELECT id FROM label_styles WHERE label_code = 'L7'")):
         with psycopg.connect(fresh_db) as c1:
             c1.execute(change)
-            join = _while_waiting(fresh_db, f"INSERT INTO notes (label) VALUES ('{label}')")
+            join = _while_waiting(fresh_db, note)
             c1.commit()
             join()
     assert rows(fresh_db, WRONG_LINKS) == []
-    assert rows(fresh_db, WRONG_LINKS) == []
     assert scalar(fresh_db, "SELECT count(*) FROM notes WHERE label = 'GONE40' AND style_id IS NOT NULL") > 0
+    assert scalar(fresh_db, "SELECT count(*) FROM notes WHERE label = 'L7-x'") == 1
     res = run_cli("migrate", "verify", database_url=fresh_db)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     res = run_cli("migrate", "complete", "--yes", "--no-reader-check", database_url=fresh_db)

@@ -38,6 +38,10 @@ def expand(op: LinkChildReference, env: Env) -> Parts:
     soft = env.catalog.table(table).references.get(ref) != split.parent
     hold = (f"PERFORM 1 FROM public.{split.parent} p WHERE p.{ppk} = NEW.{ref} FOR KEY SHARE;\n            "
             if soft else "")
+    parent_of = f"SELECT c.{cfk} INTO NEW.{ref} FROM public.{child} c WHERE c.id = NEW.{fk};"
+    # The same for a write of the link: the child's parent as it is once that lock is held.
+    follow = (f"\n            PERFORM 1 FROM public.{split.parent} p WHERE p.{ppk} = NEW.{ref} FOR KEY SHARE;"
+              f"\n            IF NOT FOUND THEN\n                {parent_of}\n            END IF;" if soft else "")
     fn = f"{table}_{fk}_sync"[:63]
     parts = Parts()
     parts.functions.append((fn, f"""CREATE OR REPLACE FUNCTION {V}.{fn}() RETURNS trigger
@@ -46,7 +50,7 @@ LANGUAGE plpgsql AS $fn$
 BEGIN
     IF TG_OP = 'INSERT' THEN
         IF NEW.{fk} IS NOT NULL THEN
-            SELECT c.{cfk} INTO NEW.{ref} FROM public.{child} c WHERE c.id = NEW.{fk};
+            {parent_of}{follow}
         ELSE
             {hold}NEW.{fk} := {default};
             {BUMP}
@@ -61,7 +65,7 @@ BEGIN
         END IF;
         {BUMP}
     ELSIF NEW.{fk} IS DISTINCT FROM OLD.{fk} AND NEW.{fk} IS NOT NULL THEN
-        SELECT c.{cfk} INTO NEW.{ref} FROM public.{child} c WHERE c.id = NEW.{fk};
+        {parent_of}{follow}
     ELSIF NEW.{fk} IS NULL AND NEW.{ref} IS NOT NULL THEN
         {hold}NEW.{fk} := {default};
     END IF;
