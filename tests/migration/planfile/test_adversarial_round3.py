@@ -521,3 +521,55 @@ def test_a_linked_table_named_like_the_migrations_own_is_backfilled_in_place(fre
     assert res.returncode == 0, res.stderr[-2000:]
     assert scalar(fresh_db, "SELECT count(*) FROM events") == 200
     assert scalar(fresh_db, "SELECT count(*) > 0 FROM villager_migration.events WHERE kind = 'done'") is True
+
+
+QUOTED = """
+CREATE TABLE gear (id integer PRIMARY KEY, "order" integer, "Mixed Case" text, "user" text, price numeric(8,2),
+  "two words" text);
+INSERT INTO gear SELECT i, i % 4, 'M' || i, 'u' || i % 3, i % 5, 'w ' || i FROM generate_series(1, 40) i;
+"""
+
+QUOTED_PLAN = """
+version = 1
+name = "quoted"
+
+[[operation]]
+type = "split_child"
+parent = "gear"
+child = "gear_prices"
+columns = ["price"]
+fk = "gear_id"
+when = "\\"order\\" > 0 AND \\"Mixed Case\\" <> 'M7'"
+active_flag = "is_active"
+extra_columns = [{ name = "label", type = "text", initial = "\\"Mixed Case\\" || '/' || \\"user\\" || '/' || \\"two words\\"" }]
+
+[[operation]]
+type = "derive_column"
+table = "gear"
+column = "rank"
+column_type = "integer"
+from = "\\"order\\" * 10"
+"""
+
+
+def test_expressions_over_columns_whose_names_need_quotes(fresh_db: str, tmp_path: Path) -> None:
+    """A split's `when` and `initial` and a derived column's `from` over columns named "order",
+    "Mixed Case", "user" and "two words": the triggers name them quoted, and a change of one of
+    them alone re-decides the split's condition."""
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        c.execute(QUOTED)
+    plan = tmp_path / "quoted.toml"
+    plan.write_text(QUOTED_PLAN)
+    res = run_cli("migrate", "run", "--plan", str(plan), database_url=fresh_db)
+    assert res.returncode == 0, res.stderr[-2000:]
+    with psycopg.connect(fresh_db, autocommit=True) as c:  # the old application
+        c.execute('UPDATE gear SET "order" = 0 WHERE id = 5')
+        c.execute('UPDATE gear SET "order" = 3, price = 9 WHERE id = 4')
+        c.execute('INSERT INTO gear VALUES (100, 2, \'X\', \'y\', 3, \'z z\')')
+    assert rows(fresh_db, "SELECT g.id, g.rank, p.price, p.label, p.is_active FROM gear g"
+                          " JOIN gear_prices p ON p.gear_id = g.id AND p.is_default WHERE g.id IN (4, 5, 100)"
+                          " ORDER BY 1") == [
+        (4, 30, Decimal("9.00"), "M4/u1/w 4", True), (5, 0, Decimal("0.00"), "M5/u2/w 5", False),
+        (100, 20, Decimal("3.00"), "X/y/z z", True)]
+    res = run_cli("migrate", "verify", database_url=fresh_db)
+    assert res.returncode == 0, res.stdout[-2000:]
