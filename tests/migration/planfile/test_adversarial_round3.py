@@ -166,9 +166,10 @@ LOOSE = """
 CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
 CREATE DOMAIN ci_text AS text COLLATE ci;
 CREATE TABLE venues (id bigserial PRIMARY KEY, city text COLLATE ci, region ci_text, country text,
-  capacity integer, hall text COLLATE ci);
-INSERT INTO venues (city, region, country, capacity, hall)
-SELECT (ARRAY['Rome', 'ROME', 'rome'])[1 + i % 3], 'Lazio', 'IT', i, 'Hall ' || i FROM generate_series(1, 20) i;
+  capacity integer, hall text COLLATE ci, code text, seq integer);
+INSERT INTO venues (city, region, country, capacity, hall, code, seq)
+SELECT (ARRAY['Rome', 'ROME', 'rome'])[1 + i % 3], 'Lazio', 'IT', i, 'Hall ' || i, 'V' || i % 15, i
+  FROM generate_series(1, 20) i;
 CREATE TABLE guests (id integer PRIMARY KEY, city text, seen timestamptz);
 CREATE FUNCTION shout() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.city := upper(NEW.city); RETURN NEW; END $$;
 CREATE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.seen := now(); RETURN NEW; END $$;
@@ -184,7 +185,8 @@ def test_loose_equality_and_repeated_unique_values_are_refused(fresh_db: str, tm
     """A lookup fed by a column whose collation is nondeterministic (or a domain's) would merge
     values that differ ('Rome', 'ROME') and lose their spelling at `complete`; a split would miss
     such a change. A unique column the migration fills with one value for every row it creates fails
-    at the second row. A table's own BEFORE trigger that fires after the plan's (name order) could
+    at the second row, and so does one (or a unique index) over values that repeat in the table. A
+    table's own BEFORE trigger that fires after the plan's (name order) could
     change a value the plan's trigger already carried. All refused by `migrate plan`; a unique column
     filled per row is not, nor a trigger that fires before the plan's, after the row, or not at all."""
     from tests.migration.planfile.test_adversarial_schema import problems_of
@@ -205,7 +207,12 @@ def test_loose_equality_and_repeated_unique_values_are_refused(fresh_db: str, tm
         'type = "split_child"\nparent = "venues"\nchild = "halls"\ncolumns = ["hall", "capacity"]\n'
         'extra_columns = [{ name = "sku", type = "text", initial = "\'default\'", unique = true },'
         ' { name = "code", type = "text", initial = "id::text || \'-x\'", unique = true },'
-        ' { name = "slot", type = "integer", default = "1", unique = true }]',
+        ' { name = "slot", type = "integer", default = "1", unique = true },'
+        ' { name = "origin", type = "text", initial = "country || capacity % 2", unique = true }]\nwhen = "capacity > 0"',
+        'type = "create_index"\ntable = "venues"\nname = "venues_code_key"\ncolumns = ["code", "seq"]\nunique = true',
+        'type = "create_index"\ntable = "venues"\nname = "venues_code_idx"\ncolumns = ["code DESC"]\nunique = true',
+        'type = "create_index"\ntable = "venues"\nname = "venues_code_seq_idx"\ncolumns = ["code"]\nunique = true\n'
+        'where = "seq <= 15"',
         name="loose"))
     res = run_cli("migrate", "plan", "--plan", str(bad), database_url=fresh_db)
     assert_problems(
@@ -221,6 +228,9 @@ def test_loose_equality_and_repeated_unique_values_are_refused(fresh_db: str, tm
          "sku is unique, but initial \"'default'\" gives every default halls row the same value"),
         ("operation 4 (split_child, line 23), extra_columns[2].default",
          "slot is unique, but default '1' gives every default halls row the same value"),
+        ("operation 4 (split_child, line 23), extra_columns[3].initial",
+         "origin is unique, but initial 'country || capacity % 2' gives more than one venues row the value IT"),
+        ("operation 6 (create_index, line 38), columns", "venues has rows that repeat (code) = (V"),
     )
     assert scalar(fresh_db, "SELECT to_regnamespace('villager_migration') IS NULL")
 

@@ -57,6 +57,8 @@ RELKINDS = {"r": "table", "p": "partitioned table", "v": "view", "m": "materiali
 # How long one EXPLAIN may wait for a lock on its table (an ALTER TABLE in progress) or run.
 LOCK_TIMEOUT = "2s"
 STATEMENT_TIMEOUT = "10s"
+# How long `migrate plan` looks for values a new unique index or column would repeat.
+REPEATS_TIMEOUT = "2s"
 
 
 @dataclass(frozen=True)
@@ -734,7 +736,7 @@ class _Checker:
                 self.expression(i, f"{p}, columns[{j}].{'back' if c.back else 'type'}", child, back,
                                 value=parent.columns[c.parent].type, only=tuple(m.child for m in op.columns))
         self.extra_defaults(i, p, op.extra, child, extra)
-        self.unique_repeats(p, op.extra, f"default {op.child} row", parent)
+        self.unique_repeats(p, op.extra, f"default {op.child} row", parent, op.when)
         self.children[op.child] = (i, op)
 
     def extra_columns(self, i: int, p: str, extras: tuple[ExtraColumn, ...],
@@ -763,14 +765,39 @@ class _Checker:
                 self.expression(i, f"{p}, extra_columns[{j}].default", table, e.default, value=columns[j][2].type,
                                 only=())
 
-    def unique_repeats(self, p: str, extras: tuple[ExtraColumn, ...], what: str, parent: Table | None) -> None:
+    def repeated(self, table: str, exprs: list[str], where: str | None) -> str | None:
+        """A value of `exprs` (none NULL) that two rows of `table` meeting `where` share, as text; None
+        when there is none, or when finding out takes longer than REPEATS_TIMEOUT (a large table:
+        then the run finds it, stops and says so)."""
+        values = ", ".join(f"({e})" for e in exprs)
+        query = (f"SELECT concat_ws(', ', {values}) FROM public.{table} WHERE ({where or 'true'})"
+                 + "".join(f" AND ({e}) IS NOT NULL" for e in exprs) + f" GROUP BY {values} HAVING count(*) > 1 LIMIT 1")
+        before = self.conn.execute("SELECT current_setting('statement_timeout')").fetchone()[0]  # type: ignore[index]
+        try:
+            with self.conn.transaction():
+                self.conn.execute(f"SET LOCAL statement_timeout = '{REPEATS_TIMEOUT}'")
+                row = self.conn.execute(query.encode()).fetchone()
+        except psycopg.Error:
+            return None  # too long, or an expression another check reports
+        finally:
+            self.conn.execute("SELECT set_config('statement_timeout', %s, true)", (before,))
+        return None if row is None else str(row[0])
+
+    def unique_repeats(self, p: str, extras: tuple[ExtraColumn, ...], what: str, parent: Table | None,
+                       when: str | None = None) -> None:
         """A unique extra column that the migration would give every row it creates the same value: an
         expression that reads no column of the parent and calls no volatile function (a constant,
         now()). The second row would stop the backfill, and an old application's write would fail."""
         for j, e in enumerate(extras):
             expr = e.initial or e.default
-            if not e.unique or not expr or (parent is not None and e.initial
-                                            and any(w in parent.columns for w in _words(e.initial))):
+            if not e.unique or not expr:
+                continue
+            if parent is not None and e.initial and any(w in parent.columns for w in _words(e.initial)):
+                found = self.repeated(parent.name, [e.initial], when) if not parent.created_by else None
+                if found is not None:
+                    self.bad(f"{p}, extra_columns[{j}].initial",
+                             f"{e.name} is unique, but initial {expr!r} gives more than one {parent.name} row"
+                             f" the value {found}: the backfill would stop there")
                 continue
             calls = sorted({m.group(1).lower() for m in _CALL.finditer(_LITERAL.sub("''", expr))})
             if calls and self.conn.execute("SELECT count(*) > 0 FROM pg_proc WHERE proname = ANY(%s)"
@@ -906,6 +933,12 @@ class _Checker:
         if t is not None:
             used = [c.split()[0].lower() for c in op.columns] + list(op.include) + _words(op.where or "")
             self.uses_columns(f"{p}, columns", t, used, "index")
+            names = [c.split()[0].lower() for c in op.columns]
+            if op.unique and set(names) <= set(self._db_columns(t)):
+                found = self.repeated(t.name, names, op.where)
+                if found is not None:
+                    self.bad(f"{p}, columns", f"{op.table} has rows that repeat ({', '.join(names)}) = ({found}):"
+                                              " the unique index could not be built; remove the repeats first")
 
     def row_security(self) -> None:
         if not self.first_use:
