@@ -35,7 +35,7 @@ from villager_shop.migration.planfile.spec import (
     RawSql,
     SplitChild,
 )
-from villager_shop.migration.planfile.steps import QUARANTINE, PlanFunctions, PlanState, PlanTriggers
+from villager_shop.migration.planfile.steps import QUARANTINE, PlanFunctions, PlanState, PlanTriggers, Trigger
 from villager_shop.migration.steps.analyze import Analyze
 from villager_shop.migration.steps.base import Step
 from villager_shop.migration.steps.schema_objects import StateSchema
@@ -90,6 +90,14 @@ def _parts(spec: PlanSpec, catalog: Catalog) -> list[Parts]:
     return out
 
 
+def row_triggers_before(spec: PlanSpec, catalog: Catalog) -> list[tuple[int, Trigger]]:
+    """The plan's BEFORE row triggers on existing tables, each with its operation's number (from 1):
+    they compute the new columns from the row as the triggers before them in name order leave it."""
+    existing = set(spec.tables())
+    return [(i, t) for i, part in enumerate(_parts(spec, catalog), 1) for t in part.triggers
+            if t.level == "ROW" and t.events.startswith("BEFORE") and "DELETE" not in t.events and t.table in existing]
+
+
 def merged_walks(backfills: list[Step]) -> list[Step]:
     """One walk of a table for the operations that can share it (extract, derive, split and the
     quarantine rules of `products` are one walk, not four): a walk that reads nothing another fills
@@ -118,6 +126,9 @@ def assemble(spec: PlanSpec, catalog: Catalog) -> FilePlan:
         return [x for p in parts for x in getattr(p, attr)]
 
     functions = list(dict(every("functions")).items())  # a function shared by operations, once
+    clashes = sorted({n for n, body in every("functions") if dict(functions)[n] != body})
+    if clashes:  # names cut at 63 characters: one function would stand for two
+        raise ValueError(f"the plan makes two different functions of the same name: {', '.join(clashes)}")
     legacy = tuple(col for step in every("backfills") for col in step.contracts())
     quarantined = tuple(dict.fromkeys(op.table for op in spec.operations if isinstance(op, QuarantineRule)))
     keep = [f"UPDATE {QUARANTINE} q SET detail = to_jsonb(t) FROM public.{t} t WHERE q.table_name = '{t}'"

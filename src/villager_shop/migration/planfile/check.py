@@ -27,7 +27,7 @@ from psycopg import sql
 
 from villager_shop.migration import state
 from villager_shop.migration.planfile import catalog as planfile_catalog
-from villager_shop.migration.planfile.assemble import assemble
+from villager_shop.migration.planfile.assemble import assemble, row_triggers_before
 from villager_shop.migration.planfile.monitoring import OBJECTS as MONITORING_OBJECTS
 from villager_shop.migration.planfile.normalizers import shipped_sql
 from villager_shop.migration.planfile.spec import (
@@ -49,7 +49,7 @@ from villager_shop.migration.planfile.spec import (
     columns_created,
     place,
 )
-from villager_shop.migration.planfile.steps import V
+from villager_shop.migration.planfile.steps import Trigger, V
 from villager_shop.migration.preflight import ROW_SECURITY
 
 RELKINDS = {"r": "table", "p": "partitioned table", "v": "view", "m": "materialized view", "f": "foreign table",
@@ -58,6 +58,8 @@ RELKINDS = {"r": "table", "p": "partitioned table", "v": "view", "m": "materiali
 # How long one EXPLAIN may wait for a lock on its table (an ALTER TABLE in progress) or run.
 LOCK_TIMEOUT = "2s"
 STATEMENT_TIMEOUT = "10s"
+# How long `migrate plan` looks for values a new unique index or column would repeat.
+REPEATS_TIMEOUT = "2s"
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,8 @@ class Col:
     base: int  # the type's oid, a domain's base type's
     category: str  # pg_type.typcategory of the base type: 'S' string, 'N' numeric, 'U' user (uuid), ...
     generated: bool = False  # a generated column: computed from others, so it cannot move
+    # Its collation, when that is nondeterministic (values it takes as equal may differ: 'a', 'A').
+    loose_collation: str | None = None
 
 
 UUID = Col("uuid", 2950, "U")
@@ -113,8 +117,9 @@ SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.rel
 
 _COLUMNS = """
 SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), bt.oid::int, bt.typcategory,
-       a.attgenerated <> ''
+       a.attgenerated <> '', CASE WHEN NOT co.collisdeterministic THEN co.collname END
   FROM pg_attribute a
+  LEFT JOIN pg_collation co ON co.oid = a.attcollation
   JOIN pg_class c ON c.oid = a.attrelid
   JOIN pg_namespace n ON n.oid = c.relnamespace
   JOIN pg_type t ON t.oid = a.atttypid
@@ -189,18 +194,30 @@ SELECT bt.oid::int, bt.typcategory FROM pg_type t
  WHERE t.oid = to_regtype(%s)
 """
 
+# Enabled BEFORE row triggers on INSERT or UPDATE of a table, not the migration's, whose names sort
+# after a given one (PostgreSQL fires them in that order, byte by byte).
+_LATER_TRIGGERS = """
+SELECT t.tgname FROM pg_trigger t JOIN pg_proc f ON f.oid = t.tgfoid
+ WHERE t.tgrelid = %s::regclass AND NOT t.tgisinternal AND t.tgenabled <> 'D'
+   AND t.tgtype & 1 = 1 AND t.tgtype & 2 = 2 AND t.tgtype & (4 | 16) <> 0
+   AND f.pronamespace NOT IN (SELECT oid FROM pg_namespace WHERE nspname = 'villager_migration')
+   AND t.tgname::text COLLATE "C" > %s::text COLLATE "C"
+ ORDER BY t.tgname::text COLLATE "C"
+"""
+
 _SHIPPED = re.compile(r'CREATE\s+(?:OR\s+REPLACE\s+)?FUNCTION\s+"?([A-Za-z_][\w$]*)"?\s*\.\s*"?([A-Za-z_][\w$]*)"?\s*\(',
                       re.IGNORECASE)
 _IMMUTABLE = re.compile(r"\bIMMUTABLE\b", re.IGNORECASE)
 _LITERAL = re.compile(r"'(?:[^']|'')*'")
+_CALL = re.compile(r"([A-Za-z_][\w$]*)\s*\(")
 _WORD = re.compile(r'"([^"]+)"|([A-Za-z_][A-Za-z0-9_$]*)')
 
 
 def read_catalog(conn: psycopg.Connection[Any]) -> Catalog:
     relations = {name: kind for name, kind in conn.execute(_RELATIONS).fetchall()}
     tables: dict[str, Table] = {}
-    for rel, col, typ, base, category, generated in conn.execute(_COLUMNS).fetchall():
-        tables.setdefault(rel, Table(rel, {})).columns[col] = Col(typ, base, category, bool(generated))
+    for rel, col, typ, base, category, generated, loose in conn.execute(_COLUMNS).fetchall():
+        tables.setdefault(rel, Table(rel, {})).columns[col] = Col(typ, base, category, bool(generated), loose)
     for rel, primary, cols in conn.execute(_UNIQUE).fetchall():
         if rel in tables:
             tables[rel].unique.append(frozenset(cols))
@@ -272,6 +289,17 @@ def _operation_number(problem: Problem) -> int:
 def _words(expr: str) -> list[str]:
     """The names an SQL expression uses (string literals left out)."""
     return [q or w.lower() for q, w in _WORD.findall(_LITERAL.sub("''", expr))]
+
+
+# String types whose equality is the text's: citext, say, takes 'Rome' and 'ROME' as equal.
+EXACT_TEXT = frozenset({25, 1043, 1042, 19})  # text, varchar, char, name
+
+
+def _loose(col: Col) -> str:
+    """What makes a string column's equality looser than its values."""
+    if col.loose_collation:
+        return f"has the nondeterministic collation {col.loose_collation}"
+    return f"is {col.type}, whose equality is not text's"
 
 
 def _a(noun: str) -> str:
@@ -604,9 +632,30 @@ class _Checker:
         """The steps the plan makes, built as `migrate run` builds them: two that would share a name
         (names cut at 63 characters) are a problem of the file, not an internal error."""
         try:
-            assemble(self.spec, planfile_catalog.read(self.conn, self.spec.tables()))
+            found = planfile_catalog.read(self.conn, self.spec.tables())
+            assemble(self.spec, found)
         except ValueError as exc:
             self.bad("file", f"{exc} (shorten or change the names)")
+            return
+        self.triggers_after_ours(row_triggers_before(self.spec, found))
+
+    def triggers_after_ours(self, ours: list[tuple[int, Trigger]]) -> None:
+        """A table's own BEFORE row trigger that PostgreSQL fires after the plan's (in name order)
+        could change a value the plan's trigger has already carried to the new column: the two would
+        differ, and `complete` would keep the new one."""
+        for i, trig in ours:
+            later = self.conn.execute(_LATER_TRIGGERS, (f"public.{trig.table}", trig.name)).fetchall()
+            if not later:
+                continue
+            op = self.spec.operations[i - 1]
+            key = "table"
+            if isinstance(op, ExtractLookup):
+                key = next(f"sources[{j}].table" for j, s in enumerate(op.sources) if s.table == trig.table)
+            names = ", ".join(str(n) for (n,) in later)
+            self.bad(f"{place(op, i)}, {key}",
+                     f"{trig.table} has BEFORE row triggers of its own that fire after the plan's {trig.name}"
+                     f" (in name order): {names}; a value they set would not reach the new column. Rename them"
+                     f" to sort before {trig.name!r}")
 
     def quarantine(self, i: int, p: str, op: QuarantineRule) -> None:
         t = self.table(i, f"{p}, table", op.table)
@@ -627,6 +676,10 @@ class _Checker:
             col = self.column(i, where, t, s.column)
             if col is not None and col.category != "S":
                 self.bad(where, f"{s.table}.{s.column} is {col.type}, not text, varchar or char")
+            elif col is not None and (col.loose_collation or col.base not in EXACT_TEXT):
+                self.bad(where, f"{s.table}.{s.column} {_loose(col)}: values it takes as equal ('Rome', 'ROME')"
+                                " would share one lookup row and lose their spelling; change its collation or"
+                                " type first, and give the lookup a `key` (casefold) to make such values one")
             if col is not None and s.column in t.pk:
                 self.bad(where, f"{s.column} is the primary key of {s.table}; it cannot move to a lookup table")
             if col is not None and col.generated:
@@ -642,6 +695,7 @@ class _Checker:
         lookup = self.new_table(i, p, "lookup", op.lookup, columns + extra,
                                 [op.key_column] + ([op.slug] if op.slug else []) + [e.name for e in op.extra if e.unique])
         self.extra_defaults(i, p, op.extra, lookup, extra)
+        self.unique_repeats(p, op.extra, "lookup row", None)
         for j, (s, t) in enumerate(zip(op.sources, sources, strict=True)):
             if t is not None and self.creates_column(f"{p}, sources[{j}].fk", t, s.fk, UUID):
                 self.creates_constraint(f"{p}, sources[{j}].constraint", t, s.constraint)
@@ -692,6 +746,7 @@ class _Checker:
                 self.expression(i, f"{p}, columns[{j}].{'back' if c.back else 'type'}", child, back,
                                 value=parent.columns[c.parent].type, only=tuple(m.child for m in op.columns))
         self.extra_defaults(i, p, op.extra, child, extra)
+        self.unique_repeats(p, op.extra, f"default {op.child} row", parent, op.when)
         self.children[op.child] = (i, op)
 
     def extra_columns(self, i: int, p: str, extras: tuple[ExtraColumn, ...],
@@ -720,9 +775,55 @@ class _Checker:
                 self.expression(i, f"{p}, extra_columns[{j}].default", table, e.default, value=columns[j][2].type,
                                 only=())
 
+    def repeated(self, table: str, exprs: list[str], where: str | None) -> str | None:
+        """A value of `exprs` (none NULL) that two rows of `table` meeting `where` share, as text; None
+        when there is none, or when finding out takes longer than REPEATS_TIMEOUT (a large table:
+        then the run finds it, stops and says so)."""
+        values = ", ".join(f"({e})" for e in exprs)
+        query = (f"SELECT concat_ws(', ', {values}) FROM public.{table} WHERE ({where or 'true'})"
+                 + "".join(f" AND ({e}) IS NOT NULL" for e in exprs) + f" GROUP BY {values} HAVING count(*) > 1 LIMIT 1")
+        before = self.conn.execute("SELECT current_setting('statement_timeout')").fetchone()[0]  # type: ignore[index]
+        try:
+            with self.conn.transaction():
+                self.conn.execute(f"SET LOCAL statement_timeout = '{REPEATS_TIMEOUT}'")
+                row = self.conn.execute(query.encode()).fetchone()
+        except psycopg.Error:
+            return None  # too long, or an expression another check reports
+        finally:
+            self.conn.execute("SELECT set_config('statement_timeout', %s, true)", (before,))
+        return None if row is None else str(row[0])
+
+    def unique_repeats(self, p: str, extras: tuple[ExtraColumn, ...], what: str, parent: Table | None,
+                       when: str | None = None) -> None:
+        """A unique extra column that the migration would give every row it creates the same value: an
+        expression that reads no column of the parent and calls no volatile function (a constant,
+        now()). The second row would stop the backfill, and an old application's write would fail."""
+        for j, e in enumerate(extras):
+            expr = e.initial or e.default
+            if not e.unique or not expr:
+                continue
+            if parent is not None and e.initial and any(w in parent.columns for w in _words(e.initial)):
+                found = self.repeated(parent.name, [e.initial], when) if not parent.created_by else None
+                if found is not None:
+                    self.bad(f"{p}, extra_columns[{j}].initial",
+                             f"{e.name} is unique, but initial {expr!r} gives more than one {parent.name} row"
+                             f" the value {found}: the backfill would stop there")
+                continue
+            calls = sorted({m.group(1).lower() for m in _CALL.finditer(_LITERAL.sub("''", expr))})
+            if calls and self.conn.execute("SELECT count(*) > 0 FROM pg_proc WHERE proname = ANY(%s)"
+                                           " AND provolatile = 'v'", (calls,)).fetchone()[0]:  # type: ignore[index]
+                continue
+            key = "initial" if e.initial else "default"
+            self.bad(f"{p}, extra_columns[{j}].{key}", f"{e.name} is unique, but {key} {expr!r} gives every"
+                                                       f" {what} the same value: the second one would fail")
+
     def comparable(self, where: str, table: str, column: str, col: Col) -> None:
         """A moved column's values are compared by the sync triggers (IS DISTINCT FROM): its type needs
-        an equality operator (json, xml, point have none)."""
+        an equality operator (json, xml, point have none) that tells every change."""
+        if col.category == "S" and (col.loose_collation or col.base not in EXACT_TEXT):
+            self.bad(where, f"{table}.{column} {_loose(col)}: the sync would miss a change it takes as equal"
+                            " ('Rome' to 'ROME'); change its collation or type first, or leave it with the parent")
+            return
         try:
             with self.conn.transaction():
                 self.conn.execute(sql.SQL("EXPLAIN SELECT ROW(NULL::{t}) IS DISTINCT FROM ROW(NULL::{t})").format(
@@ -769,6 +870,7 @@ class _Checker:
         if t is None:
             return
         legacy = tuple(c for c in self._db_columns(t) if c != op.column)
+        target: Col | None = None
         # Over the legacy columns alone: another operation's column may be set by a trigger after ours.
         if typ is not None:
             self.expression(i, f"{p}, from", t, op.source, value=typ.type, only=legacy)
@@ -780,14 +882,12 @@ class _Checker:
                 self.bad(f"{p}, writes", f"{op.table}.{op.writes} is a generated column")
             elif target is not None and op.writes in t.pk:
                 self.bad(f"{p}, writes", f"{op.writes} is the primary key of {op.table}")
-            if typ is not None:
-                t.columns[op.column] = typ  # `back` may read it
-                if op.back and target is not None:
-                    self.expression(i, f"{p}, back", t, op.back, value=target.type, only=(*legacy, op.column))
         elif op.back:
             self.bad(f"{p}, back", "needs `writes`: the legacy column it gives a value")
-        if typ is not None:
-            self.creates_column(f"{p}, column", t, op.column, typ)
+        # Before `back` is checked: it may read the new column itself.
+        if typ is not None and self.creates_column(f"{p}, column", t, op.column, typ) and op.back \
+                and target is not None:
+            self.expression(i, f"{p}, back", t, op.back, value=target.type, only=(*legacy, op.column))
 
     def add_check(self, i: int, p: str, op: AddCheck) -> None:
         t = self.table(i, f"{p}, table", op.table)
@@ -843,6 +943,12 @@ class _Checker:
         if t is not None:
             used = [c.split()[0].lower() for c in op.columns] + list(op.include) + _words(op.where or "")
             self.uses_columns(f"{p}, columns", t, used, "index")
+            names = [c.split()[0].lower() for c in op.columns]
+            if op.unique and set(names) <= set(self._db_columns(t)):
+                found = self.repeated(t.name, names, op.where)
+                if found is not None:
+                    self.bad(f"{p}, columns", f"{op.table} has rows that repeat ({', '.join(names)}) = ({found}):"
+                                              " the unique index could not be built; remove the repeats first")
 
     def monitoring(self) -> None:
         """`monitoring = true` creates the guide's views and function in the public schema: one of

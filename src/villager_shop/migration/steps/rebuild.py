@@ -56,6 +56,10 @@ LOG_TRIGGER = "villager_rebuild_log"
 SWAP_REPLAY_ROWS = 200
 # Rows the copy guessed wrong, copied again per transaction.
 RECOPY_ROWS = 1000
+# The migration's own relations in its schema: the copy of a table of one of these names would be
+# one of them (and rollback would drop it), so such a table is backfilled in place.
+OWN_RELATIONS = frozenset({"state", "steps", "events", "events_id_seq", "backfill", "backfill_retry", "rebuild_log",
+                           "rebuild_log_seq_seq", "rebuild_recheck", "quarantine", "plan_quarantine", "legacy_writes"})
 
 INELIGIBLE = """
 SELECT CASE
@@ -277,9 +281,10 @@ class RebuildTable(Step):
 
     def undo_ddl(self) -> list[Ddl]:
         t = self.table
+        copy = [] if t in OWN_RELATIONS else [Ddl(f"DROP TABLE IF EXISTS {V}.{t}", "none on application tables")]
         return [Ddl(f"DROP TRIGGER IF EXISTS {LOG_TRIGGER} ON public.{t}", f"ACCESS EXCLUSIVE on {t}"),
                 Ddl(f"DROP TRIGGER IF EXISTS {LOG_TRIGGER}_truncate ON public.{t}", f"ACCESS EXCLUSIVE on {t}"),
-                Ddl(f"DROP TABLE IF EXISTS {V}.{t}", "none on application tables"),
+                *copy,
                 Ddl(f"DROP TABLE IF EXISTS {V}.rebuild_recheck", "none on application tables"),
                 self._drop_retired_ddl(),
                 Ddl(f"DROP TABLE IF EXISTS {V}.rebuild_log", "none on application tables")]
@@ -303,6 +308,8 @@ class RebuildTable(Step):
 
     def ineligible(self, ctx: Context) -> str | None:
         """Why the table cannot be rebuilt faithfully (then it is backfilled in place), or None."""
+        if self.table in OWN_RELATIONS:
+            return f"its copy would take the name of the migration's own {V}.{self.table}"
         return ctx.scalar(INELIGIBLE, (self.pk.column, f"public.{self.table}"))
 
     def check(self, ctx: Context) -> bool:

@@ -5,7 +5,14 @@ that only while every violating row is quarantined by a quarantine_rule of the p
 
 from __future__ import annotations
 
-from villager_shop.migration.planfile.operations.base import ConstraintInfo, Env, Parts, added_columns, columns_read
+from villager_shop.migration.planfile.operations.base import (
+    ConstraintInfo,
+    Env,
+    Parts,
+    added_columns,
+    columns_read,
+    ident,
+)
 from villager_shop.migration.planfile.spec import AddCheck
 from villager_shop.migration.planfile.steps import QUARANTINE
 from villager_shop.migration.steps.constraints import AddConstraint, ValidateConstraint
@@ -14,7 +21,9 @@ from villager_shop.migration.steps.constraints import AddConstraint, ValidateCon
 def checked_columns(op: AddCheck, env: Env) -> tuple[str, ...]:
     if op.columns:
         return op.columns
-    return tuple(columns_read(op.check, [*env.catalog.table(op.table).columns, *sorted(added_columns(env, op.table))]))
+    # The guard trigger writes the names as they are: plain ones only (a quoted one is not watched).
+    return tuple(c for c in columns_read(op.check, [*env.catalog.table(op.table).columns,
+                                                    *sorted(added_columns(env, op.table))]) if ident(c) == c)
 
 
 def expand(op: AddCheck, env: Env) -> Parts:

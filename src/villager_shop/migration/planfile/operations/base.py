@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from villager_shop.migration.keys import Key
 from villager_shop.migration.planfile.catalog import Catalog
-from villager_shop.migration.planfile.spec import Operation, columns_created
+from villager_shop.migration.planfile.spec import IDENT, RESERVED, Operation, columns_created
 from villager_shop.migration.planfile.steps import Trigger
 from villager_shop.migration.steps.backfill import Backfill, batch, statement
 from villager_shop.migration.steps.base import Step
@@ -67,9 +67,14 @@ def quote_list(columns: list[str], prefix: str = "") -> str:
     return ", ".join(f"{prefix}{c}" for c in columns)
 
 
+def ident(name: str) -> str:
+    """A column name as SQL writes it: quoted when it is not a plain lower-case name ("order")."""
+    return name if IDENT.fullmatch(name) and name not in RESERVED else '"' + name.replace('"', '""') + '"'
+
+
 def row_tuple(columns: list[str], prefix: str) -> str:
     """(a.x, a.y) - a one-column row is written ROW(...) so that IS DISTINCT FROM compares rows."""
-    inner = ", ".join(f"{prefix}{c}" for c in columns)
+    inner = ", ".join(f"{prefix}{ident(c)}" for c in columns)
     return f"ROW({inner})"
 
 
@@ -173,20 +178,33 @@ def backfill(table: str, name: str, actions: Actions | WalkPart, title: str, cat
 TOKEN = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|[A-Za-z_][A-Za-z0-9_$]*|.", re.DOTALL)
 
 
+def _unquoted(token: str) -> str:
+    """The name a token stands for: a quoted name ("order", "Mixed Case") without its quotes."""
+    return token[1:-1].replace('""', '"') if len(token) > 1 and token[0] == '"' == token[-1] else token
+
+
 def rename(definition: str, renamed: dict[str, str]) -> str:
-    """Column names in an expression replaced; string literals, quoted names and function names kept."""
+    """Column names in an expression replaced; string literals and function names kept. A quoted
+    name ("order") stays quoted when it is only qualified (`NEW."order"`)."""
     tokens = TOKEN.findall(definition)
     out = []
     for i, tok in enumerate(tokens):
         following = next((t for t in tokens[i + 1:] if not t.isspace()), "")
         preceding = next((t for t in reversed(tokens[:i]) if not t.isspace()), "")
-        out.append(renamed.get(tok, tok) if following != "(" and preceding != "." else tok)
+        name = _unquoted(tok)
+        new = renamed.get(name) if following != "(" and preceding != "." else None
+        if new is None or new == name:
+            out.append(tok)
+        elif name != tok and new.endswith("." + name):
+            out.append(new[:-len(name)] + tok)
+        else:
+            out.append(new)
     return "".join(out)
 
 
 def columns_read(expr: str, columns: Iterable[str]) -> list[str]:
     """The `columns` an SQL expression names, in their order (string literals left out)."""
-    words = set(TOKEN.findall(re.sub(r"'(?:[^']|'')*'", "''", expr)))
+    words = {_unquoted(t) for t in TOKEN.findall(re.sub(r"'(?:[^']|'')*'", "''", expr))}
     return [c for c in columns if c in words]
 
 

@@ -56,12 +56,16 @@ $fn$"""))
     triggers = [trig]
     if op.writes:
         write_fn = f"derive_{table}_{col}_writes"[:63]
+        # An insert of the column leaves `writes` NULL, or to its default: the column is what it wrote.
+        default = info.defaults.get(op.writes)
+        unwritten = f"NEW.{op.writes} IS NULL" + (f" OR NEW.{op.writes} IS NOT DISTINCT FROM ({default})"
+                                                  if default else "")
         parts.functions.append((write_fn, f"""CREATE OR REPLACE FUNCTION {V}.{write_fn}() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 -- A write of {table}.{col} alone (by the new application) -> {table}.{op.writes}
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        IF NEW.{op.writes} IS NULL AND NEW.{col} IS NOT NULL THEN
+        IF NEW.{col} IS NOT NULL AND ({unwritten}) THEN
             NEW.{op.writes} := {back};  -- inserted by the new application
         END IF;
     ELSIF {row_tuple(read, 'NEW.')} IS DISTINCT FROM {row_tuple(read, 'OLD.')} THEN

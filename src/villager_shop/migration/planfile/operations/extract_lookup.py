@@ -136,6 +136,11 @@ $fn$"""))
         f"     WHERE raw IS NOT NULL GROUP BY raw ORDER BY first_src, first_seen OFFSET 0) s")))
     for i, s in enumerate(op.sources):
         fn = f"{lk}_sync_{s.table}_{s.fk}"[:63]
+        # A new-application insert that gives the reference leaves the text blank, or to its default:
+        # the reference is what it wrote.
+        default = env.catalog.table(s.table).defaults.get(s.column)
+        unwritten = f"{key_of}(NEW.{s.column}) IS NULL" + (
+            f" OR NEW.{s.column} IS NOT DISTINCT FROM ({default})" if default else "")
         parts.functions.append((fn, f"""CREATE OR REPLACE FUNCTION {V}.{fn}() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 -- {s.table}.{s.column} <-> {s.table}.{s.fk}: a changed legacy value wins; otherwise a changed
@@ -145,7 +150,7 @@ DECLARE
     l_key text;
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        IF NEW.{s.fk} IS NOT NULL AND {key_of}(NEW.{s.column}) IS NULL THEN
+        IF NEW.{s.fk} IS NOT NULL AND ({unwritten}) THEN
             SELECT {val} INTO NEW.{s.column} FROM public.{lk} WHERE id = NEW.{s.fk};
             RETURN NEW;
         END IF;

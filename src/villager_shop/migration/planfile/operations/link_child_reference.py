@@ -32,6 +32,16 @@ def expand(op: LinkChildReference, env: Env) -> Parts:
     cfk, flag = split.fk, split.default_flag
     ppk = env.catalog.table(split.parent).key or "id"
     default = f"(SELECT c.id FROM public.{child} c WHERE c.{cfk} = NEW.{ref} AND c.{flag})"
+    # A reference without a foreign key to the parent takes the lock such a key would: a parent
+    # being deleted or re-keyed meanwhile is waited for, and then its gone child is not linked
+    # (its rows' links were let go before this row was written).
+    soft = env.catalog.table(table).references.get(ref) != split.parent
+    hold = (f"PERFORM 1 FROM public.{split.parent} p WHERE p.{ppk} = NEW.{ref} FOR KEY SHARE;\n            "
+            if soft else "")
+    parent_of = f"SELECT c.{cfk} INTO NEW.{ref} FROM public.{child} c WHERE c.id = NEW.{fk};"
+    # The same for a write of the link: the child's parent as it is once that lock is held.
+    follow = (f"\n            PERFORM 1 FROM public.{split.parent} p WHERE p.{ppk} = NEW.{ref} FOR KEY SHARE;"
+              f"\n            IF NOT FOUND THEN\n                {parent_of}\n            END IF;" if soft else "")
     fn = f"{table}_{fk}_sync"[:63]
     parts = Parts()
     parts.functions.append((fn, f"""CREATE OR REPLACE FUNCTION {V}.{fn}() RETURNS trigger
@@ -40,9 +50,9 @@ LANGUAGE plpgsql AS $fn$
 BEGIN
     IF TG_OP = 'INSERT' THEN
         IF NEW.{fk} IS NOT NULL THEN
-            SELECT c.{cfk} INTO NEW.{ref} FROM public.{child} c WHERE c.id = NEW.{fk};
+            {parent_of}{follow}
         ELSE
-            NEW.{fk} := {default};
+            {hold}NEW.{fk} := {default};
             {BUMP}
         END IF;
     ELSIF NEW.{ref} IS DISTINCT FROM OLD.{ref} THEN
@@ -51,13 +61,13 @@ BEGIN
            AND EXISTS (SELECT 1 FROM public.{child} c WHERE c.id = OLD.{fk} AND c.{cfk} IN (OLD.{ref}, NEW.{ref})) THEN
             NULL;  -- the parent's key was renamed (ON UPDATE CASCADE): the same {child} row, before or after its own cascade
         ELSE
-            NEW.{fk} := {default};
+            {hold}NEW.{fk} := {default};
         END IF;
         {BUMP}
     ELSIF NEW.{fk} IS DISTINCT FROM OLD.{fk} AND NEW.{fk} IS NOT NULL THEN
-        SELECT c.{cfk} INTO NEW.{ref} FROM public.{child} c WHERE c.id = NEW.{fk};
+        {parent_of}{follow}
     ELSIF NEW.{fk} IS NULL AND NEW.{ref} IS NOT NULL THEN
-        NEW.{fk} := {default};
+        {hold}NEW.{fk} := {default};
     END IF;
     RETURN NEW;
 END
@@ -102,7 +112,6 @@ $fn$"""))
     fk_name = op.constraint
     # A reference without a foreign key to the parent lets the old application delete a parent its
     # rows name (the link then lets go too) and name one that does not exist (the link stays NULL).
-    soft = env.catalog.table(table).references.get(ref) != split.parent
     definition = f"FOREIGN KEY ({fk}) REFERENCES public.{child} (id){' ON DELETE SET NULL' if soft else ''}"
     parts.foreign_keys.append(AddConstraint(table, fk_name, definition, referenced=child))
     parts.validations.append(ValidateConstraint(table, fk_name, definition))

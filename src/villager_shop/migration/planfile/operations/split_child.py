@@ -26,6 +26,7 @@ from villager_shop.migration.planfile.operations.base import (
 )
 from villager_shop.migration.planfile.spec import ChildColumn, LinkChildReference, SplitChild
 from villager_shop.migration.planfile.steps import PlanTable, Trigger, triggers_sql
+from villager_shop.migration.steps.rebuild import LOG_TRIGGER
 
 BUMP = f"PERFORM nextval('{V}.legacy_writes');"
 
@@ -65,9 +66,11 @@ def expand(op: SplitChild, env: Env) -> Parts:
         f" AND {ln.fk} IS NULL;" for ln in links)
     # A deleted child lets go of the rows linked to it (they take the parent's default child, if
     # any): until the link's foreign key exists, nothing else would, and its validation would fail.
-    link_gone = "".join(
-        f"\n        UPDATE public.{ln.table} SET {ln.fk} = NULL WHERE {ln.reference} = OLD.{fk}"
-        f" AND {ln.fk} = OLD.id;" for ln in links)
+    link_gone = "".join(f"\n        {_let_go(ln, fk, env)}" for ln in links)
+    # A reference without a foreign key does not follow a renamed parent key: its rows let go too.
+    soft = [ln for ln in links if env.catalog.table(ln.table).references.get(ln.reference) != parent]
+    link_moved = (f"\n    IF TG_OP = 'UPDATE' AND NEW.{fk} IS DISTINCT FROM OLD.{fk} THEN"
+                  + "".join(f"\n        {_let_go(ln, fk, env)}" for ln in soft) + "\n    END IF;" if soft else "")
     watched = [*pcols, *(c for c in when_columns(op, info) if c not in pcols)]
     new_row, old_row = row_tuple(watched, "NEW."), row_tuple(watched, "OLD.")
     set_child = ", ".join(f"{c} = EXCLUDED.{c}" for c in ccols)
@@ -140,7 +143,9 @@ LANGUAGE plpgsql AS $fn$
 -- one lets go of its rows.
 BEGIN
     IF TG_OP = 'DELETE' THEN{link_gone}
-    ELSIF NEW.{flag} AND (TG_OP = 'INSERT' OR NOT OLD.{flag}) THEN{link_waiting}
+        RETURN NULL;
+    END IF;{link_moved}
+    IF NEW.{flag} AND (TG_OP = 'INSERT' OR NOT OLD.{flag} OR NEW.{fk} IS DISTINCT FROM OLD.{fk}) THEN{link_waiting}
     END IF;
     RETURN NULL;
 END
@@ -194,6 +199,21 @@ $fn$"""))
             f"  FROM public.{parent} p\n"
             f" WHERE NOT EXISTS (SELECT 1 FROM public.{child} c WHERE c.{fk} = p.{pk} AND c.{flag})")
     return parts
+
+
+def _let_go(ln: LinkChildReference, fk: str, env: Env) -> str:
+    """The rows of `ln` linked to the child row OLD through its parent OLD.`fk` let go. While the
+    table is copied (steps/rebuild.py) a row whose link is not filled in place yet may have been
+    copied with that child: its key goes to the change log, so that the copy takes it again."""
+    t, ref, link = ln.table, ln.reference, ln.fk
+    key = env.catalog.table(t).key or "id"
+    as_text = "t.id::text" if key == "id" else f"to_jsonb(t) ->> '{key}'"  # as the log trigger writes it
+    return (f"UPDATE public.{t} SET {link} = NULL WHERE {ref} = OLD.{fk} AND {link} = OLD.id;\n"
+            f"        IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = 'public.{t}'::regclass"
+            f" AND tgname = '{LOG_TRIGGER}') THEN\n"
+            f"            INSERT INTO {V}.rebuild_log (table_name, row_id)\n"
+            f"            SELECT '{t}', {as_text} FROM public.{t} t WHERE t.{ref} = OLD.{fk} AND t.{link} IS NULL;\n"
+            f"        END IF;")
 
 
 def carried_checks(op: SplitChild, env: Env) -> list[tuple[str, str]]:
