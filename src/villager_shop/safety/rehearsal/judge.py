@@ -8,7 +8,6 @@ import psycopg
 from psycopg import sql
 
 from villager_shop.legacy.schema import LEGACY_TABLES
-from villager_shop.migration.plan import build_plan
 from villager_shop.safety.rehearsal.options import RehearsalOptions
 from villager_shop.safety.report.model import RehearsalReport, StepResult
 
@@ -53,12 +52,11 @@ def project(steps: list[StepResult], backfill: list[dict[str, Any]],
                        "production_source": production.get(b["table"], {}).get("source"),
                        "projected_seconds": round(prod / rate, 2) if prod is not None and rate > 0 else None})
     other_measured = other_scaled = 0.0
-    plan = {s.name: s for s in build_plan()}
     for s in steps:
         if s.phase == "backfill" or s.seconds is None:
             continue
         other_measured += s.seconds
-        table = getattr(plan.get(s.name), "table", None)
+        table = s.table
         ratio = 1.0
         if s.phase in ("validate", "index") and table in staging_rows and staging_rows[table]:
             prod = production.get(str(table), {}).get("rows")

@@ -162,7 +162,7 @@ def _on_staging(staging_url: str, settings: Settings, opts: RehearsalOptions, ph
     with phase(phases, "squawk", say):
         squawk = run_squawk(plan_sql(settings.villager_lock_timeout_ms, file_plan.steps if file_plan else None))
 
-    steps = step_results(rows, timeline)
+    steps = step_results(rows, timeline, file_plan.steps if file_plan else None)
     t_origin = phases[0].start if phases else time.time()
     writer_summary = stats.summary()
     writer_summary["slowest"] = slowest_writes(stats.slow, steps, t_origin)

@@ -11,6 +11,7 @@ from typing import Any
 from villager_shop.migration import state
 from villager_shop.migration.context import Reporter
 from villager_shop.migration.plan import build_plan
+from villager_shop.migration.steps.base import Step
 from villager_shop.safety.report.model import Span, StepResult
 
 # Where the rehearsal tells a person what it is doing.
@@ -69,11 +70,12 @@ def phase(phases: list[Span], name: str, say: Say) -> Iterator[Span]:
 
 
 
-def step_results(rows: dict[str, state.StepRow], timeline: Timeline) -> list[StepResult]:
-    """Every step of the plan as it ended on staging: its state row when it has one, else what the
-    timeline saw (a step that failed before writing its row), else pending."""
+def step_results(rows: dict[str, state.StepRow], timeline: Timeline, steps: list[Step] | None = None) -> list[StepResult]:
+    """Every step of the plan (`steps`, else the built-in plan's) as it ended on staging: its state
+    row when it has one, else what the timeline saw (a step that failed before writing its row),
+    else pending."""
     out: list[StepResult] = []
-    for step in build_plan():
+    for step in steps if steps is not None else build_plan():
         r = rows.get(step.name)
         span = timeline.spans.get(step.name)
         detail = dict(r.detail) if r else {}
@@ -88,6 +90,6 @@ def step_results(rows: dict[str, state.StepRow], timeline: Timeline) -> list[Ste
             seconds=None if seconds is None else float(seconds),
             start=span.start if span else None, end=span.end if span else None,
             attempts=attempts, lock_retries=max(0, attempts - statements),
-            error=r.last_error if r else None, detail=detail,
+            error=r.last_error if r else None, detail=detail, table=getattr(step, "table", None),
         ))
     return out

@@ -32,6 +32,7 @@ class StepResult:
     lock_retries: int
     error: str | None
     detail: dict[str, Any] = field(default_factory=dict)
+    table: str | None = None  # the table it works on, when one (scales its projection)
 
 
 @dataclass
