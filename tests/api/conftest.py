@@ -5,7 +5,7 @@ and the app in-process (lifespan running) behind an httpx client."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,16 +57,20 @@ def _new_name() -> str:
     return f"vt_{uuid.uuid4().hex[:12]}"
 
 
-@pytest.fixture(scope="session")
-def migrating_template(pg_admin_url: str) -> Iterator[str]:
-    """Template: messy + bulk legacy data after `migrate run`, passwords set for five users."""
-    name = "vt_tpl_" + uuid.uuid4().hex[:8]
-    url = create_database(pg_admin_url, name)
+def _template(pg_admin_url: str, prefix: str, build: Callable[[str], None], template: str | None = None) -> Iterator[str]:
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    url = create_database(pg_admin_url, name, template=template)
     try:
-        build_shop(url)
+        build(url)
         yield name
     finally:
         drop_database(pg_admin_url, name)
+
+
+@pytest.fixture(scope="session")
+def migrating_template(pg_admin_url: str) -> Iterator[str]:
+    """Template: messy + bulk legacy data after `migrate run`, passwords set for five users."""
+    yield from _template(pg_admin_url, "vt_tpl", build_shop)
 
 
 def build_shop(url: str, plan_file: Path | None = None) -> None:
@@ -83,37 +87,19 @@ def build_shop(url: str, plan_file: Path | None = None) -> None:
 @pytest.fixture(scope="session")
 def completed_template(pg_admin_url: str, migrating_template: str) -> Iterator[str]:
     """The same after a simulated `migrate complete` (legacy columns and sync triggers gone)."""
-    name = "vt_tplc_" + uuid.uuid4().hex[:8]
-    url = create_database(pg_admin_url, name, template=migrating_template)
-    try:
-        simulate_complete(url)
-        yield name
-    finally:
-        drop_database(pg_admin_url, name)
+    yield from _template(pg_admin_url, "vt_tplc", simulate_complete, migrating_template)
 
 
 @pytest.fixture(scope="session")
 def file_migrating_template(pg_admin_url: str) -> Iterator[str]:
     """The same data after `migrate run --plan plans/villager.toml`."""
-    name = "vt_tplf_" + uuid.uuid4().hex[:8]
-    url = create_database(pg_admin_url, name)
-    try:
-        build_shop(url, VILLAGER_PLAN)
-        yield name
-    finally:
-        drop_database(pg_admin_url, name)
+    yield from _template(pg_admin_url, "vt_tplf", lambda url: build_shop(url, VILLAGER_PLAN))
 
 
 @pytest.fixture(scope="session")
 def file_completed_template(pg_admin_url: str, file_migrating_template: str) -> Iterator[str]:
     """The same after `migrate complete`."""
-    name = "vt_tplfc_" + uuid.uuid4().hex[:8]
-    url = create_database(pg_admin_url, name, template=file_migrating_template)
-    try:
-        complete_for_real(url)
-        yield name
-    finally:
-        drop_database(pg_admin_url, name)
+    yield from _template(pg_admin_url, "vt_tplfc", complete_for_real, file_migrating_template)
 
 
 @dataclass

@@ -19,6 +19,7 @@ import psycopg
 import pytest
 
 from tests.helpers import ROOT, cli_env, rows, run_cli, scalar
+from tests.migration.planfile.test_unseen_schema import Writers
 from villager_shop.migration.steps.rebuild import OWN_RELATIONS
 
 
@@ -381,24 +382,9 @@ SELECT 'split', a.id::text, row(a.tier, a.seats)::text, row(d.tier, d.seats)::te
 """
 
 
-class LiveWriters:
+class LiveWriters(Writers):
     """The old application deletes accounts, renames their keys and writes activity rows that name them
     (or no account); the new application writes them by subscription and kind, and seats."""
-
-    def __init__(self, url: str) -> None:
-        self.url, self.stop, self.errors, self.writes = url, threading.Event(), [], 0
-        self.threads = [threading.Thread(target=self._old, args=(i,)) for i in range(2)]
-        self.threads.append(threading.Thread(target=self._new))
-
-    def __enter__(self) -> LiveWriters:
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join()
 
     def _loop(self, step: Callable[[psycopg.Connection[Any]], None], new: bool = False) -> None:
         with psycopg.connect(self.url, autocommit=True) as c:
