@@ -73,6 +73,9 @@ class Col:
 
 
 UUID = Col("uuid", 2950, "U")
+# A reference of another type than its parent's key that PostgreSQL compares (and indexes) with it
+# as it is: smallint, integer, bigint; text and varchar (not char: its blanks do not count).
+COMPARABLE_INTEGERS, COMPARABLE_TEXTS = {20, 21, 23}, {25, 1043}
 TEXT = Col("text", 25, "S")
 BOOLEAN = Col("boolean", 16, "B")
 TIMESTAMPTZ = Col("timestamp with time zone", 1184, "D")
@@ -847,7 +850,8 @@ class _Checker:
         parent = (self.model.get(split[1].parent) or self.cat.tables.get(split[1].parent)) if split else None
         if ref is not None and split is not None and parent is not None and len(parent.pk) == 1:
             pk = parent.columns.get(parent.pk[0])
-            fits = pk is None or pk.base == ref.base
+            fits = pk is None or pk.base == ref.base or {pk.base, ref.base} <= COMPARABLE_INTEGERS or {
+                pk.base, ref.base} <= COMPARABLE_TEXTS
             if pk is not None and not fits:
                 self.bad(f"{p}, reference", f"{op.table}.{op.reference} is {ref.type}; the primary key of"
                                             f" {parent.name} ({parent.pk[0]}) is {pk.type}")
