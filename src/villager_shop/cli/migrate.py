@@ -29,7 +29,6 @@ from villager_shop.migration.plan import build_plan, legacy_columns, plan_sql
 from villager_shop.migration.planfile import catalog as planfile_catalog
 from villager_shop.migration.planfile import check as planfile_check
 from villager_shop.migration.planfile import record
-from villager_shop.migration.planfile import spec as planfile_spec
 from villager_shop.migration.planfile.assemble import FilePlan, assemble
 from villager_shop.migration.planfile.schema import schema_text
 from villager_shop.migration.planfile.verify import verify_database
@@ -57,21 +56,14 @@ PLAN_OPTION = typer.Option(None, "--plan", metavar="FILE", help="a plan file of 
                            " docs/plans.md); default: the plan the database is migrated with, else villager_shop's")
 
 
-def load_plan(conn: Any, path: str | None) -> FilePlan | None:
+def _load_plan(conn: Any, path: str | None) -> FilePlan | None:
     """The plan file at `path`, checked against the database: every problem is printed with its
     place in the file, then one line and exit 2, nothing touched."""
     if path is None:
         return None
-    try:
-        spec = planfile_spec.load(path)
-        problems = planfile_check.check(conn, spec)
-    except planfile_spec.PlanError as exc:
-        spec, problems = None, exc.problems
-    if problems:
-        for p in problems:
-            err.print(f"{path}: {p}", markup=False, highlight=False)
-        raise ConfigError(f"plan {path}: {len(problems)} problem{'s' if len(problems) != 1 else ''} (listed above);"
-                          " nothing was changed")
+    spec, problems = planfile_check.load_and_check(conn, path)
+    if problems or spec is None:
+        render.refuse_plan(path, problems)
     assert spec is not None
     return assemble(spec, planfile_catalog.read(conn, spec.tables()))
 
@@ -91,7 +83,7 @@ def plan(
     s = get_settings()
     # The role that will migrate (the direct URL's), reading the catalog only.
     with connect(direct_database_url(s), autocommit=True, application_name="villager-shop migrate plan") as conn:
-        fp = load_plan(conn, plan_file) if plan_file else record.current(conn)
+        fp = _load_plan(conn, plan_file) if plan_file else record.current(conn)
         steps = fp.steps if fp else build_plan()
         if sql:
             typer.echo(plan_sql(s.villager_lock_timeout_ms, steps))
@@ -146,7 +138,7 @@ def run(
             if strategy == "guide":
                 summary = guide.run_guide(ctx)
             else:
-                loaded = load_plan(ctx.conn, plan_file)
+                loaded = _load_plan(ctx.conn, plan_file)
                 summary = runner.run(ctx, file_plan=record.for_run(ctx.conn, loaded.spec if loaded else None))
         finally:
             ctx.conn.close()

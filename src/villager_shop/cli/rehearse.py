@@ -12,12 +12,12 @@ from pathlib import Path
 import typer
 
 from villager_shop.cli import render
-from villager_shop.cli.migrate import load_plan
 from villager_shop.core.config import get_settings
 from villager_shop.core.db import connection
 from villager_shop.core.errors import VerificationFailed
 from villager_shop.embedded import session_database_url
 from villager_shop.migration.context import SilentReporter
+from villager_shop.migration.planfile.check import load_and_check
 from villager_shop.safety.rehearsal.judge import EXIT_NO_GO
 from villager_shop.safety.rehearsal.options import RehearsalOptions
 from villager_shop.safety.rehearsal.run import rehearse as run_rehearsal
@@ -54,10 +54,11 @@ def rehearse(
     s = get_settings()
     url = session_database_url(s, "rehearse")
     plan = None
-    if plan_file is not None:
+    if plan_file is not None:  # checked against the database before anything is done
         with connection(url, autocommit=True, application_name="villager-shop rehearse") as conn:
-            checked = load_plan(conn, plan_file)
-        plan = checked.spec if checked else None
+            plan, problems = load_and_check(conn, plan_file)
+        if problems or plan is None:
+            render.refuse_plan(plan_file, problems)
     opts = RehearsalOptions(backup_id=backup, writer_threads=scale_writer, keep=keep, report_dir=report_dir,
                             max_latency_ms=max_latency_ms, max_quarantine_pct=max_quarantine_pct, plan=plan)
     quiet = as_json

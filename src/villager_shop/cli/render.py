@@ -23,6 +23,8 @@ from rich.rule import Rule
 from rich.table import Table
 from rich.text import Text
 
+from villager_shop.core.errors import ConfigError
+
 if TYPE_CHECKING:
     from villager_shop.legacy import generate as gen
     from villager_shop.safety.report.model import RehearsalReport
@@ -32,6 +34,15 @@ if TYPE_CHECKING:
 # table is only as wide as its content) and lines are never wrapped.
 PIPED_WIDTH = 1000
 RULE_WIDTH = 100  # a section rule in piped output: as wide as a terminal's, not PIPED_WIDTH
+
+
+def refuse_plan(path: str, problems: list[Any]) -> None:
+    """Every problem of a plan file on stderr with its place in the file, then one line and exit 2."""
+    err = console(stderr=True)
+    for p in problems:
+        err.print(f"{path}: {p}", markup=False, highlight=False)
+    raise ConfigError(f"plan {path}: {len(problems)} problem{'s' if len(problems) != 1 else ''} (listed above);"
+                      " nothing was changed")
 
 
 def console(*, stderr: bool = False) -> Console:

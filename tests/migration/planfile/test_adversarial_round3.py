@@ -193,10 +193,11 @@ def test_loose_equality_and_repeated_unique_values_are_refused(fresh_db: str, tm
     from tests.migration.planfile.test_adversarial_schema import problems_of
     from tests.migration.planfile.test_check import assert_problems, plan
 
-    if not scalar(fresh_db, "SELECT count(*) > 0 FROM pg_collation WHERE collprovider = 'i'"):
-        pytest.skip("the server is built without ICU: no nondeterministic collation")
     with psycopg.connect(fresh_db, autocommit=True) as c:
-        c.execute(LOOSE)
+        try:
+            c.execute(LOOSE)  # one transaction: nothing of it stays when the collation cannot be made
+        except psycopg.errors.FeatureNotSupported:
+            pytest.skip("the server is built without ICU: no nondeterministic collation")
     bad = tmp_path / "loose.toml"
     bad.write_text(plan(
         'type = "extract_lookup"\nlookup = "cities"\nsources = [{ table = "venues", column = "city" }]',

@@ -41,12 +41,14 @@ from villager_shop.migration.planfile.spec import (
     ExtractLookup,
     LinkChildReference,
     Operation,
+    PlanError,
     PlanSpec,
     Problem,
     QuarantineRule,
     RawSql,
     SplitChild,
     columns_created,
+    load,
     place,
 )
 from villager_shop.migration.planfile.steps import Trigger, V
@@ -260,6 +262,16 @@ def check(conn: psycopg.Connection[Any], spec: PlanSpec) -> list[Problem]:
         problems = _install_functions(conn, spec)
         conn.execute("SET LOCAL transaction_read_only = on")
         return problems + _Checker(conn, spec, read_catalog(conn)).run()
+
+
+def load_and_check(conn: psycopg.Connection[Any], path: str) -> tuple[PlanSpec | None, list[Problem]]:
+    """The plan file at `path` and every problem that keeps it from running on the database of
+    `conn` (a file of the wrong shape: its shape's problems, and no plan)."""
+    try:
+        spec = load(path)
+    except PlanError as exc:
+        return None, exc.problems
+    return spec, check(conn, spec)
 
 
 def _install_functions(conn: psycopg.Connection[Any], spec: PlanSpec) -> list[Problem]:
