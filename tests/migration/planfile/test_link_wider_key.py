@@ -10,6 +10,7 @@ from pathlib import Path
 import psycopg
 
 from tests.helpers import rows, run_cli, scalar
+from tests.migration.planfile.test_link_rebuild import PLAN as PARTS_PLAN
 
 SCHEMA = """
 CREATE TABLE authors (id bigserial PRIMARY KEY, name text NOT NULL, fee numeric(8,2));
@@ -94,24 +95,7 @@ def test_an_integer_reference_to_a_bigint_key(fresh_db: str, tmp_path: Path) -> 
 
 def test_a_varchar_reference_to_a_text_key(fresh_db: str, tmp_path: Path) -> None:
     plan = tmp_path / "codes.toml"
-    plan.write_text("""
-version = 1
-name = "codes"
-
-[[operation]]
-type = "split_child"
-parent = "parts"
-child = "part_prices"
-columns = ["price"]
-fk = "part_code"
-
-[[operation]]
-type = "link_child_reference"
-table = "lines"
-reference = "code"
-child = "part_prices"
-fk = "part_price_id"
-""")
+    plan.write_text(PARTS_PLAN)  # parts -> part_prices, lines linked by their text code
     with psycopg.connect(fresh_db, autocommit=True) as c:
         c.execute("CREATE TABLE parts (code text PRIMARY KEY, price numeric(8,2));"
                   "CREATE TABLE lines (id serial PRIMARY KEY, code varchar(12) REFERENCES parts (code) ON UPDATE CASCADE);"
