@@ -199,3 +199,18 @@ def test_a_plan_file_is_rehearsed_and_a_wrong_one_refused_before_anything(shop: 
     assert "there is no table public.order_itemz" in res.stdout + res.stderr
     assert databases_like(pg_admin_url, name) == [name]
     assert sorted(p.name for p in (tmp_path / "backups").iterdir()) == backups  # no backup taken
+
+
+def test_after_a_plan_file_was_rolled_back_the_built_in_rehearsal_counts_its_own_quarantine(
+        shop: Any, tmp_path: Path) -> None:
+    """The rolled-back plan file leaves its (emptied) quarantine table behind; the built-in plan's
+    rehearsal reads the built-in quarantine, where its products with no valid price are."""
+    url = shop(0.05)
+    assert run_cli("migrate", "run", "--plan", str(VILLAGER_PLAN), database_url=url).returncode == 0
+    assert run_cli("migrate", "rollback", "--yes", database_url=url).returncode == 0
+    res = _rehearse(url, tmp_path, "--max-latency-ms", "2000", "--max-quarantine-pct", "100", "--json")
+    assert res.returncode == 0, res.stderr[-3000:]
+    report = _json(res)
+    assert report["plan"] == "villager_shop" and report["verify"]["ok"] is True
+    products = next(t for t in report["quarantine"]["tables"] if t["table"] == "products")
+    assert products["quarantined"] > 0 and "non_positive_price" in products["reasons"]

@@ -8,9 +8,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from villager_shop.core.db import relation_exists
 from villager_shop.legacy.schema import LEGACY_TABLES
 from villager_shop.migration import state
+from villager_shop.migration.planfile import record
 
 QUARANTINE_EXAMPLES = 3
 
@@ -21,8 +21,9 @@ def quarantine_summary(conn: psycopg.Connection[Any], max_pct: float, touched: s
     production had 2 of 4)."""
     tables = []
     present = state.schema_exists(conn)
-    # The built-in plan's quarantine (uuid row ids), or a plan file's (text keys, a row per rule).
-    plan_file = present and relation_exists(conn, "villager_migration.plan_quarantine")
+    # The quarantine of the plan the database is migrated with: the built-in plan's (uuid row ids), or
+    # a plan file's (text keys, a row per rule), which a plan file rolled back earlier leaves behind.
+    plan_file = record.recorded(conn) is not None
     q_table, key, keys = (("villager_migration.plan_quarantine", "row_key", "%s::uuid[]::text[]") if plan_file
                           else ("villager_migration.quarantine", "row_id", "%s::uuid[]"))
     for table in LEGACY_TABLES:
