@@ -3,6 +3,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -13,7 +14,11 @@ from tests.helpers import settings_for
 from tests.migration.messy import load_messy
 from villager_shop.core.db import drop_database
 from villager_shop.legacy.schema import schema_sql
+from villager_shop.migration.planfile import bundled, record
+from villager_shop.migration.planfile.spec import load
 from villager_shop.migration.runner import make_context, run
+
+VILLAGER_PLAN = bundled.path()
 
 
 @contextmanager
@@ -39,10 +44,11 @@ def owned_legacy_db(pg_admin_url: str, prefix: str, role_options: str = "") -> I
             c.execute(f"DROP ROLE IF EXISTS {role}")
 
 
-def migrate(url: str) -> dict[str, Any]:
+def migrate(url: str, plan_file: Path | None = None) -> dict[str, Any]:
+    """`migrate run` (of the built-in plan, or of `plan_file`)."""
     ctx = make_context(url, settings_for(url))
     try:
-        return run(ctx)
+        return run(ctx, file_plan=record.for_run(ctx.conn, load(plan_file)) if plan_file else None)
     finally:
         ctx.conn.close()
 
@@ -52,6 +58,14 @@ def migrated_messy(legacy_db: str) -> str:
     """The hand-written messy data set, after `migrate run`."""
     load_messy(legacy_db)
     migrate(legacy_db)
+    return legacy_db
+
+
+@pytest.fixture(params=["built-in", "file"])
+def migrated_messy_any(request: pytest.FixtureRequest, legacy_db: str) -> str:
+    """The same, by the built-in plan and by plans/villager.toml."""
+    load_messy(legacy_db)
+    migrate(legacy_db, VILLAGER_PLAN if request.param == "file" else None)
     return legacy_db
 
 

@@ -8,19 +8,20 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
 from tests.helpers import settings_for
-from tests.migration.conftest import migrate
+from tests.migration.conftest import VILLAGER_PLAN, migrate
 from tests.migration.messy import load_messy
 from villager_shop.core.db import create_database, drop_database
 from villager_shop.legacy.schema import schema_sql
 from villager_shop.migration.complete import complete
+from villager_shop.migration.planfile.verify import verify_database as verify
 from villager_shop.migration.runner import make_context
-from villager_shop.migration.verify import verify
 
 U1, U2 = "00000000-0000-0000-0000-000000000001", "00000000-0000-0000-0000-000000000002"
 S3 = "10000000-0000-0000-0000-000000000003"
@@ -93,14 +94,23 @@ COMPLETED = [
 ]
 
 
-def _template(pg_admin_url: str, completed: bool) -> Iterator[str]:
+# After `complete` of plans/villager.toml (the order item's reference outlives the triggers).
+FILE_COMPLETED = [
+    ("order_items.variant_id", f"UPDATE order_items SET variant_id = {DEFAULT_OF.format(P3)} WHERE id = '{I1}'",
+     ["reference_mismatch:order_items"], I1),
+    ("order_items.product_id", f"UPDATE order_items SET product_id = '{P3}' WHERE id = '{I1}'",
+     ["reference_mismatch:order_items"], I1),
+]
+
+
+def _template(pg_admin_url: str, completed: bool, plan_file: Path | None = None) -> Iterator[str]:
     name = f"vt_{uuid.uuid4().hex[:12]}"
     url = create_database(pg_admin_url, name)
     try:
         with psycopg.connect(url, autocommit=True) as c:
             c.execute(schema_sql().encode())
         load_messy(url)
-        migrate(url)
+        migrate(url, plan_file)
         if completed:
             ctx = make_context(url, settings_for(url))
             try:
@@ -120,6 +130,11 @@ def migrating_template(pg_admin_url: str) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def completed_template(pg_admin_url: str) -> Iterator[str]:
     yield from _template(pg_admin_url, completed=True)
+
+
+@pytest.fixture(scope="module")
+def file_completed_template(pg_admin_url: str) -> Iterator[str]:
+    yield from _template(pg_admin_url, completed=True, plan_file=VILLAGER_PLAN)
 
 
 @contextmanager
@@ -168,6 +183,15 @@ def test_one_changed_value_is_found_while_migrating(pg_admin_url: str, migrating
 def test_one_changed_value_is_found_after_complete(pg_admin_url: str, completed_template: str, what: str,
                                                   change: str, failing: list[str], row: str) -> None:
     with _copy(pg_admin_url, completed_template) as url:
+        report = _change_and_verify(url, change)
+        assert report["phase"] == "completed"
+        _assert_named(report, failing, row)
+
+
+@pytest.mark.parametrize(("what", "change", "failing", "row"), FILE_COMPLETED, ids=[m[0] for m in FILE_COMPLETED])
+def test_one_changed_value_is_found_after_complete_of_the_plan_file(
+        pg_admin_url: str, file_completed_template: str, what: str, change: str, failing: list[str], row: str) -> None:
+    with _copy(pg_admin_url, file_completed_template) as url:
         report = _change_and_verify(url, change)
         assert report["phase"] == "completed"
         _assert_named(report, failing, row)

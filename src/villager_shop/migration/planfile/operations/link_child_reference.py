@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from villager_shop.migration.keys import Key
 from villager_shop.migration.planfile.operations.base import Actions, ConstraintInfo, Env, Parts, V, backfill
+from villager_shop.migration.planfile.operations.split_child import qualifies
 from villager_shop.migration.planfile.spec import LinkChildReference, SplitChild
 from villager_shop.migration.planfile.steps import Trigger, triggers_sql
 from villager_shop.migration.steps.backfill import batch
@@ -38,6 +39,19 @@ def expand(op: LinkChildReference, env: Env) -> Parts:
     soft = env.catalog.table(table).references.get(ref) != split.parent
     hold = (f"PERFORM 1 FROM public.{split.parent} p WHERE p.{ppk} = NEW.{ref} FOR KEY SHARE;\n            "
             if soft else "")
+    # A parent that does not meet the split's `when` may be meeting it in a transaction not yet
+    # committed, whose default child this row cannot see: the row waits for that transaction (FOR
+    # SHARE conflicts with its UPDATE) and reads again; a parent's UPDATE that comes later waits for
+    # this row's transaction instead, and its new default child then links this row. (Read again
+    # whatever the lock found: a parent that qualified meanwhile is no longer one it matches.)
+    take = f"NEW.{fk} := {default};"
+    if split.when:
+        pinfo = env.catalog.table(split.parent)
+        take += (f"\n            IF NEW.{fk} IS NULL AND NEW.{ref} IS NOT NULL THEN"
+                 f"\n                PERFORM 1 FROM public.{split.parent} p WHERE p.{ppk} = NEW.{ref}"
+                 f" AND NOT coalesce({qualifies(split, pinfo, 'p.')}, false) FOR SHARE;"
+                 f"\n                NEW.{fk} := {default};"
+                 f"\n            END IF;")
     parent_of = f"SELECT c.{cfk} INTO NEW.{ref} FROM public.{child} c WHERE c.id = NEW.{fk};"
     # The same for a write of the link: the child's parent as it is once that lock is held.
     follow = (f"\n            PERFORM 1 FROM public.{split.parent} p WHERE p.{ppk} = NEW.{ref} FOR KEY SHARE;"
@@ -52,7 +66,7 @@ BEGIN
         IF NEW.{fk} IS NOT NULL THEN
             {parent_of}{follow}
         ELSE
-            {hold}NEW.{fk} := {default};
+            {hold}{take}
             {BUMP}
         END IF;
     ELSIF NEW.{ref} IS DISTINCT FROM OLD.{ref} THEN
@@ -61,13 +75,13 @@ BEGIN
            AND EXISTS (SELECT 1 FROM public.{child} c WHERE c.id = OLD.{fk} AND c.{cfk} IN (OLD.{ref}, NEW.{ref})) THEN
             NULL;  -- the parent's key was renamed (ON UPDATE CASCADE): the same {child} row, before or after its own cascade
         ELSE
-            {hold}NEW.{fk} := {default};
+            {hold}{take}
         END IF;
         {BUMP}
     ELSIF NEW.{fk} IS DISTINCT FROM OLD.{fk} AND NEW.{fk} IS NOT NULL THEN
         {parent_of}{follow}
     ELSIF NEW.{fk} IS NULL AND NEW.{ref} IS NOT NULL THEN
-        {hold}NEW.{fk} := {default};
+        {hold}{take}
     END IF;
     RETURN NEW;
 END
@@ -126,4 +140,11 @@ $fn$"""))
         # no such parent: a reference without a foreign key) waits for one.
         + (f"\n   AND NOT (t.{fk} IS NULL AND NOT EXISTS (SELECT 1 FROM public.{child} d"
            f" WHERE d.{cfk} = t.{ref} AND d.{flag}))" if split.when or soft else ""))
+    # The reference outlives `complete` (and the triggers): a row linked to a child of another parent
+    # is wrong then too. A NULL link may be a parent's that never had a default child.
+    parts.integrity_completed.append(
+        f"SELECT 'reference_mismatch', '{table}', t.{pk}::text,\n"
+        f"       format('{ref} %s, {fk} %s (a {child} row of %s)', t.{ref}, t.{fk}, c.{cfk})\n"
+        f"  FROM public.{table} t JOIN public.{child} c ON c.id = t.{fk}\n"
+        f" WHERE t.{ref} IS DISTINCT FROM c.{cfk}")
     return parts
