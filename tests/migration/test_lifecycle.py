@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from tests.helpers import run_cli
-from tests.migration.conftest import owned_legacy_db
+from tests.migration.conftest import VILLAGER_PLAN, owned_legacy_db
 from tests.migration.messy import load_messy
 from villager_shop.api.services.accounts import ensure_service_schema, set_password
 
@@ -108,9 +108,13 @@ def test_rollback_without_writes_restores_the_exact_legacy_database(make_legacy_
     assert run_cli("migrate", "verify", database_url=url).returncode == 0
 
 
-def test_rollback_keeps_every_write_of_both_applications(legacy_db: str) -> None:
+PLANS = {"built-in": [], "file": ["--plan", str(VILLAGER_PLAN)]}
+
+
+@pytest.mark.parametrize("plan", PLANS)
+def test_rollback_keeps_every_write_of_both_applications(legacy_db: str, plan: str) -> None:
     load_messy(legacy_db)
-    assert run_cli("migrate", "run", database_url=legacy_db).returncode == 0
+    assert run_cli("migrate", "run", *PLANS[plan], database_url=legacy_db).returncode == 0
     with psycopg.connect(legacy_db, autocommit=True) as c:
         c.execute("UPDATE users SET house_number = '77 q' WHERE name = 'Asha'")  # old application
         aid = c.execute("INSERT INTO addresses (house_number) VALUES ('88R') RETURNING id").fetchone()[0]  # type: ignore[index]
@@ -119,6 +123,7 @@ def test_rollback_keeps_every_write_of_both_applications(legacy_db: str) -> None
                   " '20000000-0000-0000-0000-000000000001'")
         c.execute("INSERT INTO product_variants (product_id, sku, name, price, stock) VALUES"
                   " ('20000000-0000-0000-0000-000000000001', 'radio-xl', 'XL', 700, 2)")
+        c.execute("INSERT INTO product_categories (name, slug) VALUES ('Kites', 'kites-new')")  # no product yet
     expected = legacy_checksums(legacy_db)
     res = run_cli("migrate", "rollback", "--yes", "--json", database_url=legacy_db)
     assert res.returncode == 0, res.stderr
@@ -130,18 +135,20 @@ def test_rollback_keeps_every_write_of_both_applications(legacy_db: str) -> None
         assert c.execute("SELECT price, stock FROM products WHERE id = '20000000-0000-0000-0000-000000000001'"
                          ).fetchone() == (611, 13)
         # The extra variant has no legacy form: it is kept in the archive schema, not deleted.
-        assert out["new_only_rows"]["non_default_variants"] == 1
+        assert out["new_only_rows"]["non_default_variants" if plan == "built-in" else "non_default_product_variants"] == 1
+        assert out["new_only_rows"]["unused_categories" if plan == "built-in" else "unused_product_categories"] == 1
         assert c.execute(f"SELECT count(*) FROM {out['archive_schema']}.product_variants WHERE sku = 'radio-xl'"
                          ).fetchone() == (1,)
         assert c.execute("SELECT to_regclass('public.product_variants')").fetchone() == (None,)
 
 
-def test_rollback_archives_the_service_tables_so_no_legacy_write_is_blocked(legacy_db: str) -> None:
+@pytest.mark.parametrize("plan", PLANS)
+def test_rollback_archives_the_service_tables_so_no_legacy_write_is_blocked(legacy_db: str, plan: str) -> None:
     """The shop service's credentials and idempotency keys reference users and orders. They follow
     a key change while the service runs, and go to the archive on rollback, after which the old
     application may TRUNCATE its tables again (a foreign key from them refused it)."""
     load_messy(legacy_db)
-    assert run_cli("migrate", "run", database_url=legacy_db).returncode == 0
+    assert run_cli("migrate", "run", *PLANS[plan], database_url=legacy_db).returncode == 0
     with psycopg.connect(legacy_db, autocommit=True) as c:
         ensure_service_schema(c)
         set_password(c, "esha@v.in", "village-pass-1", "customer")

@@ -24,9 +24,13 @@ from villager_shop.migration.cutover import LOCK_ORDER, run_cut
 from villager_shop.migration.ddl import Ddl
 from villager_shop.migration.plan import build_plan
 from villager_shop.migration.planfile import record
+from villager_shop.migration.planfile.assemble import FilePlan
+from villager_shop.migration.planfile.spec import ExtractLookup, SplitChild
 from villager_shop.migration.runner import exclusive
+from villager_shop.migration.steps.base import column_exists
 
-ARCHIVED = ("addresses", "product_categories", "product_variants", "credentials", "idempotency_keys")
+SERVICE_TABLES = ("credentials", "idempotency_keys")
+ARCHIVED = ("addresses", "product_categories", "product_variants", *SERVICE_TABLES)
 # The shop service's own tables (passwords, idempotency keys) reference users and orders: they go
 # to the archive too, so that no foreign key of the new application constrains the old one's writes
 # (a key update, a TRUNCATE) after a rollback. `users set-password` starts them afresh.
@@ -44,6 +48,24 @@ def new_only_rows(ctx: Context) -> dict[str, int]:  # of the built-in plan
             out["unused_categories"] = int(ctx.scalar(
                 "SELECT count(*) FROM public.product_categories c WHERE NOT EXISTS"
                 " (SELECT 1 FROM public.products p WHERE p.category_id = c.id)"))
+    return out
+
+
+def new_only_rows_of_file(ctx: Context, plan: FilePlan) -> dict[str, int]:
+    """The same for a plan file: the children that are not a parent's default, and the lookup rows no
+    source row references (kept in the archive schema)."""
+    out: dict[str, int] = {}
+    with own_timeouts(ctx.conn):
+        for op in plan.spec.operations:
+            if isinstance(op, SplitChild) and relation_exists(ctx.conn, f"public.{op.child}"):
+                out[f"non_default_{op.child}"] = int(ctx.scalar(
+                    f"SELECT count(*) FROM public.{op.child} WHERE NOT {op.default_flag}"))
+            elif isinstance(op, ExtractLookup) and relation_exists(ctx.conn, f"public.{op.lookup}"):
+                used = " AND ".join(
+                    f"NOT EXISTS (SELECT 1 FROM public.{s.table} t WHERE t.{s.fk} = l.id)" for s in op.sources
+                    if column_exists(ctx, s.table, s.fk))
+                out[f"unused_{op.lookup}"] = int(ctx.scalar(
+                    f"SELECT count(*) FROM public.{op.lookup} l{f' WHERE {used}' if used else ''}"))
     return out
 
 
@@ -76,7 +98,7 @@ def rollback(ctx: Context) -> dict[str, Any]:
         file_plan = record.current(ctx.conn)
         plan = file_plan.steps if file_plan else build_plan()
         archive = f"villager_archive_{time.strftime('%Y%m%d%H%M%S', time.gmtime())}"
-        kept = new_only_rows(ctx) if file_plan is None else {}
+        kept = new_only_rows(ctx) if file_plan is None else new_only_rows_of_file(ctx, file_plan)
         statements = [f"CREATE SCHEMA IF NOT EXISTS {archive}"]
         concurrent = []
         for step in reversed(plan):
@@ -85,8 +107,8 @@ def rollback(ctx: Context) -> dict[str, Any]:
                     concurrent.append(d)
                 else:
                     statements.append(d.sql.replace("{archive}", archive))
-        if file_plan is None:  # the shop service's own tables go with the built-in plan's
-            statements.append(_archive_schema(SERVICE_SCHEMA, archive))
+        # The shop service's own tables go too, whichever plan it ran on.
+        statements.append(_archive_schema(SERVICE_SCHEMA, archive))
         statements.append(_drop_archived_foreign_keys(archive))
         if state.get(ctx.conn, "created_pg_stat_statements"):
             statements.append("DROP EXTENSION IF EXISTS pg_stat_statements")
@@ -105,7 +127,7 @@ def rollback(ctx: Context) -> dict[str, Any]:
             state.set_phase(ctx.conn, "rolled_back")
         with own_timeouts(ctx.conn):
             archived = {t: int(ctx.scalar(f"SELECT count(*) FROM {archive}.{t}"))
-                        for t in (file_plan.new_tables if file_plan else ARCHIVED)
+                        for t in ((*file_plan.new_tables, *SERVICE_TABLES) if file_plan else ARCHIVED)
                         if relation_exists(ctx.conn, f"{archive}.{t}")}
         return {"phase": "rolled_back", "archive_schema": archive, "archived_rows": archived,
                 "new_only_rows": kept, "cut": cut, "indexes_dropped": len(concurrent), "revalidated": revalidated}
