@@ -13,18 +13,24 @@ import psycopg
 import pytest
 
 from tests.helpers import ROOT, cli_env, run_cli
+from villager_shop.migration.planfile.bundled import path as bundled_plan
 from villager_shop.workload.writer import LiveWriter, check_expected
+
+VILLAGER_PLAN = bundled_plan()
 
 pytestmark = pytest.mark.slow
 
 
-def test_live_writers_see_no_error_and_every_write_lands_in_both_representations(make_legacy_db: Any) -> None:
+@pytest.mark.parametrize("plan", ["built-in", "file"])
+def test_live_writers_see_no_error_and_every_write_lands_in_both_representations(make_legacy_db: Any,
+                                                                                  plan: str) -> None:
     url = make_legacy_db(0.5)
     writer = LiveWriter(url, legacy_threads=3, new_threads=2, pause_s=0.003).start()
     try:
         time.sleep(0.5)
         t0 = time.perf_counter()
-        res = subprocess.run([sys.executable, "-m", "villager_shop", "migrate", "run"], env=cli_env(url), cwd=ROOT,
+        res = subprocess.run([sys.executable, "-m", "villager_shop", "migrate", "run",
+                              *(["--plan", str(VILLAGER_PLAN)] if plan == "file" else [])], env=cli_env(url), cwd=ROOT,
                              capture_output=True, text=True, timeout=900)
         run_s = time.perf_counter() - t0
         time.sleep(1.0)  # the new application keeps writing after the run too
@@ -35,7 +41,7 @@ def test_live_writers_see_no_error_and_every_write_lands_in_both_representations
     record = {"run_s": round(run_s, 2), **{k: v for k, v in summary.items() if k != "by_kind"}}
     artifacts = ROOT / "artifacts"
     artifacts.mkdir(exist_ok=True)
-    (artifacts / "live_writer.json").write_text(json.dumps(record, indent=2))
+    (artifacts / f"live_writer{'' if plan == 'built-in' else '_' + plan}.json").write_text(json.dumps(record, indent=2))
     print(f"\nlive writer during migrate run: {json.dumps(record)}")
     assert summary["writer_errors"] == 0, summary["error_samples"]
     assert summary["writer_ops"] > 200

@@ -12,11 +12,28 @@ import psycopg
 
 from villager_shop.workload.recorder import Owned, Recorder
 
+# What this application writes, as plans/villager.toml (or another plan file for these tables) makes it.
+WRITTEN = (("users", "address_id"), ("shops", "address_id"), ("products", "category_id"), ("products", "base_price"),
+           ("addresses", "house_number"), ("product_categories", "name"), ("product_variants", "is_default"))
+
 
 def normalized_ready(conn: psycopg.Connection[Any]) -> bool:
-    """Every new table and column exists: the addresses' rename trigger comes with the last of them."""
+    """Every new table and column exists, and the triggers that carry writes back to the legacy
+    columns: the built-in plan's addresses' rename trigger comes with the last of them; a plan
+    file's sync triggers step has finished."""
     row = conn.execute(
         "SELECT count(*) FROM pg_trigger WHERE tgname = 'villager_sync_address_after'").fetchone()
+    if row and row[0]:
+        return True
+    row = conn.execute("SELECT to_regclass('villager_migration.steps') IS NOT NULL"
+                       " AND to_regclass('villager_migration.plan_quarantine') IS NOT NULL").fetchone()
+    if not (row and row[0]):
+        return False
+    row = conn.execute(
+        "SELECT (SELECT status = 'done' FROM villager_migration.steps WHERE name = 'sync_triggers')"
+        " AND (SELECT count(*) FROM information_schema.columns WHERE table_schema = 'public'"
+        "      AND (table_name, column_name) IN (SELECT * FROM unnest(%s::text[], %s::text[]))) = %s",
+        ([t for t, _ in WRITTEN], [c for _, c in WRITTEN], len(WRITTEN))).fetchone()
     return bool(row and row[0])
 
 
