@@ -9,6 +9,7 @@ import pytest
 
 from tests.helpers import run_cli
 from villager_shop.core.db import drop_database
+from villager_shop.migration.planfile import bundled
 
 pytestmark = pytest.mark.slow
 
@@ -86,3 +87,21 @@ def test_bench_migration_at_two_scales_reports_steps_memory_and_growth(pg_admin_
     finally:
         for scale in ("0_02", "0_04"):
             drop_database(pg_admin_url, f"{prefix}_legacy_s{scale}_seed42")
+
+
+def test_bench_migration_runs_a_plan_file_as_ours(pg_admin_url: str) -> None:
+    """`--plan FILE`: ours is `migrate run --plan FILE` (plans/villager.toml), under the same writers
+    (the new application's among them); a file that cannot be read is refused before anything runs."""
+    res = run_cli("bench", "migration", "--scale", "0.02", "--writer-threads", "1", "--no-guide", "--json",
+                  "--plan", str(bundled.path()), database_url=pg_admin_url, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout)
+    assert out["plan"] == "villager", out
+    r = out["online"]
+    assert r["writer_errors"] == 0 and r["writer_ops"] > 0, r
+    # The plan file's own steps ran (one walk of products for its four operations) and were timed.
+    assert {"plan_functions", "backfill_products", "sync_triggers"} <= set(r["steps_s"]), r["steps_s"]
+    assert "writer_max_stall_after_first_index_ms" in r, r
+    bad = run_cli("bench", "migration", "--scale", "0.02", "--no-guide", "--plan", "/nonexistent/plan.toml",
+                  database_url=pg_admin_url, timeout=60)
+    assert bad.returncode == 2 and "--plan" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr

@@ -26,6 +26,7 @@ from villager_shop.core.db import connect, create_database, database_exists, dro
 from villager_shop.core.urls import with_dbname
 from villager_shop.legacy.generate import generate
 from villager_shop.legacy.schema import LEGACY_TABLES, schema_sql
+from villager_shop.migration.planfile.spec import load
 from villager_shop.workload.writer import LiveWriter
 
 STRATEGIES = ("guide", "online")
@@ -133,11 +134,11 @@ def _checkpoint(admin_url: str) -> None:
 
 def _one_run(admin_url: str, template: str, name: str, strategy: str, writer_threads: int, writer_rate: float | None,
              baseline_s: float, say: Callable[[str], None], pooler_url: str | None = None,
-             lag: LagProbe | None = None) -> tuple[dict[str, Any], dict[str, Any] | None]:
+             lag: LagProbe | None = None, plan: str | None = None) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """One strategy on a fresh copy of the template, under the live writer; the copy is dropped.
     With `pooler_url` (any database through the pooler), the writer writes through the pooler;
     with `lag`, the standby's replay lag during the run is reported. `online_unthrottled` is ours
-    with the replica-lag limit out of reach."""
+    with the replica-lag limit out of reach. `plan`: ours runs that plan file."""
     extra_env = {"VILLAGER_MAX_REPLICA_LAG_MS": "3600000"} if strategy == "online_unthrottled" else {}
     cli_strategy = "online" if strategy == "online_unthrottled" else strategy
     drop_database(admin_url, name)
@@ -154,7 +155,7 @@ def _one_run(admin_url: str, template: str, name: str, strategy: str, writer_thr
             before = time.time()
             time.sleep(baseline_s)
             start = time.time()
-            run = run_migrator(db, cli_strategy, pooled, extra_env)
+            run = run_migrator(db, cli_strategy, pooled, extra_env, plan if cli_strategy == "online" else None)
             end = time.time()
             time.sleep(0.3)
         finally:
@@ -193,6 +194,10 @@ def _one_run(admin_url: str, template: str, name: str, strategy: str, writer_thr
         drop_database(admin_url, name)
 
 
+def plan_name(path: str) -> str:
+    return load(path).name
+
+
 def template_name(prefix: str, scale: float, seed: int) -> str:
     return f"{prefix}_legacy_s{scale:g}_seed{seed}".replace(".", "_").replace("-", "_")
 
@@ -227,7 +232,7 @@ def _legacy_template(admin_url: str, name: str, scale: float, seed: int, reuse: 
 def bench_migration(admin_url: str, *, scale: float, seed: int = 42, writer_threads: int = 3,
                     writer_rate: float | None = WRITER_RATE, baseline_s: float = 3.0, rounds: int = 1,
                     pooler_url: str | None = None, standby_url: str | None = None, guide: bool = True,
-                    reuse_data: bool = False, db_prefix: str = "vbench",
+                    reuse_data: bool = False, db_prefix: str = "vbench", plan: str | None = None,
                     say: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
     """`rounds` > 1 runs the guide and ours alternately that many times, each on a fresh copy: on a
     shared machine whose speed drifts over minutes, each round's ratio compares runs made side by
@@ -236,7 +241,8 @@ def bench_migration(admin_url: str, *, scale: float, seed: int = 42, writer_thre
     standby of `admin_url`'s server; its replay lag is measured in every run, and ours runs twice:
     with the throttle (`online`) and with the replica-lag limit out of reach (`online_unthrottled`).
     `guide=False` runs ours alone (the median round is then by ours' time). `reuse_data` keeps the
-    generated legacy data (database `<db_prefix>_legacy_s<scale>_seed<seed>`) for the next run."""
+    generated legacy data (database `<db_prefix>_legacy_s<scale>_seed<seed>`) for the next run.
+    `plan`: ours runs that plan file (`migrate run --plan`), for the same figures of a plan file."""
     strategies: tuple[str, ...] = STRATEGIES if guide else ("online",)
     if standby_url:
         strategies = (*strategies, "online_unthrottled")
@@ -245,7 +251,8 @@ def bench_migration(admin_url: str, *, scale: float, seed: int = 42, writer_thre
     template = template_name(db_prefix, scale, seed) if reuse_data else f"{tag}_legacy"
     out: dict[str, Any] = {"scale": scale, "seed": seed, "writer_threads": writer_threads,
                            "writer_rate_ops_per_s": writer_rate or "closed loop",
-                           "writer_through": "pooler" if pooler_url else "direct", "guide_run": guide}
+                           "writer_through": "pooler" if pooler_url else "direct", "guide_run": guide,
+                           "plan": plan_name(plan) if plan else "built-in"}
     try:
         out.update(_legacy_template(admin_url, template, scale, seed, reuse_data, say))
         runs: list[dict[str, Any]] = []
@@ -253,7 +260,7 @@ def bench_migration(admin_url: str, *, scale: float, seed: int = 42, writer_thre
             one: dict[str, Any] = {}
             for strategy in strategies:
                 one[strategy], floor = _one_run(admin_url, template, f"{tag}_{strategy}", strategy, writer_threads,
-                                                writer_rate, baseline_s, say, pooler_url, lag)
+                                                writer_rate, baseline_s, say, pooler_url, lag, plan)
                 if floor is not None:
                     one["order_items_floor"] = floor
             if guide:

@@ -22,13 +22,13 @@ class MigratorRun:
 
 
 def run_migrator(url: str, strategy: str, pooled_url: str | None = None,
-                 extra_env: dict[str, str] | None = None) -> MigratorRun:
+                 extra_env: dict[str, str] | None = None, plan: str | None = None) -> MigratorRun:
     """DATABASE_URL the pooler where one is measured, the migration itself on the direct URL. The
     output goes to files, not pipes: nothing in this process has to keep reading while it runs."""
     env = {**os.environ, "DATABASE_URL": pooled_url or url, "DATABASE_DIRECT_URL": url, **(extra_env or {})}
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen([sys.executable, "-m", "villager_shop", "migrate", "run", "--strategy", strategy,
-                                 "--json"], env=env, stdout=out, stderr=err, text=True)
+                                 *(["--plan", plan] if plan else []), "--json"], env=env, stdout=out, stderr=err, text=True)
         _pid, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)

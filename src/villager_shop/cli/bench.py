@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -13,6 +14,7 @@ from villager_shop.core.config import get_settings
 from villager_shop.core.errors import ConfigError
 from villager_shop.embedded import database_url, direct_database_url, session_database_url
 from villager_shop.embedded.replica import StreamingPair, bindir_of
+from villager_shop.migration.planfile.spec import PlanError
 
 app = typer.Typer(help="Benchmarks (JSON output; each compares with a reference measured in the same run).",
                   no_args_is_help=True)
@@ -38,11 +40,13 @@ def migration(
     reuse_data: bool = typer.Option(False, "--reuse-data", help="keep the generated legacy data for the next run,"
                                     " and use data a previous run kept (database PREFIX_legacy_sSCALE_seedSEED)"),
     db_prefix: str = typer.Option("vbench", "--db-prefix", help="prefix of the databases the benchmark creates"),
+    plan: str = typer.Option("", "--plan", metavar="FILE", help="ours runs this plan file (migrate run --plan FILE;"
+                             " plans/villager.toml) instead of the built-in plan"),
     as_json: bool = typer.Option(False, "--json", help="print only the JSON result"),
 ) -> None:
     """The guide's migration vs ours on the same data, each under a live writer; ours taken apart by
     step, with the migrator's peak memory."""
-    from villager_shop.bench.migration import admin_url_for, bench_migration
+    from villager_shop.bench.migration import admin_url_for, bench_migration, plan_name
 
     if not db_prefix.replace("_", "").isalnum() or not db_prefix[0].isalpha():
         raise ConfigError("--db-prefix: letters, digits and underscores, starting with a letter")
@@ -52,8 +56,14 @@ def migration(
         raise ConfigError(f"--scales: expected numbers separated by commas, got {scales!r}") from exc
     if scales and (len(scale_list) < 2 or any(not 0.01 <= x <= 100 for x in scale_list)):
         raise ConfigError("--scales: at least two scales, each between 0.01 and 100")
+    if plan:
+        try:
+            plan_name(plan)
+        except PlanError as exc:
+            raise ConfigError(f"--plan: {exc}") from exc
+        plan = str(Path(plan).resolve())
     options: dict[str, Any] = {"seed": seed, "writer_threads": writer_threads, "writer_rate": writer_rate or None, "rounds": rounds,
-               "guide": guide, "reuse_data": reuse_data, "db_prefix": db_prefix}
+               "guide": guide, "reuse_data": reuse_data, "db_prefix": db_prefix, "plan": plan or None}
     settings = get_settings()
     url, direct = database_url(settings), session_database_url(settings, "bench migration")
     # DATABASE_URL a pooler and DATABASE_DIRECT_URL the server: the writers go through the pooler.
