@@ -124,6 +124,11 @@ class RebuildTable(Step):
         # Why a copied row `s` is quarantined in villager_migration.quarantine (NULL: it is not);
         # None: the copy quarantines nothing (a plan file's rules keep their own records by trigger).
         self.reason = reason
+        # Or CTEs over the batch `src` that keep a plan file's quarantine records as the rows are
+        # copied (assemble.py sets them, with the statement that forgets the rows of keys $1 that are
+        # gone when they are replayed): the rules then need no walk of their own after the swap.
+        self.side_ctes: tuple[str, ...] = ()
+        self.side_gone: str | None = None
         self.pk = key
         self.referenced = referenced  # the tables the swap locks, as `migrate plan` shows them
         self.indexes = indexes  # (name, definition) the plan wants on the table, built on the copy
@@ -151,7 +156,7 @@ class RebuildTable(Step):
 
     def _quarantine(self) -> str:
         if self.reason is None:
-            return ""
+            return "".join(",\n" + c for c in self.side_ctes)
         return ",\n" + quarantine_ctes(self.table, "src", self.reason, "to_jsonb(s)")
 
     def _keys_in(self, alias: str) -> str:
@@ -166,8 +171,10 @@ class RebuildTable(Step):
         head = (f"WITH src AS MATERIALIZED (SELECT {self._select(columns)} FROM public.{self.table} {self.alias}"
                 f" {self.joins} WHERE {self._keys_in(self.alias)}),\n"
                 f"copied AS (INSERT INTO {V}.{self.table} ({cols}) OVERRIDING SYSTEM VALUE SELECT {cols} FROM src)")
-        if self.reason is None:
+        if self.reason is None and self.side_gone is None:
             return head + "\nSELECT count(*) FROM src"
+        if self.reason is None:
+            return head + f",\ngone AS ({self.side_gone})" + self._quarantine() + "\nSELECT count(*) FROM src"
         return (head + ",\n"
                 f"gone AS (DELETE FROM {V}.quarantine q WHERE q.table_name = '{self.table}'"
                 " AND q.row_id = ANY($1::uuid[]) AND NOT EXISTS (SELECT 1 FROM src WHERE src.id = q.row_id))"

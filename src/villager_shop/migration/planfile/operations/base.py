@@ -7,10 +7,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
+from villager_shop.migration import state
+from villager_shop.migration.context import Context
 from villager_shop.migration.keys import Key
 from villager_shop.migration.planfile.catalog import Catalog
-from villager_shop.migration.planfile.spec import IDENT, RESERVED, Operation, columns_created
+from villager_shop.migration.planfile.spec import IDENT, RESERVED, Operation, QuarantineRule, columns_created
 from villager_shop.migration.planfile.steps import Trigger
 from villager_shop.migration.steps.backfill import Backfill, batch, statement
 from villager_shop.migration.steps.base import Step
@@ -141,10 +144,28 @@ class PlanBackfill(Backfill):
     default children, a new column), so it may not move before it."""
 
     def __init__(self, table: str, actions: Actions | WalkPart, title: str, key: Key, *, only: str | None,
-                 replaces: tuple[str, ...], reads_new: bool) -> None:
+                 replaces: tuple[str, ...], reads_new: bool, rule: QuarantineRule | None = None) -> None:
         super().__init__(table, [actions], title, only=only, replaces=replaces, key=key,
                          walk="key" if getattr(actions, "by_key", False) else None)
         self.reads_new = reads_new
+        self.rules: tuple[QuarantineRule, ...] = (rule,) if rule else ()  # what it walks for, if only rules
+        # The state key of a table copy that decides these rules as it copies (assemble.py): once it
+        # has swapped its copy in, there is nothing left to walk for.
+        self.covered_by: str | None = None
+
+    def _covered(self, ctx: Context) -> bool:
+        if self.covered_by is None:
+            return False
+        st = state.get(ctx.conn, self.covered_by)
+        return isinstance(st, dict) and st.get("method") == "rebuild" and bool(st.get("swapped"))
+
+    def apply(self, ctx: Context) -> dict[str, Any]:
+        if self._covered(ctx):
+            return {"rows": 0, "decided_by": f"the copy of {self.table} (its rules were decided as it was copied)"}
+        return super().apply(ctx)
+
+    def check(self, ctx: Context) -> bool:
+        return self._covered(ctx) or super().check(ctx)
 
     def actions(self) -> list[str]:
         if all(isinstance(op, WalkPart) for op in self.ops):
@@ -157,6 +178,7 @@ class PlanBackfill(Backfill):
         tuple id, which the first update changes); walk parts are one statement whatever they do."""
         ops = sorted([*self.ops, *other.ops], key=lambda a: bool(getattr(a, "updates", False)))
         self.ops = ops
+        self.rules = (*self.rules, *other.rules) if self.rules and other.rules else ()
         self.only = None if self.only is None or other.only is None else f"({self.only}) OR ({other.only})"
         self.replaces = tuple(dict.fromkeys((*self.replaces, *other.replaces)))
         self.title = f"{self.title}; {other.title}"
@@ -166,11 +188,11 @@ class PlanBackfill(Backfill):
 
 
 def backfill(table: str, name: str, actions: Actions | WalkPart, title: str, catalog: Catalog, *, only: str | None = None,
-             replaces: tuple[str, ...] = (), reads_new: bool = False) -> Step:
+             replaces: tuple[str, ...] = (), reads_new: bool = False, rule: QuarantineRule | None = None) -> Step:
     """A walk of `table` by its own primary key (any single-column key)."""
     info = catalog.table(table)
     step = PlanBackfill(table, actions, title, Key(info.key or "id", info.key_type or "uuid"), only=only,
-                        replaces=replaces, reads_new=reads_new)
+                        replaces=replaces, reads_new=reads_new, rule=rule)
     step.name = name
     return step
 

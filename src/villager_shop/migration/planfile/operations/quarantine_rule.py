@@ -66,17 +66,10 @@ $fn$"""))
         parts.triggers += [Trigger(f"villager_forget_{table}"[:63], table, "AFTER DELETE", forget, level="DELETE"),
                            Trigger(f"villager_forget_all_{table}"[:63], table, "AFTER TRUNCATE", forget_all,
                                    level="TRUNCATE")]
-    q_add, q_clear = f"q_add_{reason}"[:63], f"q_clear_{reason}"[:63]
-    parts.backfills.append(backfill(table, f"quarantine_{table}_{reason}"[:63], WalkPart(table, (
-        f"{q_add} AS (\n"
-        f"  INSERT INTO {QUARANTINE} (table_name, row_key, reason, detail)\n"
-        f"  SELECT '{table}', {table}.{pk}::text, '{reason}', to_jsonb({table}) FROM src AS {table} WHERE ({op.when})\n"
-        f"  ON CONFLICT (table_name, row_key, reason) DO NOTHING)",
-        f"{q_clear} AS (\n"
-        f"  DELETE FROM {QUARANTINE} q WHERE q.table_name = '{table}' AND q.reason = '{reason}'\n"
-        f"     AND q.row_key = ANY(ARRAY(SELECT {table}.{pk}::text FROM src AS {table}"
-        f" WHERE NOT coalesce(({op.when}), false))))")), f"quarantine the {table} rows where {op.when} ({reason})", env.catalog,
-        only=_walked(op, pk, reads_new(op, env)), reads_new=reads_new(op, env)))
+    walk = backfill(table, f"quarantine_{table}_{reason}"[:63], WalkPart(table, rule_ctes(op, pk)),
+                    f"quarantine the {table} rows where {op.when} ({reason})", env.catalog,
+                    only=_walked(op, pk, reads_new(op, env)), reads_new=reads_new(op, env), rule=op)
+    parts.backfills.append(walk)
     parts.integrity.append(
         f"SELECT 'not_quarantined', '{table}', {table}.{pk}::text, 'matches {reason} but is not quarantined'\n"
         f"  FROM public.{table} WHERE ({op.when}) AND NOT EXISTS (SELECT 1 FROM {QUARANTINE} q\n"
@@ -86,6 +79,28 @@ $fn$"""))
              f"       SELECT 1 FROM public.{table} WHERE {table}.{pk}::text = q.row_key AND ({op.when}))")
     parts.integrity.append(stale)
     return parts
+
+
+def rule_ctes(op: QuarantineRule, pk: str) -> tuple[str, str]:
+    """The rule decided for the rows of a batch `src` (a walk's, or a table copy's): an entry for
+    each row it holds for, none for the others."""
+    table, reason = op.table, op.reason
+    q_add, q_clear = f"q_add_{reason}"[:63], f"q_clear_{reason}"[:63]
+    return (f"{q_add} AS (\n"
+            f"  INSERT INTO {QUARANTINE} (table_name, row_key, reason, detail)\n"
+            f"  SELECT '{table}', {table}.{pk}::text, '{reason}', to_jsonb({table}) FROM src AS {table} WHERE ({op.when})\n"
+            f"  ON CONFLICT (table_name, row_key, reason) DO NOTHING)",
+            f"{q_clear} AS (\n"
+            f"  DELETE FROM {QUARANTINE} q WHERE q.table_name = '{table}' AND q.reason = '{reason}'\n"
+            f"     AND q.row_key = ANY(ARRAY(SELECT {table}.{pk}::text FROM src AS {table}"
+            f" WHERE NOT coalesce(({op.when}), false))))")
+
+
+def gone_sql(table: str, pk: str) -> str:
+    """The entries of rows of keys $1 (text[]) that a replayed batch `src` no longer has: a copy may
+    decide for a row the application deletes meanwhile, after its delete took the entries out."""
+    return (f"DELETE FROM {QUARANTINE} q WHERE q.table_name = '{table}' AND q.row_key = ANY($1::text[])"
+            f" AND NOT EXISTS (SELECT 1 FROM src WHERE src.{pk}::text = q.row_key)")
 
 
 def _walked(op: QuarantineRule, pk: str, reads_new: bool) -> str:
