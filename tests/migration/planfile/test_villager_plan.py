@@ -56,6 +56,9 @@ def test_the_villager_plan_file_gives_the_built_in_plans_rows(make_legacy_db: Ca
     assert _fingerprints(from_file) == _fingerprints(built_in)
     assert rows(from_file, QUARANTINED["file"]) == rows(built_in, QUARANTINED["built-in"])
     assert scalar(from_file, "SELECT count(*) FROM villager_migration.plan_quarantine") > 0
+    # The variants' index by product serves their foreign key from the start, as the built-in plan's.
+    variant_indexes = "SELECT indexname FROM pg_indexes WHERE tablename = 'product_variants' ORDER BY 1"
+    assert rows(from_file, variant_indexes) == rows(built_in, variant_indexes)
     # The sync triggers find the items of a product by an index the plan builds first.
     assert scalar(from_file, "SELECT count(*) FROM pg_indexes WHERE indexname = 'idx_order_items_product_id'") == 1
     assert run_cli("migrate", "verify", database_url=from_file).returncode == 0

@@ -66,9 +66,10 @@ class FilePlan:
 
 def _parts(spec: PlanSpec, catalog: Catalog) -> list[Parts]:
     links = tuple(op for op in spec.operations if isinstance(op, LinkChildReference))
+    indexes = tuple(op for op in spec.operations if isinstance(op, CreateIndex))
     out, quarantined = [], set()
     for i, op in enumerate(spec.operations):
-        env = Env(catalog, spec.operations[:i], links)
+        env = Env(catalog, spec.operations[:i], links, indexes)
         if isinstance(op, ExtractLookup):
             out.append(extract_lookup.expand(op, env))
         elif isinstance(op, SplitChild):

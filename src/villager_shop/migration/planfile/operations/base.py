@@ -64,6 +64,7 @@ class Env:
     catalog: Catalog
     earlier: tuple[Operation, ...]
     links: tuple[object, ...]  # every link_child_reference of the plan (the split_child links them)
+    indexes: tuple[object, ...] = ()  # every create_index of the plan
 
 
 def quote_list(columns: list[str], prefix: str = "") -> str:

@@ -25,6 +25,7 @@ from villager_shop.migration.planfile.operations.base import (
     row_tuple,
 )
 from villager_shop.migration.planfile.spec import ChildColumn, LinkChildReference, SplitChild
+from villager_shop.migration.planfile.spec import CreateIndex as CreateIndexSpec
 from villager_shop.migration.planfile.steps import PlanTable, Trigger, triggers_sql
 from villager_shop.migration.steps.rebuild import LOG_TRIGGER
 
@@ -56,7 +57,7 @@ def expand(op: SplitChild, env: Env) -> Parts:
         f"    created_at timestamptz NOT NULL DEFAULT now(),\n"
         f"    updated_at timestamptz NOT NULL DEFAULT now()\n);\n"
         f"CREATE UNIQUE INDEX IF NOT EXISTS {child}_one_default_idx ON public.{child} ({fk}) INCLUDE (id) WHERE {flag};\n"
-        f"CREATE INDEX IF NOT EXISTS {child}_{fk}_idx ON public.{child} ({fk})")
+        f"{_fk_index(op, env)}")
     links: list[LinkChildReference] = [ln for ln in env.links if isinstance(ln, LinkChildReference)
                                        and ln.child == child]
     # Rows that reference the parent and waited for its default child get it, whoever made it (the
@@ -199,6 +200,19 @@ $fn$"""))
             f"  FROM public.{parent} p\n"
             f" WHERE NOT EXISTS (SELECT 1 FROM public.{child} c WHERE c.{fk} = p.{pk} AND c.{flag})")
     return parts
+
+
+def _fk_index(op: SplitChild, env: Env) -> str:
+    """The index serving the child's foreign key (a parent's delete or re-key finds its children by
+    it), made with the table: a plain index the plan makes on the child leading with that key serves
+    it, and is then made here instead of a second one on the key alone."""
+    child, fk = op.child, op.fk
+    for ix in env.indexes:
+        if (isinstance(ix, CreateIndexSpec) and ix.table == child and ix.columns and ix.columns[0].strip() == fk
+                and not ix.where and not ix.unique):
+            include = f" INCLUDE ({', '.join(ix.include)})" if ix.include else ""
+            return f"CREATE INDEX IF NOT EXISTS {ix.name} ON public.{child} ({', '.join(ix.columns)}){include}"
+    return f"CREATE INDEX IF NOT EXISTS {child}_{fk}_idx ON public.{child} ({fk})"
 
 
 def _let_go(ln: LinkChildReference, fk: str, env: Env) -> str:
