@@ -1,0 +1,63 @@
+"""Plans an outside user writes for schemas none of the shipped plans knows (identity and text keys,
+serial columns, enums, domains, generated columns), run the whole way: verify, rollback, complete."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+
+from tests.helpers import rows, run_cli, scalar
+
+SERIAL = """
+CREATE TABLE tickets (code text PRIMARY KEY, seat_no serial, price numeric(8, 2) CHECK (price >= 0), note text);
+INSERT INTO tickets (code, price, note) SELECT 'T' || i, i, 'n' FROM generate_series(1, 200) i;
+"""
+
+SERIAL_PLAN = """
+version = 1
+name = "serial"
+
+[[operation]]
+type = "split_child"
+parent = "tickets"
+child = "ticket_seats"
+columns = ["seat_no", "price"]
+fk = "ticket_code"
+"""
+
+
+def _run(url: str, tmp_path: Path, schema: str, plan_text: str) -> None:
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute(schema.encode())
+    plan = tmp_path / "plan.toml"
+    plan.write_text(plan_text)
+    res = run_cli("migrate", "run", "--plan", str(plan), database_url=url)
+    assert res.returncode == 0, res.stderr[-3000:]
+    res = run_cli("migrate", "verify", database_url=url)
+    assert res.returncode == 0, res.stdout[-3000:]
+
+
+def test_a_moved_serial_column_keeps_its_sequence_through_complete_and_rollback(fresh_db: str, tmp_path: Path) -> None:
+    """The child's copy of a serial column draws from the parent's sequence, which belongs to the
+    parent's column: `complete` drops that column, and its sequence would go with it (PostgreSQL
+    refuses, since the child's default uses it). The child's column owns it; rollback gives it back."""
+    _run(fresh_db, tmp_path, SERIAL, SERIAL_PLAN)
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        c.execute("INSERT INTO tickets (code, price) VALUES ('old-app', 3)")
+        c.execute("INSERT INTO ticket_seats (ticket_code, price) VALUES ('T1', 4)")
+    assert rows(fresh_db, "SELECT t.seat_no = s.seat_no FROM tickets t JOIN ticket_seats s"
+                          " ON s.ticket_code = t.code AND s.is_default WHERE t.code = 'old-app'") == [(True,)]
+    res = run_cli("migrate", "rollback", "--yes", database_url=fresh_db)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert scalar(fresh_db, "SELECT pg_get_serial_sequence('public.tickets', 'seat_no')") == "public.tickets_seat_no_seq"
+    _run(fresh_db, tmp_path, "SELECT 1", SERIAL_PLAN)
+    res = run_cli("migrate", "complete", "--yes", "--no-reader-check", database_url=fresh_db)
+    assert res.returncode == 0, res.stderr[-3000:]
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        c.execute("INSERT INTO tickets (code) VALUES ('new-app')")
+        c.execute("INSERT INTO ticket_seats (ticket_code, price, is_default) VALUES ('new-app', 5, true)")
+    assert scalar(fresh_db, "SELECT count(DISTINCT seat_no) = count(*) FROM ticket_seats")
+    assert scalar(fresh_db, "SELECT pg_get_serial_sequence('public.ticket_seats', 'seat_no')") \
+        == "public.tickets_seat_no_seq"
+
