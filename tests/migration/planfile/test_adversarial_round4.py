@@ -61,3 +61,69 @@ def test_a_moved_serial_column_keeps_its_sequence_through_complete_and_rollback(
     assert scalar(fresh_db, "SELECT pg_get_serial_sequence('public.ticket_seats', 'seat_no')") \
         == "public.tickets_seat_no_seq"
 
+
+NOT_VALID = """
+CREATE TABLE visits (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, city text, minutes integer, blank text);
+INSERT INTO visits (city, minutes) SELECT (ARRAY['Paris', ' paris', NULL])[1 + i % 3], i - 5 FROM generate_series(1, 300) i;
+ALTER TABLE visits ADD CONSTRAINT visits_minutes_check CHECK (minutes >= 0) NOT VALID;
+"""
+
+NOT_VALID_PLAN = """
+version = 1
+name = "not_valid"
+
+[[operation]]
+type = "extract_lookup"
+lookup = "cities"
+key = "casefold"
+sources = [{ table = "visits", column = "{column}" }]
+"""
+
+
+LINK_PLAN = """
+[[operation]]
+type = "split_child"
+parent = "rooms"
+child = "room_seats"
+columns = ["seats"]
+
+[[operation]]
+type = "link_child_reference"
+table = "visits"
+reference = "room"
+child = "room_seats"
+fk = "room_id"
+"""
+
+
+def test_a_not_valid_check_that_legacy_rows_violate_is_refused_before_the_backfill_updates_them(
+        fresh_db: str, tmp_path: Path) -> None:
+    """An UPDATE checks every CHECK constraint of the row it writes, a `NOT VALID` one too: the
+    backfill of a lookup reference would stop at the first violating row, and the run with it.
+    `migrate plan` names the row; a source whose violating rows are all NULL (the backfill passes
+    them by) is fine."""
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        c.execute(NOT_VALID.encode())
+    plan = tmp_path / "plan.toml"
+    plan.write_text(NOT_VALID_PLAN.replace("{column}", "city"))
+    res = run_cli("migrate", "plan", "--plan", str(plan), database_url=fresh_db)
+    assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "operation 1 (extract_lookup, line 5), sources[0].table: visits row 1 violates its NOT VALID check" \
+           " visits_minutes_check" in res.stderr
+    with psycopg.connect(fresh_db, autocommit=True) as c:  # a link's table that cannot be rebuilt
+        c.execute("CREATE TABLE rooms (code text PRIMARY KEY, seats integer);"
+                  " INSERT INTO rooms VALUES ('R1', 3);"
+                  " ALTER TABLE visits ADD room text, ADD CONSTRAINT visits_room_city UNIQUE (room, city);"
+                  " ALTER TABLE visits DROP CONSTRAINT visits_minutes_check;"
+                  " UPDATE visits SET room = 'R1' WHERE id = 2;"
+                  " ALTER TABLE visits ADD CONSTRAINT visits_minutes_check CHECK (minutes >= 0) NOT VALID")
+    plan.write_text(NOT_VALID_PLAN.replace("{column}", "blank") + LINK_PLAN)
+    res = run_cli("migrate", "plan", "--plan", str(plan), database_url=fresh_db)
+    assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "operation 3 (link_child_reference, line 17), table: visits row 2 violates" in res.stderr
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        c.execute("UPDATE visits SET room = 'R1' WHERE id = 7")
+        c.execute("DELETE FROM visits WHERE id = 2")
+    res = run_cli("migrate", "run", "--plan", str(plan), database_url=fresh_db)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert scalar(fresh_db, "SELECT room_id IS NOT NULL FROM visits WHERE id = 7")
