@@ -7,6 +7,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from tests.helpers import rows, run_cli, scalar
 
@@ -175,3 +176,35 @@ def test_a_new_application_insert_is_kept_when_the_legacy_column_has_a_volatile_
                           " JOIN makers m ON m.id = p.makers_id WHERE pid = 501") == [(True, True, True)]
     res = run_cli("migrate", "verify", database_url=fresh_db)
     assert res.returncode == 0, res.stdout[-3000:]
+
+
+QUOTED_CHECKS = """
+CREATE TABLE products (sku text PRIMARY KEY, price numeric(8, 2) CONSTRAINT "CK_Price Positive" CHECK (price > 0),
+                       stock integer CONSTRAINT "order" CHECK (stock >= 0));
+INSERT INTO products SELECT 'P' || i, i, i FROM generate_series(1, 100) i;
+"""
+
+QUOTED_CHECKS_PLAN = """
+version = 1
+name = "quoted_checks"
+
+[[operation]]
+type = "split_child"
+parent = "products"
+child = "offers"
+columns = ["price", "stock"]
+fk = "product_sku"
+"""
+
+
+def test_a_parent_check_whose_name_needs_quotes_comes_along_to_the_child(fresh_db: str, tmp_path: Path) -> None:
+    """A CHECK constraint named as SQL must quote it (mixed case, a space, a reserved word) is carried
+    to the child under a name that needs quotes too: written bare, the child's CREATE TABLE did not
+    parse, and the run stopped at its first step after `migrate plan` had passed it."""
+    _run(fresh_db, tmp_path, QUOTED_CHECKS, QUOTED_CHECKS_PLAN)
+    assert rows(fresh_db, "SELECT conname FROM pg_constraint WHERE conrelid = 'public.offers'::regclass"
+                          " AND contype = 'c' ORDER BY 1") == [("offers_CK_Price Positive",), ("offers_order",)]
+    with psycopg.connect(fresh_db, autocommit=True) as c, pytest.raises(psycopg.errors.CheckViolation):
+        c.execute("INSERT INTO offers (product_sku, price, stock) VALUES ('P1', -1, 1)")
+    res = run_cli("migrate", "complete", "--yes", "--no-reader-check", database_url=fresh_db)
+    assert res.returncode == 0, res.stderr[-3000:]

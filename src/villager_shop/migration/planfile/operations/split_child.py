@@ -20,6 +20,7 @@ from villager_shop.migration.planfile.operations.base import (
     WalkPart,
     backfill,
     columns_read,
+    ident,
     quoted,
     rename,
     row_tuple,
@@ -43,7 +44,7 @@ def expand(op: SplitChild, env: Env) -> Parts:
     col_defs += "".join(
         f"    {e.name} {e.type}{f' DEFAULT {e.default}' if e.default else ''}{' NOT NULL' if e.not_null else ''},\n"
         for e in op.extra)
-    col_defs += "".join(f"    CONSTRAINT {name} {definition},\n" for name, definition in carried_checks(op, env))
+    col_defs += "".join(f"    CONSTRAINT {ident(name)} {definition},\n" for name, definition in carried_checks(op, env))
     col_defs += "".join(f"    CONSTRAINT {f'{child}_{e.name}_key'[:63]} UNIQUE ({e.name}),\n"
                         for e in op.extra if e.unique)
     table_sql = (
