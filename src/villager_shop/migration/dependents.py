@@ -25,7 +25,8 @@ OURS = "villager_migration"
 # own objects (its schema, its trigger functions) are left out, and so is what belongs to the
 # columns themselves: a default, a NOT NULL constraint (PostgreSQL 18), and a CHECK, UNIQUE or
 # index that reads only columns being dropped (it goes with them, and nothing else loses it; a
-# plan's split_child carries a CHECK to the child). One that also reads a column that stays is named.
+# plan's split_child carries a CHECK to the child), and the sequence of a serial column that only
+# those columns' defaults draw from. One that also reads a column that stays is named.
 DEPENDENTS = """
 WITH cols AS (
   SELECT c.oid AS relid, a.attnum, c.relname || '.' || a.attname AS col
@@ -82,6 +83,11 @@ WITH cols AS (
                   SELECT 1 FROM pg_depend u WHERE u.classid = 'pg_class'::regclass AND u.objid = c.oid
                      AND u.refclassid = 'pg_class'::regclass AND u.refobjsubid > 0
                      AND (u.refobjid, u.refobjsubid) NOT IN (SELECT c2.relid, c2.attnum FROM cols c2)))
+         AND NOT (c.relkind = 'S' AND NOT EXISTS (
+                  SELECT 1 FROM pg_depend u JOIN pg_attrdef ud ON ud.oid = u.objid
+                   WHERE u.classid = 'pg_attrdef'::regclass AND u.refclassid = 'pg_class'::regclass
+                     AND u.refobjid = c.oid
+                     AND (ud.adrelid, ud.adnum) NOT IN (SELECT c2.relid, c2.attnum FROM cols c2)))
       UNION ALL
       SELECT 'constraint ' || quote_ident(k.conname) || ' on ' || kr.name, kr.nspname = %(ours)s
         FROM pg_constraint k JOIN rels kr ON kr.oid = k.conrelid

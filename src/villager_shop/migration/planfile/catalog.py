@@ -26,6 +26,10 @@ class TableInfo:
     references: dict[str, str] = field(default_factory=dict)
     # The first column of each of its indexes: a column an index can look rows up by.
     leading: frozenset[str] = frozenset()
+    # Columns whose default calls a volatile function (random(), nextval(), clock_timestamp()): a
+    # trigger that evaluates the default again gets another value, so it cannot tell a row that was
+    # given the default from one that was given a value.
+    volatile: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,7 @@ class Catalog:
         return {t: {"key": i.key, "key_type": i.key_type, "columns": i.columns, "not_null": sorted(i.not_null),
                     "defaults": i.defaults, "checks": [[n, d, list(c)] for n, d, c in i.checks],
                     "indexes": sorted(i.indexes), "references": i.references,
-                    "leading": sorted(i.leading)}
+                    "leading": sorted(i.leading), "volatile": sorted(i.volatile)}
                 for t, i in self.tables.items()}
 
     @classmethod
@@ -48,7 +52,7 @@ class Catalog:
                                  frozenset(v.get("not_null", [])), dict(v.get("defaults", {})),
                                  tuple((str(n), str(d), tuple(c)) for n, d, c in v.get("checks", [])),
                                  frozenset(v.get("indexes", [])), dict(v.get("references", {})),
-                                 frozenset(v.get("leading", [])))
+                                 frozenset(v.get("leading", [])), frozenset(v.get("volatile", [])))
                     for t, v in (data or {}).items()})
 
 
@@ -71,6 +75,12 @@ def read(conn: psycopg.Connection[Any], tables: list[str]) -> Catalog:
             "SELECT a.attname, pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d"
             " JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum"
             " WHERE d.adrelid = to_regclass(%s) AND a.attgenerated = ''", (f"public.{table}",)).fetchall()
+        volatile = conn.execute(
+            "SELECT a.attname FROM pg_attrdef d JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum"
+            " WHERE d.adrelid = to_regclass(%s) AND a.attgenerated = '' AND EXISTS ("
+            "   SELECT 1 FROM pg_proc p WHERE p.provolatile = 'v' AND pg_get_expr(d.adbin, d.adrelid)"
+            "     ~* ('(^|[^[:alnum:]_$])' || regexp_replace(p.proname, '([^[:alnum:]_])', '\\\\\\1', 'g') || '\\s*\\('))",
+            (f"public.{table}",)).fetchall()
         checks = conn.execute(
             "SELECT k.conname, pg_get_constraintdef(k.oid),"
             "       array(SELECT a.attname FROM pg_attribute a WHERE a.attrelid = k.conrelid"
@@ -93,5 +103,6 @@ def read(conn: psycopg.Connection[Any], tables: list[str]) -> Catalog:
                                {str(c): str(e) for c, e in defaults},
                                tuple((str(n), str(d), tuple(str(c) for c in cs)) for n, d, cs in checks),
                                frozenset(str(n) for n, _ in indexes), {str(c): str(r) for c, r in references},
-                               frozenset(str(a) for _, a in indexes if a is not None))
+                               frozenset(str(a) for _, a in indexes if a is not None),
+                               frozenset(str(c) for (c,) in volatile))
     return Catalog(out)

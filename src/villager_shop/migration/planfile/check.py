@@ -53,6 +53,7 @@ from villager_shop.migration.planfile.spec import (
 )
 from villager_shop.migration.planfile.steps import Trigger, V
 from villager_shop.migration.preflight import ROW_SECURITY
+from villager_shop.migration.steps.rebuild import INELIGIBLE, OWN_RELATIONS
 
 RELKINDS = {"r": "table", "p": "partitioned table", "v": "view", "m": "materialized view", "f": "foreign table",
             "i": "index", "I": "partitioned index", "S": "sequence", "c": "composite type", "t": "TOAST table"}
@@ -60,6 +61,10 @@ RELKINDS = {"r": "table", "p": "partitioned table", "v": "view", "m": "materiali
 # How long one EXPLAIN may wait for a lock on its table (an ALTER TABLE in progress) or run.
 LOCK_TIMEOUT = "2s"
 STATEMENT_TIMEOUT = "10s"
+_UNVALIDATED = """
+SELECT conname, pg_get_expr(conbin, conrelid) FROM pg_constraint
+ WHERE conrelid = to_regclass(%s) AND contype = 'c' AND NOT convalidated ORDER BY conname
+"""
 # How long `migrate plan` looks for values a new unique index or column would repeat.
 REPEATS_TIMEOUT = "2s"
 
@@ -636,12 +641,63 @@ class _Checker:
                 for j, name in enumerate(op.tables):
                     self.table(i, f"{p}, tables[{j}]", name)
         self.moved_away()
+        self.unvalidated_checks()
         self.monitoring()
         self.problems.sort(key=_operation_number)  # those found after the walk, in their place too
         self.row_security()
         if not self.problems:
             self.assembles()
         return self.problems
+
+    def unvalidated_checks(self) -> None:
+        """PostgreSQL checks a table's CHECK constraints on every row an UPDATE writes, `NOT VALID`
+        ones too: the in-place backfill of a lookup reference, a derived column or a link (a table
+        that cannot be rebuilt) would stop at the first legacy row that violates one (as would the
+        old application's own update of it)."""
+        updated: list[tuple[str, str, str]] = []  # (table, where, the rows it updates)
+        for i, op in enumerate(self.spec.operations, 1):
+            if isinstance(op, ExtractLookup):
+                updated += [(s.table, f"{place(op, i)}, sources[{j}].table", f"{s.column} IS NOT NULL")
+                            for j, s in enumerate(op.sources)]
+            elif isinstance(op, DeriveColumn):
+                updated.append((op.table, f"{place(op, i)}, table", "true"))
+            elif isinstance(op, LinkChildReference) and self._in_place(op.table):
+                updated.append((op.table, f"{place(op, i)}, table", f"{op.reference} IS NOT NULL"))
+        said: set[tuple[str, str]] = set()
+        for table, where, walked in updated:
+            if self.cat.relations.get(table) != "r" or self.resumed or not IDENT.fullmatch(walked.split()[0]):
+                continue
+            for name, expr in self.conn.execute(_UNVALIDATED, (f"public.{table}",)).fetchall():
+                key = None if (table, name) in said else self.violating(table, f"NOT ({expr}) AND {walked}")
+                if key is not None:
+                    said.add((table, name))
+                    self.bad(where, f"{table} row {key} violates its NOT VALID check {name}: the backfill's"
+                                    f" update of that row would fail; fix such rows or drop {name} first")
+
+    def _in_place(self, table: str) -> bool:
+        """Whether a link's backfill updates `table` in place rather than filling a copy of it."""
+        t = self.cat.tables.get(table)
+        if t is None or len(t.pk) != 1 or self.cat.relations.get(table) != "r":
+            return False
+        return table in OWN_RELATIONS or self.conn.execute(
+            INELIGIBLE, (t.pk[0], f"public.{table}")).fetchone()[0] is not None  # type: ignore[index]
+
+    def violating(self, table: str, condition: str) -> str | None:
+        """The key of a row of `table` that meets `condition`; None when there is none, or when
+        finding out takes longer than REPEATS_TIMEOUT (the run then stops at that row, naming it)."""
+        t = self.cat.tables.get(table)
+        key = t.pk[0] if t is not None and len(t.pk) == 1 else "ctid"
+        before = self.conn.execute("SELECT current_setting('statement_timeout')").fetchone()[0]  # type: ignore[index]
+        try:
+            with self.conn.transaction():
+                self.conn.execute(f"SET LOCAL statement_timeout = '{REPEATS_TIMEOUT}'")
+                row = self.conn.execute(
+                    f"SELECT {key}::text FROM public.{table} WHERE {condition} LIMIT 1".encode()).fetchone()
+        except psycopg.Error:
+            return None
+        finally:
+            self.conn.execute("SELECT set_config('statement_timeout', %s, true)", (before,))
+        return None if row is None else str(row[0])
 
     def assembles(self) -> None:
         """The steps the plan makes, built as `migrate run` builds them: two that would share a name

@@ -97,8 +97,9 @@ class PlanTable(Step):
     transaction, so that no write to it can come before them."""
 
     def __init__(self, table: str, sql: str, columns: list[str], locks: str = "none on application tables",
-                 then: str = "") -> None:
+                 then: str = "", undo_first: str = "") -> None:
         self.table, self.sql, self.columns, self._locks, self.then = table, sql, columns, locks, then
+        self.undo_first = undo_first
         self.name = f"table_{table}"
         self.title = f"create table {table}" + (" with its sync triggers" if then else "")
 
@@ -107,7 +108,7 @@ class PlanTable(Step):
 
     def undo_ddl(self) -> list[Ddl]:
         # Rollback keeps the rows: the table moves to an archive schema.
-        return [Ddl(f"ALTER TABLE IF EXISTS public.{self.table} SET SCHEMA {{archive}}",
+        return [*([Ddl(self.undo_first, "none")] if self.undo_first else []), Ddl(f"ALTER TABLE IF EXISTS public.{self.table} SET SCHEMA {{archive}}",
                     f"ACCESS EXCLUSIVE on {self.table}")]
 
     def check(self, ctx: Context) -> bool:

@@ -57,9 +57,12 @@ $fn$"""))
     if op.writes:
         write_fn = f"derive_{table}_{col}_writes"[:63]
         # An insert of the column leaves `writes` NULL, or to its default: the column is what it wrote.
+        # A volatile default gives another value when evaluated here: an insert whose `writes` does not
+        # give the column then had it from its default (the old application never writes the column).
         default = info.defaults.get(op.writes)
-        unwritten = f"NEW.{op.writes} IS NULL" + (f" OR NEW.{op.writes} IS NOT DISTINCT FROM ({default})"
-                                                  if default else "")
+        unwritten = f"NEW.{op.writes} IS NULL" + (
+            f" OR {value('NEW.')} IS DISTINCT FROM NEW.{col}" if op.writes in info.volatile else
+            f" OR NEW.{op.writes} IS NOT DISTINCT FROM ({default})" if default else "")
         parts.functions.append((write_fn, f"""CREATE OR REPLACE FUNCTION {V}.{write_fn}() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 -- A write of {table}.{col} alone (by the new application) -> {table}.{op.writes}

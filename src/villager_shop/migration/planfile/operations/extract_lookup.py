@@ -138,8 +138,13 @@ $fn$"""))
         fn = f"{lk}_sync_{s.table}_{s.fk}"[:63]
         # A new-application insert that gives the reference leaves the text blank, or to its default:
         # the reference is what it wrote.
-        default = env.catalog.table(s.table).defaults.get(s.column)
+        # A volatile default gives another value when evaluated here: a text that does not mean the
+        # reference's value then came from its default (the old application never writes the reference).
+        info = env.catalog.table(s.table)
+        default = info.defaults.get(s.column)
         unwritten = f"{key_of}(NEW.{s.column}) IS NULL" + (
+            f" OR {key_of}(NEW.{s.column}) IS DISTINCT FROM (SELECT {kc} FROM public.{lk} WHERE id = NEW.{s.fk})"
+            if s.column in info.volatile else
             f" OR NEW.{s.column} IS NOT DISTINCT FROM ({default})" if default else "")
         parts.functions.append((fn, f"""CREATE OR REPLACE FUNCTION {V}.{fn}() RETURNS trigger
 LANGUAGE plpgsql AS $fn$

@@ -20,6 +20,7 @@ from villager_shop.migration.planfile.operations.base import (
     WalkPart,
     backfill,
     columns_read,
+    ident,
     quoted,
     rename,
     row_tuple,
@@ -44,7 +45,7 @@ def expand(op: SplitChild, env: Env) -> Parts:
     col_defs += "".join(
         f"    {e.name} {e.type}{f' DEFAULT {e.default}' if e.default else ''}{' NOT NULL' if e.not_null else ''},\n"
         for e in op.extra)
-    col_defs += "".join(f"    CONSTRAINT {name} {definition},\n" for name, definition in carried_checks(op, env))
+    col_defs += "".join(f"    CONSTRAINT {ident(name)} {definition},\n" for name, definition in carried_checks(op, env))
     col_defs += "".join(f"    CONSTRAINT {f'{child}_{e.name}_key'[:63]} UNIQUE ({e.name}),\n"
                         for e in op.extra if e.unique)
     table_sql = (
@@ -58,6 +59,9 @@ def expand(op: SplitChild, env: Env) -> Parts:
         f"    updated_at timestamptz NOT NULL DEFAULT now()\n);\n"
         f"CREATE UNIQUE INDEX IF NOT EXISTS {child}_one_default_idx ON public.{child} ({fk}) INCLUDE (id) WHERE {flag};\n"
         f"{_fk_index(op, env)}")
+    serial = [c for c in op.columns if c.plain and c.default is None and "nextval(" in info.defaults.get(c.parent, "")]
+    table_sql += "".join(f";\n{_own_sequence(parent, c.parent, child, c.child)}" for c in serial)
+    give_back = ";\n".join(_own_sequence(child, c.child, parent, c.parent) for c in serial)
     links: list[LinkChildReference] = [ln for ln in env.links if isinstance(ln, LinkChildReference)
                                        and ln.child == child]
     # Rows that reference the parent and waited for its default child get it, whoever made it (the
@@ -176,7 +180,7 @@ $fn$"""))
     # The child table comes with its own triggers; the parent's follows in the triggers step.
     parts.tables.append(PlanTable(child, table_sql, columns,
                                   f"SHARE ROW EXCLUSIVE on {parent} (foreign key; milliseconds)",
-                                  then=triggers_sql(child_triggers)))
+                                  then=triggers_sql(child_triggers), undo_first=give_back))
     parts.backfills.append(backfill(
         parent, f"backfill_{parent}_{child}", _part(op, info, pk, ccols, _busy(op, pk, pk_type)),
         f"backfill {child}: the default row of every {parent} row", env.catalog, replaces=tuple(pcols)))
@@ -241,6 +245,19 @@ def carried_checks(op: SplitChild, env: Env) -> list[tuple[str, str]]:
             base = name[len(op.parent) + 1:] if name.startswith(f"{op.parent}_") else name
             out.append((f"{op.child}_{base}"[:63], rename(definition, renamed)))
     return out
+
+
+def _own_sequence(table: str, column: str, to_table: str, to_column: str) -> str:
+    """The sequence of a serial column passes to the column that draws from it after `complete`
+    (the child's copy): a sequence goes with the column that owns it, and `complete` drops the
+    parent's. Rollback gives it back before the child moves to the archive, which would take it along."""
+    return (f"DO $own$ DECLARE s text; BEGIN\n"
+            f"    IF to_regclass('public.{table}') IS NOT NULL THEN\n"
+            f"        s := pg_get_serial_sequence('public.{table}', '{column}');\n"
+            f"        IF s IS NOT NULL THEN\n"
+            f"            EXECUTE 'ALTER SEQUENCE ' || s || ' OWNED BY public.{to_table}.{to_column}';\n"
+            f"        END IF;\n"
+            f"    END IF;\nEND $own$")
 
 
 def _wider(sqltype: str) -> str:
