@@ -13,10 +13,8 @@ import psycopg
 import pytest
 
 from tests.helpers import ROOT, cli_env, run_cli
-from villager_shop.migration.planfile.bundled import path as bundled_plan
+from tests.migration.conftest import VILLAGER_PLAN
 from villager_shop.workload.writer import LiveWriter, check_expected
-
-VILLAGER_PLAN = bundled_plan()
 
 pytestmark = pytest.mark.slow
 

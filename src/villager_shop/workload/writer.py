@@ -109,16 +109,20 @@ class LiveWriter:
         # Each thread's share of the rate, its first write staggered so the threads do not beat together.
         interval = parts / self.rate if self.rate else 0.0
         due = time.perf_counter() + rng.random() * interval
+        # The new tables, once they exist, stay until the writer stops (it is stopped before a
+        # rollback): asked until then, not before each write.
+        ready = False
         try:
             self._adopt(conn, owned, index, parts)
             while not self._stop.is_set():
                 if kind == "legacy":
                     op = rng.choice(LEGACY_OPS)
                 else:
-                    if not normalized_ready(conn):
+                    if not ready and not normalized_ready(conn):
                         time.sleep(0.05)
                         due = time.perf_counter()
                         continue
+                    ready = True
                     op = rng.choice(NEW_OPS)
                 if interval:
                     ahead = due - time.perf_counter()

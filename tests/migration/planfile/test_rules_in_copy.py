@@ -23,7 +23,6 @@ def _records_are_the_rules(url: str) -> None:
         recorded = rows(url, "SELECT row_key FROM villager_migration.plan_quarantine"
                              f" WHERE table_name = 'order_items' AND reason = '{reason}' ORDER BY 1")
         assert recorded == held, reason
-        assert held, f"the messy data holds rows for {reason}"
 
 
 @pytest.mark.parametrize("copied", [True, False], ids=["copied", "in place"])
@@ -40,13 +39,12 @@ def test_the_copy_decides_the_rules_of_the_table_it_copies(legacy_db: str, copie
     else:
         assert summary["backfill_order_items_variant_id"]["method"] == "in_place"
         assert "decided_by" not in walk and walk["rows"] > 0, walk
+    for when in RULES.values():  # the messy data holds rows for each rule
+        assert rows(legacy_db, f"SELECT count(*) > 0 FROM order_items WHERE {when}") == [(True,)], when
     _records_are_the_rules(legacy_db)
     # The triggers keep them from here: an item whose quantity is fixed leaves the quarantine.
     with psycopg.connect(legacy_db, autocommit=True) as c:
         assert c.execute("UPDATE order_items SET quantity = 2 WHERE id = (SELECT id FROM order_items"
                          " WHERE quantity <= 0 ORDER BY id LIMIT 1)").rowcount == 1
-    for reason, when in RULES.items():
-        assert rows(legacy_db, f"SELECT id::text FROM order_items WHERE {when} ORDER BY 1") == rows(
-            legacy_db, "SELECT row_key FROM villager_migration.plan_quarantine"
-                       f" WHERE table_name = 'order_items' AND reason = '{reason}' ORDER BY 1")
+    _records_are_the_rules(legacy_db)
     assert run_cli("migrate", "verify", database_url=legacy_db).returncode == 0

@@ -687,12 +687,17 @@ class _Checker:
         finding out takes longer than REPEATS_TIMEOUT (the run then stops at that row, naming it)."""
         t = self.cat.tables.get(table)
         key = t.pk[0] if t is not None and len(t.pk) == 1 else "ctid"
+        return self._first_within_timeout(f"SELECT {key}::text FROM public.{table} WHERE {condition} LIMIT 1")
+
+    def _first_within_timeout(self, query: str) -> str | None:
+        """The first value `query` returns, as text; None when it returns none, fails (an expression
+        another check reports) or runs longer than REPEATS_TIMEOUT. The check's own statement timeout
+        is given back: a released savepoint keeps a SET LOCAL made in it."""
         before = self.conn.execute("SELECT current_setting('statement_timeout')").fetchone()[0]  # type: ignore[index]
         try:
             with self.conn.transaction():
                 self.conn.execute(f"SET LOCAL statement_timeout = '{REPEATS_TIMEOUT}'")
-                row = self.conn.execute(
-                    f"SELECT {key}::text FROM public.{table} WHERE {condition} LIMIT 1".encode()).fetchone()
+                row = self.conn.execute(query.encode()).fetchone()
         except psycopg.Error:
             return None
         finally:
@@ -853,16 +858,7 @@ class _Checker:
         values = ", ".join(f"({e})" for e in exprs)
         query = (f"SELECT concat_ws(', ', {values}) FROM public.{table} WHERE ({where or 'true'})"
                  + "".join(f" AND ({e}) IS NOT NULL" for e in exprs) + f" GROUP BY {values} HAVING count(*) > 1 LIMIT 1")
-        before = self.conn.execute("SELECT current_setting('statement_timeout')").fetchone()[0]  # type: ignore[index]
-        try:
-            with self.conn.transaction():
-                self.conn.execute(f"SET LOCAL statement_timeout = '{REPEATS_TIMEOUT}'")
-                row = self.conn.execute(query.encode()).fetchone()
-        except psycopg.Error:
-            return None  # too long, or an expression another check reports
-        finally:
-            self.conn.execute("SELECT set_config('statement_timeout', %s, true)", (before,))
-        return None if row is None else str(row[0])
+        return self._first_within_timeout(query)
 
     def unique_repeats(self, p: str, extras: tuple[ExtraColumn, ...], what: str, parent: Table | None,
                        when: str | None = None) -> None:

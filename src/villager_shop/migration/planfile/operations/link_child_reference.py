@@ -131,20 +131,19 @@ $fn$"""))
     parts.validations.append(ValidateConstraint(table, fk_name, definition))
     parts.constraints.append(ConstraintInfo(table, fk_name))
     pk = env.catalog.table(table).key or "id"
+    def mismatch(join: str) -> str:
+        return (f"SELECT 'reference_mismatch', '{table}', t.{pk}::text,\n"
+                f"       format('{ref} %s, {fk} %s (a {child} row of %s)', t.{ref}, t.{fk}, c.{cfk})\n"
+                f"  FROM public.{table} t {join} public.{child} c ON c.id = t.{fk}\n"
+                f" WHERE t.{ref} IS DISTINCT FROM c.{cfk}")
+
     parts.integrity.append(
-        f"SELECT 'reference_mismatch', '{table}', t.{pk}::text,\n"
-        f"       format('{ref} %s, {fk} %s (a {child} row of %s)', t.{ref}, t.{fk}, c.{cfk})\n"
-        f"  FROM public.{table} t LEFT JOIN public.{child} c ON c.id = t.{fk}\n"
-        f" WHERE t.{ref} IS DISTINCT FROM c.{cfk}"
+        mismatch("LEFT JOIN")
         # A row whose parent has no default child (it does not meet the split's `when`, or there is
         # no such parent: a reference without a foreign key) waits for one.
         + (f"\n   AND NOT (t.{fk} IS NULL AND NOT EXISTS (SELECT 1 FROM public.{child} d"
            f" WHERE d.{cfk} = t.{ref} AND d.{flag}))" if split.when or soft else ""))
     # The reference outlives `complete` (and the triggers): a row linked to a child of another parent
     # is wrong then too. A NULL link may be a parent's that never had a default child.
-    parts.integrity_completed.append(
-        f"SELECT 'reference_mismatch', '{table}', t.{pk}::text,\n"
-        f"       format('{ref} %s, {fk} %s (a {child} row of %s)', t.{ref}, t.{fk}, c.{cfk})\n"
-        f"  FROM public.{table} t JOIN public.{child} c ON c.id = t.{fk}\n"
-        f" WHERE t.{ref} IS DISTINCT FROM c.{cfk}")
+    parts.integrity_completed.append(mismatch("JOIN"))
     return parts
