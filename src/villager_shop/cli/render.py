@@ -6,6 +6,7 @@ rehearsal's verdict). A command module imports its renderers from here, never fr
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -24,6 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from villager_shop.core.errors import ConfigError
+from villager_shop.migration.planfile import bundled
 
 if TYPE_CHECKING:
     from villager_shop.legacy import generate as gen
@@ -41,8 +43,19 @@ def refuse_plan(path: str, problems: list[Any]) -> None:
     err = console(stderr=True)
     for p in problems:
         err.print(f"{path}: {p}", markup=False, highlight=False)
+    if problems and all(str(p.message).startswith("there is no table") for p in problems) and _is_villager(path):
+        raise ConfigError(f"plan {path}: not a villager_shop database: its tables are missing (listed above; create"
+                          " them with `villager-shop legacy init`); nothing was changed")
     raise ConfigError(f"plan {path}: {len(problems)} problem{'s' if len(problems) != 1 else ''} (listed above);"
                       " nothing was changed")
+
+
+def _is_villager(path: str) -> bool:
+    """Whether `path` is the villager plan shipped with the tool."""
+    try:
+        return Path(path).resolve() == bundled.path().resolve()
+    except OSError:
+        return False
 
 
 def console(*, stderr: bool = False) -> Console:

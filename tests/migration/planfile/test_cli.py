@@ -60,6 +60,24 @@ def test_a_plan_that_does_not_fit_is_refused_with_every_problem(fresh_db: str) -
     assert res.returncode == 2 and "cannot be read" in res.stderr, res.stderr
 
 
+def test_a_missing_table_is_the_one_problem_of_the_operations_that_name_it(fresh_db: str) -> None:
+    """Not what follows from it (columns, checks of the tables the plan would make from it); the
+    villager plan on a database without its tables says how to make them."""
+    for command in ("plan", "run"):
+        res = run_cli("migrate", command, "--plan", str(ROOT / "plans" / "villager.toml"), database_url=fresh_db)
+        assert res.returncode == 2, res.stderr
+        lines = res.stderr.strip().splitlines()
+        assert all("there is no table public." in ln for ln in lines[:-1]), lines
+        assert {ln.rsplit(".", 1)[1] for ln in lines[:-1]} == {"users", "shops", "products", "order_items", "orders"}
+        assert "villager-shop legacy init" in lines[-1] and "nothing was changed" in lines[-1], lines
+    assert _catalog(fresh_db) == []
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        c.execute(LIBRARY.split("CREATE TABLE loans")[0])
+    res = run_cli("migrate", "plan", "--plan", str(ROOT / "plans" / "library.toml"), database_url=fresh_db)
+    assert res.returncode == 2 and "legacy init" not in res.stderr, res.stderr
+    assert [ln for ln in res.stderr.splitlines() if "operation" in ln and "loans" in ln]
+
+
 def test_the_sql_of_the_shipped_plans_lints_clean(fresh_db: str, tmp_path: Path) -> None:
     with psycopg.connect(fresh_db, autocommit=True) as c:
         c.execute(BLOG)

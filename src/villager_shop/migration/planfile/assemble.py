@@ -38,6 +38,7 @@ from villager_shop.migration.planfile.spec import (
 from villager_shop.migration.planfile.steps import QUARANTINE, PlanFunctions, PlanState, PlanTriggers, Trigger
 from villager_shop.migration.steps.analyze import Analyze
 from villager_shop.migration.steps.base import Step
+from villager_shop.migration.steps.indexes import CreateIndex as CreateIndexStep
 from villager_shop.migration.steps.rebuild import RebuildTable
 from villager_shop.migration.steps.schema_objects import StateSchema
 
@@ -140,6 +141,37 @@ def rules_in_copies(walks: list[Step], catalog: Catalog) -> None:
             w.covered_by = copy.key
 
 
+def _leading(definition: str) -> list[str]:
+    """The columns an index definition "(a, b DESC) INCLUDE (...)" leads with, as written."""
+    if not definition.startswith("(") or ")" not in definition:
+        return []
+    return [c.strip() for c in definition[1:definition.index(")")].split(",")]
+
+
+def served_by_plan_indexes(fk_indexes: list[CreateIndexStep], indexes: list[CreateIndexStep], copied: set[str]
+                           ) -> tuple[list[CreateIndexStep], list[CreateIndexStep], set[str]]:
+    """A foreign key's index is not built when an index the plan makes anyway (not partial) leads
+    with the key's columns: that index serves the key and is built in its place (before the key
+    is added), so that the table does not carry two (one a table's copy is built with, `copied`,
+    stays). Returns the foreign-key indexes with such
+    plan indexes in their places, the plan's other indexes, and the names left unbuilt."""
+    taken: set[str] = set()
+    unbuilt: set[str] = set()
+    out: list[CreateIndexStep] = []
+    for fx in fk_indexes:
+        cols = _leading(fx.definition)
+        serving = next((ix for ix in indexes if ix.table == fx.table and ix.name not in taken
+                        and " WHERE " not in ix.definition
+                        and [c.split()[0] for c in _leading(ix.definition)[:len(cols)]] == cols), None)
+        if serving is None or fx.index in copied:
+            out.append(fx)
+        else:
+            taken.add(serving.name)
+            unbuilt.add(fx.index)
+            out.append(serving)
+    return out, [ix for ix in indexes if ix.name not in taken], unbuilt
+
+
 def assemble(spec: PlanSpec, catalog: Catalog) -> FilePlan:
     parts = _parts(spec, catalog)
 
@@ -160,6 +192,8 @@ def assemble(spec: PlanSpec, catalog: Catalog) -> FilePlan:
     new_tables = tuple(spec.new_tables())
     early = {s.name: s for s in every("early_indexes")}  # one per (table, column), whichever link asks
     fk_indexes = [s for s in every("fk_indexes") if s.name not in early]  # an early one serves a foreign key too
+    copied = {name for step in every("backfills") if isinstance(step, RebuildTable) for name, _ in step.indexes}
+    fk_indexes, indexes, unbuilt = served_by_plan_indexes(fk_indexes, every("indexes"), copied)
     walks = merged_walks(every("backfills"))
     rules_in_copies(walks, catalog)
     steps: list[Step] = [
@@ -169,11 +203,11 @@ def assemble(spec: PlanSpec, catalog: Catalog) -> FilePlan:
         *([PlanMonitoring(every("integrity"), every("integrity_completed"))] if spec.monitoring else []),
         *every("hooks"),
         *walks, *fk_indexes, *every("foreign_keys"), *every("validations"),
-        *every("indexes"), Analyze(tuple(dict.fromkeys((*tables, *new_tables)))),
+        *indexes, Analyze(tuple(dict.fromkeys((*tables, *new_tables)))),
     ]
     names = [s.name for s in steps]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ValueError(f"the plan makes steps of the same name: {', '.join(dupes)}")
-    return FilePlan(spec, catalog, steps, tables, new_tables, legacy, every("constraints"), list(dict.fromkeys(every("index_names"))),
+    return FilePlan(spec, catalog, steps, tables, new_tables, legacy, every("constraints"), [n for n in dict.fromkeys(every("index_names")) if n not in unbuilt],
                     every("integrity"), every("integrity_completed"), quarantined)

@@ -356,6 +356,10 @@ class _Checker:
         self.moved: dict[tuple[str, str], str] = {}  # columns an extract/split moves away (complete drops them)
         self.first_use: dict[str, str] = {}  # existing table -> where the plan first names it
         self.table_said: set[str] = set()
+        # Tables that are not there, and those the plan would make from them: an operation that
+        # names one reports only that, not what follows from a table it cannot see.
+        self.unseen: set[str] = set()
+        self.blind = False
         # The plan's own functions -> whether declared IMMUTABLE (a lookup key is a generated column).
         self.shipped = {f"{s}.{n}".lower(): bool(_IMMUTABLE.search(text))
                         for text in spec.functions for s, n in _SHIPPED.findall(text)}
@@ -386,6 +390,8 @@ class _Checker:
 
     def table(self, i: int, where: str, name: str) -> Table | None:
         """The table `name` as operation i sees it, or None (and a problem) when it cannot use it."""
+        if name in self.unseen:
+            self.blind = True
         if name in self.model:
             return self.model[name]
         if name in self.plan_tables and (self.resumed or name not in self.cat.relations):
@@ -395,6 +401,8 @@ class _Checker:
         said = name in self.table_said
         self.table_said.add(name)
         if kind is None:
+            self.unseen.add(name)
+            self.blind = True
             if not said:
                 self.bad(where, f"there is no table public.{name}")
             return None
@@ -620,26 +628,12 @@ class _Checker:
 
     def run(self) -> list[Problem]:
         for i, op in enumerate(self.spec.operations, 1):
-            p = place(op, i)
-            if isinstance(op, ExtractLookup):
-                self.extract_lookup(i, p, op)
-            elif isinstance(op, SplitChild):
-                self.split_child(i, p, op)
-            elif isinstance(op, LinkChildReference):
-                self.link(i, p, op)
-            elif isinstance(op, DeriveColumn):
-                self.derive_column(i, p, op)
-            elif isinstance(op, QuarantineRule):
-                self.quarantine(i, p, op)
-            elif isinstance(op, AddCheck):
-                self.add_check(i, p, op)
-            elif isinstance(op, AddForeignKey):
-                self.add_foreign_key(i, p, op)
-            elif isinstance(op, CreateIndex):
-                self.create_index(i, p, op)
-            elif isinstance(op, RawSql):
-                for j, name in enumerate(op.tables):
-                    self.table(i, f"{p}, tables[{j}]", name)
+            p, before, self.blind = place(op, i), len(self.problems), False
+            self._operation(i, p, op)
+            if self.blind:
+                self.unseen.update(self._tables_created(op))
+                self.problems[before:] = [q for q in self.problems[before:]
+                                          if q.message.startswith("there is no table")]
         self.moved_away()
         self.unvalidated_checks()
         self.monitoring()
@@ -648,6 +642,27 @@ class _Checker:
         if not self.problems:
             self.assembles()
         return self.problems
+
+    def _operation(self, i: int, p: str, op: Operation) -> None:
+        if isinstance(op, ExtractLookup):
+            self.extract_lookup(i, p, op)
+        elif isinstance(op, SplitChild):
+            self.split_child(i, p, op)
+        elif isinstance(op, LinkChildReference):
+            self.link(i, p, op)
+        elif isinstance(op, DeriveColumn):
+            self.derive_column(i, p, op)
+        elif isinstance(op, QuarantineRule):
+            self.quarantine(i, p, op)
+        elif isinstance(op, AddCheck):
+            self.add_check(i, p, op)
+        elif isinstance(op, AddForeignKey):
+            self.add_foreign_key(i, p, op)
+        elif isinstance(op, CreateIndex):
+            self.create_index(i, p, op)
+        elif isinstance(op, RawSql):
+            for j, name in enumerate(op.tables):
+                self.table(i, f"{p}, tables[{j}]", name)
 
     def unvalidated_checks(self) -> None:
         """PostgreSQL checks a table's CHECK constraints on every row an UPDATE writes, `NOT VALID`

@@ -33,29 +33,43 @@ def expand(op: LinkChildReference, env: Env) -> Parts:
     cfk, flag = split.fk, split.default_flag
     ppk = env.catalog.table(split.parent).key or "id"
     default = f"(SELECT c.id FROM public.{child} c WHERE c.{cfk} = NEW.{ref} AND c.{flag})"
-    # A reference without a foreign key to the parent takes the lock such a key would: a parent
-    # being deleted or re-keyed meanwhile is waited for, and then its gone child is not linked
-    # (its rows' links were let go before this row was written).
     soft = env.catalog.table(table).references.get(ref) != split.parent
-    hold = (f"PERFORM 1 FROM public.{split.parent} p WHERE p.{ppk} = NEW.{ref} FOR KEY SHARE;\n            "
-            if soft else "")
-    # A parent that does not meet the split's `when` may be meeting it in a transaction not yet
-    # committed, whose default child this row cannot see: the row waits for that transaction (FOR
-    # SHARE conflicts with its UPDATE) and reads again; a parent's UPDATE that comes later waits for
-    # this row's transaction instead, and its new default child then links this row. (Read again
+    # The locks the link's foreign key takes, before it exists (the plan adds it after the backfill,
+    # and `migrate rollback --step` may withdraw it): the parent first (a reference without a foreign
+    # key to it would not wait for its delete or re-key otherwise, and one with a key would lock it
+    # after the child, the opposite order of a cascading delete), then the child the row is linked
+    # to. A child deleted meanwhile then waits for this row's transaction, and lets go of it after.
+    hold = f"PERFORM 1 FROM public.{split.parent} p WHERE p.{ppk} = NEW.{ref} FOR KEY SHARE;\n            "
+    # The default child, locked; one deleted while this waited for it (another row became the
+    # default) is looked up again.
+    lock_default = (f"LOOP\n                SELECT c.id INTO NEW.{fk} FROM public.{child} c"
+                    f" WHERE c.{cfk} = NEW.{ref} AND c.{flag} FOR KEY SHARE;"
+                    f"\n                EXIT WHEN FOUND OR NOT EXISTS {default};\n            END LOOP;")
+    # A parent that does not meet `when` may be meeting it in a transaction not yet committed,
+    # whose default child this row cannot see: the row waits for that transaction (FOR SHARE
+    # conflicts with its UPDATE) and reads again; a parent's UPDATE that comes later waits for this
+    # row's transaction instead, and its new default child then links this row. (Read again
     # whatever the lock found: a parent that qualified meanwhile is no longer one it matches.)
-    take = f"NEW.{fk} := {default};"
+    take = lock_default
     if split.when:
         pinfo = env.catalog.table(split.parent)
         take += (f"\n            IF NEW.{fk} IS NULL AND NEW.{ref} IS NOT NULL THEN"
                  f"\n                PERFORM 1 FROM public.{split.parent} p WHERE p.{ppk} = NEW.{ref}"
                  f" AND NOT coalesce({qualifies(split, pinfo, 'p.')}, false) FOR SHARE;"
-                 f"\n                NEW.{fk} := {default};"
+                 f"\n                {lock_default}"
                  f"\n            END IF;")
-    parent_of = f"SELECT c.{cfk} INTO NEW.{ref} FROM public.{child} c WHERE c.id = NEW.{fk};"
-    # The same for a write of the link: the child's parent as it is once that lock is held.
-    follow = (f"\n            PERFORM 1 FROM public.{split.parent} p WHERE p.{ppk} = NEW.{ref} FOR KEY SHARE;"
-              f"\n            IF NOT FOUND THEN\n                {parent_of}\n            END IF;" if soft else "")
+    # A write of the link: the reference becomes the child's parent, as it is once both are locked;
+    # a child that is not there is refused as the foreign key would refuse it.
+    parent_of = (f"SELECT c.{cfk} INTO NEW.{ref} FROM public.{child} c WHERE c.id = NEW.{fk};"
+                 f"\n            {hold}SELECT c.{cfk} INTO NEW.{ref} FROM public.{child} c WHERE c.id = NEW.{fk}"
+                 f" FOR KEY SHARE;"
+                 f"\n            IF NOT FOUND THEN"
+                 f"\n                RAISE EXCEPTION 'insert or update on table \"{table}\" violates foreign key constraint"
+                 f" \"{op.constraint}\"'"
+                 f"\n                      USING ERRCODE = 'foreign_key_violation',"
+                 f"\n                            DETAIL = format('Key ({fk})=(%s) is not present in table \"{child}\".',"
+                 f" NEW.{fk});"
+                 f"\n            END IF;")
     fn = f"{table}_{fk}_sync"[:63]
     parts = Parts()
     parts.functions.append((fn, f"""CREATE OR REPLACE FUNCTION {V}.{fn}() RETURNS trigger
@@ -64,7 +78,7 @@ LANGUAGE plpgsql AS $fn$
 BEGIN
     IF TG_OP = 'INSERT' THEN
         IF NEW.{fk} IS NOT NULL THEN
-            {parent_of}{follow}
+            {parent_of}
         ELSE
             {hold}{take}
             {BUMP}
@@ -79,7 +93,7 @@ BEGIN
         END IF;
         {BUMP}
     ELSIF NEW.{fk} IS DISTINCT FROM OLD.{fk} AND NEW.{fk} IS NOT NULL THEN
-        {parent_of}{follow}
+        {parent_of}
     ELSIF NEW.{fk} IS NULL AND NEW.{ref} IS NOT NULL THEN
         {hold}{take}
     END IF;

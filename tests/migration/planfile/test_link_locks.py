@@ -1,0 +1,120 @@
+"""link_child_reference's trigger takes the locks of the link's foreign key before that key exists
+(the plan adds it after the backfill; `migrate rollback --step` may withdraw it): a child deleted
+while a row is being linked to it must not leave the row pointing at nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import psycopg
+
+from tests.helpers import rows, run_cli, scalar
+from tests.migration.planfile.test_adversarial_round3 import LIVE, LIVE_PLAN, _Writer
+
+FK_STEP = "constraint_fk_activity_subscription_id"
+DANGLING = ("SELECT count(*) FROM activity a WHERE a.subscription_id IS NOT NULL"
+            " AND NOT EXISTS (SELECT 1 FROM subscriptions s WHERE s.id = a.subscription_id)")
+
+
+def _account(i: int) -> str:
+    return f"00000000-0000-4000-8000-{i:012d}"
+
+
+def _waiting(url: str, statement: str) -> _Writer:
+    """`statement` on a connection of its own, once it waits for a lock or has ended."""
+    w = _Writer(url, statement)
+    w.start()
+    while w.is_alive() and not (w.pid and scalar(url, "SELECT wait_event_type = 'Lock' FROM pg_stat_activity"
+                                                      f" WHERE pid = {w.pid}")):
+        pass
+    return w
+
+
+def test_a_child_deleted_while_a_row_is_linked_to_it_leaves_no_dangling_link(fresh_db: str, tmp_path: Path) -> None:
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        c.execute(LIVE)
+    plan = tmp_path / "live.toml"
+    plan.write_text(LIVE_PLAN)
+    assert run_cli("migrate", "run", "--plan", str(plan), database_url=fresh_db).returncode == 0
+    res = run_cli("migrate", "rollback", "--step", FK_STEP, "--yes", database_url=fresh_db)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert scalar(fresh_db, "SELECT count(*) FROM pg_constraint WHERE conname = 'fk_activity_subscription_id'") == 0
+
+    # The new application links a row to a subscription whose account another transaction deletes
+    # (the subscription goes with it): the row waits, then is refused as the foreign key refuses it.
+    sub = scalar(fresh_db, f"SELECT id::text FROM subscriptions WHERE account_ref = '{_account(1)}' AND is_default")
+    with psycopg.connect(fresh_db) as t:
+        t.execute("DELETE FROM accounts WHERE id = %s", (_account(1),))
+        w = _waiting(fresh_db, f"INSERT INTO activity (code, subscription_id) VALUES ('race-new', '{sub}')")
+        assert w.is_alive(), w.error or "the insert did not wait for the delete"
+        t.commit()
+    w.join()
+    assert "violates foreign key constraint" in w.error, w.error
+
+    # The old application names an account while the new one makes another subscription its default
+    # and deletes the old one: the row waits, then is linked to the new default.
+    b = _account(2)
+    with psycopg.connect(fresh_db) as t:
+        old = t.execute("SELECT id FROM subscriptions WHERE account_ref = %s AND is_default", (b,)).fetchone()
+        new = t.execute("INSERT INTO subscriptions (account_ref, tier, seats) VALUES (%s, 'team', 7) RETURNING id",
+                        (b,)).fetchone()
+        assert old and new
+        t.execute("UPDATE subscriptions SET is_default = false WHERE id = %s", old)
+        t.execute("UPDATE subscriptions SET is_default = true WHERE id = %s", new)
+        t.execute("DELETE FROM subscriptions WHERE id = %s", old)
+        w = _waiting(fresh_db, f"INSERT INTO activity (code, account_id) VALUES ('race-old', '{b}')")
+        assert w.is_alive(), w.error or "the insert did not wait for the delete"
+        t.commit()
+    w.join()
+    assert w.error == ""
+    assert scalar(fresh_db, "SELECT subscription_id::text FROM activity WHERE code = 'race-old'") == str(new[0])
+
+    assert scalar(fresh_db, DANGLING) == 0
+    res = run_cli("migrate", "run", "--reinstate", FK_STEP, database_url=fresh_db)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert run_cli("migrate", "verify", database_url=fresh_db).returncode == 0
+
+
+SERVED = """
+version = 1
+name = "served"
+
+[[operation]]
+type = "extract_lookup"
+lookup = "kinds"
+key = "casefold"
+sources = [{ table = "activity", column = "kind", fk = "kind_id" }]
+
+[[operation]]
+type = "create_index"
+table = "activity"
+name = "idx_activity_kind_payload"
+columns = ["kind_id", "payload"]
+
+[[operation]]
+type = "create_index"
+table = "activity"
+name = "idx_activity_kind_code_partial"
+columns = ["kind_id", "code"]
+where = "payload <> ''"
+"""
+
+
+def test_an_index_the_plan_makes_leading_with_a_foreign_key_serves_it(fresh_db: str, tmp_path: Path) -> None:
+    """No second index on the key alone: the plan's own (not partial) is built in its place, before
+    the key is added; a partial one does not serve it."""
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        c.execute(LIVE)
+    plan = tmp_path / "served.toml"
+    plan.write_text(SERVED)
+    res = run_cli("migrate", "plan", "--plan", str(plan), "--json", database_url=fresh_db)
+    assert res.returncode == 0, res.stderr
+    names = [s["name"] for s in json.loads(res.stdout)["steps"]]
+    assert "index_idx_activity_kind_id" not in names
+    assert names.index("index_idx_activity_kind_payload") < names.index("constraint_fk_activity_kind_id")
+    assert run_cli("migrate", "run", "--plan", str(plan), database_url=fresh_db).returncode == 0
+    indexed = {r[0] for r in rows(fresh_db, "SELECT indexrelid::regclass::text FROM pg_index"
+                                            " WHERE indrelid = 'activity'::regclass")}
+    assert indexed == {"activity_pkey", "idx_activity_kind_payload", "idx_activity_kind_code_partial"}
+    assert run_cli("migrate", "verify", database_url=fresh_db).returncode == 0
