@@ -5,11 +5,14 @@ while a row is being linked to it must not leave the row pointing at nothing."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import psycopg
 
-from tests.helpers import rows, run_cli, scalar
+from tests.helpers import ROOT, cli_env, rows, run_cli, scalar
 from tests.migration.planfile.test_adversarial_round3 import LIVE, LIVE_PLAN, _Writer
 
 FK_STEP = "constraint_fk_activity_subscription_id"
@@ -117,4 +120,68 @@ def test_an_index_the_plan_makes_leading_with_a_foreign_key_serves_it(fresh_db: 
     indexed = {r[0] for r in rows(fresh_db, "SELECT indexrelid::regclass::text FROM pg_index"
                                             " WHERE indrelid = 'activity'::regclass")}
     assert indexed == {"activity_pkey", "idx_activity_kind_payload", "idx_activity_kind_code_partial"}
+    assert run_cli("migrate", "verify", database_url=fresh_db).returncode == 0
+
+
+IN_PLACE = """
+CREATE TABLE accounts (id uuid PRIMARY KEY, tier text, seats integer NOT NULL DEFAULT 1);
+CREATE TABLE activity (code text PRIMARY KEY, account_id uuid, slot integer UNIQUE, payload text);
+INSERT INTO accounts SELECT ('00000000-0000-4000-8000-' || lpad(i::text, 12, '0'))::uuid, 'pro', i FROM generate_series(1, 20) i;
+INSERT INTO activity SELECT 'E' || lpad(i::text, 4, '0'), ('00000000-0000-4000-8000-' || lpad((2 + i % 19)::text, 12, '0'))::uuid,
+                            i, repeat('p', 200) FROM generate_series(1, 3000) i;
+INSERT INTO activity SELECT 'Z' || i, '00000000-0000-4000-8000-000000000001', 10000 + i, 'z' FROM generate_series(1, 5) i;
+ANALYZE activity;
+"""
+
+IN_PLACE_PLAN = LIVE_PLAN.split("[[operation]]\ntype = \"extract_lookup\"")[0]
+
+
+def _holds(url: str, query: str) -> bool:
+    """Whether `query` says so, False while the tables it reads do not exist yet."""
+    try:
+        return bool(scalar(url, query))
+    except psycopg.errors.UndefinedTable:
+        return False
+
+
+def test_a_child_deleted_while_its_rows_are_backfilled_in_place_leaves_no_dangling_link(
+        fresh_db: str, tmp_path: Path) -> None:
+    """A table the copy cannot carry (a unique constraint) is linked in place: the batch that links
+    rows to a child being deleted waits for the delete, and leaves them unlinked (their parent is
+    gone), so the foreign key validates."""
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        c.execute(IN_PLACE)
+    plan = tmp_path / "in_place.toml"
+    plan.write_text(IN_PLACE_PLAN)
+    walking = "SELECT count(*) > 0 FROM villager_migration.backfill WHERE step LIKE 'backfill_activity_subscription_id%'"
+    linked = "SELECT count(*) FROM activity WHERE code LIKE 'Z%' AND subscription_id IS NOT NULL"
+    waits = ("SELECT count(*) > 0 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+             " AND query LIKE '%UPDATE public.activity t SET subscription_id%'")
+    proc = subprocess.Popen([sys.executable, "-m", "villager_shop", "migrate", "run", "--plan", str(plan)],
+                            env=cli_env(fresh_db, VILLAGER_BATCH_SIZE="10", VILLAGER_BACKFILL_WORKERS="1",
+                                        VILLAGER_BATCH_PAUSE_MS="50"),
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not _holds(fresh_db, walking) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert proc.poll() is None, "the run ended before the walk of activity was seen"
+        with psycopg.connect(fresh_db) as t:
+            t.execute("DELETE FROM accounts WHERE id = %s", (_account(1),))  # and its subscription
+            # The walk reaches the rows of that account: it waits for the delete (or, unlocked,
+            # links them to the subscription being deleted).
+            while (not scalar(fresh_db, waits) and scalar(fresh_db, linked) == 0 and proc.poll() is None
+                   and time.monotonic() < deadline):
+                time.sleep(0.01)
+            t.commit()
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err[-2000:]
+    assert scalar(fresh_db, "SELECT value ->> 'method' FROM villager_migration.state WHERE key = 'rebuild:activity'") \
+        == "in_place"
+    assert scalar(fresh_db, DANGLING) == 0
+    assert scalar(fresh_db, linked) == 0
     assert run_cli("migrate", "verify", database_url=fresh_db).returncode == 0

@@ -42,21 +42,22 @@ def expand(op: LinkChildReference, env: Env) -> Parts:
     hold = f"PERFORM 1 FROM public.{split.parent} p WHERE p.{ppk} = NEW.{ref} FOR KEY SHARE;\n            "
     # The default child, locked; one deleted while this waited for it (another row became the
     # default) is looked up again.
-    lock_default = (f"LOOP\n                SELECT c.id INTO NEW.{fk} FROM public.{child} c"
-                    f" WHERE c.{cfk} = NEW.{ref} AND c.{flag} FOR KEY SHARE;"
-                    f"\n                EXIT WHEN FOUND OR NOT EXISTS {default};\n            END LOOP;")
+    def lock_default(pad: str) -> str:
+        return (f"LOOP\n{pad}    SELECT c.id INTO NEW.{fk} FROM public.{child} c"
+                f" WHERE c.{cfk} = NEW.{ref} AND c.{flag} FOR KEY SHARE;"
+                f"\n{pad}    EXIT WHEN FOUND OR NOT EXISTS {default};\n{pad}END LOOP;")
     # A parent that does not meet `when` may be meeting it in a transaction not yet committed,
     # whose default child this row cannot see: the row waits for that transaction (FOR SHARE
     # conflicts with its UPDATE) and reads again; a parent's UPDATE that comes later waits for this
     # row's transaction instead, and its new default child then links this row. (Read again
     # whatever the lock found: a parent that qualified meanwhile is no longer one it matches.)
-    take = lock_default
+    take = lock_default(" " * 12)
     if split.when:
         pinfo = env.catalog.table(split.parent)
         take += (f"\n            IF NEW.{fk} IS NULL AND NEW.{ref} IS NOT NULL THEN"
                  f"\n                PERFORM 1 FROM public.{split.parent} p WHERE p.{ppk} = NEW.{ref}"
                  f" AND NOT coalesce({qualifies(split, pinfo, 'p.')}, false) FOR SHARE;"
-                 f"\n                {lock_default}"
+                 f"\n                {lock_default(' ' * 16)}"
                  f"\n            END IF;")
     # A write of the link: the reference becomes the child's parent, as it is once both are locked;
     # a child that is not there is refused as the foreign key would refuse it.
@@ -106,8 +107,10 @@ $fn$"""))
                                    then_locks=f"reads {child}"))
     in_place = backfill(
         table, f"backfill_{table}_{fk}",
+        # The child locked as the link's foreign key would (its triggers do not run in the walk's
+        # transactions): one deleted meanwhile is waited for, and not linked.
         Actions((f"UPDATE public.{table} t SET {fk} = (SELECT c.id FROM public.{child} c"
-                 f" WHERE c.{cfk} = t.{ref} AND c.{flag})\n"
+                 f" WHERE c.{cfk} = t.{ref} AND c.{flag} FOR KEY SHARE)\n"
                  f" WHERE {batch('t')} AND t.{fk} IS NULL AND t.{ref} IS NOT NULL",), updates=True),
         f"backfill {table}.{fk}: the default {child} row of {table}.{ref}", env.catalog,
         only=f"t.{fk} IS NULL AND t.{ref} IS NOT NULL", reads_new=True)
