@@ -1,0 +1,110 @@
+"""Races between the sync triggers and the new application's concurrent writes, each played out
+deterministically on two connections: one transaction holds its write uncommitted, the other
+connection's write must wait for it (a lock wait, seen in pg_stat_activity), then the first
+commits and the outcome is checked. The plan's foreign keys come after the backfill and may be
+withdrawn (`migrate rollback --step`): the triggers must take the locks those keys would."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import psycopg
+
+from tests.helpers import rows, run_cli, scalar
+from tests.migration.planfile.test_adversarial_round3 import _Writer
+
+POSTS = """
+CREATE TABLE posts (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, author text, body text);
+INSERT INTO posts (author, body) SELECT (ARRAY['Ann', 'bob', ' ANN'])[1 + i % 3], 'b' || i FROM generate_series(1, 30) i;
+"""
+
+POSTS_PLAN = """
+version = 1
+name = "authors"
+
+[[operation]]
+type = "extract_lookup"
+lookup = "authors"
+key = "casefold"
+sources = [{ table = "posts", column = "author", fk = "author_id" }]
+"""
+
+AUTHORS_FK = "fk_posts_author_id"
+DANGLING = ("SELECT count(*) FROM posts p WHERE p.author_id IS NOT NULL"
+            " AND NOT EXISTS (SELECT 1 FROM authors a WHERE a.id = p.author_id)")
+MISMATCHED = ("SELECT count(*) FROM posts p JOIN authors a ON a.id = p.author_id"
+              " WHERE villager_migration.authors_key_of(p.author) IS DISTINCT FROM a.name_key")
+
+
+def _waiting(url: str, statement: str) -> _Writer:
+    """`statement` on a connection of its own, once it waits for a lock or has ended."""
+    w = _Writer(url, statement)
+    w.start()
+    while w.is_alive() and not (w.pid and scalar(url, "SELECT wait_event_type = 'Lock' FROM pg_stat_activity"
+                                                      f" WHERE pid = {w.pid}")):
+        time.sleep(0.01)
+    return w
+
+
+def _migrated(url: str, tmp_path: Path, schema: str, plan_text: str) -> None:
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute(schema.encode())
+    plan = tmp_path / "plan.toml"
+    plan.write_text(plan_text)
+    res = run_cli("migrate", "run", "--plan", str(plan), database_url=url)
+    assert res.returncode == 0, res.stderr[-3000:]
+
+
+def _author(url: str, name: str) -> str:
+    return str(scalar(url, f"INSERT INTO authors (name) VALUES ('{name}') RETURNING id"))
+
+
+def test_a_lookup_row_deleted_while_a_row_is_given_its_reference_leaves_no_dangling_reference(
+        fresh_db: str, tmp_path: Path) -> None:
+    """The new application gives a row the reference of a lookup row another transaction deletes:
+    the write waits for the delete, then is refused as the foreign key would refuse it."""
+    _migrated(fresh_db, tmp_path, POSTS, POSTS_PLAN)
+    res = run_cli("migrate", "rollback", "--step", f"constraint_{AUTHORS_FK}", "--yes", database_url=fresh_db)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert scalar(fresh_db, f"SELECT count(*) FROM pg_constraint WHERE conname = '{AUTHORS_FK}'") == 0
+
+    for i, write in enumerate(["INSERT INTO posts (author_id, body) VALUES ('{id}', 'new')",
+                               "UPDATE posts SET author_id = '{id}' WHERE id = 1"]):
+        gone = _author(fresh_db, f"Gone {i}")
+        with psycopg.connect(fresh_db) as t:
+            t.execute("DELETE FROM authors WHERE id = %s", (gone,))
+            w = _waiting(fresh_db, write.format(id=gone))
+            assert w.is_alive(), w.error or f"{write} did not wait for the delete"
+            t.commit()
+        w.join()
+        assert "violates foreign key constraint" in w.error, w.error
+
+    assert scalar(fresh_db, DANGLING) == 0
+    res = run_cli("migrate", "run", "--reinstate", f"constraint_{AUTHORS_FK}", database_url=fresh_db)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert run_cli("migrate", "verify", database_url=fresh_db).returncode == 0
+
+
+def test_a_lookup_row_renamed_while_a_row_is_given_its_reference_renames_that_row_too(
+        fresh_db: str, tmp_path: Path) -> None:
+    """The new application gives a row the reference of a lookup row another transaction renames
+    (the rename's trigger renames the text of the rows it sees): the write waits for the rename and
+    takes the new name, with the foreign key in place (it locks the lookup row only after the
+    trigger has copied the text)."""
+    _migrated(fresh_db, tmp_path, POSTS, POSTS_PLAN)
+    for i, write in enumerate(["INSERT INTO posts (author_id, body) VALUES ('{id}', 'new')",
+                               "UPDATE posts SET author_id = '{id}' WHERE id = (SELECT min(id) FROM posts"
+                               " WHERE author = 'bob')"]):
+        renamed = _author(fresh_db, f"Old {i}")
+        with psycopg.connect(fresh_db) as t:
+            t.execute("UPDATE authors SET name = %s WHERE id = %s", (f"New {i}", renamed))
+            w = _waiting(fresh_db, write.format(id=renamed))
+            assert w.is_alive(), w.error or f"{write} did not wait for the rename"
+            t.commit()
+        w.join()
+        assert w.error == ""
+        assert rows(fresh_db, f"SELECT DISTINCT author FROM posts WHERE author_id = '{renamed}'") == [(f"New {i}",)]
+
+    assert scalar(fresh_db, MISMATCHED) == 0
+    assert run_cli("migrate", "verify", database_url=fresh_db).returncode == 0
