@@ -108,3 +108,60 @@ def test_a_lookup_row_renamed_while_a_row_is_given_its_reference_renames_that_ro
 
     assert scalar(fresh_db, MISMATCHED) == 0
     assert run_cli("migrate", "verify", database_url=fresh_db).returncode == 0
+
+
+ITEMS = """
+CREATE TABLE items (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text, price numeric(8, 2));
+INSERT INTO items (name, price) SELECT 'i' || i, i FROM generate_series(1, 20) i;
+"""
+
+ITEMS_PLAN = """
+version = 1
+name = "offers"
+
+[[operation]]
+type = "split_child"
+parent = "items"
+child = "offers"
+columns = ["price"]
+fk = "item_id"
+when = "price > 0"
+active_flag = "is_active"
+"""
+
+ACTIVE_UNQUALIFIED = ("SELECT count(*) FROM items i JOIN offers o ON o.item_id = i.id AND o.is_default"
+                      " WHERE o.is_active AND NOT coalesce(i.price > 0, false)")
+
+
+def test_a_default_child_made_active_while_its_parent_stops_meeting_when_ends_inactive(
+        fresh_db: str, tmp_path: Path) -> None:
+    """The new application makes a child the active default of a parent (with the parent's values:
+    its trigger does not write the parent) while the old application makes the parent stop meeting
+    `when` (its trigger deactivates the default child it sees, not that one): one waits for the
+    other, and the child ends inactive."""
+    _migrated(fresh_db, tmp_path, ITEMS, ITEMS_PLAN)
+
+    # Another child becomes the default, with the parent's values.
+    with psycopg.connect(fresh_db) as t:
+        t.execute("UPDATE offers SET is_default = false WHERE item_id = 1 AND is_default")
+        t.execute("INSERT INTO offers (item_id, price, is_default) VALUES (1, 1, true)")
+        w = _waiting(fresh_db, "UPDATE items SET price = 0 WHERE id = 1")
+        assert w.is_alive(), w.error or "the parent's update did not wait for the new default"
+        t.commit()
+    w.join()
+    assert w.error == ""
+    assert scalar(fresh_db, ACTIVE_UNQUALIFIED) == 0
+
+    # The default child, made inactive by the new application, is made active again.
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        c.execute("UPDATE offers SET is_active = false WHERE item_id = 2 AND is_default")
+    with psycopg.connect(fresh_db) as t:
+        t.execute("UPDATE offers SET is_active = true WHERE item_id = 2 AND is_default")
+        w = _waiting(fresh_db, "UPDATE items SET price = -2 WHERE id = 2")
+        assert w.is_alive(), w.error or "the parent's update did not wait for the reactivation"
+        t.commit()
+    w.join()
+    assert w.error == ""
+
+    assert scalar(fresh_db, ACTIVE_UNQUALIFIED) == 0
+    assert run_cli("migrate", "verify", database_url=fresh_db).returncode == 0

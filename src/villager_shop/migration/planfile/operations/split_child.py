@@ -120,9 +120,13 @@ $fn$"""))
         f" THEN {to_parent(op, c, 'NEW.', info)} ELSE {c.parent} END" for c in op.columns)
     # A default child the new application makes (or makes active) for a parent that does not meet
     # `when` is inactive, as the parent's trigger makes it when the parent stops meeting it: the
-    # parent's trigger does not run when the child's values are the parent's already.
+    # parent's trigger does not run when the child's values are the parent's already. A parent that
+    # meets it is locked first (FOR SHARE conflicts with its UPDATE): an update making it stop meeting
+    # `when`, whose trigger deactivates only the default child it sees, waits for this one, or this
+    # one for it and then reads it as it is.
     deactivate = (f"""
     IF NEW.{flag} AND NEW.{active} AND (TG_OP = 'INSERT' OR NOT OLD.{flag} OR NOT OLD.{active}) THEN
+        PERFORM 1 FROM public.{parent} p WHERE p.{pk} = NEW.{fk} AND coalesce({qualifies(op, info, 'p.')}, false) FOR SHARE;
         UPDATE public.{child} c SET {active} = false, updated_at = now() FROM public.{parent} p
          WHERE c.id = NEW.id AND c.{active} AND p.{pk} = NEW.{fk} AND NOT coalesce({qualifies(op, info, 'p.')}, false);
     END IF;""" if active else "")
