@@ -165,3 +165,49 @@ def test_a_default_child_made_active_while_its_parent_stops_meeting_when_ends_in
 
     assert scalar(fresh_db, ACTIVE_UNQUALIFIED) == 0
     assert run_cli("migrate", "verify", database_url=fresh_db).returncode == 0
+
+
+ORDERS = ITEMS + """
+UPDATE items SET price = 0 WHERE id IN (5, 6);
+CREATE TABLE orders (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, item_id bigint REFERENCES items, qty integer);
+INSERT INTO orders (item_id, qty) SELECT 1 + i % 20, i FROM generate_series(1, 40) i;
+"""
+
+ORDERS_PLAN = ITEMS_PLAN + """
+[[operation]]
+type = "link_child_reference"
+table = "orders"
+reference = "item_id"
+child = "offers"
+fk = "offer_id"
+"""
+
+
+def test_a_row_written_while_the_new_application_gives_its_parent_a_default_child_is_linked_to_it(
+        fresh_db: str, tmp_path: Path) -> None:
+    """A parent that does not meet `when` has no default child until the new application makes one
+    (with the parent's values: the parent is not written). An order written meanwhile cannot see
+    it, and the new child's trigger links only the orders it sees: one waits for the other."""
+    _migrated(fresh_db, tmp_path, ORDERS, ORDERS_PLAN)
+    assert scalar(fresh_db, "SELECT count(*) FROM offers WHERE item_id IN (5, 6)") == 0
+    with psycopg.connect(fresh_db) as t:
+        made = t.execute("INSERT INTO offers (item_id, price, is_default) VALUES (5, 0, true) RETURNING id").fetchone()
+        assert made
+        w = _waiting(fresh_db, "INSERT INTO orders (item_id, qty) VALUES (5, -1)")
+        assert w.is_alive(), w.error or "the order did not wait for the new default child"
+        t.commit()
+    w.join()
+    assert w.error == ""
+    assert scalar(fresh_db, "SELECT offer_id FROM orders WHERE qty = -1") == made[0]
+
+    # The order first: the new child waits for it, then links it.
+    with psycopg.connect(fresh_db) as t:
+        t.execute("INSERT INTO orders (item_id, qty) VALUES (6, -2)")
+        w = _waiting(fresh_db, "INSERT INTO offers (item_id, price, is_default) VALUES (6, 0, true)")
+        assert w.is_alive(), w.error or "the new default child did not wait for the order"
+        t.commit()
+    w.join()
+    assert w.error == ""
+    assert scalar(fresh_db, "SELECT o.offer_id = c.id FROM orders o JOIN offers c ON c.item_id = 6"
+                            " WHERE o.qty = -2") is True
+    assert run_cli("migrate", "verify", database_url=fresh_db).returncode == 0
