@@ -146,6 +146,17 @@ $fn$"""))
             f" OR {key_of}(NEW.{s.column}) IS DISTINCT FROM (SELECT {kc} FROM public.{lk} WHERE id = NEW.{s.fk})"
             if s.column in info.volatile else
             f" OR NEW.{s.column} IS NOT DISTINCT FROM ({default})" if default else "")
+        # A reference written is read with the lock its foreign key takes (the key comes after the
+        # backfill, and `migrate rollback --step` may withdraw it; where it exists, it locks only
+        # after this trigger has read the row): a rename meanwhile is waited for and its name taken,
+        # a delete is waited for and the write refused as the key would refuse it.
+        refuse = (f"\n            IF NOT FOUND THEN"
+                  f"\n                RAISE EXCEPTION 'insert or update on table \"{s.table}\" violates foreign key"
+                  f" constraint \"{s.constraint}\"'"
+                  f"\n                      USING ERRCODE = 'foreign_key_violation',"
+                  f"\n                            DETAIL = format('Key ({s.fk})=(%s) is not present in table \"{lk}\".',"
+                  f" NEW.{s.fk});"
+                  f"\n            END IF;")
         parts.functions.append((fn, f"""CREATE OR REPLACE FUNCTION {V}.{fn}() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 -- {s.table}.{s.column} <-> {s.table}.{s.fk}: a changed legacy value wins; otherwise a changed
@@ -156,7 +167,7 @@ DECLARE
 BEGIN
     IF TG_OP = 'INSERT' THEN
         IF NEW.{s.fk} IS NOT NULL AND ({unwritten}) THEN
-            SELECT {val} INTO NEW.{s.column} FROM public.{lk} WHERE id = NEW.{s.fk};
+            SELECT {val} INTO NEW.{s.column} FROM public.{lk} WHERE id = NEW.{s.fk} FOR KEY SHARE;{refuse}
             RETURN NEW;
         END IF;
         NEW.{s.fk} := {ensure}(NEW.{s.column});
@@ -173,7 +184,7 @@ BEGIN
         IF NEW.{s.fk} IS NULL THEN
             NEW.{s.column} := NULL;
         ELSE
-            SELECT {val}, {kc} INTO l_value, l_key FROM public.{lk} WHERE id = NEW.{s.fk};
+            SELECT {val}, {kc} INTO l_value, l_key FROM public.{lk} WHERE id = NEW.{s.fk} FOR KEY SHARE;{refuse}
             IF {key_of}(NEW.{s.column}) IS DISTINCT FROM l_key THEN
                 NEW.{s.column} := l_value;
             END IF;

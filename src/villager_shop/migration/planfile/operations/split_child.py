@@ -69,6 +69,13 @@ def expand(op: SplitChild, env: Env) -> Parts:
     link_waiting = "".join(
         f"\n        UPDATE public.{ln.table} SET {ln.fk} = NEW.id WHERE {ln.reference} = NEW.{fk}"
         f" AND {ln.fk} IS NULL;" for ln in links)
+    # A parent that does not meet `when` may get its default child from the new application, which
+    # need not write the parent: a row written meanwhile cannot see the child, and locks the parent
+    # FOR SHARE before it looks (link_child_reference). The parent is locked against that first: the
+    # row waits and then finds the child, or this waits for the row and then links it.
+    if op.when and links:
+        link_waiting = (f"\n        PERFORM 1 FROM public.{parent} p WHERE p.{pk} = NEW.{fk}"
+                        f" AND NOT coalesce({qualifies(op, info, 'p.')}, false) FOR NO KEY UPDATE;{link_waiting}")
     # A deleted child lets go of the rows linked to it (they take the parent's default child, if
     # any): until the link's foreign key exists, nothing else would, and its validation would fail.
     link_gone = "".join(f"\n        {_let_go(ln, fk, env)}" for ln in links)
@@ -120,9 +127,13 @@ $fn$"""))
         f" THEN {to_parent(op, c, 'NEW.', info)} ELSE {c.parent} END" for c in op.columns)
     # A default child the new application makes (or makes active) for a parent that does not meet
     # `when` is inactive, as the parent's trigger makes it when the parent stops meeting it: the
-    # parent's trigger does not run when the child's values are the parent's already.
+    # parent's trigger does not run when the child's values are the parent's already. A parent that
+    # meets it is locked first (FOR SHARE conflicts with its UPDATE): an update making it stop meeting
+    # `when`, whose trigger deactivates only the default child it sees, waits for this one, or this
+    # one for it and then reads it as it is.
     deactivate = (f"""
     IF NEW.{flag} AND NEW.{active} AND (TG_OP = 'INSERT' OR NOT OLD.{flag} OR NOT OLD.{active}) THEN
+        PERFORM 1 FROM public.{parent} p WHERE p.{pk} = NEW.{fk} AND coalesce({qualifies(op, info, 'p.')}, false) FOR SHARE;
         UPDATE public.{child} c SET {active} = false, updated_at = now() FROM public.{parent} p
          WHERE c.id = NEW.id AND c.{active} AND p.{pk} = NEW.{fk} AND NOT coalesce({qualifies(op, info, 'p.')}, false);
     END IF;""" if active else "")
