@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from tests.helpers import rows, run_cli, scalar
 from tests.migration.planfile.test_adversarial_round3 import _Writer
@@ -84,6 +85,33 @@ def test_a_lookup_row_deleted_while_a_row_is_given_its_reference_leaves_no_dangl
     res = run_cli("migrate", "run", "--reinstate", f"constraint_{AUTHORS_FK}", database_url=fresh_db)
     assert res.returncode == 0, res.stderr[-2000:]
     assert run_cli("migrate", "verify", database_url=fresh_db).returncode == 0
+
+
+def test_a_lookup_row_still_referenced_is_not_deleted(fresh_db: str, tmp_path: Path) -> None:
+    """With its foreign key withdrawn, a lookup row that rows name is refused deletion as the key
+    would refuse it (also one a row is being given in a transaction not yet committed: the delete
+    waits for it); an unused one goes."""
+    _migrated(fresh_db, tmp_path, POSTS, POSTS_PLAN)
+    res = run_cli("migrate", "rollback", "--step", f"constraint_{AUTHORS_FK}", "--yes", database_url=fresh_db)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    used = scalar(fresh_db, "SELECT author_id::text FROM posts WHERE id = 2")
+    with psycopg.connect(fresh_db) as c, pytest.raises(psycopg.errors.ForeignKeyViolation):
+        c.execute("DELETE FROM authors WHERE id = %s", (used,))
+    spare = _author(fresh_db, "Nobody")
+    with psycopg.connect(fresh_db) as c:
+        assert c.execute("DELETE FROM authors WHERE id = %s", (spare,)).rowcount == 1
+
+    taken = _author(fresh_db, "Carol")
+    with psycopg.connect(fresh_db) as t:
+        t.execute("UPDATE posts SET author_id = %s WHERE id = 1", (taken,))
+        w = _waiting(fresh_db, f"DELETE FROM authors WHERE id = '{taken}'")
+        assert w.is_alive(), w.error or "the delete did not wait for the write"
+        t.commit()
+    w.join()
+    assert "violates foreign key constraint" in w.error, w.error
+    assert scalar(fresh_db, DANGLING) == 0
+    res = run_cli("migrate", "run", "--reinstate", f"constraint_{AUTHORS_FK}", database_url=fresh_db)
+    assert res.returncode == 0, res.stderr[-2000:]
 
 
 def test_a_lookup_row_renamed_while_a_row_is_given_its_reference_renames_that_row_too(

@@ -107,9 +107,28 @@ BEGIN
     RETURN NULL;
 END
 $fn$"""))
+    # A lookup row still referenced is not deleted, as its foreign keys (NO ACTION) refuse it, before
+    # they exist (they come after the backfill; `migrate rollback --step` may withdraw one): the rows
+    # naming it would be left pointing at nothing, and the key's validation would fail. Its row lock
+    # is held when this runs, so a write that is giving a row this reference has committed.
+    in_use_fn = f"{lk}_in_use"[:63]
+    in_use = "".join(
+        f"\n    IF EXISTS (SELECT 1 FROM public.{s.table} WHERE {s.fk} = OLD.id) THEN"
+        f"\n        RAISE EXCEPTION 'update or delete on table \"{lk}\" violates foreign key constraint"
+        f" \"{s.constraint}\" on table \"{s.table}\"'"
+        f"\n              USING ERRCODE = 'foreign_key_violation',"
+        f"\n                    DETAIL = format('Key (id)=(%s) is still referenced from table \"{s.table}\".', OLD.id);"
+        f"\n    END IF;" for s in op.sources)
+    parts.functions.append((in_use_fn, f"""CREATE OR REPLACE FUNCTION {V}.{in_use_fn}() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+BEGIN{in_use}
+    RETURN OLD;
+END
+$fn$"""))
     row_triggers = [
         Trigger(f"villager_{lk}_before"[:63], lk, f"BEFORE INSERT OR UPDATE OF {val}", n["row"]),
         Trigger(f"villager_{lk}_after"[:63], lk, f"AFTER UPDATE OF {val}", n["row"]),
+        Trigger(f"villager_{lk}_in_use"[:63], lk, "BEFORE DELETE", in_use_fn),
     ]
     key_column = (f",\n    {kc} text GENERATED ALWAYS AS ({function_of(op.key)}({val})) STORED" if op.key else "")
     slug_column = f",\n    {op.slug} text NOT NULL" if op.slug else ""
