@@ -86,9 +86,12 @@ BEGIN
         END IF;
     ELSIF NEW.{ref} IS DISTINCT FROM OLD.{ref} THEN
         IF NEW.{fk} IS NOT DISTINCT FROM OLD.{fk} AND OLD.{fk} IS NOT NULL AND NEW.{ref} IS NOT NULL
-           AND NOT EXISTS (SELECT 1 FROM public.{split.parent} p WHERE p.{ppk} = OLD.{ref})
-           AND EXISTS (SELECT 1 FROM public.{child} c WHERE c.id = OLD.{fk} AND c.{cfk} IN (OLD.{ref}, NEW.{ref})) THEN
-            NULL;  -- the parent's key was renamed (ON UPDATE CASCADE): the same {child} row, before or after its own cascade
+           AND (EXISTS (SELECT 1 FROM public.{child} c WHERE c.id = OLD.{fk} AND c.{cfk} = NEW.{ref})
+                OR (NOT EXISTS (SELECT 1 FROM public.{split.parent} p WHERE p.{ppk} = OLD.{ref})
+                    AND EXISTS (SELECT 1 FROM public.{child} c WHERE c.id = OLD.{fk} AND c.{cfk} = OLD.{ref}))) THEN
+            -- the reference names its {child} row's parent: the row was moved with it, or the parent's key was
+            -- renamed (ON UPDATE CASCADE) and the {child} row follows before or after this one
+            NULL;
         ELSE
             {hold}{take}
         END IF;

@@ -79,10 +79,16 @@ def expand(op: SplitChild, env: Env) -> Parts:
     # A deleted child lets go of the rows linked to it (they take the parent's default child, if
     # any): until the link's foreign key exists, nothing else would, and its validation would fail.
     link_gone = "".join(f"\n        {_let_go(ln, fk, env)}" for ln in links)
-    # A reference without a foreign key does not follow a renamed parent key: its rows let go too.
+    # A child moved to another parent (the old one is still there) takes the rows linked to it
+    # along: their reference is their child's parent. A parent's key renamed instead is followed by
+    # a reference with a foreign key (ON UPDATE CASCADE); one without lets go of its rows.
     soft = [ln for ln in links if env.catalog.table(ln.table).references.get(ln.reference) != parent]
+    follow = "".join(f"\n            UPDATE public.{ln.table} SET {ln.reference} = NEW.{fk}"
+                     f" WHERE {ln.fk} = NEW.id AND {ln.reference} IS DISTINCT FROM NEW.{fk};" for ln in links)
+    renamed = ("\n        ELSE" + "".join(f"\n            {_let_go(ln, fk, env)}" for ln in soft)) if soft else ""
     link_moved = (f"\n    IF TG_OP = 'UPDATE' AND NEW.{fk} IS DISTINCT FROM OLD.{fk} THEN"
-                  + "".join(f"\n        {_let_go(ln, fk, env)}" for ln in soft) + "\n    END IF;" if soft else "")
+                  f"\n        IF EXISTS (SELECT 1 FROM public.{parent} WHERE {pk} = OLD.{fk}) THEN{follow}{renamed}"
+                  f"\n        END IF;\n    END IF;")
     watched = [*pcols, *(c for c in when_columns(op, info) if c not in pcols)]
     new_row, old_row = row_tuple(watched, "NEW."), row_tuple(watched, "OLD.")
     set_child = ", ".join(f"{c} = EXCLUDED.{c}" for c in ccols)
@@ -168,8 +174,19 @@ END
 $fn$"""))
     parts.functions.append((keep_fn, f"""CREATE OR REPLACE FUNCTION {V}.{keep_fn}() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
--- While the legacy columns live, they are the default {child} row's: it cannot be deleted alone.
+-- While the legacy columns live, they are the default {child} row's: it cannot be deleted alone,
+-- nor moved to another {parent} (its parent's key renamed is not a move: the old key is gone).
 BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        IF OLD.{flag} AND NEW.{fk} IS DISTINCT FROM OLD.{fk}
+           AND EXISTS (SELECT 1 FROM public.{parent} WHERE {pk} = OLD.{fk}) THEN
+            RAISE EXCEPTION 'the default {child} row of {parent} % cannot be moved to another {parent} while the'
+                            ' legacy columns are in use (until migrate complete)', OLD.{fk}
+                  USING ERRCODE = 'restrict_violation',
+                        HINT = 'make another row the default first, or insert a new {child} row for the other {parent}';
+        END IF;
+        RETURN NEW;
+    END IF;
     IF OLD.{flag} AND EXISTS (SELECT 1 FROM public.{parent} WHERE {pk} = OLD.{fk}) THEN
         RAISE EXCEPTION 'the default {child} row of {parent} % cannot be deleted while the legacy columns'
                         ' are in use (until migrate complete)', OLD.{fk}
@@ -180,7 +197,8 @@ BEGIN
 END
 $fn$"""))
     child_triggers = [Trigger(f"villager_{child}_to_{parent}"[:63], child, "AFTER INSERT OR UPDATE", child_fn),
-                      Trigger(f"villager_{child}_keep_default"[:63], child, "BEFORE DELETE", keep_fn)]
+                      Trigger(f"villager_{child}_keep_default"[:63], child, f"BEFORE DELETE OR UPDATE OF {fk}",
+                              keep_fn)]
     parent_trigger = Trigger(f"villager_{child}_from_{parent}"[:63], parent, "AFTER INSERT OR UPDATE", parent_fn)
     parts.triggers += [*child_triggers, parent_trigger]
     if links:  # with the triggers, once the links' columns exist
