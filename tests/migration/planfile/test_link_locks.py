@@ -13,7 +13,8 @@ from pathlib import Path
 import psycopg
 
 from tests.helpers import ROOT, cli_env, rows, run_cli, scalar
-from tests.migration.planfile.test_adversarial_round3 import LIVE, LIVE_PLAN, _Writer
+from tests.migration.planfile.test_adversarial_round3 import LIVE, LIVE_PLAN
+from tests.migration.planfile.test_adversarial_round5 import _waiting
 
 FK_STEP = "constraint_fk_activity_subscription_id"
 DANGLING = ("SELECT count(*) FROM activity a WHERE a.subscription_id IS NOT NULL"
@@ -22,16 +23,6 @@ DANGLING = ("SELECT count(*) FROM activity a WHERE a.subscription_id IS NOT NULL
 
 def _account(i: int) -> str:
     return f"00000000-0000-4000-8000-{i:012d}"
-
-
-def _waiting(url: str, statement: str) -> _Writer:
-    """`statement` on a connection of its own, once it waits for a lock or has ended."""
-    w = _Writer(url, statement)
-    w.start()
-    while w.is_alive() and not (w.pid and scalar(url, "SELECT wait_event_type = 'Lock' FROM pg_stat_activity"
-                                                      f" WHERE pid = {w.pid}")):
-        pass
-    return w
 
 
 def test_a_child_deleted_while_a_row_is_linked_to_it_leaves_no_dangling_link(fresh_db: str, tmp_path: Path) -> None:
