@@ -294,3 +294,24 @@ def test_a_child_moved_to_another_parent_takes_its_rows_along_and_a_default_one_
     assert scalar(fresh_db, "SELECT count(*) FROM loans WHERE isbn = 'B5-renamed' AND edition_id IS NOT NULL") == 5
     res = run_cli("migrate", "verify", database_url=fresh_db)
     assert res.returncode == 0, res.stdout[-2000:]
+
+
+def test_a_row_linked_to_a_child_while_it_moves_follows_it(fresh_db: str, tmp_path: Path) -> None:
+    """The move of a child and a write that links a row to it wait for each other, in either
+    order: the row ends naming the child's new parent."""
+    _migrated(fresh_db, tmp_path, SHELF, SHELF_PLAN)
+    for first_the_move, parents in ((True, ("B1", "B2")), (False, ("B3", "B4"))):
+        extra = scalar(fresh_db, f"INSERT INTO editions (book_isbn, price, copies) VALUES ('{parents[0]}', 9, 1)"
+                                 " RETURNING id")
+        move = f"UPDATE editions SET book_isbn = '{parents[1]}' WHERE id = '{extra}'"
+        link = f"INSERT INTO loans (edition_id, member) VALUES ('{extra}', 'race')"
+        with psycopg.connect(fresh_db) as t:
+            t.execute((move if first_the_move else link).encode())
+            w = _waiting(fresh_db, link if first_the_move else move)
+            assert w.is_alive(), w.error or "the second write did not wait for the first"
+            t.commit()
+        w.join()
+        assert w.error == ""
+        assert scalar(fresh_db, f"SELECT isbn FROM loans WHERE edition_id = '{extra}'") == parents[1]
+    res = run_cli("migrate", "verify", database_url=fresh_db)
+    assert res.returncode == 0, res.stdout[-2000:]

@@ -172,14 +172,19 @@ BEGIN
     RETURN NULL;
 END
 $fn$"""))
+    # A move locks the child FOR UPDATE before its new version exists (a move of `fk` alone locks it
+    # FOR NO KEY UPDATE, which a row being linked to it, FOR KEY SHARE, does not wait for): a row
+    # being linked meanwhile is waited for and then taken along, or waits and reads the new parent.
+    lock_moved = (f" THEN\n            PERFORM 1 FROM public.{child} WHERE id = OLD.id FOR UPDATE;"
+                  if links else " THEN\n            NULL;")
     parts.functions.append((keep_fn, f"""CREATE OR REPLACE FUNCTION {V}.{keep_fn}() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 -- While the legacy columns live, they are the default {child} row's: it cannot be deleted alone,
 -- nor moved to another {parent} (its parent's key renamed is not a move: the old key is gone).
 BEGIN
     IF TG_OP = 'UPDATE' THEN
-        IF OLD.{flag} AND NEW.{fk} IS DISTINCT FROM OLD.{fk}
-           AND EXISTS (SELECT 1 FROM public.{parent} WHERE {pk} = OLD.{fk}) THEN
+        IF NEW.{fk} IS DISTINCT FROM OLD.{fk} AND NOT OLD.{flag}{lock_moved}
+        ELSIF NEW.{fk} IS DISTINCT FROM OLD.{fk} AND EXISTS (SELECT 1 FROM public.{parent} WHERE {pk} = OLD.{fk}) THEN
             RAISE EXCEPTION 'the default {child} row of {parent} % cannot be moved to another {parent} while the'
                             ' legacy columns are in use (until migrate complete)', OLD.{fk}
                   USING ERRCODE = 'restrict_violation',
