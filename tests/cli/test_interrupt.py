@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from tests.helpers import ROOT, cli_env, run_cli
 
@@ -58,11 +59,12 @@ def _backfill_under_way(url: str) -> bool:
         return row is not None
 
 
-def test_ctrl_c_during_the_backfill_names_the_step_and_the_run_resumes(make_legacy_db: Any) -> None:
+@pytest.mark.parametrize("plan", [[], ["--plan", str(ROOT / "plans" / "villager.toml")]], ids=["built-in", "file"])
+def test_ctrl_c_during_the_backfill_names_the_step_and_the_run_resumes(make_legacy_db: Any, plan: list[str]) -> None:
     url = make_legacy_db(0.1)
     # Small batches with a pause: the products backfill takes seconds, so the interrupt lands inside it.
     slow = {"VILLAGER_BATCH_SIZE": "100", "VILLAGER_BATCH_PAUSE_MS": "30", "VILLAGER_BACKFILL_WORKERS": "2"}
-    proc = _start("migrate", "run", database_url=url, **slow)
+    proc = _start("migrate", "run", *plan, database_url=url, **slow)
     try:
         _wait_for(proc, lambda: _backfill_under_way(url))
         code, lines, seconds = _interrupt(proc)

@@ -28,7 +28,7 @@ from villager_shop.cli import (
     settings,
     users,
 )
-from villager_shop.core.errors import debug_enabled, describe, describe_interrupt
+from villager_shop.core.errors import after_interrupt, debug_enabled, describe, describe_interrupt
 
 warnings.filterwarnings("ignore", module="platformdirs")
 
@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> None:
     except SystemExit:
         raise
     except BaseException as exc:
-        if not isinstance(exc, KeyboardInterrupt):
+        # An error that follows Ctrl-C (a cleanup on a connection left mid-statement) is the interrupt.
+        if not (after_interrupt(exc) or _interrupt_seen.is_set()):
             sys.exit(_report(exc))
         _interrupt_seen.set()
         result = INTERRUPTED

@@ -72,6 +72,20 @@ def scrub(text: str) -> str:
     return _KV_PASSWORD.sub(r"\1***", text)
 
 
+def after_interrupt(exc: BaseException) -> bool:
+    """Whether `exc` is Ctrl-C, or an error raised while handling it: a KeyboardInterrupt raised in
+    the middle of a statement leaves its connection busy, and the cleanup's own statement on it
+    (a rollback, a record of the step) then fails with "another command is already in progress"."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def describe(exc: BaseException) -> tuple[str, int]:
     """Return (one-line message, exit code) for any exception."""
     if isinstance(exc, VillagerError):

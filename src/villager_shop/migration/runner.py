@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import replace
 from typing import Any
 
@@ -15,7 +15,7 @@ import psycopg
 from villager_shop.core.channels import CATALOG_CHANNEL
 from villager_shop.core.config import Settings
 from villager_shop.core.db import connect, own_session, relation_exists
-from villager_shop.core.errors import RefusedError, VillagerError
+from villager_shop.core.errors import RefusedError, VillagerError, after_interrupt
 from villager_shop.legacy.schema import LEGACY_TABLES
 from villager_shop.migration import state
 from villager_shop.migration.context import Context, Reporter, SilentReporter
@@ -166,12 +166,14 @@ def _run_step(ctx: Context, step: Step, done: set[str]) -> dict[str, Any]:
     t0 = time.perf_counter()
     try:
         detail = step.apply(ctx)
-    except KeyboardInterrupt:
-        # Stopped by the operator, not failed: the next run resumes it.
-        if not ctx.conn.closed and not ctx.conn.broken:
-            state.mark(ctx.conn, step.name, "interrupted")
-        raise
     except BaseException as exc:
+        if after_interrupt(exc):
+            # Stopped by the operator, not failed: the next run resumes it. (Its connection may be
+            # left mid-statement: then the step stays `running`, which a resumed run also resumes.)
+            if not ctx.conn.closed and not ctx.conn.broken:
+                with suppress(psycopg.Error):
+                    state.mark(ctx.conn, step.name, "interrupted")
+            raise
         if not ctx.conn.closed and not ctx.conn.broken:
             state.mark(ctx.conn, step.name, "failed", error=str(exc).splitlines()[0][:500] if str(exc) else
                        type(exc).__name__)
