@@ -90,10 +90,13 @@ def rule_ctes(op: QuarantineRule, pk: str) -> tuple[str, str]:
             f"  INSERT INTO {QUARANTINE} (table_name, row_key, reason, detail)\n"
             f"  SELECT '{table}', {table}.{pk}::text, '{reason}', to_jsonb({table}) FROM src AS {table} WHERE ({op.when})\n"
             f"  ON CONFLICT (table_name, row_key, reason) DO NOTHING)",
+            # A join with the batch's keys, not `row_key = ANY(ARRAY(...))`: the planner takes that one as
+            # a filter on every entry of the rule (the key is the index's second column, the reason its
+            # third), comparing each with every key of the batch (5 ms a batch with 300 entries).
             f"{q_clear} AS (\n"
-            f"  DELETE FROM {QUARANTINE} q WHERE q.table_name = '{table}' AND q.reason = '{reason}'\n"
-            f"     AND q.row_key = ANY(ARRAY(SELECT {table}.{pk}::text FROM src AS {table}"
-            f" WHERE NOT coalesce(({op.when}), false))))")
+            f"  DELETE FROM {QUARANTINE} q USING unnest(ARRAY(SELECT {table}.{pk}::text FROM src AS {table}"
+            f" WHERE NOT coalesce(({op.when}), false))) AS k(row_key)\n"
+            f"   WHERE q.table_name = '{table}' AND q.reason = '{reason}' AND q.row_key = k.row_key)")
 
 
 def gone_sql(table: str, pk: str) -> str:
