@@ -200,10 +200,11 @@ def test_complete_refused_when_verify_fails(legacy_db: str) -> None:
     assert "verify fails" in res.stderr and failing_checks(report)[0].split(":")[0] in res.stderr, res.stderr
 
 
+@pytest.mark.parametrize("plan", PLANS)
 def test_verify_can_list_every_difference_and_reports_quarantine_entries_that_name_no_bad_row(
-        legacy_db: str) -> None:
+        legacy_db: str, plan: str) -> None:
     load_messy(legacy_db)
-    assert run_cli("migrate", "run", database_url=legacy_db).returncode == 0
+    assert run_cli("migrate", "run", *PLANS[plan], database_url=legacy_db).returncode == 0
     with psycopg.connect(legacy_db, autocommit=True) as c:
         c.execute("SET session_replication_role = replica")  # writes that bypassed the sync
         c.execute("UPDATE users SET house_number = 'ELSEWHERE ' || id")
