@@ -17,6 +17,7 @@ import redis
 from fastapi import FastAPI
 
 from tests.api.dbs import build_migrated, complete_for_real, simulate_complete
+from tests.plans import quarantined
 from villager_shop.api.config import ServiceConfig
 from villager_shop.api.main import create_app
 from villager_shop.api.services.accounts import set_password
@@ -125,12 +126,8 @@ class ShopDb:
 
     def quarantined(self, table: str, row_id: uuid.UUID) -> set[str]:
         """The reasons the row is quarantined for, in the quarantine table of the plan that migrated it."""
-        if self.state.startswith("file_"):
-            query = ("SELECT reason FROM villager_migration.plan_quarantine WHERE table_name = %s"
-                     " AND row_key = %s::text")
-        else:
-            query = "SELECT reason FROM villager_migration.quarantine WHERE table_name = %s AND row_id = %s"
-        return {r[0] for r in self.rows(query, (table, row_id))}
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            return quarantined(conn, table, row_id)
 
 
 def _copy(pg_admin_url: str, template: str, state: str) -> Iterator[ShopDb]:

@@ -14,6 +14,7 @@ from tests.helpers import settings_for
 from tests.migration.messy import load_messy
 from villager_shop.core.db import drop_database
 from villager_shop.legacy.schema import schema_sql
+from villager_shop.migration.plan import build_plan
 from villager_shop.migration.planfile import bundled, record
 from villager_shop.migration.planfile.spec import load
 from villager_shop.migration.runner import make_context, run
@@ -49,6 +50,16 @@ def migrate(url: str, plan_file: Path | None = None) -> dict[str, Any]:
     ctx = make_context(url, settings_for(url))
     try:
         return run(ctx, file_plan=record.for_run(ctx.conn, load(plan_file)) if plan_file else None)
+    finally:
+        ctx.conn.close()
+
+
+def migrate_built_in(url: str) -> dict[str, Any]:
+    """`migrate run` of the built-in plan, whichever plan the command runs by default: for the tests
+    that compare the built-in plan with plans/villager.toml, or that are about its own SQL."""
+    ctx = make_context(url, settings_for(url))
+    try:
+        return run(ctx, steps=build_plan())
     finally:
         ctx.conn.close()
 

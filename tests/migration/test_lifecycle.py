@@ -18,6 +18,14 @@ import pytest
 from tests.helpers import run_cli
 from tests.migration.conftest import VILLAGER_PLAN, owned_legacy_db
 from tests.migration.messy import load_messy
+from tests.plans import (
+    ADDRESS_MISMATCH,
+    failing_checks,
+    migrated_by_file,
+    plant_quarantine,
+    quarantine,
+    quarantine_detail,
+)
 from villager_shop.api.services.accounts import ensure_service_schema, set_password
 
 LEGACY_PROJECTION = {
@@ -81,15 +89,16 @@ def test_second_run_changes_nothing(make_legacy_db: Any) -> None:
     url = make_legacy_db(0.05)
     assert run_cli("migrate", "run", database_url=url).returncode == 0
     counts_sql = ("SELECT (SELECT count(*) FROM addresses), (SELECT count(*) FROM product_categories),"
-                  " (SELECT count(*) FROM product_variants), (SELECT count(*) FROM villager_migration.quarantine)")
+                  " (SELECT count(*) FROM product_variants)")
     with psycopg.connect(url) as c:
-        before = c.execute(counts_sql).fetchone()
+        before = c.execute(counts_sql).fetchone(), quarantine(c)
+    assert before[1], "the generator plants rows to quarantine"
     res = run_cli("migrate", "run", "--json", database_url=url)
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout)
     assert all(v.get("skipped") for k, v in summary.items() if k != "analyze")
     with psycopg.connect(url) as c:
-        assert c.execute(counts_sql).fetchone() == before
+        assert (c.execute(counts_sql).fetchone(), quarantine(c)) == before
     assert run_cli("migrate", "verify", database_url=url).returncode == 0
 
 
@@ -124,6 +133,7 @@ def test_rollback_keeps_every_write_of_both_applications(legacy_db: str, plan: s
         c.execute("INSERT INTO product_variants (product_id, sku, name, price, stock) VALUES"
                   " ('20000000-0000-0000-0000-000000000001', 'radio-xl', 'XL', 700, 2)")
         c.execute("INSERT INTO product_categories (name, slug) VALUES ('Kites', 'kites-new')")  # no product yet
+        by_file = migrated_by_file(c)  # what the rollback reports is named after the plan's own operations
     expected = legacy_checksums(legacy_db)
     res = run_cli("migrate", "rollback", "--yes", "--json", database_url=legacy_db)
     assert res.returncode == 0, res.stderr
@@ -135,8 +145,8 @@ def test_rollback_keeps_every_write_of_both_applications(legacy_db: str, plan: s
         assert c.execute("SELECT price, stock FROM products WHERE id = '20000000-0000-0000-0000-000000000001'"
                          ).fetchone() == (611, 13)
         # The extra variant has no legacy form: it is kept in the archive schema, not deleted.
-        assert out["new_only_rows"]["non_default_variants" if plan == "built-in" else "non_default_product_variants"] == 1
-        assert out["new_only_rows"]["unused_categories" if plan == "built-in" else "unused_product_categories"] == 1
+        assert out["new_only_rows"]["non_default_product_variants" if by_file else "non_default_variants"] == 1
+        assert out["new_only_rows"]["unused_product_categories" if by_file else "unused_categories"] == 1
         assert c.execute(f"SELECT count(*) FROM {out['archive_schema']}.product_variants WHERE sku = 'radio-xl'"
                          ).fetchone() == (1,)
         assert c.execute("SELECT to_regclass('public.product_variants')").fetchone() == (None,)
@@ -181,25 +191,28 @@ def test_complete_refused_when_verify_fails(legacy_db: str) -> None:
         c.execute("UPDATE users SET house_number = 'ELSEWHERE 9' WHERE name = 'Chitra'")
     res = run_cli("migrate", "complete", "--yes", "--quiet-seconds", "0", database_url=legacy_db)
     assert res.returncode == 4, res.stderr
-    assert "verify fails" in res.stderr and "address_mismatch" in res.stderr
     with psycopg.connect(legacy_db) as c:
         assert c.execute("SELECT count(*) FROM information_schema.columns WHERE table_name = 'products'"
                          " AND column_name IN ('price', 'stock', 'category')").fetchone() == (3,)
     assert run_cli("migrate", "verify", database_url=legacy_db).returncode == 5
+    code, report = cli_json("migrate", "verify", url=legacy_db)
+    assert code == 5 and failing_checks(report) in ([f"{kind}:users"] for kind in ADDRESS_MISMATCH), report
+    assert "verify fails" in res.stderr and failing_checks(report)[0].split(":")[0] in res.stderr, res.stderr
 
 
+@pytest.mark.parametrize("plan", PLANS)
 def test_verify_can_list_every_difference_and_reports_quarantine_entries_that_name_no_bad_row(
-        legacy_db: str) -> None:
+        legacy_db: str, plan: str) -> None:
     load_messy(legacy_db)
-    assert run_cli("migrate", "run", database_url=legacy_db).returncode == 0
+    assert run_cli("migrate", "run", *PLANS[plan], database_url=legacy_db).returncode == 0
     with psycopg.connect(legacy_db, autocommit=True) as c:
         c.execute("SET session_replication_role = replica")  # writes that bypassed the sync
         c.execute("UPDATE users SET house_number = 'ELSEWHERE ' || id")
         users = c.execute("SELECT count(*) FROM users").fetchone()[0]  # type: ignore[index]
         healthy_shop = c.execute("SELECT id FROM shops LIMIT 1").fetchone()[0]  # type: ignore[index]
-        c.execute("INSERT INTO villager_migration.quarantine (table_name, row_id, reason) VALUES"
-                  " ('shops', gen_random_uuid(), 'ghost'), ('nosuchtable', gen_random_uuid(), 'ghost'),"
-                  " ('shops', %s, 'bogus')", (healthy_shop,))
+        plant_quarantine(c, "shops", None, "ghost")
+        plant_quarantine(c, "nosuchtable", None, "ghost")
+        plant_quarantine(c, "shops", healthy_shop, "bogus")
     assert users > 5
 
     def checks(*args: str) -> dict[str, Any]:
@@ -209,7 +222,7 @@ def test_verify_can_list_every_difference_and_reports_quarantine_entries_that_na
         return {"checks": {c["name"]: c for c in report["checks"]}, "counts": report["counts"]}
 
     default, every = checks(), checks("--examples", "0")
-    mismatch = "address_mismatch:users"
+    [mismatch] = [name for name in every["checks"] if name in {f"{kind}:users" for kind in ADDRESS_MISMATCH}]
     assert default["checks"][mismatch]["count"] == every["checks"][mismatch]["count"] == users
     assert len(default["checks"][mismatch]["examples"]) == 5 and len(every["checks"][mismatch]["examples"]) == users
     stale = {(name.split(":")[1], ex["detail"].split(" ")[2].rstrip(",")) for name, c in every["checks"].items()
@@ -261,8 +274,7 @@ def test_complete_then_rollback_is_refused(legacy_db: str) -> None:
                          " (table_name, column_name) IN (('users', 'house_number'), ('shops', 'house_number'),"
                          " ('products', 'category'), ('products', 'price'), ('products', 'stock'))").fetchone() == (0,)
         assert c.execute("SELECT count(*) FROM check_data_integrity()").fetchone() == (0,)
-        detail = c.execute("SELECT detail FROM villager_migration.quarantine WHERE row_id ="
-                           " '20000000-0000-0000-0000-000000000009'").fetchone()[0]  # type: ignore[index]
+        detail = quarantine_detail(c, "products", "20000000-0000-0000-0000-000000000009")
         assert float(detail["price"]) == -5.0  # the dropped legacy value survives in the quarantine
         reloptions = c.execute("SELECT reloptions FROM pg_class WHERE relname = 'product_variants'").fetchone()[0]  # type: ignore[index]
         assert "autovacuum_vacuum_scale_factor=0.1" in reloptions

@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 from tests.helpers import run_cli
+from tests.plans import normalizers
 from tests.prisma import node
 
 pytestmark = pytest.mark.slow
@@ -56,14 +57,15 @@ def legacy_side(url: str, expected: dict[str, dict[str, dict[str, Any]]]) -> lis
 
 
 NORMALIZED_CHECKS = {
-    # Each query returns the ids (of the given rows) whose normalized form disagrees with the legacy one.
+    # Each query returns the ids (of the given rows) whose normalized form disagrees with the legacy one,
+    # by the normalizers of the plan the database is migrated with.
     "users": "SELECT u.id::text FROM users u LEFT JOIN addresses a ON a.id = u.address_id WHERE u.id = ANY(%s::uuid[])"
-             " AND a.house_number IS DISTINCT FROM villager_migration.canonical_house_number(u.house_number)",
+             " AND a.house_number IS DISTINCT FROM {house_number}(u.house_number)",
     "shops": "SELECT s.id::text FROM shops s LEFT JOIN addresses a ON a.id = s.address_id WHERE s.id = ANY(%s::uuid[])"
-             " AND a.house_number IS DISTINCT FROM villager_migration.canonical_house_number(s.house_number)",
+             " AND a.house_number IS DISTINCT FROM {house_number}(s.house_number)",
     "products": "SELECT p.id::text FROM products p LEFT JOIN product_categories c ON c.id = p.category_id"
                 " LEFT JOIN product_variants v ON v.product_id = p.id AND v.is_default WHERE p.id = ANY(%s::uuid[])"
-                " AND (villager_migration.category_key(c.name) IS DISTINCT FROM villager_migration.category_key(p.category)"
+                " AND ({category}(c.name) IS DISTINCT FROM {category}(p.category)"
                 "      OR v.price IS DISTINCT FROM p.price OR v.stock IS DISTINCT FROM p.stock::bigint"
                 "      OR p.base_price IS DISTINCT FROM p.price)",
     "order_items": "SELECT i.id::text FROM order_items i LEFT JOIN product_variants v ON v.id = i.variant_id"
@@ -75,9 +77,11 @@ def normalized_side(url: str, expected: dict[str, dict[str, dict[str, Any]]]) ->
     """Each row the writer committed, in the normalized tables: address, category, default variant."""
     problems = []
     with psycopg.connect(url) as c:
+        functions = normalizers(c)
         for table, query in NORMALIZED_CHECKS.items():
             ids = [rid for rid, want in expected[table].items() if not want.get("deleted")]
-            problems += [f"{table} {r[0]}: normalized form differs" for r in c.execute(query, (ids,))]
+            problems += [f"{table} {r[0]}: normalized form differs" for r in c.execute(query.format(**functions),
+                                                                                       (ids,))]
     return problems
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import psycopg
 
 from tests.helpers import rows, run_cli, scalar
+from tests.migration.conftest import migrate_built_in
 
 ROOT = Path(__file__).resolve().parents[3]
 PLAN = ROOT / "plans" / "villager.toml"
@@ -48,8 +49,7 @@ def _fingerprints(url: str) -> dict[str, str]:
 
 def test_the_villager_plan_file_gives_the_built_in_plans_rows(make_legacy_db: Callable[..., str]) -> None:
     built_in, from_file = make_legacy_db(0.05), make_legacy_db(0.05)
-    res = run_cli("migrate", "run", database_url=built_in)
-    assert res.returncode == 0, res.stderr
+    migrate_built_in(built_in)
     assert run_cli("migrate", "plan", "--plan", str(PLAN), database_url=from_file).returncode == 0
     res = run_cli("migrate", "run", "--plan", str(PLAN), database_url=from_file)
     assert res.returncode == 0, res.stderr

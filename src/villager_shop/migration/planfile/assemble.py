@@ -184,6 +184,9 @@ def assemble(spec: PlanSpec, catalog: Catalog) -> FilePlan:
         raise ValueError(f"the plan makes two different functions of the same name: {', '.join(clashes)}")
     legacy = tuple(col for step in every("backfills") for col in step.contracts())
     quarantined = tuple(dict.fromkeys(op.table for op in spec.operations if isinstance(op, QuarantineRule)))
+    unruled = quarantine_rule.unruled_sql([(op.table, op.reason) for op in spec.operations
+                                           if isinstance(op, QuarantineRule)])
+    integrity, integrity_completed = [*every("integrity"), unruled], [*every("integrity_completed"), unruled]
     keep = [f"UPDATE {QUARANTINE} q SET detail = to_jsonb(t) FROM public.{t} t WHERE q.table_name = '{t}'"
             f" AND q.row_key = t.{catalog.table(t).key or 'id'}::text"
             for t in quarantined if any(lt == t for lt, _ in legacy)]
@@ -200,7 +203,7 @@ def assemble(spec: PlanSpec, catalog: Catalog) -> FilePlan:
         StateSchema(), PlanState(), *early.values(), PlanFunctions("", list(spec.functions), functions),
         *every("tables"), *every("seeds"), *every("checks"), *every("columns"),
         PlanTriggers(triggers, keep), *every("late_checks"),
-        *([PlanMonitoring(every("integrity"), every("integrity_completed"))] if spec.monitoring else []),
+        *([PlanMonitoring(integrity, integrity_completed)] if spec.monitoring else []),
         *every("hooks"),
         *walks, *fk_indexes, *every("foreign_keys"), *every("validations"),
         *indexes, Analyze(tuple(dict.fromkeys((*tables, *new_tables)))),
@@ -210,4 +213,4 @@ def assemble(spec: PlanSpec, catalog: Catalog) -> FilePlan:
     if dupes:
         raise ValueError(f"the plan makes steps of the same name: {', '.join(dupes)}")
     return FilePlan(spec, catalog, steps, tables, new_tables, legacy, every("constraints"), [n for n in dict.fromkeys(every("index_names")) if n not in unbuilt],
-                    every("integrity"), every("integrity_completed"), quarantined)
+                    integrity, integrity_completed, quarantined)

@@ -108,7 +108,10 @@ def _counts(conn: psycopg.Connection[Any], plan: FilePlan, failing: dict[str, in
     out: dict[str, dict[str, int]] = {}
     for table in plan.tables:
         total = int(conn.execute(f"SELECT count(*) FROM public.{table}").fetchone()[0])  # type: ignore[index]
-        q = int(conn.execute(f"SELECT count(DISTINCT row_key) FROM {QUARANTINE} WHERE table_name = %s",
+        # An entry that names no row of the table (stale) is no quarantined row.
+        key = plan.catalog.table(table).key
+        names_a_row = f" AND EXISTS (SELECT 1 FROM public.{table} t WHERE t.{key}::text = q.row_key)" if key else ""
+        q = int(conn.execute(f"SELECT count(DISTINCT row_key) FROM {QUARANTINE} q WHERE table_name = %s{names_a_row}",
                              (table,)).fetchone()[0])  # type: ignore[index]
         v = failing.get(table, 0)
         out[table] = {"legacy_rows": total, "quarantined": q, "violations": v, "migrated": max(0, total - q - v)}

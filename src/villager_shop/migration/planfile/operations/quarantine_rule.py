@@ -83,6 +83,15 @@ $fn$"""))
     return parts
 
 
+def unruled_sql(rules: list[tuple[str, str]]) -> str:
+    """The entries no rule of the plan makes (of a table or for a reason none of its rules names,
+    left by hand or by an earlier plan): stale, as a rule's own entries are once their row is fine."""
+    known = ", ".join(f"('{table}', '{reason}')" for table, reason in dict.fromkeys(rules))
+    return ("SELECT 'stale_quarantine', q.table_name, q.row_key,\n"
+            "       'quarantined as ' || q.reason || ', but no rule of the plan sets ' || q.table_name || ' rows aside for it'\n"
+            f"  FROM {QUARANTINE} q" + (f" WHERE (q.table_name, q.reason) NOT IN ({known})" if known else ""))
+
+
 def rule_ctes(op: QuarantineRule, pk: str) -> tuple[str, str]:
     """The rule decided for the rows of a batch `src` (a walk's, or a table copy's): an entry for
     each row it holds for, none for the others."""
