@@ -250,15 +250,20 @@ def _part(op: ExtractLookup, table: str, column: str, fk: str) -> WalkPart:
     whose key is NULL (blank) keeps a NULL reference."""
     key_of, ensure, kc = f"{V}.{names(op)['key']}", f"{V}.{names(op)['ensure']}", op.key_column
     keys, known, keyless = f"keys_{fk}"[:63], f"known_{fk}"[:63], f"keyless_{fk}"[:63]
+    locked = f"locked_{fk}"[:63]
+    # The lookup rows are found and locked once per batch (a CTE of their own): joined in place, a
+    # planner without statistics on the new lookup table (the walk starts right after its seed) ran
+    # the locking scan once per key, 380 times per batch of users (2.3 s instead of 5 ms).
     return WalkPart(table, (
         f"{keys} AS MATERIALIZED (\n"
         f"  SELECT d.raw, {key_of}(d.raw) AS k\n"
         f"    FROM (SELECT DISTINCT s.{column} AS raw FROM src s WHERE s.{fk} IS NULL AND s.{column} IS NOT NULL) d)",
+        f"{locked} AS MATERIALIZED (\n"
+        f"  SELECT l.{kc}, l.id FROM public.{op.lookup} l\n"
+        f"   WHERE l.{kc} = ANY(ARRAY(SELECT DISTINCT k FROM {keys} WHERE k IS NOT NULL)) FOR KEY SHARE)",
         f"{known} AS MATERIALIZED (\n"
         f"  SELECT jsonb_object_agg(d.raw, l.id) AS m\n"
-        f"    FROM {keys} d JOIN (SELECT l.{kc}, l.id FROM public.{op.lookup} l\n"
-        f"           WHERE l.{kc} = ANY(ARRAY(SELECT DISTINCT k FROM {keys} WHERE k IS NOT NULL)) FOR KEY SHARE) l\n"
-        f"      ON l.{kc} = d.k)",
+        f"    FROM {keys} d JOIN {locked} l ON l.{kc} = d.k)",
         f"{keyless} AS MATERIALIZED (SELECT coalesce(jsonb_object_agg(raw, true), '{{}}') AS m FROM {keys} WHERE k IS NULL)"),
         sets=((fk, f"coalesce(((SELECT m FROM {known}) ->> t.{column})::uuid, {ensure}(t.{column}))"),),
         applies=f"t.{fk} IS NULL AND t.{column} IS NOT NULL AND NOT (SELECT m FROM {keyless}) ? t.{column}")
