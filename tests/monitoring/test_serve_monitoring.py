@@ -112,6 +112,8 @@ def test_dashboard_in_headless_chromium(shop_db: ShopDb, redis_url: str, tmp_pat
         for i in range(10):
             httpx.get(f"{base}/api/products?limit={1 + i % 4}", timeout=10)
         place_and_cancel(base)
+        # The sample taken when the order was placed may predate it: compare one taken afterwards.
+        placed = int(httpx.get(f"{base}/api/monitoring/summary", timeout=10).json()["seq"])
         browser.navigate(f"{base}/dashboard")
         browser.wait_for("document.querySelector('[data-testid=fetch-state]')?.dataset.value === 'live'")
         browser.wait_for("Number(document.getElementById('chart-connections').dataset.points) >= 3"
@@ -120,7 +122,7 @@ def test_dashboard_in_headless_chromium(shop_db: ShopDb, redis_url: str, tmp_pat
         while True:  # compare when the page shows the sample the API answers
             dom = json.loads(browser.evaluate(DOM))
             summary = httpx.get(f"{base}/api/monitoring/summary", timeout=10).json()
-            if dom["seq"] == str(summary["seq"]):
+            if dom["seq"] == str(summary["seq"]) and int(summary["seq"]) > placed:
                 break
             assert time.monotonic() < deadline, f"page stuck at sample {dom['seq']}, API at {summary['seq']}"
             time.sleep(0.2)
