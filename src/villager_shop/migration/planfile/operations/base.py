@@ -239,3 +239,15 @@ def quoted(text: str) -> str:
 def added_columns(env: Env, table: str) -> set[str]:
     """The columns earlier operations of the plan add to an existing table."""
     return {c for op in env.earlier for t, c in columns_created(op) if t == table}
+
+
+def refuse_missing(table: str, constraint: str, fk: str, target: str) -> str:
+    """PL/pgSQL after a locking read of the row NEW.`fk` names: when it is not there, the error the
+    foreign key `constraint` would raise (the key comes after the backfill, or was withdrawn)."""
+    return (f"\n            IF NOT FOUND THEN"
+            f"\n                RAISE EXCEPTION 'insert or update on table \"{table}\" violates foreign key constraint"
+            f" \"{constraint}\"'"
+            f"\n                      USING ERRCODE = 'foreign_key_violation',"
+            f"\n                            DETAIL = format('Key ({fk})=(%s) is not present in table \"{target}\".',"
+            f" NEW.{fk});"
+            f"\n            END IF;")

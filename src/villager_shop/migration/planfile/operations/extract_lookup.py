@@ -18,6 +18,7 @@ from villager_shop.migration.planfile.operations.base import (
     V,
     WalkPart,
     backfill,
+    refuse_missing,
 )
 from villager_shop.migration.planfile.spec import ExtractLookup
 from villager_shop.migration.planfile.steps import PlanSeed, PlanTable, Trigger, triggers_sql
@@ -169,13 +170,7 @@ $fn$"""))
         # backfill, and `migrate rollback --step` may withdraw it; where it exists, it locks only
         # after this trigger has read the row): a rename meanwhile is waited for and its name taken,
         # a delete is waited for and the write refused as the key would refuse it.
-        refuse = (f"\n            IF NOT FOUND THEN"
-                  f"\n                RAISE EXCEPTION 'insert or update on table \"{s.table}\" violates foreign key"
-                  f" constraint \"{s.constraint}\"'"
-                  f"\n                      USING ERRCODE = 'foreign_key_violation',"
-                  f"\n                            DETAIL = format('Key ({s.fk})=(%s) is not present in table \"{lk}\".',"
-                  f" NEW.{s.fk});"
-                  f"\n            END IF;")
+        refuse = refuse_missing(s.table, s.constraint, s.fk, lk)
         parts.functions.append((fn, f"""CREATE OR REPLACE FUNCTION {V}.{fn}() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 -- {s.table}.{s.column} <-> {s.table}.{s.fk}: a changed legacy value wins; otherwise a changed

@@ -7,7 +7,15 @@ stays (it is not a legacy column the plan replaces)."""
 from __future__ import annotations
 
 from villager_shop.migration.keys import Key
-from villager_shop.migration.planfile.operations.base import Actions, ConstraintInfo, Env, Parts, V, backfill
+from villager_shop.migration.planfile.operations.base import (
+    Actions,
+    ConstraintInfo,
+    Env,
+    Parts,
+    V,
+    backfill,
+    refuse_missing,
+)
 from villager_shop.migration.planfile.operations.split_child import qualifies
 from villager_shop.migration.planfile.spec import LinkChildReference, SplitChild
 from villager_shop.migration.planfile.steps import Trigger, triggers_sql
@@ -64,13 +72,7 @@ def expand(op: LinkChildReference, env: Env) -> Parts:
     parent_of = (f"SELECT c.{cfk} INTO NEW.{ref} FROM public.{child} c WHERE c.id = NEW.{fk};"
                  f"\n            {hold}SELECT c.{cfk} INTO NEW.{ref} FROM public.{child} c WHERE c.id = NEW.{fk}"
                  f" FOR KEY SHARE;"
-                 f"\n            IF NOT FOUND THEN"
-                 f"\n                RAISE EXCEPTION 'insert or update on table \"{table}\" violates foreign key constraint"
-                 f" \"{op.constraint}\"'"
-                 f"\n                      USING ERRCODE = 'foreign_key_violation',"
-                 f"\n                            DETAIL = format('Key ({fk})=(%s) is not present in table \"{child}\".',"
-                 f" NEW.{fk});"
-                 f"\n            END IF;")
+                 + refuse_missing(table, op.constraint, fk, child))
     fn = f"{table}_{fk}_sync"[:63]
     parts = Parts()
     parts.functions.append((fn, f"""CREATE OR REPLACE FUNCTION {V}.{fn}() RETURNS trigger
