@@ -140,9 +140,9 @@ def _copy(pg_admin_url: str, template: str, state: str) -> Iterator[ShopDb]:
 
 
 @pytest.fixture
-def shop_db(pg_admin_url: str, migrating_template: str) -> Iterator[ShopDb]:
-    """A migrated database (mid-migration) of this test's own."""
-    yield from _copy(pg_admin_url, migrating_template, "migrating")
+def shop_db(pg_admin_url: str, file_migrating_template: str) -> Iterator[ShopDb]:
+    """A database of this test's own, mid-migration by the default plan (plans/villager.toml)."""
+    yield from _copy(pg_admin_url, file_migrating_template, "file_migrating")
 
 
 @pytest.fixture(params=["migrating", "completed", "file_migrating", "file_completed"])

@@ -59,7 +59,7 @@ def _backfill_under_way(url: str) -> bool:
         return row is not None
 
 
-@pytest.mark.parametrize("plan", [[], ["--plan", str(ROOT / "plans" / "villager.toml")]], ids=["built-in", "file"])
+@pytest.mark.parametrize("plan", [["--plan", "built-in"], []], ids=["built-in", "file"])
 def test_ctrl_c_during_the_backfill_names_the_step_and_the_run_resumes(make_legacy_db: Any, plan: list[str]) -> None:
     url = make_legacy_db(0.1)
     # Small batches with a pause: the products backfill takes seconds, so the interrupt lands inside it.

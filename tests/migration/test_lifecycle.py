@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from tests.helpers import run_cli
-from tests.migration.conftest import VILLAGER_PLAN, owned_legacy_db
+from tests.migration.conftest import owned_legacy_db
 from tests.migration.messy import load_messy
 from tests.plans import (
     ADDRESS_MISMATCH,
@@ -117,7 +117,7 @@ def test_rollback_without_writes_restores_the_exact_legacy_database(make_legacy_
     assert run_cli("migrate", "verify", database_url=url).returncode == 0
 
 
-PLANS = {"built-in": [], "file": ["--plan", str(VILLAGER_PLAN)]}
+PLANS = {"built-in": ["--plan", "built-in"], "file": []}  # the file is the default
 
 
 @pytest.mark.parametrize("plan", PLANS)

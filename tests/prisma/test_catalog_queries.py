@@ -70,7 +70,7 @@ def catalog_db(request: pytest.FixtureRequest, pg_admin_url: str) -> Iterator[tu
     products made to show every difference: a product with an inactive and an extra variant, one
     not available, one whose only variant is inactive. Yields (url, category slug)."""
     state = request.param
-    template = request.getfixturevalue(f"{state}_template")
+    template = request.getfixturevalue(f"file_{state}_template")  # migrated by the default plan
     name = f"vt_{uuid.uuid4().hex[:12]}"
     url = create_database(pg_admin_url, name, template=template)
     try:

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from tests.helpers import run_cli
-from tests.migration.conftest import migrate
+from tests.migration.conftest import VILLAGER_PLAN, migrate
 from tests.migration.messy import load_messy
 from tests.prisma import node
 from villager_shop.core.db import create_database, drop_database
@@ -26,7 +26,7 @@ def migrated_with_pgss(legacy_db: str) -> str:
         if "pg_stat_statements" not in str(c.execute("SHOW shared_preload_libraries").fetchone()[0]):  # type: ignore[index]
             pytest.skip("pg_stat_statements is not preloaded on this server (the embedded PostgreSQL 18 preloads it)")
     load_messy(legacy_db)
-    migrate(legacy_db)
+    migrate(legacy_db, VILLAGER_PLAN)  # the plan `migrate run` runs by default
     return legacy_db
 
 

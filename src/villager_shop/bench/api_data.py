@@ -17,6 +17,7 @@ from villager_shop.core.errors import VillagerError
 from villager_shop.core.urls import with_dbname
 from villager_shop.legacy.generate import generate
 from villager_shop.legacy.schema import schema_sql
+from villager_shop.migration.planfile import record
 from villager_shop.migration.runner import make_context, run
 
 Say = Callable[[str], None]
@@ -65,10 +66,10 @@ def build_database(admin_url: str, name: str, *, scale: float, seed: int, say: S
         conn.execute(schema_sql().encode())
     say(f"generating scale {scale} legacy data …")
     generate(url, scale=scale, seed=seed)
-    say("running the online migration …")
+    say("running the online migration (plans/villager.toml) …")
     ctx = make_context(url, Settings(database_url=url))  # type: ignore[arg-type]
     try:
-        run(ctx)
+        run(ctx, file_plan=record.for_run(ctx.conn, None))
     finally:
         ctx.conn.close()
     with connect(url, autocommit=True) as conn:

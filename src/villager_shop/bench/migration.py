@@ -26,6 +26,7 @@ from villager_shop.core.db import connect, create_database, database_exists, dro
 from villager_shop.core.urls import with_dbname
 from villager_shop.legacy.generate import generate
 from villager_shop.legacy.schema import LEGACY_TABLES, schema_sql
+from villager_shop.migration.planfile import bundled
 from villager_shop.migration.planfile.spec import load
 from villager_shop.workload.writer import LiveWriter
 
@@ -242,7 +243,8 @@ def bench_migration(admin_url: str, *, scale: float, seed: int = 42, writer_thre
     with the throttle (`online`) and with the replica-lag limit out of reach (`online_unthrottled`).
     `guide=False` runs ours alone (the median round is then by ours' time). `reuse_data` keeps the
     generated legacy data (database `<db_prefix>_legacy_s<scale>_seed<seed>`) for the next run.
-    `plan`: ours runs that plan file (`migrate run --plan`), for the same figures of a plan file."""
+    `plan`: ours runs that plan file (`migrate run --plan`; default plans/villager.toml, `built-in`
+    the Python-coded plan)."""
     strategies: tuple[str, ...] = STRATEGIES if guide else ("online",)
     if standby_url:
         strategies = (*strategies, "online_unthrottled")
@@ -252,7 +254,7 @@ def bench_migration(admin_url: str, *, scale: float, seed: int = 42, writer_thre
     out: dict[str, Any] = {"scale": scale, "seed": seed, "writer_threads": writer_threads,
                            "writer_rate_ops_per_s": writer_rate or "closed loop",
                            "writer_through": "pooler" if pooler_url else "direct", "guide_run": guide,
-                           "plan": plan_name(plan) if plan else "built-in"}
+                           "plan": "built-in" if bundled.is_built_in(plan) else plan_name(plan or bundled.default_path())}
     try:
         out.update(_legacy_template(admin_url, template, scale, seed, reuse_data, say))
         runs: list[dict[str, Any]] = []

@@ -14,6 +14,7 @@ from villager_shop.core.config import get_settings
 from villager_shop.core.errors import ConfigError
 from villager_shop.embedded import database_url, direct_database_url, session_database_url
 from villager_shop.embedded.replica import StreamingPair, bindir_of
+from villager_shop.migration.planfile import bundled
 from villager_shop.migration.planfile.spec import PlanError
 
 app = typer.Typer(help="Benchmarks (JSON output; each compares with a reference measured in the same run).",
@@ -41,7 +42,7 @@ def migration(
                                     " and use data a previous run kept (database PREFIX_legacy_sSCALE_seedSEED)"),
     db_prefix: str = typer.Option("vbench", "--db-prefix", help="prefix of the databases the benchmark creates"),
     plan: str = typer.Option("", "--plan", metavar="FILE", help="ours runs this plan file (migrate run --plan FILE;"
-                             " plans/villager.toml) instead of the built-in plan"),
+                             " default plans/villager.toml); `built-in`: the Python-coded villager_shop plan"),
     as_json: bool = typer.Option(False, "--json", help="print only the JSON result"),
 ) -> None:
     """The guide's migration vs ours on the same data, each under a live writer; ours taken apart by
@@ -56,7 +57,10 @@ def migration(
         raise ConfigError(f"--scales: expected numbers separated by commas, got {scales!r}") from exc
     if scales and (len(scale_list) < 2 or any(not 0.01 <= x <= 100 for x in scale_list)):
         raise ConfigError("--scales: at least two scales, each between 0.01 and 100")
-    if plan:
+    if bundled.is_built_in(plan):
+        plan = bundled.BUILT_IN
+    else:
+        plan = plan or bundled.default_path()
         try:
             plan_name(plan)
         except PlanError as exc:

@@ -27,8 +27,10 @@ from villager_shop.core.urls import mask_url, with_dbname
 from villager_shop.embedded import redis_url, session_database_url
 from villager_shop.legacy import schema
 from villager_shop.migration import runner
+from villager_shop.migration.planfile import bundled, record
+from villager_shop.migration.planfile.spec import load
+from villager_shop.migration.planfile.verify import verify_database
 from villager_shop.migration.status import status as migration_status
-from villager_shop.migration.verify import verify
 from villager_shop.safety import manifest
 from villager_shop.safety.backup import create_backup
 from villager_shop.safety.rehearsal.options import RehearsalOptions
@@ -107,7 +109,8 @@ def _story(s: Settings, made: _Made, stage: list[str], *, scale: float, seed: in
     _section(stage, "3. a rehearsal on a staging copy of that backup")
     made.report_dir = s.data_dir / "reports" / f"demo-rehearsal-{datetime.now(UTC):%Y%m%d_%H%M%S}"
     rehearsal = run_rehearsal(url, s, RehearsalOptions(backup_id=entry.id, writer_threads=min(writers, 2),
-                                                       report_dir=made.report_dir),
+                                                       report_dir=made.report_dir,
+                                                       plan=load(bundled.default_path())),
                               say=lambda m: console.print(f"[cyan]▸[/] {m}"))
     render.rehearsal_verdict(rehearsal, console)
     if not rehearsal.go:
@@ -122,7 +125,7 @@ def _story(s: Settings, made: _Made, stage: list[str], *, scale: float, seed: in
         with progress:
             ctx = runner.make_context(url, s, render.MigrationReporter(progress))
             try:
-                runner.run(ctx)
+                runner.run(ctx, file_plan=record.for_run(ctx.conn, None))
             finally:
                 ctx.conn.close()
         seconds = time.perf_counter() - t0
@@ -138,7 +141,7 @@ def _story(s: Settings, made: _Made, stage: list[str], *, scale: float, seed: in
 
     _section(stage, "5. verify")
     with connect(url, autocommit=True) as conn:
-        report = verify(conn)
+        report = verify_database(conn)
         st = migration_status(conn)
     for name, c in report.counts.items():
         if "legacy_rows" in c:

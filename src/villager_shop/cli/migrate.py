@@ -26,11 +26,12 @@ from villager_shop.migration import verify as verify_mod
 from villager_shop.migration import withdraw as withdraw_mod
 from villager_shop.migration.context import Context
 from villager_shop.migration.plan import build_plan, legacy_columns, plan_sql
+from villager_shop.migration.planfile import bundled, record
 from villager_shop.migration.planfile import catalog as planfile_catalog
 from villager_shop.migration.planfile import check as planfile_check
-from villager_shop.migration.planfile import record
 from villager_shop.migration.planfile.assemble import FilePlan, assemble
 from villager_shop.migration.planfile.schema import schema_text
+from villager_shop.migration.planfile.spec import load as load_spec
 from villager_shop.migration.planfile.verify import verify_database
 from villager_shop.migration.preflight import refuse_row_security
 from villager_shop.migration.status import status as status_fn
@@ -53,17 +54,32 @@ def _ctx(what: str, reporter: Any = None) -> Context:
 
 
 PLAN_OPTION = typer.Option(None, "--plan", metavar="FILE", help="a plan file of generic operations (TOML; see"
-                           " docs/plans.md); default: the plan the database is migrated with, else villager_shop's")
+                           " docs/plans.md); default: the plan the database is migrated with, else plans/villager.toml;"
+                           " `built-in`: the Python-coded villager_shop plan (the benchmarks' reference)")
 
 
-def _load_plan(conn: Any, path: str | None) -> FilePlan | None:
+def _plan_to_load(conn: Any, option: str | None) -> str | None:
+    """The file a command checks and runs: the one named, else the villager plan where nothing is
+    in progress (a migration under way keeps its plan: the database recorded it)."""
+    if bundled.is_built_in(option):
+        return None
+    if option:
+        return option
+    return bundled.default_path() if record.takes_default(conn) else None
+
+
+def _load_plan(conn: Any, path: str | None, *, named: bool = True) -> FilePlan | None:
     """The plan file at `path`, checked against the database: every problem is printed with its
-    place in the file, then one line and exit 2, nothing touched."""
+    place in the file, then one line and exit 2, nothing touched. The default plan (not `named`)
+    is refused as the migration of this database is: row-level security in the way (exit 4), or
+    a database without its tables, each in one line."""
     if path is None:
         return None
+    if not named:
+        refuse_row_security(conn, tuple(load_spec(path).tables()))
     spec, problems = planfile_check.load_and_check(conn, path)
     if problems or spec is None:
-        render.refuse_plan(path, problems)
+        render.refuse_plan(path, problems, named=named)
     assert spec is not None
     return assemble(spec, planfile_catalog.read(conn, spec.tables()))
 
@@ -83,7 +99,9 @@ def plan(
     s = get_settings()
     # The role that will migrate (the direct URL's), reading the catalog only.
     with connect(direct_database_url(s), autocommit=True, application_name="villager-shop migrate plan") as conn:
-        fp = _load_plan(conn, plan_file) if plan_file else record.current(conn)
+        path = _plan_to_load(conn, plan_file)
+        fp = (_load_plan(conn, path, named=bool(plan_file)) if path else
+              None if bundled.is_built_in(plan_file) else record.current(conn))
         steps = fp.steps if fp else build_plan()
         if sql:
             typer.echo(plan_sql(s.villager_lock_timeout_ms, steps))
@@ -124,7 +142,7 @@ def run(
     (a run of a plan file resumes with or without --plan: the database recorded it)."""
     if strategy not in ("online", "guide"):
         raise typer.BadParameter("strategy must be 'online' or 'guide'")
-    if strategy == "guide" and plan_file:
+    if strategy == "guide" and plan_file and not bundled.is_built_in(plan_file):
         raise ConfigError("--strategy guide runs the guide's villager_shop script; it takes no --plan")
     progress = Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=err,
@@ -138,8 +156,9 @@ def run(
             if strategy == "guide":
                 summary = guide.run_guide(ctx)
             else:
-                loaded = _load_plan(ctx.conn, plan_file)
-                summary = runner.run(ctx, file_plan=record.for_run(ctx.conn, loaded.spec if loaded else None))
+                loaded = _load_plan(ctx.conn, _plan_to_load(ctx.conn, plan_file), named=bool(plan_file))
+                summary = runner.run(ctx, file_plan=record.for_run(ctx.conn, loaded.spec if loaded else None,
+                                                                   built_in=bundled.is_built_in(plan_file)))
         finally:
             ctx.conn.close()
     finally:
@@ -169,7 +188,8 @@ def status(
         typer.echo(json.dumps(st, indent=2, default=str))
     else:
         running = "  [yellow](a run is in progress)[/]" if st["running"] else ""
-        console.print(f"phase: [bold]{st['phase']}[/]  steps {st['steps_done']}/{st['steps_total']}{running}")
+        console.print(f"phase: [bold]{st['phase']}[/]  plan {st['plan']}  steps {st['steps_done']}/{st['steps_total']}"
+                      f"{running}")
         if st.get("paused"):
             p = st["paused"]
             console.print(f"[yellow]paused[/] by {p.get('by')} at {_when(p.get('at'))}"

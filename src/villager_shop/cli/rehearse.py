@@ -17,7 +17,10 @@ from villager_shop.core.db import connection
 from villager_shop.core.errors import VerificationFailed
 from villager_shop.embedded import session_database_url
 from villager_shop.migration.context import SilentReporter
+from villager_shop.migration.planfile import bundled, record
 from villager_shop.migration.planfile.check import load_and_check
+from villager_shop.migration.planfile.spec import load
+from villager_shop.migration.preflight import refuse_row_security
 from villager_shop.safety.rehearsal.judge import EXIT_NO_GO
 from villager_shop.safety.rehearsal.options import RehearsalOptions
 from villager_shop.safety.rehearsal.run import rehearse as run_rehearsal
@@ -25,7 +28,7 @@ from villager_shop.safety.rehearsal.run import rehearse as run_rehearsal
 EXAMPLES = """Examples:
   villager-shop backup create && villager-shop rehearse          the newest backup, on a staging copy
   villager-shop rehearse --backup ID --scale-writer 4 --keep --json > rehearsal.json
-  villager-shop rehearse --plan plans/villager.toml              the migration as a plan file"""
+  villager-shop rehearse --plan my-plan.toml                     another plan file (default plans/villager.toml)"""
 
 
 def rehearse(
@@ -44,8 +47,9 @@ def rehearse(
                                              help="NO-GO when more than this percentage of a table is quarantined"),
     as_json: bool = typer.Option(False, "--json", help="print the report JSON on stdout"),
     plan_file: str | None = typer.Option(None, "--plan", metavar="FILE",
-                                         help="rehearse a plan file for these tables (plans/villager.toml;"
-                                              " checked against the database first, exit 2 on a problem)"),
+                                         help="rehearse this plan file (default plans/villager.toml; checked against"
+                                              " the database first, exit 2 on a problem); `built-in`: the"
+                                              " Python-coded villager_shop plan"),
 ) -> None:
     """Rehearse the migration on a staging copy: restore a backup into <db>_staging_<ts>, run the whole
     online migration under a live writer, verify, compare baselines, lint the plan with squawk, project
@@ -54,11 +58,16 @@ def rehearse(
     s = get_settings()
     url = session_database_url(s, "rehearse")
     plan = None
-    if plan_file is not None:  # checked against the database before anything is done
+    if not bundled.is_built_in(plan_file):  # checked against the database before anything is done
         with connection(url, autocommit=True, application_name="villager-shop rehearse") as conn:
-            plan, problems = load_and_check(conn, plan_file)
-        if problems or plan is None:
-            render.refuse_plan(plan_file, problems)
+            # A migration under way on production is rehearsed with the plan it recorded.
+            path = plan_file or (bundled.default_path() if record.takes_default(conn) else None)
+            if path is not None:
+                if not plan_file:  # the default plan is refused as the migration of this database is
+                    refuse_row_security(conn, tuple(load(path).tables()))
+                plan, problems = load_and_check(conn, path)
+        if path is not None and (problems or plan is None):
+            render.refuse_plan(path, problems, named=bool(plan_file))
     opts = RehearsalOptions(backup_id=backup, writer_threads=scale_writer, keep=keep, report_dir=report_dir,
                             max_latency_ms=max_latency_ms, max_quarantine_pct=max_quarantine_pct, plan=plan)
     quiet = as_json

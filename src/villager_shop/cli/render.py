@@ -38,12 +38,18 @@ PIPED_WIDTH = 1000
 RULE_WIDTH = 100  # a section rule in piped output: as wide as a terminal's, not PIPED_WIDTH
 
 
-def refuse_plan(path: str, problems: list[Any]) -> None:
-    """Every problem of a plan file on stderr with its place in the file, then one line and exit 2."""
+def refuse_plan(path: str, problems: list[Any], *, named: bool = True) -> None:
+    """Every problem of a plan file on stderr with its place in the file, then one line and exit 2.
+    The default plan (not `named`) on a database without its tables: that one line alone."""
     err = console(stderr=True)
+    missing = (bool(problems) and all(str(p.message).startswith("there is no table") for p in problems)
+               and _is_villager(path))
+    if missing and not named:
+        raise ConfigError("not a villager_shop database: its tables are missing (create them with `villager-shop"
+                          " legacy init`, or name a plan file for this database with --plan); nothing was changed")
     for p in problems:
         err.print(f"{path}: {p}", markup=False, highlight=False)
-    if problems and all(str(p.message).startswith("there is no table") for p in problems) and _is_villager(path):
+    if missing:
         raise ConfigError(f"plan {path}: not a villager_shop database: its tables are missing (listed above; create"
                           " them with `villager-shop legacy init`); nothing was changed")
     raise ConfigError(f"plan {path}: {len(problems)} problem{'s' if len(problems) != 1 else ''} (listed above);"

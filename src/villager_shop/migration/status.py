@@ -28,9 +28,9 @@ def status(conn: psycopg.Connection[Any], *, readers_window_s: float = 0.0) -> d
 
 
 def _status(conn: psycopg.Connection[Any]) -> dict[str, Any]:
-    plan = record.steps_of(conn)
+    name, plan = record.upcoming(conn)
     if not state.schema_exists(conn):
-        return {"phase": "not_started", "running": False, "steps": [
+        return {"phase": "not_started", "plan": name, "running": False, "steps": [
             {"name": s.name, "title": s.title, "status": "pending"} for s in plan], "backfill": [],
             "quarantine": {}, "steps_done": 0, "steps_total": len(plan)}
     rows = {r.name: r for r in state.steps(conn)}
@@ -98,6 +98,7 @@ def _status(conn: psycopg.Connection[Any]) -> dict[str, Any]:
     legacy_writes = conn.execute("SELECT last_value, is_called FROM villager_migration.legacy_writes").fetchone()
     return {
         "phase": state.phase(conn),
+        "plan": name,
         "running": running,
         "steps_done": sum(1 for s in steps if s["status"] == "done"),
         "steps_total": len(steps),

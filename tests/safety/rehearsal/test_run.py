@@ -136,7 +136,12 @@ def test_a_name_clash_in_the_live_database_is_no_go(shop: Any, pg_admin_url: str
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("CREATE TABLE public.addresses (id serial PRIMARY KEY, street text NOT NULL)")
         conn.execute("CREATE VIEW public.v_categories AS SELECT DISTINCT category FROM products")
+    # The default plan file is checked against the live database first: refused, nothing done.
     res = _rehearse(url, tmp_path)
+    assert res.returncode == 2 and "addresses" in res.stderr and "Traceback" not in res.stderr, res.stderr
+    assert not (tmp_path / "report").exists() and databases_like(pg_admin_url, name_of(url)) == [name_of(url)]
+    # The built-in plan has no such check: its rehearsal finds the clash on staging.
+    res = _rehearse(url, tmp_path, "--plan", "built-in")
     assert res.returncode == 5
     err_lines = [ln for ln in res.stderr.splitlines() if ln.startswith("error: ")]
     assert len(err_lines) == 1 and "NO-GO" in err_lines[0] and "Traceback" not in res.stderr
@@ -210,7 +215,8 @@ def test_after_a_plan_file_was_rolled_back_the_built_in_rehearsal_counts_its_own
     url = shop(0.05)
     assert run_cli("migrate", "run", "--plan", str(VILLAGER_PLAN), database_url=url).returncode == 0
     assert run_cli("migrate", "rollback", "--yes", database_url=url).returncode == 0
-    res = _rehearse(url, tmp_path, "--max-latency-ms", "2000", "--max-quarantine-pct", "100", "--json")
+    res = _rehearse(url, tmp_path, "--max-latency-ms", "2000", "--max-quarantine-pct", "100", "--json",
+                    "--plan", "built-in")
     assert res.returncode == 0, res.stderr[-3000:]
     report = _json(res)
     assert report["plan"] == "villager_shop" and report["verify"]["ok"] is True

@@ -11,9 +11,10 @@ import psycopg
 from villager_shop.core.errors import RefusedError
 from villager_shop.migration import state
 from villager_shop.migration.plan import build_plan, legacy_columns
+from villager_shop.migration.planfile import bundled
 from villager_shop.migration.planfile import catalog as catalog_mod
 from villager_shop.migration.planfile.assemble import FilePlan, assemble
-from villager_shop.migration.planfile.spec import PlanSpec, parse
+from villager_shop.migration.planfile.spec import PlanSpec, load, parse
 from villager_shop.migration.steps.base import Step
 
 KEY = "plan"
@@ -35,22 +36,34 @@ def current(conn: psycopg.Connection[Any]) -> FilePlan | None:
     return assemble(spec, catalog_mod.Catalog.from_json(rec.get("catalog") or {}))
 
 
-def for_run(conn: psycopg.Connection[Any], spec: PlanSpec | None) -> FilePlan | None:
-    """The plan `migrate run` executes: the one recorded (a resumed run), else `spec`. A different
-    plan than the one in progress is refused: one migration at a time."""
+def takes_default(conn: psycopg.Connection[Any]) -> bool:
+    """Whether a run that names no plan starts the default one (the villager plan file): nothing is
+    in progress. A migration under way goes on with the plan it began with."""
+    phase = state.settled_phase(conn) if state.schema_exists(conn) else "not_started"
+    return phase in ("not_started", "rolled_back")
+
+
+def for_run(conn: psycopg.Connection[Any], spec: PlanSpec | None, *, built_in: bool = False) -> FilePlan | None:
+    """The plan `migrate run` executes: the one recorded (a resumed run), else `spec`, else the
+    villager plan file (the built-in Python plan only when asked for: `built_in`). A different plan
+    than the one in progress is refused: one migration at a time."""
     rec = recorded(conn)
     phase = state.settled_phase(conn) if state.schema_exists(conn) else "not_started"
     fresh = phase in ("not_started", "rolled_back")
     if rec is not None and not fresh:
-        if spec is not None and spec.text != rec.get("text"):
+        if built_in or (spec is not None and spec.text != rec.get("text")):
             raise RefusedError(f"the database is being migrated with plan {rec.get('name')!r} (phase {phase});"
                                " finish it (`migrate complete`) or roll it back before running another plan")
         return current(conn)
-    if rec is None and not fresh and spec is not None:
-        raise RefusedError(f"the database is being migrated with the built-in villager_shop plan (phase {phase});"
-                           " finish or roll it back before running a plan file")
-    if spec is None:
+    if rec is None and not fresh:
+        if spec is not None:
+            raise RefusedError(f"the database is being migrated with the built-in villager_shop plan (phase {phase});"
+                               " finish or roll it back before running a plan file")
         return None
+    if built_in:
+        return None
+    if spec is None:
+        spec = load(bundled.default_path())
     cat = catalog_mod.read(conn, spec.tables())
     return assemble(spec, cat)
 
@@ -68,6 +81,25 @@ def steps_of(conn: psycopg.Connection[Any]) -> list[Step]:
     """The steps of the plan the database is migrated with (the built-in one unless a file's)."""
     plan = current(conn)
     return plan.steps if plan is not None else build_plan()
+
+
+def upcoming(conn: psycopg.Connection[Any]) -> tuple[str, list[Step]]:
+    """The name and steps of the plan the database is migrated with, or, where none is under way,
+    of the one `migrate run` would start (the villager plan file, on a database that has its
+    tables; read only)."""
+    rec = recorded(conn)
+    if takes_default(conn):
+        spec = load(bundled.default_path())
+        tables = spec.tables()
+        found = conn.execute("SELECT count(to_regclass('public.' || quote_ident(t))) FROM unnest(%s::text[]) t",
+                             (tables,)).fetchone()
+        if found is not None and found[0] == len(tables):
+            return spec.name, assemble(spec, catalog_mod.read(conn, tables)).steps
+    if rec is not None:
+        plan = current(conn)
+        assert plan is not None
+        return plan.name, plan.steps
+    return "villager_shop", build_plan()
 
 
 def legacy_columns_of(conn: psycopg.Connection[Any]) -> tuple[tuple[str, str], ...]:
