@@ -51,11 +51,17 @@ def for_run(conn: psycopg.Connection[Any], spec: PlanSpec | None, *, built_in: b
     phase = state.settled_phase(conn) if state.schema_exists(conn) else "not_started"
     fresh = phase in ("not_started", "rolled_back")
     if rec is not None and not fresh:
+        if (built_in or (spec is not None and spec.text != rec.get("text"))) and phase == "completed":
+            raise RefusedError(f"the database was migrated with plan {rec.get('name')!r} and completed (legacy columns"
+                               " dropped); there is nothing left to run")
         if built_in or (spec is not None and spec.text != rec.get("text")):
             raise RefusedError(f"the database is being migrated with plan {rec.get('name')!r} (phase {phase});"
                                " finish it (`migrate complete`) or roll it back before running another plan")
         return current(conn)
     if rec is None and not fresh:
+        if spec is not None and phase == "completed":
+            raise RefusedError("the database was migrated with the built-in villager_shop plan and completed (legacy"
+                               " columns dropped); there is nothing left to run")
         if spec is not None:
             raise RefusedError(f"the database is being migrated with the built-in villager_shop plan (phase {phase});"
                                " finish or roll it back before running a plan file")
