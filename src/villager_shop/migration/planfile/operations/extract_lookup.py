@@ -171,6 +171,9 @@ $fn$"""))
         # after this trigger has read the row): a rename meanwhile is waited for and its name taken,
         # a delete is waited for and the write refused as the key would refuse it.
         refuse = refuse_missing(s.table, s.constraint, s.fk, lk)
+        # A cleared reference clears the text; a NOT NULL text becomes blank instead, which has no
+        # lookup row either (NULL would fail the new application's write on a column it never names).
+        cleared = "''" if s.column in info.not_null else "NULL"
         parts.functions.append((fn, f"""CREATE OR REPLACE FUNCTION {V}.{fn}() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 -- {s.table}.{s.column} <-> {s.table}.{s.fk}: a changed legacy value wins; otherwise a changed
@@ -196,7 +199,7 @@ BEGIN
         {BUMP}
     ELSIF NEW.{s.fk} IS DISTINCT FROM OLD.{s.fk} THEN
         IF NEW.{s.fk} IS NULL THEN
-            NEW.{s.column} := NULL;
+            NEW.{s.column} := {cleared};
         ELSE
             SELECT {val}, {kc} INTO l_value, l_key FROM public.{lk} WHERE id = NEW.{s.fk} FOR KEY SHARE;{refuse}
             IF {key_of}(NEW.{s.column}) IS DISTINCT FROM l_key THEN

@@ -1,0 +1,51 @@
+"""Source columns of the shapes an outside schema has (NOT NULL with a default, varchar(n)), written
+by the new application through the references alone, run through verify and rollback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+
+from tests.helpers import rows, run_cli, scalar
+
+ITEMS = """
+CREATE TABLE items (id serial PRIMARY KEY, tag varchar(8) NOT NULL DEFAULT 'none', qty int);
+INSERT INTO items (tag, qty) SELECT (ARRAY['red', 'Blue ', 'none'])[1 + i % 3], i FROM generate_series(1, 30) i;
+"""
+
+ITEMS_PLAN = """
+version = 1
+name = "tags"
+
+[[operation]]
+type = "extract_lookup"
+lookup = "tags"
+key = "casefold"
+sources = [{ table = "items", column = "tag", fk = "tag_id" }]
+"""
+
+
+def _migrated(url: str, tmp_path: Path, schema: str, plan_text: str) -> None:
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute(schema.encode())
+    plan = tmp_path / "plan.toml"
+    plan.write_text(plan_text)
+    res = run_cli("migrate", "run", "--plan", str(plan), database_url=url)
+    assert res.returncode == 0, res.stderr[-3000:]
+
+
+def test_a_cleared_reference_blanks_a_not_null_text(fresh_db: str, tmp_path: Path) -> None:
+    """The new application clears the reference of a row whose legacy text is NOT NULL: the text
+    becomes blank (no lookup row, as the reference says) instead of the write failing on NULL."""
+    _migrated(fresh_db, tmp_path, ITEMS, ITEMS_PLAN)
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        c.execute("UPDATE items SET tag_id = NULL WHERE id IN (1, 2)")
+        c.execute("UPDATE items SET tag_id = (SELECT id FROM tags WHERE name_key = 'red') WHERE id = 2")
+    assert rows(fresh_db, "SELECT id, tag, tag_id IS NULL FROM items WHERE id IN (1, 2) ORDER BY id") == [
+        (1, "", True), (2, "red", False)]
+    res = run_cli("migrate", "verify", database_url=fresh_db)
+    assert res.returncode == 0, res.stdout[-2000:]
+    res = run_cli("migrate", "rollback", "--yes", database_url=fresh_db)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert scalar(fresh_db, "SELECT tag FROM items WHERE id = 1") == ""
