@@ -49,3 +49,39 @@ def test_a_cleared_reference_blanks_a_not_null_text(fresh_db: str, tmp_path: Pat
     res = run_cli("migrate", "rollback", "--yes", database_url=fresh_db)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     assert scalar(fresh_db, "SELECT tag FROM items WHERE id = 1") == ""
+
+
+PERCENT = """
+CREATE TABLE shops (id bigserial PRIMARY KEY, rank int NOT NULL, code text, price numeric(8, 2));
+INSERT INTO shops (rank, code, price) SELECT i, (ARRAY['A-1', 'B-2', 'A-3'])[1 + i % 3], i FROM generate_series(1, 40) i;
+"""
+
+PERCENT_PLAN = """
+version = 1
+name = "percent"
+
+[[operation]]
+type = "split_child"
+parent = "shops"
+child = "offers"
+columns = ["price"]
+fk = "shop_id"
+when = "rank % 5 <> 0 AND code NOT LIKE 'B%'"
+
+[[operation]]
+type = "quarantine_rule"
+table = "shops"
+reason = "no_offer"
+when = "rank % 5 = 0 OR code LIKE 'B%'"
+"""
+
+
+def test_a_condition_with_a_percent_sign_is_walked_as_sql(fresh_db: str, tmp_path: Path) -> None:
+    """A plan's condition may use `%` (modulo, a LIKE pattern): the backfill runs it as SQL, not as a
+    query parameter placeholder."""
+    _migrated(fresh_db, tmp_path, PERCENT, PERCENT_PLAN)
+    res = run_cli("migrate", "verify", database_url=fresh_db)
+    assert res.returncode == 0, res.stdout[-2000:]
+    assert scalar(fresh_db, "SELECT count(*) FROM offers") == scalar(
+        fresh_db, "SELECT count(*) FROM shops WHERE rank % 5 <> 0 AND code NOT LIKE 'B%'") == 21
+    assert scalar(fresh_db, "SELECT count(*) FROM villager_migration.plan_quarantine") == 19
