@@ -3,6 +3,9 @@ by the new application through the references alone, run through verify and roll
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import psycopg
@@ -85,3 +88,58 @@ def test_a_condition_with_a_percent_sign_is_walked_as_sql(fresh_db: str, tmp_pat
     assert scalar(fresh_db, "SELECT count(*) FROM offers") == scalar(
         fresh_db, "SELECT count(*) FROM shops WHERE rank % 5 <> 0 AND code NOT LIKE 'B%'") == 21
     assert scalar(fresh_db, "SELECT count(*) FROM villager_migration.plan_quarantine") == 19
+
+
+
+def _linted(url: str, tmp_path: Path, schema: str, plan_text: str) -> Path:
+    """The plan's `migrate plan --sql`, which squawk lints clean."""
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute(schema.encode())
+    plan = tmp_path / "plan.toml"
+    plan.write_text(plan_text)
+    res = run_cli("migrate", "plan", "--plan", str(plan), "--sql", database_url=url)
+    assert res.returncode == 0, res.stderr[-3000:]
+    script = tmp_path / "plan.sql"
+    script.write_text(res.stdout)
+    squawk = shutil.which("squawk") or str(Path(sys.executable).parent / "squawk")
+    lint = subprocess.run([squawk, "--reporter", "gcc", str(script)], capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout[-3000:] + lint.stderr
+    return plan
+
+
+QUOTED = """
+CREATE TABLE shops (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, price numeric(8, 2));
+INSERT INTO shops (price) SELECT i FROM generate_series(1, 20) i;
+CREATE TABLE visits (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, shop_id bigint REFERENCES shops,
+  "user" text, "Kind" text);
+INSERT INTO visits (shop_id, "user", "Kind") SELECT 1 + i % 20, 'u' || i, 'k' FROM generate_series(1, 60) i;
+"""
+
+QUOTED_PLAN = """
+version = 1
+name = "quoted"
+
+[[operation]]
+type = "split_child"
+parent = "shops"
+child = "offers"
+columns = ["price"]
+fk = "shop_id"
+
+[[operation]]
+type = "link_child_reference"
+table = "visits"
+reference = "shop_id"
+child = "offers"
+fk = "offer_id"
+"""
+
+
+def test_the_sql_of_copying_a_table_with_quoted_column_names_is_valid(fresh_db: str, tmp_path: Path) -> None:
+    """`migrate plan --sql` of a link whose table has columns named "user" and "Kind" writes them
+    quoted in the copy's statements (unquoted, `user` is not even a column name), and lints clean."""
+    plan = _linted(fresh_db, tmp_path, QUOTED, QUOTED_PLAN)
+    res = run_cli("migrate", "run", "--plan", str(plan), database_url=fresh_db)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert rows(fresh_db, 'SELECT count(*), count(DISTINCT "user") FROM visits WHERE offer_id IS NOT NULL') == [(60, 60)]
+
