@@ -22,7 +22,7 @@ from villager_shop.migration.planfile.operations.base import (
 )
 from villager_shop.migration.planfile.spec import ExtractLookup
 from villager_shop.migration.planfile.steps import PlanSeed, PlanTable, Trigger, triggers_sql
-from villager_shop.migration.steps.columns import AddColumn
+from villager_shop.migration.steps.columns import AddColumn, squawk_ignored
 from villager_shop.migration.steps.constraints import AddConstraint, ValidateConstraint
 from villager_shop.migration.steps.indexes import CreateIndex
 
@@ -133,7 +133,7 @@ $fn$"""))
     ]
     key_column = (f",\n    {kc} text GENERATED ALWAYS AS ({function_of(op.key)}({val})) STORED" if op.key else "")
     slug_column = f",\n    {op.slug} text NOT NULL" if op.slug else ""
-    slug_column += "".join(f",\n    {e.name} {e.type}{f' DEFAULT {e.default}' if e.default else ''}"
+    slug_column += "".join(f",\n{squawk_ignored(e.type, indent='    ')}    {e.name} {e.type}{f' DEFAULT {e.default}' if e.default else ''}"
                            f"{' NOT NULL' if e.not_null else ''}{' UNIQUE' if e.unique else ''}" for e in op.extra)
     uniques = f",\n    UNIQUE ({kc})"
     if op.slug:
