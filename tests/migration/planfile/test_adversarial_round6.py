@@ -180,3 +180,39 @@ def test_the_sql_of_a_plan_over_legacy_types_lints_clean(fresh_db: str, tmp_path
     assert res.returncode == 0, res.stderr[-3000:]
     res = run_cli("migrate", "verify", database_url=fresh_db)
     assert res.returncode == 0, res.stdout[-2000:]
+
+
+STREETS = """
+CREATE TABLE homes (id serial PRIMARY KEY, street varchar(8));
+INSERT INTO homes (street) SELECT (ARRAY['St Ann', 'Elm', 'st ann'])[1 + i % 3] FROM generate_series(1, 30) i;
+"""
+
+STREETS_PLAN = """
+version = 1
+name = "streets"
+functions = [\"\"\"CREATE OR REPLACE FUNCTION public.spelled_out(t text) RETURNS text LANGUAGE sql IMMUTABLE
+AS $$ SELECT nullif(regexp_replace(btrim(t), '^[Ss]t ', 'Street '), '') $$\"\"\"]
+
+[[operation]]
+type = "extract_lookup"
+lookup = "streets"
+normalizer = "public.spelled_out"
+key = "casefold"
+sources = [{ table = "homes", column = "street", fk = "street_id" }]
+"""
+
+
+def test_a_lookup_value_longer_than_the_legacy_column_takes_a_spelling_that_fits(
+        fresh_db: str, tmp_path: Path) -> None:
+    """The normalizer spells 'St Ann' out as 'Street Ann', longer than the legacy varchar(8): a row the
+    new application gives that reference (insert or update) takes a legacy spelling of the same lookup
+    row, which fits, instead of the write failing."""
+    _migrated(fresh_db, tmp_path, STREETS, STREETS_PLAN)
+    ann = scalar(fresh_db, "SELECT id::text FROM streets WHERE name_key = 'street ann'")
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        c.execute("INSERT INTO homes (id, street_id) VALUES (100, %s)", (ann,))
+        c.execute("UPDATE homes SET street_id = %s WHERE id = 1", (ann,))
+    assert rows(fresh_db, "SELECT id, lower(street), street_id::text FROM homes WHERE id IN (1, 100) ORDER BY id") == [
+        (1, "st ann", ann), (100, "st ann", ann)]
+    res = run_cli("migrate", "verify", database_url=fresh_db)
+    assert res.returncode == 0, res.stdout[-2000:]

@@ -10,6 +10,8 @@ legacy spelling when it means the same), and a renamed lookup row renames the te
 
 from __future__ import annotations
 
+import re
+
 from villager_shop.migration.planfile.normalizers import function_of
 from villager_shop.migration.planfile.operations.base import (
     ConstraintInfo,
@@ -174,6 +176,12 @@ $fn$"""))
         # A cleared reference clears the text; a NOT NULL text becomes blank instead, which has no
         # lookup row either (NULL would fail the new application's write on a column it never names).
         cleared = "''" if s.column in info.not_null else "NULL"
+        # The lookup's value may not fit a text of limited length (a normalizer that spells a value
+        # out): the spelling of another row of this lookup row, which did fit, means the same.
+        limit = re.fullmatch(r"character(?: varying)?\((\d+)\)", info.columns.get(s.column, ""))
+        spelled = (f"CASE WHEN length(l_value) <= {limit[1]} THEN l_value ELSE coalesce((SELECT o.{s.column}"
+                   f" FROM public.{s.table} o WHERE o.{s.fk} = NEW.{s.fk} AND length(o.{s.column}) <= {limit[1]}"
+                   f" LIMIT 1), l_value) END" if limit else "l_value")
         parts.functions.append((fn, f"""CREATE OR REPLACE FUNCTION {V}.{fn}() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 -- {s.table}.{s.column} <-> {s.table}.{s.fk}: a changed legacy value wins; otherwise a changed
@@ -184,7 +192,8 @@ DECLARE
 BEGIN
     IF TG_OP = 'INSERT' THEN
         IF NEW.{s.fk} IS NOT NULL AND ({unwritten}) THEN
-            SELECT {val} INTO NEW.{s.column} FROM public.{lk} WHERE id = NEW.{s.fk} FOR KEY SHARE;{refuse}
+            SELECT {val} INTO l_value FROM public.{lk} WHERE id = NEW.{s.fk} FOR KEY SHARE;{refuse}
+            NEW.{s.column} := {spelled};
             RETURN NEW;
         END IF;
         NEW.{s.fk} := {ensure}(NEW.{s.column});
@@ -203,7 +212,7 @@ BEGIN
         ELSE
             SELECT {val}, {kc} INTO l_value, l_key FROM public.{lk} WHERE id = NEW.{s.fk} FOR KEY SHARE;{refuse}
             IF {key_of}(NEW.{s.column}) IS DISTINCT FROM l_key THEN
-                NEW.{s.column} := l_value;
+                NEW.{s.column} := {spelled};
             END IF;
         END IF;
     ELSIF NEW.{s.fk} IS NULL AND NEW.{s.column} IS NOT NULL THEN
