@@ -3,14 +3,20 @@ by the new application through the references alone, run through verify and roll
 
 from __future__ import annotations
 
+import contextlib
+import random
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
 from tests.helpers import rows, run_cli, scalar
+from tests.migration.planfile.test_adversarial_round3 import _exists, killed_when
+from tests.migration.planfile.test_unseen_schema import Writers
 
 ITEMS = """
 CREATE TABLE items (id serial PRIMARY KEY, tag varchar(8) NOT NULL DEFAULT 'none', qty int);
@@ -216,3 +222,113 @@ def test_a_lookup_value_longer_than_the_legacy_column_takes_a_spelling_that_fits
         (1, "st ann", ann), (100, "st ann", ann)]
     res = run_cli("migrate", "verify", database_url=fresh_db)
     assert res.returncode == 0, res.stdout[-2000:]
+
+
+TOGGLED = """
+CREATE TABLE items (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, tag varchar(12) NOT NULL DEFAULT '',
+  color text, price numeric(8, 2) NOT NULL DEFAULT 0, qty integer);
+INSERT INTO items (tag, color, price, qty)
+SELECT (ARRAY['Alpha', ' alpha', 'Beta', ''])[1 + i % 4], (ARRAY['Red', ' red ', NULL, '', 'Blue'])[1 + i % 5],
+       i % 50, i FROM generate_series(1, 3000) i;
+"""
+
+TOGGLED_PLAN = """
+version = 1
+name = "toggled"
+
+[[operation]]
+type = "extract_lookup"
+lookup = "tags"
+key = "casefold"
+sources = [{ table = "items", column = "tag", fk = "tag_id" }]
+
+[[operation]]
+type = "extract_lookup"
+lookup = "colors"
+key = "casefold"
+sources = [{ table = "items", column = "color", fk = "color_id" }]
+
+[[operation]]
+type = "split_child"
+parent = "items"
+child = "item_prices"
+columns = ["price", "qty"]
+fk = "item_id"
+"""
+
+
+class ToggleWriters(Writers):
+    """The old application sets texts to NULL, blank and back; the new one clears and sets references,
+    deletes lookup rows (refused while used) and adds and deletes children of its own."""
+
+    def _old(self, seed: int) -> None:
+        r = random.Random(seed)
+
+        def step(c: psycopg.Connection[Any]) -> None:
+            i, k = r.randint(1, 3000), r.randrange(5)
+            if k == 0:
+                c.execute("UPDATE items SET color = %s WHERE id = %s", (r.choice([None, "", " RED", "Green"]), i))
+            elif k == 1:
+                c.execute("UPDATE items SET tag = %s WHERE id = %s", (r.choice(["", "beta ", "Gamma"]), i))
+            elif k == 2:
+                c.execute("UPDATE items SET price = price + 1, color = NULL, tag = '' WHERE id = %s", (i,))
+            elif k == 3:
+                c.execute("INSERT INTO items (tag, color, price) VALUES (%s, %s, 1)", (r.choice(["", "Delta"]), None))
+            else:
+                c.execute("DELETE FROM items WHERE id = %s", (i,))
+
+        self._loop(step)
+
+    def _new(self) -> None:
+        r = random.Random(7)
+
+        def step(c: psycopg.Connection[Any]) -> None:
+            if not _exists(self.url, "public.item_prices") or c.execute(
+                    "SELECT count(*) < 3 FROM pg_attribute WHERE attrelid = 'public.items'::regclass"
+                    " AND attname IN ('tag_id', 'color_id', 'price')").fetchone() != (False,):
+                return
+            i, k = r.randint(1, 3000), r.randrange(5)
+            if k == 0:
+                c.execute("UPDATE items SET tag_id = NULL, color_id = NULL WHERE id = %s", (i,))
+            elif k == 1:
+                c.execute("UPDATE items SET tag_id = (SELECT id FROM tags ORDER BY random() LIMIT 1),"
+                          " color_id = (SELECT id FROM colors ORDER BY random() LIMIT 1) WHERE id = %s", (i,))
+            elif k == 2:
+                with contextlib.suppress(psycopg.errors.ForeignKeyViolation):  # refused while still referenced
+                    c.execute("DELETE FROM colors WHERE id = (SELECT id FROM colors ORDER BY random() LIMIT 1)")
+            elif k == 3:
+                c.execute("WITH n AS (INSERT INTO item_prices (item_id, price, qty) SELECT id, 9, 1 FROM items"
+                          " WHERE id = %s RETURNING id) DELETE FROM item_prices WHERE id IN (SELECT id FROM n)", (i,))
+            else:
+                c.execute("UPDATE item_prices SET price = price + 1 WHERE item_id = %s AND is_default", (i,))
+
+        self._loop(step)
+
+
+def test_texts_toggled_and_references_cleared_under_live_writers_killed_and_resumed(
+        fresh_db: str, tmp_path: Path) -> None:
+    """The old application sets texts to NULL, blank and back while the new one clears references
+    (a NOT NULL text becomes blank), deletes lookup rows and children; the run is killed mid-backfill
+    and resumed: no write fails, verify holds, and rollback leaves the legacy rows as they were."""
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        c.execute(TOGGLED.encode())
+    plan = tmp_path / "plan.toml"
+    plan.write_text(TOGGLED_PLAN)
+    env = {"VILLAGER_BATCH_SIZE": "50", "VILLAGER_BACKFILL_WORKERS": "1", "VILLAGER_BATCH_PAUSE_MS": "10"}
+    legacy_q = "SELECT md5(string_agg(row(id, tag, color, price, qty)::text, ',' ORDER BY id)) FROM items"
+    with ToggleWriters(fresh_db) as writers:
+        time.sleep(0.1)
+        killed_when(fresh_db, ["migrate", "run", "--plan", str(plan)],
+                    lambda: _exists(fresh_db, "public.item_prices") and bool(
+                        scalar(fresh_db, "SELECT count(*) > 400 FROM item_prices")), **env)
+        time.sleep(0.3)
+        res = run_cli("migrate", "run", database_url=fresh_db)
+        assert res.returncode == 0, res.stderr[-3000:]
+        time.sleep(0.5)
+    assert writers.errors == [] and writers.writes > 100, writers.errors[:5]
+    res = run_cli("migrate", "verify", database_url=fresh_db)
+    assert res.returncode == 0, res.stdout[-3000:]
+    legacy = scalar(fresh_db, legacy_q)
+    res = run_cli("migrate", "rollback", "--yes", database_url=fresh_db)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert scalar(fresh_db, legacy_q) == legacy
