@@ -332,3 +332,21 @@ def test_texts_toggled_and_references_cleared_under_live_writers_killed_and_resu
     res = run_cli("migrate", "rollback", "--yes", database_url=fresh_db)
     assert res.returncode == 0, res.stderr[-2000:]
     assert scalar(fresh_db, legacy_q) == legacy
+
+
+TUNED = QUOTED + """
+ALTER TABLE visits ALTER COLUMN "user" SET STATISTICS 500;
+ALTER TABLE visits ALTER COLUMN shop_id SET (n_distinct = -0.5);
+"""
+
+TUNED_SETTINGS = ("SELECT attname, coalesce(attstattarget::int, -1), array(SELECT o FROM unnest(attoptions) o WHERE o LIKE 'n\\_distinct%')"
+                  " FROM pg_attribute WHERE attrelid = 'public.visits'::regclass AND attname IN ('user', 'shop_id')"
+                  " ORDER BY attname")
+
+
+def test_a_copied_table_keeps_its_columns_planner_settings(fresh_db: str, tmp_path: Path) -> None:
+    """The table a link copies and swaps in keeps each column's statistics target and n_distinct."""
+    _migrated(fresh_db, tmp_path, TUNED, QUOTED_PLAN)
+    assert scalar(fresh_db, "SELECT value ->> 'method' FROM villager_migration.state WHERE key = 'rebuild:visits'") \
+        == "rebuild"
+    assert rows(fresh_db, TUNED_SETTINGS) == [("shop_id", -1, ["n_distinct=-0.5"]), ("user", 500, [])]
