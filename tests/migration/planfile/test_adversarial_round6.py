@@ -350,3 +350,12 @@ def test_a_copied_table_keeps_its_columns_planner_settings(fresh_db: str, tmp_pa
     assert scalar(fresh_db, "SELECT value ->> 'method' FROM villager_migration.state WHERE key = 'rebuild:visits'") \
         == "rebuild"
     assert rows(fresh_db, TUNED_SETTINGS) == [("shop_id", -1, ["n_distinct=-0.5"]), ("user", 500, [])]
+
+
+def test_an_unlogged_table_is_linked_in_place_and_stays_unlogged(fresh_db: str, tmp_path: Path) -> None:
+    """A link's table that is unlogged is backfilled in place: the copy swapped in would be logged."""
+    _migrated(fresh_db, tmp_path, QUOTED.replace("CREATE TABLE visits", "CREATE UNLOGGED TABLE visits"), QUOTED_PLAN)
+    assert scalar(fresh_db, "SELECT value ->> 'why' FROM villager_migration.state WHERE key = 'rebuild:visits'") \
+        == "it is unlogged"
+    assert scalar(fresh_db, "SELECT relpersistence FROM pg_class WHERE oid = 'public.visits'::regclass") == "u"
+    assert scalar(fresh_db, "SELECT count(*) FROM visits WHERE offer_id IS NULL") == 0
