@@ -359,3 +359,35 @@ def test_an_unlogged_table_is_linked_in_place_and_stays_unlogged(fresh_db: str, 
         == "it is unlogged"
     assert scalar(fresh_db, "SELECT relpersistence FROM pg_class WHERE oid = 'public.visits'::regclass") == "u"
     assert scalar(fresh_db, "SELECT count(*) FROM visits WHERE offer_id IS NULL") == 0
+
+
+UNLOGGED_PARENT = """
+CREATE UNLOGGED TABLE shops (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, price numeric(8, 2));
+CREATE TABLE visits (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, shop_id bigint);
+"""
+
+UNLOGGED_PARENT_PLAN = QUOTED_PLAN.replace('fk = "offer_id"\n', """fk = "offer_id"
+
+[[operation]]
+type = "add_foreign_key"
+table = "visits"
+name = "fk_visits_shop"
+columns = ["shop_id"]
+references = "shops"
+""")
+
+
+def test_an_unlogged_parent_is_refused_before_anything_changes(fresh_db: str, tmp_path: Path) -> None:
+    """A split of an unlogged parent, or a logged table's foreign key to it, is refused by `migrate plan`
+    in its place (the run would stop at the child's foreign key), and `migrate run` changes nothing."""
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        c.execute(UNLOGGED_PARENT.encode())
+    plan = tmp_path / "plan.toml"
+    plan.write_text(UNLOGGED_PARENT_PLAN)
+    for command in ("plan", "run"):
+        res = run_cli("migrate", command, "--plan", str(plan), database_url=fresh_db)
+        assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-2000:]
+        assert "operation 1 (split_child, line 5), parent: table shops is unlogged" in res.stderr, res.stderr
+        assert "operation 3 (add_foreign_key, line 19), references: table shops is unlogged" in res.stderr, res.stderr
+    assert scalar(fresh_db, "SELECT to_regclass('public.offers') IS NULL AND to_regnamespace('villager_migration')"
+                            " IS NULL")

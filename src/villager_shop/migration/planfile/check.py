@@ -801,8 +801,18 @@ class _Checker:
             if t is not None:
                 self.implied_index(i, f"{p}, sources[{j}].fk", s.table, (s.fk,))
 
+    def _unlogged(self, t: Table | None) -> bool:
+        """Whether `t` is an existing unlogged table: a logged table's foreign key cannot reference it."""
+        return t is not None and not t.created_by and bool(self.conn.execute(
+            "SELECT relpersistence = 'u' FROM pg_class WHERE oid = to_regclass(%s)", (f"public.{t.name}",)).fetchone()
+            == (True,))
+
     def split_child(self, i: int, p: str, op: SplitChild) -> None:
         parent = self.table(i, f"{p}, parent", op.parent)
+        if self._unlogged(parent):
+            self.bad(f"{p}, parent", f"table {op.parent} is unlogged: the child's foreign key to it could not be"
+                                     f" created (a logged table references only logged ones); make it logged first"
+                                     f" (ALTER TABLE {op.parent} SET LOGGED)")
         types: list[Col] = []
         for j, c in enumerate(op.columns):
             where = f"{p}, columns[{j}]"
@@ -993,6 +1003,10 @@ class _Checker:
         cols = [self.column(i, f"{p}, columns[{j}]", t, c) if t is not None else None
                 for j, c in enumerate(op.columns)]
         r = self.table(i, f"{p}, references", op.references)
+        if t is not None and self._unlogged(r) and not self._unlogged(t):
+            self.bad(f"{p}, references", f"table {op.references} is unlogged and {op.table} is not: a logged table's"
+                                         f" foreign key references only logged ones; make {op.references} logged first"
+                                         f" (ALTER TABLE {op.references} SET LOGGED)")
         if r is not None:
             ref_cols = op.ref_columns or r.pk
             key = "ref_columns" if op.ref_columns else "references"
