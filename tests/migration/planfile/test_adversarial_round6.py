@@ -397,3 +397,48 @@ def test_an_unlogged_parent_is_refused_before_anything_changes(fresh_db: str, tm
         assert "operation 3 (add_foreign_key, line 19), references: table shops is unlogged" in res.stderr, res.stderr
     assert scalar(fresh_db, "SELECT to_regclass('public.offers') IS NULL AND to_regnamespace('villager_migration')"
                             " IS NULL")
+
+
+RULED = """
+CREATE TABLE shops (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, price numeric(8, 2), city text,
+  locked boolean NOT NULL DEFAULT false);
+INSERT INTO shops (price, city, locked) SELECT i, 'c' || i % 3, i % 5 = 0 FROM generate_series(1, 20) i;
+CREATE TABLE shop_log (shop_id bigint, at timestamptz DEFAULT now());
+CREATE RULE shops_locked AS ON UPDATE TO shops WHERE OLD.locked AND NEW.locked DO INSTEAD NOTHING;
+CREATE RULE shops_logged AS ON UPDATE TO shops DO ALSO INSERT INTO shop_log (shop_id) VALUES (NEW.id);
+"""
+
+RULED_PLAN = """
+version = 1
+name = "ruled"
+
+[[operation]]
+type = "split_child"
+parent = "shops"
+child = "offers"
+columns = ["price"]
+fk = "shop_id"
+
+[[operation]]
+type = "extract_lookup"
+lookup = "cities"
+sources = [{ table = "shops", column = "city", fk = "city_id" }]
+"""
+
+
+def test_an_instead_rule_on_a_table_the_plan_writes_is_refused(fresh_db: str, tmp_path: Path) -> None:
+    """A conditional `DO INSTEAD NOTHING` rule on a split's parent would swallow the sync trigger's
+    write of a child's value to a locked parent (the two forms would differ): `migrate plan` refuses it,
+    once, where the table is first named, and accepts the `DO ALSO` rule alone."""
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        c.execute(RULED.encode())
+    plan = tmp_path / "plan.toml"
+    plan.write_text(RULED_PLAN)
+    res = run_cli("migrate", "plan", "--plan", str(plan), database_url=fresh_db)
+    assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-2000:]
+    said = [line for line in res.stderr.splitlines() if "INSTEAD rules" in line]
+    assert len(said) == 1 and "operation 1 (split_child, line 5), parent: table shops has INSTEAD rules of its own" \
+        " (shops_locked)" in said[0], res.stderr
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        c.execute("DROP RULE shops_locked ON shops")
+    assert run_cli("migrate", "plan", "--plan", str(plan), database_url=fresh_db).returncode == 0
