@@ -186,6 +186,16 @@ def part_names(conn: psycopg.Connection[Any], step: str, workers: int) -> int:
     return int(row[0]) if row and row[0] else workers
 
 
+# A `%` that is not one of the walk's own named parameters (`%(ids)s`): it is SQL's (`x % 2`,
+# `LIKE 'a%'` in a plan's condition), and psycopg would take it for a placeholder.
+_LONE_PERCENT = re.compile(r"%(?!\(\w+\)s)")
+
+
+def literal_percents(sql: str) -> str:
+    """`sql`, to be run with the walk's parameters: every `%` but theirs doubled."""
+    return _LONE_PERCENT.sub("%%", sql)
+
+
 def run_backfill(ctx: Context, step: str, table: str, actions: list[str], busy: list[str] | None = None,
                  only: str | None = None, *, locking: bool = True, on_rewrite: str | None = None,
                  prefer: str | None = None, key: Key = VILLAGER_KEY) -> BackfillResult:
@@ -194,7 +204,10 @@ def run_backfill(ctx: Context, step: str, table: str, actions: list[str], busy: 
     `locking=False` is for actions that only read the table (a copy whose changes are logged
     meanwhile): no row locks, nothing skipped, and batches bounded by time rather than rows.
     `on_rewrite`: SQL that undoes what the walk did so far, run in the transaction that restarts a
-    walk over a rewritten table (needed when the actions are not no-ops on a second visit)."""
+    walk over a rewritten table (needed when the actions are not no-ops on a second visit).
+    The actions and `only` may carry a plan's conditions: their `%` are SQL's, not parameters."""
+    actions, busy = [literal_percents(a) for a in actions], [literal_percents(b) for b in busy or []]
+    only = literal_percents(only) if only else only
     for attempt in range(1, 4):
         try:
             return _run_parts(ctx, step, table, actions, busy or [], only, locking, prefer, key)

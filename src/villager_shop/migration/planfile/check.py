@@ -367,6 +367,7 @@ class _Checker:
         self.looked_up: set[tuple[str, str]] = set()  # (table, reference) of the links so far
         self.implied: dict[str, tuple[str, tuple[str, ...]]] = {}  # index an operation builds -> table, columns
         self.uses: list[tuple[str, str, str, str]] = []  # (where, table, column, what): constraints and indexes
+        self.instead_said: set[str] = set()  # tables whose INSTEAD rules are said (once)
 
     # --- what each operation creates -----------------------------------------------------------
 
@@ -765,6 +766,7 @@ class _Checker:
         for j, s in enumerate(op.sources):
             t = self.table(i, f"{p}, sources[{j}].table", s.table)
             sources.append(t)
+            self.instead_rules(f"{p}, sources[{j}].table", t)
             if t is None:
                 continue
             where = f"{p}, sources[{j}].column"
@@ -801,8 +803,33 @@ class _Checker:
             if t is not None:
                 self.implied_index(i, f"{p}, sources[{j}].fk", s.table, (s.fk,))
 
+    def _unlogged(self, t: Table | None) -> bool:
+        """Whether `t` is an existing unlogged table: a logged table's foreign key cannot reference it."""
+        return t is not None and not t.created_by and bool(self.conn.execute(
+            "SELECT relpersistence = 'u' FROM pg_class WHERE oid = to_regclass(%s)", (f"public.{t.name}",)).fetchone()
+            == (True,))
+
+    def instead_rules(self, where: str, t: Table | None) -> None:
+        """Rules of a table the plan writes (its backfill, or the sync triggers of the other form) that
+        replace a write: they would replace the plan's writes too, and the two forms drift apart."""
+        if t is None or t.created_by or t.name in self.instead_said:
+            return
+        self.instead_said.add(t.name)
+        found = self.conn.execute(
+            "SELECT string_agg(rulename, ', ' ORDER BY rulename) FROM pg_rewrite WHERE ev_class = to_regclass(%s)"
+            " AND is_instead AND ev_type <> '1' AND ev_enabled <> 'D'", (f"public.{t.name}",)).fetchone()
+        if found and found[0]:
+            self.bad(where, f"table {t.name} has INSTEAD rules of its own ({found[0]}): they would replace the"
+                            " plan's writes to its rows too, and the two forms would drift apart; make them"
+                            " triggers (or drop them) first")
+
     def split_child(self, i: int, p: str, op: SplitChild) -> None:
         parent = self.table(i, f"{p}, parent", op.parent)
+        self.instead_rules(f"{p}, parent", parent)
+        if self._unlogged(parent):
+            self.bad(f"{p}, parent", f"table {op.parent} is unlogged: the child's foreign key to it could not be"
+                                     f" created (a logged table references only logged ones); make it logged first"
+                                     f" (ALTER TABLE {op.parent} SET LOGGED)")
         types: list[Col] = []
         for j, c in enumerate(op.columns):
             where = f"{p}, columns[{j}]"
@@ -922,6 +949,7 @@ class _Checker:
 
     def link(self, i: int, p: str, op: LinkChildReference) -> None:
         t = self.table(i, f"{p}, table", op.table)
+        self.instead_rules(f"{p}, table", t)
         split = self.children.get(op.child)
         if split is None:
             later = next((k for k, o in enumerate(self.spec.operations, 1)
@@ -955,6 +983,7 @@ class _Checker:
 
     def derive_column(self, i: int, p: str, op: DeriveColumn) -> None:
         t = self.table(i, f"{p}, table", op.table)
+        self.instead_rules(f"{p}, table", t)
         typ = self.sqltype(f"{p}, column_type", op.column_type) if op.column_type else None
         if t is None:
             return
@@ -993,6 +1022,10 @@ class _Checker:
         cols = [self.column(i, f"{p}, columns[{j}]", t, c) if t is not None else None
                 for j, c in enumerate(op.columns)]
         r = self.table(i, f"{p}, references", op.references)
+        if t is not None and self._unlogged(r) and not self._unlogged(t):
+            self.bad(f"{p}, references", f"table {op.references} is unlogged and {op.table} is not: a logged table's"
+                                         f" foreign key references only logged ones; make {op.references} logged first"
+                                         f" (ALTER TABLE {op.references} SET LOGGED)")
         if r is not None:
             ref_cols = op.ref_columns or r.pk
             key = "ref_columns" if op.ref_columns else "references"

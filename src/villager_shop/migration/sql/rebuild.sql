@@ -172,6 +172,17 @@ BEGIN
         stmts := stmts || format('GRANT %s ON public.%I TO %s%s', r.privilege_type, tbl, r.grantee,
                                  CASE WHEN r.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
     END LOOP;
+    -- Each column's planner settings (SET STATISTICS, n_distinct), which LIKE does not copy.
+    FOR r IN SELECT a.attname, coalesce(a.attstattarget::int, -1) AS target,
+                    array_to_string(array(SELECT o FROM unnest(a.attoptions) o WHERE o LIKE 'n\_distinct%'), ', ') AS opts
+               FROM pg_attribute a WHERE a.attrelid = old_rel AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum LOOP
+        IF r.target >= 0 THEN
+            stmts := stmts || format('ALTER TABLE public.%I ALTER COLUMN %I SET STATISTICS %s', tbl, r.attname, r.target);
+        END IF;
+        IF r.opts <> '' THEN
+            stmts := stmts || format('ALTER TABLE public.%I ALTER COLUMN %I SET (%s)', tbl, r.attname, r.opts);
+        END IF;
+    END LOOP;
     SELECT quote_ident(o.rolname), c.reloptions, obj_description(c.oid, 'pg_class')
       INTO owner_name, options, descr
       FROM pg_class c JOIN pg_roles o ON o.oid = c.relowner WHERE c.oid = old_rel;

@@ -3,9 +3,28 @@ ACCESS EXCLUSIVE for an instant, so it runs under the short lock_timeout with re
 
 from __future__ import annotations
 
+import re
+
 from villager_shop.migration.context import Context
 from villager_shop.migration.ddl import Ddl
 from villager_shop.migration.steps.base import Step, column_exists
+
+# squawk's advice on a new column's type (text over varchar(n), no char(n), timestamptz, bigint):
+# a moved column keeps its legacy type on purpose, and a plan's own types are its file's choice.
+_SQUAWK_TYPES = (
+    (re.compile(r"(character varying|varchar)\s*\(", re.I), "prefer-text-field"),
+    (re.compile(r"(character|char|bpchar)\b(?!\s+varying)", re.I), "ban-char-field"),
+    (re.compile(r"timestamp\b(?!.*\bwith time zone)", re.I), "prefer-timestamp-tz"),
+    (re.compile(r"(integer|int|int4)\b", re.I), "prefer-bigint-over-int"),
+    (re.compile(r"(smallint|int2)\b", re.I), "prefer-bigint-over-smallint"),
+)
+
+
+def squawk_ignored(*definitions: str, indent: str = "") -> str:
+    """The comment that has squawk take the next line's column types (`definitions`, each starting
+    with its type) as they are, so that `migrate plan --sql` lints clean; "" when it has nothing to say."""
+    rules = [rule for pattern, rule in _SQUAWK_TYPES if any(pattern.match(d.strip()) for d in definitions)]
+    return f"{indent}-- squawk-ignore {', '.join(rules)}\n" if rules else ""
 
 
 class AddColumn(Step):
@@ -24,7 +43,8 @@ class AddColumn(Step):
 
     def ddl(self, utf8: bool = True) -> list[Ddl]:
         adds = ", ".join(f"ADD COLUMN IF NOT EXISTS {c} {t}" for c, t in self.columns)
-        sql = ";\n".join([f"ALTER TABLE public.{self.table} {adds}", *(t.rstrip().rstrip(";") for t in self.then)])
+        alter = f"{squawk_ignored(*(t for _, t in self.columns))}ALTER TABLE public.{self.table} {adds}"
+        sql = ";\n".join([alter, *(t.rstrip().rstrip(";") for t in self.then)])
         locks = f"ACCESS EXCLUSIVE on {self.table} (catalog only, milliseconds)"
         return [Ddl(sql, locks + (f"; {self.then_locks}" if self.then_locks else ""))]
 

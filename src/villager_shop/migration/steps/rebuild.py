@@ -66,6 +66,8 @@ SELECT CASE
   WHEN c.relkind <> 'r' OR c.relispartition
        OR EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid OR i.inhparent = c.oid)
     THEN 'it is partitioned or inherited'
+  WHEN c.relpersistence <> 'p'
+    THEN 'it is unlogged'
   WHEN EXISTS (SELECT 1 FROM pg_constraint k WHERE k.confrelid = c.oid AND k.conrelid <> c.oid)
     THEN 'other tables reference it by foreign key'
   WHEN EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conrelid = c.oid AND k.contype IN ('u', 'x'))

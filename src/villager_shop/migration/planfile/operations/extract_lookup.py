@@ -10,6 +10,8 @@ legacy spelling when it means the same), and a renamed lookup row renames the te
 
 from __future__ import annotations
 
+import re
+
 from villager_shop.migration.planfile.normalizers import function_of
 from villager_shop.migration.planfile.operations.base import (
     ConstraintInfo,
@@ -22,7 +24,7 @@ from villager_shop.migration.planfile.operations.base import (
 )
 from villager_shop.migration.planfile.spec import ExtractLookup
 from villager_shop.migration.planfile.steps import PlanSeed, PlanTable, Trigger, triggers_sql
-from villager_shop.migration.steps.columns import AddColumn
+from villager_shop.migration.steps.columns import AddColumn, squawk_ignored
 from villager_shop.migration.steps.constraints import AddConstraint, ValidateConstraint
 from villager_shop.migration.steps.indexes import CreateIndex
 
@@ -133,7 +135,7 @@ $fn$"""))
     ]
     key_column = (f",\n    {kc} text GENERATED ALWAYS AS ({function_of(op.key)}({val})) STORED" if op.key else "")
     slug_column = f",\n    {op.slug} text NOT NULL" if op.slug else ""
-    slug_column += "".join(f",\n    {e.name} {e.type}{f' DEFAULT {e.default}' if e.default else ''}"
+    slug_column += "".join(f",\n{squawk_ignored(e.type, indent='    ')}    {e.name} {e.type}{f' DEFAULT {e.default}' if e.default else ''}"
                            f"{' NOT NULL' if e.not_null else ''}{' UNIQUE' if e.unique else ''}" for e in op.extra)
     uniques = f",\n    UNIQUE ({kc})"
     if op.slug:
@@ -171,6 +173,15 @@ $fn$"""))
         # after this trigger has read the row): a rename meanwhile is waited for and its name taken,
         # a delete is waited for and the write refused as the key would refuse it.
         refuse = refuse_missing(s.table, s.constraint, s.fk, lk)
+        # A cleared reference clears the text; a NOT NULL text becomes blank instead, which has no
+        # lookup row either (NULL would fail the new application's write on a column it never names).
+        cleared = "''" if s.column in info.not_null else "NULL"
+        # The lookup's value may not fit a text of limited length (a normalizer that spells a value
+        # out): the spelling of another row of this lookup row, which did fit, means the same.
+        limit = re.fullmatch(r"character(?: varying)?\((\d+)\)", info.columns.get(s.column, ""))
+        spelled = (f"CASE WHEN length(l_value) <= {limit[1]} THEN l_value ELSE coalesce((SELECT o.{s.column}"
+                   f" FROM public.{s.table} o WHERE o.{s.fk} = NEW.{s.fk} AND length(o.{s.column}) <= {limit[1]}"
+                   f" LIMIT 1), l_value) END" if limit else "l_value")
         parts.functions.append((fn, f"""CREATE OR REPLACE FUNCTION {V}.{fn}() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 -- {s.table}.{s.column} <-> {s.table}.{s.fk}: a changed legacy value wins; otherwise a changed
@@ -181,7 +192,8 @@ DECLARE
 BEGIN
     IF TG_OP = 'INSERT' THEN
         IF NEW.{s.fk} IS NOT NULL AND ({unwritten}) THEN
-            SELECT {val} INTO NEW.{s.column} FROM public.{lk} WHERE id = NEW.{s.fk} FOR KEY SHARE;{refuse}
+            SELECT {val} INTO l_value FROM public.{lk} WHERE id = NEW.{s.fk} FOR KEY SHARE;{refuse}
+            NEW.{s.column} := {spelled};
             RETURN NEW;
         END IF;
         NEW.{s.fk} := {ensure}(NEW.{s.column});
@@ -196,11 +208,11 @@ BEGIN
         {BUMP}
     ELSIF NEW.{s.fk} IS DISTINCT FROM OLD.{s.fk} THEN
         IF NEW.{s.fk} IS NULL THEN
-            NEW.{s.column} := NULL;
+            NEW.{s.column} := {cleared};
         ELSE
             SELECT {val}, {kc} INTO l_value, l_key FROM public.{lk} WHERE id = NEW.{s.fk} FOR KEY SHARE;{refuse}
             IF {key_of}(NEW.{s.column}) IS DISTINCT FROM l_key THEN
-                NEW.{s.column} := l_value;
+                NEW.{s.column} := {spelled};
             END IF;
         END IF;
     ELSIF NEW.{s.fk} IS NULL AND NEW.{s.column} IS NOT NULL THEN

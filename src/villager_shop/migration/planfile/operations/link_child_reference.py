@@ -14,6 +14,7 @@ from villager_shop.migration.planfile.operations.base import (
     Parts,
     V,
     backfill,
+    ident,
     refuse_missing,
 )
 from villager_shop.migration.planfile.operations.split_child import qualifies
@@ -124,7 +125,9 @@ $fn$"""))
     # Every row of the table changes: copied with the link filled and swapped in where the table
     # allows it (steps/rebuild.py), about three times faster than updating each row in place.
     parts.backfills.append(RebuildTable(
-        table, "t", [*info.columns, fk],
+        # As SQL writes them (`migrate plan --sql` shows them), the link last (a catalog read after the
+        # run added it has it already).
+        table, "t", [*(ident(c) for c in info.columns if c != fk), fk],
         {fk: f"coalesce(t.{fk}, (SELECT c.id FROM public.{child} c WHERE c.{cfk} = t.{ref} AND c.{flag}))"},
         "", None, [(index, f"({fk})")], in_place,
         f"backfill {table}.{fk}: copy {table} with the default {child} row of {table}.{ref}, swap the copy in",

@@ -28,6 +28,7 @@ from villager_shop.migration.planfile.operations.base import (
 from villager_shop.migration.planfile.spec import ChildColumn, LinkChildReference, SplitChild
 from villager_shop.migration.planfile.spec import CreateIndex as CreateIndexSpec
 from villager_shop.migration.planfile.steps import PlanTable, Trigger, triggers_sql
+from villager_shop.migration.steps.columns import squawk_ignored
 from villager_shop.migration.steps.rebuild import LOG_TRIGGER
 
 BUMP = f"PERFORM nextval('{V}.legacy_writes');"
@@ -41,9 +42,11 @@ def expand(op: SplitChild, env: Env) -> Parts:
     ccols = [c.child for c in op.columns]
     init = [e for e in op.extra if e.initial]
     parts = Parts()
-    col_defs = "".join(f"    {c.child} {_column_type(c, info)},\n" for c in op.columns)
+    col_defs = "".join(f"{squawk_ignored(d, indent='    ')}    {c.child} {d},\n"
+                       for c in op.columns for d in [_column_type(c, info)])
     col_defs += "".join(
-        f"    {e.name} {e.type}{f' DEFAULT {e.default}' if e.default else ''}{' NOT NULL' if e.not_null else ''},\n"
+        f"{squawk_ignored(e.type, indent='    ')}    {e.name} {e.type}{f' DEFAULT {e.default}' if e.default else ''}"
+        f"{' NOT NULL' if e.not_null else ''},\n"
         for e in op.extra)
     col_defs += "".join(f"    CONSTRAINT {ident(name)} {definition},\n" for name, definition in carried_checks(op, env))
     col_defs += "".join(f"    CONSTRAINT {f'{child}_{e.name}_key'[:63]} UNIQUE ({e.name}),\n"
