@@ -11,6 +11,7 @@ from typing import Any
 
 import psycopg
 
+from tests.helpers import run_cli
 from villager_shop.core.db import relation_exists
 from villager_shop.migration.plan import build_plan
 from villager_shop.migration.planfile import bundled, catalog, record
@@ -101,3 +102,13 @@ def plans_step_names(url: str) -> list[list[str]]:
     built-in plan's and plans/villager.toml's."""
     with psycopg.connect(url, autocommit=True) as conn:
         return [step_names(conn), step_names(conn, bundled.path())]
+
+
+def migrate_by_plan(url: str, tmp_path: Path, schema: str, plan_text: str) -> None:
+    """`schema` created in the database at `url`, then `migrate run --plan` of `plan_text`."""
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute(schema.encode())
+    plan = tmp_path / "plan.toml"
+    plan.write_text(plan_text)
+    res = run_cli("migrate", "run", "--plan", str(plan), database_url=url)
+    assert res.returncode == 0, res.stderr[-3000:]

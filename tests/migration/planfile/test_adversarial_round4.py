@@ -10,6 +10,7 @@ import psycopg
 import pytest
 
 from tests.helpers import rows, run_cli, scalar
+from tests.plans import migrate_by_plan
 
 SERIAL = """
 CREATE TABLE tickets (code text PRIMARY KEY, seat_no serial, price numeric(8, 2) CHECK (price >= 0), note text);
@@ -30,12 +31,7 @@ fk = "ticket_code"
 
 
 def _run(url: str, tmp_path: Path, schema: str, plan_text: str) -> None:
-    with psycopg.connect(url, autocommit=True) as c:
-        c.execute(schema.encode())
-    plan = tmp_path / "plan.toml"
-    plan.write_text(plan_text)
-    res = run_cli("migrate", "run", "--plan", str(plan), database_url=url)
-    assert res.returncode == 0, res.stderr[-3000:]
+    migrate_by_plan(url, tmp_path, schema, plan_text)
     res = run_cli("migrate", "verify", database_url=url)
     assert res.returncode == 0, res.stdout[-3000:]
 

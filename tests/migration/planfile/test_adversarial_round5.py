@@ -14,6 +14,7 @@ import pytest
 
 from tests.helpers import rows, run_cli, scalar
 from tests.migration.planfile.test_adversarial_round3 import _Writer
+from tests.plans import migrate_by_plan
 
 POSTS = """
 CREATE TABLE posts (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, author text, body text);
@@ -48,15 +49,6 @@ def _waiting(url: str, statement: str) -> _Writer:
     return w
 
 
-def _migrated(url: str, tmp_path: Path, schema: str, plan_text: str) -> None:
-    with psycopg.connect(url, autocommit=True) as c:
-        c.execute(schema.encode())
-    plan = tmp_path / "plan.toml"
-    plan.write_text(plan_text)
-    res = run_cli("migrate", "run", "--plan", str(plan), database_url=url)
-    assert res.returncode == 0, res.stderr[-3000:]
-
-
 def _author(url: str, name: str) -> str:
     return str(scalar(url, f"INSERT INTO authors (name) VALUES ('{name}') RETURNING id"))
 
@@ -65,7 +57,7 @@ def test_a_lookup_row_deleted_while_a_row_is_given_its_reference_leaves_no_dangl
         fresh_db: str, tmp_path: Path) -> None:
     """The new application gives a row the reference of a lookup row another transaction deletes:
     the write waits for the delete, then is refused as the foreign key would refuse it."""
-    _migrated(fresh_db, tmp_path, POSTS, POSTS_PLAN)
+    migrate_by_plan(fresh_db, tmp_path, POSTS, POSTS_PLAN)
     res = run_cli("migrate", "rollback", "--step", f"constraint_{AUTHORS_FK}", "--yes", database_url=fresh_db)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     assert scalar(fresh_db, f"SELECT count(*) FROM pg_constraint WHERE conname = '{AUTHORS_FK}'") == 0
@@ -91,7 +83,7 @@ def test_a_lookup_row_still_referenced_is_not_deleted(fresh_db: str, tmp_path: P
     """With its foreign key withdrawn, a lookup row that rows name is refused deletion as the key
     would refuse it (also one a row is being given in a transaction not yet committed: the delete
     waits for it); an unused one goes."""
-    _migrated(fresh_db, tmp_path, POSTS, POSTS_PLAN)
+    migrate_by_plan(fresh_db, tmp_path, POSTS, POSTS_PLAN)
     res = run_cli("migrate", "rollback", "--step", f"constraint_{AUTHORS_FK}", "--yes", database_url=fresh_db)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     used = scalar(fresh_db, "SELECT author_id::text FROM posts WHERE id = 2")
@@ -120,7 +112,7 @@ def test_a_lookup_row_renamed_while_a_row_is_given_its_reference_renames_that_ro
     (the rename's trigger renames the text of the rows it sees): the write waits for the rename and
     takes the new name, with the foreign key in place (it locks the lookup row only after the
     trigger has copied the text)."""
-    _migrated(fresh_db, tmp_path, POSTS, POSTS_PLAN)
+    migrate_by_plan(fresh_db, tmp_path, POSTS, POSTS_PLAN)
     for i, write in enumerate(["INSERT INTO posts (author_id, body) VALUES ('{id}', 'new')",
                                "UPDATE posts SET author_id = '{id}' WHERE id = (SELECT min(id) FROM posts"
                                " WHERE author = 'bob')"]):
@@ -167,7 +159,7 @@ def test_a_default_child_made_active_while_its_parent_stops_meeting_when_ends_in
     its trigger does not write the parent) while the old application makes the parent stop meeting
     `when` (its trigger deactivates the default child it sees, not that one): one waits for the
     other, and the child ends inactive."""
-    _migrated(fresh_db, tmp_path, ITEMS, ITEMS_PLAN)
+    migrate_by_plan(fresh_db, tmp_path, ITEMS, ITEMS_PLAN)
 
     # Another child becomes the default, with the parent's values.
     with psycopg.connect(fresh_db) as t:
@@ -216,7 +208,7 @@ def test_a_row_written_while_the_new_application_gives_its_parent_a_default_chil
     """A parent that does not meet `when` has no default child until the new application makes one
     (with the parent's values: the parent is not written). An order written meanwhile cannot see
     it, and the new child's trigger links only the orders it sees: one waits for the other."""
-    _migrated(fresh_db, tmp_path, ORDERS, ORDERS_PLAN)
+    migrate_by_plan(fresh_db, tmp_path, ORDERS, ORDERS_PLAN)
     assert scalar(fresh_db, "SELECT count(*) FROM offers WHERE item_id IN (5, 6)") == 0
     with psycopg.connect(fresh_db) as t:
         made = t.execute("INSERT INTO offers (item_id, price, is_default) VALUES (5, 0, true) RETURNING id").fetchone()
@@ -275,7 +267,7 @@ def test_a_child_moved_to_another_parent_takes_its_rows_along_and_a_default_one_
     now (their reference is their edition's book). A book's default edition cannot move, as it
     cannot be deleted, while the legacy columns are its; a renamed book's key still carries its
     editions and loans."""
-    _migrated(fresh_db, tmp_path, SHELF, SHELF_PLAN)
+    migrate_by_plan(fresh_db, tmp_path, SHELF, SHELF_PLAN)
     with psycopg.connect(fresh_db, autocommit=True) as c:
         extra = c.execute("INSERT INTO editions (book_isbn, price, copies) VALUES ('B1', 9, 1) RETURNING id").fetchone()
         assert extra
@@ -299,7 +291,7 @@ def test_a_child_moved_to_another_parent_takes_its_rows_along_and_a_default_one_
 def test_a_row_linked_to_a_child_while_it_moves_follows_it(fresh_db: str, tmp_path: Path) -> None:
     """The move of a child and a write that links a row to it wait for each other, in either
     order: the row ends naming the child's new parent."""
-    _migrated(fresh_db, tmp_path, SHELF, SHELF_PLAN)
+    migrate_by_plan(fresh_db, tmp_path, SHELF, SHELF_PLAN)
     for first_the_move, parents in ((True, ("B1", "B2")), (False, ("B3", "B4"))):
         extra = scalar(fresh_db, f"INSERT INTO editions (book_isbn, price, copies) VALUES ('{parents[0]}', 9, 1)"
                                  " RETURNING id")

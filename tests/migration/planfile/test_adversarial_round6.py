@@ -17,6 +17,7 @@ import psycopg
 from tests.helpers import rows, run_cli, scalar
 from tests.migration.planfile.test_adversarial_round3 import _exists, killed_when
 from tests.migration.planfile.test_unseen_schema import Writers
+from tests.plans import migrate_by_plan
 
 ITEMS = """
 CREATE TABLE items (id serial PRIMARY KEY, tag varchar(8) NOT NULL DEFAULT 'none', qty int);
@@ -35,19 +36,10 @@ sources = [{ table = "items", column = "tag", fk = "tag_id" }]
 """
 
 
-def _migrated(url: str, tmp_path: Path, schema: str, plan_text: str) -> None:
-    with psycopg.connect(url, autocommit=True) as c:
-        c.execute(schema.encode())
-    plan = tmp_path / "plan.toml"
-    plan.write_text(plan_text)
-    res = run_cli("migrate", "run", "--plan", str(plan), database_url=url)
-    assert res.returncode == 0, res.stderr[-3000:]
-
-
 def test_a_cleared_reference_blanks_a_not_null_text(fresh_db: str, tmp_path: Path) -> None:
     """The new application clears the reference of a row whose legacy text is NOT NULL: the text
     becomes blank (no lookup row, as the reference says) instead of the write failing on NULL."""
-    _migrated(fresh_db, tmp_path, ITEMS, ITEMS_PLAN)
+    migrate_by_plan(fresh_db, tmp_path, ITEMS, ITEMS_PLAN)
     with psycopg.connect(fresh_db, autocommit=True) as c:
         c.execute("UPDATE items SET tag_id = NULL WHERE id IN (1, 2)")
         c.execute("UPDATE items SET tag_id = (SELECT id FROM tags WHERE name_key = 'red') WHERE id = 2")
@@ -88,7 +80,7 @@ when = "rank % 5 = 0 OR code LIKE 'B%'"
 def test_a_condition_with_a_percent_sign_is_walked_as_sql(fresh_db: str, tmp_path: Path) -> None:
     """A plan's condition may use `%` (modulo, a LIKE pattern): the backfill runs it as SQL, not as a
     query parameter placeholder."""
-    _migrated(fresh_db, tmp_path, PERCENT, PERCENT_PLAN)
+    migrate_by_plan(fresh_db, tmp_path, PERCENT, PERCENT_PLAN)
     res = run_cli("migrate", "verify", database_url=fresh_db)
     assert res.returncode == 0, res.stdout[-2000:]
     assert scalar(fresh_db, "SELECT count(*) FROM offers") == scalar(
@@ -219,7 +211,7 @@ def test_a_lookup_value_longer_than_the_legacy_column_takes_a_spelling_that_fits
     """The normalizer spells 'St Ann' out as 'Street Ann', longer than the legacy varchar(8): a row the
     new application gives that reference (insert or update) takes a legacy spelling of the same lookup
     row, which fits, instead of the write failing."""
-    _migrated(fresh_db, tmp_path, STREETS, STREETS_PLAN)
+    migrate_by_plan(fresh_db, tmp_path, STREETS, STREETS_PLAN)
     ann = scalar(fresh_db, "SELECT id::text FROM streets WHERE name_key = 'street ann'")
     with psycopg.connect(fresh_db, autocommit=True) as c:
         c.execute("INSERT INTO homes (id, street_id) VALUES (100, %s)", (ann,))
@@ -352,7 +344,7 @@ TUNED_SETTINGS = ("SELECT attname, coalesce(attstattarget::int, -1), array(SELEC
 
 def test_a_copied_table_keeps_its_columns_planner_settings(fresh_db: str, tmp_path: Path) -> None:
     """The table a link copies and swaps in keeps each column's statistics target and n_distinct."""
-    _migrated(fresh_db, tmp_path, TUNED, QUOTED_PLAN)
+    migrate_by_plan(fresh_db, tmp_path, TUNED, QUOTED_PLAN)
     assert scalar(fresh_db, "SELECT value ->> 'method' FROM villager_migration.state WHERE key = 'rebuild:visits'") \
         == "rebuild"
     assert rows(fresh_db, TUNED_SETTINGS) == [("shop_id", -1, ["n_distinct=-0.5"]), ("user", 500, [])]
@@ -360,7 +352,7 @@ def test_a_copied_table_keeps_its_columns_planner_settings(fresh_db: str, tmp_pa
 
 def test_an_unlogged_table_is_linked_in_place_and_stays_unlogged(fresh_db: str, tmp_path: Path) -> None:
     """A link's table that is unlogged is backfilled in place: the copy swapped in would be logged."""
-    _migrated(fresh_db, tmp_path, QUOTED.replace("CREATE TABLE visits", "CREATE UNLOGGED TABLE visits"), QUOTED_PLAN)
+    migrate_by_plan(fresh_db, tmp_path, QUOTED.replace("CREATE TABLE visits", "CREATE UNLOGGED TABLE visits"), QUOTED_PLAN)
     assert scalar(fresh_db, "SELECT value ->> 'why' FROM villager_migration.state WHERE key = 'rebuild:visits'") \
         == "it is unlogged"
     assert scalar(fresh_db, "SELECT relpersistence FROM pg_class WHERE oid = 'public.visits'::regclass") == "u"
