@@ -7,9 +7,13 @@ from __future__ import annotations
 import re
 
 import psycopg
+import pytest
 
-from tests.migration.conftest import migrate, one, unicode_case, violations
+from tests.migration.conftest import VILLAGER_PLAN, migrate, one, unicode_case, violations
 from tests.migration.messy import load_messy
+from tests.plans import normalizers, quarantined_keys
+
+PLANS = {"built-in": None, "file": VILLAGER_PLAN}
 
 SHOP = "10000000-0000-0000-0000-000000000001"
 # md5 text does not compress: 3,200 bytes is more than a btree entry may hold (2,704).
@@ -17,7 +21,8 @@ LONG = "(SELECT string_agg(md5(g::text || %s), '') FROM generate_series(1, 100) 
 PUNCTUATION = ["@@", "##", "$$", "%%", "^^", "**", "((", "))", "==", "++", "~~", "||"]
 
 
-def test_hostile_values_migrate_and_stay_in_sync(legacy_db: str) -> None:
+@pytest.mark.parametrize("plan", PLANS)
+def test_hostile_values_migrate_and_stay_in_sync(legacy_db: str, plan: str) -> None:
     load_messy(legacy_db)
     with psycopg.connect(legacy_db, autocommit=True) as c:
         c.execute(f"INSERT INTO users (name, house_number) VALUES ('Long', {LONG}), ('Long2', upper({LONG}))",
@@ -29,14 +34,14 @@ def test_hostile_values_migrate_and_stay_in_sync(legacy_db: str) -> None:
         for i, name in enumerate(PUNCTUATION):
             c.execute("INSERT INTO products (shop_id, name, category, price) VALUES (%s, %s, %s, 1)",
                       (SHOP, f"p{i}", name))
-    migrate(legacy_db)
+    migrate(legacy_db, PLANS[plan])
     with psycopg.connect(legacy_db, autocommit=True) as c:
         assert violations(c) == []
         # One address for a long value in any case; it fits the unique index and is stable.
         assert one(c, "SELECT count(DISTINCT address_id) FROM users WHERE name IN ('Long', 'Long2')") == 1
         addr = one(c, "SELECT a.house_number FROM addresses a JOIN users u ON u.address_id = a.id WHERE u.name = 'Long'")
         assert len(addr.encode()) <= 2000
-        assert one(c, "SELECT villager_migration.canonical_house_number(%s)", addr) == addr
+        assert one(c, f"SELECT {normalizers(c)['house_number']}(%s)", addr) == addr
         # The letter and the same letter spelled with a combining mark are one house (where the
         # database's LC_CTYPE maps case beyond ASCII: not in C or POSIX).
         if unicode_case(c):
@@ -62,13 +67,13 @@ def test_hostile_values_migrate_and_stay_in_sync(legacy_db: str) -> None:
         assert violations(c) == []
 
 
-def test_quarantine_follows_primary_key_updates_and_truncate(legacy_db: str) -> None:
+@pytest.mark.parametrize("plan", PLANS)
+def test_quarantine_follows_primary_key_updates_and_truncate(legacy_db: str, plan: str) -> None:
     load_messy(legacy_db)
-    migrate(legacy_db)
+    migrate(legacy_db, PLANS[plan])
     with psycopg.connect(legacy_db, autocommit=True) as c:
         def quarantined(table: str) -> set[str]:
-            return {str(r[0]) for r in c.execute(
-                "SELECT row_id FROM villager_migration.quarantine WHERE table_name = %s", (table,))}
+            return quarantined_keys(c, table)
 
         # an order quarantined for its amounts, an item for its quantity, a product for its price
         order = one(c, "INSERT INTO orders (customer_id, shop_id, subtotal, delivery_fee, total)"

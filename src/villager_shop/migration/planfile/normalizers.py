@@ -1,7 +1,7 @@
 """The normalizers a plan can name (`trim`, `canonical`, `casefold`, `upper`) and the slug rule,
 installed in the migration's schema. Immutable, so that a lookup table's key can be a generated
 column over them; bounded like the villager rules (a btree entry holds at most 2,704 bytes: a key
-over 2,000 bytes becomes its first 200 characters, ' #' and the md5 of the whole)."""
+over 2,000 bytes becomes its first 200 characters, ' #' and the md5 of the whole, case-folded)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,9 @@ DECLARE
     c text := {body};
 BEGIN
     IF octet_length(c) > 2000 THEN
-        RETURN rtrim(left(c, 200)) || ' #' || md5(c);
+        -- The hash of the case-folded whole: a case-folded key of two values that differ in case
+        -- alone is one key, as the key of their whole texts is (lower() keeps the hash as it is).
+        RETURN rtrim(left(c, 200)) || ' #' || md5(lower(c));
     END IF;
     RETURN c;
 END
