@@ -14,6 +14,9 @@ from hypothesis import strategies as st
 
 from tests.migration.conftest import unicode_case
 from villager_shop.core.db import create_database, drop_database
+from villager_shop.migration.planfile import bundled
+from villager_shop.migration.planfile.normalizers import V, shipped_sql
+from villager_shop.migration.planfile.spec import load
 from villager_shop.migration.steps.schema_objects import rules_sql, section
 
 # with letters whose case mapping interacts with NFKC (dotless ı + a combining mark, long s, a ligature)
@@ -22,14 +25,32 @@ TEXT = st.text(ALPHABET, max_size=24)
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
-@pytest.fixture(scope="module")
-def rules(pg_admin_url: str) -> Iterator[psycopg.Connection[Any]]:
-    name = "vt_rules_props"
+# plans/villager.toml's rules under the built-in plan's names: its house-number function, the
+# category lookup's case-folded key, and the slug of the category's canonical name.
+FILE_ALIASES = f"""
+CREATE FUNCTION {V}.canonical_house_number(raw text) RETURNS text LANGUAGE sql IMMUTABLE
+    AS $$ SELECT {V}.house_number(raw) $$;
+CREATE FUNCTION {V}.category_key(raw text) RETURNS text LANGUAGE sql IMMUTABLE AS $$ SELECT {V}.norm_casefold(raw) $$;
+CREATE FUNCTION {V}.slugify(raw text) RETURNS text LANGUAGE sql IMMUTABLE
+    AS $$ SELECT {V}.plan_slug_or({V}.norm_canonical(raw), 'category') $$;
+"""
+
+
+@pytest.fixture(scope="module", params=["built-in", "file"])
+def rules(request: pytest.FixtureRequest, pg_admin_url: str) -> Iterator[psycopg.Connection[Any]]:
+    """The built-in plan's rules, then those plans/villager.toml installs."""
+    name = f"vt_rules_props_{request.param.replace('-', '_')}"
     drop_database(pg_admin_url, name)
     url = create_database(pg_admin_url, name)
     with psycopg.connect(url, autocommit=True) as c:
         c.execute(section("state.sql", "state").encode())
-        c.execute(rules_sql(True).encode())
+        if request.param == "built-in":
+            c.execute(rules_sql(True).encode())
+        else:
+            c.execute(shipped_sql(True).encode())
+            for text in load(bundled.path()).functions:
+                c.execute(text.encode())
+            c.execute(FILE_ALIASES.encode())
         yield c
     drop_database(pg_admin_url, name)
 
