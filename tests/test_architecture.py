@@ -150,6 +150,8 @@ CLI_IMPORTS_ALLOWED = {
     ("villager_shop.cli.interrupt", "villager_shop.cli.main"): "reads the command tree to name the interrupted command",
     ("villager_shop.cli.demo", "villager_shop.cli.serve"): "the demo ends by running `serve`",
     ("villager_shop.cli.demo", "villager_shop.cli.interrupt"): "the demo says what Ctrl-C interrupted",
+    ("villager_shop.cli.migrate", "villager_shop.cli.plan_choice"): "the --plan option, shared with rehearse",
+    ("villager_shop.cli.rehearse", "villager_shop.cli.plan_choice"): "the --plan option, shared with migrate",
 }
 
 

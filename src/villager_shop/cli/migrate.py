@@ -11,7 +11,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from villager_shop.cli import render
+from villager_shop.cli import plan_choice, render
 from villager_shop.cli.render import MigrationReporter
 from villager_shop.core.config import get_settings
 from villager_shop.core.db import connect
@@ -28,10 +28,8 @@ from villager_shop.migration.context import Context
 from villager_shop.migration.plan import build_plan, legacy_columns, plan_sql
 from villager_shop.migration.planfile import bundled, record
 from villager_shop.migration.planfile import catalog as planfile_catalog
-from villager_shop.migration.planfile import check as planfile_check
 from villager_shop.migration.planfile.assemble import FilePlan, assemble
 from villager_shop.migration.planfile.schema import schema_text
-from villager_shop.migration.planfile.spec import load as load_spec
 from villager_shop.migration.planfile.verify import verify_database
 from villager_shop.migration.preflight import refuse_row_security
 from villager_shop.migration.status import status as status_fn
@@ -58,29 +56,10 @@ PLAN_OPTION = typer.Option(None, "--plan", metavar="FILE", help="a plan file of 
                            " `built-in`: the Python-coded villager_shop plan (the benchmarks' reference)")
 
 
-def _plan_to_load(conn: Any, option: str | None) -> str | None:
-    """The file a command checks and runs: the one named, else the villager plan where nothing is
-    in progress (a migration under way keeps its plan: the database recorded it)."""
-    if bundled.is_built_in(option):
-        return None
-    if option:
-        return option
-    return bundled.default_path() if record.takes_default(conn) else None
-
-
 def _load_plan(conn: Any, path: str | None, *, named: bool = True) -> FilePlan | None:
-    """The plan file at `path`, checked against the database: every problem is printed with its
-    place in the file, then one line and exit 2, nothing touched. The default plan (not `named`)
-    is refused as the migration of this database is: row-level security in the way (exit 4), or
-    a database without its tables, each in one line."""
     if path is None:
         return None
-    if not named:
-        refuse_row_security(conn, tuple(load_spec(path).tables()))
-    spec, problems = planfile_check.load_and_check(conn, path)
-    if problems or spec is None:
-        render.refuse_plan(path, problems, named=named)
-    assert spec is not None
+    spec = plan_choice.checked_spec(conn, path, named=named)
     return assemble(spec, planfile_catalog.read(conn, spec.tables()))
 
 
@@ -99,7 +78,7 @@ def plan(
     s = get_settings()
     # The role that will migrate (the direct URL's), reading the catalog only.
     with connect(direct_database_url(s), autocommit=True, application_name="villager-shop migrate plan") as conn:
-        path = _plan_to_load(conn, plan_file)
+        path = plan_choice.path_to_check(conn, plan_file)
         fp = (_load_plan(conn, path, named=bool(plan_file)) if path else
               None if bundled.is_built_in(plan_file) else record.current(conn))
         steps = fp.steps if fp else build_plan()
@@ -156,7 +135,7 @@ def run(
             if strategy == "guide":
                 summary = guide.run_guide(ctx)
             else:
-                loaded = _load_plan(ctx.conn, _plan_to_load(ctx.conn, plan_file), named=bool(plan_file))
+                loaded = _load_plan(ctx.conn, plan_choice.path_to_check(ctx.conn, plan_file), named=bool(plan_file))
                 summary = runner.run(ctx, file_plan=record.for_run(ctx.conn, loaded.spec if loaded else None,
                                                                    built_in=bundled.is_built_in(plan_file)))
         finally:

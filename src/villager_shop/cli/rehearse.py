@@ -11,16 +11,12 @@ from pathlib import Path
 
 import typer
 
-from villager_shop.cli import render
+from villager_shop.cli import plan_choice, render
 from villager_shop.core.config import get_settings
 from villager_shop.core.db import connection
 from villager_shop.core.errors import VerificationFailed
 from villager_shop.embedded import session_database_url
 from villager_shop.migration.context import SilentReporter
-from villager_shop.migration.planfile import bundled, record
-from villager_shop.migration.planfile.check import load_and_check
-from villager_shop.migration.planfile.spec import load
-from villager_shop.migration.preflight import refuse_row_security
 from villager_shop.safety.rehearsal.judge import EXIT_NO_GO
 from villager_shop.safety.rehearsal.options import RehearsalOptions
 from villager_shop.safety.rehearsal.run import rehearse as run_rehearsal
@@ -58,16 +54,11 @@ def rehearse(
     s = get_settings()
     url = session_database_url(s, "rehearse")
     plan = None
-    if not bundled.is_built_in(plan_file):  # checked against the database before anything is done
-        with connection(url, autocommit=True, application_name="villager-shop rehearse") as conn:
-            # A migration under way on production is rehearsed with the plan it recorded.
-            path = plan_file or (bundled.default_path() if record.takes_default(conn) else None)
-            if path is not None:
-                if not plan_file:  # the default plan is refused as the migration of this database is
-                    refuse_row_security(conn, tuple(load(path).tables()))
-                plan, problems = load_and_check(conn, path)
-        if path is not None and (problems or plan is None):
-            render.refuse_plan(path, problems, named=bool(plan_file))
+    with connection(url, autocommit=True, application_name="villager-shop rehearse") as conn:
+        # A migration under way on production is rehearsed with the plan it recorded.
+        path = plan_choice.path_to_check(conn, plan_file)
+        if path is not None:  # checked against the database before anything is done
+            plan = plan_choice.checked_spec(conn, path, named=bool(plan_file))
     opts = RehearsalOptions(backup_id=backup, writer_threads=scale_writer, keep=keep, report_dir=report_dir,
                             max_latency_ms=max_latency_ms, max_quarantine_pct=max_quarantine_pct, plan=plan)
     quiet = as_json

@@ -22,4 +22,4 @@ def default_path() -> str:
 
 
 def is_built_in(option: str | None) -> bool:
-    return option is not None and option.strip().lower() in (BUILT_IN, "builtin")
+    return option == BUILT_IN

@@ -8,6 +8,7 @@ from typing import Any
 
 import psycopg
 
+from villager_shop.core.db import relation_exists
 from villager_shop.core.errors import RefusedError
 from villager_shop.migration import state
 from villager_shop.migration.plan import build_plan, legacy_columns
@@ -36,11 +37,17 @@ def current(conn: psycopg.Connection[Any]) -> FilePlan | None:
     return assemble(spec, catalog_mod.Catalog.from_json(rec.get("catalog") or {}))
 
 
+FRESH = ("not_started", "rolled_back")  # phases in which no migration is under way
+
+
+def _phase(conn: psycopg.Connection[Any]) -> str:
+    return state.settled_phase(conn) if state.schema_exists(conn) else "not_started"
+
+
 def takes_default(conn: psycopg.Connection[Any]) -> bool:
     """Whether a run that names no plan starts the default one (the villager plan file): nothing is
     in progress. A migration under way goes on with the plan it began with."""
-    phase = state.settled_phase(conn) if state.schema_exists(conn) else "not_started"
-    return phase in ("not_started", "rolled_back")
+    return _phase(conn) in FRESH
 
 
 def for_run(conn: psycopg.Connection[Any], spec: PlanSpec | None, *, built_in: bool = False) -> FilePlan | None:
@@ -48,30 +55,23 @@ def for_run(conn: psycopg.Connection[Any], spec: PlanSpec | None, *, built_in: b
     villager plan file (the built-in Python plan only when asked for: `built_in`). A different plan
     than the one in progress is refused: one migration at a time."""
     rec = recorded(conn)
-    phase = state.settled_phase(conn) if state.schema_exists(conn) else "not_started"
-    fresh = phase in ("not_started", "rolled_back")
-    if rec is not None and not fresh:
-        if (built_in or (spec is not None and spec.text != rec.get("text"))) and phase == "completed":
-            raise RefusedError(f"the database was migrated with plan {rec.get('name')!r} and completed (legacy columns"
-                               " dropped); there is nothing left to run")
-        if built_in or (spec is not None and spec.text != rec.get("text")):
-            raise RefusedError(f"the database is being migrated with plan {rec.get('name')!r} (phase {phase});"
-                               " finish it (`migrate complete`) or roll it back before running another plan")
-        return current(conn)
-    if rec is None and not fresh:
-        if spec is not None and phase == "completed":
-            raise RefusedError("the database was migrated with the built-in villager_shop plan and completed (legacy"
-                               " columns dropped); there is nothing left to run")
-        if spec is not None:
-            raise RefusedError(f"the database is being migrated with the built-in villager_shop plan (phase {phase});"
-                               " finish or roll it back before running a plan file")
-        return None
+    phase = _phase(conn)
+    if phase not in FRESH:
+        other = (built_in or (spec is not None and spec.text != rec.get("text"))) if rec is not None \
+            else spec is not None
+        if other:
+            plan = f"plan {rec.get('name')!r}" if rec is not None else "the built-in villager_shop plan"
+            if phase == "completed":
+                raise RefusedError(f"the database was migrated with {plan} and completed (legacy columns dropped);"
+                                   " there is nothing left to run")
+            raise RefusedError(f"the database is being migrated with {plan} (phase {phase}); finish it (`migrate"
+                               " complete`) or roll it back before running another plan")
+        return current(conn)  # None: the built-in plan
     if built_in:
         return None
     if spec is None:
         spec = load(bundled.default_path())
-    cat = catalog_mod.read(conn, spec.tables())
-    return assemble(spec, cat)
+    return assemble(spec, catalog_mod.read(conn, spec.tables()))
 
 
 def record(conn: psycopg.Connection[Any], plan: FilePlan | None) -> None:
@@ -93,19 +93,12 @@ def upcoming(conn: psycopg.Connection[Any]) -> tuple[str, list[Step]]:
     """The name and steps of the plan the database is migrated with, or, where none is under way,
     of the one `migrate run` would start (the villager plan file, on a database that has its
     tables; read only)."""
-    rec = recorded(conn)
     if takes_default(conn):
         spec = load(bundled.default_path())
-        tables = spec.tables()
-        found = conn.execute("SELECT count(to_regclass('public.' || quote_ident(t))) FROM unnest(%s::text[]) t",
-                             (tables,)).fetchone()
-        if found is not None and found[0] == len(tables):
-            return spec.name, assemble(spec, catalog_mod.read(conn, tables)).steps
-    if rec is not None:
-        plan = current(conn)
-        assert plan is not None
-        return plan.name, plan.steps
-    return "villager_shop", build_plan()
+        if all(relation_exists(conn, f"public.{t}") for t in spec.tables()):
+            return spec.name, assemble(spec, catalog_mod.read(conn, spec.tables())).steps
+    plan = current(conn)
+    return (plan.name, plan.steps) if plan is not None else ("villager_shop", build_plan())
 
 
 def legacy_columns_of(conn: psycopg.Connection[Any]) -> tuple[tuple[str, str], ...]:
